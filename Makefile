@@ -1,0 +1,42 @@
+# Tollgate — two commands: `make run` and `make test` (see README).
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+export TOLLGATE_DATA_DIR ?= $(ROOT)/.data
+SWIFT_BUILD_FLAGS ?=
+BIN = $(shell swift build $(SWIFT_BUILD_FLAGS) --show-bin-path)/tollgate
+
+.PHONY: run test build deps db-start db-stop schemathesis clean-data
+
+## Build, start a private PostgreSQL (unless DATABASE_URL is set), migrate, seed the demo and serve.
+run: deps
+	@swift build $(SWIFT_BUILD_FLAGS) --product tollgate
+	@if [ -z "$$DATABASE_URL" ]; then scripts/pg.sh start tollgate; fi
+	@export DATABASE_URL="$${DATABASE_URL:-$$(scripts/pg.sh url tollgate)}"; \
+	  "$(BIN)" migrate && "$(BIN)" seed-demo && \
+	  portal="$${PORTAL_ADDRESS:-127.0.0.1:8080}"; gateway="$${GATEWAY_ADDRESS:-127.0.0.1:8000}"; \
+	  echo; echo "Portal:   http://$$portal/t/demo/   (platform console: http://$$portal/platform/)"; \
+	  echo "Gateway:  http://$$gateway/"; \
+	  echo "API docs: http://$$portal/t/demo/api/v1/openapi.json"; echo; \
+	  exec "$(BIN)" serve
+
+## The whole test suite against a private PostgreSQL: swift test, then schemathesis on the live server.
+test: deps
+	@scripts/pg.sh start tollgate_test tollgate_schemathesis
+	@DATABASE_URL="$$(scripts/pg.sh url tollgate_test)" swift test $(SWIFT_BUILD_FLAGS)
+	@scripts/schemathesis.sh
+
+build:
+	swift build $(SWIFT_BUILD_FLAGS)
+
+deps:
+	@scripts/deps.sh
+
+db-start:
+	@scripts/pg.sh start tollgate
+
+db-stop:
+	@scripts/pg.sh stop
+
+schemathesis:
+	@scripts/pg.sh start tollgate_schemathesis
+	@scripts/schemathesis.sh

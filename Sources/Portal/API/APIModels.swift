@@ -1,0 +1,257 @@
+import Foundation
+import Hummingbird
+
+/// JSON shapes of the `/api/v1` resources (snake_case on the wire; see the OpenAPI document).
+enum APIModel {
+    struct UserBody: Codable, Sendable {
+        let id: UUID
+        let email: String
+        let displayName: String
+        let roles: [String]
+        let createdAt: Date
+        init(_ user: User) {
+            id = user.id
+            email = user.email
+            displayName = user.displayName
+            roles = user.roles.map(\.rawValue).sorted()
+            createdAt = user.createdAt
+        }
+    }
+
+    struct MeBody: Codable, Sendable {
+        let user: UserBody
+        let tenant: TenantBody
+        let teams: [MembershipBody]
+        let scopes: [String]
+    }
+
+    struct MembershipBody: Codable, Sendable {
+        let teamId: UUID
+        let role: String
+    }
+
+    struct TenantBody: Codable, Sendable {
+        let id: UUID
+        let slug: String
+        let name: String
+        let currency: String
+        let signupPolicy: String
+        let customHost: String?
+        let createdAt: Date
+        init(_ tenant: Tenant) {
+            id = tenant.id
+            slug = tenant.slug
+            name = tenant.name
+            currency = tenant.currency
+            signupPolicy = tenant.signupPolicy.rawValue
+            customHost = tenant.customHost
+            createdAt = tenant.createdAt
+        }
+    }
+
+    struct TeamBody: Codable, Sendable {
+        let id: UUID
+        let slug: String
+        let name: String
+        let memberCount: Int
+        let createdAt: Date
+        init(_ team: Team) {
+            id = team.id
+            slug = team.slug
+            name = team.name
+            memberCount = team.memberCount
+            createdAt = team.createdAt
+        }
+    }
+
+    struct MemberBody: Codable, Sendable {
+        let userId: UUID
+        let email: String
+        let displayName: String
+        let role: String
+        let joinedAt: Date
+        init(_ member: TeamMember) {
+            userId = member.userID
+            email = member.email
+            displayName = member.displayName
+            role = member.role.rawValue
+            joinedAt = member.joinedAt
+        }
+    }
+
+    struct TokenBody: Codable, Sendable {
+        let id: UUID
+        let name: String
+        let prefix: String
+        let scopes: [String]
+        let createdAt: Date
+        let expiresAt: Date?
+        let lastUsedAt: Date?
+        let revokedAt: Date?
+        let active: Bool
+        init(_ token: PersonalAccessToken) {
+            id = token.id
+            name = token.name
+            prefix = token.prefix
+            scopes = token.scopes.map(\.rawValue).sorted()
+            createdAt = token.createdAt
+            expiresAt = token.expiresAt
+            lastUsedAt = token.lastUsedAt
+            revokedAt = token.revokedAt
+            active = token.isActive
+        }
+    }
+
+    struct CreatedTokenBody: Codable, Sendable {
+        let token: TokenBody
+        /// The secret, returned only in this response.
+        let secret: String
+    }
+
+    struct InvitationBody: Codable, Sendable {
+        let id: UUID
+        let email: String
+        let roles: [String]
+        let teamId: UUID?
+        let teamRole: String?
+        let expiresAt: Date
+        init(_ invitation: Invitation) {
+            id = invitation.id
+            email = invitation.email
+            roles = invitation.roles.map(\.rawValue).sorted()
+            teamId = invitation.teamID
+            teamRole = invitation.teamRole?.rawValue
+            expiresAt = invitation.expiresAt
+        }
+    }
+
+    struct CreatedInvitationBody: Codable, Sendable {
+        let invitation: InvitationBody
+        /// One-time link to pass to the invitee.
+        let acceptUrl: String
+    }
+
+    struct AuditEventBody: Codable, Sendable {
+        let id: Int64
+        let at: Date
+        let actor: String
+        let action: String
+        let target: String?
+        let clientIp: String?
+        let details: [String: String]
+        init(_ event: AuditEvent) {
+            id = event.id
+            at = event.at
+            actor = event.actor
+            action = event.action
+            target = event.target
+            clientIp = event.clientIP
+            details = (try? JSONDecoder().decode([String: String].self, from: Data(event.details.utf8))) ?? [:]
+        }
+    }
+
+    struct Page<Item: Codable & Sendable>: Codable, Sendable {
+        let items: [Item]
+        let nextCursor: String?
+    }
+
+    // Request bodies
+
+    struct CreateTeam: Decodable, Sendable {
+        let name: String
+        let slug: String?
+    }
+
+    struct SetRoles: Decodable, Sendable {
+        let roles: [String]
+    }
+
+    struct SetMember: Decodable, Sendable {
+        let role: String
+    }
+
+    struct AddMember: Decodable, Sendable {
+        let email: String
+        let role: String
+    }
+
+    struct CreateToken: Decodable, Sendable {
+        let name: String
+        let scopes: [String]
+        let expiresInDays: Int?
+    }
+
+    struct CreateInvitation: Decodable, Sendable {
+        let email: String
+        let roles: [String]?
+        let teamId: UUID?
+        let teamRole: String?
+    }
+
+    struct CreateTenant: Decodable, Sendable {
+        let slug: String
+        let name: String
+        let currency: String?
+        let signupPolicy: String?
+        let customHost: String?
+    }
+}
+
+/// `limit` and `cursor` query parameters; cursors are opaque base64url strings.
+struct Pagination: Sendable {
+    let limit: Int
+    let cursor: String?
+
+    init(_ request: Request) throws {
+        let query = request.uri.queryParameters
+        if let text = query["limit"] {
+            guard let value = Int(String(text)), (1...100).contains(value) else {
+                throw AppError.badRequest("limit must be an integer from 1 to 100.", fields: ["limit": "1 to 100"])
+            }
+            limit = value
+        } else {
+            limit = 50
+        }
+        if let text = query["cursor"].map(String.init), !text.isEmpty {
+            guard let bytes = Base64URL.decode(text), let decoded = String(bytes: bytes, encoding: .utf8),
+                !TextInput.hasControlCharacters(decoded)
+            else {
+                throw AppError.badRequest("cursor is not valid; use next_cursor from a previous page.", fields: ["cursor": "invalid"])
+            }
+            cursor = decoded
+        } else {
+            cursor = nil
+        }
+    }
+
+    /// The cursor for the page after `items`, when the page was full.
+    func next<T>(_ items: [T], key: (T) -> String) -> String? {
+        guard items.count == limit, let last = items.last else { return nil }
+        return Base64URL.encode(Array(key(last).utf8))
+    }
+}
+
+extension Request {
+    /// Decodes a JSON body with the API's conventions; malformed bodies are 400 problem+json.
+    func decodeJSON<T: Decodable>(_ type: T.Type, context: AppRequestContext) async throws -> T {
+        let contentType = headers[.contentType] ?? ""
+        guard contentType.hasPrefix("application/json") else {
+            throw AppError(status: .unsupportedMediaType, title: "Unsupported media type", detail: "Send the body as application/json.")
+        }
+        var request = self
+        let body = try await request.collectBody(upTo: context.maxUploadSize)
+        do {
+            return try context.requestDecoder.decode(T.self, from: Data(body.readableBytesView))
+        } catch let error as DecodingError {
+            throw AppError.badRequest("The request body is not valid: \(APIDecoding.describe(error)).")
+        }
+    }
+}
+
+extension Response {
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let data = try APIJSON.encoder.encode(value)
+        return Response(
+            status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}

@@ -1,0 +1,283 @@
+import Foundation
+
+/// The OpenAPI 3.1 documents served at `/t/{slug}/api/v1/openapi.json` and `/api/v1/openapi.json`.
+///
+/// Built from Swift values so that shared pieces (problem responses, pagination, schemas) are
+/// written once. `make test` runs schemathesis against the live server with these documents, so
+/// they must stay true to the handlers in TenantAPI and PlatformAPI.
+enum OpenAPIDocument {
+    static func tenant(serverURL: String, tenantName: String) -> String {
+        let document: [String: Any] = [
+            "openapi": "3.1.0",
+            "info": [
+                "title": "Tollgate tenant API — \(tenantName)",
+                "version": "1.0.0",
+                "description": "Automation API of one Tollgate marketplace. Authenticate with a personal access token: `Authorization: Bearer tgp_...`.",
+            ],
+            "servers": [["url": serverURL]],
+            "security": [["bearerAuth": []]],
+            "paths": tenantPaths,
+            "components": components(extraSchemas: tenantSchemas),
+        ]
+        return serialize(document)
+    }
+
+    static func platform(serverURL: String) -> String {
+        let document: [String: Any] = [
+            "openapi": "3.1.0",
+            "info": [
+                "title": "Tollgate platform API", "version": "1.0.0",
+                "description": "Installation-level endpoints. Authenticate with a platform token: `Authorization: Bearer tgx_...`.",
+            ],
+            "servers": [["url": serverURL]],
+            "security": [["bearerAuth": []]],
+            "paths": [
+                "/tenants": [
+                    "get": operation(
+                        "listTenants", "List tenants", tag: "Tenants", parameters: pageParameters,
+                        ok: ("200", ref("TenantPage")), errors: ["400", "401"]),
+                    "post": operation(
+                        "createTenant", "Create a tenant", tag: "Tenants", body: ref("CreateTenant"), ok: ("201", ref("Tenant")),
+                        errors: ["400", "401", "409", "415", "422"]),
+                ]
+            ],
+            "components": components(extraSchemas: ["Tenant": tenantSchema, "TenantPage": page(of: "Tenant"), "CreateTenant": createTenantSchema]),
+        ]
+        return serialize(document)
+    }
+
+    // MARK: Paths
+
+    private static var tenantPaths: [String: Any] {
+        let teamParameter = pathParameter("team", ["type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"], "Team slug")
+        let userParameter = pathParameter("user", ["type": "string", "format": "uuid"], "User id")
+        return [
+            "/me": ["get": operation("getMe", "The caller", tag: "Identity", ok: ("200", ref("Me")), errors: ["401"])],
+            "/users": [
+                "get": operation(
+                    "listUsers", "List users (admin, finance)", tag: "Users", parameters: pageParameters, ok: ("200", ref("UserPage")),
+                    errors: ["400", "401", "403"])
+            ],
+            "/users/{user}/roles": [
+                "put": operation(
+                    "setUserRoles", "Replace a user's tenant roles (admin)", tag: "Users", parameters: [userParameter], body: ref("SetRoles"),
+                    ok: ("200", ref("User")), errors: ["400", "401", "403", "404", "409", "415", "422"])
+            ],
+            "/teams": [
+                "get": operation(
+                    "listTeams", "List teams", tag: "Teams", parameters: pageParameters, ok: ("200", ref("TeamPage")), errors: ["400", "401", "403"]),
+                "post": operation(
+                    "createTeam", "Create a team (caller becomes owner)", tag: "Teams", body: ref("CreateTeam"), ok: ("201", ref("Team")),
+                    errors: ["400", "401", "403", "409", "415", "422"]),
+            ],
+            "/teams/{team}": [
+                "get": operation(
+                    "getTeam", "A team", tag: "Teams", parameters: [teamParameter], ok: ("200", ref("Team")), errors: ["401", "403", "404"])
+            ],
+            "/teams/{team}/members": [
+                "get": operation(
+                    "listTeamMembers", "Members of a team", tag: "Teams", parameters: [teamParameter], ok: ("200", ref("MemberPage")),
+                    errors: ["401", "403", "404"]),
+                "post": operation(
+                    "addTeamMember", "Add a tenant member to a team", tag: "Teams", parameters: [teamParameter], body: ref("AddMember"),
+                    ok: ("201", ref("Member")), errors: ["400", "401", "403", "404", "409", "415", "422"]),
+            ],
+            "/teams/{team}/members/{user}": [
+                "put": operation(
+                    "setTeamMember", "Change a member's team role", tag: "Teams", parameters: [teamParameter, userParameter], body: ref("SetMember"),
+                    ok: ("200", ref("Member")), errors: ["400", "401", "403", "404", "409", "415", "422"]),
+                "delete": operation(
+                    "removeTeamMember", "Remove a member from a team", tag: "Teams", parameters: [teamParameter, userParameter], ok: ("204", nil),
+                    errors: ["401", "403", "404", "409"]),
+            ],
+            "/tokens": [
+                "get": operation("listTokens", "Your personal access tokens", tag: "Tokens", ok: ("200", ref("TokenPage")), errors: ["401", "403"]),
+                "post": operation(
+                    "createToken", "Create a personal access token (secret shown once)", tag: "Tokens", body: ref("CreateToken"),
+                    ok: ("201", ref("CreatedToken")), errors: ["400", "401", "403", "415", "422"]),
+            ],
+            "/tokens/{id}": [
+                "delete": operation(
+                    "revokeToken", "Revoke one of your tokens", tag: "Tokens",
+                    parameters: [pathParameter("id", ["type": "string", "format": "uuid"], "Token id")], ok: ("204", nil),
+                    errors: ["401", "403", "404"])
+            ],
+            "/invitations": [
+                "get": operation(
+                    "listInvitations", "Open invitations (admin)", tag: "Users", ok: ("200", ref("InvitationPage")), errors: ["401", "403"]),
+                "post": operation(
+                    "createInvitation", "Invite a person (admin); returns a one-time link", tag: "Users", body: ref("CreateInvitation"),
+                    ok: ("201", ref("CreatedInvitation")), errors: ["400", "401", "403", "409", "415", "422"]),
+            ],
+            "/audit-events": [
+                "get": operation(
+                    "listAuditEvents", "Audit log, newest first (admin)", tag: "Audit", parameters: pageParameters, ok: ("200", ref("AuditEventPage")),
+                    errors: ["400", "401", "403"])
+            ],
+        ]
+    }
+
+    // MARK: Schemas
+
+    private static var dateTime: [String: Any] { ["type": "string", "format": "date-time"] }
+    private static var uuid: [String: Any] { ["type": "string", "format": "uuid"] }
+    private static var string: [String: Any] { ["type": "string"] }
+    private static var tenantRole: [String: Any] { ["type": "string", "enum": TenantRole.allCases.map(\.rawValue)] }
+    private static var teamRole: [String: Any] { ["type": "string", "enum": TeamRole.allCases.map(\.rawValue)] }
+    private static var scope: [String: Any] { ["type": "string", "enum": TokenScope.allCases.map(\.rawValue)] }
+
+    private static var tenantSchemas: [String: Any] {
+        [
+            "User": object(
+                ["id": uuid, "email": string, "display_name": string, "roles": ["type": "array", "items": tenantRole], "created_at": dateTime]),
+            "UserPage": page(of: "User"),
+            "Me": object([
+                "user": ref("User"), "tenant": ref("Tenant"),
+                "teams": ["type": "array", "items": object(["team_id": uuid, "role": teamRole])],
+                "scopes": ["type": "array", "items": scope],
+            ]),
+            "Tenant": tenantSchema,
+            "Team": object(["id": uuid, "slug": string, "name": string, "member_count": ["type": "integer", "minimum": 0], "created_at": dateTime]),
+            "TeamPage": page(of: "Team"),
+            "Member": object(["user_id": uuid, "email": string, "display_name": string, "role": teamRole, "joined_at": dateTime]),
+            "MemberPage": page(of: "Member"),
+            "Token": object(
+                [
+                    "id": uuid, "name": string, "prefix": string, "scopes": ["type": "array", "items": scope], "created_at": dateTime,
+                    "expires_at": dateTime, "last_used_at": dateTime, "revoked_at": dateTime, "active": ["type": "boolean"],
+                ], optional: ["expires_at", "last_used_at", "revoked_at"]),
+            "TokenPage": page(of: "Token"),
+            "CreatedToken": object(["token": ref("Token"), "secret": ["type": "string", "description": "Shown only in this response."]]),
+            "Invitation": object(
+                [
+                    "id": uuid, "email": string, "roles": ["type": "array", "items": tenantRole], "team_id": uuid, "team_role": teamRole,
+                    "expires_at": dateTime,
+                ], optional: ["team_id", "team_role"]),
+            "InvitationPage": page(of: "Invitation"),
+            "CreatedInvitation": object(["invitation": ref("Invitation"), "accept_url": string]),
+            "AuditEvent": object(
+                [
+                    "id": ["type": "integer"], "at": dateTime, "actor": string, "action": string, "target": string, "client_ip": string,
+                    "details": ["type": "object", "additionalProperties": string],
+                ], optional: ["target", "client_ip"]),
+            "AuditEventPage": page(of: "AuditEvent"),
+            "CreateTeam": input(
+                ["name": ["type": "string", "minLength": 1, "maxLength": 200], "slug": ["type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"]],
+                required: ["name"]),
+            "SetRoles": input(["roles": ["type": "array", "items": tenantRole, "uniqueItems": true]], required: ["roles"]),
+            "AddMember": input(["email": ["type": "string", "format": "email"], "role": teamRole], required: ["email", "role"]),
+            "SetMember": input(["role": teamRole], required: ["role"]),
+            "CreateToken": input(
+                [
+                    "name": ["type": "string", "minLength": 1, "maxLength": 100],
+                    "scopes": ["type": "array", "items": scope, "minItems": 1, "uniqueItems": true],
+                    "expires_in_days": ["type": "integer", "minimum": 1, "maximum": PersonalAccessTokenRepository.maximumLifetimeDays],
+                ], required: ["name", "scopes"]),
+            "CreateInvitation": input(
+                [
+                    "email": ["type": "string", "format": "email"], "roles": ["type": "array", "items": tenantRole, "uniqueItems": true],
+                    "team_id": uuid, "team_role": teamRole,
+                ], required: ["email"]),
+        ]
+    }
+
+    private static var tenantSchema: [String: Any] {
+        object(
+            [
+                "id": uuid, "slug": string, "name": string, "currency": ["type": "string", "pattern": "^[A-Z]{3}$"],
+                "signup_policy": ["type": "string", "enum": Tenant.SignupPolicy.allCases.map(\.rawValue)], "custom_host": string,
+                "created_at": dateTime,
+            ], optional: ["custom_host"])
+    }
+
+    private static var createTenantSchema: [String: Any] {
+        input(
+            [
+                "slug": ["type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"], "name": ["type": "string", "minLength": 1, "maxLength": 200],
+                "currency": ["type": "string", "enum": ISO4217.minorUnits.keys.sorted()],
+                "signup_policy": ["type": "string", "enum": Tenant.SignupPolicy.allCases.map(\.rawValue)],
+                "custom_host": ["type": "string", "format": "hostname"],
+            ], required: ["slug", "name"])
+    }
+
+    // MARK: Building blocks
+
+    private static func components(extraSchemas: [String: Any]) -> [String: Any] {
+        var schemas = extraSchemas
+        schemas["Problem"] = [
+            "type": "object",
+            "required": ["type", "title", "status", "detail"],
+            "properties": [
+                "type": string, "title": string, "status": ["type": "integer"], "detail": string, "instance": string,
+                "errors": ["type": "object", "additionalProperties": string, "description": "Field name → message."],
+            ],
+        ]
+        return [
+            "securitySchemes": ["bearerAuth": ["type": "http", "scheme": "bearer"]],
+            "schemas": schemas,
+        ]
+    }
+
+    private static let problemDescriptions: [String: String] = [
+        "400": "Malformed request", "401": "Missing or invalid token", "403": "Not allowed", "404": "Not found", "409": "Conflict",
+        "415": "Body is not application/json", "422": "Validation failed",
+    ]
+
+    private static func operation(
+        _ id: String, _ summary: String, tag: String, parameters: [[String: Any]] = [], body: [String: Any]? = nil,
+        ok: (String, [String: Any]?), errors: [String]
+    ) -> [String: Any] {
+        var responses: [String: Any] = [:]
+        if let schema = ok.1 {
+            responses[ok.0] = ["description": "Success", "content": ["application/json": ["schema": schema]]]
+        } else {
+            responses[ok.0] = ["description": "Success"]
+        }
+        for code in errors {
+            responses[code] = [
+                "description": problemDescriptions[code] ?? "Error",
+                "content": ["application/problem+json": ["schema": ref("Problem")]],
+            ]
+        }
+        var op: [String: Any] = ["operationId": id, "summary": summary, "tags": [tag], "responses": responses]
+        if !parameters.isEmpty { op["parameters"] = parameters }
+        if let body { op["requestBody"] = ["required": true, "content": ["application/json": ["schema": body]]] }
+        return op
+    }
+
+    private static var pageParameters: [[String: Any]] {
+        [
+            ["name": "limit", "in": "query", "required": false, "schema": ["type": "integer", "minimum": 1, "maximum": 100, "default": 50]],
+            [
+                "name": "cursor", "in": "query", "required": false, "schema": ["type": "string"],
+                "description": "next_cursor from the previous page",
+            ],
+        ]
+    }
+
+    private static func pathParameter(_ name: String, _ schema: [String: Any], _ description: String) -> [String: Any] {
+        ["name": name, "in": "path", "required": true, "schema": schema, "description": description]
+    }
+
+    private static func ref(_ name: String) -> [String: Any] { ["$ref": "#/components/schemas/\(name)"] }
+
+    private static func object(_ properties: [String: Any], optional: Set<String> = []) -> [String: Any] {
+        ["type": "object", "required": properties.keys.filter { !optional.contains($0) }.sorted(), "properties": properties]
+    }
+
+    private static func input(_ properties: [String: Any], required: [String]) -> [String: Any] {
+        ["type": "object", "required": required, "properties": properties]
+    }
+
+    private static func page(of item: String) -> [String: Any] {
+        [
+            "type": "object", "required": ["items"],
+            "properties": ["items": ["type": "array", "items": ref(item)], "next_cursor": ["type": ["string", "null"]]],
+        ]
+    }
+
+    private static func serialize(_ document: [String: Any]) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

@@ -1,0 +1,269 @@
+import Foundation
+import Hummingbird
+import HummingbirdAuth
+
+/// Authenticates `/t/{slug}/api/v1` requests by personal access token (`Authorization: Bearer tgp_...`).
+struct BearerTokenMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+    let services: PortalServices
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let tenant = try context.requireTenant()
+        guard let bearer = request.headers.bearer?.token else { throw AppError.unauthenticated }
+        let principal: Principal? = try await services.database.withTenant(tenant.id) { connection in
+            guard let (userID, scopes) = try await services.tokenService.tokens.authenticate(secret: bearer, on: connection),
+                let user = try await services.identity.users.find(id: userID, on: connection)
+            else { return nil }
+            return Principal(user: user, teamRoles: try await services.identity.teams.memberships(userID: userID, on: connection), scopes: scopes)
+        }
+        guard let principal else {
+            var error = AppError.unauthenticated
+            error.detail = "The bearer token is unknown, expired or revoked."
+            error.headers = [.wwwAuthenticate: "Bearer realm=\"tollgate\", error=\"invalid_token\""]
+            throw error
+        }
+        var context = context
+        context.principal = principal
+        return try await next(request, context)
+    }
+}
+
+/// The tenant JSON API: the same workflows and policy as the HTML pages.
+struct TenantAPI: Sendable {
+    let services: PortalServices
+
+    func addRoutes(to api: RouterGroup<AppRequestContext>) {
+        api.get("/openapi.json", use: openAPI)
+        let authed = api.group().add(middleware: BearerTokenMiddleware(services: services))
+        authed.get("/me", use: me)
+        authed.get("/users", use: listUsers)
+        authed.put("/users/:user/roles", use: setRoles)
+        authed.get("/teams", use: listTeams)
+        authed.post("/teams", use: createTeam)
+        authed.get("/teams/:team", use: showTeam)
+        authed.get("/teams/:team/members", use: listMembers)
+        authed.post("/teams/:team/members", use: addMember)
+        authed.put("/teams/:team/members/:user", use: setMember)
+        authed.delete("/teams/:team/members/:user", use: removeMember)
+        authed.get("/tokens", use: listTokens)
+        authed.post("/tokens", use: createToken)
+        authed.delete("/tokens/:id", use: revokeToken)
+        authed.get("/invitations", use: listInvitations)
+        authed.post("/invitations", use: createInvitation)
+        authed.get("/audit-events", use: listAuditEvents)
+    }
+
+    /// The OpenAPI 3.1 document for this tenant's API.
+    @Sendable func openAPI(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let server = AdminPages.absoluteBase(request: request, context: context) + "/api/v1"
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.tenant(serverURL: server, tenantName: tenant.name))))
+    }
+
+    /// The caller: user, tenant, team memberships and token scopes.
+    @Sendable func me(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        try Policy.authorize(principal, .viewOwnProfile)
+        return try .json(
+            APIModel.MeBody(
+                user: .init(principal.user), tenant: .init(try context.requireTenant()),
+                teams: principal.teamRoles.map { .init(teamId: $0.key, role: $0.value.rawValue) }.sorted { $0.teamId.uuidString < $1.teamId.uuidString },
+                scopes: (principal.scopes ?? Set(TokenScope.allCases)).map(\.rawValue).sorted()))
+    }
+
+    /// Users of the tenant (admins and finance), by email.
+    @Sendable func listUsers(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        try Policy.authorize(principal, .listUsers)
+        let page = try Pagination(request)
+        let users = try await services.database.withTenant(try context.requireTenant().id) {
+            try await services.identity.users.list(after: page.cursor, limit: page.limit, on: $0)
+        }
+        return try .json(APIModel.Page(items: users.map(APIModel.UserBody.init), nextCursor: page.next(users) { $0.email }))
+    }
+
+    /// Replaces a user's tenant roles (admins).
+    @Sendable func setRoles(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        try Policy.authorize(principal, .manageUsers)
+        let userID = try uuidParameter("user", context, what: "User")
+        let body = try await request.decodeJSON(APIModel.SetRoles.self, context: context)
+        let roles = body.roles.map(TenantRole.init(rawValue:))
+        guard !roles.contains(where: { $0 == nil }) else {
+            throw AppError.validation(["roles": "Roles are admin, provider, developer and finance."])
+        }
+        let user = try await services.identity.setRoles(
+            tenant: try context.requireTenant(), actor: principal, userID: userID, roles: Set(roles.compactMap { $0 }), clientIP: context.clientIP)
+        return try .json(APIModel.UserBody(user))
+    }
+
+    @Sendable func listTeams(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let page = try Pagination(request)
+        let teams = try await services.teamService.list(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), after: page.cursor, limit: page.limit)
+        return try .json(APIModel.Page(items: teams.map(APIModel.TeamBody.init), nextCursor: page.next(teams) { $0.slug }))
+    }
+
+    /// Creates a team; the caller becomes its owner.
+    @Sendable func createTeam(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        try Policy.authorize(principal, .createTeam)
+        let body = try await request.decodeJSON(APIModel.CreateTeam.self, context: context)
+        let team = try await services.teamService.create(
+            tenant: try context.requireTenant(), actor: principal, try NewTeam.validated(name: body.name, slug: body.slug), clientIP: context.clientIP)
+        return try .json(APIModel.TeamBody(team), status: .created)
+    }
+
+    @Sendable func showTeam(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (team, _) = try await services.teamService.show(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), slug: context.parameters.get("team") ?? "")
+        return try .json(APIModel.TeamBody(team))
+    }
+
+    @Sendable func listMembers(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (_, members) = try await services.teamService.show(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), slug: context.parameters.get("team") ?? "")
+        return try .json(APIModel.Page(items: members.map(APIModel.MemberBody.init), nextCursor: nil))
+    }
+
+    /// Adds an existing tenant member to the team by email.
+    @Sendable func addMember(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let body = try await request.decodeJSON(APIModel.AddMember.self, context: context)
+        guard let role = TeamRole(rawValue: body.role) else { throw AppError.validation(["role": "Choose owner, admin or member."]) }
+        let member = try await services.teamService.setMember(
+            tenant: try context.requireTenant(), actor: principal, slug: context.parameters.get("team") ?? "", email: body.email, userID: nil,
+            role: role, clientIP: context.clientIP)
+        return try .json(APIModel.MemberBody(member), status: .created)
+    }
+
+    @Sendable func setMember(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let userID = try uuidParameter("user", context, what: "Member")
+        let body = try await request.decodeJSON(APIModel.SetMember.self, context: context)
+        guard let role = TeamRole(rawValue: body.role) else { throw AppError.validation(["role": "Choose owner, admin or member."]) }
+        let member = try await services.teamService.setMember(
+            tenant: try context.requireTenant(), actor: principal, slug: context.parameters.get("team") ?? "", email: nil, userID: userID, role: role,
+            clientIP: context.clientIP)
+        return try .json(APIModel.MemberBody(member))
+    }
+
+    @Sendable func removeMember(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let userID = try uuidParameter("user", context, what: "Member")
+        try await services.teamService.removeMember(
+            tenant: try context.requireTenant(), actor: principal, slug: context.parameters.get("team") ?? "", userID: userID, clientIP: context.clientIP)
+        return Response(status: .noContent)
+    }
+
+    @Sendable func listTokens(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tokens = try await services.tokenService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal())
+        return try .json(APIModel.Page(items: tokens.map(APIModel.TokenBody.init), nextCursor: nil))
+    }
+
+    /// Creates a personal access token; the secret is in this response only.
+    @Sendable func createToken(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        try Policy.authorize(principal, .manageOwnTokens)
+        let body = try await request.decodeJSON(APIModel.CreateToken.self, context: context)
+        let new = try TokenService.NewToken.validated(name: body.name, scopes: body.scopes, expiresInDays: body.expiresInDays)
+        let (token, secret) = try await services.tokenService.create(tenant: try context.requireTenant(), actor: principal, new, clientIP: context.clientIP)
+        return try .json(APIModel.CreatedTokenBody(token: .init(token), secret: secret), status: .created)
+    }
+
+    @Sendable func revokeToken(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let id = try uuidParameter("id", context, what: "Token")
+        try await services.tokenService.revoke(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, clientIP: context.clientIP)
+        return Response(status: .noContent)
+    }
+
+    @Sendable func listInvitations(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        try Policy.authorize(principal, .inviteUsers)
+        let open = try await services.database.withTenant(try context.requireTenant().id) { try await services.identity.invitations.listOpen(on: $0) }
+        return try .json(APIModel.Page(items: open.map(APIModel.InvitationBody.init), nextCursor: nil))
+    }
+
+    /// Invites a person by email; returns the one-time acceptance link.
+    @Sendable func createInvitation(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        try Policy.authorize(principal, .inviteUsers)
+        let body = try await request.decodeJSON(APIModel.CreateInvitation.self, context: context)
+        let roles = (body.roles ?? ["developer"]).map(TenantRole.init(rawValue:))
+        guard !roles.contains(where: { $0 == nil }) else { throw AppError.validation(["roles": "Roles are admin, provider, developer and finance."]) }
+        var teamRole: TeamRole?
+        if let text = body.teamRole {
+            guard let role = TeamRole(rawValue: text) else { throw AppError.validation(["team_role": "Choose owner, admin or member."]) }
+            teamRole = role
+        }
+        let (invitation, token) = try await services.identity.invite(
+            tenant: try context.requireTenant(), actor: principal, email: body.email, roles: Set(roles.compactMap { $0 }), teamID: body.teamId,
+            teamRole: teamRole, clientIP: context.clientIP)
+        let link = AdminPages.absoluteBase(request: request, context: context) + "/invitations/" + token
+        return try .json(APIModel.CreatedInvitationBody(invitation: .init(invitation), acceptUrl: link), status: .created)
+    }
+
+    /// The audit log, newest first (admins).
+    @Sendable func listAuditEvents(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        try Policy.authorize(principal, .viewAuditLog)
+        let page = try Pagination(request)
+        var before: Int64?
+        if let cursor = page.cursor {
+            guard let id = Int64(cursor) else { throw AppError.badRequest("cursor is not valid.", fields: ["cursor": "invalid"]) }
+            before = id
+        }
+        let events = try await services.database.withTenant(try context.requireTenant().id) {
+            try await services.identity.audit.list(before: before, limit: page.limit, on: $0)
+        }
+        return try .json(APIModel.Page(items: events.map(APIModel.AuditEventBody.init), nextCursor: page.next(events) { String($0.id) }))
+    }
+
+    private func uuidParameter(_ name: String, _ context: AppRequestContext, what: String) throws -> UUID {
+        guard let id = context.parameters.get(name).flatMap(UUID.init(uuidString:)) else { throw AppError.notFound(what) }
+        return id
+    }
+}
+
+/// Platform endpoints: `/api/v1/tenants`, authenticated by a platform token (`tgx_...`).
+struct PlatformAPI: Sendable {
+    let services: PortalServices
+
+    func addRoutes(to router: Router<AppRequestContext>) {
+        let api = router.group("/api/v1")
+        api.get("/openapi.json", use: openAPI)
+        api.get("/tenants", use: listTenants)
+        api.post("/tenants", use: createTenant)
+    }
+
+    /// The OpenAPI document for the platform endpoints.
+    @Sendable func openAPI(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let server = "http://" + (request.head.authority ?? "127.0.0.1") + "/api/v1"
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.platform(serverURL: server))))
+    }
+
+    @Sendable func listTenants(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await authenticate(request)
+        let page = try Pagination(request)
+        let tenants = try await services.database.withPlatform { try await services.tenants.list(after: page.cursor, limit: page.limit, on: $0) }
+        return try .json(APIModel.Page(items: tenants.map(APIModel.TenantBody.init), nextCursor: page.next(tenants) { $0.slug }))
+    }
+
+    @Sendable func createTenant(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await authenticate(request)
+        let body = try await request.decodeJSON(APIModel.CreateTenant.self, context: context)
+        let new = try NewTenant.validated(
+            slug: body.slug, name: body.name, currency: body.currency, signupPolicy: body.signupPolicy, customHost: body.customHost)
+        let tenant = try await services.database.withPlatform { try await services.tenants.create(new, on: $0) }
+        return try .json(APIModel.TenantBody(tenant), status: .created)
+    }
+
+    private func authenticate(_ request: Request) async throws {
+        guard let token = request.headers.bearer?.token,
+            try await services.database.withPlatform({ try await services.platformAdmins.authenticate(token: token, on: $0) }) != nil
+        else { throw AppError.unauthenticated }
+    }
+}

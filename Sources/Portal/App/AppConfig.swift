@@ -1,0 +1,72 @@
+import Foundation
+import Logging
+
+/// Process configuration, read from environment variables (documented in README, "Configuration").
+struct AppConfig: Sendable {
+    var databaseURL: String
+    var portalHost: String
+    var portalPort: Int
+    var gatewayHost: String
+    var gatewayPort: Int
+    var dataDirectory: String
+    var secretKeyValue: String?
+    var logLevel: Logger.Level
+    var logFormat: LogFormat
+    /// Tenants are also reachable as `{slug}.{baseDomain}` (e.g. `demo.localhost:8080`).
+    var baseDomain: String
+    var migrationsDirectory: String
+    var templatesDirectory: String
+    var sessionIdleTimeout: Duration
+    var sessionAbsoluteTimeout: Duration
+    /// Trust `X-Forwarded-For`/`-Proto` from a reverse proxy in front of the portal.
+    var trustProxy: Bool
+
+    enum LogFormat: String, Sendable { case text, json }
+
+    static let defaultDatabaseURL = "postgres://tollgate:tollgate@127.0.0.1:54329/tollgate"
+
+    static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> AppConfig {
+        func address(_ name: String, _ fallback: String) throws -> (String, Int) {
+            let value = env[name].flatMap { $0.isEmpty ? nil : $0 } ?? fallback
+            guard let colon = value.lastIndex(of: ":"), let port = Int(value[value.index(after: colon)...]),
+                (0...65535).contains(port)
+            else { throw ConfigError.invalid(name, value, "expected host:port") }
+            return (String(value[..<colon]), port)
+        }
+        let portal = try address("PORTAL_ADDRESS", "127.0.0.1:8080")
+        let gateway = try address("GATEWAY_ADDRESS", "127.0.0.1:8000")
+        let levelText = env["LOG_LEVEL"] ?? "info"
+        guard let level = Logger.Level(rawValue: levelText) else {
+            throw ConfigError.invalid("LOG_LEVEL", levelText, "one of trace, debug, info, notice, warning, error, critical")
+        }
+        let formatText = env["LOG_FORMAT"] ?? "text"
+        guard let format = LogFormat(rawValue: formatText) else { throw ConfigError.invalid("LOG_FORMAT", formatText, "text or json") }
+        func minutes(_ name: String, _ fallback: Int) throws -> Duration {
+            guard let text = env[name] else { return .seconds(fallback * 60) }
+            guard let value = Int(text), value > 0 else { throw ConfigError.invalid(name, text, "a positive number of minutes") }
+            return .seconds(value * 60)
+        }
+        return AppConfig(
+            databaseURL: env["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? defaultDatabaseURL,
+            portalHost: portal.0, portalPort: portal.1,
+            gatewayHost: gateway.0, gatewayPort: gateway.1,
+            dataDirectory: env["TOLLGATE_DATA_DIR"] ?? ".data",
+            secretKeyValue: env["TOLLGATE_SECRET_KEY"],
+            logLevel: level, logFormat: format,
+            baseDomain: env["TOLLGATE_BASE_DOMAIN"] ?? "localhost",
+            migrationsDirectory: env["TOLLGATE_MIGRATIONS_DIR"] ?? "migrations",
+            templatesDirectory: env["TOLLGATE_TEMPLATES_DIR"] ?? "templates",
+            sessionIdleTimeout: try minutes("TOLLGATE_SESSION_IDLE_MINUTES", 120),
+            sessionAbsoluteTimeout: try minutes("TOLLGATE_SESSION_MAX_MINUTES", 7 * 24 * 60),
+            trustProxy: env["TOLLGATE_TRUST_PROXY"] == "true")
+    }
+
+    enum ConfigError: Error, CustomStringConvertible {
+        case invalid(String, String, String)
+        var description: String {
+            switch self {
+            case .invalid(let name, let value, let expected): "\(name)=\(value) is invalid: \(expected)"
+            }
+        }
+    }
+}

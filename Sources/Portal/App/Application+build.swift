@@ -1,0 +1,84 @@
+import Foundation
+import Gateway
+import Hummingbird
+import Logging
+import Prometheus
+
+/// Builds the portal's router: the seam tests use (`app.test(.router)`) and `serve` runs.
+func buildRouter(services: PortalServices, metrics: PrometheusCollectorRegistry) -> Router<AppRequestContext> {
+    let router = Router(context: AppRequestContext.self)
+    router.add(middleware: RequestIDMiddleware())
+    router.add(middleware: LogRequestsMiddleware(.info))
+    router.add(middleware: MetricsMiddleware())
+    router.add(middleware: SecurityHeadersMiddleware())
+    router.add(middleware: ErrorMiddleware(views: services.views))
+
+    HealthRoutes(readiness: services.readiness, check: services.checkReadiness, metrics: metrics).addRoutes(to: router)
+    PlatformPages(services: services).addRoutes(to: router)
+    PlatformAPI(services: services).addRoutes(to: router)
+
+    let tenant = router.group("/t/:tenant").add(middleware: TenantMiddleware(database: services.database, tenants: services.tenants))
+    TenantAPI(services: services).addRoutes(to: tenant.group("/api/v1"))
+
+    let web = tenant.group().add(middleware: BrowserSessionMiddleware(realm: .tenant, services: services))
+    AuthPages(services: services).addRoutes(to: web)
+    let signedIn = web.group().add(middleware: RequireSignIn())
+    AccountPages(services: services).addRoutes(to: signedIn)
+    TeamPages(services: services).addRoutes(to: signedIn)
+    AdminPages(services: services).addRoutes(to: signedIn)
+    return router
+}
+
+/// The portal application: router behind the tenant-host rewriter, on `PORTAL_ADDRESS`.
+func buildApplication(
+    services: PortalServices, metrics: PrometheusCollectorRegistry, host: String, port: Int, logger: Logger,
+    beforeServerStarts: @escaping @Sendable () async throws -> Void = {},
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) -> some ApplicationProtocol {
+    let responder = TenantHostResponder(
+        inner: buildRouter(services: services, metrics: metrics).buildResponder(), baseDomain: services.config.baseDomain,
+        database: services.database, tenants: services.tenants)
+    var app = Application(
+        responder: responder,
+        configuration: .init(address: .hostname(host, port: port), serverName: "tollgate-portal"),
+        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
+        logger: logger)
+    app.beforeServerStarts(perform: beforeServerStarts)
+    return app
+}
+
+/// Adds `X-Request-Id` (the id in every log line of the request) to responses.
+struct RequestIDMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response = try await next(request, context)
+        response.headers[.xRequestID] = context.id
+        return response
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics` on the portal listener.
+struct HealthRoutes: Sendable {
+    let readiness: Readiness
+    let check: @Sendable () async -> Readiness.Report
+    let metrics: PrometheusCollectorRegistry
+
+    func addRoutes(to router: Router<AppRequestContext>) {
+        router.get("/healthz") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{\"status\":\"ok\"}")))
+        }
+        router.get("/readyz") { _, _ in
+            let report = await check()
+            readiness.update(report)
+            return Response(
+                status: report.isReady ? .ok : .serviceUnavailable, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(string: readiness.json)))
+        }
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: metrics.emitToString())))
+        }
+    }
+}

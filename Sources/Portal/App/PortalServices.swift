@@ -1,0 +1,74 @@
+import Foundation
+import Hummingbird
+import Gateway
+import Logging
+
+/// The portal's collaborators, built once per process and shared by every controller.
+struct PortalServices: Sendable {
+    let config: AppConfig
+    let database: Database
+    let views: Views
+    let csrf: CSRFProtection
+    let sessions: SessionStore
+    let identity: IdentityService
+    let teamService: TeamService
+    let tokenService: TokenService
+    let tenants: TenantRepository
+    let platformAdmins: PlatformAdminRepository
+    let readiness: Readiness
+    let logger: Logger
+
+    init(config: AppConfig, database: Database, views: Views, secret: SecretKey, readiness: Readiness, hasher: PasswordHasher = PasswordHasher()) {
+        let logger = database.logger
+        self.config = config
+        self.database = database
+        self.views = views
+        self.csrf = CSRFProtection(secret: secret)
+        self.sessions = SessionStore(idleTimeout: config.sessionIdleTimeout, absoluteTimeout: config.sessionAbsoluteTimeout, logger: logger)
+        self.identity = IdentityService(database: database, sessions: sessions, hasher: hasher)
+        let audit = AuditLog(logger: logger)
+        self.teamService = TeamService(database: database, teams: TeamRepository(logger: logger), users: UserRepository(logger: logger), audit: audit)
+        self.tokenService = TokenService(database: database, tokens: PersonalAccessTokenRepository(logger: logger), audit: audit)
+        self.tenants = TenantRepository(logger: logger)
+        self.platformAdmins = PlatformAdminRepository(logger: logger)
+        self.readiness = readiness
+        self.logger = logger
+    }
+
+    /// Session-style cookie: HttpOnly, SameSite=Lax, Secure when the client reached us over TLS.
+    func cookie(name: String, value: String, path: String, request: Request, maxAge: Int? = nil) -> Cookie {
+        let secure = config.trustProxy && request.headers[.xForwardedProto] == "https"
+        return Cookie(name: name, value: value, maxAge: maxAge, path: path, secure: secure, httpOnly: true, sameSite: .lax)
+    }
+
+    func expiredCookie(name: String, path: String, request: Request) -> Cookie {
+        cookie(name: name, value: "", path: path, request: request, maxAge: 0)
+    }
+
+    /// Layout values for a tenant page.
+    func chrome(_ title: String, context: AppRequestContext, notice: String? = nil) -> PageChrome {
+        var page = PageChrome(title: title)
+        page.base = context.base
+        page.tenantName = context.tenant?.name
+        page.userName = context.principal?.user.displayName
+        page.csrf = context.csrfBinding.map(csrf.token(binding:)) ?? ""
+        page.notice = notice
+        page.nav = Navigation.items(for: context.principal, base: context.base)
+        return page
+    }
+}
+
+/// Navigation by role: people see only what they can use.
+enum Navigation {
+    static func items(for principal: Principal?, base: String) -> [[String: Any]] {
+        guard let principal else {
+            return [["href": base + "/login", "label": "Sign in"], ["href": base + "/signup", "label": "Sign up"]]
+        }
+        var items: [[String: Any]] = [["href": base + "/", "label": "Home"], ["href": base + "/teams", "label": "Teams"]]
+        if Policy.allows(principal, .listUsers) { items.append(["href": base + "/admin/users", "label": "Users"]) }
+        if Policy.allows(principal, .inviteUsers) { items.append(["href": base + "/admin/invitations", "label": "Invitations"]) }
+        if Policy.allows(principal, .viewAuditLog) { items.append(["href": base + "/admin/audit", "label": "Audit log"]) }
+        items.append(["href": base + "/account", "label": "Account"])
+        return items
+    }
+}

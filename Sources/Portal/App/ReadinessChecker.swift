@@ -1,0 +1,37 @@
+import Foundation
+import Gateway
+import Logging
+import ServiceLifecycle
+
+extension PortalServices {
+    /// Database reachable and every migration applied unchanged.
+    var checkReadiness: @Sendable () async -> Readiness.Report {
+        let database = self.database
+        let migrationsDirectory = config.migrationsDirectory
+        return {
+            do {
+                let migrator = try Migrator(directory: migrationsDirectory, logger: database.logger)
+                let current = try await migrator.isUpToDate(database.client)
+                return .init(databaseReachable: true, migrationsCurrent: current, detail: current ? "ok" : "migrations pending")
+            } catch let error as Migrator.MigrationError {
+                return .init(databaseReachable: true, migrationsCurrent: false, detail: error.description)
+            } catch {
+                return .init(databaseReachable: false, migrationsCurrent: false, detail: "database unreachable")
+            }
+        }
+    }
+}
+
+/// Re-checks readiness every few seconds so the gateway's synchronous `/readyz` stays current.
+struct ReadinessMonitor: Service {
+    let readiness: Readiness
+    let check: @Sendable () async -> Readiness.Report
+    var interval: Duration = .seconds(2)
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            readiness.update(await check())
+            try? await Task.sleep(for: interval)
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// One security-relevant event, as shown to tenant admins.
+struct AuditEvent: Sendable, Equatable {
+    let id: Int64
+    var at: Date
+    var actor: String
+    var action: String
+    var target: String?
+    var clientIP: String?
+    var details: String
+}
+
+/// Appends to and reads the tenant's audit log. Written in the same transaction as the change it
+/// records, so the log never claims something that rolled back (failed logins are committed on
+/// their own for the same reason).
+struct AuditLog: Sendable {
+    let logger: Logger
+
+    enum Kind: String, Sendable {
+        case loginSucceeded = "login.succeeded"
+        case loginFailed = "login.failed"
+        case loginThrottled = "login.throttled"
+        case logout = "logout"
+        case signup = "user.signed_up"
+        case passwordChanged = "user.password_changed"
+        case rolesChanged = "user.roles_changed"
+        case userCreated = "user.created"
+        case invitationCreated = "invitation.created"
+        case invitationAccepted = "invitation.accepted"
+        case tokenCreated = "token.created"
+        case tokenRevoked = "token.revoked"
+        case teamCreated = "team.created"
+        case teamMemberChanged = "team.member_changed"
+        case teamMemberRemoved = "team.member_removed"
+    }
+
+    func record(
+        tenantID: UUID, actorUserID: UUID?, actor: String, _ kind: Kind, target: String? = nil, clientIP: String? = nil,
+        details: [String: String] = [:], on connection: PostgresConnection
+    ) async throws {
+        let json = String(decoding: try JSONEncoder().encode(details), as: UTF8.self)
+        try await connection.query(
+            """
+            INSERT INTO audit_events (tenant_id, actor_user_id, actor, action, target, client_ip, details)
+            VALUES (\(tenantID), \(actorUserID), \(actor), \(kind.rawValue), \(target), \(clientIP), \(json)::jsonb)
+            """, logger: logger)
+    }
+
+    /// Newest first, before the cursor id.
+    func list(before cursor: Int64?, limit: Int, on connection: PostgresConnection) async throws -> [AuditEvent] {
+        let rows = try await connection.query(
+            """
+            SELECT id, at, actor, action, target, client_ip, details::text FROM audit_events
+            WHERE id < \(cursor ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
+            """, logger: logger)
+        var events: [AuditEvent] = []
+        for try await (id, at, actor, action, target, ip, details) in rows.decode((Int64, Date, String, String, String?, String?, String).self) {
+            events.append(AuditEvent(id: id, at: at, actor: actor, action: action, target: target, clientIP: ip, details: details))
+        }
+        return events
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+
+/// The authenticated actor of a tenant request, however it authenticated (browser session or
+/// personal access token). `scopes` is nil for a browser session (full rights of the user).
+struct Principal: Sendable, Equatable {
+    let user: User
+    var teamRoles: [UUID: TeamRole]
+    var scopes: Set<TokenScope>?
+
+    func has(_ role: TenantRole) -> Bool { user.roles.contains(role) }
+}
+
+/// What a personal access token may do.
+enum TokenScope: String, Sendable, Codable, CaseIterable {
+    /// Read anything the user can read.
+    case read
+    /// Create and change what the user can change.
+    case write
+    /// Tenant administration (users, roles, invitations, audit log), if the user is an admin.
+    case admin
+}
+
+/// Something a principal may try to do.
+enum Action: Sendable, Equatable {
+    case viewOwnProfile
+    case manageOwnTokens
+    case listUsers
+    case manageUsers
+    case inviteUsers
+    case viewAuditLog
+    case listTeams
+    case createTeam
+    case viewTeam(UUID)
+    case manageTeamMembers(UUID)
+}
+
+/// The one authorization policy both HTML and JSON routes consult.
+///
+/// Pure: decisions depend only on the principal and the action, so the rules are unit-tested as
+/// a table (see PolicyTests).
+enum Policy {
+    static func allows(_ principal: Principal, _ action: Action) -> Bool {
+        guard scopeAllows(principal.scopes, action) else { return false }
+        switch action {
+        case .viewOwnProfile, .manageOwnTokens, .listTeams:
+            return true
+        case .listUsers:
+            return principal.has(.admin) || principal.has(.finance)
+        case .manageUsers, .inviteUsers, .viewAuditLog:
+            return principal.has(.admin)
+        case .createTeam:
+            return principal.has(.admin) || principal.has(.provider) || principal.has(.developer)
+        case .viewTeam(let team):
+            return principal.has(.admin) || principal.has(.finance) || principal.teamRoles[team] != nil
+        case .manageTeamMembers(let team):
+            return principal.has(.admin) || (principal.teamRoles[team].map { $0 >= .admin } ?? false)
+        }
+    }
+
+    /// The token scope an action needs.
+    static func requiredScope(_ action: Action) -> TokenScope {
+        switch action {
+        case .viewOwnProfile, .listTeams, .viewTeam, .listUsers: .read
+        case .manageOwnTokens, .createTeam, .manageTeamMembers: .write
+        case .manageUsers, .inviteUsers, .viewAuditLog: .admin
+        }
+    }
+
+    private static func scopeAllows(_ scopes: Set<TokenScope>?, _ action: Action) -> Bool {
+        guard let scopes else { return true }
+        let needed = requiredScope(action)
+        // admin implies write implies read
+        switch needed {
+        case .read: return !scopes.isEmpty
+        case .write: return scopes.contains(.write) || scopes.contains(.admin)
+        case .admin: return scopes.contains(.admin)
+        }
+    }
+
+    /// Throws 403 unless allowed.
+    static func authorize(_ principal: Principal, _ action: Action) throws {
+        guard allows(principal, action) else { throw AppError.forbidden }
+    }
+}

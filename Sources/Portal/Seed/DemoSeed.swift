@@ -1,0 +1,113 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The demo marketplace: tenant `demo`, one user per role, a consumer and a provider team, and a
+/// platform admin. Idempotent: a second run keeps what exists. Passwords are generated, stored
+/// hashed, and kept in clear only in `<data dir>/demo-credentials.txt` (mode 0600) so `make run`
+/// can show them again.
+struct DemoSeed {
+    let database: Database
+    let dataDirectory: String
+
+    struct DemoUser {
+        let email: String
+        let name: String
+        let roles: Set<TenantRole>
+    }
+
+    static let tenantSlug = "demo"
+    static let users = [
+        DemoUser(email: "admin@demo.test", name: "Ada Admin", roles: [.admin]),
+        DemoUser(email: "provider@demo.test", name: "Pat Provider", roles: [.provider]),
+        DemoUser(email: "developer@demo.test", name: "Dev Developer", roles: [.developer]),
+        DemoUser(email: "finance@demo.test", name: "Fin Finance", roles: [.finance]),
+    ]
+    static let platformAdminEmail = "platform@tollgate.test"
+
+    var credentialsPath: String { dataDirectory + "/demo-credentials.txt" }
+
+    /// Creates what is missing and returns the text to print (URLs are added by `make run`).
+    func run() async throws -> String {
+        let logger = database.logger
+        let existing = (try? String(contentsOfFile: credentialsPath, encoding: .utf8)).map(Self.parseCredentials) ?? [:]
+        var credentials = existing
+        let hasher = PasswordHasher()
+        let tenants = TenantRepository(logger: logger)
+        let users = UserRepository(logger: logger)
+        let teams = TeamRepository(logger: logger)
+
+        let tenant = try await database.withPlatform { connection -> Tenant in
+            if let tenant = try await tenants.find(slug: Self.tenantSlug, on: connection) { return tenant }
+            return try await tenants.create(
+                NewTenant(slug: Self.tenantSlug, name: "Demo Marketplace", currency: "USD", signupPolicy: .open, customHost: nil), on: connection)
+        }
+
+        for demo in Self.users {
+            let password = credentials[demo.email] ?? Self.generatePassword()
+            let hash = try await hasher.hash(password)
+            try await database.withTenant(tenant.id) { connection in
+                if let user = try await users.find(email: demo.email, on: connection) {
+                    // Without a stored password we cannot show one: reset it so the printed login works.
+                    if existing[demo.email] == nil { try await users.updatePassword(userID: user.id, hash: hash, on: connection) }
+                    try await users.setRoles(userID: user.id, tenantID: tenant.id, roles: user.roles.union(demo.roles), on: connection)
+                } else {
+                    let account = NewAccount(email: demo.email, displayName: demo.name, password: password)
+                    _ = try await users.create(tenantID: tenant.id, account: account, passwordHash: hash, roles: demo.roles, on: connection)
+                }
+            }
+            credentials[demo.email] = password
+        }
+
+        try await database.withTenant(tenant.id) { connection in
+            for (name, owner) in [("Demo Devs", "developer@demo.test"), ("Demo Provider", "provider@demo.test")] {
+                let slug = Slug.from(name)
+                guard try await teams.find(slug: slug, on: connection) == nil,
+                    let user = try await users.find(email: owner, on: connection)
+                else { continue }
+                _ = try await teams.create(tenantID: tenant.id, NewTeam(name: name, slug: slug), owner: user.id, on: connection)
+            }
+        }
+
+        let adminPassword = credentials[Self.platformAdminEmail] ?? Self.generatePassword()
+        let adminHash = try await hasher.hash(adminPassword)
+        try await database.withPlatform { connection in
+            let admins = PlatformAdminRepository(logger: logger)
+            if try await admins.find(email: Self.platformAdminEmail, on: connection) == nil {
+                _ = try await admins.create(email: Self.platformAdminEmail, passwordHash: adminHash, on: connection)
+            } else if existing[Self.platformAdminEmail] == nil {
+                try await connection.query(
+                    "UPDATE platform_admins SET password_hash = \(adminHash) WHERE email = \(Self.platformAdminEmail)", logger: logger)
+            }
+        }
+        credentials[Self.platformAdminEmail] = adminPassword
+
+        try writeCredentials(credentials)
+        var lines = ["Demo marketplace '\(tenant.slug)' is ready. Logins (also in \(credentialsPath)):"]
+        for demo in Self.users {
+            lines.append("  \(demo.roles.map(\.rawValue).sorted().joined(separator: ",").padding(toLength: 10, withPad: " ", startingAt: 0)) \(demo.email)  \(credentials[demo.email] ?? "")")
+        }
+        lines.append("  platform   \(Self.platformAdminEmail)  \(adminPassword)  (at /platform/)")
+        return lines.joined(separator: "\n")
+    }
+
+    static func generatePassword() -> String {
+        // 16 base64url characters ≈ 96 bits: easy to paste, infeasible to guess.
+        String(SecretToken.generate(prefix: "").value.prefix(16))
+    }
+
+    static func parseCredentials(_ text: String) -> [String: String] {
+        var result: [String: String] = [:]
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count == 2 { result[String(parts[0])] = String(parts[1]) }
+        }
+        return result
+    }
+
+    private func writeCredentials(_ credentials: [String: String]) throws {
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        let body = "# demo logins: email password\n" + credentials.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "\n") + "\n"
+        FileManager.default.createFile(atPath: credentialsPath, contents: Data(body.utf8), attributes: [.posixPermissions: 0o600])
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+
+/// A marketplace on this installation. Platform-level: not itself subject to tenant RLS.
+struct Tenant: Sendable, Codable, Equatable {
+    enum SignupPolicy: String, Sendable, Codable, CaseIterable {
+        case open
+        case inviteOnly = "invite_only"
+    }
+
+    let id: UUID
+    var slug: String
+    var name: String
+    var currency: String
+    var signupPolicy: SignupPolicy
+    var customHost: String?
+    var createdAt: Date
+}
+
+/// Validation shared by the CLI, the platform page and the platform API.
+struct NewTenant: Sendable {
+    var slug: String
+    var name: String
+    var currency: String
+    var signupPolicy: Tenant.SignupPolicy
+    var customHost: String?
+
+    static func validated(slug: String?, name: String?, currency: String?, signupPolicy: String?, customHost: String?) throws -> NewTenant {
+        var errors: [String: String] = [:]
+        let slug = (slug ?? "").trimmingCharacters(in: .whitespaces).lowercased()
+        if !Slug.isValid(slug) { errors["slug"] = Slug.rule }
+        let name = (name ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        if name.isEmpty || name.count > 200 || TextInput.hasControlCharacters(name) { errors["name"] = "Enter a name of 1 to 200 characters." }
+        let currency = (currency.flatMap { $0.isEmpty ? nil : $0 } ?? "USD").uppercased()
+        if !ISO4217.isKnown(currency) { errors["currency"] = "Use an ISO 4217 currency code such as USD or EUR." }
+        let policyText = signupPolicy.flatMap { $0.isEmpty ? nil : $0 } ?? "open"
+        let policy = Tenant.SignupPolicy(rawValue: policyText)
+        if policy == nil { errors["signup_policy"] = "Choose open or invite_only." }
+        let host = customHost?.trimmingCharacters(in: .whitespaces).lowercased()
+        let customHost = (host?.isEmpty ?? true) ? nil : host
+        if let customHost, !HostName.isValid(customHost) { errors["custom_host"] = "Enter a host name such as portal.example.com." }
+        guard errors.isEmpty, let policy else { throw AppError.validation(errors) }
+        return NewTenant(slug: slug, name: name, currency: currency, signupPolicy: policy, customHost: customHost)
+    }
+}
+
+enum Slug {
+    static let rule = "Use 1 to 40 lowercase letters, digits and hyphens, starting and ending with a letter or digit."
+
+    static func isValid(_ text: String) -> Bool {
+        guard (1...40).contains(text.count), let first = text.first, let last = text.last else { return false }
+        let allowed = text.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" }
+        return allowed && first != "-" && last != "-"
+    }
+
+    /// A slug derived from a display name ("Demo Devs" → "demo-devs").
+    static func from(_ name: String) -> String {
+        var out = ""
+        for ch in name.lowercased() {
+            if ch.isASCII && (ch.isLetter || ch.isNumber) { out.append(ch) } else if !out.hasSuffix("-") { out.append("-") }
+        }
+        let trimmed = out.trimmingCharacters(in: CharacterSet(charactersIn: "-"))
+        return String(trimmed.prefix(40)).trimmingCharacters(in: CharacterSet(charactersIn: "-"))
+    }
+}
+
+enum HostName {
+    static func isValid(_ text: String) -> Bool {
+        guard (1...253).contains(text.count) else { return false }
+        return text.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            (1...63).contains(label.count) && label.first != "-" && label.last != "-"
+                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        }
+    }
+}
+
+enum ISO4217 {
+    /// Currencies a marketplace can bill in; kept to the ones with a minor unit of 2 or 0 digits
+    /// that the billing rounding rule handles.
+    static let minorUnits: [String: Int] = [
+        "USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "AUD": 2, "NZD": 2, "SEK": 2, "NOK": 2, "DKK": 2,
+        "PLN": 2, "CZK": 2, "HUF": 2, "INR": 2, "BRL": 2, "MXN": 2, "SGD": 2, "HKD": 2, "CNY": 2, "ZAR": 2,
+        "JPY": 0, "KRW": 0,
+    ]
+    static func isKnown(_ code: String) -> Bool { minorUnits[code] != nil }
+}

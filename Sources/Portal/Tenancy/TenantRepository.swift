@@ -1,0 +1,58 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// SQL for the platform-level `tenants` table.
+struct TenantRepository: Sendable {
+    let logger: Logger
+
+    private static let columns = "id, slug, name, currency, signup_policy, custom_host, created_at"
+
+    func find(slug: String, on connection: PostgresConnection) async throws -> Tenant? {
+        try await one(connection.query("SELECT \(unescaped: Self.columns) FROM tenants WHERE slug = \(slug)", logger: logger))
+    }
+
+    func find(customHost: String, on connection: PostgresConnection) async throws -> Tenant? {
+        try await one(connection.query("SELECT \(unescaped: Self.columns) FROM tenants WHERE custom_host = \(customHost)", logger: logger))
+    }
+
+    func list(after cursor: String?, limit: Int, on connection: PostgresConnection) async throws -> [Tenant] {
+        let rows = try await connection.query(
+            "SELECT \(unescaped: Self.columns) FROM tenants WHERE slug > \(cursor ?? "") ORDER BY slug LIMIT \(limit)",
+            logger: logger)
+        return try await decode(rows)
+    }
+
+    func create(_ new: NewTenant, on connection: PostgresConnection) async throws -> Tenant {
+        do {
+            let rows = try await connection.query(
+                """
+                INSERT INTO tenants (slug, name, currency, signup_policy, custom_host)
+                VALUES (\(new.slug), \(new.name), \(new.currency), \(new.signupPolicy.rawValue), \(new.customHost))
+                RETURNING \(unescaped: Self.columns)
+                """, logger: logger)
+            guard let tenant = try await decode(rows).first else { throw AppError.conflict("Tenant was not created.") }
+            return tenant
+        } catch where error.postgresCode == .uniqueViolation {
+            if error.postgresConstraint?.contains("custom_host") == true {
+                throw AppError.conflict("Another tenant already uses that host.", fields: ["custom_host": "Already in use."])
+            }
+            throw AppError.conflict("A tenant with slug \(new.slug) already exists.", fields: ["slug": "Already taken."])
+        }
+    }
+
+    private func one(_ rows: PostgresRowSequence) async throws -> Tenant? { try await decode(rows).first }
+
+    private func decode(_ rows: PostgresRowSequence) async throws -> [Tenant] {
+        var tenants: [Tenant] = []
+        for try await (id, slug, name, currency, policy, host, created) in rows.decode(
+            (UUID, String, String, String, String, String?, Date).self)
+        {
+            tenants.append(
+                Tenant(
+                    id: id, slug: slug, name: name, currency: currency,
+                    signupPolicy: Tenant.SignupPolicy(rawValue: policy) ?? .inviteOnly, customHost: host, createdAt: created))
+        }
+        return tenants
+    }
+}

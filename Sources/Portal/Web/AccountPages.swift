@@ -1,0 +1,90 @@
+import Foundation
+import Hummingbird
+
+/// The signed-in user's own account: profile, password, personal access tokens.
+struct AccountPages: Sendable {
+    let services: PortalServices
+
+    func addRoutes(to group: RouterGroup<AppRequestContext>) {
+        group.get("/account", use: account)
+        group.post("/account/password", use: changePassword)
+        group.post("/account/tokens", use: createToken)
+        group.post("/account/tokens/:id/revoke", use: revokeToken)
+    }
+
+    /// Profile, roles, teams, password form and the token list.
+    @Sendable func account(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await page(context, notice: Notices.message(request.uri.queryParameters["notice"].map(String.init)))
+    }
+
+    @Sendable func changePassword(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let form = context.form
+        do {
+            try await services.identity.changePassword(
+                tenant: tenant, user: principal.user, session: context.session, current: form["current_password"] ?? "",
+                new: form["new_password"] ?? "", confirmation: form["new_password_confirmation"] ?? "", clientIP: context.clientIP)
+            return .redirect(to: context.base + "/account?notice=password-changed")
+        } catch let error as AppError where error.status == .unprocessableContent {
+            return try await page(context, extra: ["password_errors": error.fieldErrors], status: error.status)
+        }
+    }
+
+    /// Creates a token and shows its secret exactly once.
+    @Sendable func createToken(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let form = context.form
+        do {
+            let days = form["expires_in_days"].flatMap { $0.isEmpty ? nil : $0 }
+            let parsedDays = try days.map { text -> Int in
+                guard let value = Int(text) else { throw AppError.validation(["expires_in_days": "Enter a number of days."]) }
+                return value
+            }
+            let new = try TokenService.NewToken.validated(name: form["name"], scopes: form.values("scopes"), expiresInDays: parsedDays)
+            let (token, secret) = try await services.tokenService.create(tenant: tenant, actor: principal, new, clientIP: context.clientIP)
+            return try await page(context, extra: ["new_token": ["secret": secret, "name": token.name]])
+        } catch let error as AppError where error.status == .unprocessableContent {
+            return try await page(context, extra: ["token_errors": error.fieldErrors, "token_name": form["name"] ?? ""], status: error.status)
+        }
+    }
+
+    @Sendable func revokeToken(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        guard let id = context.parameters.get("id").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Token") }
+        try await services.tokenService.revoke(tenant: tenant, actor: principal, id: id, clientIP: context.clientIP)
+        return .redirect(to: context.base + "/account?notice=token-revoked")
+    }
+
+    private func page(_ context: AppRequestContext, extra: [String: Any] = [:], notice: String? = nil, status: HTTPResponse.Status = .ok) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let tokens = try await services.tokenService.list(tenant: tenant, actor: principal)
+        var values: [String: Any] = [
+            "email": principal.user.email,
+            "display_name": principal.user.displayName,
+            "roles": principal.user.roles.sorted().map { ["label": $0.label] },
+            "tokens": tokens.map { token -> [String: Any] in
+                [
+                    "id": token.id.uuidString, "name": token.name, "prefix": token.prefix,
+                    "scopes": token.scopes.map(\.rawValue).sorted().joined(separator: ", "),
+                    "created": DisplayDate.format(token.createdAt), "expires": token.expiresAt.map(DisplayDate.format) ?? "never",
+                    "last_used": token.lastUsedAt.map(DisplayDate.format) ?? "never", "active": token.isActive,
+                ]
+            },
+            "can_admin_scope": principal.has(.admin),
+        ]
+        for (key, value) in extra { values[key] = value }
+        return services.views.render("account", values, page: services.chrome("Your account", context: context, notice: notice), status: status)
+    }
+}
+
+enum DisplayDate {
+    static func format(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withFullDate, .withTime, .withColonSeparatorInTime, .withSpaceBetweenDateAndTime]
+        return formatter.string(from: date) + " UTC"
+    }
+}

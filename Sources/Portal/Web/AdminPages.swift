@@ -1,0 +1,121 @@
+import Foundation
+import Hummingbird
+
+/// Tenant administration: users and roles, invitations, audit log.
+struct AdminPages: Sendable {
+    let services: PortalServices
+
+    func addRoutes(to group: RouterGroup<AppRequestContext>) {
+        group.get("/admin/users", use: users)
+        group.post("/admin/users/:user/roles", use: setRoles)
+        group.get("/admin/invitations", use: invitations)
+        group.post("/admin/invitations", use: invite)
+        group.get("/admin/audit", use: audit)
+    }
+
+    @Sendable func users(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await usersPage(context, notice: Notices.message(request.uri.queryParameters["notice"].map(String.init)))
+    }
+
+    @Sendable func setRoles(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        guard let userID = context.parameters.get("user").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("User") }
+        let roles = Set(context.form.values("roles").compactMap(TenantRole.init(rawValue:)))
+        do {
+            _ = try await services.identity.setRoles(tenant: tenant, actor: principal, userID: userID, roles: roles, clientIP: context.clientIP)
+        } catch let error as AppError where error.status == .conflict {
+            return try await usersPage(context, error: error.detail, status: .conflict)
+        }
+        return .redirect(to: context.base + "/admin/users?notice=roles-saved")
+    }
+
+    @Sendable func invitations(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await invitationsPage(context)
+    }
+
+    /// Creates an invitation and shows its one-time link to the inviter.
+    @Sendable func invite(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let form = context.form
+        let roles = Set(form.values("roles").compactMap(TenantRole.init(rawValue:)))
+        let teamID = form["team_id"].flatMap(UUID.init(uuidString:))
+        do {
+            let (invitation, token) = try await services.identity.invite(
+                tenant: tenant, actor: principal, email: form["email"] ?? "", roles: roles, teamID: teamID,
+                teamRole: form["team_role"].flatMap(TeamRole.init(rawValue:)), clientIP: context.clientIP)
+            let link = Self.absoluteBase(request: request, context: context) + "/invitations/" + token
+            return try await invitationsPage(context, extra: ["new_invitation": ["email": invitation.email, "link": link]])
+        } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
+            return try await invitationsPage(context, extra: ["errors": error.fieldErrors, "email": form["email"] ?? ""], status: error.status)
+        }
+    }
+
+    @Sendable func audit(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        try Policy.authorize(principal, .viewAuditLog)
+        let before = request.uri.queryParameters["before"].flatMap { Int64(String($0)) }
+        let events = try await services.database.withTenant(tenant.id) {
+            try await services.identity.audit.list(before: before, limit: 100, on: $0)
+        }
+        let values: [String: Any] = [
+            "events": events.map { event -> [String: Any] in
+                [
+                    "at": DisplayDate.format(event.at), "actor": event.actor, "action": event.action, "target": event.target ?? "",
+                    "ip": event.clientIP ?? "", "details": event.details == "{}" ? "" : event.details,
+                ]
+            },
+            "older": events.count == 100 ? "\(events.last?.id ?? 0)" : "",
+        ]
+        return services.views.render("audit", values, page: services.chrome("Audit log", context: context))
+    }
+
+    private func usersPage(_ context: AppRequestContext, error: String? = nil, notice: String? = nil, status: HTTPResponse.Status = .ok) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        try Policy.authorize(principal, .listUsers)
+        let users = try await services.database.withTenant(tenant.id) {
+            try await services.identity.users.list(after: nil, limit: 1000, on: $0)
+        }
+        let canManage = Policy.allows(principal, .manageUsers)
+        var values: [String: Any] = [
+            "users": users.map { user -> [String: Any] in
+                [
+                    "id": user.id.uuidString, "email": user.email, "display_name": user.displayName,
+                    "roles": TenantRole.allCases.map { ["name": $0.rawValue, "label": $0.label, "checked": user.roles.contains($0)] },
+                    "role_list": user.roles.sorted().map(\.rawValue).joined(separator: ", "),
+                ]
+            },
+            "can_manage": canManage,
+        ]
+        if let error { values["error"] = error }
+        return services.views.render("users", values, page: services.chrome("Users", context: context, notice: notice), status: status)
+    }
+
+    private func invitationsPage(_ context: AppRequestContext, extra: [String: Any] = [:], status: HTTPResponse.Status = .ok) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        try Policy.authorize(principal, .inviteUsers)
+        let (open, teams) = try await services.database.withTenant(tenant.id) { connection in
+            (
+                try await services.identity.invitations.listOpen(on: connection),
+                try await services.identity.teams.list(after: nil, limit: 500, on: connection)
+            )
+        }
+        var values: [String: Any] = [
+            "invitations": open.map { ["email": $0.email, "roles": $0.roles.map(\.rawValue).sorted().joined(separator: ", "), "expires": DisplayDate.format($0.expiresAt)] },
+            "teams": teams.map { ["id": $0.id.uuidString, "name": $0.name] },
+            "role_options": TenantRole.allCases.map { ["name": $0.rawValue, "label": $0.label, "checked": $0 == .developer] },
+        ]
+        for (key, value) in extra { values[key] = value }
+        return services.views.render("invitations", values, page: services.chrome("Invitations", context: context), status: status)
+    }
+
+    /// `http://host[:port]` plus the tenant base, for links people copy out of the portal.
+    static func absoluteBase(request: Request, context: AppRequestContext) -> String {
+        let host = request.head.authority ?? "127.0.0.1"
+        return "http://" + host + context.base
+    }
+}

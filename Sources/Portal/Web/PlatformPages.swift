@@ -1,0 +1,120 @@
+import Foundation
+import Hummingbird
+
+/// The installation's own pages: landing page and the platform-admin console (tenants).
+struct PlatformPages: Sendable {
+    let services: PortalServices
+
+    func addRoutes(to router: Router<AppRequestContext>) {
+        router.get("/", use: landing)
+        let group = router.group("/platform").add(middleware: BrowserSessionMiddleware(realm: .platform, services: services))
+        group.get("/login", use: loginForm)
+        group.post("/login", use: login)
+        group.post("/logout", use: logout)
+        group.get("/", use: console)
+        group.post("/tenants", use: createTenant)
+        group.post("/tokens", use: createToken)
+    }
+
+    /// Lists the marketplaces on this installation.
+    @Sendable func landing(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenants = try await services.database.withPlatform { try await services.tenants.list(after: nil, limit: 100, on: $0) }
+        var page = PageChrome(title: "Tollgate")
+        page.platform = true
+        return services.views.render("landing", ["tenants": tenants.map { ["slug": $0.slug, "name": $0.name] }], page: page)
+    }
+
+    @Sendable func loginForm(_ request: Request, context: AppRequestContext) async throws -> Response {
+        if context.platformAdminID != nil { return .redirect(to: "/platform/") }
+        return services.views.render("platform_login", [:], page: chrome("Platform sign in", context))
+    }
+
+    @Sendable func login(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let email = TextInput.sanitized(context.form["email"] ?? "")
+        let password = context.form["password"] ?? ""
+        let throttle = LoginThrottle(logger: services.logger)
+        let hasher = services.identity.hasher
+        let result: (Session?, Int?) = try await services.database.withPlatform { connection in
+            if let wait = try await throttle.retryAfter(email: email, clientIP: context.clientIP, tenantID: nil, on: connection) { return (nil, wait) }
+            let admin = try await services.platformAdmins.find(email: email, on: connection)
+            guard await hasher.verify(password, against: admin?.passwordHash ?? PasswordHasher.decoy), let admin else {
+                try await throttle.recordFailure(email: email, clientIP: context.clientIP, tenantID: nil, on: connection)
+                return (nil, nil)
+            }
+            try await throttle.recordSuccess(email: email, tenantID: nil, on: connection)
+            let session = try await services.sessions.create(
+                owner: .platformAdmin(admin.id), clientIP: context.clientIP, userAgent: request.headers[.userAgent], on: connection)
+            return (session, nil)
+        }
+        if let wait = result.1 {
+            return services.views.render(
+                "platform_login", ["email": email, "error": AppError.tooManyRequests(retryAfterSeconds: wait).detail], page: chrome("Platform sign in", context),
+                status: .tooManyRequests)
+        }
+        guard let session = result.0 else {
+            return services.views.render(
+                "platform_login", ["email": email, "error": "Email or password is incorrect."], page: chrome("Platform sign in", context), status: .unauthorized)
+        }
+        var response = Response.redirect(to: "/platform/")
+        response.setCookie(services.cookie(name: BrowserSessionMiddleware.sessionCookie, value: session.token, path: "/platform", request: request))
+        response.setCookie(services.expiredCookie(name: BrowserSessionMiddleware.anonymousCookie, path: "/platform", request: request))
+        return response
+    }
+
+    @Sendable func logout(_ request: Request, context: AppRequestContext) async throws -> Response {
+        if let session = context.session {
+            try await services.database.withPlatform { try await services.sessions.delete(token: session.token, on: $0) }
+        }
+        var response = Response.redirect(to: "/platform/login")
+        response.setCookie(services.expiredCookie(name: BrowserSessionMiddleware.sessionCookie, path: "/platform", request: request))
+        return response
+    }
+
+    @Sendable func console(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard context.platformAdminID != nil else { return .redirect(to: "/platform/login") }
+        return try await consolePage(context)
+    }
+
+    @Sendable func createTenant(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard context.platformAdminID != nil else { return .redirect(to: "/platform/login") }
+        let form = context.form
+        do {
+            let new = try NewTenant.validated(
+                slug: form["slug"], name: form["name"], currency: form["currency"], signupPolicy: form["signup_policy"], customHost: form["custom_host"])
+            _ = try await services.database.withPlatform { try await services.tenants.create(new, on: $0) }
+            return .redirect(to: "/platform/")
+        } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
+            return try await consolePage(
+                context, extra: ["errors": error.fieldErrors, "slug": form["slug"] ?? "", "name": form["name"] ?? ""], status: error.status)
+        }
+    }
+
+    /// Creates a platform API token (shown once) for `/api/v1/tenants`.
+    @Sendable func createToken(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let adminID = context.platformAdminID else { return .redirect(to: "/platform/login") }
+        let name = (context.form["name"] ?? "").trimmingCharacters(in: .whitespaces)
+        let secret = try await services.database.withPlatform {
+            try await services.platformAdmins.createToken(adminID: adminID, name: name.isEmpty ? "api" : String(name.prefix(100)), on: $0)
+        }
+        return try await consolePage(context, extra: ["new_token": secret])
+    }
+
+    private func consolePage(_ context: AppRequestContext, extra: [String: Any] = [:], status: HTTPResponse.Status = .ok) async throws -> Response {
+        let tenants = try await services.database.withPlatform { try await services.tenants.list(after: nil, limit: 1000, on: $0) }
+        var values: [String: Any] = [
+            "tenants": tenants.map {
+                ["slug": $0.slug, "name": $0.name, "currency": $0.currency, "signup_policy": $0.signupPolicy.rawValue, "custom_host": $0.customHost ?? ""]
+            }
+        ]
+        for (key, value) in extra { values[key] = value }
+        return services.views.render("platform", values, page: chrome("Platform", context), status: status)
+    }
+
+    private func chrome(_ title: String, _ context: AppRequestContext) -> PageChrome {
+        var page = PageChrome(title: title)
+        page.platform = true
+        page.csrf = context.csrfBinding.map(services.csrf.token(binding:)) ?? ""
+        page.userName = context.platformAdminID != nil ? "Platform admin" : nil
+        return page
+    }
+}
