@@ -95,6 +95,12 @@ final class GatewayRequestHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
+    /// Protocol errors (malformed HTTP) were already answered with 400 by NIO's error handler;
+    /// the connection cannot be trusted to resynchronise, so it is closed.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         let (status, contentType, body): (HTTPResponseStatus, String, String)

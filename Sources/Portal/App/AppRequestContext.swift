@@ -27,6 +27,9 @@ struct AppRequestContext: RequestContext {
         self.clientIP = source.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 
+    /// The id Hummingbird puts in every log line of this request (empty outside a server).
+    var requestID: String { logger[metadataKey: "hb.request.id"]?.description ?? "" }
+
     /// Path prefix for links inside the current tenant's portal ("" on a tenant host).
     var base: String {
         guard let tenant, !hostMounted else { return "" }

@@ -53,7 +53,7 @@ struct RequestIDMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var response = try await next(request, context)
-        response.headers[.xRequestID] = context.id
+        response.headers[.xRequestID] = context.requestID
         return response
     }
 }

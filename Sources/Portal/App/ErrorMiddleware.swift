@@ -52,7 +52,7 @@ struct ErrorMiddleware: RouterMiddleware {
             return .conflict("The change conflicts with existing data.")
         default:
             context.logger.error("unhandled error", metadata: ["error": "\(String(reflecting: error))"])
-            return AppError(status: .internalServerError, title: "Internal error", detail: "Something went wrong on our side. The request id is \(context.id).")
+            return AppError(status: .internalServerError, title: "Internal error", detail: "Something went wrong on our side. The request id is \(context.requestID).")
         }
     }
 
@@ -75,7 +75,7 @@ struct ErrorMiddleware: RouterMiddleware {
             "instance": instance,
         ]
         if !problem.fieldErrors.isEmpty { body["errors"] = problem.fieldErrors }
-        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
+        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
         var headers: HTTPFields = [.contentType: "application/problem+json", .cacheControl: "no-store"]
         for field in problem.headers { headers.append(field) }
         if problem.status == .unauthorized, headers[.wwwAuthenticate] == nil {

@@ -27,7 +27,7 @@ struct InvitationRepository: Sendable {
             """
             INSERT INTO invitations (tenant_id, email, roles, team_id, team_role, token_hash, invited_by, expires_at)
             VALUES (\(tenantID), \(email), \(roles.map(\.rawValue).sorted()), \(teamID), \(teamRole?.rawValue), \(Data(token.sha256)), \(invitedBy),
-                    now() + make_interval(days => \(Self.lifetimeDays)))
+                    now() + make_interval(days => \(Self.lifetimeDays)::int))
             RETURNING id, email, roles, team_id, team_role, expires_at
             """, logger: logger)
         guard let invitation = try await decode(rows).first else { throw AppError.conflict("Invitation was not created.") }

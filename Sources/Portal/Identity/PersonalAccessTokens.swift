@@ -32,7 +32,7 @@ struct PersonalAccessTokenRepository: Sendable {
             """
             INSERT INTO personal_access_tokens (tenant_id, user_id, name, prefix, token_hash, scopes, expires_at)
             VALUES (\(tenantID), \(userID), \(name), \(secret.displayPrefix), \(Data(secret.sha256)), \(names),
-                    CASE WHEN \(expiresInDays)::int IS NULL THEN NULL ELSE now() + make_interval(days => \(expiresInDays)) END)
+                    CASE WHEN \(expiresInDays)::int IS NULL THEN NULL ELSE now() + make_interval(days => \(expiresInDays)::int) END)
             RETURNING \(unescaped: Self.columns)
             """, logger: logger)
         guard let token = try await decode(rows).first else { throw AppError.conflict("Token was not created.") }

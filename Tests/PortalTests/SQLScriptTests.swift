@@ -1,0 +1,34 @@
+import Testing
+
+@testable import Portal
+
+@Suite struct SQLScriptTests {
+    @Test(arguments: [
+        ("SELECT 1; SELECT 2;", ["SELECT 1", "SELECT 2"]),
+        ("SELECT 'a;b'; SELECT 2", ["SELECT 'a;b'", "SELECT 2"]),
+        ("SELECT 'it''s; fine'", ["SELECT 'it''s; fine'"]),
+        ("CREATE TABLE \"x;y\" (a int);", ["CREATE TABLE \"x;y\" (a int)"]),
+        ("-- comment; here\nSELECT 1;", ["-- comment; here\nSELECT 1"]),
+        ("/* a; /* nested; */ b */ SELECT 1;", ["/* a; /* nested; */ b */ SELECT 1"]),
+        ("DO $$ BEGIN PERFORM 1; END $$; SELECT 2;", ["DO $$ BEGIN PERFORM 1; END $$", "SELECT 2"]),
+        ("CREATE FUNCTION f() RETURNS int AS $fn$ SELECT 1; $fn$ LANGUAGE sql;", ["CREATE FUNCTION f() RETURNS int AS $fn$ SELECT 1; $fn$ LANGUAGE sql"]),
+        ("SELECT $1::int;", ["SELECT $1::int"]),
+        ("  ;; -- only a comment\n", []),
+    ])
+    func splitsAtTopLevelSemicolons(script: String, expected: [String]) {
+        // act
+        let statements = SQLScript(script).statements
+        // assert
+        #expect(statements == expected)
+    }
+
+    @Test func splitsTheRealFoundationMigration() throws {
+        // setup
+        let text = try String(contentsOfFile: TestDatabase.migrationsDirectory + "/0001_foundation.sql", encoding: .utf8)
+        // act
+        let statements = SQLScript(text).statements
+        // assert: the DO block that loops over tables stays one statement
+        #expect(statements.contains { $0.contains("DO $$") && $0.contains("FOREACH t IN ARRAY") && $0.hasSuffix("END $$") })
+        #expect(statements.allSatisfy { !$0.hasSuffix(";") })
+    }
+}
