@@ -191,7 +191,28 @@ struct UserCommand: AsyncParsableCommand {
 
 struct PlatformAdminCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "platform-admin", abstract: "Manage installation operators.", subcommands: [Create.self])
+        commandName: "platform-admin", abstract: "Manage installation operators.", subcommands: [Create.self, Token.self])
+
+    struct Token: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a platform API token for an admin; prints it once.")
+        @Option(help: "Email of the platform admin.") var email: String
+        @Option(help: "A name to recognise the token by.") var name: String = "cli"
+
+        func run() async throws {
+            let runtime = try Runtime.load()
+            let (address, label) = (email, name)
+            let secret = try await CLIError.wrapAsync {
+                try await runtime.withDatabase { db in
+                    try await db.withPlatform { connection in
+                        let admins = PlatformAdminRepository(logger: runtime.logger)
+                        guard let admin = try await admins.find(email: address, on: connection) else { throw AppError.notFound("Platform admin \(address)") }
+                        return try await admins.createToken(adminID: admin.id, name: label, on: connection)
+                    }
+                }
+            }
+            print(secret)
+        }
+    }
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a platform admin; prints a generated password once.")
