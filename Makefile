@@ -21,9 +21,7 @@ run: deps
 
 ## The whole test suite against a private PostgreSQL: swift test, then schemathesis on the live server.
 test: deps
-	@scripts/pg.sh start tollgate_test tollgate_schemathesis
-	@DATABASE_URL="$$(scripts/pg.sh url tollgate_test)" swift test $(SWIFT_BUILD_FLAGS)
-	@scripts/schemathesis.sh
+	@scripts/test.sh $(SWIFT_BUILD_FLAGS)
 
 build:
 	swift build $(SWIFT_BUILD_FLAGS)

@@ -22,7 +22,8 @@ PORTAL_PORT="${SCHEMATHESIS_PORTAL_PORT:-18080}"
 GATEWAY_PORT="${SCHEMATHESIS_GATEWAY_PORT:-18000}"
 
 BIN="$(swift build --show-bin-path)/tollgate"
-swift build --product tollgate >/dev/null
+# --build-tests: the same build configuration as `swift test`, so nothing is compiled twice
+swift build --build-tests >/dev/null
 TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" migrate >/dev/null
 TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" seed-demo >/dev/null
 TENANT_TOKEN="$(TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" token create --tenant demo --email admin@demo.test --name schemathesis --scope read --scope write --scope admin)"

@@ -79,13 +79,8 @@ import Testing
 
     @Test func readinessReportsPendingMigrations() async throws {
         try await TestDatabase.withDatabase(migrate: false) { database in
-            var config = try AppConfig.fromEnvironment([:])
-            config.templatesDirectory = TestDatabase.templatesDirectory
-            config.migrationsDirectory = TestDatabase.migrationsDirectory
-            let services = PortalServices(
-                config: config, database: database, views: try await Views(directory: config.templatesDirectory),
-                secret: SecretKey(bytes: Array(repeating: 7, count: 32)), readiness: Readiness(), hasher: Fixtures.hasher)
-            let report = await services.checkReadiness()
+            let portal = try await TestPortal.make(database)
+            let report = await portal.services.checkReadiness()
             #expect(report.databaseReachable)
             #expect(!report.migrationsCurrent)
             #expect(!report.isReady)

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOEmbedded
+import PostgresNIO
 import Prometheus
 import HummingbirdTesting
 import Testing
@@ -64,9 +65,7 @@ import Testing
     }
 
     @Test func loginFailureIsGenericAndAudited() async throws {
-        try await TestPortal.with { portal in
-            let tenant = try await Fixtures.tenant(portal.database, slug: "acme")
-            _ = try await Fixtures.user(portal.database, tenant: tenant, email: "ada@example.com", roles: [.admin])
+        try await TestPortal.withAcmeAdmin { portal in
             try await portal.application().test(.router) { client in
                 var browser = Browser()
                 let wrongPassword = try await browser.signIn(client, tenant: "acme", email: "ada@example.com", password: "wrong password!")
@@ -86,9 +85,7 @@ import Testing
     }
 
     @Test func repeatedFailuresThrottleTheAccount() async throws {
-        try await TestPortal.with { portal in
-            let tenant = try await Fixtures.tenant(portal.database, slug: "acme")
-            _ = try await Fixtures.user(portal.database, tenant: tenant, email: "ada@example.com", roles: [.admin])
+        try await TestPortal.withAcmeAdmin { portal in
             try await portal.application().test(.router) { client in
                 var browser = Browser()
                 for _ in 0..<5 {
@@ -105,9 +102,7 @@ import Testing
     }
 
     @Test func formsWithoutAValidCSRFTokenAreRefused() async throws {
-        try await TestPortal.with { portal in
-            let tenant = try await Fixtures.tenant(portal.database, slug: "acme")
-            _ = try await Fixtures.user(portal.database, tenant: tenant, email: "ada@example.com", roles: [.admin])
+        try await TestPortal.withAcmeAdmin { portal in
             try await portal.application().test(.router) { client in
                 var browser = Browser()
                 _ = try await browser.get(client, "/t/acme/login")
@@ -127,9 +122,7 @@ import Testing
     }
 
     @Test func logoutEndsTheSessionServerSide() async throws {
-        try await TestPortal.with { portal in
-            let tenant = try await Fixtures.tenant(portal.database, slug: "acme")
-            _ = try await Fixtures.user(portal.database, tenant: tenant, email: "ada@example.com", roles: [.admin])
+        try await TestPortal.withAcmeAdmin { portal in
             try await portal.application().test(.router) { client in
                 var browser = Browser()
                 _ = try await browser.signIn(client, tenant: "acme", email: "ada@example.com")
@@ -147,10 +140,45 @@ import Testing
         }
     }
 
+    @Test(arguments: [
+        "UPDATE sessions SET last_seen_at = now() - interval '121 minutes'",
+        "UPDATE sessions SET expires_at = now() - interval '1 second'",
+    ])
+    func sessionsExpireWhenIdleOrTooOld(expire: String) async throws {
+        try await TestPortal.withAcmeAdmin { portal in
+            try await portal.application().test(.router) { client in
+                var browser = Browser()
+                _ = try await browser.signIn(client, tenant: "acme", email: "ada@example.com")
+                #expect(try await browser.get(client, "/t/acme/account").status == .ok)
+                // act: age the session past the idle (120 min) or absolute limit
+                try await portal.database.withSystemScope { connection in
+                    try await connection.query(PostgresQuery(unsafeSQL: expire), logger: portal.database.logger)
+                }
+                // assert
+                let page = try await browser.get(client, "/t/acme/account")
+                #expect(page.status == .seeOther)
+                #expect(page.headers[.location]?.hasPrefix("/t/acme/login") == true)
+            }
+        }
+    }
+
+    @Test func oneClientGuessingManyAccountsIsThrottledByAddress() async throws {
+        try await TestPortal.withAcmeAdmin { portal in
+            try await portal.application().test(.router) { client in
+                var browser = Browser()
+                // 30 failures spread over many accounts stay under each account's limit...
+                for i in 0..<30 {
+                    _ = try await browser.signIn(client, tenant: "acme", email: "guess\(i)@example.com", password: "wrong password!")
+                }
+                // ...but the client address is now throttled, even for a real account
+                let blocked = try await browser.signIn(client, tenant: "acme", email: "ada@example.com")
+                #expect(blocked.status == .tooManyRequests)
+            }
+        }
+    }
+
     @Test func sessionCookieAndSecurityHeaders() async throws {
-        try await TestPortal.with { portal in
-            let tenant = try await Fixtures.tenant(portal.database, slug: "acme")
-            _ = try await Fixtures.user(portal.database, tenant: tenant, email: "ada@example.com", roles: [.admin])
+        try await TestPortal.withAcmeAdmin { portal in
             try await portal.application().test(.router) { client in
                 var browser = Browser()
                 let login = try await browser.signIn(client, tenant: "acme", email: "ada@example.com")
@@ -324,9 +352,7 @@ import Testing
     }
 
     @Test func unsafeReturnPathsAreIgnored() async throws {
-        try await TestPortal.with { portal in
-            let tenant = try await Fixtures.tenant(portal.database, slug: "acme")
-            _ = try await Fixtures.user(portal.database, tenant: tenant, email: "ada@example.com", roles: [.admin])
+        try await TestPortal.withAcmeAdmin { portal in
             try await portal.application().test(.router) { client in
                 var browser = Browser()
                 let response = try await browser.submit(

@@ -15,15 +15,27 @@ struct TestPortal {
     let services: PortalServices
 
     static func with<T: Sendable>(_ body: @Sendable (TestPortal) async throws -> T) async throws -> T {
-        try await TestDatabase.withDatabase { database in
-            var config = try AppConfig.fromEnvironment([:])
-            config.templatesDirectory = TestDatabase.templatesDirectory
-            config.migrationsDirectory = TestDatabase.migrationsDirectory
-            let services = PortalServices(
-                config: config, database: database, views: try await Views(directory: config.templatesDirectory),
-                secret: SecretKey(bytes: Array(repeating: 7, count: 32)), readiness: Readiness(), hasher: Fixtures.hasher)
-            return try await body(TestPortal(database: database, services: services))
+        try await TestDatabase.withDatabase { database in try await body(make(database)) }
+    }
+
+    /// Tenant `acme` with one admin, `ada@example.com`, whose password is `Fixtures.password`.
+    static func withAcmeAdmin<T: Sendable>(_ body: @Sendable (TestPortal) async throws -> T) async throws -> T {
+        try await with { portal in
+            let tenant = try await Fixtures.tenant(portal.database, slug: "acme")
+            _ = try await Fixtures.user(portal.database, tenant: tenant, email: "ada@example.com", roles: [.admin])
+            return try await body(portal)
         }
+    }
+
+    /// Portal services on `database` with the repository's templates and migrations.
+    static func make(_ database: Database) async throws -> TestPortal {
+        var config = try AppConfig.fromEnvironment([:])
+        config.templatesDirectory = TestDatabase.templatesDirectory
+        config.migrationsDirectory = TestDatabase.migrationsDirectory
+        let services = PortalServices(
+            config: config, database: database, views: try await Views(directory: config.templatesDirectory),
+            secret: SecretKey(bytes: Array(repeating: 7, count: 32)), readiness: Readiness(), hasher: Fixtures.hasher)
+        return TestPortal(database: database, services: services)
     }
 
     func application() -> some ApplicationProtocol {
