@@ -1,0 +1,86 @@
+import Testing
+
+@testable import Portal
+
+@Suite struct APILifecycleTests {
+    @Test(arguments: [
+        (APIState.draft, APILifecycle.Transition.publish, APIState?.some(.published)),
+        (.published, .deprecate, .deprecated),
+        (.deprecated, .undeprecate, .published),
+        (.published, .retire, .retired),
+        (.deprecated, .retire, .retired),
+        (.draft, .retire, .retired),
+        (.draft, .deprecate, nil),
+        (.published, .publish, nil),
+        (.retired, .publish, nil),
+        (.retired, .undeprecate, nil),
+        (.retired, .retire, nil),
+        (.published, .undeprecate, nil),
+    ])
+    func transitions(from: APIState, transition: APILifecycle.Transition, to expected: APIState?) {
+        let next = try? APILifecycle.apply(transition, to: from)
+        #expect(next == expected)
+    }
+
+    @Test func illegalTransitionExplainsWhatIsAllowed() {
+        do {
+            _ = try APILifecycle.apply(.deprecate, to: .draft)
+            Issue.record("expected a refusal")
+        } catch {
+            #expect(error.description.contains("draft"))
+            #expect(error.description.contains("publish, retire"))
+        }
+        #expect(APILifecycle.allowed(from: .retired).isEmpty)
+    }
+
+    @Test func whatEachStateAllows() {
+        #expect(APIState.allCases.filter(\.acceptsNewSubscriptions) == [.published])
+        #expect(APIState.allCases.filter(\.servesTraffic) == [.published, .deprecated])
+    }
+}
+
+@Suite struct SubscriptionStateMachineTests {
+    typealias Machine = SubscriptionStateMachine
+
+    @Test(arguments: [
+        (Machine.Event.request(automaticApproval: true), SubscriptionState?.none, SubscriptionActor.developer, SubscriptionState?.some(.active)),
+        (.request(automaticApproval: false), nil, .developer, .pending),
+        (.request(automaticApproval: true), .active, .developer, nil),
+        (.request(automaticApproval: true), nil, .provider, nil),
+        (.approve, .pending, .provider, .active),
+        (.approve, .pending, .developer, nil),
+        (.approve, .active, .provider, nil),
+        (.reject(reason: "not a fit"), .pending, .provider, .rejected),
+        (.reject(reason: "  "), .pending, .provider, nil),
+        (.reject(reason: "x"), .active, .provider, nil),
+        (.suspend(reason: "abuse"), .active, .provider, .suspended),
+        (.suspend(reason: "abuse"), .active, .developer, nil),
+        (.suspend(reason: "abuse"), .pending, .provider, nil),
+        (.resume, .suspended, .provider, .active),
+        (.resume, .suspended, .developer, nil),
+        (.resume, .active, .provider, nil),
+        (.cancel, .active, .developer, .cancelled),
+        (.cancel, .pending, .developer, .cancelled),
+        (.cancel, .suspended, .developer, .cancelled),
+        (.cancel, .active, .provider, nil),
+        (.cancel, .cancelled, .developer, nil),
+        (.cancel, .rejected, .developer, nil),
+        (.changePlan(automaticApproval: true), .active, .developer, .active),
+        (.changePlan(automaticApproval: true), .suspended, .developer, nil),
+    ])
+    func events(event: Machine.Event, from: SubscriptionState?, actor: SubscriptionActor, to expected: SubscriptionState?) {
+        let next = try? Machine.apply(event, to: from, by: actor)
+        #expect(next == expected)
+    }
+
+    @Test func refusalsSayWhy() {
+        #expect(throws: Machine.Refusal.reasonRequired(event: "reject")) { try Machine.apply(.reject(reason: ""), to: .pending, by: .provider) }
+        #expect(throws: Machine.Refusal.wrongActor(event: "approve", actor: .developer)) { try Machine.apply(.approve, to: .pending, by: .developer) }
+        #expect(throws: Machine.Refusal.notAllowed(state: .cancelled, event: "resume")) { try Machine.apply(.resume, to: .cancelled, by: .provider) }
+    }
+
+    @Test func openStatesBlockASecondSubscription() {
+        #expect(SubscriptionState.allCases.filter(\.isOpen) == [.pending, .active, .suspended])
+        #expect(SubscriptionState.allCases.filter(\.allowsTraffic) == [.active])
+    }
+}
