@@ -150,6 +150,51 @@ enum APIModel {
         }
     }
 
+    struct APIBody: Codable, Sendable {
+        let id: UUID
+        let teamId: UUID
+        let slug: String
+        let version: String
+        let name: String
+        let description: String
+        let basePath: String
+        let state: String
+        let visibility: String
+        let allowedTeamIds: [UUID]
+        let targets: [UpstreamTarget]
+        let createdAt: Date
+        init(_ api: APIProduct) {
+            id = api.id
+            teamId = api.teamID
+            slug = api.slug
+            version = api.version
+            name = api.name
+            description = api.description
+            basePath = api.basePath
+            state = api.state.rawValue
+            visibility = api.visibility.rawValue
+            allowedTeamIds = api.allowedTeamIDs
+            targets = api.targets
+            createdAt = api.createdAt
+        }
+    }
+
+    struct CreateAPI: Decodable, Sendable {
+        let teamId: UUID
+        let name: String
+        let slug: String?
+        let version: String
+        let description: String?
+        let basePath: String
+        let visibility: String?
+        let allowedTeamIds: [UUID]?
+        let targets: [UpstreamTarget]
+    }
+
+    struct APITransition: Decodable, Sendable {
+        let transition: String
+    }
+
     struct Page<Item: Codable & Sendable>: Codable, Sendable {
         let items: [Item]
         let nextCursor: String?

@@ -51,6 +51,7 @@ enum OpenAPIDocument {
     private static var tenantPaths: [String: Any] {
         let teamParameter = pathParameter("team", ["type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"], "Team slug")
         let userParameter = pathParameter("user", ["type": "string", "format": "uuid"], "User id")
+        let apiParameter = pathParameter("api", ["type": "string", "format": "uuid"], "API id")
         return [
             "/me": ["get": operation("getMe", "The caller", tag: "Identity", ok: ("200", ref("Me")), errors: ["401"])],
             "/users": [
@@ -109,6 +110,23 @@ enum OpenAPIDocument {
                     "createInvitation", "Invite a person (admin); returns a one-time link", tag: "Users", body: ref("CreateInvitation"),
                     ok: ("201", ref("CreatedInvitation")), errors: ["400", "401", "403", "409", "415", "422"]),
             ],
+            "/apis": [
+                "get": operation(
+                    "listAPIs", "Catalog entries visible to the caller", tag: "Catalog", parameters: pageParameters, ok: ("200", ref("APIPage")),
+                    errors: ["400", "401", "403"]),
+                "post": operation(
+                    "createAPI", "Create a draft API version (provider team admins)", tag: "Catalog", body: ref("CreateAPI"), ok: ("201", ref("API")),
+                    errors: ["400", "401", "403", "409", "415", "422"]),
+            ],
+            "/apis/{api}": [
+                "get": operation(
+                    "getAPI", "One API version", tag: "Catalog", parameters: [apiParameter], ok: ("200", ref("API")), errors: ["401", "403", "404"])
+            ],
+            "/apis/{api}/transitions": [
+                "post": operation(
+                    "transitionAPI", "Move an API through draft → published → deprecated → retired", tag: "Catalog", parameters: [apiParameter],
+                    body: ref("APITransition"), ok: ("200", ref("API")), errors: ["400", "401", "403", "404", "409", "415", "422"])
+            ],
             "/audit-events": [
                 "get": operation(
                     "listAuditEvents", "Audit log, newest first (admin)", tag: "Audit", parameters: pageParameters, ok: ("200", ref("AuditEventPage")),
@@ -161,6 +179,26 @@ enum OpenAPIDocument {
                     "details": ["type": "object", "additionalProperties": string],
                 ], optional: ["target", "client_ip"]),
             "AuditEventPage": page(of: "AuditEvent"),
+            "Target": object(["url": ["type": "string", "format": "uri"], "weight": ["type": "integer", "minimum": 1, "maximum": 100]]),
+            "API": object([
+                "id": uuid, "team_id": uuid, "slug": string, "version": string, "name": string, "description": string, "base_path": string,
+                "state": ["type": "string", "enum": APIState.allCases.map(\.rawValue)],
+                "visibility": ["type": "string", "enum": APIProduct.Visibility.allCases.map(\.rawValue)],
+                "allowed_team_ids": ["type": "array", "items": uuid], "targets": ["type": "array", "items": ref("Target")], "created_at": dateTime,
+            ]),
+            "APIPage": page(of: "API"),
+            "CreateAPI": input(
+                [
+                    "team_id": uuid, "name": ["type": "string", "minLength": 1, "maxLength": 200],
+                    "slug": ["type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"],
+                    "version": ["type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,19}$"], "description": ["type": "string", "maxLength": 20000],
+                    "base_path": ["type": "string", "pattern": "^(/[a-z0-9._~-]+)+$", "maxLength": 200],
+                    "visibility": ["type": "string", "enum": APIProduct.Visibility.allCases.map(\.rawValue)],
+                    "allowed_team_ids": ["type": "array", "items": uuid],
+                    "targets": ["type": "array", "minItems": 1, "maxItems": NewAPI.maximumTargets, "items": ref("Target")],
+                ], required: ["team_id", "name", "version", "base_path", "targets"]),
+            "APITransition": input(
+                ["transition": ["type": "string", "enum": APILifecycle.Transition.allCases.map(\.rawValue)]], required: ["transition"]),
             "CreateTeam": input(
                 ["name": ["type": "string", "minLength": 1, "maxLength": 200], "slug": ["type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"]],
                 required: ["name"]),

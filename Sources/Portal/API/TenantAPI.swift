@@ -51,6 +51,47 @@ struct TenantAPI: Sendable {
         authed.get("/invitations", use: listInvitations)
         authed.post("/invitations", use: createInvitation)
         authed.get("/audit-events", use: listAuditEvents)
+        authed.get("/apis", use: listAPIs)
+        authed.post("/apis", use: createAPI)
+        authed.get("/apis/:api", use: showAPI)
+        authed.post("/apis/:api/transitions", use: transitionAPI)
+    }
+
+    /// The catalog entries the caller can see (providers also see their own drafts).
+    @Sendable func listAPIs(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let page = try Pagination(request)
+        let apis = try await services.catalog.list(
+            tenant: try context.requireTenant(), viewer: try context.requirePrincipal(), after: page.cursor, limit: page.limit)
+        return try .json(APIModel.Page(items: apis.map(APIModel.APIBody.init), nextCursor: page.next(apis) { $0.slug + "/" + $0.version }))
+    }
+
+    /// Creates a draft API version owned by a provider team.
+    @Sendable func createAPI(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let body = try await request.decodeJSON(APIModel.CreateAPI.self, context: context)
+        let new = try NewAPI.validated(
+            teamID: body.teamId, name: body.name, slug: body.slug, version: body.version, description: body.description, basePath: body.basePath,
+            visibility: body.visibility, allowedTeamIDs: body.allowedTeamIds ?? [], targets: body.targets)
+        let api = try await services.catalog.create(tenant: try context.requireTenant(), actor: principal, new, clientIP: context.clientIP)
+        return try .json(APIModel.APIBody(api), status: .created)
+    }
+
+    @Sendable func showAPI(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let api = try await services.catalog.show(
+            tenant: try context.requireTenant(), viewer: try context.requirePrincipal(), id: try uuidParameter("api", context, what: "API"))
+        return try .json(APIModel.APIBody(api))
+    }
+
+    /// Publishes, deprecates, un-deprecates or retires an API.
+    @Sendable func transitionAPI(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let id = try uuidParameter("api", context, what: "API")
+        let body = try await request.decodeJSON(APIModel.APITransition.self, context: context)
+        guard let transition = APILifecycle.Transition(rawValue: body.transition) else {
+            throw AppError.validation(["transition": "Choose publish, deprecate, undeprecate or retire."])
+        }
+        let api = try await services.catalog.transition(tenant: try context.requireTenant(), actor: principal, id: id, transition, clientIP: context.clientIP)
+        return try .json(APIModel.APIBody(api))
     }
 
     /// The OpenAPI 3.1 document for this tenant's API.

@@ -13,6 +13,7 @@ struct PortalServices: Sendable {
     let identity: IdentityService
     let teamService: TeamService
     let tokenService: TokenService
+    let catalog: CatalogService
     let tenants: TenantRepository
     let platformAdmins: PlatformAdminRepository
     let readiness: Readiness
@@ -29,6 +30,7 @@ struct PortalServices: Sendable {
         let audit = AuditLog(logger: logger)
         self.teamService = TeamService(database: database, teams: TeamRepository(logger: logger), users: UserRepository(logger: logger), audit: audit)
         self.tokenService = TokenService(database: database, tokens: PersonalAccessTokenRepository(logger: logger), audit: audit)
+        self.catalog = CatalogService(database: database, apis: APIRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit)
         self.tenants = TenantRepository(logger: logger)
         self.platformAdmins = PlatformAdminRepository(logger: logger)
         self.readiness = readiness
@@ -62,9 +64,14 @@ struct PortalServices: Sendable {
 enum Navigation {
     static func items(for principal: Principal?, base: String) -> [[String: Any]] {
         guard let principal else {
-            return [["href": base + "/login", "label": "Sign in"], ["href": base + "/signup", "label": "Sign up"]]
+            return [
+                ["href": base + "/catalog", "label": "Catalog"], ["href": base + "/login", "label": "Sign in"],
+                ["href": base + "/signup", "label": "Sign up"],
+            ]
         }
-        var items: [[String: Any]] = [["href": base + "/", "label": "Home"], ["href": base + "/teams", "label": "Teams"]]
+        var items: [[String: Any]] = [
+            ["href": base + "/", "label": "Home"], ["href": base + "/catalog", "label": "Catalog"], ["href": base + "/teams", "label": "Teams"],
+        ]
         if Policy.allows(principal, .listUsers) { items.append(["href": base + "/admin/users", "label": "Users"]) }
         if Policy.allows(principal, .inviteUsers) { items.append(["href": base + "/admin/invitations", "label": "Invitations"]) }
         if Policy.allows(principal, .viewAuditLog) { items.append(["href": base + "/admin/audit", "label": "Audit log"]) }

@@ -35,6 +35,8 @@ struct AuditLog: Sendable {
         case teamCreated = "team.created"
         case teamMemberChanged = "team.member_changed"
         case teamMemberRemoved = "team.member_removed"
+        case apiCreated = "api.created"
+        case apiStateChanged = "api.state_changed"
     }
 
     func record(

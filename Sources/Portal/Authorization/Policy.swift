@@ -32,6 +32,8 @@ enum Action: Sendable, Equatable {
     case createTeam
     case viewTeam(UUID)
     case manageTeamMembers(UUID)
+    /// Create APIs for, and change APIs of, a provider team.
+    case manageAPIs(team: UUID)
 }
 
 /// The one authorization policy both HTML and JSON routes consult.
@@ -54,6 +56,8 @@ enum Policy {
             return principal.has(.admin) || principal.has(.finance) || principal.teamRoles[team] != nil
         case .manageTeamMembers(let team):
             return principal.has(.admin) || (principal.teamRoles[team].map { $0 >= .admin } ?? false)
+        case .manageAPIs(let team):
+            return principal.has(.admin) || (principal.has(.provider) && (principal.teamRoles[team].map { $0 >= .admin } ?? false))
         }
     }
 
@@ -61,7 +65,7 @@ enum Policy {
     static func requiredScope(_ action: Action) -> TokenScope {
         switch action {
         case .viewOwnProfile, .listTeams, .viewTeam, .listUsers: .read
-        case .manageOwnTokens, .createTeam, .manageTeamMembers: .write
+        case .manageOwnTokens, .createTeam, .manageTeamMembers, .manageAPIs: .write
         case .manageUsers, .inviteUsers, .viewAuditLog: .admin
         }
     }
@@ -80,5 +84,18 @@ enum Policy {
     /// Throws 403 unless allowed.
     static func authorize(_ principal: Principal, _ action: Action) throws {
         guard allows(principal, action) else { throw AppError.forbidden }
+    }
+}
+
+/// Who sees which catalog entries. Owners (and tenant admins) see every state; everyone else sees
+/// APIs that serve traffic and are public or restricted to one of their teams.
+enum CatalogVisibility {
+    static func canSee(_ principal: Principal?, _ api: APIProduct) -> Bool {
+        if let principal, principal.has(.admin) || principal.teamRoles[api.teamID] != nil { return true }
+        guard api.state.servesTraffic else { return false }
+        switch api.visibility {
+        case .public: return true
+        case .restricted: return principal.map { p in api.allowedTeamIDs.contains { p.teamRoles[$0] != nil } } ?? false
+        }
     }
 }

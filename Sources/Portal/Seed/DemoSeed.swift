@@ -69,6 +69,8 @@ struct DemoSeed {
             }
         }
 
+        try await seedEchoAPI(tenant: tenant)
+
         let adminPassword = credentials[Self.platformAdminEmail] ?? Self.generatePassword()
         let adminHash = try await hasher.hash(adminPassword)
         try await database.withPlatform { connection in
@@ -89,6 +91,27 @@ struct DemoSeed {
         }
         lines.append("  platform   \(Self.platformAdminEmail)  \(adminPassword)  (at /platform/)")
         return lines.joined(separator: "\n")
+    }
+
+    /// The demo API: "Echo" v1 at `/echo/v1`, published by Demo Provider. Its upstream is the echo
+    /// server the gateway work adds to `make run`.
+    static let echoUpstream = "http://127.0.0.1:9090"
+
+    private func seedEchoAPI(tenant: Tenant) async throws {
+        let logger = database.logger
+        try await database.withTenant(tenant.id) { connection in
+            let apis = APIRepository(logger: logger)
+            guard try await apis.list(after: nil, limit: 1000, on: connection).first(where: { $0.slug == "echo" && $0.version == "v1" }) == nil,
+                let team = try await TeamRepository(logger: logger).find(slug: "demo-provider", on: connection),
+                let provider = try await UserRepository(logger: logger).find(email: "provider@demo.test", on: connection)
+            else { return }
+            let new = NewAPI(
+                teamID: team.id, slug: "echo", version: "v1", name: "Echo",
+                description: "Returns what you send: a safe API to try the portal and the gateway with.", basePath: "/echo/v1",
+                visibility: .public, allowedTeamIDs: [], targets: [UpstreamTarget(url: Self.echoUpstream, weight: 1)])
+            let api = try await apis.create(tenantID: tenant.id, new, actor: provider.id, on: connection)
+            _ = try await apis.updateState(id: api.id, tenantID: tenant.id, from: .draft, to: .published, actor: provider.id, on: connection)
+        }
     }
 
     static func generatePassword() -> String {

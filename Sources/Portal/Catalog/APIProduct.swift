@@ -1,0 +1,124 @@
+import Foundation
+
+/// One version of an API in a tenant's catalog. Versions of the same API share a slug.
+struct APIProduct: Sendable, Equatable {
+    enum Visibility: String, Sendable, Codable, CaseIterable {
+        /// Every consumer of the tenant sees it once published.
+        case `public`
+        /// Only the listed consumer teams see it.
+        case restricted
+    }
+
+    let id: UUID
+    var teamID: UUID
+    var slug: String
+    var version: String
+    var name: String
+    var description: String
+    var basePath: String
+    var state: APIState
+    var visibility: Visibility
+    var allowedTeamIDs: [UUID]
+    var targets: [UpstreamTarget]
+    var createdAt: Date
+}
+
+/// Where the gateway sends an API's traffic; weights drive weighted round-robin.
+struct UpstreamTarget: Sendable, Equatable, Codable {
+    var url: String
+    var weight: Int
+}
+
+/// Validated input for a new API version.
+struct NewAPI: Sendable {
+    var teamID: UUID
+    var slug: String
+    var version: String
+    var name: String
+    var description: String
+    var basePath: String
+    var visibility: APIProduct.Visibility
+    var allowedTeamIDs: [UUID]
+    var targets: [UpstreamTarget]
+
+    static let maximumTargets = 16
+
+    static func validated(
+        teamID: UUID?, name: String?, slug: String?, version: String?, description: String?, basePath: String?, visibility: String?,
+        allowedTeamIDs: [UUID], targets: [UpstreamTarget]
+    ) throws -> NewAPI {
+        var errors: [String: String] = [:]
+        let name = (name ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        if name.isEmpty || name.count > 200 || TextInput.hasControlCharacters(name) { errors["name"] = "Enter a name of 1 to 200 characters." }
+        let givenSlug = (slug ?? "").trimmingCharacters(in: .whitespaces).lowercased()
+        let slug = givenSlug.isEmpty ? Slug.from(name) : givenSlug
+        if !Slug.isValid(slug) { errors["slug"] = Slug.rule }
+        let version = (version ?? "").trimmingCharacters(in: .whitespaces)
+        if !APIVersion.isValid(version) { errors["version"] = APIVersion.rule }
+        let description = description ?? ""
+        if description.count > 20_000 || description.unicodeScalars.contains(where: { $0 == "\u{0}" }) {
+            errors["description"] = "Keep the description under 20,000 characters."
+        }
+        let basePath = BasePath.normalize(basePath ?? "")
+        if let problem = BasePath.problem(basePath) { errors["base_path"] = problem }
+        let visibility = APIProduct.Visibility(rawValue: visibility.flatMap { $0.isEmpty ? nil : $0 } ?? "public")
+        if visibility == nil { errors["visibility"] = "Choose public or restricted." }
+        if targets.isEmpty || targets.count > maximumTargets {
+            errors["targets"] = "Give 1 to \(maximumTargets) upstream targets."
+        } else if let problem = targets.lazy.compactMap(UpstreamURL.problem).first {
+            errors["targets"] = problem
+        }
+        if teamID == nil { errors["team_id"] = "Choose the provider team that owns this API." }
+        guard errors.isEmpty, let visibility, let teamID else { throw AppError.validation(errors) }
+        return NewAPI(
+            teamID: teamID, slug: slug, version: version, name: name, description: description, basePath: basePath, visibility: visibility,
+            allowedTeamIDs: visibility == .restricted ? Array(Set(allowedTeamIDs)) : [], targets: targets)
+    }
+}
+
+enum APIVersion {
+    static let rule = "Use a short version label such as v1, v2 or 2026-11 (letters, digits, . _ -)."
+
+    static func isValid(_ text: String) -> Bool {
+        guard (1...20).contains(text.count), let first = text.first, first.isASCII, first.isLetter || first.isNumber else { return false }
+        return text.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") }
+    }
+}
+
+/// The path prefix that selects an API at the gateway, e.g. `/echo/v1`.
+enum BasePath {
+    static let reservedPrefixes = ["/t", "/healthz", "/readyz", "/metrics", "/.well-known"]
+
+    static func normalize(_ text: String) -> String {
+        var path = text.trimmingCharacters(in: .whitespaces)
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        return path
+    }
+
+    static func problem(_ path: String) -> String? {
+        guard path.hasPrefix("/"), path.count >= 2, path.count <= 200 else {
+            return "Start with / and name at least one segment, e.g. /echo/v1."
+        }
+        let segments = path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
+        let valid = segments.allSatisfy { segment in
+            !segment.isEmpty && segment != "." && segment != ".."
+                && segment.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || "-._~".contains($0)) }
+        }
+        guard valid else { return "Use lowercase letters, digits and - . _ ~ in non-empty segments." }
+        if reservedPrefixes.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
+            return "This path is reserved by Tollgate."
+        }
+        return nil
+    }
+}
+
+enum UpstreamURL {
+    static func problem(_ target: UpstreamTarget) -> String? {
+        guard (1...100).contains(target.weight) else { return "Target weights are 1 to 100." }
+        guard target.url.count <= 500, let components = URLComponents(string: target.url),
+            components.scheme == "http" || components.scheme == "https", let host = components.host, !host.isEmpty,
+            components.query == nil, components.fragment == nil, components.user == nil
+        else { return "Targets are http:// or https:// URLs without query, fragment or credentials." }
+        return nil
+    }
+}

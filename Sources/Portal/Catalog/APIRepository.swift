@@ -1,0 +1,95 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// SQL for the catalog, inside a tenant transaction.
+struct APIRepository: Sendable {
+    let logger: Logger
+
+    func create(tenantID: UUID, _ new: NewAPI, actor: UUID, on connection: PostgresConnection) async throws -> APIProduct {
+        let id: UUID
+        do {
+            let rows = try await connection.query(
+                """
+                INSERT INTO apis (tenant_id, team_id, slug, version, name, description, base_path, visibility)
+                VALUES (\(tenantID), \(new.teamID), \(new.slug), \(new.version), \(new.name), \(new.description), \(new.basePath), \(new.visibility.rawValue))
+                RETURNING id
+                """, logger: logger)
+            guard let created = try await rows.decode(UUID.self).first(where: { _ in true }) else { throw AppError.conflict("API was not created.") }
+            id = created
+        } catch where error.postgresCode == .uniqueViolation {
+            if error.postgresConstraint?.contains("base_path") == true {
+                throw AppError.conflict("Another API already uses this base path.", fields: ["base_path": "Already in use."])
+            }
+            throw AppError.conflict("Version \(new.version) of \(new.slug) already exists.", fields: ["version": "Already exists."])
+        }
+        for (position, target) in new.targets.enumerated() {
+            try await connection.query(
+                "INSERT INTO api_upstream_targets (tenant_id, api_id, position, url, weight) VALUES (\(tenantID), \(id), \(position), \(target.url), \(target.weight))",
+                logger: logger)
+        }
+        for team in new.allowedTeamIDs {
+            try await connection.query(
+                "INSERT INTO api_allowed_teams (tenant_id, api_id, team_id) VALUES (\(tenantID), \(id), \(team)) ON CONFLICT DO NOTHING", logger: logger)
+        }
+        try await recordState(tenantID: tenantID, apiID: id, from: nil, to: .draft, actor: actor, on: connection)
+        guard let api = try await find(id: id, on: connection) else { throw AppError.notFound("API") }
+        return api
+    }
+
+    func find(id: UUID, on connection: PostgresConnection) async throws -> APIProduct? {
+        try await load(connection.query("\(unescaped: Self.select) WHERE a.id = \(id)", logger: logger), on: connection).first
+    }
+
+    /// Every API of the tenant by slug and version, after the cursor (`slug/version`).
+    func list(after cursor: String?, limit: Int, on connection: PostgresConnection) async throws -> [APIProduct] {
+        try await load(
+            connection.query(
+                "\(unescaped: Self.select) WHERE a.slug || '/' || a.version > \(cursor ?? "") ORDER BY a.slug || '/' || a.version LIMIT \(limit)",
+                logger: logger), on: connection)
+    }
+
+    func updateState(id: UUID, tenantID: UUID, from: APIState, to: APIState, actor: UUID, on connection: PostgresConnection) async throws -> Bool {
+        let rows = try await connection.query(
+            "UPDATE apis SET state = \(to.rawValue), updated_at = now() WHERE id = \(id) AND state = \(from.rawValue) RETURNING id", logger: logger)
+        var changed = false
+        for try await _ in rows.decode(UUID.self) { changed = true }
+        if changed { try await recordState(tenantID: tenantID, apiID: id, from: from, to: to, actor: actor, on: connection) }
+        return changed
+    }
+
+    private func recordState(tenantID: UUID, apiID: UUID, from: APIState?, to: APIState, actor: UUID, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            """
+            INSERT INTO api_state_changes (tenant_id, api_id, from_state, to_state, actor_user_id)
+            VALUES (\(tenantID), \(apiID), \(from?.rawValue), \(to.rawValue), \(actor))
+            """, logger: logger)
+    }
+
+    private static let select = """
+        SELECT a.id, a.team_id, a.slug, a.version, a.name, a.description, a.base_path, a.state, a.visibility, a.created_at,
+               coalesce((SELECT array_agg(t.team_id) FROM api_allowed_teams t WHERE t.api_id = a.id), '{}')
+        FROM apis a
+        """
+
+    private func load(_ rows: PostgresRowSequence, on connection: PostgresConnection) async throws -> [APIProduct] {
+        var apis: [APIProduct] = []
+        for try await (id, team, slug, version, name, description, basePath, state, visibility, created, allowed) in rows.decode(
+            (UUID, UUID, String, String, String, String, String, String, String, Date, [UUID]).self)
+        {
+            apis.append(
+                APIProduct(
+                    id: id, teamID: team, slug: slug, version: version, name: name, description: description, basePath: basePath,
+                    state: APIState(rawValue: state) ?? .draft, visibility: APIProduct.Visibility(rawValue: visibility) ?? .restricted,
+                    allowedTeamIDs: allowed, targets: [], createdAt: created))
+        }
+        guard !apis.isEmpty else { return apis }
+        let targetRows = try await connection.query(
+            "SELECT api_id, url, weight FROM api_upstream_targets WHERE api_id = ANY(\(apis.map(\.id))) ORDER BY api_id, position", logger: logger)
+        var targets: [UUID: [UpstreamTarget]] = [:]
+        for try await (apiID, url, weight) in targetRows.decode((UUID, String, Int).self) {
+            targets[apiID, default: []].append(UpstreamTarget(url: url, weight: weight))
+        }
+        return apis.map { var api = $0; api.targets = targets[api.id] ?? []; return api }
+    }
+}

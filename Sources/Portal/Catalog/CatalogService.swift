@@ -1,0 +1,69 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Catalog workflows shared by the HTML pages and the JSON API.
+struct CatalogService: Sendable {
+    let database: Database
+    let apis: APIRepository
+    let teams: TeamRepository
+    let audit: AuditLog
+
+    /// The catalog as this principal (or an anonymous visitor) may see it.
+    func list(tenant: Tenant, viewer: Principal?, after cursor: String?, limit: Int) async throws -> [APIProduct] {
+        if let viewer { try Policy.authorize(viewer, .listTeams) }
+        return try await database.withTenant(tenant.id) { connection in
+            // Filter in pages so a viewer who can see few APIs still gets full pages.
+            var visible: [APIProduct] = []
+            var position = cursor
+            while visible.count < limit {
+                let batch = try await apis.list(after: position, limit: 200, on: connection)
+                visible += batch.filter { CatalogVisibility.canSee(viewer, $0) }
+                guard batch.count == 200, let last = batch.last else { break }
+                position = last.slug + "/" + last.version
+            }
+            return Array(visible.prefix(limit))
+        }
+    }
+
+    func show(tenant: Tenant, viewer: Principal?, id: UUID) async throws -> APIProduct {
+        let api = try await database.withTenant(tenant.id) { try await apis.find(id: id, on: $0) }
+        guard let api, CatalogVisibility.canSee(viewer, api) else { throw AppError.notFound("API") }
+        return api
+    }
+
+    func create(tenant: Tenant, actor: Principal, _ new: NewAPI, clientIP: String?) async throws -> APIProduct {
+        try Policy.authorize(actor, .manageAPIs(team: new.teamID))
+        return try await database.withTenant(tenant.id) { connection in
+            guard try await teams.find(id: new.teamID, on: connection) != nil else { throw AppError.validation(["team_id": "No such team."]) }
+            for team in new.allowedTeamIDs where try await teams.find(id: team, on: connection) == nil {
+                throw AppError.validation(["allowed_team_ids": "No team with id \(team)."])
+            }
+            let api = try await apis.create(tenantID: tenant.id, new, actor: actor.user.id, on: connection)
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiCreated, target: "\(api.slug)/\(api.version)",
+                clientIP: clientIP, on: connection)
+            return api
+        }
+    }
+
+    /// Moves an API through its lifecycle; illegal moves are 409 with the allowed ones named.
+    func transition(tenant: Tenant, actor: Principal, id: UUID, _ transition: APILifecycle.Transition, clientIP: String?) async throws -> APIProduct {
+        try await database.withTenant(tenant.id) { connection in
+            guard let api = try await apis.find(id: id, on: connection), CatalogVisibility.canSee(actor, api) else { throw AppError.notFound("API") }
+            try Policy.authorize(actor, .manageAPIs(team: api.teamID))
+            let next: APIState
+            do { next = try APILifecycle.apply(transition, to: api.state) } catch let refusal as APILifecycle.IllegalTransition {
+                throw AppError.conflict(refusal.description)
+            }
+            guard try await apis.updateState(id: id, tenantID: tenant.id, from: api.state, to: next, actor: actor.user.id, on: connection) else {
+                throw AppError.conflict("The API changed meanwhile; reload and try again.")
+            }
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiStateChanged, target: "\(api.slug)/\(api.version)",
+                clientIP: clientIP, details: ["from": api.state.rawValue, "to": next.rawValue], on: connection)
+            guard let updated = try await apis.find(id: id, on: connection) else { throw AppError.notFound("API") }
+            return updated
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import Hummingbird
+
+/// The API catalog: browsing for everyone, creation and lifecycle for provider teams.
+struct CatalogPages: Sendable {
+    let services: PortalServices
+
+    /// Browsing works signed out (public APIs only).
+    func addPublicRoutes(to group: RouterGroup<AppRequestContext>) {
+        group.get("/catalog", use: list)
+        group.get("/catalog/apis/:api", use: show)
+    }
+
+    func addProviderRoutes(to group: RouterGroup<AppRequestContext>) {
+        group.get("/catalog/new", use: newForm)
+        group.post("/catalog/apis", use: create)
+        group.post("/catalog/apis/:api/transitions", use: transition)
+    }
+
+    @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let apis = try await services.catalog.list(tenant: tenant, viewer: context.principal, after: nil, limit: 500)
+        let values: [String: Any] = [
+            "apis": apis.map { api -> [String: Any] in
+                [
+                    "id": api.id.uuidString, "name": api.name, "version": api.version, "base_path": api.basePath, "state": api.state.rawValue,
+                    "summary": String(api.description.prefix(160)), "deprecated": api.state == .deprecated,
+                    "not_listed": !api.state.acceptsNewSubscriptions,
+                ]
+            },
+            "can_create": !providerTeams(context).isEmpty,
+        ]
+        return services.views.render("catalog", values, page: services.chrome("API catalog", context: context))
+    }
+
+    @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await detailPage(context, notice: nil)
+    }
+
+    @Sendable func newForm(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await formPage(context, values: ["version": "v1", "weight": "1"])
+    }
+
+    @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let form = context.form
+        do {
+            let urls = form.values("target_url").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            let weights = form.values("target_weight")
+            let targets = urls.enumerated().map { index, url in
+                UpstreamTarget(url: url, weight: index < weights.count ? Int(weights[index]) ?? 0 : 1)
+            }
+            let new = try NewAPI.validated(
+                teamID: form["team_id"].flatMap(UUID.init(uuidString:)), name: form["name"], slug: form["slug"], version: form["version"],
+                description: form["description"], basePath: form["base_path"], visibility: form["visibility"],
+                allowedTeamIDs: form.values("allowed_team_ids").compactMap(UUID.init(uuidString:)), targets: targets)
+            let api = try await services.catalog.create(tenant: tenant, actor: principal, new, clientIP: context.clientIP)
+            return .redirect(to: context.base + "/catalog/apis/" + api.id.uuidString)
+        } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
+            var values: [String: Any] = ["errors": error.fieldErrors, "error": error.detail]
+            for key in ["name", "slug", "version", "description", "base_path"] { values[key] = form[key] ?? "" }
+            values["target_url"] = form.values("target_url").first ?? ""
+            values["weight"] = form.values("target_weight").first ?? "1"
+            return try await formPage(context, values: values, status: error.status)
+        }
+    }
+
+    @Sendable func transition(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        guard let transition = APILifecycle.Transition(rawValue: context.form["transition"] ?? "") else {
+            throw AppError.badRequest("Unknown lifecycle step.")
+        }
+        do {
+            _ = try await services.catalog.transition(tenant: tenant, actor: principal, id: id, transition, clientIP: context.clientIP)
+        } catch let error as AppError where error.status == .conflict {
+            return try await detailPage(context, error: error.detail, status: .conflict)
+        }
+        return .redirect(to: context.base + "/catalog/apis/" + id.uuidString)
+    }
+
+    private func detailPage(_ context: AppRequestContext, notice: String? = nil, error: String? = nil, status: HTTPResponse.Status = .ok) async throws -> Response {
+        let tenant = try context.requireTenant()
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        let api = try await services.catalog.show(tenant: tenant, viewer: context.principal, id: id)
+        let canManage = context.principal.map { Policy.allows($0, .manageAPIs(team: api.teamID)) } ?? false
+        let versions = try await services.catalog.list(tenant: tenant, viewer: context.principal, after: nil, limit: 500)
+            .filter { $0.slug == api.slug && $0.id != api.id }
+        var values: [String: Any] = [
+            "api": [
+                "id": api.id.uuidString, "name": api.name, "slug": api.slug, "version": api.version, "state": api.state.rawValue,
+                "base_path": api.basePath, "description": api.description, "visibility": api.visibility.rawValue,
+                "deprecated": api.state == .deprecated, "retired": api.state == .retired,
+            ],
+            "gateway_url": "http://\(services.config.gatewayHost):\(services.config.gatewayPort)/t/\(tenant.slug)\(api.basePath)",
+            "versions": versions.map { ["id": $0.id.uuidString, "version": $0.version, "state": $0.state.rawValue] },
+            "has_versions": !versions.isEmpty,
+            "can_manage": canManage,
+            "targets": canManage ? api.targets.map { ["url": $0.url, "weight": $0.weight] } : [],
+            "transitions": canManage ? APILifecycle.allowed(from: api.state).map { ["name": $0.rawValue, "label": $0.rawValue.capitalized] } : [],
+        ]
+        if let error { values["error"] = error }
+        return services.views.render("api", values, page: services.chrome(api.name, context: context, notice: notice), status: status)
+    }
+
+    private func formPage(_ context: AppRequestContext, values: [String: Any], status: HTTPResponse.Status = .ok) async throws -> Response {
+        let mine = Set(providerTeams(context))
+        guard !mine.isEmpty else { throw AppError.forbidden }
+        let teams = try await services.teamService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), after: nil, limit: 500)
+        var values = values
+        values["teams"] = teams.filter { mine.contains($0.id) }.map { ["id": $0.id.uuidString, "name": $0.name] }
+        values["consumer_teams"] = teams.map { ["id": $0.id.uuidString, "name": $0.name] }
+        return services.views.render("api_new", values, page: services.chrome("New API", context: context), status: status)
+    }
+
+    /// Teams the signed-in user may publish APIs for.
+    private func providerTeams(_ context: AppRequestContext) -> [UUID] {
+        guard let principal = context.principal else { return [] }
+        return principal.teamRoles.keys.filter { Policy.allows(principal, .manageAPIs(team: $0)) }.sorted { $0.uuidString < $1.uuidString }
+    }
+}
