@@ -191,6 +191,29 @@ enum APIModel {
         let targets: [UpstreamTarget]
     }
 
+    struct PlanBody: Codable, Sendable {
+        let id: UUID
+        let apiId: UUID
+        let familyId: UUID
+        let version: Int
+        let current: Bool
+        let currency: String
+        let terms: PlanTerms
+        let createdAt: Date
+        let supersededAt: Date?
+        init(_ plan: Plan, currency: String) {
+            id = plan.id
+            apiId = plan.apiID
+            familyId = plan.familyID
+            version = plan.version
+            current = plan.isCurrent
+            self.currency = currency
+            terms = plan.terms
+            createdAt = plan.createdAt
+            supersededAt = plan.supersededAt
+        }
+    }
+
     struct APITransition: Decodable, Sendable {
         let transition: String
     }

@@ -52,6 +52,7 @@ enum OpenAPIDocument {
         let teamParameter = pathParameter("team", ["type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"], "Team slug")
         let userParameter = pathParameter("user", ["type": "string", "format": "uuid"], "User id")
         let apiParameter = pathParameter("api", ["type": "string", "format": "uuid"], "API id")
+        let planParameter = pathParameter("plan", ["type": "string", "format": "uuid"], "Plan version id")
         return [
             "/me": ["get": operation("getMe", "The caller", tag: "Identity", ok: ("200", ref("Me")), errors: ["401"])],
             "/users": [
@@ -127,6 +128,23 @@ enum OpenAPIDocument {
                     "transitionAPI", "Move an API through draft → published → deprecated → retired", tag: "Catalog", parameters: [apiParameter],
                     body: ref("APITransition"), ok: ("200", ref("API")), errors: ["400", "401", "403", "404", "409", "415", "422"])
             ],
+            "/apis/{api}/plans": [
+                "get": operation(
+                    "listPlans", "Current plans of an API", tag: "Plans", parameters: [apiParameter], ok: ("200", ref("PlanPage")),
+                    errors: ["401", "403", "404"]),
+                "post": operation(
+                    "createPlan", "Add a plan to an API (provider team admins)", tag: "Plans", parameters: [apiParameter], body: ref("PlanTerms"),
+                    ok: ("201", ref("Plan")), errors: ["400", "401", "403", "404", "409", "415", "422"]),
+            ],
+            "/plans/{plan}": [
+                "get": operation("getPlan", "One plan version", tag: "Plans", parameters: [planParameter], ok: ("200", ref("Plan")), errors: ["401", "403", "404"])
+            ],
+            "/plans/{plan}/versions": [
+                "post": operation(
+                    "revisePlan", "New terms as a new plan version; the old version keeps its subscribers", tag: "Plans",
+                    parameters: [planParameter], body: ref("PlanTerms"), ok: ("201", ref("Plan")),
+                    errors: ["400", "401", "403", "404", "409", "415", "422"])
+            ],
             "/audit-events": [
                 "get": operation(
                     "listAuditEvents", "Audit log, newest first (admin)", tag: "Audit", parameters: pageParameters, ok: ("200", ref("AuditEventPage")),
@@ -187,6 +205,35 @@ enum OpenAPIDocument {
                 "allowed_team_ids": ["type": "array", "items": uuid], "targets": ["type": "array", "items": ref("Target")], "created_at": dateTime,
             ]),
             "APIPage": page(of: "API"),
+            "PlanTerms": input(
+                [
+                    "name": ["type": "string", "minLength": 1, "maxLength": 100],
+                    "rate_per_second": ["type": "integer", "minimum": 1, "maximum": 1_000_000],
+                    "burst": ["type": "integer", "minimum": 1, "maximum": 10_000_000],
+                    "monthly_quota": ["type": "integer", "minimum": 1, "description": "Requests per calendar month; omit for unlimited."],
+                    "monthly_fee_minor": ["type": "integer", "minimum": 0, "description": "In minor units of the tenant's currency."],
+                    "included_requests": ["type": "integer", "minimum": 0],
+                    "tier_mode": ["type": "string", "enum": PlanTerms.TierMode.allCases.map(\.rawValue)],
+                    "tiers": [
+                        "type": "array", "minItems": 1, "maxItems": PlanTerms.maximumTiers,
+                        "items": [
+                            "type": "object", "required": ["unit_price_micros"],
+                            "properties": [
+                                "up_to": ["type": "integer", "minimum": 1, "description": "Inclusive bound; omit on the last tier."],
+                                "unit_price_micros": ["type": "integer", "minimum": 0, "description": "Millionths of a minor unit per request."],
+                            ],
+                        ],
+                    ],
+                    "approval": ["type": "string", "enum": PlanTerms.Approval.allCases.map(\.rawValue)],
+                    "visibility": ["type": "string", "enum": PlanTerms.Visibility.allCases.map(\.rawValue)],
+                ],
+                required: ["name", "rate_per_second", "burst", "monthly_fee_minor", "included_requests", "tier_mode", "tiers", "approval", "visibility"]),
+            "Plan": object(
+                [
+                    "id": uuid, "api_id": uuid, "family_id": uuid, "version": ["type": "integer", "minimum": 1], "current": ["type": "boolean"],
+                    "currency": string, "terms": ref("PlanTerms"), "created_at": dateTime, "superseded_at": dateTime,
+                ], optional: ["superseded_at"]),
+            "PlanPage": page(of: "Plan"),
             "CreateAPI": input(
                 [
                     "team_id": uuid, "name": ["type": "string", "minLength": 1, "maxLength": 200],

@@ -55,6 +55,43 @@ struct TenantAPI: Sendable {
         authed.post("/apis", use: createAPI)
         authed.get("/apis/:api", use: showAPI)
         authed.post("/apis/:api/transitions", use: transitionAPI)
+        authed.get("/apis/:api/plans", use: listPlans)
+        authed.post("/apis/:api/plans", use: createPlan)
+        authed.get("/plans/:plan", use: showPlan)
+        authed.post("/plans/:plan/versions", use: revisePlan)
+    }
+
+    /// Current plans of an API (hidden ones only for its provider team).
+    @Sendable func listPlans(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let plans = try await services.planService.list(tenant: tenant, viewer: try context.requirePrincipal(), apiID: try uuidParameter("api", context, what: "API"))
+        return try .json(APIModel.Page(items: plans.map { APIModel.PlanBody($0, currency: tenant.currency) }, nextCursor: nil))
+    }
+
+    /// Adds a plan to an API (provider team admins).
+    @Sendable func createPlan(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let apiID = try uuidParameter("api", context, what: "API")
+        let terms = try await request.decodeJSON(PlanTerms.self, context: context)
+        let plan = try await services.planService.create(tenant: tenant, actor: principal, apiID: apiID, terms: terms, clientIP: context.clientIP)
+        return try .json(APIModel.PlanBody(plan, currency: tenant.currency), status: .created)
+    }
+
+    @Sendable func showPlan(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let (plan, _) = try await services.planService.show(tenant: tenant, viewer: try context.requirePrincipal(), planID: try uuidParameter("plan", context, what: "Plan"))
+        return try .json(APIModel.PlanBody(plan, currency: tenant.currency))
+    }
+
+    /// New terms for a plan: returns the new version; the old one stays for existing subscriptions.
+    @Sendable func revisePlan(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let planID = try uuidParameter("plan", context, what: "Plan")
+        let terms = try await request.decodeJSON(PlanTerms.self, context: context)
+        let plan = try await services.planService.revise(tenant: tenant, actor: principal, planID: planID, terms: terms, clientIP: context.clientIP)
+        return try .json(APIModel.PlanBody(plan, currency: tenant.currency), status: .created)
     }
 
     /// The catalog entries the caller can see (providers also see their own drafts).

@@ -37,6 +37,8 @@ struct AuditLog: Sendable {
         case teamMemberRemoved = "team.member_removed"
         case apiCreated = "api.created"
         case apiStateChanged = "api.state_changed"
+        case planCreated = "plan.created"
+        case planRevised = "plan.revised"
     }
 
     func record(

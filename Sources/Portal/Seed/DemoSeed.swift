@@ -97,20 +97,40 @@ struct DemoSeed {
     /// server the gateway work adds to `make run`.
     static let echoUpstream = "http://127.0.0.1:9090"
 
+    static let echoPlans = [
+        PlanTerms(
+            name: "Free", ratePerSecond: 5, burst: 10, monthlyQuota: 10_000, monthlyFeeMinor: 0, includedRequests: 10_000, tierMode: .flat,
+            tiers: [.init(upTo: nil, unitPriceMicros: 0)], approval: .automatic, visibility: .public),
+        PlanTerms(
+            name: "Pro", ratePerSecond: 100, burst: 200, monthlyQuota: 5_000_000, monthlyFeeMinor: 4_900, includedRequests: 100_000,
+            tierMode: .graduated,
+            tiers: [.init(upTo: 1_000_000, unitPriceMicros: 100_000), .init(upTo: nil, unitPriceMicros: 50_000)], approval: .manual,
+            visibility: .public),
+    ]
+
     private func seedEchoAPI(tenant: Tenant) async throws {
         let logger = database.logger
         try await database.withTenant(tenant.id) { connection in
             let apis = APIRepository(logger: logger)
-            guard try await apis.list(after: nil, limit: 1000, on: connection).first(where: { $0.slug == "echo" && $0.version == "v1" }) == nil,
-                let team = try await TeamRepository(logger: logger).find(slug: "demo-provider", on: connection),
+            guard let team = try await TeamRepository(logger: logger).find(slug: "demo-provider", on: connection),
                 let provider = try await UserRepository(logger: logger).find(email: "provider@demo.test", on: connection)
             else { return }
-            let new = NewAPI(
-                teamID: team.id, slug: "echo", version: "v1", name: "Echo",
-                description: "Returns what you send: a safe API to try the portal and the gateway with.", basePath: "/echo/v1",
-                visibility: .public, allowedTeamIDs: [], targets: [UpstreamTarget(url: Self.echoUpstream, weight: 1)])
-            let api = try await apis.create(tenantID: tenant.id, new, actor: provider.id, on: connection)
-            _ = try await apis.updateState(id: api.id, tenantID: tenant.id, from: .draft, to: .published, actor: provider.id, on: connection)
+            var api = try await apis.list(after: nil, limit: 1000, on: connection).first { $0.slug == "echo" && $0.version == "v1" }
+            if api == nil {
+                let new = NewAPI(
+                    teamID: team.id, slug: "echo", version: "v1", name: "Echo",
+                    description: "Returns what you send: a safe API to try the portal and the gateway with.", basePath: "/echo/v1",
+                    visibility: .public, allowedTeamIDs: [], targets: [UpstreamTarget(url: Self.echoUpstream, weight: 1)])
+                let created = try await apis.create(tenantID: tenant.id, new, actor: provider.id, on: connection)
+                _ = try await apis.updateState(id: created.id, tenantID: tenant.id, from: .draft, to: .published, actor: provider.id, on: connection)
+                api = created
+            }
+            guard let api else { return }
+            let plans = PlanRepository(logger: logger)
+            let existing = Set(try await plans.current(apiID: api.id, on: connection).map(\.terms.name))
+            for terms in Self.echoPlans where !existing.contains(terms.name) {
+                _ = try await plans.insert(tenantID: tenant.id, apiID: api.id, family: nil, terms: terms, actor: provider.id, on: connection)
+            }
         }
     }
 

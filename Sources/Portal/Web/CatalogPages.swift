@@ -86,6 +86,7 @@ struct CatalogPages: Sendable {
         guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
         let api = try await services.catalog.show(tenant: tenant, viewer: context.principal, id: id)
         let canManage = context.principal.map { Policy.allows($0, .manageAPIs(team: api.teamID)) } ?? false
+        let plans = try await services.planService.list(tenant: tenant, viewer: context.principal, apiID: api.id)
         let versions = try await services.catalog.list(tenant: tenant, viewer: context.principal, after: nil, limit: 500)
             .filter { $0.slug == api.slug && $0.id != api.id }
         var values: [String: Any] = [
@@ -97,6 +98,16 @@ struct CatalogPages: Sendable {
             "gateway_url": "http://\(services.config.gatewayHost):\(services.config.gatewayPort)/t/\(tenant.slug)\(api.basePath)",
             "versions": versions.map { ["id": $0.id.uuidString, "version": $0.version, "state": $0.state.rawValue] },
             "has_versions": !versions.isEmpty,
+            "plans": plans.map { plan -> [String: Any] in
+                let terms = plan.terms
+                return [
+                    "name": terms.name, "version": plan.version, "hidden": terms.visibility == .hidden,
+                    "rate": "\(terms.ratePerSecond)/s (burst \(terms.burst))",
+                    "quota": terms.monthlyQuota.map { "\($0) requests/month" } ?? "unlimited",
+                    "fee": Money.format(minor: terms.monthlyFeeMinor, currency: tenant.currency) + "/month",
+                    "included": "\(terms.includedRequests) included", "approval": terms.approval == .manual ? "needs approval" : "instant",
+                ]
+            },
             "can_manage": canManage,
             "targets": canManage ? api.targets.map { ["url": $0.url, "weight": $0.weight] } : [],
             "transitions": canManage ? APILifecycle.allowed(from: api.state).map { ["name": $0.rawValue, "label": $0.rawValue.capitalized] } : [],

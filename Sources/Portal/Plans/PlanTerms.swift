@@ -1,0 +1,89 @@
+import Foundation
+
+/// The commercial and technical terms of a plan. Money is in integer minor units of the tenant's
+/// currency; per-request prices in millionths of a minor unit ("micros"), so that prices below one
+/// cent per request stay exact integers.
+struct PlanTerms: Sendable, Equatable, Codable {
+    enum TierMode: String, Sendable, Codable, CaseIterable {
+        /// One price per request beyond the included ones.
+        case flat
+        /// Each request is priced by the tier it falls in.
+        case graduated
+        /// All requests are priced by the tier the total falls in.
+        case volume
+    }
+
+    enum Approval: String, Sendable, Codable, CaseIterable { case automatic, manual }
+    enum Visibility: String, Sendable, Codable, CaseIterable { case `public`, hidden }
+
+    struct Tier: Sendable, Equatable, Codable {
+        /// Inclusive upper bound of billable requests in this tier; nil for the last, open tier.
+        var upTo: Int64?
+        var unitPriceMicros: Int64
+    }
+
+    var name: String
+    var ratePerSecond: Int
+    var burst: Int
+    /// Requests per calendar month; nil means unlimited.
+    var monthlyQuota: Int64?
+    var monthlyFeeMinor: Int64
+    var includedRequests: Int64
+    var tierMode: TierMode
+    var tiers: [Tier]
+    var approval: Approval
+    var visibility: Visibility
+
+    static let maximumTiers = 10
+
+    /// Field → message for every rule the terms break (empty when valid).
+    func problems() -> [String: String] {
+        var errors: [String: String] = [:]
+        let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
+        if trimmed.isEmpty || trimmed.count > 100 || TextInput.hasControlCharacters(trimmed) { errors["name"] = "Enter a name of 1 to 100 characters." }
+        if !(1...1_000_000).contains(ratePerSecond) { errors["rate_per_second"] = "Allow 1 to 1,000,000 requests per second." }
+        if !(1...10_000_000).contains(burst) || burst < ratePerSecond { errors["burst"] = "Burst is at least the rate per second (and at most 10,000,000)." }
+        if let quota = monthlyQuota, quota < 1 { errors["monthly_quota"] = "A quota is at least 1 request; leave it empty for unlimited." }
+        if monthlyFeeMinor < 0 || monthlyFeeMinor > 1_000_000_000_00 { errors["monthly_fee_minor"] = "Enter a fee from 0 up to 1,000,000,000.00." }
+        if includedRequests < 0 { errors["included_requests"] = "Included requests cannot be negative." }
+        if let quota = monthlyQuota, includedRequests > quota { errors["included_requests"] = "Cannot include more requests than the quota allows." }
+        if let problem = Self.tierProblem(tierMode, tiers) { errors["tiers"] = problem }
+        return errors
+    }
+
+    static func tierProblem(_ mode: TierMode, _ tiers: [Tier]) -> String? {
+        guard !tiers.isEmpty, tiers.count <= maximumTiers else { return "Give 1 to \(maximumTiers) price tiers." }
+        if mode == .flat && tiers.count != 1 { return "A flat price has exactly one tier." }
+        guard tiers.allSatisfy({ (0...1_000_000_000_000).contains($0.unitPriceMicros) }) else { return "Tier prices are 0 or more micros." }
+        guard tiers.last?.upTo == nil else { return "The last tier must be open-ended (no up_to)." }
+        let bounds = tiers.dropLast().map(\.upTo)
+        guard bounds.allSatisfy({ $0 != nil }) else { return "Only the last tier may be open-ended." }
+        let values = bounds.compactMap { $0 }
+        guard values.allSatisfy({ $0 >= 1 }), zip(values, values.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            return "Tier bounds must be positive and strictly increasing."
+        }
+        return nil
+    }
+
+    /// Throws a 422 with every problem.
+    func validated() throws -> PlanTerms {
+        let errors = problems()
+        guard errors.isEmpty else { throw AppError.validation(errors) }
+        var copy = self
+        copy.name = name.trimmingCharacters(in: .whitespacesAndNewlines)
+        return copy
+    }
+}
+
+/// A stored plan version.
+struct Plan: Sendable, Equatable {
+    let id: UUID
+    let apiID: UUID
+    let familyID: UUID
+    let version: Int
+    var terms: PlanTerms
+    var createdAt: Date
+    var supersededAt: Date?
+
+    var isCurrent: Bool { supersededAt == nil }
+}
