@@ -214,6 +214,75 @@ enum APIModel {
         }
     }
 
+    struct AppBody: Codable, Sendable {
+        let id: UUID
+        let teamId: UUID
+        let name: String
+        let description: String
+        let callbackUrl: String?
+        let clientId: String
+        let createdAt: Date
+        init(_ app: ConsumerApp) {
+            id = app.id
+            teamId = app.teamID
+            name = app.name
+            description = app.description
+            callbackUrl = app.callbackURL
+            clientId = app.clientID
+            createdAt = app.createdAt
+        }
+    }
+
+    struct CredentialBody: Codable, Sendable {
+        let id: UUID
+        let kind: String
+        let name: String
+        let prefix: String
+        let createdAt: Date
+        let expiresAt: Date?
+        let revokedAt: Date?
+        let active: Bool
+        init(_ credential: AppCredential) {
+            id = credential.id
+            kind = credential.kind.rawValue
+            name = credential.name
+            prefix = credential.prefix
+            createdAt = credential.createdAt
+            expiresAt = credential.expiresAt
+            revokedAt = credential.revokedAt
+            active = credential.isActive()
+        }
+    }
+
+    struct AppDetailBody: Codable, Sendable {
+        let app: AppBody
+        let credentials: [CredentialBody]
+    }
+
+    struct CreatedAppBody: Codable, Sendable {
+        let app: AppBody
+        let credential: CredentialBody
+        /// The client secret, returned only in this response.
+        let secret: String
+    }
+
+    struct CreatedCredentialBody: Codable, Sendable {
+        let credential: CredentialBody
+        let secret: String
+    }
+
+    struct CreateApp: Decodable, Sendable {
+        let teamId: UUID
+        let name: String
+        let description: String?
+        let callbackUrl: String?
+    }
+
+    struct CreateCredential: Decodable, Sendable {
+        let name: String?
+        let expiresInDays: Int?
+    }
+
     struct APITransition: Decodable, Sendable {
         let transition: String
     }

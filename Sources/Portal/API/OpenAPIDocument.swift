@@ -52,6 +52,7 @@ enum OpenAPIDocument {
         let teamParameter = pathParameter("team", ["type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"], "Team slug")
         let userParameter = pathParameter("user", ["type": "string", "format": "uuid"], "User id")
         let apiParameter = pathParameter("api", ["type": "string", "format": "uuid"], "API id")
+        let appParameter = pathParameter("app", ["type": "string", "format": "uuid"], "App id")
         let planParameter = pathParameter("plan", ["type": "string", "format": "uuid"], "Plan version id")
         return [
             "/me": ["get": operation("getMe", "The caller", tag: "Identity", ok: ("200", ref("Me")), errors: ["401"])],
@@ -145,6 +146,31 @@ enum OpenAPIDocument {
                     parameters: [planParameter], body: ref("PlanTerms"), ok: ("201", ref("Plan")),
                     errors: ["400", "401", "403", "404", "409", "415", "422"])
             ],
+            "/apps": [
+                "get": operation("listApps", "Apps of your teams", tag: "Apps", ok: ("200", ref("AppPage")), errors: ["401", "403"]),
+                "post": operation(
+                    "createApp", "Register an app (team admins); returns its first client secret once", tag: "Apps", body: ref("CreateApp"),
+                    ok: ("201", ref("CreatedApp")), errors: ["400", "401", "403", "409", "415", "422"]),
+            ],
+            "/apps/{app}": [
+                "get": operation("getApp", "An app and its credentials", tag: "Apps", parameters: [appParameter], ok: ("200", ref("AppDetail")), errors: ["401", "403", "404"])
+            ],
+            "/apps/{app}/client-secrets": [
+                "post": operation(
+                    "addClientSecret", "Add a client secret for rotation (at most two active)", tag: "Apps", parameters: [appParameter],
+                    body: ref("CreateCredential"), ok: ("201", ref("CreatedCredential")), errors: ["400", "401", "403", "404", "409", "415", "422"])
+            ],
+            "/apps/{app}/api-keys": [
+                "post": operation(
+                    "addAPIKey", "Create an API key (shown once)", tag: "Apps", parameters: [appParameter], body: ref("CreateCredential"),
+                    ok: ("201", ref("CreatedCredential")), errors: ["400", "401", "403", "404", "409", "415", "422"])
+            ],
+            "/apps/{app}/credentials/{credential}": [
+                "delete": operation(
+                    "revokeCredential", "Revoke a client secret or API key", tag: "Apps",
+                    parameters: [appParameter, pathParameter("credential", ["type": "string", "format": "uuid"], "Credential id")], ok: ("204", nil),
+                    errors: ["401", "403", "404"])
+            ],
             "/audit-events": [
                 "get": operation(
                     "listAuditEvents", "Audit log, newest first (admin)", tag: "Audit", parameters: pageParameters, ok: ("200", ref("AuditEventPage")),
@@ -234,6 +260,25 @@ enum OpenAPIDocument {
                     "currency": string, "terms": ref("PlanTerms"), "created_at": dateTime, "superseded_at": dateTime,
                 ], optional: ["superseded_at"]),
             "PlanPage": page(of: "Plan"),
+            "App": object(
+                ["id": uuid, "team_id": uuid, "name": string, "description": string, "callback_url": string, "client_id": string, "created_at": dateTime],
+                optional: ["callback_url"]),
+            "AppPage": page(of: "App"),
+            "Credential": object(
+                [
+                    "id": uuid, "kind": ["type": "string", "enum": ["client_secret", "api_key"]], "name": string, "prefix": string,
+                    "created_at": dateTime, "expires_at": dateTime, "revoked_at": dateTime, "active": ["type": "boolean"],
+                ], optional: ["expires_at", "revoked_at"]),
+            "AppDetail": object(["app": ref("App"), "credentials": ["type": "array", "items": ref("Credential")]]),
+            "CreatedApp": object(["app": ref("App"), "credential": ref("Credential"), "secret": ["type": "string", "description": "Shown only in this response."]]),
+            "CreatedCredential": object(["credential": ref("Credential"), "secret": ["type": "string", "description": "Shown only in this response."]]),
+            "CreateApp": input(
+                [
+                    "team_id": uuid, "name": ["type": "string", "minLength": 1, "maxLength": 100], "description": ["type": "string", "maxLength": 2000],
+                    "callback_url": ["type": "string", "format": "uri"],
+                ], required: ["team_id", "name"]),
+            "CreateCredential": input(
+                ["name": ["type": "string", "maxLength": 100], "expires_in_days": ["type": "integer", "minimum": 1, "maximum": 3650]], required: []),
             "CreateAPI": input(
                 [
                     "team_id": uuid, "name": ["type": "string", "minLength": 1, "maxLength": 200],

@@ -59,6 +59,60 @@ struct TenantAPI: Sendable {
         authed.post("/apis/:api/plans", use: createPlan)
         authed.get("/plans/:plan", use: showPlan)
         authed.post("/plans/:plan/versions", use: revisePlan)
+        authed.get("/apps", use: listApps)
+        authed.post("/apps", use: createApp)
+        authed.get("/apps/:app", use: showApp)
+        authed.post("/apps/:app/client-secrets", use: addClientSecret)
+        authed.post("/apps/:app/api-keys", use: addAPIKey)
+        authed.delete("/apps/:app/credentials/:credential", use: revokeCredential)
+    }
+
+    /// Apps of the caller's teams (tenant admins: all).
+    @Sendable func listApps(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let apps = try await services.appService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal())
+        return try .json(APIModel.Page(items: apps.map(APIModel.AppBody.init), nextCursor: nil))
+    }
+
+    /// Registers an app; the response carries its client id and first client secret (shown once).
+    @Sendable func createApp(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let body = try await request.decodeJSON(APIModel.CreateApp.self, context: context)
+        let new = try NewApp.validated(teamID: body.teamId, name: body.name, description: body.description, callbackURL: body.callbackUrl)
+        let (app, created) = try await services.appService.create(tenant: try context.requireTenant(), actor: principal, new, clientIP: context.clientIP)
+        return try .json(APIModel.CreatedAppBody(app: .init(app), credential: .init(created.credential), secret: created.secret), status: .created)
+    }
+
+    @Sendable func showApp(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (app, credentials) = try await services.appService.show(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: try uuidParameter("app", context, what: "App"))
+        return try .json(APIModel.AppDetailBody(app: .init(app), credentials: credentials.map(APIModel.CredentialBody.init)))
+    }
+
+    /// A second client secret for rotation (at most two active).
+    @Sendable func addClientSecret(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await addCredential(request, context: context, kind: .clientSecret)
+    }
+
+    /// A new API key (shown once).
+    @Sendable func addAPIKey(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await addCredential(request, context: context, kind: .apiKey)
+    }
+
+    @Sendable func revokeCredential(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await services.appService.revokeCredential(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), appID: try uuidParameter("app", context, what: "App"),
+            credentialID: try uuidParameter("credential", context, what: "Credential"), clientIP: context.clientIP)
+        return Response(status: .noContent)
+    }
+
+    private func addCredential(_ request: Request, context: AppRequestContext, kind: AppCredential.Kind) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let appID = try uuidParameter("app", context, what: "App")
+        let body = try await request.decodeJSON(APIModel.CreateCredential.self, context: context)
+        let created = try await services.appService.addCredential(
+            tenant: try context.requireTenant(), actor: principal, appID: appID, kind: kind, name: body.name, expiresInDays: body.expiresInDays,
+            clientIP: context.clientIP)
+        return try .json(APIModel.CreatedCredentialBody(credential: .init(created.credential), secret: created.secret), status: .created)
     }
 
     /// Current plans of an API (hidden ones only for its provider team).

@@ -29,6 +29,7 @@ func buildRouter(services: PortalServices, metrics: PrometheusCollectorRegistry)
     AccountPages(services: services).addRoutes(to: signedIn)
     TeamPages(services: services).addRoutes(to: signedIn)
     AdminPages(services: services).addRoutes(to: signedIn)
+    AppPages(services: services).addRoutes(to: signedIn)
     return router
 }
 

@@ -15,6 +15,7 @@ struct PortalServices: Sendable {
     let tokenService: TokenService
     let catalog: CatalogService
     let planService: PlanService
+    let appService: AppService
     let tenants: TenantRepository
     let platformAdmins: PlatformAdminRepository
     let readiness: Readiness
@@ -32,6 +33,7 @@ struct PortalServices: Sendable {
         self.teamService = TeamService(database: database, teams: TeamRepository(logger: logger), users: UserRepository(logger: logger), audit: audit)
         self.tokenService = TokenService(database: database, tokens: PersonalAccessTokenRepository(logger: logger), audit: audit)
         self.catalog = CatalogService(database: database, apis: APIRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit)
+        self.appService = AppService(database: database, apps: AppRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit)
         self.planService = PlanService(database: database, plans: PlanRepository(logger: logger), apis: APIRepository(logger: logger), audit: audit)
         self.tenants = TenantRepository(logger: logger)
         self.platformAdmins = PlatformAdminRepository(logger: logger)
@@ -73,6 +75,7 @@ enum Navigation {
         }
         var items: [[String: Any]] = [
             ["href": base + "/", "label": "Home"], ["href": base + "/catalog", "label": "Catalog"], ["href": base + "/teams", "label": "Teams"],
+            ["href": base + "/apps", "label": "Apps"],
         ]
         if Policy.allows(principal, .listUsers) { items.append(["href": base + "/admin/users", "label": "Users"]) }
         if Policy.allows(principal, .inviteUsers) { items.append(["href": base + "/admin/invitations", "label": "Invitations"]) }

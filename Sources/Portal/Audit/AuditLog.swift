@@ -39,6 +39,10 @@ struct AuditLog: Sendable {
         case apiStateChanged = "api.state_changed"
         case planCreated = "plan.created"
         case planRevised = "plan.revised"
+        case appCreated = "app.created"
+        case appSecretRotated = "app.credentials_rotated"
+        case apiKeyCreated = "app.api_key_created"
+        case credentialRevoked = "app.credential_revoked"
     }
 
     func record(

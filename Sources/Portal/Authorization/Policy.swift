@@ -34,6 +34,8 @@ enum Action: Sendable, Equatable {
     case manageTeamMembers(UUID)
     /// Create APIs for, and change APIs of, a provider team.
     case manageAPIs(team: UUID)
+    /// Create apps for, and manage credentials of, a consumer team.
+    case manageApps(team: UUID)
 }
 
 /// The one authorization policy both HTML and JSON routes consult.
@@ -58,6 +60,8 @@ enum Policy {
             return principal.has(.admin) || (principal.teamRoles[team].map { $0 >= .admin } ?? false)
         case .manageAPIs(let team):
             return principal.has(.admin) || (principal.has(.provider) && (principal.teamRoles[team].map { $0 >= .admin } ?? false))
+        case .manageApps(let team):
+            return principal.has(.admin) || (principal.teamRoles[team].map { $0 >= .admin } ?? false)
         }
     }
 
@@ -65,7 +69,7 @@ enum Policy {
     static func requiredScope(_ action: Action) -> TokenScope {
         switch action {
         case .viewOwnProfile, .listTeams, .viewTeam, .listUsers: .read
-        case .manageOwnTokens, .createTeam, .manageTeamMembers, .manageAPIs: .write
+        case .manageOwnTokens, .createTeam, .manageTeamMembers, .manageAPIs, .manageApps: .write
         case .manageUsers, .inviteUsers, .viewAuditLog: .admin
         }
     }

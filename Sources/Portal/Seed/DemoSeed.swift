@@ -70,6 +70,7 @@ struct DemoSeed {
         }
 
         try await seedEchoAPI(tenant: tenant)
+        for (key, value) in try await seedDemoApp(tenant: tenant, known: existing) { credentials[key] = value }
 
         let adminPassword = credentials[Self.platformAdminEmail] ?? Self.generatePassword()
         let adminHash = try await hasher.hash(adminPassword)
@@ -90,6 +91,10 @@ struct DemoSeed {
             lines.append("  \(demo.roles.map(\.rawValue).sorted().joined(separator: ",").padding(toLength: 10, withPad: " ", startingAt: 0)) \(demo.email)  \(credentials[demo.email] ?? "")")
         }
         lines.append("  platform   \(Self.platformAdminEmail)  \(adminPassword)  (at /platform/)")
+        lines.append("Demo App (team Demo Devs):")
+        for key in ["demo-app.client_id", "demo-app.client_secret", "demo-app.api_key"] {
+            lines.append("  \(key.dropFirst("demo-app.".count).padding(toLength: 14, withPad: " ", startingAt: 0)) \(credentials[key] ?? "(lost: revoke and create a new one in the portal)")")
+        }
         return lines.joined(separator: "\n")
     }
 
@@ -131,6 +136,27 @@ struct DemoSeed {
             for terms in Self.echoPlans where !existing.contains(terms.name) {
                 _ = try await plans.insert(tenantID: tenant.id, apiID: api.id, family: nil, terms: terms, actor: provider.id, on: connection)
             }
+        }
+    }
+
+    /// "Demo App" of Demo Devs with a client secret and an API key. Their secrets exist in clear
+    /// only in the credentials file; if that file was lost they cannot be shown again.
+    private func seedDemoApp(tenant: Tenant, known: [String: String]) async throws -> [String: String] {
+        let logger = database.logger
+        return try await database.withTenant(tenant.id) { connection -> [String: String] in
+            let apps = AppRepository(logger: logger)
+            guard let team = try await TeamRepository(logger: logger).find(slug: "demo-devs", on: connection) else { return [:] }
+            if let app = try await apps.list(teamIDs: [team.id], on: connection).first(where: { $0.name == "Demo App" }) {
+                return ["demo-app.client_id": app.clientID]
+            }
+            let app = try await apps.create(
+                tenantID: tenant.id, NewApp(teamID: team.id, name: "Demo App", description: "Created by the demo seed.", callbackURL: nil), on: connection)
+            let secret = SecretToken.generate(prefix: CredentialRules.clientSecretPrefix)
+            let key = SecretToken.generate(prefix: CredentialRules.apiKeyPrefix)
+            _ = try await apps.addCredential(
+                tenantID: tenant.id, appID: app.id, kind: .clientSecret, name: "demo", secret: secret, expiresInDays: nil, on: connection)
+            _ = try await apps.addCredential(tenantID: tenant.id, appID: app.id, kind: .apiKey, name: "demo", secret: key, expiresInDays: nil, on: connection)
+            return ["demo-app.client_id": app.clientID, "demo-app.client_secret": secret.value, "demo-app.api_key": key.value]
         }
     }
 

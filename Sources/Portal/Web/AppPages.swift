@@ -1,0 +1,123 @@
+import Foundation
+import Hummingbird
+
+/// Consumer apps and their credentials.
+struct AppPages: Sendable {
+    let services: PortalServices
+
+    func addRoutes(to group: RouterGroup<AppRequestContext>) {
+        group.get("/apps", use: list)
+        group.post("/apps", use: create)
+        group.get("/apps/:app", use: show)
+        group.post("/apps/:app/client-secrets", use: addClientSecret)
+        group.post("/apps/:app/api-keys", use: addAPIKey)
+        group.post("/apps/:app/credentials/:credential/revoke", use: revoke)
+    }
+
+    @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await listPage(context)
+    }
+
+    /// Registers an app and shows its client id and first secret once.
+    @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let form = context.form
+        do {
+            let new = try NewApp.validated(
+                teamID: form["team_id"].flatMap(UUID.init(uuidString:)), name: form["name"], description: form["description"],
+                callbackURL: form["callback_url"])
+            let (app, created) = try await services.appService.create(tenant: tenant, actor: principal, new, clientIP: context.clientIP)
+            return try await detailPage(context, id: app.id, newSecret: ["label": "Client secret", "value": created.secret])
+        } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
+            return try await listPage(
+                context, extra: ["errors": error.fieldErrors, "error": error.detail, "name": form["name"] ?? "", "description": form["description"] ?? ""],
+                status: error.status)
+        }
+    }
+
+    @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await detailPage(context, id: try appID(context))
+    }
+
+    @Sendable func addClientSecret(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await add(context, kind: .clientSecret, label: "Client secret")
+    }
+
+    @Sendable func addAPIKey(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await add(context, kind: .apiKey, label: "API key")
+    }
+
+    @Sendable func revoke(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let id = try appID(context)
+        guard let credential = context.parameters.get("credential").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Credential") }
+        try await services.appService.revokeCredential(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), appID: id, credentialID: credential, clientIP: context.clientIP)
+        return .redirect(to: context.base + "/apps/" + id.uuidString)
+    }
+
+    private func add(_ context: AppRequestContext, kind: AppCredential.Kind, label: String) async throws -> Response {
+        let id = try appID(context)
+        do {
+            let days = context.form["expires_in_days"].flatMap { Int($0) }
+            let created = try await services.appService.addCredential(
+                tenant: try context.requireTenant(), actor: try context.requirePrincipal(), appID: id, kind: kind, name: context.form["name"],
+                expiresInDays: days, clientIP: context.clientIP)
+            return try await detailPage(context, id: id, newSecret: ["label": label, "value": created.secret])
+        } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
+            return try await detailPage(context, id: id, error: error.detail, status: error.status)
+        }
+    }
+
+    private func appID(_ context: AppRequestContext) throws -> UUID {
+        guard let id = context.parameters.get("app").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("App") }
+        return id
+    }
+
+    private func listPage(_ context: AppRequestContext, extra: [String: Any] = [:], status: HTTPResponse.Status = .ok) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let apps = try await services.appService.list(tenant: tenant, actor: principal)
+        let teams = try await services.teamService.list(tenant: tenant, actor: principal, after: nil, limit: 500)
+        let names = Dictionary(uniqueKeysWithValues: teams.map { ($0.id, $0.name) })
+        let manageable = teams.filter { Policy.allows(principal, .manageApps(team: $0.id)) }
+        var values: [String: Any] = [
+            "apps": apps.map { ["id": $0.id.uuidString, "name": $0.name, "team": names[$0.teamID] ?? "", "client_id": $0.clientID] },
+            "teams": manageable.map { ["id": $0.id.uuidString, "name": $0.name] },
+            "can_create": !manageable.isEmpty,
+        ]
+        for (key, value) in extra { values[key] = value }
+        return services.views.render("apps", values, page: services.chrome("Apps", context: context), status: status)
+    }
+
+    private func detailPage(
+        _ context: AppRequestContext, id: UUID, newSecret: [String: String]? = nil, error: String? = nil, status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let (app, credentials) = try await services.appService.show(tenant: tenant, actor: principal, id: id)
+        func rows(_ kind: AppCredential.Kind) -> [[String: Any]] {
+            credentials.filter { $0.kind == kind }.map {
+                [
+                    "id": $0.id.uuidString, "name": $0.name, "prefix": $0.prefix, "created": DisplayDate.format($0.createdAt),
+                    "expires": $0.expiresAt.map(DisplayDate.format) ?? "never", "active": $0.isActive(),
+                ]
+            }
+        }
+        var values: [String: Any] = [
+            "app": ["id": app.id.uuidString, "name": app.name, "description": app.description, "client_id": app.clientID],
+            "secrets": rows(.clientSecret), "keys": rows(.apiKey), "can_manage": Policy.allows(principal, .manageApps(team: app.teamID)),
+            "token_url": AdminPagesLinks.tokenURL(context: context, gatewayHost: services.config.portalHost, port: services.config.portalPort),
+        ]
+        if let newSecret { values["new_secret"] = newSecret }
+        if let error { values["error"] = error }
+        return services.views.render("app", values, page: services.chrome(app.name, context: context), status: status)
+    }
+}
+
+enum AdminPagesLinks {
+    /// Where the OAuth2 token endpoint will live for this tenant.
+    static func tokenURL(context: AppRequestContext, gatewayHost: String, port: Int) -> String {
+        "http://\(gatewayHost):\(port)\(context.base)/oauth2/token"
+    }
+}
