@@ -283,6 +283,73 @@ enum APIModel {
         let expiresInDays: Int?
     }
 
+    struct SubscriptionBody: Codable, Sendable {
+        let id: UUID
+        let appId: UUID
+        let apiId: UUID
+        let planId: UUID
+        let state: String
+        let appName: String
+        let apiName: String
+        let apiVersion: String
+        let planName: String
+        let planVersion: Int
+        let createdAt: Date
+        let updatedAt: Date
+        init(_ s: Subscription) {
+            id = s.id
+            appId = s.appID
+            apiId = s.apiID
+            planId = s.planID
+            state = s.state.rawValue
+            appName = s.appName
+            apiName = s.apiName
+            apiVersion = s.apiVersion
+            planName = s.planName
+            planVersion = s.planVersion
+            createdAt = s.createdAt
+            updatedAt = s.updatedAt
+        }
+    }
+
+    struct SubscriptionEventBody: Codable, Sendable {
+        let event: String
+        let fromState: String?
+        let toState: String
+        let fromPlanId: UUID?
+        let toPlanId: UUID
+        let actorSide: String
+        let actor: String?
+        let reason: String?
+        let at: Date
+        init(_ e: SubscriptionEvent) {
+            event = e.event
+            fromState = e.fromState?.rawValue
+            toState = e.toState.rawValue
+            fromPlanId = e.fromPlanID
+            toPlanId = e.toPlanID
+            actorSide = e.actorSide.rawValue
+            actor = e.actor
+            reason = e.reason
+            at = e.at
+        }
+    }
+
+    struct SubscriptionDetailBody: Codable, Sendable {
+        let subscription: SubscriptionBody
+        let history: [SubscriptionEventBody]
+    }
+
+    struct CreateSubscription: Decodable, Sendable {
+        let planId: UUID
+    }
+
+    struct SubscriptionAction: Decodable, Sendable {
+        let action: String
+        let reason: String?
+        let planId: UUID?
+    }
+
     struct APITransition: Decodable, Sendable {
         let transition: String
     }

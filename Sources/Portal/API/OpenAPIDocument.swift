@@ -52,6 +52,7 @@ enum OpenAPIDocument {
         let teamParameter = pathParameter("team", ["type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"], "Team slug")
         let userParameter = pathParameter("user", ["type": "string", "format": "uuid"], "User id")
         let apiParameter = pathParameter("api", ["type": "string", "format": "uuid"], "API id")
+        let subscriptionParameter = pathParameter("subscription", ["type": "string", "format": "uuid"], "Subscription id")
         let appParameter = pathParameter("app", ["type": "string", "format": "uuid"], "App id")
         let planParameter = pathParameter("plan", ["type": "string", "format": "uuid"], "Plan version id")
         return [
@@ -171,6 +172,27 @@ enum OpenAPIDocument {
                     parameters: [appParameter, pathParameter("credential", ["type": "string", "format": "uuid"], "Credential id")], ok: ("204", nil),
                     errors: ["401", "403", "404"])
             ],
+            "/apps/{app}/subscriptions": [
+                "post": operation(
+                    "subscribe", "Subscribe an app to a plan (active at once, or pending approval)", tag: "Subscriptions", parameters: [appParameter],
+                    body: ref("CreateSubscription"), ok: ("201", ref("Subscription")), errors: ["400", "401", "403", "404", "409", "415", "422"])
+            ],
+            "/subscriptions": [
+                "get": operation(
+                    "listSubscriptions", "Subscriptions of your apps and to the APIs you manage", tag: "Subscriptions",
+                    parameters: [["name": "state", "in": "query", "required": false, "schema": ["type": "string", "enum": SubscriptionState.allCases.map(\.rawValue)]]],
+                    ok: ("200", ref("SubscriptionPage")), errors: ["400", "401", "403"])
+            ],
+            "/subscriptions/{subscription}": [
+                "get": operation(
+                    "getSubscription", "A subscription and its history", tag: "Subscriptions", parameters: [subscriptionParameter],
+                    ok: ("200", ref("SubscriptionDetail")), errors: ["401", "403", "404"])
+            ],
+            "/subscriptions/{subscription}/actions": [
+                "post": operation(
+                    "actOnSubscription", "approve, reject, suspend, resume, cancel or change_plan", tag: "Subscriptions", parameters: [subscriptionParameter],
+                    body: ref("SubscriptionAction"), ok: ("200", ref("Subscription")), errors: ["400", "401", "403", "404", "409", "415", "422"])
+            ],
             "/audit-events": [
                 "get": operation(
                     "listAuditEvents", "Audit log, newest first (admin)", tag: "Audit", parameters: pageParameters, ok: ("200", ref("AuditEventPage")),
@@ -264,6 +286,24 @@ enum OpenAPIDocument {
                 ["id": uuid, "team_id": uuid, "name": string, "description": string, "callback_url": string, "client_id": string, "created_at": dateTime],
                 optional: ["callback_url"]),
             "AppPage": page(of: "App"),
+            "Subscription": object([
+                "id": uuid, "app_id": uuid, "api_id": uuid, "plan_id": uuid, "state": ["type": "string", "enum": SubscriptionState.allCases.map(\.rawValue)],
+                "app_name": string, "api_name": string, "api_version": string, "plan_name": string, "plan_version": ["type": "integer"],
+                "created_at": dateTime, "updated_at": dateTime,
+            ]),
+            "SubscriptionPage": page(of: "Subscription"),
+            "SubscriptionEvent": object(
+                [
+                    "event": string, "from_state": string, "to_state": string, "from_plan_id": uuid, "to_plan_id": uuid,
+                    "actor_side": ["type": "string", "enum": ["developer", "provider", "system"]], "actor": string, "reason": string, "at": dateTime,
+                ], optional: ["from_state", "from_plan_id", "actor", "reason"]),
+            "SubscriptionDetail": object(["subscription": ref("Subscription"), "history": ["type": "array", "items": ref("SubscriptionEvent")]]),
+            "CreateSubscription": input(["plan_id": uuid], required: ["plan_id"]),
+            "SubscriptionAction": input(
+                [
+                    "action": ["type": "string", "enum": SubscriptionService.Action.allCases.map(\.rawValue)],
+                    "reason": ["type": "string", "maxLength": 1000], "plan_id": uuid,
+                ], required: ["action"]),
             "Credential": object(
                 [
                     "id": uuid, "kind": ["type": "string", "enum": ["client_secret", "api_key"]], "name": string, "prefix": string,

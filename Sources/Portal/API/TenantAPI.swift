@@ -65,6 +65,52 @@ struct TenantAPI: Sendable {
         authed.post("/apps/:app/client-secrets", use: addClientSecret)
         authed.post("/apps/:app/api-keys", use: addAPIKey)
         authed.delete("/apps/:app/credentials/:credential", use: revokeCredential)
+        authed.post("/apps/:app/subscriptions", use: subscribe)
+        authed.get("/subscriptions", use: listSubscriptions)
+        authed.get("/subscriptions/:subscription", use: showSubscription)
+        authed.post("/subscriptions/:subscription/actions", use: actOnSubscription)
+    }
+
+    /// Subscribes an app to a plan: active at once for automatic plans, pending for manual ones.
+    @Sendable func subscribe(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let appID = try uuidParameter("app", context, what: "App")
+        let body = try await request.decodeJSON(APIModel.CreateSubscription.self, context: context)
+        let subscription = try await services.subscriptionService.request(
+            tenant: try context.requireTenant(), actor: principal, appID: appID, planID: body.planId, clientIP: context.clientIP)
+        return try .json(APIModel.SubscriptionBody(subscription), status: .created)
+    }
+
+    /// Subscriptions of your apps and to the APIs you manage (the provider's approval queue is `state=pending`).
+    @Sendable func listSubscriptions(_ request: Request, context: AppRequestContext) async throws -> Response {
+        var items = try await services.subscriptionService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal())
+        if let state = request.uri.queryParameters["state"].map(String.init) {
+            guard let wanted = SubscriptionState(rawValue: state) else {
+                throw AppError.badRequest("state must be one of \(SubscriptionState.allCases.map(\.rawValue).joined(separator: ", ")).")
+            }
+            items = items.filter { $0.state == wanted }
+        }
+        return try .json(APIModel.Page(items: items.map(APIModel.SubscriptionBody.init), nextCursor: nil))
+    }
+
+    @Sendable func showSubscription(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (subscription, history) = try await services.subscriptionService.show(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: try uuidParameter("subscription", context, what: "Subscription"))
+        return try .json(APIModel.SubscriptionDetailBody(subscription: .init(subscription), history: history.map(APIModel.SubscriptionEventBody.init)))
+    }
+
+    /// approve, reject (reason), suspend (reason), resume — providers; cancel — developers; change_plan — either.
+    @Sendable func actOnSubscription(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let id = try uuidParameter("subscription", context, what: "Subscription")
+        let body = try await request.decodeJSON(APIModel.SubscriptionAction.self, context: context)
+        guard let action = SubscriptionService.Action(rawValue: body.action) else {
+            throw AppError.validation(["action": "Choose approve, reject, suspend, resume, cancel or change_plan."])
+        }
+        let subscription = try await services.subscriptionService.perform(
+            tenant: try context.requireTenant(), actor: principal, subscriptionID: id, action: action, reason: body.reason, newPlanID: body.planId,
+            clientIP: context.clientIP)
+        return try .json(APIModel.SubscriptionBody(subscription))
     }
 
     /// Apps of the caller's teams (tenant admins: all).

@@ -16,6 +16,7 @@ struct PortalServices: Sendable {
     let catalog: CatalogService
     let planService: PlanService
     let appService: AppService
+    let subscriptionService: SubscriptionService
     let tenants: TenantRepository
     let platformAdmins: PlatformAdminRepository
     let readiness: Readiness
@@ -34,6 +35,9 @@ struct PortalServices: Sendable {
         self.tokenService = TokenService(database: database, tokens: PersonalAccessTokenRepository(logger: logger), audit: audit)
         self.catalog = CatalogService(database: database, apis: APIRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit)
         self.appService = AppService(database: database, apps: AppRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit)
+        self.subscriptionService = SubscriptionService(
+            database: database, subscriptions: SubscriptionRepository(logger: logger), apps: AppRepository(logger: logger),
+            apis: APIRepository(logger: logger), plans: PlanRepository(logger: logger), audit: audit)
         self.planService = PlanService(database: database, plans: PlanRepository(logger: logger), apis: APIRepository(logger: logger), audit: audit)
         self.tenants = TenantRepository(logger: logger)
         self.platformAdmins = PlatformAdminRepository(logger: logger)
@@ -75,7 +79,7 @@ enum Navigation {
         }
         var items: [[String: Any]] = [
             ["href": base + "/", "label": "Home"], ["href": base + "/catalog", "label": "Catalog"], ["href": base + "/teams", "label": "Teams"],
-            ["href": base + "/apps", "label": "Apps"],
+            ["href": base + "/apps", "label": "Apps"], ["href": base + "/subscriptions", "label": "Subscriptions"],
         ]
         if Policy.allows(principal, .listUsers) { items.append(["href": base + "/admin/users", "label": "Users"]) }
         if Policy.allows(principal, .inviteUsers) { items.append(["href": base + "/admin/invitations", "label": "Invitations"]) }

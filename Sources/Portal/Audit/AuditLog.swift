@@ -43,6 +43,7 @@ struct AuditLog: Sendable {
         case appSecretRotated = "app.credentials_rotated"
         case apiKeyCreated = "app.api_key_created"
         case credentialRevoked = "app.credential_revoked"
+        case subscriptionChanged = "subscription.changed"
     }
 
     func record(

@@ -109,6 +109,15 @@ struct AppPages: Sendable {
             "secrets": rows(.clientSecret), "keys": rows(.apiKey), "can_manage": Policy.allows(principal, .manageApps(team: app.teamID)),
             "token_url": AdminPagesLinks.tokenURL(context: context, gatewayHost: services.config.portalHost, port: services.config.portalPort),
         ]
+        let subscriptions = try await services.subscriptionService.list(tenant: tenant, actor: principal).filter { $0.appID == app.id }
+        values["subscriptions"] = subscriptions.map(SubscriptionPages.row)
+        var offers: [[String: Any]] = []
+        for api in try await services.catalog.list(tenant: tenant, viewer: principal, after: nil, limit: 200) where api.state.acceptsNewSubscriptions {
+            for plan in try await services.planService.list(tenant: tenant, viewer: principal, apiID: api.id) where plan.terms.visibility == .public {
+                offers.append(["id": plan.id.uuidString, "label": "\(api.name) \(api.version) — \(plan.terms.name)"])
+            }
+        }
+        values["offers"] = offers
         if let newSecret { values["new_secret"] = newSecret }
         if let error { values["error"] = error }
         return services.views.render("app", values, page: services.chrome(app.name, context: context), status: status)

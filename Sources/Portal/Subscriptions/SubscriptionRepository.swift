@@ -1,0 +1,125 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// A subscription as loaded, with the names people need to read it.
+struct Subscription: Sendable, Equatable {
+    let id: UUID
+    var appID: UUID
+    var apiID: UUID
+    var planID: UUID
+    var state: SubscriptionState
+    var createdAt: Date
+    var updatedAt: Date
+    var appName: String
+    var apiName: String
+    var apiVersion: String
+    var planName: String
+    var planVersion: Int
+}
+
+/// One recorded transition.
+struct SubscriptionEvent: Sendable, Equatable {
+    var event: String
+    var fromState: SubscriptionState?
+    var toState: SubscriptionState
+    var fromPlanID: UUID?
+    var toPlanID: UUID
+    var actorSide: SubscriptionActor
+    var actor: String?
+    var reason: String?
+    var at: Date
+}
+
+/// SQL for subscriptions and their history, inside a tenant transaction.
+struct SubscriptionRepository: Sendable {
+    let logger: Logger
+
+    func create(tenantID: UUID, appID: UUID, apiID: UUID, planID: UUID, state: SubscriptionState, on connection: PostgresConnection) async throws -> UUID {
+        do {
+            let rows = try await connection.query(
+                """
+                INSERT INTO subscriptions (tenant_id, app_id, api_id, plan_id, state)
+                VALUES (\(tenantID), \(appID), \(apiID), \(planID), \(state.rawValue)) RETURNING id
+                """, logger: logger)
+            for try await id in rows.decode(UUID.self) { return id }
+            throw AppError.conflict("Subscription was not created.")
+        } catch where error.postgresCode == .uniqueViolation {
+            throw AppError.conflict("This app already has an open subscription to this API. Change its plan instead.")
+        }
+    }
+
+    /// The subscription, locked for this transaction (transitions are read-decide-write).
+    func findForUpdate(id: UUID, on connection: PostgresConnection) async throws -> Subscription? {
+        _ = try await connection.query("SELECT id FROM subscriptions WHERE id = \(id) FOR UPDATE", logger: logger)
+        return try await find(id: id, on: connection)
+    }
+
+    func find(id: UUID, on connection: PostgresConnection) async throws -> Subscription? {
+        try await decode(connection.query("\(unescaped: Self.select) WHERE s.id = \(id)", logger: logger)).first
+    }
+
+    func list(appIDs: [UUID]?, apiIDs: [UUID]?, on connection: PostgresConnection) async throws -> [Subscription] {
+        try await decode(
+            connection.query(
+                """
+                \(unescaped: Self.select)
+                WHERE (\(appIDs)::uuid[] IS NULL OR s.app_id = ANY(\(appIDs)::uuid[]))
+                   OR (\(apiIDs)::uuid[] IS NOT NULL AND s.api_id = ANY(\(apiIDs)::uuid[]))
+                ORDER BY s.created_at DESC, s.id LIMIT 1000
+                """, logger: logger))
+    }
+
+    func update(id: UUID, state: SubscriptionState, planID: UUID, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            "UPDATE subscriptions SET state = \(state.rawValue), plan_id = \(planID), updated_at = now() WHERE id = \(id)", logger: logger)
+    }
+
+    func record(
+        tenantID: UUID, subscriptionID: UUID, event: String, from: SubscriptionState?, to: SubscriptionState, fromPlan: UUID?, toPlan: UUID,
+        actorUserID: UUID?, side: SubscriptionActor, reason: String?, on connection: PostgresConnection
+    ) async throws {
+        try await connection.query(
+            """
+            INSERT INTO subscription_events (tenant_id, subscription_id, event, from_state, to_state, from_plan_id, to_plan_id, actor_user_id, actor_side, reason)
+            VALUES (\(tenantID), \(subscriptionID), \(event), \(from?.rawValue), \(to.rawValue), \(fromPlan), \(toPlan), \(actorUserID), \(side.rawValue), \(reason))
+            """, logger: logger)
+    }
+
+    func history(subscriptionID: UUID, on connection: PostgresConnection) async throws -> [SubscriptionEvent] {
+        let rows = try await connection.query(
+            """
+            SELECT e.event, e.from_state, e.to_state, e.from_plan_id, e.to_plan_id, e.actor_side, u.email, e.reason, e.at
+            FROM subscription_events e LEFT JOIN users u ON u.id = e.actor_user_id
+            WHERE e.subscription_id = \(subscriptionID) ORDER BY e.id
+            """, logger: logger)
+        var events: [SubscriptionEvent] = []
+        for try await (event, from, to, fromPlan, toPlan, side, actor, reason, at) in rows.decode(
+            (String, String?, String, UUID?, UUID, String, String?, String?, Date).self)
+        {
+            events.append(
+                SubscriptionEvent(
+                    event: event, fromState: from.flatMap(SubscriptionState.init(rawValue:)), toState: SubscriptionState(rawValue: to) ?? .cancelled,
+                    fromPlanID: fromPlan, toPlanID: toPlan, actorSide: SubscriptionActor(rawValue: side) ?? .system, actor: actor, reason: reason, at: at))
+        }
+        return events
+    }
+
+    private static let select = """
+        SELECT s.id, s.app_id, s.api_id, s.plan_id, s.state, s.created_at, s.updated_at, a.name, api.name, api.version, p.name, p.version
+        FROM subscriptions s JOIN apps a ON a.id = s.app_id JOIN apis api ON api.id = s.api_id JOIN plans p ON p.id = s.plan_id
+        """
+
+    private func decode(_ rows: PostgresRowSequence) async throws -> [Subscription] {
+        var result: [Subscription] = []
+        for try await (id, app, api, plan, state, created, updated, appName, apiName, apiVersion, planName, planVersion) in rows.decode(
+            (UUID, UUID, UUID, UUID, String, Date, Date, String, String, String, String, Int).self)
+        {
+            result.append(
+                Subscription(
+                    id: id, appID: app, apiID: api, planID: plan, state: SubscriptionState(rawValue: state) ?? .cancelled, createdAt: created,
+                    updatedAt: updated, appName: appName, apiName: apiName, apiVersion: apiVersion, planName: planName, planVersion: planVersion))
+        }
+        return result
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Subscription workflows. Every change goes through `SubscriptionStateMachine`, is stored with
+/// who, when and why in `subscription_events`, and lands in the audit log.
+struct SubscriptionService: Sendable {
+    let database: Database
+    let subscriptions: SubscriptionRepository
+    let apps: AppRepository
+    let apis: APIRepository
+    let plans: PlanRepository
+    let audit: AuditLog
+
+    /// What a caller asks for, by name (`POST /subscriptions/{id}/actions`).
+    enum Action: String, Sendable, CaseIterable {
+        case approve, reject, suspend, resume, cancel
+        case changePlan = "change_plan"
+    }
+
+    /// An app subscribes to a plan version of a published API it can see.
+    func request(tenant: Tenant, actor: Principal, appID: UUID, planID: UUID, clientIP: String?) async throws -> Subscription {
+        try await database.withTenant(tenant.id) { connection in
+            guard let app = try await apps.find(id: appID, on: connection), Policy.allows(actor, .viewTeam(app.teamID)) else { throw AppError.notFound("App") }
+            try Policy.authorize(actor, .manageApps(team: app.teamID))
+            let (api, plan) = try await subscribablePlan(planID, actor: actor, on: connection)
+            let state = try transition(.request(automaticApproval: plan.terms.approval == .automatic), from: nil, by: .developer)
+            let id = try await subscriptions.create(tenantID: tenant.id, appID: app.id, apiID: api.id, planID: plan.id, state: state, on: connection)
+            try await subscriptions.record(
+                tenantID: tenant.id, subscriptionID: id, event: "request", from: nil, to: state, fromPlan: nil, toPlan: plan.id,
+                actorUserID: actor.user.id, side: .developer, reason: nil, on: connection)
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .subscriptionChanged, target: "\(app.name) → \(api.slug)/\(api.version)",
+                clientIP: clientIP, details: ["event": "request", "state": state.rawValue, "plan": plan.terms.name], on: connection)
+            guard let created = try await subscriptions.find(id: id, on: connection) else { throw AppError.notFound("Subscription") }
+            return created
+        }
+    }
+
+    /// Applies an action by the side the caller is on for this subscription.
+    func perform(
+        tenant: Tenant, actor: Principal, subscriptionID: UUID, action: Action, reason: String?, newPlanID: UUID?, clientIP: String?
+    ) async throws -> Subscription {
+        try await database.withTenant(tenant.id) { connection in
+            guard let current = try await subscriptions.findForUpdate(id: subscriptionID, on: connection) else { throw AppError.notFound("Subscription") }
+            let side = try await side(of: actor, for: current, on: connection)
+            let reason = reason?.trimmingCharacters(in: .whitespacesAndNewlines).nilIfEmpty
+            if let reason, reason.count > 1000 || reason.unicodeScalars.contains("\u{0}") {
+                throw AppError.validation(["reason": "Keep the reason under 1,000 characters."])
+            }
+            var planID = current.planID
+            let event: SubscriptionStateMachine.Event
+            switch action {
+            case .approve: event = .approve
+            case .reject: event = .reject(reason: reason ?? "")
+            case .suspend: event = .suspend(reason: reason ?? "")
+            case .resume: event = .resume
+            case .cancel: event = .cancel
+            case .changePlan:
+                guard let newPlanID else { throw AppError.validation(["plan_id": "Choose the plan to move to."]) }
+                let (api, plan) = try await subscribablePlan(newPlanID, actor: actor, on: connection, forAPI: current.apiID)
+                guard api.id == current.apiID else { throw AppError.validation(["plan_id": "The plan belongs to another API."]) }
+                guard plan.id != current.planID else { throw AppError.conflict("The subscription is already on this plan.") }
+                event = .changePlan(automaticApproval: plan.terms.approval == .automatic)
+                planID = plan.id
+            }
+            let next = try transition(event, from: current.state, by: side)
+            try await subscriptions.update(id: current.id, state: next, planID: planID, on: connection)
+            try await subscriptions.record(
+                tenantID: tenant.id, subscriptionID: current.id, event: event.name, from: current.state, to: next, fromPlan: current.planID, toPlan: planID,
+                actorUserID: actor.user.id, side: side, reason: reason, on: connection)
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .subscriptionChanged,
+                target: "\(current.appName) → \(current.apiName) \(current.apiVersion)", clientIP: clientIP,
+                details: ["event": event.name, "from": current.state.rawValue, "to": next.rawValue], on: connection)
+            guard let updated = try await subscriptions.find(id: current.id, on: connection) else { throw AppError.notFound("Subscription") }
+            return updated
+        }
+    }
+
+    /// Subscriptions of the caller's apps and to the APIs the caller manages (tenant admins: all).
+    func list(tenant: Tenant, actor: Principal) async throws -> [Subscription] {
+        try Policy.authorize(actor, .listTeams)
+        return try await database.withTenant(tenant.id) { connection in
+            if actor.has(.admin) { return try await subscriptions.list(appIDs: nil, apiIDs: nil, on: connection) }
+            let teams = Array(actor.teamRoles.keys)
+            let appIDs = try await apps.list(teamIDs: teams, on: connection).map(\.id)
+            let apiIDs = try await apis.list(after: nil, limit: 10_000, on: connection).filter { actor.teamRoles[$0.teamID] != nil }.map(\.id)
+            return try await subscriptions.list(appIDs: appIDs, apiIDs: apiIDs, on: connection)
+        }
+    }
+
+    func show(tenant: Tenant, actor: Principal, id: UUID) async throws -> (Subscription, [SubscriptionEvent]) {
+        try await database.withTenant(tenant.id) { connection in
+            guard let subscription = try await subscriptions.find(id: id, on: connection) else { throw AppError.notFound("Subscription") }
+            _ = try await side(of: actor, for: subscription, on: connection, requireManage: false)
+            return (subscription, try await subscriptions.history(subscriptionID: id, on: connection))
+        }
+    }
+
+    /// Which side of the subscription the actor is on; 404 for strangers (they learn nothing).
+    private func side(
+        of actor: Principal, for subscription: Subscription, on connection: PostgresConnection, requireManage: Bool = true
+    ) async throws -> SubscriptionActor {
+        guard let app = try await apps.find(id: subscription.appID, on: connection), let api = try await apis.find(id: subscription.apiID, on: connection)
+        else { throw AppError.notFound("Subscription") }
+        let provider = Policy.allows(actor, .manageAPIs(team: api.teamID))
+        let developer = requireManage ? Policy.allows(actor, .manageApps(team: app.teamID)) : Policy.allows(actor, .viewTeam(app.teamID))
+        if provider && !(developer && actor.teamRoles[app.teamID] != nil) { return .provider }
+        if developer { return .developer }
+        if actor.teamRoles[api.teamID] != nil || actor.teamRoles[app.teamID] != nil { throw AppError.forbidden }
+        throw AppError.notFound("Subscription")
+    }
+
+    private func subscribablePlan(
+        _ planID: UUID, actor: Principal, on connection: PostgresConnection, forAPI: UUID? = nil
+    ) async throws -> (APIProduct, Plan) {
+        guard let plan = try await plans.find(id: planID, on: connection), let api = try await apis.find(id: plan.apiID, on: connection),
+            CatalogVisibility.canSee(actor, api)
+        else { throw AppError.validation(["plan_id": "No such plan."]) }
+        let manager = Policy.allows(actor, .manageAPIs(team: api.teamID))
+        guard plan.terms.visibility == .public || manager else { throw AppError.validation(["plan_id": "No such plan."]) }
+        guard plan.isCurrent else { throw AppError.validation(["plan_id": "This plan version was replaced; choose the current one."]) }
+        // Changing plans on a deprecated API is allowed; new subscriptions need a published one.
+        guard api.state.acceptsNewSubscriptions || (forAPI == api.id && api.state.servesTraffic) else {
+            throw AppError.conflict("This API is \(api.state.rawValue) and does not accept new subscriptions.")
+        }
+        return (api, plan)
+    }
+
+    private func transition(_ event: SubscriptionStateMachine.Event, from: SubscriptionState?, by side: SubscriptionActor) throws -> SubscriptionState {
+        do {
+            return try SubscriptionStateMachine.apply(event, to: from, by: side)
+        } catch let refusal as SubscriptionStateMachine.Refusal {
+            switch refusal {
+            case .reasonRequired: throw AppError.validation(["reason": refusal.description])
+            case .wrongActor: throw AppError(status: .forbidden, title: "Forbidden", detail: refusal.description)
+            case .notAllowed: throw AppError.conflict(refusal.description)
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import Hummingbird
+
+/// Subscriptions: developers subscribe apps and cancel; providers work their approval queue.
+struct SubscriptionPages: Sendable {
+    let services: PortalServices
+
+    func addRoutes(to group: RouterGroup<AppRequestContext>) {
+        group.get("/subscriptions", use: list)
+        group.get("/subscriptions/:subscription", use: show)
+        group.post("/subscriptions/:subscription/actions", use: act)
+        group.post("/apps/:app/subscriptions", use: subscribe)
+    }
+
+    /// Every subscription the user is party to, pending ones first (the provider's queue).
+    @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let all = try await services.subscriptionService.list(tenant: tenant, actor: principal)
+        let rows = all.sorted { ($0.state == .pending ? 0 : 1, $0.createdAt) < ($1.state == .pending ? 0 : 1, $1.createdAt) }.map(Self.row)
+        return services.views.render("subscriptions", ["subscriptions": rows], page: services.chrome("Subscriptions", context: context))
+    }
+
+    @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await detail(context)
+    }
+
+    @Sendable func act(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        guard let id = context.parameters.get("subscription").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Subscription") }
+        guard let action = SubscriptionService.Action(rawValue: context.form["action"] ?? "") else { throw AppError.badRequest("Unknown action.") }
+        do {
+            _ = try await services.subscriptionService.perform(
+                tenant: tenant, actor: principal, subscriptionID: id, action: action, reason: context.form["reason"],
+                newPlanID: context.form["plan_id"].flatMap(UUID.init(uuidString:)), clientIP: context.clientIP)
+        } catch let error as AppError where [.conflict, .unprocessableContent, .forbidden].contains(error.status) {
+            return try await detail(context, error: error.fieldErrors.values.first ?? error.detail, status: error.status)
+        }
+        return .redirect(to: context.base + "/subscriptions/" + id.uuidString)
+    }
+
+    @Sendable func subscribe(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        guard let appID = context.parameters.get("app").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("App") }
+        guard let planID = context.form["plan_id"].flatMap(UUID.init(uuidString:)) else { throw AppError.badRequest("Choose a plan.") }
+        do {
+            let subscription = try await services.subscriptionService.request(tenant: tenant, actor: principal, appID: appID, planID: planID, clientIP: context.clientIP)
+            return .redirect(to: context.base + "/subscriptions/" + subscription.id.uuidString)
+        } catch let error as AppError where [.conflict, .unprocessableContent].contains(error.status) {
+            throw AppError(status: error.status, title: "Subscription not possible", detail: error.fieldErrors.values.first ?? error.detail)
+        }
+    }
+
+    private func detail(_ context: AppRequestContext, error: String? = nil, status: HTTPResponse.Status = .ok) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        guard let id = context.parameters.get("subscription").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Subscription") }
+        let (subscription, history) = try await services.subscriptionService.show(tenant: tenant, actor: principal, id: id)
+        let plans = try await services.planService.list(tenant: tenant, viewer: principal, apiID: subscription.apiID).filter { $0.id != subscription.planID }
+        var values: [String: Any] = [
+            "subscription": Self.row(subscription),
+            "history": history.map { event -> [String: Any] in
+                [
+                    "at": DisplayDate.format(event.at), "event": event.event.replacingOccurrences(of: "_", with: " "),
+                    "change": "\(event.fromState?.rawValue ?? "new") → \(event.toState.rawValue)", "who": event.actor ?? event.actorSide.rawValue,
+                    "side": event.actorSide.rawValue, "reason": event.reason ?? "",
+                ]
+            },
+            "actions": ["approve", "resume", "cancel"].map { ["name": $0, "label": $0.capitalized] },
+            "reason_actions": ["reject", "suspend"].map { ["name": $0, "label": $0.capitalized] },
+            "plans": plans.map { ["id": $0.id.uuidString, "name": $0.terms.name] },
+        ]
+        if let error { values["error"] = error }
+        return services.views.render("subscription", values, page: services.chrome("Subscription", context: context), status: status)
+    }
+
+    static func row(_ s: Subscription) -> [String: Any] {
+        [
+            "id": s.id.uuidString, "app": s.appName, "api": "\(s.apiName) \(s.apiVersion)", "plan": "\(s.planName) (v\(s.planVersion))",
+            "state": s.state.rawValue, "pending": s.state == .pending, "since": DisplayDate.format(s.updatedAt),
+        ]
+    }
+}
