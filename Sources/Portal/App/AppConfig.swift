@@ -18,6 +18,8 @@ struct AppConfig: Sendable {
     var templatesDirectory: String
     var sessionIdleTimeout: Duration
     var sessionAbsoluteTimeout: Duration
+    /// Lifetime of OAuth2 access tokens (TOLLGATE_ACCESS_TOKEN_SECONDS).
+    var accessTokenLifetime: Duration = .seconds(3600)
     /// Trust `X-Forwarded-For`/`-Proto` from a reverse proxy in front of the portal.
     var trustProxy: Bool
 
@@ -46,7 +48,7 @@ struct AppConfig: Sendable {
             guard let value = Int(text), value > 0 else { throw ConfigError.invalid(name, text, "a positive number of minutes") }
             return .seconds(value * 60)
         }
-        return AppConfig(
+        var config = AppConfig(
             databaseURL: env["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? defaultDatabaseURL,
             portalHost: portal.0, portalPort: portal.1,
             gatewayHost: gateway.0, gatewayPort: gateway.1,
@@ -59,6 +61,13 @@ struct AppConfig: Sendable {
             sessionIdleTimeout: try minutes("TOLLGATE_SESSION_IDLE_MINUTES", 120),
             sessionAbsoluteTimeout: try minutes("TOLLGATE_SESSION_MAX_MINUTES", 7 * 24 * 60),
             trustProxy: env["TOLLGATE_TRUST_PROXY"] == "true")
+        if let text = env["TOLLGATE_ACCESS_TOKEN_SECONDS"] {
+            guard let seconds = Int(text), (60...86_400).contains(seconds) else {
+                throw ConfigError.invalid("TOLLGATE_ACCESS_TOKEN_SECONDS", text, "60 to 86400 seconds")
+            }
+            config.accessTokenLifetime = .seconds(seconds)
+        }
+        return config
     }
 
     enum ConfigError: Error, CustomStringConvertible {

@@ -19,6 +19,7 @@ func buildRouter(services: PortalServices, metrics: PrometheusCollectorRegistry)
 
     let tenant = router.group("/t/:tenant").add(middleware: TenantMiddleware(database: services.database, tenants: services.tenants))
     TenantAPI(services: services).addRoutes(to: tenant.group("/api/v1"))
+    OAuthRoutes(services: services, secret: services.secret).addRoutes(tenant: tenant, root: router)
 
     let web = tenant.group().add(middleware: BrowserSessionMiddleware(realm: .tenant, services: services))
     AuthPages(services: services).addRoutes(to: web)

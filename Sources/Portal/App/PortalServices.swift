@@ -9,6 +9,7 @@ struct PortalServices: Sendable {
     let database: Database
     let views: Views
     let csrf: CSRFProtection
+    let secret: SecretKey
     let sessions: SessionStore
     let identity: IdentityService
     let teamService: TeamService
@@ -28,6 +29,7 @@ struct PortalServices: Sendable {
         self.database = database
         self.views = views
         self.csrf = CSRFProtection(secret: secret)
+        self.secret = secret
         self.sessions = SessionStore(idleTimeout: config.sessionIdleTimeout, absoluteTimeout: config.sessionAbsoluteTimeout, logger: logger)
         self.identity = IdentityService(database: database, sessions: sessions, hasher: hasher)
         let audit = AuditLog(logger: logger)

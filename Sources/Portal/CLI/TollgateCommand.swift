@@ -16,7 +16,7 @@ struct Tollgate: AsyncParsableCommand {
         discussion: "Configuration comes from environment variables; see README.md (Configuration).",
         subcommands: [
             Serve.self, PortalOnly.self, GatewayOnly.self, Migrate.self, SeedDemo.self, TenantCommand.self, UserCommand.self,
-            TokenCommand.self, PlatformAdminCommand.self,
+            TokenCommand.self, PlatformAdminCommand.self, KeysCommand.self,
         ])
 }
 
@@ -286,6 +286,36 @@ struct TokenCommand: AsyncParsableCommand {
                 }
             }
             print(secret)
+        }
+    }
+}
+
+struct KeysCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys", abstract: "Manage token signing keys.", subcommands: [Rotate.self])
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start signing a tenant's tokens with a new ES256 key.",
+            discussion: "The previous public key stays in the JWKS until tokens it signed have expired (the access token lifetime).")
+        @Option(help: "Tenant slug.") var tenant: String
+
+        func run() async throws {
+            let runtime = try Runtime.load()
+            let slug = tenant
+            let secret = try SecretKey.load(environmentValue: runtime.config.secretKeyValue, dataDirectory: runtime.config.dataDirectory)
+            let lifetime = runtime.config.accessTokenLifetime
+            let kid = try await CLIError.wrapAsync {
+                try await runtime.withDatabase { db -> String in
+                    guard let tenant = try await db.withPlatform({ try await TenantRepository(logger: runtime.logger).find(slug: slug, on: $0) }) else {
+                        throw AppError.notFound("Tenant \(slug)")
+                    }
+                    return try await db.withTenant(tenant.id) { connection in
+                        try await SigningKeyStore(secret: secret, logger: runtime.logger).rotate(tenantID: tenant.id, tokenLifetime: lifetime, on: connection).kid
+                    }
+                }
+            }
+            print("Tenant \(slug) now signs with key \(kid).")
         }
     }
 }

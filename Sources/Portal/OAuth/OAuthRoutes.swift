@@ -1,0 +1,112 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdAuth
+
+/// The tenant's OAuth2 authorization server: token endpoint (client credentials), JWKS and
+/// RFC 8414 metadata. Errors follow RFC 6749 §5.2, not problem+json.
+struct OAuthRoutes: Sendable {
+    let services: PortalServices
+    let tokens: OAuthTokenService
+
+    init(services: PortalServices, secret: SecretKey) {
+        self.services = services
+        self.tokens = OAuthTokenService(
+            database: services.database, keys: SigningKeyStore(secret: secret, logger: services.logger),
+            throttle: LoginThrottle(perAccount: 10, perClient: 60, logger: services.logger), tokenLifetime: services.config.accessTokenLifetime,
+            logger: services.logger)
+    }
+
+    func addRoutes(tenant group: RouterGroup<AppRequestContext>, root router: Router<AppRequestContext>) {
+        group.post("/oauth2/token", use: token)
+        group.get("/.well-known/jwks.json", use: jwks)
+        group.get("/.well-known/oauth-authorization-server", use: metadata)
+        router.group("/.well-known/oauth-authorization-server/t/:tenant")
+            .add(middleware: TenantMiddleware(database: services.database, tenants: services.tenants))
+            .get(use: metadata)
+    }
+
+    /// `grant_type=client_credentials` with `client_secret_basic` or `client_secret_post`.
+    @Sendable func token(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        guard (request.headers[.contentType] ?? "").hasPrefix("application/x-www-form-urlencoded") else {
+            return Self.error(.init(code: "invalid_request", description: "Send the request as application/x-www-form-urlencoded."))
+        }
+        var request = request
+        let body = try await request.collectBody(upTo: 16 * 1024)
+        let form = FormData(urlencoded: String(buffer: body))
+        guard let grant = form["grant_type"], !grant.isEmpty else {
+            return Self.error(.init(code: "invalid_request", description: "grant_type is required."))
+        }
+        guard grant == "client_credentials" else {
+            return Self.error(.init(code: "unsupported_grant_type", description: "Only client_credentials is supported."))
+        }
+        let basic = request.headers.basic
+        if basic != nil && (form["client_id"] != nil || form["client_secret"] != nil) {
+            return Self.error(.init(code: "invalid_request", description: "Use one client authentication method, not two."))
+        }
+        // RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
+        let clientID = basic.map { $0.username.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? $0.username } ?? form["client_id"]
+        let secret = basic.map { $0.password.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? $0.password } ?? form["client_secret"]
+        guard let clientID, let secret, !clientID.isEmpty, !secret.isEmpty else {
+            return Self.error(.init(code: "invalid_client", description: "Client authentication is required."))
+        }
+        let issuer = AdminPages.absoluteBase(request: request, context: context)
+        switch try await tokens.issue(
+            tenant: tenant, issuer: issuer, clientID: clientID, clientSecret: secret, requestedScope: form["scope"], clientIP: context.clientIP)
+        {
+        case .failure(let error):
+            return Self.error(error)
+        case .success(let issued):
+            var object: [String: Any] = ["access_token": issued.accessToken, "token_type": "Bearer", "expires_in": issued.expiresIn]
+            if !issued.scope.isEmpty { object["scope"] = issued.scope }
+            return Self.json(object, status: .ok)
+        }
+    }
+
+    /// The tenant's public signing keys (current and recently rotated).
+    @Sendable func jwks(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let keys = try await services.database.withTenant(tenant.id) { connection -> [[String: String]] in
+            var published = try await tokens.keys.published(on: connection)
+            if published.isEmpty { published = [try await tokens.keys.current(tenantID: tenant.id, on: connection)] }
+            return published.map(\.jwk)
+        }
+        var response = Self.json(["keys": keys], status: .ok)
+        response.headers[.cacheControl] = "public, max-age=300"
+        return response
+    }
+
+    /// RFC 8414 authorization server metadata.
+    @Sendable func metadata(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let host = request.head.authority ?? "127.0.0.1"
+        let issuer = context.hostMounted ? "http://\(host)" : "http://\(host)/t/\(tenant.slug)"
+        var response = Self.json(
+            [
+                "issuer": issuer, "token_endpoint": issuer + "/oauth2/token", "jwks_uri": issuer + "/.well-known/jwks.json",
+                "grant_types_supported": ["client_credentials"], "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                "token_endpoint_auth_signing_alg_values_supported": ["ES256"], "response_types_supported": ["token"],
+                "scopes_supported": [String](),
+            ], status: .ok)
+        response.headers[.cacheControl] = "public, max-age=300"
+        return response
+    }
+
+    static func error(_ error: OAuthTokenService.OAuthError) -> Response {
+        var response = json(["error": error.code, "error_description": error.description], status: .init(code: error.status))
+        if error.code == "invalid_client" { response.headers[.wwwAuthenticate] = "Basic realm=\"tollgate\"" }
+        return response
+    }
+
+    static func json(_ object: [String: Any], status: HTTPResponse.Status) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return Response(
+            status: status, headers: [.contentType: "application/json", .cacheControl: "no-store", .pragma: "no-cache"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+extension HTTPField.Name {
+    static let pragma = Self("Pragma")!
+}

@@ -1,0 +1,109 @@
+import Crypto
+import Foundation
+import JWTKit
+import Logging
+import PostgresNIO
+
+/// Claims of an access token (RFC 9068 JWT profile).
+struct AccessTokenClaims: JWTPayload, Equatable {
+    var iss: String
+    var sub: String
+    var aud: String
+    var client_id: String
+    var scope: String?
+    var jti: String
+    var iat: Int
+    var exp: Int
+
+    func verify(using algorithm: some JWTAlgorithm) async throws {
+        guard Double(exp) > Date().timeIntervalSince1970 else { throw JWTError.claimVerificationFailure(failedClaim: nil, reason: "expired") }
+    }
+}
+
+/// The client-credentials grant: authenticates the app, works out the scope from its active
+/// subscriptions, and signs an ES256 access token with the tenant's current key.
+struct OAuthTokenService: Sendable {
+    let database: Database
+    let keys: SigningKeyStore
+    let throttle: LoginThrottle
+    let tokenLifetime: Duration
+    let logger: Logger
+
+    /// RFC 6749 §5.2 error.
+    struct OAuthError: Error, Equatable {
+        let code: String
+        let description: String
+        var status: Int { code == "invalid_client" ? 401 : (code == "slow_down" ? 429 : 400) }
+    }
+
+    struct IssuedToken: Sendable {
+        let accessToken: String
+        let expiresIn: Int
+        let scope: String
+    }
+
+    static func audience(tenantSlug: String) -> String { "urn:tollgate:gateway:\(tenantSlug)" }
+
+    func issue(tenant: Tenant, issuer: String, clientID: String, clientSecret: String, requestedScope: String?, clientIP: String) async throws
+        -> Result<IssuedToken, OAuthError>
+    {
+        let clientID = TextInput.sanitized(clientID, maxLength: 100)
+        return try await database.withTenant(tenant.id) { connection -> Result<IssuedToken, OAuthError> in
+            let throttleKey = "client:" + clientID
+            if try await throttle.retryAfter(email: throttleKey, clientIP: clientIP, tenantID: tenant.id, on: connection) != nil {
+                return .failure(OAuthError(code: "invalid_client", description: "Too many failed attempts; try again later."))
+            }
+            guard let appID = try await authenticate(clientID: clientID, secret: clientSecret, on: connection) else {
+                try await throttle.recordFailure(email: throttleKey, clientIP: clientIP, tenantID: tenant.id, on: connection)
+                return .failure(OAuthError(code: "invalid_client", description: "Client authentication failed."))
+            }
+            let subscribed = try await subscribedAPISlugs(appID: appID, on: connection)
+            var scopes = subscribed
+            if let requested = requestedScope?.split(separator: " ").map(String.init), !requested.isEmpty {
+                if let unknown = requested.first(where: { !subscribed.contains($0) }) {
+                    return .failure(OAuthError(code: "invalid_scope", description: "The app has no active subscription to '\(unknown)'."))
+                }
+                scopes = Set(requested)
+            }
+            let key = try await keys.current(tenantID: tenant.id, on: connection)
+            guard let privateKey = key.privateKey else { throw AppError.conflict("No usable signing key.") }
+            let now = Int(Date().timeIntervalSince1970)
+            let lifetime = Int(tokenLifetime.components.seconds)
+            let scope = scopes.sorted().joined(separator: " ")
+            let claims = AccessTokenClaims(
+                iss: issuer, sub: clientID, aud: Self.audience(tenantSlug: tenant.slug), client_id: clientID, scope: scope.isEmpty ? nil : scope,
+                jti: UUID().uuidString.lowercased(), iat: now, exp: now + lifetime)
+            let collection = JWTKeyCollection()
+            await collection.add(ecdsa: try ES256PrivateKey(pem: privateKey.pemRepresentation), kid: JWKIdentifier(string: key.kid))
+            var header = JWTHeader()
+            header.typ = "at+jwt"
+            let token = try await collection.sign(claims, kid: JWKIdentifier(string: key.kid), header: header)
+            try await throttle.recordSuccess(email: throttleKey, tenantID: tenant.id, on: connection)
+            return .success(IssuedToken(accessToken: token, expiresIn: lifetime, scope: scope))
+        }
+    }
+
+    /// The app id for valid client credentials (an active client secret, compared in constant time).
+    private func authenticate(clientID: String, secret: String, on connection: PostgresConnection) async throws -> UUID? {
+        let rows = try await connection.query(
+            """
+            SELECT a.id, c.secret_hash FROM apps a JOIN app_credentials c ON c.app_id = a.id
+            WHERE a.client_id = \(clientID) AND c.kind = 'client_secret' AND c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > now())
+            """, logger: logger)
+        let presented = SecretToken.sha256(secret)
+        var match: UUID?
+        for try await (appID, stored) in rows.decode((UUID, Data).self) where constantTimeEquals(Array(stored), presented) { match = appID }
+        return match
+    }
+
+    private func subscribedAPISlugs(appID: UUID, on connection: PostgresConnection) async throws -> Set<String> {
+        let rows = try await connection.query(
+            """
+            SELECT DISTINCT api.slug FROM subscriptions s JOIN apis api ON api.id = s.api_id
+            WHERE s.app_id = \(appID) AND s.state = 'active' AND api.state IN ('published', 'deprecated')
+            """, logger: logger)
+        var slugs = Set<String>()
+        for try await slug in rows.decode(String.self) { slugs.insert(slug) }
+        return slugs
+    }
+}
