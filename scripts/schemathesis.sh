@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs schemathesis against a live `tollgate serve` on a scratch database and fails on any 5xx
-# or response that violates the served OpenAPI documents (tenant and platform).
+# or response that violates the served OpenAPI documents (tenant and platform); then a stock
+# OAuth2 client library fetches and verifies a token from the same server.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -9,6 +10,9 @@ VENV="$TOLLGATE_DATA_DIR/venv"
 if [ ! -x "$VENV/bin/schemathesis" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q "schemathesis==4.*"
+fi
+if ! "$VENV/bin/python" -c "import requests_oauthlib, jwt" 2>/dev/null; then
+  "$VENV/bin/pip" install -q requests-oauthlib "pyjwt[crypto]"
 fi
 
 DB=tollgate_schemathesis
@@ -54,6 +58,10 @@ TENANT_SPEC="http://127.0.0.1:$PORTAL_PORT/t/demo/api/v1/openapi.json"
 run "$TENANT_SPEC" "$TENANT_TOKEN" --exclude-operation-id revokeToken || status=1
 run "$TENANT_SPEC" "$TENANT_TOKEN" --include-operation-id revokeToken || status=1
 run "http://127.0.0.1:$PORTAL_PORT/api/v1/openapi.json" "$PLATFORM_TOKEN" || status=1
+# A stock OAuth2 client library fetches a token for the seeded Demo App and verifies it.
+creds="$RUN_DIR/demo-credentials.txt"
+"$VENV/bin/python" "$ROOT/scripts/oauth_stock_client.py" "http://127.0.0.1:$PORTAL_PORT/t/demo" \
+  "$(awk '$1=="demo-app.client_id"{print $2}' "$creds")" "$(awk '$1=="demo-app.client_secret"{print $2}' "$creds")" || status=1
 if [ $status -ne 0 ]; then
   echo "--- server log (last 50 lines) ---"; tail -50 "$RUN_DIR/server.log"
 fi

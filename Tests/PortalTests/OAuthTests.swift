@@ -9,13 +9,15 @@ import Testing
 
 /// The client-credentials grant end to end: app, subscription, token, verification against JWKS.
 @Suite struct OAuthTests {
-    static func form(_ client: some TestClientProtocol, _ fields: [(String, String)], basic: (String, String)? = nil) async throws -> TestResponse {
+    static func form(
+        _ client: some TestClientProtocol, _ fields: [(String, String)], basic: (String, String)? = nil, path: String = "/t/acme/oauth2/token"
+    ) async throws -> TestResponse {
         var headers: HTTPFields = [.contentType: "application/x-www-form-urlencoded"]
         if let (id, secret) = basic {
             headers[.authorization] = "Basic " + Data("\(Browser.encode(id)):\(Browser.encode(secret))".utf8).base64EncodedString()
         }
         let body = fields.map { "\(Browser.encode($0.0))=\(Browser.encode($0.1))" }.joined(separator: "&")
-        return try await client.execute(uri: "/t/acme/oauth2/token", method: .post, headers: headers, body: ByteBuffer(string: body))
+        return try await client.execute(uri: path, method: .post, headers: headers, body: ByteBuffer(string: body))
     }
 
     /// An app subscribed (actively) to the Echo API; returns client id and secret.
@@ -118,6 +120,29 @@ import Testing
             }
             let published = try await portal.database.withTenant(tenant.id) { try await store.published(on: $0).map(\.kid) }
             #expect(published == [second])
+        }
+    }
+
+    @Test func introspectionAndRevocation() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let (clientID, secret) = try await Self.subscribedClient(portal, client)
+                let token = try APITests.json(try await Self.form(client, [("grant_type", "client_credentials")], basic: (clientID, secret)))["access_token"] as? String ?? ""
+                let introspect = "/t/acme/oauth2/introspect"
+                let active = try APITests.json(try await Self.form(client, [("token", token)], basic: (clientID, secret), path: introspect))
+                #expect(active["active"] as? Bool == true)
+                #expect(active["client_id"] as? String == clientID)
+                #expect(active["scope"] as? String == "echo")
+                let garbage = try APITests.json(try await Self.form(client, [("token", "not.a.jwt")], basic: (clientID, secret), path: introspect))
+                #expect(garbage["active"] as? Bool == false)
+                let unauthenticated = try await Self.form(client, [("token", token)], basic: (clientID, "tgs_nope"), path: introspect)
+                #expect(unauthenticated.status == .unauthorized)
+                // revoke: 200 even for junk, and the real token turns inactive
+                #expect(try await Self.form(client, [("token", "junk")], basic: (clientID, secret), path: "/t/acme/oauth2/revoke").status == .ok)
+                #expect(try await Self.form(client, [("token", token)], basic: (clientID, secret), path: "/t/acme/oauth2/revoke").status == .ok)
+                let after = try APITests.json(try await Self.form(client, [("token", token)], basic: (clientID, secret), path: introspect))
+                #expect(after["active"] as? Bool == false)
+            }
         }
     }
 

@@ -19,6 +19,8 @@ struct OAuthRoutes: Sendable {
 
     func addRoutes(tenant group: RouterGroup<AppRequestContext>, root router: Router<AppRequestContext>) {
         group.post("/oauth2/token", use: token)
+        group.post("/oauth2/introspect", use: introspect)
+        group.post("/oauth2/revoke", use: revoke)
         group.get("/.well-known/jwks.json", use: jwks)
         group.get("/.well-known/oauth-authorization-server", use: metadata)
         router.group("/.well-known/oauth-authorization-server/t/:tenant")
@@ -29,27 +31,16 @@ struct OAuthRoutes: Sendable {
     /// `grant_type=client_credentials` with `client_secret_basic` or `client_secret_post`.
     @Sendable func token(_ request: Request, context: AppRequestContext) async throws -> Response {
         let tenant = try context.requireTenant()
-        guard (request.headers[.contentType] ?? "").hasPrefix("application/x-www-form-urlencoded") else {
-            return Self.error(.init(code: "invalid_request", description: "Send the request as application/x-www-form-urlencoded."))
+        let parsed = try await Self.clientRequest(request)
+        guard case .success(let (form, clientID, secret)) = parsed else {
+            if case .failure(let error) = parsed { return Self.error(error) }
+            return Self.error(.init(code: "invalid_request", description: "Malformed request."))
         }
-        var request = request
-        let body = try await request.collectBody(upTo: 16 * 1024)
-        let form = FormData(urlencoded: String(buffer: body))
         guard let grant = form["grant_type"], !grant.isEmpty else {
             return Self.error(.init(code: "invalid_request", description: "grant_type is required."))
         }
         guard grant == "client_credentials" else {
             return Self.error(.init(code: "unsupported_grant_type", description: "Only client_credentials is supported."))
-        }
-        let basic = request.headers.basic
-        if basic != nil && (form["client_id"] != nil || form["client_secret"] != nil) {
-            return Self.error(.init(code: "invalid_request", description: "Use one client authentication method, not two."))
-        }
-        // RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
-        let clientID = basic.map { $0.username.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? $0.username } ?? form["client_id"]
-        let secret = basic.map { $0.password.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? $0.password } ?? form["client_secret"]
-        guard let clientID, let secret, !clientID.isEmpty, !secret.isEmpty else {
-            return Self.error(.init(code: "invalid_client", description: "Client authentication is required."))
         }
         let issuer = AdminPages.absoluteBase(request: request, context: context)
         switch try await tokens.issue(
@@ -62,6 +53,76 @@ struct OAuthRoutes: Sendable {
             if !issued.scope.isEmpty { object["scope"] = issued.scope }
             return Self.json(object, status: .ok)
         }
+    }
+
+    /// RFC 7662: a client may introspect only its own tokens; anything else is `{"active": false}`.
+    @Sendable func introspect(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let parsed = try await Self.clientRequest(request)
+        guard case .success(let (form, clientID, secret)) = parsed else {
+            if case .failure(let error) = parsed { return Self.error(error) }
+            return Self.error(.init(code: "invalid_request", description: "Malformed request."))
+        }
+        guard let token = form["token"], !token.isEmpty else { return Self.error(.init(code: "invalid_request", description: "token is required.")) }
+        return try await services.database.withTenant(tenant.id) { connection in
+            if case .failure(let error) = try await tokens.authenticateClient(
+                tenantID: tenant.id, clientID: clientID, secret: secret, clientIP: context.clientIP, on: connection)
+            {
+                return Self.error(error)
+            }
+            guard let claims = try await tokens.verify(token: token, tenant: tenant, on: connection), claims.client_id == clientID else {
+                return Self.json(["active": false], status: .ok)
+            }
+            var body: [String: Any] = [
+                "active": true, "client_id": claims.client_id, "sub": claims.sub, "aud": claims.aud, "iss": claims.iss, "exp": claims.exp,
+                "iat": claims.iat, "jti": claims.jti, "token_type": "Bearer",
+            ]
+            if let scope = claims.scope { body["scope"] = scope }
+            return Self.json(body, status: .ok)
+        }
+    }
+
+    /// RFC 7009: revokes the client's own token; answers 200 whether or not the token was valid.
+    @Sendable func revoke(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let parsed = try await Self.clientRequest(request)
+        guard case .success(let (form, clientID, secret)) = parsed else {
+            if case .failure(let error) = parsed { return Self.error(error) }
+            return Self.error(.init(code: "invalid_request", description: "Malformed request."))
+        }
+        guard let token = form["token"], !token.isEmpty else { return Self.error(.init(code: "invalid_request", description: "token is required.")) }
+        return try await services.database.withTenant(tenant.id) { connection in
+            if case .failure(let error) = try await tokens.authenticateClient(
+                tenantID: tenant.id, clientID: clientID, secret: secret, clientIP: context.clientIP, on: connection)
+            {
+                return Self.error(error)
+            }
+            if let claims = try await tokens.verify(token: token, tenant: tenant, on: connection), claims.client_id == clientID {
+                try await tokens.revoke(claims, tenantID: tenant.id, on: connection)
+            }
+            return Response(status: .ok, headers: [.cacheControl: "no-store"])
+        }
+    }
+
+    /// The form and client credentials of an endpoint request (Basic or in the body, not both).
+    static func clientRequest(_ request: Request) async throws -> Result<(FormData, String, String), OAuthTokenService.OAuthError> {
+        guard (request.headers[.contentType] ?? "").hasPrefix("application/x-www-form-urlencoded") else {
+            return .failure(.init(code: "invalid_request", description: "Send the request as application/x-www-form-urlencoded."))
+        }
+        var request = request
+        let body = try await request.collectBody(upTo: 16 * 1024)
+        let form = FormData(urlencoded: String(buffer: body))
+        let basic = request.headers.basic
+        if basic != nil && (form["client_id"] != nil || form["client_secret"] != nil) {
+            return .failure(.init(code: "invalid_request", description: "Use one client authentication method, not two."))
+        }
+        // RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
+        let clientID = basic.map { $0.username.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? $0.username } ?? form["client_id"]
+        let secret = basic.map { $0.password.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? $0.password } ?? form["client_secret"]
+        guard let clientID, let secret, !clientID.isEmpty, !secret.isEmpty else {
+            return .failure(.init(code: "invalid_client", description: "Client authentication is required."))
+        }
+        return .success((form, TextInput.sanitized(clientID, maxLength: 100), secret))
     }
 
     /// The tenant's public signing keys (current and recently rotated).

@@ -49,13 +49,10 @@ struct OAuthTokenService: Sendable {
     {
         let clientID = TextInput.sanitized(clientID, maxLength: 100)
         return try await database.withTenant(tenant.id) { connection -> Result<IssuedToken, OAuthError> in
-            let throttleKey = "client:" + clientID
-            if try await throttle.retryAfter(email: throttleKey, clientIP: clientIP, tenantID: tenant.id, on: connection) != nil {
-                return .failure(OAuthError(code: "invalid_client", description: "Too many failed attempts; try again later."))
-            }
-            guard let appID = try await authenticate(clientID: clientID, secret: clientSecret, on: connection) else {
-                try await throttle.recordFailure(email: throttleKey, clientIP: clientIP, tenantID: tenant.id, on: connection)
-                return .failure(OAuthError(code: "invalid_client", description: "Client authentication failed."))
+            let appID: UUID
+            switch try await authenticateClient(tenantID: tenant.id, clientID: clientID, secret: clientSecret, clientIP: clientIP, on: connection) {
+            case .failure(let error): return .failure(error)
+            case .success(let id): appID = id
             }
             let subscribed = try await subscribedAPISlugs(appID: appID, on: connection)
             var scopes = subscribed
@@ -78,9 +75,50 @@ struct OAuthTokenService: Sendable {
             var header = JWTHeader()
             header.typ = "at+jwt"
             let token = try await collection.sign(claims, kid: JWKIdentifier(string: key.kid), header: header)
-            try await throttle.recordSuccess(email: throttleKey, tenantID: tenant.id, on: connection)
             return .success(IssuedToken(accessToken: token, expiresIn: lifetime, scope: scope))
         }
+    }
+
+    /// Client authentication shared by the token, introspection and revocation endpoints, behind
+    /// the failure throttle.
+    func authenticateClient(tenantID: UUID, clientID: String, secret: String, clientIP: String, on connection: PostgresConnection) async throws
+        -> Result<UUID, OAuthError>
+    {
+        let throttleKey = "client:" + clientID
+        if try await throttle.retryAfter(email: throttleKey, clientIP: clientIP, tenantID: tenantID, on: connection) != nil {
+            return .failure(OAuthError(code: "invalid_client", description: "Too many failed attempts; try again later."))
+        }
+        guard let appID = try await authenticate(clientID: clientID, secret: secret, on: connection) else {
+            try await throttle.recordFailure(email: throttleKey, clientIP: clientIP, tenantID: tenantID, on: connection)
+            return .failure(OAuthError(code: "invalid_client", description: "Client authentication failed."))
+        }
+        try await throttle.recordSuccess(email: throttleKey, tenantID: tenantID, on: connection)
+        return .success(appID)
+    }
+
+    /// Verified claims of one of this tenant's tokens (signature by a published key, not expired,
+    /// not revoked), or nil.
+    func verify(token: String, tenant: Tenant, on connection: PostgresConnection) async throws -> AccessTokenClaims? {
+        let collection = JWTKeyCollection()
+        for key in try await keys.published(on: connection) {
+            await collection.add(ecdsa: try ES256PublicKey(pem: key.publicKey.pemRepresentation), kid: JWKIdentifier(string: key.kid))
+        }
+        guard let claims = try? await collection.verify(token, as: AccessTokenClaims.self),
+            claims.aud == Self.audience(tenantSlug: tenant.slug)
+        else { return nil }
+        let rows = try await connection.query("SELECT 1 FROM revoked_tokens WHERE jti = \(claims.jti)", logger: logger)
+        for try await _ in rows.decode(Int.self) { return nil }
+        return claims
+    }
+
+    /// Records a token as revoked until it would have expired anyway.
+    func revoke(_ claims: AccessTokenClaims, tenantID: UUID, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            """
+            INSERT INTO revoked_tokens (tenant_id, jti, expires_at) VALUES (\(tenantID), \(claims.jti), to_timestamp(\(Double(claims.exp))))
+            ON CONFLICT DO NOTHING
+            """, logger: logger)
+        try await connection.query("DELETE FROM revoked_tokens WHERE expires_at < now() - interval '1 day'", logger: logger)
     }
 
     /// The app id for valid client credentials (an active client secret, compared in constant time).
