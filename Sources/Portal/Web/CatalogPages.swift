@@ -92,7 +92,7 @@ struct CatalogPages: Sendable {
         var values: [String: Any] = [
             "api": [
                 "id": api.id.uuidString, "name": api.name, "slug": api.slug, "version": api.version, "state": api.state.rawValue,
-                "base_path": api.basePath, "description": api.description, "visibility": api.visibility.rawValue,
+                "base_path": api.basePath, "description_html": Markdown.html(api.description), "visibility": api.visibility.rawValue,
                 "deprecated": api.state == .deprecated, "retired": api.state == .retired,
             ],
             "gateway_url": "http://\(services.config.gatewayHost):\(services.config.gatewayPort)/t/\(tenant.slug)\(api.basePath)",
