@@ -17,6 +17,19 @@ LANGUAGE sql STABLE AS $$
     SELECT coalesce(current_setting('tollgate.scope', true), '') = 'system'
 $$;
 
+-- Puts a tenant-scoped table under row-level security (ENABLE + FORCE + one policy). Every
+-- migration that adds such a table calls it, so the rule is written once.
+CREATE FUNCTION tollgate_isolate_tenant_table(t regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', t);
+    EXECUTE format('CREATE POLICY tenant_isolation ON %s
+        USING (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())
+        WITH CHECK (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())', t);
+END
+$$;
+
 CREATE TABLE tenants (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     slug            text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$'),
@@ -163,19 +176,8 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_tenant_at ON audit_events (tenant_id, id DESC);
 
 -- Row-level security on every tenant-scoped table.
-DO $$
-DECLARE t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['users', 'user_roles', 'teams', 'team_members', 'invitations',
-                             'personal_access_tokens', 'audit_events']
-    LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format($p$CREATE POLICY tenant_isolation ON %I
-            USING (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())
-            WITH CHECK (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())$p$, t);
-    END LOOP;
-END $$;
+SELECT tollgate_isolate_tenant_table(t) FROM unnest(ARRAY['users', 'user_roles', 'teams', 'team_members', 'invitations',
+    'personal_access_tokens', 'audit_events']::regclass[]) AS t;
 
 -- Sessions and login failures may belong to the platform (tenant_id NULL).
 ALTER TABLE sessions ENABLE ROW LEVEL SECURITY;

@@ -51,15 +51,4 @@ CREATE TABLE api_state_changes (
     FOREIGN KEY (tenant_id, api_id) REFERENCES apis(tenant_id, id) ON DELETE CASCADE
 );
 
-DO $$
-DECLARE t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['apis', 'api_allowed_teams', 'api_upstream_targets', 'api_state_changes']
-    LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format($p$CREATE POLICY tenant_isolation ON %I
-            USING (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())
-            WITH CHECK (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())$p$, t);
-    END LOOP;
-END $$;
+SELECT tollgate_isolate_tenant_table(t) FROM unnest(ARRAY['apis', 'api_allowed_teams', 'api_upstream_targets', 'api_state_changes']::regclass[]) AS t;

@@ -28,8 +28,4 @@ CREATE TABLE plans (
 );
 CREATE UNIQUE INDEX plans_current_name ON plans (tenant_id, api_id, lower(name)) WHERE superseded_at IS NULL;
 
-ALTER TABLE plans ENABLE ROW LEVEL SECURITY;
-ALTER TABLE plans FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON plans
-    USING (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())
-    WITH CHECK (tenant_id = tollgate_current_tenant() OR tollgate_system_scope());
+SELECT tollgate_isolate_tenant_table('plans');

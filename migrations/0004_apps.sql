@@ -30,15 +30,4 @@ CREATE TABLE app_credentials (
 );
 CREATE INDEX app_credentials_app ON app_credentials (tenant_id, app_id);
 
-DO $$
-DECLARE t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['apps', 'app_credentials']
-    LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format($p$CREATE POLICY tenant_isolation ON %I
-            USING (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())
-            WITH CHECK (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())$p$, t);
-    END LOOP;
-END $$;
+SELECT tollgate_isolate_tenant_table(t) FROM unnest(ARRAY['apps', 'app_credentials']::regclass[]) AS t;

@@ -36,15 +36,4 @@ CREATE TABLE subscription_events (
 );
 CREATE INDEX subscription_events_subscription ON subscription_events (tenant_id, subscription_id, id);
 
-DO $$
-DECLARE t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['subscriptions', 'subscription_events']
-    LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format($p$CREATE POLICY tenant_isolation ON %I
-            USING (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())
-            WITH CHECK (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())$p$, t);
-    END LOOP;
-END $$;
+SELECT tollgate_isolate_tenant_table(t) FROM unnest(ARRAY['subscriptions', 'subscription_events']::regclass[]) AS t;

@@ -23,15 +23,4 @@ CREATE TABLE revoked_tokens (
     PRIMARY KEY (tenant_id, jti)
 );
 
-DO $$
-DECLARE t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['signing_keys', 'revoked_tokens']
-    LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format($p$CREATE POLICY tenant_isolation ON %I
-            USING (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())
-            WITH CHECK (tenant_id = tollgate_current_tenant() OR tollgate_system_scope())$p$, t);
-    END LOOP;
-END $$;
+SELECT tollgate_isolate_tenant_table(t) FROM unnest(ARRAY['signing_keys', 'revoked_tokens']::regclass[]) AS t;

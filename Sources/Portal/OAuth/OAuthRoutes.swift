@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdAuth
+import PostgresNIO
 
 /// The tenant's OAuth2 authorization server: token endpoint (client credentials), JWKS and
 /// RFC 8414 metadata. Errors follow RFC 6749 §5.2, not problem+json.
@@ -31,10 +32,10 @@ struct OAuthRoutes: Sendable {
     /// `grant_type=client_credentials` with `client_secret_basic` or `client_secret_post`.
     @Sendable func token(_ request: Request, context: AppRequestContext) async throws -> Response {
         let tenant = try context.requireTenant()
-        let parsed = try await Self.clientRequest(request)
-        guard case .success(let (form, clientID, secret)) = parsed else {
-            if case .failure(let error) = parsed { return Self.error(error) }
-            return Self.error(.init(code: "invalid_request", description: "Malformed request."))
+        let form: FormData, clientID: String, secret: String
+        switch try await Self.clientRequest(request) {
+        case .failure(let error): return Self.error(error)
+        case .success(let parsed): (form, clientID, secret) = parsed
         }
         guard let grant = form["grant_type"], !grant.isEmpty else {
             return Self.error(.init(code: "invalid_request", description: "grant_type is required."))
@@ -57,22 +58,8 @@ struct OAuthRoutes: Sendable {
 
     /// RFC 7662: a client may introspect only its own tokens; anything else is `{"active": false}`.
     @Sendable func introspect(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let tenant = try context.requireTenant()
-        let parsed = try await Self.clientRequest(request)
-        guard case .success(let (form, clientID, secret)) = parsed else {
-            if case .failure(let error) = parsed { return Self.error(error) }
-            return Self.error(.init(code: "invalid_request", description: "Malformed request."))
-        }
-        guard let token = form["token"], !token.isEmpty else { return Self.error(.init(code: "invalid_request", description: "token is required.")) }
-        return try await services.database.withTenant(tenant.id) { connection in
-            if case .failure(let error) = try await tokens.authenticateClient(
-                tenantID: tenant.id, clientID: clientID, secret: secret, clientIP: context.clientIP, on: connection)
-            {
-                return Self.error(error)
-            }
-            guard let claims = try await tokens.verify(token: token, tenant: tenant, on: connection), claims.client_id == clientID else {
-                return Self.json(["active": false], status: .ok)
-            }
+        try await withClientAndToken(request, context) { tenant, claims, _ in
+            guard let claims else { return Self.json(["active": false], status: .ok) }
             var body: [String: Any] = [
                 "active": true, "client_id": claims.client_id, "sub": claims.sub, "aud": claims.aud, "iss": claims.iss, "exp": claims.exp,
                 "iat": claims.iat, "jti": claims.jti, "token_type": "Bearer",
@@ -84,11 +71,23 @@ struct OAuthRoutes: Sendable {
 
     /// RFC 7009: revokes the client's own token; answers 200 whether or not the token was valid.
     @Sendable func revoke(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await withClientAndToken(request, context) { tenant, claims, connection in
+            if let claims { try await tokens.revoke(claims, tenantID: tenant.id, on: connection) }
+            return Response(status: .ok, headers: [.cacheControl: "no-store"])
+        }
+    }
+
+    /// Authenticates the client and verifies the `token` parameter; `body` gets the token's claims
+    /// only if the token is valid and was issued to this client.
+    private func withClientAndToken(
+        _ request: Request, _ context: AppRequestContext,
+        _ body: (Tenant, AccessTokenClaims?, PostgresConnection) async throws -> Response
+    ) async throws -> Response {
         let tenant = try context.requireTenant()
-        let parsed = try await Self.clientRequest(request)
-        guard case .success(let (form, clientID, secret)) = parsed else {
-            if case .failure(let error) = parsed { return Self.error(error) }
-            return Self.error(.init(code: "invalid_request", description: "Malformed request."))
+        let form: FormData, clientID: String, secret: String
+        switch try await Self.clientRequest(request) {
+        case .failure(let error): return Self.error(error)
+        case .success(let parsed): (form, clientID, secret) = parsed
         }
         guard let token = form["token"], !token.isEmpty else { return Self.error(.init(code: "invalid_request", description: "token is required.")) }
         return try await services.database.withTenant(tenant.id) { connection in
@@ -97,10 +96,8 @@ struct OAuthRoutes: Sendable {
             {
                 return Self.error(error)
             }
-            if let claims = try await tokens.verify(token: token, tenant: tenant, on: connection), claims.client_id == clientID {
-                try await tokens.revoke(claims, tenantID: tenant.id, on: connection)
-            }
-            return Response(status: .ok, headers: [.cacheControl: "no-store"])
+            let claims = try await tokens.verify(token: token, tenant: tenant, on: connection)
+            return try await body(tenant, claims?.client_id == clientID ? claims : nil, connection)
         }
     }
 
