@@ -84,3 +84,19 @@ import Testing
         #expect(SubscriptionState.allCases.filter(\.allowsTraffic) == [.active])
     }
 }
+
+@Suite struct SubscriptionActionsOfferedTests {
+    @Test(arguments: [
+        (SubscriptionState.pending, SubscriptionActor.provider, [SubscriptionService.Action.approve, .reject]),
+        (.pending, .developer, [.cancel]),
+        (.active, .provider, [.suspend, .changePlan]),
+        (.active, .developer, [.cancel, .changePlan]),
+        (.suspended, .provider, [.resume]),
+        (.suspended, .developer, [.cancel]),
+        (.cancelled, .developer, []),
+        (.rejected, .provider, []),
+    ])
+    func offersOnlyWhatTheStateMachineAccepts(state: SubscriptionState, side: SubscriptionActor, expected: [SubscriptionService.Action]) {
+        #expect(SubscriptionService.allowedActions(state: state, side: side) == expected)
+    }
+}

@@ -140,6 +140,9 @@ import Testing
                 #expect(approved.status == .seeOther)
                 let page = try await developer.get(client, location)
                 #expect(page.text.contains("State: <strong>active</strong>"))
+                // the developer is offered cancel and plan change, not the provider's suspend
+                #expect(page.text.contains("value=\"cancel\""))
+                #expect(!page.text.contains("value=\"suspend\""))
                 let denied = try await developer.submit(client, location + "/actions", from: location, fields: [("action", "suspend"), ("reason", "x")])
                 #expect(denied.status == .forbidden)
                 #expect(denied.text.contains("cannot suspend"))

@@ -94,7 +94,7 @@ struct TenantAPI: Sendable {
     }
 
     @Sendable func showSubscription(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let (subscription, history) = try await services.subscriptionService.show(
+        let (subscription, history, _) = try await services.subscriptionService.show(
             tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: try uuidParameter("subscription", context, what: "Subscription"))
         return try .json(APIModel.SubscriptionDetailBody(subscription: .init(subscription), history: history.map(APIModel.SubscriptionEventBody.init)))
     }

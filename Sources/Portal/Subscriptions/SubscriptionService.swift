@@ -90,11 +90,30 @@ struct SubscriptionService: Sendable {
         }
     }
 
-    func show(tenant: Tenant, actor: Principal, id: UUID) async throws -> (Subscription, [SubscriptionEvent]) {
+    /// The subscription, its history, and the actions the actor may take on it now.
+    func show(tenant: Tenant, actor: Principal, id: UUID) async throws -> (Subscription, [SubscriptionEvent], allowed: [Action]) {
         try await database.withTenant(tenant.id) { connection in
             guard let subscription = try await subscriptions.find(id: id, on: connection) else { throw AppError.notFound("Subscription") }
             _ = try await side(of: actor, for: subscription, on: connection, requireManage: false)
-            return (subscription, try await subscriptions.history(subscriptionID: id, on: connection))
+            let side = try? await side(of: actor, for: subscription, on: connection)
+            let allowed = side.map { Self.allowedActions(state: subscription.state, side: $0) } ?? []
+            return (subscription, try await subscriptions.history(subscriptionID: id, on: connection), allowed)
+        }
+    }
+
+    /// Actions the state machine accepts from `side` in `state` (reasons assumed given).
+    static func allowedActions(state: SubscriptionState, side: SubscriptionActor) -> [Action] {
+        Action.allCases.filter { action in
+            let event: SubscriptionStateMachine.Event =
+                switch action {
+                case .approve: .approve
+                case .reject: .reject(reason: "given")
+                case .suspend: .suspend(reason: "given")
+                case .resume: .resume
+                case .cancel: .cancel
+                case .changePlan: .changePlan(automaticApproval: true)
+                }
+            return (try? SubscriptionStateMachine.apply(event, to: state, by: side)) != nil
         }
     }
 

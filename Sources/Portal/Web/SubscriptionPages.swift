@@ -57,7 +57,7 @@ struct SubscriptionPages: Sendable {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
         guard let id = context.parameters.get("subscription").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Subscription") }
-        let (subscription, history) = try await services.subscriptionService.show(tenant: tenant, actor: principal, id: id)
+        let (subscription, history, allowed) = try await services.subscriptionService.show(tenant: tenant, actor: principal, id: id)
         let plans = try await services.planService.list(tenant: tenant, viewer: principal, apiID: subscription.apiID).filter { $0.id != subscription.planID }
         var values: [String: Any] = [
             "subscription": Self.row(subscription),
@@ -68,8 +68,9 @@ struct SubscriptionPages: Sendable {
                     "side": event.actorSide.rawValue, "reason": event.reason ?? "",
                 ]
             },
-            "actions": ["approve", "resume", "cancel"].map { ["name": $0, "label": $0.capitalized] },
-            "reason_actions": ["reject", "suspend"].map { ["name": $0, "label": $0.capitalized] },
+            "actions": allowed.filter { [.approve, .resume, .cancel].contains($0) }.map { ["name": $0.rawValue, "label": $0.rawValue.capitalized] },
+            "reason_actions": allowed.filter { [.reject, .suspend].contains($0) }.map { ["name": $0.rawValue, "label": $0.rawValue.capitalized] },
+            "can_change_plan": allowed.contains(.changePlan) && !plans.isEmpty,
             "plans": plans.map { ["id": $0.id.uuidString, "name": $0.terms.name] },
         ]
         if let error { values["error"] = error }
