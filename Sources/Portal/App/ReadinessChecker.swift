@@ -4,13 +4,14 @@ import Logging
 import ServiceLifecycle
 
 extension PortalServices {
-    /// Database reachable and every migration applied unchanged.
+    /// Database reachable and every migration applied unchanged. The migration files are read
+    /// once, here, not on every check (the monitor runs it every two seconds).
     var checkReadiness: @Sendable () async -> Readiness.Report {
         let database = self.database
-        let migrationsDirectory = config.migrationsDirectory
+        let loaded = Result { try Migrator(directory: config.migrationsDirectory, logger: database.logger) }
         return {
             do {
-                let migrator = try Migrator(directory: migrationsDirectory, logger: database.logger)
+                let migrator = try loaded.get()
                 let current = try await migrator.isUpToDate(database.client)
                 return .init(databaseReachable: true, migrationsCurrent: current, detail: current ? "ok" : "migrations pending")
             } catch let error as Migrator.MigrationError {

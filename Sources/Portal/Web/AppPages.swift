@@ -28,7 +28,7 @@ struct AppPages: Sendable {
                 teamID: form["team_id"].flatMap(UUID.init(uuidString:)), name: form["name"], description: form["description"],
                 callbackURL: form["callback_url"])
             let (app, created) = try await services.appService.create(tenant: tenant, actor: principal, new, clientIP: context.clientIP)
-            return try await detailPage(context, id: app.id, newSecret: ["label": "Client secret", "value": created.secret])
+            return try await detailPage(request, context, id: app.id, newSecret: ["label": "Client secret", "value": created.secret])
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
             return try await listPage(
                 context, extra: ["errors": error.fieldErrors, "error": error.detail, "name": form["name"] ?? "", "description": form["description"] ?? ""],
@@ -37,15 +37,15 @@ struct AppPages: Sendable {
     }
 
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await detailPage(context, id: try appID(context))
+        try await detailPage(request, context, id: try appID(context))
     }
 
     @Sendable func addClientSecret(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await add(context, kind: .clientSecret, label: "Client secret")
+        try await add(request, context, kind: .clientSecret, label: "Client secret")
     }
 
     @Sendable func addAPIKey(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await add(context, kind: .apiKey, label: "API key")
+        try await add(request, context, kind: .apiKey, label: "API key")
     }
 
     @Sendable func revoke(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -56,16 +56,16 @@ struct AppPages: Sendable {
         return .redirect(to: context.base + "/apps/" + id.uuidString)
     }
 
-    private func add(_ context: AppRequestContext, kind: AppCredential.Kind, label: String) async throws -> Response {
+    private func add(_ request: Request, _ context: AppRequestContext, kind: AppCredential.Kind, label: String) async throws -> Response {
         let id = try appID(context)
         do {
             let days = context.form["expires_in_days"].flatMap { Int($0) }
             let created = try await services.appService.addCredential(
                 tenant: try context.requireTenant(), actor: try context.requirePrincipal(), appID: id, kind: kind, name: context.form["name"],
                 expiresInDays: days, clientIP: context.clientIP)
-            return try await detailPage(context, id: id, newSecret: ["label": label, "value": created.secret])
+            return try await detailPage(request, context, id: id, newSecret: ["label": label, "value": created.secret])
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
-            return try await detailPage(context, id: id, error: error.detail, status: error.status)
+            return try await detailPage(request, context, id: id, error: error.detail, status: error.status)
         }
     }
 
@@ -91,7 +91,7 @@ struct AppPages: Sendable {
     }
 
     private func detailPage(
-        _ context: AppRequestContext, id: UUID, newSecret: [String: String]? = nil, error: String? = nil, status: HTTPResponse.Status = .ok
+        _ request: Request, _ context: AppRequestContext, id: UUID, newSecret: [String: String]? = nil, error: String? = nil, status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
@@ -107,7 +107,7 @@ struct AppPages: Sendable {
         var values: [String: Any] = [
             "app": ["id": app.id.uuidString, "name": app.name, "description": app.description, "client_id": app.clientID],
             "secrets": rows(.clientSecret), "keys": rows(.apiKey), "can_manage": Policy.allows(principal, .manageApps(team: app.teamID)),
-            "token_url": AdminPagesLinks.tokenURL(context: context, gatewayHost: services.config.portalHost, port: services.config.portalPort),
+            "token_url": AdminPages.absoluteBase(request: request, context: context) + "/oauth2/token",
         ]
         let subscriptions = try await services.subscriptionService.list(tenant: tenant, actor: principal).filter { $0.appID == app.id }
         values["subscriptions"] = subscriptions.map(SubscriptionPages.row)
@@ -121,12 +121,5 @@ struct AppPages: Sendable {
         if let newSecret { values["new_secret"] = newSecret }
         if let error { values["error"] = error }
         return services.views.render("app", values, page: services.chrome(app.name, context: context), status: status)
-    }
-}
-
-enum AdminPagesLinks {
-    /// Where the OAuth2 token endpoint will live for this tenant.
-    static func tokenURL(context: AppRequestContext, gatewayHost: String, port: Int) -> String {
-        "http://\(gatewayHost):\(port)\(context.base)/oauth2/token"
     }
 }

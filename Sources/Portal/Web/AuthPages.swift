@@ -161,7 +161,8 @@ struct RequireSignIn: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard context.principal != nil else {
             let path = request.uri.path
-            let visible = context.hostMounted ? String(path.dropFirst(context.base.isEmpty ? ("/t/" + (context.tenant?.slug ?? "")).count : 0)) : path
+            // On a tenant host the router saw the rewritten /t/{slug}/… path; the browser did not.
+            let visible = context.hostMounted ? String(path.dropFirst(("/t/" + (context.tenant?.slug ?? "")).count)) : path
             let next = visible.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "/-_"))) ?? ""
             return .redirect(to: context.base + "/login?next=" + next)
         }
