@@ -354,6 +354,84 @@ enum APIModel {
         let transition: String
     }
 
+    struct WebhookEndpointBody: Codable, Sendable {
+        let id: UUID
+        let teamId: UUID?
+        let teamName: String?
+        let url: String
+        let description: String
+        /// Empty: every event type.
+        let events: [String]
+        let secretPrefix: String
+        let createdAt: Date
+        init(_ e: WebhookEndpoint) {
+            id = e.id
+            teamId = e.teamID
+            teamName = e.teamName
+            url = e.url
+            description = e.description
+            events = e.events
+            secretPrefix = e.secretPrefix
+            createdAt = e.createdAt
+        }
+    }
+
+    struct CreatedWebhookBody: Codable, Sendable {
+        let endpoint: WebhookEndpointBody
+        /// The HMAC signing secret; shown only in this response.
+        let secret: String
+    }
+
+    struct WebhookDeliveryBody: Codable, Sendable {
+        let id: UUID
+        let eventId: UUID
+        let eventType: String
+        let state: String
+        let attempts: Int
+        let nextAttemptAt: Date?
+        let lastStatus: Int?
+        let lastError: String?
+        let deliveredAt: Date?
+        let createdAt: Date
+        init(_ d: WebhookDelivery) {
+            id = d.id
+            eventId = d.eventID
+            eventType = d.eventType
+            state = d.state.rawValue
+            attempts = d.attempts
+            nextAttemptAt = d.state == .pending ? d.nextAttemptAt : nil
+            lastStatus = d.lastStatus
+            lastError = d.lastError
+            deliveredAt = d.deliveredAt
+            createdAt = d.createdAt
+        }
+    }
+
+    struct WebhookAttemptBody: Codable, Sendable {
+        let at: Date
+        let status: Int?
+        let error: String?
+        let durationMs: Int
+        init(_ a: WebhookAttempt) {
+            at = a.at
+            status = a.status
+            error = a.error
+            durationMs = a.durationMilliseconds
+        }
+    }
+
+    struct WebhookDeliveryDetailBody: Codable, Sendable {
+        let delivery: WebhookDeliveryBody
+        let attempts: [WebhookAttemptBody]
+    }
+
+    struct CreateWebhook: Decodable, Sendable {
+        let url: String
+        let teamId: UUID?
+        let description: String?
+        let events: [String]?
+    }
+
     struct Page<Item: Codable & Sendable>: Codable, Sendable {
         let items: [Item]
         let nextCursor: String?

@@ -53,6 +53,8 @@ enum OpenAPIDocument {
         let userParameter = pathParameter("user", ["type": "string", "format": "uuid"], "User id")
         let apiParameter = pathParameter("api", ["type": "string", "format": "uuid"], "API id")
         let subscriptionParameter = pathParameter("subscription", ["type": "string", "format": "uuid"], "Subscription id")
+        let webhookParameter = pathParameter("webhook", ["type": "string", "format": "uuid"], "Webhook endpoint id")
+        let deliveryParameter = pathParameter("delivery", ["type": "string", "format": "uuid"], "Delivery id")
         let appParameter = pathParameter("app", ["type": "string", "format": "uuid"], "App id")
         let planParameter = pathParameter("plan", ["type": "string", "format": "uuid"], "Plan version id")
         return [
@@ -193,6 +195,37 @@ enum OpenAPIDocument {
                     "actOnSubscription", "approve, reject, suspend, resume, cancel or change_plan", tag: "Subscriptions", parameters: [subscriptionParameter],
                     body: ref("SubscriptionAction"), ok: ("200", ref("Subscription")), errors: ["400", "401", "403", "404", "409", "415", "422"])
             ],
+            "/webhooks": [
+                "get": operation(
+                    "listWebhooks", "Webhook endpoints you manage (tenant admins: all)", tag: "Webhooks", ok: ("200", ref("WebhookEndpointPage")),
+                    errors: ["401", "403"]),
+                "post": operation(
+                    "createWebhook", "Register an endpoint for the tenant (admins, no team_id) or a team; the signing secret is shown once",
+                    tag: "Webhooks", body: ref("CreateWebhook"), ok: ("201", ref("CreatedWebhook")), errors: ["400", "401", "403", "415", "422"]),
+            ],
+            "/webhooks/{webhook}": [
+                "get": operation(
+                    "getWebhook", "A webhook endpoint", tag: "Webhooks", parameters: [webhookParameter], ok: ("200", ref("WebhookEndpoint")),
+                    errors: ["401", "403", "404"]),
+                "delete": operation(
+                    "deleteWebhook", "Remove an endpoint and its delivery log", tag: "Webhooks", parameters: [webhookParameter], ok: ("204", nil),
+                    errors: ["401", "403", "404"]),
+            ],
+            "/webhooks/{webhook}/deliveries": [
+                "get": operation(
+                    "listWebhookDeliveries", "Delivery log: the 100 most recent deliveries, newest first", tag: "Webhooks", parameters: [webhookParameter],
+                    ok: ("200", ref("WebhookDeliveryPage")), errors: ["401", "403", "404"])
+            ],
+            "/webhooks/{webhook}/deliveries/{delivery}": [
+                "get": operation(
+                    "getWebhookDelivery", "A delivery and every attempt", tag: "Webhooks", parameters: [webhookParameter, deliveryParameter],
+                    ok: ("200", ref("WebhookDeliveryDetail")), errors: ["401", "403", "404"])
+            ],
+            "/webhooks/{webhook}/deliveries/{delivery}/redeliver": [
+                "post": operation(
+                    "redeliverWebhook", "Send the delivery's event again (as a new delivery)", tag: "Webhooks",
+                    parameters: [webhookParameter, deliveryParameter], ok: ("202", ref("WebhookDelivery")), errors: ["401", "403", "404"])
+            ],
             "/audit-events": [
                 "get": operation(
                     "listAuditEvents", "Audit log, newest first (admin)", tag: "Audit", parameters: pageParameters, ok: ("200", ref("AuditEventPage")),
@@ -298,6 +331,40 @@ enum OpenAPIDocument {
                     "actor_side": ["type": "string", "enum": ["developer", "provider", "system"]], "actor": string, "reason": string, "at": dateTime,
                 ], optional: ["from_state", "from_plan_id", "actor", "reason"]),
             "SubscriptionDetail": object(["subscription": ref("Subscription"), "history": ["type": "array", "items": ref("SubscriptionEvent")]]),
+            "WebhookEndpoint": object(
+                [
+                    "id": uuid, "team_id": uuid, "team_name": string, "url": ["type": "string", "format": "uri"], "description": string,
+                    "events": ["type": "array", "items": ["type": "string", "enum": WebhookEventType.allCases.map(\.rawValue)]],
+                    "secret_prefix": string, "created_at": dateTime,
+                ], optional: ["team_id", "team_name"]),
+            "WebhookEndpointPage": page(of: "WebhookEndpoint"),
+            "CreatedWebhook": object(
+                ["endpoint": ref("WebhookEndpoint"), "secret": ["type": "string", "description": "HMAC-SHA256 signing secret; shown only in this response."]]),
+            "CreateWebhook": input(
+                [
+                    "url": ["type": "string", "maxLength": 2000], "team_id": uuid, "description": ["type": "string", "maxLength": 500],
+                    "events": [
+                        "type": "array", "items": ["type": "string", "enum": WebhookEventType.allCases.map(\.rawValue)],
+                        "description": "Empty or absent: every event.",
+                    ],
+                ], required: ["url"]),
+            "WebhookDelivery": object(
+                [
+                    "id": uuid, "event_id": uuid, "event_type": string, "state": ["type": "string", "enum": ["pending", "delivered", "failed"]],
+                    "attempts": ["type": "integer"], "next_attempt_at": dateTime, "last_status": ["type": "integer"], "last_error": string,
+                    "delivered_at": dateTime, "created_at": dateTime,
+                ], optional: ["next_attempt_at", "last_status", "last_error", "delivered_at"]),
+            "WebhookDeliveryPage": page(of: "WebhookDelivery"),
+            "WebhookDeliveryDetail": object(
+                [
+                    "delivery": ref("WebhookDelivery"),
+                    "attempts": [
+                        "type": "array",
+                        "items": object(
+                            ["at": dateTime, "status": ["type": "integer"], "error": string, "duration_ms": ["type": "integer"]],
+                            optional: ["status", "error"]),
+                    ],
+                ]),
             "CreateSubscription": input(["plan_id": uuid], required: ["plan_id"]),
             "SubscriptionAction": input(
                 [

@@ -69,6 +69,67 @@ struct TenantAPI: Sendable {
         authed.get("/subscriptions", use: listSubscriptions)
         authed.get("/subscriptions/:subscription", use: showSubscription)
         authed.post("/subscriptions/:subscription/actions", use: actOnSubscription)
+        authed.get("/webhooks", use: listWebhooks)
+        authed.post("/webhooks", use: createWebhook)
+        authed.get("/webhooks/:webhook", use: showWebhook)
+        authed.delete("/webhooks/:webhook", use: deleteWebhook)
+        authed.get("/webhooks/:webhook/deliveries", use: listDeliveries)
+        authed.get("/webhooks/:webhook/deliveries/:delivery", use: showDelivery)
+        authed.post("/webhooks/:webhook/deliveries/:delivery/redeliver", use: redeliver)
+    }
+
+    /// Webhook endpoints you manage (tenant admins: all of the tenant's).
+    @Sendable func listWebhooks(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let endpoints = try await services.webhookService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal())
+        return try .json(APIModel.Page(items: endpoints.map(APIModel.WebhookEndpointBody.init), nextCursor: nil))
+    }
+
+    /// Registers an endpoint for the tenant (no `team_id`, admins) or a team; the signing secret is shown once.
+    @Sendable func createWebhook(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let body = try await request.decodeJSON(APIModel.CreateWebhook.self, context: context)
+        let (endpoint, secret) = try await services.webhookService.create(
+            tenant: try context.requireTenant(), actor: principal,
+            .init(teamID: body.teamId, url: body.url, description: body.description ?? "", events: body.events ?? []), clientIP: context.clientIP)
+        return try .json(APIModel.CreatedWebhookBody(endpoint: .init(endpoint), secret: secret), status: .created)
+    }
+
+    @Sendable func showWebhook(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (endpoint, _) = try await services.webhookService.show(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: try uuidParameter("webhook", context, what: "Webhook endpoint"),
+            limit: 0)
+        return try .json(APIModel.WebhookEndpointBody(endpoint))
+    }
+
+    @Sendable func deleteWebhook(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await services.webhookService.delete(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: try uuidParameter("webhook", context, what: "Webhook endpoint"),
+            clientIP: context.clientIP)
+        return Response(status: .noContent)
+    }
+
+    /// The delivery log: the endpoint's 100 most recent deliveries, newest first.
+    @Sendable func listDeliveries(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (_, deliveries) = try await services.webhookService.show(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: try uuidParameter("webhook", context, what: "Webhook endpoint"),
+            limit: 100)
+        return try .json(APIModel.Page(items: deliveries.map(APIModel.WebhookDeliveryBody.init), nextCursor: nil))
+    }
+
+    @Sendable func showDelivery(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (delivery, attempts) = try await services.webhookService.delivery(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(),
+            endpointID: try uuidParameter("webhook", context, what: "Webhook endpoint"), deliveryID: try uuidParameter("delivery", context, what: "Delivery"))
+        return try .json(APIModel.WebhookDeliveryDetailBody(delivery: .init(delivery), attempts: attempts.map(APIModel.WebhookAttemptBody.init)))
+    }
+
+    /// Sends the delivery's event to the endpoint again (a new delivery; the old one stays in the log).
+    @Sendable func redeliver(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let delivery = try await services.webhookService.redeliver(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(),
+            endpointID: try uuidParameter("webhook", context, what: "Webhook endpoint"), deliveryID: try uuidParameter("delivery", context, what: "Delivery"),
+            clientIP: context.clientIP)
+        return try .json(APIModel.WebhookDeliveryBody(delivery), status: .accepted)
     }
 
     /// Subscribes an app to a plan: active at once for automatic plans, pending for manual ones.

@@ -22,6 +22,14 @@ struct AppConfig: Sendable {
     var accessTokenLifetime: Duration = .seconds(3600)
     /// Trust `X-Forwarded-For`/`-Proto` from a reverse proxy in front of the portal.
     var trustProxy: Bool
+    /// Allow webhook targets on loopback and private networks (TOLLGATE_WEBHOOKS_ALLOW_PRIVATE=true);
+    /// for tests and single-machine setups. Our own listeners stay refused.
+    var webhooksAllowPrivateNetworks = false
+
+    /// The webhook target rules for this process.
+    var webhookTargets: WebhookTargetPolicy {
+        WebhookTargetPolicy(allowPrivateNetworks: webhooksAllowPrivateNetworks, ownPorts: [portalPort, gatewayPort])
+    }
 
     enum LogFormat: String, Sendable { case text, json }
 
@@ -67,6 +75,7 @@ struct AppConfig: Sendable {
             }
             config.accessTokenLifetime = .seconds(seconds)
         }
+        config.webhooksAllowPrivateNetworks = env["TOLLGATE_WEBHOOKS_ALLOW_PRIVATE"] == "true"
         return config
     }
 

@@ -32,6 +32,7 @@ func buildRouter(services: PortalServices, metrics: PrometheusCollectorRegistry)
     AdminPages(services: services).addRoutes(to: signedIn)
     AppPages(services: services).addRoutes(to: signedIn)
     SubscriptionPages(services: services).addRoutes(to: signedIn)
+    WebhookPages(services: services).addRoutes(to: signedIn)
     return router
 }
 

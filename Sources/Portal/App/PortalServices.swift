@@ -18,6 +18,7 @@ struct PortalServices: Sendable {
     let planService: PlanService
     let appService: AppService
     let subscriptionService: SubscriptionService
+    let webhookService: WebhookService
     let tenants: TenantRepository
     let platformAdmins: PlatformAdminRepository
     let readiness: Readiness
@@ -36,10 +37,15 @@ struct PortalServices: Sendable {
         self.teamService = TeamService(database: database, teams: TeamRepository(logger: logger), users: UserRepository(logger: logger), audit: audit)
         self.tokenService = TokenService(database: database, tokens: PersonalAccessTokenRepository(logger: logger), audit: audit)
         self.catalog = CatalogService(database: database, apis: APIRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit)
-        self.appService = AppService(database: database, apps: AppRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit)
+        let outbox = WebhookOutbox(logger: logger)
+        self.appService = AppService(
+            database: database, apps: AppRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit, outbox: outbox)
         self.subscriptionService = SubscriptionService(
             database: database, subscriptions: SubscriptionRepository(logger: logger), apps: AppRepository(logger: logger),
-            apis: APIRepository(logger: logger), plans: PlanRepository(logger: logger), audit: audit)
+            apis: APIRepository(logger: logger), plans: PlanRepository(logger: logger), audit: audit, outbox: outbox)
+        self.webhookService = WebhookService(
+            database: database, webhooks: WebhookRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit, secret: secret,
+            targets: config.webhookTargets)
         self.planService = PlanService(database: database, plans: PlanRepository(logger: logger), apis: APIRepository(logger: logger), audit: audit)
         self.tenants = TenantRepository(logger: logger)
         self.platformAdmins = PlatformAdminRepository(logger: logger)
@@ -84,6 +90,9 @@ enum Navigation {
             ["href": base + "/apps", "label": "Apps"], ["href": base + "/subscriptions", "label": "Subscriptions"],
         ]
         if Policy.allows(principal, .listUsers) { items.append(["href": base + "/admin/users", "label": "Users"]) }
+        if principal.has(.admin) || principal.teamRoles.values.contains(where: { $0 >= .admin }) {
+            items.append(["href": base + "/webhooks", "label": "Webhooks"])
+        }
         if Policy.allows(principal, .inviteUsers) { items.append(["href": base + "/admin/invitations", "label": "Invitations"]) }
         if Policy.allows(principal, .viewAuditLog) { items.append(["href": base + "/admin/audit", "label": "Audit log"]) }
         items.append(["href": base + "/account", "label": "Account"])

@@ -9,6 +9,7 @@ struct AppService: Sendable {
     let apps: AppRepository
     let teams: TeamRepository
     let audit: AuditLog
+    let outbox: WebhookOutbox
 
     struct Created: Sendable {
         let credential: AppCredential
@@ -69,6 +70,7 @@ struct AppService: Sendable {
             try await audit.record(
                 tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, kind == .clientSecret ? .appSecretRotated : .apiKeyCreated,
                 target: app.name, clientIP: clientIP, details: ["prefix": credential.prefix], on: connection)
+            try await announceRotation(tenantID: tenant.id, app: app, credential: credential, change: "added", on: connection)
             return Created(credential: credential, secret: secret.value)
         }
     }
@@ -82,7 +84,18 @@ struct AppService: Sendable {
             try await audit.record(
                 tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .credentialRevoked, target: app.name, clientIP: clientIP,
                 details: ["prefix": credential.prefix, "kind": credential.kind.rawValue], on: connection)
+            try await announceRotation(tenantID: tenant.id, app: app, credential: credential, change: "revoked", on: connection)
         }
+    }
+
+    /// Adding or revoking a secret or key is a rotation step the app's team may automate on.
+    private func announceRotation(
+        tenantID: UUID, app: ConsumerApp, credential: AppCredential, change: String, on connection: PostgresConnection
+    ) async throws {
+        let data = CredentialWebhookData(
+            appId: app.id, appName: app.name, teamId: app.teamID, change: change, credentialId: credential.id, kind: credential.kind.rawValue,
+            prefix: credential.prefix, expiresAt: credential.expiresAt)
+        try await outbox.enqueue(tenantID: tenantID, .appCredentialsRotated, teamIDs: [app.teamID], data: data, on: connection)
     }
 
     private func managedApp(_ id: UUID, actor: Principal, on connection: PostgresConnection) async throws -> ConsumerApp {

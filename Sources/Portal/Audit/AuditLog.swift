@@ -44,6 +44,9 @@ struct AuditLog: Sendable {
         case apiKeyCreated = "app.api_key_created"
         case credentialRevoked = "app.credential_revoked"
         case subscriptionChanged = "subscription.changed"
+        case webhookCreated = "webhook.created"
+        case webhookDeleted = "webhook.deleted"
+        case webhookRedelivered = "webhook.redelivered"
     }
 
     func record(

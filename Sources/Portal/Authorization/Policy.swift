@@ -36,6 +36,8 @@ enum Action: Sendable, Equatable {
     case manageAPIs(team: UUID)
     /// Create apps for, and manage credentials of, a consumer team.
     case manageApps(team: UUID)
+    /// Register and inspect webhook endpoints: the tenant's own (`nil`, admins) or a team's.
+    case manageWebhooks(team: UUID?)
 }
 
 /// The one authorization policy both HTML and JSON routes consult.
@@ -62,6 +64,9 @@ enum Policy {
             return principal.has(.admin) || (principal.has(.provider) && (principal.teamRoles[team].map { $0 >= .admin } ?? false))
         case .manageApps(let team):
             return principal.has(.admin) || (principal.teamRoles[team].map { $0 >= .admin } ?? false)
+        case .manageWebhooks(let team):
+            guard let team else { return principal.has(.admin) }
+            return principal.has(.admin) || (principal.teamRoles[team].map { $0 >= .admin } ?? false)
         }
     }
 
@@ -70,7 +75,8 @@ enum Policy {
         switch action {
         case .viewOwnProfile, .listTeams, .viewTeam, .listUsers: .read
         case .manageOwnTokens, .createTeam, .manageTeamMembers, .manageAPIs, .manageApps: .write
-        case .manageUsers, .inviteUsers, .viewAuditLog: .admin
+        case .manageUsers, .inviteUsers, .viewAuditLog, .manageWebhooks(team: nil): .admin
+        case .manageWebhooks: .write
         }
     }
 

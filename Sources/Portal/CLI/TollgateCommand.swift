@@ -72,6 +72,10 @@ enum Launcher {
                     await runtime.checkRowLevelSecurityApplies(database)
                 })
             services.append(.init(service: app))
+            services.append(
+                .init(
+                    service: WebhookDispatcher(
+                        database: database, secret: portalServices.secret, targets: config.webhookTargets, logger: runtime.logger)))
         }
         if gateway {
             services.append(

@@ -16,6 +16,9 @@ struct Subscription: Sendable, Equatable {
     var apiVersion: String
     var planName: String
     var planVersion: Int
+    var apiSlug: String
+    var appTeamID: UUID
+    var apiTeamID: UUID
 }
 
 /// One recorded transition.
@@ -106,19 +109,21 @@ struct SubscriptionRepository: Sendable {
     }
 
     private static let select = """
-        SELECT s.id, s.app_id, s.api_id, s.plan_id, s.state, s.created_at, s.updated_at, a.name, api.name, api.version, p.name, p.version
+        SELECT s.id, s.app_id, s.api_id, s.plan_id, s.state, s.created_at, s.updated_at, a.name, api.name, api.version, p.name, p.version,
+            api.slug, a.team_id, api.team_id
         FROM subscriptions s JOIN apps a ON a.id = s.app_id JOIN apis api ON api.id = s.api_id JOIN plans p ON p.id = s.plan_id
         """
 
     private func decode(_ rows: PostgresRowSequence) async throws -> [Subscription] {
         var result: [Subscription] = []
-        for try await (id, app, api, plan, state, created, updated, appName, apiName, apiVersion, planName, planVersion) in rows.decode(
-            (UUID, UUID, UUID, UUID, String, Date, Date, String, String, String, String, Int).self)
+        for try await (id, app, api, plan, state, created, updated, appName, apiName, apiVersion, planName, planVersion, apiSlug, appTeam, apiTeam)
+            in rows.decode((UUID, UUID, UUID, UUID, String, Date, Date, String, String, String, String, Int, String, UUID, UUID).self)
         {
             result.append(
                 Subscription(
                     id: id, appID: app, apiID: api, planID: plan, state: SubscriptionState(rawValue: state) ?? .cancelled, createdAt: created,
-                    updatedAt: updated, appName: appName, apiName: apiName, apiVersion: apiVersion, planName: planName, planVersion: planVersion))
+                    updatedAt: updated, appName: appName, apiName: apiName, apiVersion: apiVersion, planName: planName, planVersion: planVersion,
+                    apiSlug: apiSlug, appTeamID: appTeam, apiTeamID: apiTeam))
         }
         return result
     }

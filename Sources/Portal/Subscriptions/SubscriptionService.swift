@@ -11,6 +11,7 @@ struct SubscriptionService: Sendable {
     let apis: APIRepository
     let plans: PlanRepository
     let audit: AuditLog
+    let outbox: WebhookOutbox
 
     /// What a caller asks for, by name (`POST /subscriptions/{id}/actions`).
     enum Action: String, Sendable, CaseIterable {
@@ -33,6 +34,10 @@ struct SubscriptionService: Sendable {
                 tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .subscriptionChanged, target: "\(app.name) → \(api.slug)/\(api.version)",
                 clientIP: clientIP, details: ["event": "request", "state": state.rawValue, "plan": plan.terms.name], on: connection)
             guard let created = try await subscriptions.find(id: id, on: connection) else { throw AppError.notFound("Subscription") }
+            try await announce(tenantID: tenant.id, created, event: "request", previous: nil, previousPlan: nil, side: .developer, reason: nil, on: connection)
+            if state == .active {
+                try await announce(tenantID: tenant.id, created, event: "approve", previous: nil, previousPlan: nil, side: .system, reason: nil, on: connection)
+            }
             return created
         }
     }
@@ -74,8 +79,27 @@ struct SubscriptionService: Sendable {
                 target: "\(current.appName) → \(current.apiName) \(current.apiVersion)", clientIP: clientIP,
                 details: ["event": event.name, "from": current.state.rawValue, "to": next.rawValue], on: connection)
             guard let updated = try await subscriptions.find(id: current.id, on: connection) else { throw AppError.notFound("Subscription") }
+            try await announce(
+                tenantID: tenant.id, updated, event: event.name, previous: current.state, previousPlan: planID == current.planID ? nil : current.planID, side: side,
+                reason: reason, on: connection)
             return updated
         }
+    }
+
+    /// Queues the webhook for a transition; both the app's and the API's team hear about it.
+    private func announce(
+        tenantID: UUID, _ subscription: Subscription, event: String, previous: SubscriptionState?, previousPlan: UUID?, side: SubscriptionActor, reason: String?,
+        on connection: PostgresConnection
+    ) async throws {
+        guard let type = WebhookEventType.forSubscriptionEvent(event) else { return }
+        let data = SubscriptionWebhookData(
+            subscriptionId: subscription.id, state: subscription.state.rawValue, previousState: previous?.rawValue,
+            plan: .init(id: subscription.planID, name: subscription.planName, version: subscription.planVersion), previousPlanId: previousPlan,
+            app: .init(id: subscription.appID, name: subscription.appName, teamId: subscription.appTeamID),
+            api: .init(id: subscription.apiID, name: subscription.apiName, teamId: subscription.apiTeamID, slug: subscription.apiSlug, version: subscription.apiVersion),
+            actorSide: side.rawValue, reason: reason)
+        try await outbox.enqueue(
+            tenantID: tenantID, type, teamIDs: [subscription.appTeamID, subscription.apiTeamID], data: data, on: connection)
     }
 
     /// Subscriptions of the caller's apps and to the APIs the caller manages (tenant admins: all).

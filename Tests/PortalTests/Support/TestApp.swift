@@ -14,8 +14,10 @@ struct TestPortal {
     let database: Database
     let services: PortalServices
 
-    static func with<T: Sendable>(_ body: @Sendable (TestPortal) async throws -> T) async throws -> T {
-        try await TestDatabase.withDatabase { database in try await body(make(database)) }
+    static func with<T: Sendable>(
+        configure: @Sendable (inout AppConfig) -> Void = { _ in }, _ body: @Sendable (TestPortal) async throws -> T
+    ) async throws -> T {
+        try await TestDatabase.withDatabase { database in try await body(make(database, configure: configure)) }
     }
 
     /// Tenant `acme` with one admin, `ada@example.com`, whose password is `Fixtures.password`.
@@ -28,10 +30,11 @@ struct TestPortal {
     }
 
     /// Portal services on `database` with the repository's templates and migrations.
-    static func make(_ database: Database) async throws -> TestPortal {
+    static func make(_ database: Database, configure: (inout AppConfig) -> Void = { _ in }) async throws -> TestPortal {
         var config = try AppConfig.fromEnvironment([:])
         config.templatesDirectory = TestDatabase.templatesDirectory
         config.migrationsDirectory = TestDatabase.migrationsDirectory
+        configure(&config)
         let services = PortalServices(
             config: config, database: database, views: try await Views(directory: config.templatesDirectory),
             secret: SecretKey(bytes: Array(repeating: 7, count: 32)), readiness: Readiness(), hasher: Fixtures.hasher)

@@ -1,0 +1,120 @@
+import Foundation
+import Hummingbird
+
+/// Webhook endpoints, their delivery log and the redelivery button.
+struct WebhookPages: Sendable {
+    let services: PortalServices
+
+    func addRoutes(to group: RouterGroup<AppRequestContext>) {
+        group.get("/webhooks", use: list)
+        group.post("/webhooks", use: create)
+        group.get("/webhooks/:webhook", use: show)
+        group.post("/webhooks/:webhook/delete", use: delete)
+        group.get("/webhooks/:webhook/deliveries/:delivery", use: showDelivery)
+        group.post("/webhooks/:webhook/deliveries/:delivery/redeliver", use: redeliver)
+    }
+
+    @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await listPage(context)
+    }
+
+    /// Registers an endpoint and shows its signing secret once.
+    @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let form = context.form
+        let team = form["team_id"].flatMap { $0.isEmpty ? nil : UUID(uuidString: $0) }
+        do {
+            let (endpoint, secret) = try await services.webhookService.create(
+                tenant: try context.requireTenant(), actor: try context.requirePrincipal(),
+                .init(teamID: team, url: form["url"] ?? "", description: form["description"] ?? "", events: form.values("events")),
+                clientIP: context.clientIP)
+            return try await detailPage(context, id: endpoint.id, newSecret: secret)
+        } catch let error as AppError where error.status == .unprocessableContent || error.status == .forbidden {
+            return try await listPage(
+                context, extra: ["errors": error.fieldErrors, "error": error.detail, "url": form["url"] ?? "", "description": form["description"] ?? ""],
+                status: error.status)
+        }
+    }
+
+    @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await detailPage(context, id: try id("webhook", context))
+    }
+
+    @Sendable func delete(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await services.webhookService.delete(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: try id("webhook", context), clientIP: context.clientIP)
+        return .redirect(to: context.base + "/webhooks")
+    }
+
+    @Sendable func showDelivery(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let endpointID = try id("webhook", context)
+        let (delivery, attempts) = try await services.webhookService.delivery(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), endpointID: endpointID, deliveryID: try id("delivery", context))
+        let values: [String: Any] = [
+            "endpoint_id": endpointID.uuidString, "delivery": Self.row(delivery),
+            "attempts": attempts.map {
+                [
+                    "at": DisplayDate.format($0.at), "status": $0.status.map(String.init) ?? "—", "error": $0.error ?? "",
+                    "duration": "\($0.durationMilliseconds) ms",
+                ] as [String: Any]
+            },
+        ]
+        return services.views.render("webhook_delivery", values, page: services.chrome("Delivery", context: context))
+    }
+
+    @Sendable func redeliver(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let endpointID = try id("webhook", context)
+        _ = try await services.webhookService.redeliver(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), endpointID: endpointID, deliveryID: try id("delivery", context),
+            clientIP: context.clientIP)
+        return try await detailPage(context, id: endpointID, notice: "Queued for redelivery.")
+    }
+
+    private func id(_ name: String, _ context: AppRequestContext) throws -> UUID {
+        guard let id = context.parameters.get(name).flatMap(UUID.init(uuidString:)) else { throw AppError.notFound(name == "webhook" ? "Webhook endpoint" : "Delivery") }
+        return id
+    }
+
+    static func row(_ d: WebhookDelivery) -> [String: Any] {
+        [
+            "id": d.id.uuidString, "event": d.eventType, "state": d.state.rawValue, "attempts": d.attempts, "created": DisplayDate.format(d.createdAt),
+            "last_status": d.lastStatus.map(String.init) ?? "—", "last_error": d.lastError ?? "",
+            "next": d.state == .pending ? DisplayDate.format(d.nextAttemptAt) : "", "failed": d.state == .failed,
+        ]
+    }
+
+    private func listPage(_ context: AppRequestContext, extra: [String: Any] = [:], status: HTTPResponse.Status = .ok) async throws -> Response {
+        let tenant = try context.requireTenant()
+        let principal = try context.requirePrincipal()
+        let endpoints = try await services.webhookService.list(tenant: tenant, actor: principal)
+        let teams = try await services.teamService.list(tenant: tenant, actor: principal, after: nil, limit: 500)
+            .filter { Policy.allows(principal, .manageWebhooks(team: $0.id)) }
+        var owners: [[String: Any]] = []
+        if Policy.allows(principal, .manageWebhooks(team: nil)) { owners.append(["id": "", "name": "\(tenant.name) (every event)"]) }
+        owners += teams.map { ["id": $0.id.uuidString, "name": $0.name] }
+        var values: [String: Any] = [
+            "endpoints": endpoints.map {
+                [
+                    "id": $0.id.uuidString, "url": $0.url, "owner": $0.teamName ?? "Tenant", "description": $0.description,
+                    "events": $0.events.isEmpty ? "all events" : $0.events.joined(separator: ", "),
+                ] as [String: Any]
+            },
+            "owners": owners, "can_create": !owners.isEmpty,
+            "event_types": WebhookEventType.allCases.map(\.rawValue),
+        ]
+        for (key, value) in extra { values[key] = value }
+        return services.views.render("webhooks", values, page: services.chrome("Webhooks", context: context), status: status)
+    }
+
+    private func detailPage(_ context: AppRequestContext, id: UUID, newSecret: String? = nil, notice: String? = nil) async throws -> Response {
+        let (endpoint, deliveries) = try await services.webhookService.show(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id)
+        var values: [String: Any] = [
+            "endpoint": [
+                "id": endpoint.id.uuidString, "url": endpoint.url, "owner": endpoint.teamName ?? "Tenant", "description": endpoint.description,
+                "events": endpoint.events.isEmpty ? "all events" : endpoint.events.joined(separator: ", "), "secret_prefix": endpoint.secretPrefix,
+            ],
+            "deliveries": deliveries.map(Self.row),
+        ]
+        if let newSecret { values["new_secret"] = newSecret }
+        return services.views.render("webhook", values, page: services.chrome("Webhook", context: context, notice: notice))
+    }
+}
