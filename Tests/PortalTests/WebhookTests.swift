@@ -225,3 +225,31 @@ import Testing
         }
     }
 }
+
+/// The webhook pages: a tenant admin registers an endpoint through the form and sees its secret once.
+@Suite struct WebhookPageTests {
+    @Test func adminRegistersATenantEndpointThroughTheForm() async throws {
+        try await TestPortal.withAcmeAdmin { portal in
+            try await portal.application().test(.router) { client in
+                var browser = Browser()
+                _ = try await browser.signIn(client, tenant: "acme", email: "ada@example.com")
+                let list = try await browser.get(client, "/t/acme/webhooks")
+                #expect(list.status == .ok)
+                #expect(list.text.contains("subscription.plan_changed"))
+                // a refused target comes back as the form with the reason
+                let refused = try await browser.submit(
+                    client, "/t/acme/webhooks", from: "/t/acme/webhooks", fields: [("team_id", ""), ("url", "http://10.0.0.1/hook")])
+                #expect(refused.status == .unprocessableContent)
+                #expect(refused.text.contains("private addresses are refused"))
+                let created = try await browser.submit(
+                    client, "/t/acme/webhooks", from: "/t/acme/webhooks",
+                    fields: [("team_id", ""), ("url", "https://hooks.example.com/tollgate"), ("events", "subscription.approved")])
+                #expect(created.status == .ok)
+                #expect(created.text.contains("whsec_"))
+                #expect(created.text.contains("subscription.approved"))
+                let again = try await browser.get(client, "/t/acme/webhooks")
+                #expect(again.text.contains("https://hooks.example.com/tollgate"))
+            }
+        }
+    }
+}
