@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Hummingbird
 
 /// JSON shapes of the `/api/v1` resources (snake_case on the wire; see the OpenAPI document).
@@ -189,6 +190,35 @@ enum APIModel {
         let visibility: String?
         let allowedTeamIds: [UUID]?
         let targets: [UpstreamTarget]
+    }
+
+    struct UpdateAPI: Decodable, Sendable {
+        let name: String?
+        let description: String?
+        let visibility: String?
+        let allowedTeamIds: [UUID]?
+        let targets: [UpstreamTarget]?
+    }
+
+    /// An API's gateway policy, read and replaced as a whole.
+    struct GatewayPolicyBody: Codable, Sendable {
+        let cors: CORSPolicy?
+        let ipAllow: [String]?
+        let ipDeny: [String]?
+        let methods: [String]?
+        let maxRequestBytes: Int?
+        let sunsetAt: Date?
+        init(_ p: APIGatewayPolicy) {
+            cors = p.cors
+            ipAllow = p.ipAllow
+            ipDeny = p.ipDeny
+            methods = p.methods
+            maxRequestBytes = p.maxRequestBytes
+            sunsetAt = p.sunsetAt
+        }
+        var policy: APIGatewayPolicy {
+            APIGatewayPolicy(cors: cors, ipAllow: ipAllow ?? [], ipDeny: ipDeny ?? [], methods: methods ?? [], maxRequestBytes: maxRequestBytes, sunsetAt: sunsetAt)
+        }
     }
 
     struct PlanBody: Codable, Sendable {

@@ -125,7 +125,19 @@ enum OpenAPIDocument {
             ],
             "/apis/{api}": [
                 "get": operation(
-                    "getAPI", "One API version", tag: "Catalog", parameters: [apiParameter], ok: ("200", ref("API")), errors: ["401", "403", "404"])
+                    "getAPI", "One API version", tag: "Catalog", parameters: [apiParameter], ok: ("200", ref("API")), errors: ["401", "403", "404"]),
+                "patch": operation(
+                    "updateAPI", "Change name, description, visibility, allowed teams or upstream targets (absent fields stay)", tag: "Catalog",
+                    parameters: [apiParameter], body: ref("UpdateAPI"), ok: ("200", ref("API")), errors: ["400", "401", "403", "404", "415", "422"]),
+            ],
+            "/apis/{api}/gateway-policy": [
+                "get": operation(
+                    "getGatewayPolicy", "The API's gateway policy (provider team)", tag: "Catalog", parameters: [apiParameter],
+                    ok: ("200", ref("GatewayPolicy")), errors: ["401", "403", "404"]),
+                "put": operation(
+                    "setGatewayPolicy", "Replace CORS, IP allow/deny ranges, accepted methods, body limit and sunset date", tag: "Catalog",
+                    parameters: [apiParameter], body: ref("GatewayPolicy"), ok: ("200", ref("GatewayPolicy")),
+                    errors: ["400", "401", "403", "404", "415", "422"]),
             ],
             "/apis/{api}/transitions": [
                 "post": operation(
@@ -286,6 +298,28 @@ enum OpenAPIDocument {
                 "allowed_team_ids": ["type": "array", "items": uuid], "targets": ["type": "array", "items": ref("Target")], "created_at": dateTime,
             ]),
             "APIPage": page(of: "API"),
+            "UpdateAPI": input(
+                [
+                    "name": ["type": "string", "minLength": 1, "maxLength": 200], "description": ["type": "string", "maxLength": 20000],
+                    "visibility": ["type": "string", "enum": APIProduct.Visibility.allCases.map(\.rawValue)],
+                    "allowed_team_ids": ["type": "array", "items": uuid],
+                    "targets": ["type": "array", "minItems": 1, "maxItems": NewAPI.maximumTargets, "items": ref("Target")],
+                ], required: []),
+            "CORSPolicy": input(
+                [
+                    "allowed_origins": ["type": "array", "items": string, "minItems": 1, "maxItems": 50, "description": "Origins such as https://app.example.com, or *"],
+                    "allowed_methods": ["type": "array", "items": string], "allowed_headers": ["type": "array", "items": string],
+                    "exposed_headers": ["type": "array", "items": string], "allow_credentials": ["type": "boolean"],
+                    "max_age_seconds": ["type": "integer", "minimum": 0, "maximum": 86400],
+                ], required: ["allowed_origins"]),
+            "GatewayPolicy": input(
+                [
+                    "cors": ref("CORSPolicy"),
+                    "ip_allow": ["type": "array", "items": string, "maxItems": APIGatewayPolicy.maximumRanges, "description": "CIDR ranges; empty: everyone"],
+                    "ip_deny": ["type": "array", "items": string, "maxItems": APIGatewayPolicy.maximumRanges, "description": "CIDR ranges; deny wins"],
+                    "methods": ["type": "array", "items": ["type": "string", "enum": APIGatewayPolicy.knownMethods], "description": "empty: every method"],
+                    "max_request_bytes": ["type": "integer", "minimum": 1, "maximum": 1 << 30], "sunset_at": dateTime,
+                ], required: []),
             "PlanTerms": input(
                 [
                     "name": ["type": "string", "minLength": 1, "maxLength": 100],

@@ -54,7 +54,10 @@ struct TenantAPI: Sendable {
         authed.get("/apis", use: listAPIs)
         authed.post("/apis", use: createAPI)
         authed.get("/apis/:api", use: showAPI)
+        authed.patch("/apis/:api", use: updateAPI)
         authed.post("/apis/:api/transitions", use: transitionAPI)
+        authed.get("/apis/:api/gateway-policy", use: showGatewayPolicy)
+        authed.put("/apis/:api/gateway-policy", use: setGatewayPolicy)
         authed.get("/apis/:api/plans", use: listPlans)
         authed.post("/apis/:api/plans", use: createPlan)
         authed.get("/plans/:plan", use: showPlan)
@@ -76,6 +79,40 @@ struct TenantAPI: Sendable {
         authed.get("/webhooks/:webhook/deliveries", use: listDeliveries)
         authed.get("/webhooks/:webhook/deliveries/:delivery", use: showDelivery)
         authed.post("/webhooks/:webhook/deliveries/:delivery/redeliver", use: redeliver)
+    }
+
+    /// Changes name, description, visibility, allowed teams or targets (absent fields stay).
+    @Sendable func updateAPI(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let id = try uuidParameter("api", context, what: "API")
+        let body = try await request.decodeJSON(APIModel.UpdateAPI.self, context: context)
+        var visibility: APIProduct.Visibility?
+        if let text = body.visibility {
+            guard let parsed = APIProduct.Visibility(rawValue: text) else { throw AppError.validation(["visibility": "Choose public or restricted."]) }
+            visibility = parsed
+        }
+        let api = try await services.catalog.update(
+            tenant: try context.requireTenant(), actor: principal, id: id,
+            APIChanges(name: body.name, description: body.description, visibility: visibility, allowedTeamIDs: body.allowedTeamIds, targets: body.targets),
+            clientIP: context.clientIP)
+        return try .json(APIModel.APIBody(api))
+    }
+
+    /// The API's gateway policy (its provider team only).
+    @Sendable func showGatewayPolicy(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let api = try await services.catalog.show(tenant: try context.requireTenant(), viewer: principal, id: try uuidParameter("api", context, what: "API"))
+        try Policy.authorize(principal, .manageAPIs(team: api.teamID))
+        return try .json(APIModel.GatewayPolicyBody(api.policy))
+    }
+
+    /// Replaces the API's gateway policy: CORS, IP allow/deny ranges, methods, body limit, sunset date.
+    @Sendable func setGatewayPolicy(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let id = try uuidParameter("api", context, what: "API")
+        let body = try await request.decodeJSON(APIModel.GatewayPolicyBody.self, context: context)
+        let api = try await services.catalog.setPolicy(tenant: try context.requireTenant(), actor: principal, id: id, body.policy, clientIP: context.clientIP)
+        return try .json(APIModel.GatewayPolicyBody(api.policy))
     }
 
     /// Webhook endpoints you manage (tenant admins: all of the tenant's).

@@ -37,6 +37,8 @@ struct AuditLog: Sendable {
         case teamMemberRemoved = "team.member_removed"
         case apiCreated = "api.created"
         case apiStateChanged = "api.state_changed"
+        case apiUpdated = "api.updated"
+        case apiDocumentUploaded = "api.document_uploaded"
         case planCreated = "plan.created"
         case planRevised = "plan.revised"
         case appCreated = "app.created"

@@ -21,6 +21,7 @@ struct APIProduct: Sendable, Equatable {
     var allowedTeamIDs: [UUID]
     var targets: [UpstreamTarget]
     var createdAt: Date
+    var policy = APIGatewayPolicy()
 }
 
 /// Where the gateway sends an API's traffic; weights drive weighted round-robin.

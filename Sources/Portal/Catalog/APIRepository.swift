@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Logging
 import PostgresNIO
 
@@ -90,6 +91,62 @@ struct APIRepository: Sendable {
         for try await (apiID, url, weight) in targetRows.decode((UUID, String, Int).self) {
             targets[apiID, default: []].append(UpstreamTarget(url: url, weight: weight))
         }
-        return apis.map { var api = $0; api.targets = targets[api.id] ?? []; return api }
+        let policyRows = try await connection.query(
+            """
+            SELECT id, cors::text, ip_allow, ip_deny, methods, max_request_bytes, sunset_at FROM apis WHERE id = ANY(\(apis.map(\.id)))
+            """, logger: logger)
+        var policies: [UUID: APIGatewayPolicy] = [:]
+        for try await (apiID, cors, allow, deny, methods, maxBytes, sunset) in policyRows.decode(
+            (UUID, String?, [String], [String], [String], Int?, Date?).self)
+        {
+            policies[apiID] = APIGatewayPolicy(
+                cors: cors.flatMap { try? JSONDecoder.snakeCase.decode(CORSPolicy.self, from: Data($0.utf8)) }, ipAllow: allow, ipDeny: deny,
+                methods: methods, maxRequestBytes: maxBytes, sunsetAt: sunset)
+        }
+        return apis.map {
+            var api = $0
+            api.targets = targets[api.id] ?? []
+            api.policy = policies[api.id] ?? APIGatewayPolicy()
+            return api
+        }
+    }
+
+    /// Applies catalog changes (nil fields untouched).
+    func update(id: UUID, tenantID: UUID, _ changes: APIChanges, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            """
+            UPDATE apis SET name = coalesce(\(changes.name?.trimmingCharacters(in: .whitespacesAndNewlines)), name),
+                description = coalesce(\(changes.description), description), visibility = coalesce(\(changes.visibility?.rawValue), visibility),
+                updated_at = now()
+            WHERE id = \(id)
+            """, logger: logger)
+        if let targets = changes.targets {
+            try await connection.query("DELETE FROM api_upstream_targets WHERE api_id = \(id)", logger: logger)
+            for (position, target) in targets.enumerated() {
+                try await connection.query(
+                    """
+                    INSERT INTO api_upstream_targets (tenant_id, api_id, position, url, weight)
+                    VALUES (\(tenantID), \(id), \(position), \(target.url), \(target.weight))
+                    """, logger: logger)
+            }
+        }
+        if let allowed = changes.allowedTeamIDs {
+            try await connection.query("DELETE FROM api_allowed_teams WHERE api_id = \(id)", logger: logger)
+            for team in Set(allowed) {
+                try await connection.query(
+                    "INSERT INTO api_allowed_teams (tenant_id, api_id, team_id) VALUES (\(tenantID), \(id), \(team))", logger: logger)
+            }
+        }
+    }
+
+    /// Replaces the gateway policy (already validated).
+    func setPolicy(id: UUID, _ policy: APIGatewayPolicy, on connection: PostgresConnection) async throws {
+        let cors = try policy.cors.map { String(decoding: try JSONEncoder.snakeCase.encode($0), as: UTF8.self) }
+        try await connection.query(
+            """
+            UPDATE apis SET cors = \(cors)::jsonb, ip_allow = \(policy.ipAllow)::text[], ip_deny = \(policy.ipDeny)::text[],
+                methods = \(policy.methods)::text[], max_request_bytes = \(policy.maxRequestBytes), sunset_at = \(policy.sunsetAt), updated_at = now()
+            WHERE id = \(id)
+            """, logger: logger)
     }
 }

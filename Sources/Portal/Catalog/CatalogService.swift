@@ -66,4 +66,47 @@ struct CatalogService: Sendable {
             return updated
         }
     }
+
+    /// Edits name, description, visibility, allowed teams or upstream targets.
+    func update(tenant: Tenant, actor: Principal, id: UUID, _ changes: APIChanges, clientIP: String?) async throws -> APIProduct {
+        try changes.validate()
+        return try await database.withTenant(tenant.id) { connection in
+            let api = try await managed(id, actor: actor, on: connection)
+            for team in changes.allowedTeamIDs ?? [] where try await teams.find(id: team, on: connection) == nil {
+                throw AppError.validation(["allowed_team_ids": "No team with id \(team)."])
+            }
+            try await apis.update(id: api.id, tenantID: tenant.id, changes, on: connection)
+            var fields: [String] = []
+            if changes.name != nil { fields.append("name") }
+            if changes.description != nil { fields.append("description") }
+            if changes.visibility != nil { fields.append("visibility") }
+            if changes.allowedTeamIDs != nil { fields.append("allowed_teams") }
+            if changes.targets != nil { fields.append("targets") }
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiUpdated, target: "\(api.slug)/\(api.version)",
+                clientIP: clientIP, details: ["fields": fields.joined(separator: " ")], on: connection)
+            guard let updated = try await apis.find(id: id, on: connection) else { throw AppError.notFound("API") }
+            return updated
+        }
+    }
+
+    /// Replaces the API's gateway policy (CORS, IP rules, methods, body limit, sunset date).
+    func setPolicy(tenant: Tenant, actor: Principal, id: UUID, _ policy: APIGatewayPolicy, clientIP: String?) async throws -> APIProduct {
+        let policy = try policy.validated()
+        return try await database.withTenant(tenant.id) { connection in
+            let api = try await managed(id, actor: actor, on: connection)
+            try await apis.setPolicy(id: api.id, policy, on: connection)
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiUpdated, target: "\(api.slug)/\(api.version)",
+                clientIP: clientIP, details: ["fields": "gateway_policy"], on: connection)
+            guard let updated = try await apis.find(id: id, on: connection) else { throw AppError.notFound("API") }
+            return updated
+        }
+    }
+
+    private func managed(_ id: UUID, actor: Principal, on connection: PostgresConnection) async throws -> APIProduct {
+        guard let api = try await apis.find(id: id, on: connection), CatalogVisibility.canSee(actor, api) else { throw AppError.notFound("API") }
+        try Policy.authorize(actor, .manageAPIs(team: api.teamID))
+        return api
+    }
 }

@@ -87,4 +87,19 @@ enum DisplayDate {
         formatter.formatOptions = [.withFullDate, .withTime, .withColonSeparatorInTime, .withSpaceBetweenDateAndTime]
         return formatter.string(from: date) + " UTC"
     }
+
+    /// `2027-06-30` (UTC).
+    static func day(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withFullDate]
+        return formatter.string(from: date)
+    }
+
+    /// Midnight UTC of a `YYYY-MM-DD` day, or nil.
+    static func parseDay(_ text: String) -> Date? {
+        guard text.count == 10 else { return nil }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withFullDate]
+        return formatter.date(from: text)
+    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Hummingbird
 
 /// The API catalog: browsing for everyone, creation and lifecycle for provider teams.
@@ -15,6 +16,8 @@ struct CatalogPages: Sendable {
         group.get("/catalog/new", use: newForm)
         group.post("/catalog/apis", use: create)
         group.post("/catalog/apis/:api/transitions", use: transition)
+        group.post("/catalog/apis/:api/settings", use: updateSettings)
+        group.post("/catalog/apis/:api/policy", use: updatePolicy)
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -81,6 +84,78 @@ struct CatalogPages: Sendable {
         return .redirect(to: context.base + "/catalog/apis/" + id.uuidString)
     }
 
+    /// Catalog settings: name, description, visibility, allowed teams, upstream targets (`URL weight` per line).
+    @Sendable func updateSettings(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let form = context.form
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        do {
+            let targets = try Self.parseTargets(form["targets"] ?? "")
+            let visibility = APIProduct.Visibility(rawValue: form["visibility"] ?? "")
+            _ = try await services.catalog.update(
+                tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id,
+                APIChanges(
+                    name: form["name"], description: form["description"], visibility: visibility,
+                    allowedTeamIDs: form.values("allowed_team_ids").compactMap(UUID.init(uuidString:)), targets: targets),
+                clientIP: context.clientIP)
+            return try await detailPage(context, notice: "Settings saved.")
+        } catch let error as AppError where error.status == .unprocessableContent {
+            return try await detailPage(context, error: Self.describe(error), status: error.status)
+        }
+    }
+
+    /// Gateway policy: CORS, IP ranges, methods, body limit, sunset date.
+    @Sendable func updatePolicy(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let form = context.form
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        func lines(_ name: String) -> [String] {
+            (form[name] ?? "").split(whereSeparator: { $0 == "\n" || $0 == "," || $0 == " " || $0 == "\r" }).map(String.init)
+        }
+        do {
+            var errors: [String: String] = [:]
+            let origins = lines("cors_origins")
+            var cors: CORSPolicy?
+            if !origins.isEmpty {
+                let maxAge = form["cors_max_age"].flatMap { $0.isEmpty ? nil : $0 }
+                if let maxAge, Int(maxAge) == nil { errors["cors.max_age_seconds"] = "Give a number of seconds." }
+                var policy = CORSPolicy(allowedOrigins: origins, allowCredentials: form["cors_credentials"] == "on", maxAgeSeconds: maxAge.flatMap { Int($0) } ?? 600)
+                if !lines("cors_methods").isEmpty { policy.allowedMethods = lines("cors_methods") }
+                if !lines("cors_headers").isEmpty { policy.allowedHeaders = lines("cors_headers") }
+                policy.exposedHeaders = lines("cors_exposed")
+                cors = policy
+            }
+            let sizeText = (form["max_request_bytes"] ?? "").trimmingCharacters(in: .whitespaces)
+            if !sizeText.isEmpty && Int(sizeText) == nil { errors["max_request_bytes"] = "Give a number of bytes." }
+            let sunsetText = (form["sunset_at"] ?? "").trimmingCharacters(in: .whitespaces)
+            let sunset = sunsetText.isEmpty ? nil : DisplayDate.parseDay(sunsetText)
+            if !sunsetText.isEmpty && sunset == nil { errors["sunset_at"] = "Use a date such as 2027-06-30." }
+            guard errors.isEmpty else { throw AppError.validation(errors) }
+            let policy = APIGatewayPolicy(
+                cors: cors, ipAllow: lines("ip_allow"), ipDeny: lines("ip_deny"), methods: form.values("methods"), maxRequestBytes: Int(sizeText),
+                sunsetAt: sunset)
+            _ = try await services.catalog.setPolicy(
+                tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, policy, clientIP: context.clientIP)
+            return try await detailPage(context, notice: "Gateway policy saved.")
+        } catch let error as AppError where error.status == .unprocessableContent {
+            return try await detailPage(context, error: Self.describe(error), status: error.status)
+        }
+    }
+
+    /// `URL weight` per line (weight optional, default 1).
+    static func parseTargets(_ text: String) throws -> [UpstreamTarget] {
+        try text.split(whereSeparator: \.isNewline).compactMap { line -> UpstreamTarget? in
+            let parts = line.split(whereSeparator: \.isWhitespace)
+            guard let url = parts.first else { return nil }
+            guard parts.count <= 2, let weight = parts.count == 2 ? Int(parts[1]) : 1 else {
+                throw AppError.validation(["targets": "Write one target per line: URL and an optional weight (1 to 100)."])
+            }
+            return UpstreamTarget(url: String(url), weight: weight)
+        }
+    }
+
+    private static func describe(_ error: AppError) -> String {
+        error.fieldErrors.isEmpty ? error.detail : error.fieldErrors.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: " ")
+    }
+
     private func detailPage(_ context: AppRequestContext, notice: String? = nil, error: String? = nil, status: HTTPResponse.Status = .ok) async throws -> Response {
         let tenant = try context.requireTenant()
         guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
@@ -110,10 +185,32 @@ struct CatalogPages: Sendable {
             },
             "can_manage": canManage,
             "targets": canManage ? api.targets.map { ["url": $0.url, "weight": $0.weight] } : [],
+            "settings": canManage ? try await settingsValues(api, tenant: tenant, principal: context.principal) : [:],
             "transitions": canManage ? APILifecycle.allowed(from: api.state).map { ["name": $0.rawValue, "label": $0.rawValue.capitalized] } : [],
         ]
         if let error { values["error"] = error }
         return services.views.render("api", values, page: services.chrome(api.name, context: context, notice: notice), status: status)
+    }
+
+    /// Current values for the settings and policy forms.
+    private func settingsValues(_ api: APIProduct, tenant: Tenant, principal: Principal?) async throws -> [String: Any] {
+        var teams: [Team] = []
+        if let principal { teams = try await services.teamService.list(tenant: tenant, actor: principal, after: nil, limit: 500) }
+        let policy = api.policy
+        return [
+            "description": api.description, "restricted": api.visibility == .restricted,
+            "teams": teams.map { ["id": $0.id.uuidString, "name": $0.name, "allowed": api.allowedTeamIDs.contains($0.id)] as [String: Any] },
+            "targets_text": api.targets.map { "\($0.url) \($0.weight)" }.joined(separator: "\n"),
+            "cors_origins": policy.cors?.allowedOrigins.joined(separator: "\n") ?? "",
+            "cors_methods": policy.cors?.allowedMethods.joined(separator: " ") ?? "",
+            "cors_headers": policy.cors?.allowedHeaders.joined(separator: " ") ?? "",
+            "cors_exposed": policy.cors?.exposedHeaders.joined(separator: " ") ?? "",
+            "cors_credentials": policy.cors?.allowCredentials ?? false, "cors_max_age": policy.cors.map { String($0.maxAgeSeconds) } ?? "",
+            "ip_allow": policy.ipAllow.joined(separator: "\n"), "ip_deny": policy.ipDeny.joined(separator: "\n"),
+            "methods": APIGatewayPolicy.knownMethods.map { ["name": $0, "on": policy.methods.contains($0)] as [String: Any] },
+            "max_request_bytes": policy.maxRequestBytes.map(String.init) ?? "",
+            "sunset_at": policy.sunsetAt.map { DisplayDate.day($0) } ?? "",
+        ]
     }
 
     private func formPage(_ context: AppRequestContext, values: [String: Any], status: HTTPResponse.Status = .ok) async throws -> Response {

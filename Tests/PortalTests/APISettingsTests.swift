@@ -1,0 +1,115 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import PostgresNIO
+import Testing
+
+@testable import Portal
+
+/// Editing an API after creation: catalog settings, the gateway policy, and the change signal.
+@Suite struct APISettingsTests {
+    @Test func providersEditSettingsAndTargetsButNotSlugOrBasePath() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                // setup
+                let world = try await CatalogAPITests.world(portal)
+                let id = try await PlanAPITests.publishedAPI(client, world)
+                // act
+                let changed = try await APITests.call(
+                    client, .patch, "/t/acme/api/v1/apis/\(id)", token: world.provider,
+                    body: #"{"name":"Echo Pro","targets":[{"url":"http://127.0.0.1:9101","weight":2},{"url":"http://127.0.0.1:9102","weight":1}]}"#)
+                // assert
+                #expect(changed.status == .ok)
+                let api = try APITests.json(changed)
+                #expect(api["name"] as? String == "Echo Pro")
+                #expect(api["base_path"] as? String == "/echo/v1")
+                #expect((api["targets"] as? [[String: Any]])?.compactMap { $0["url"] as? String } == ["http://127.0.0.1:9101", "http://127.0.0.1:9102"])
+                #expect(try await APITests.call(client, .patch, "/t/acme/api/v1/apis/\(id)", token: world.provider, body: #"{"targets":[]}"#).status
+                    == .unprocessableContent)
+                #expect(try await APITests.call(client, .patch, "/t/acme/api/v1/apis/\(id)", token: world.developer, body: #"{"name":"Mine"}"#).status
+                    == .forbidden)
+            }
+        }
+    }
+
+    @Test func theGatewayPolicyIsValidatedAndReadBackNormalized() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let world = try await CatalogAPITests.world(portal)
+                let id = try await PlanAPITests.publishedAPI(client, world)
+                let path = "/t/acme/api/v1/apis/\(id)/gateway-policy"
+                // invalid ranges, methods and origins are all named
+                let bad = try await APITests.call(
+                    client, .put, path, token: world.provider,
+                    body: #"{"ip_allow":["10.0.0.0/40"],"methods":["FETCH"],"cors":{"allowed_origins":["https://x.example/path"]}}"#)
+                #expect(bad.status == .unprocessableContent)
+                let errors = try APITests.json(bad)["errors"] as? [String: String] ?? [:]
+                #expect(Set(errors.keys) == ["ip_allow", "methods", "cors.allowed_origins"])
+                // a valid policy is stored and returned
+                let good = try await APITests.call(
+                    client, .put, path, token: world.provider,
+                    body: #"{"ip_allow":["203.0.113.0/24"," 10.0.0.1 "],"ip_deny":["203.0.113.66"],"methods":["get","post"],"max_request_bytes":65536,"#
+                        + #""sunset_at":"2027-06-30T00:00:00Z","cors":{"allowed_origins":["https://app.example.com"],"allow_credentials":true}}"#)
+                #expect(good.status == .ok)
+                let read = try APITests.json(try await APITests.call(client, .get, path, token: world.provider))
+                #expect(read["ip_allow"] as? [String] == ["203.0.113.0/24", "10.0.0.1"])
+                #expect(read["methods"] as? [String] == ["GET", "POST"])
+                #expect(read["max_request_bytes"] as? Int == 65536)
+                #expect((read["cors"] as? [String: Any])?["allow_credentials"] as? Bool == true)
+                #expect((read["cors"] as? [String: Any])?["allowed_methods"] as? [String] == ["GET", "POST", "PUT", "PATCH", "DELETE"])
+                // consumers cannot read it
+                #expect(try await APITests.call(client, .get, path, token: world.developer).status == .forbidden)
+            }
+        }
+    }
+
+    @Test func configChangesAreAnnouncedWithTheirTenant() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let world = try await CatalogAPITests.world(portal)
+                let payloads = try await portal.database.client.withConnection { connection in
+                    try await connection.listen(on: "tollgate_config") { notifications in
+                        // act: publishing an API changes a row the gateway depends on
+                        _ = try await PlanAPITests.publishedAPI(client, world)
+                        var seen: [String] = []
+                        for try await notification in notifications {
+                            seen.append(notification.payload)
+                            if notification.payload.contains("\"apis\"") { break }
+                        }
+                        return seen
+                    }
+                }
+                let apiChange = try #require(payloads.first { $0.contains("\"apis\"") })
+                let json = try JSONSerialization.jsonObject(with: Data(apiChange.utf8)) as? [String: Any] ?? [:]
+                #expect(json["table"] as? String == "apis")
+                #expect((json["tenant_id"] as? String).flatMap(UUID.init(uuidString:)) != nil)
+            }
+        }
+    }
+
+    @Test func theSettingsFormsSaveAndExplainMistakes() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let world = try await CatalogAPITests.world(portal)
+                let id = try await PlanAPITests.publishedAPI(client, world)
+                var provider = Browser()
+                _ = try await provider.signIn(client, tenant: "acme", email: "pat@example.com")
+                let page = "/t/acme/catalog/apis/\(id)"
+                let saved = try await provider.submit(
+                    client, page + "/policy", from: page,
+                    fields: [("ip_deny", "198.51.100.0/24\n203.0.113.9"), ("methods", "GET"), ("cors_origins", "https://app.example.com")])
+                #expect(saved.status == .ok)
+                #expect(saved.text.contains("Gateway policy saved."))
+                #expect(saved.text.contains("198.51.100.0/24"))
+                let refused = try await provider.submit(client, page + "/policy", from: page, fields: [("ip_allow", "not-an-ip")])
+                #expect(refused.status == .unprocessableContent)
+                #expect(refused.text.contains("not an IP address"))
+                let settings = try await provider.submit(
+                    client, page + "/settings", from: page,
+                    fields: [("name", "Echo Renamed"), ("visibility", "public"), ("targets", "http://127.0.0.1:9200 5")])
+                #expect(settings.text.contains("Settings saved."))
+                #expect(settings.text.contains("http://127.0.0.1:9200 5"))
+            }
+        }
+    }
+}
