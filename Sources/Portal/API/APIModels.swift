@@ -221,6 +221,21 @@ enum APIModel {
         }
     }
 
+    struct DocumentBody: Codable, Sendable {
+        let format: String
+        let title: String
+        let version: String
+        let openapiVersion: String
+        let uploadedAt: Date
+        init(_ d: StoredAPIDocument) {
+            format = d.format.rawValue
+            title = d.title
+            version = d.version
+            openapiVersion = d.openAPIVersion
+            uploadedAt = d.uploadedAt
+        }
+    }
+
     struct PlanBody: Codable, Sendable {
         let id: UUID
         let apiId: UUID

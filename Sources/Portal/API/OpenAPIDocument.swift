@@ -130,6 +130,13 @@ enum OpenAPIDocument {
                     "updateAPI", "Change name, description, visibility, allowed teams or upstream targets (absent fields stay)", tag: "Catalog",
                     parameters: [apiParameter], body: ref("UpdateAPI"), ok: ("200", ref("API")), errors: ["400", "401", "403", "404", "415", "422"]),
             ],
+            "/apis/{api}/openapi": [
+                "get": documentDownload(apiParameter),
+                "put": documentUpload(apiParameter),
+                "delete": operation(
+                    "deleteAPIDocument", "Remove the API version's OpenAPI document", tag: "Catalog", parameters: [apiParameter], ok: ("204", nil),
+                    errors: ["401", "403", "404"]),
+            ],
             "/apis/{api}/gateway-policy": [
                 "get": operation(
                     "getGatewayPolicy", "The API's gateway policy (provider team)", tag: "Catalog", parameters: [apiParameter],
@@ -298,6 +305,10 @@ enum OpenAPIDocument {
                 "allowed_team_ids": ["type": "array", "items": uuid], "targets": ["type": "array", "items": ref("Target")], "created_at": dateTime,
             ]),
             "APIPage": page(of: "API"),
+            "APIDocument": object([
+                "format": ["type": "string", "enum": ["json", "yaml"]], "title": string, "version": string, "openapi_version": string,
+                "uploaded_at": dateTime,
+            ]),
             "UpdateAPI": input(
                 [
                     "name": ["type": "string", "minLength": 1, "maxLength": 200], "description": ["type": "string", "maxLength": 20000],
@@ -491,7 +502,7 @@ enum OpenAPIDocument {
 
     private static let problemDescriptions: [String: String] = [
         "400": "Malformed request", "401": "Missing or invalid token", "403": "Not allowed", "404": "Not found", "409": "Conflict",
-        "415": "Body is not application/json", "422": "Validation failed",
+        "413": "Body too large", "415": "Body is not application/json", "422": "Validation failed",
     ]
 
     private static func operation(
@@ -513,6 +524,32 @@ enum OpenAPIDocument {
         var op: [String: Any] = ["operationId": id, "summary": summary, "tags": [tag], "responses": responses]
         if !parameters.isEmpty { op["parameters"] = parameters }
         if let body { op["requestBody"] = ["required": true, "content": ["application/json": ["schema": body]]] }
+        return op
+    }
+
+    /// Raw download: the body is the document as uploaded, JSON or YAML.
+    private static func documentDownload(_ apiParameter: [String: Any]) -> [String: Any] {
+        var op = operation(
+            "getAPIDocument", "The API version's OpenAPI document as uploaded", tag: "Catalog", parameters: [apiParameter], ok: ("200", nil),
+            errors: ["401", "403", "404"])
+        var responses = op["responses"] as? [String: Any] ?? [:]
+        responses["200"] = [
+            "description": "The document",
+            "content": ["application/json": ["schema": ["type": "object"]], "application/yaml": ["schema": ["type": "string"]]],
+        ]
+        op["responses"] = responses
+        return op
+    }
+
+    /// Upload: a raw JSON or YAML body, validated as OpenAPI 3.0/3.1 before it is stored.
+    private static func documentUpload(_ apiParameter: [String: Any]) -> [String: Any] {
+        var op = operation(
+            "putAPIDocument", "Upload (or replace) the API version's OpenAPI document, JSON or YAML, up to 2 MiB", tag: "Catalog",
+            parameters: [apiParameter], ok: ("200", ref("APIDocument")), errors: ["400", "401", "403", "404", "413", "415", "422"])
+        op["requestBody"] = [
+            "required": true,
+            "content": ["application/json": ["schema": ["type": "object"]], "application/yaml": ["schema": ["type": "string"]]],
+        ]
         return op
     }
 

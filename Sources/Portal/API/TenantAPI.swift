@@ -56,6 +56,9 @@ struct TenantAPI: Sendable {
         authed.get("/apis/:api", use: showAPI)
         authed.patch("/apis/:api", use: updateAPI)
         authed.post("/apis/:api/transitions", use: transitionAPI)
+        authed.get("/apis/:api/openapi", use: downloadDocument)
+        authed.put("/apis/:api/openapi", use: uploadDocument)
+        authed.delete("/apis/:api/openapi", use: deleteDocument)
         authed.get("/apis/:api/gateway-policy", use: showGatewayPolicy)
         authed.put("/apis/:api/gateway-policy", use: setGatewayPolicy)
         authed.get("/apis/:api/plans", use: listPlans)
@@ -96,6 +99,37 @@ struct TenantAPI: Sendable {
             APIChanges(name: body.name, description: body.description, visibility: visibility, allowedTeamIDs: body.allowedTeamIds, targets: body.targets),
             clientIP: context.clientIP)
         return try .json(APIModel.APIBody(api))
+    }
+
+    /// Uploads the API version's OpenAPI document (JSON or YAML body, up to 2 MiB), validated before it is stored.
+    @Sendable func uploadDocument(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let id = try uuidParameter("api", context, what: "API")
+        let type = (request.headers[.contentType] ?? "").lowercased()
+        guard APIDocumentDownload.acceptedUploadTypes.contains(where: { type.hasPrefix($0) }) else {
+            throw AppError(
+                status: .unsupportedMediaType, title: "Unsupported media type",
+                detail: "Send the document as application/json or application/yaml.")
+        }
+        var request = request
+        let body = try await request.collectBody(upTo: APIDocument.maximumBytes)
+        let stored = try await services.catalog.uploadDocument(
+            tenant: try context.requireTenant(), actor: principal, id: id, bytes: Array(body.readableBytesView), clientIP: context.clientIP)
+        return try .json(APIModel.DocumentBody(stored))
+    }
+
+    /// The API version's OpenAPI document exactly as uploaded.
+    @Sendable func downloadDocument(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (api, document) = try await services.catalog.document(
+            tenant: try context.requireTenant(), viewer: try context.requirePrincipal(), id: try uuidParameter("api", context, what: "API"))
+        guard let document else { throw AppError.notFound("OpenAPI document") }
+        return APIDocumentDownload.response(api: api, document: document)
+    }
+
+    @Sendable func deleteDocument(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await services.catalog.deleteDocument(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: try uuidParameter("api", context, what: "API"))
+        return Response(status: .noContent)
     }
 
     /// The API's gateway policy (its provider team only).

@@ -76,6 +76,8 @@ struct FormData: Sendable {
 
     init() {}
 
+    init(pairs: [(String, String)]) { self.pairs = pairs }
+
     init(urlencoded body: String) {
         for part in body.split(separator: "&", omittingEmptySubsequences: true) {
             let kv = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)

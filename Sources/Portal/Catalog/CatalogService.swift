@@ -8,6 +8,7 @@ struct CatalogService: Sendable {
     let apis: APIRepository
     let teams: TeamRepository
     let audit: AuditLog
+    let documents: APIDocumentRepository
 
     /// The catalog as this principal (or an anonymous visitor) may see it.
     func list(tenant: Tenant, viewer: Principal?, after cursor: String?, limit: Int) async throws -> [APIProduct] {
@@ -101,6 +102,40 @@ struct CatalogService: Sendable {
                 clientIP: clientIP, details: ["fields": "gateway_policy"], on: connection)
             guard let updated = try await apis.find(id: id, on: connection) else { throw AppError.notFound("API") }
             return updated
+        }
+    }
+
+    /// Stores (or replaces) the API version's OpenAPI document after validating it.
+    func uploadDocument(tenant: Tenant, actor: Principal, id: UUID, bytes: [UInt8], clientIP: String?) async throws -> StoredAPIDocument {
+        let document: APIDocument
+        do { document = try APIDocument.parse(bytes) } catch let invalid as APIDocument.Invalid {
+            throw AppError(
+                status: .unprocessableContent, title: "Invalid OpenAPI document", detail: invalid.problems.joined(separator: " "),
+                fieldErrors: ["document": invalid.problems.joined(separator: "\n")])
+        }
+        return try await database.withTenant(tenant.id) { connection in
+            let api = try await managed(id, actor: actor, on: connection)
+            try await documents.save(tenantID: tenant.id, apiID: api.id, document, uploadedBy: actor.user.id, on: connection)
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiDocumentUploaded, target: "\(api.slug)/\(api.version)",
+                clientIP: clientIP, details: ["title": document.title, "version": document.version], on: connection)
+            guard let stored = try await documents.find(apiID: api.id, on: connection) else { throw AppError.notFound("Document") }
+            return stored
+        }
+    }
+
+    /// The document of an API the viewer can see (nil when none was uploaded).
+    func document(tenant: Tenant, viewer: Principal?, id: UUID) async throws -> (APIProduct, StoredAPIDocument?) {
+        try await database.withTenant(tenant.id) { connection in
+            guard let api = try await apis.find(id: id, on: connection), CatalogVisibility.canSee(viewer, api) else { throw AppError.notFound("API") }
+            return (api, try await documents.find(apiID: api.id, on: connection))
+        }
+    }
+
+    func deleteDocument(tenant: Tenant, actor: Principal, id: UUID) async throws {
+        try await database.withTenant(tenant.id) { connection in
+            let api = try await managed(id, actor: actor, on: connection)
+            guard try await documents.delete(apiID: api.id, on: connection) else { throw AppError.notFound("Document") }
         }
     }
 

@@ -42,11 +42,22 @@ struct BrowserSessionMiddleware: RouterMiddleware {
         if request.method == .post {
             var request = request
             let contentType = request.headers[.contentType] ?? ""
-            guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
-                throw AppError(status: .unsupportedMediaType, title: "Unsupported form", detail: "Forms must be sent as application/x-www-form-urlencoded.")
+            if let boundary = MultipartForm.boundary(contentType: contentType) {
+                // file uploads (OpenAPI documents): bounded by the largest accepted document plus form overhead
+                let body = try await request.collectBody(upTo: APIDocument.maximumBytes + 64 * 1024)
+                guard let pairs = MultipartForm.parse(Array(body.readableBytesView), boundary: boundary) else {
+                    throw AppError.badRequest("The uploaded form is not well-formed multipart/form-data (or a file is not UTF-8 text).")
+                }
+                context.form = FormData(pairs: pairs)
+            } else {
+                guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
+                    throw AppError(
+                        status: .unsupportedMediaType, title: "Unsupported form",
+                        detail: "Forms must be sent as application/x-www-form-urlencoded or multipart/form-data.")
+                }
+                let body = try await request.collectBody(upTo: 64 * 1024)
+                context.form = FormData(urlencoded: String(buffer: body))
             }
-            let body = try await request.collectBody(upTo: 64 * 1024)
-            context.form = FormData(urlencoded: String(buffer: body))
             guard services.csrf.isValid(context.form["_csrf"], binding: context.csrfBinding) else { throw AppError.csrf }
             return try await finish(next(request, context), newAnonymous: newAnonymous, path: cookiePath, request: request)
         }

@@ -10,6 +10,8 @@ struct CatalogPages: Sendable {
     func addPublicRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("/catalog", use: list)
         group.get("/catalog/apis/:api", use: show)
+        group.get("/catalog/apis/:api/reference", use: reference)
+        group.get("/catalog/apis/:api/openapi", use: download)
     }
 
     func addProviderRoutes(to group: RouterGroup<AppRequestContext>) {
@@ -18,6 +20,7 @@ struct CatalogPages: Sendable {
         group.post("/catalog/apis/:api/transitions", use: transition)
         group.post("/catalog/apis/:api/settings", use: updateSettings)
         group.post("/catalog/apis/:api/policy", use: updatePolicy)
+        group.post("/catalog/apis/:api/openapi", use: upload)
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -140,6 +143,38 @@ struct CatalogPages: Sendable {
         }
     }
 
+    /// Reference docs rendered from the uploaded OpenAPI document.
+    @Sendable func reference(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        let (api, stored) = try await services.catalog.document(tenant: try context.requireTenant(), viewer: context.principal, id: id)
+        guard let stored, let document = try? APIDocument.parse(Array(stored.content.utf8)) else { throw AppError.notFound("OpenAPI document") }
+        var values = APIReference.values(document.root)
+        values["api"] = ["id": api.id.uuidString, "name": api.name, "version": api.version]
+        values["uploaded"] = DisplayDate.format(stored.uploadedAt)
+        return services.views.render("api_reference", values, page: services.chrome("\(api.name) reference", context: context))
+    }
+
+    @Sendable func download(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        let (api, stored) = try await services.catalog.document(tenant: try context.requireTenant(), viewer: context.principal, id: id)
+        guard let stored else { throw AppError.notFound("OpenAPI document") }
+        return APIDocumentDownload.response(api: api, document: stored)
+    }
+
+    /// Upload from the file input (`document`) or the paste box (`document_text`).
+    @Sendable func upload(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        let file = context.form["document"] ?? ""
+        let text = file.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? (context.form["document_text"] ?? "") : file
+        do {
+            let stored = try await services.catalog.uploadDocument(
+                tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, bytes: Array(text.utf8), clientIP: context.clientIP)
+            return try await detailPage(context, notice: "OpenAPI document '\(stored.title)' \(stored.version) saved.")
+        } catch let error as AppError where error.status == .unprocessableContent {
+            return try await detailPage(context, error: "The document was not saved. " + error.detail, status: error.status)
+        }
+    }
+
     /// `URL weight` per line (weight optional, default 1).
     static func parseTargets(_ text: String) throws -> [UpstreamTarget] {
         try text.split(whereSeparator: \.isNewline).compactMap { line -> UpstreamTarget? in
@@ -185,11 +220,17 @@ struct CatalogPages: Sendable {
             },
             "can_manage": canManage,
             "targets": canManage ? api.targets.map { ["url": $0.url, "weight": $0.weight] } : [],
+            "document": try await documentSummary(api, tenant: tenant, viewer: context.principal),
             "settings": canManage ? try await settingsValues(api, tenant: tenant, principal: context.principal) : [:],
             "transitions": canManage ? APILifecycle.allowed(from: api.state).map { ["name": $0.rawValue, "label": $0.rawValue.capitalized] } : [],
         ]
         if let error { values["error"] = error }
         return services.views.render("api", values, page: services.chrome(api.name, context: context, notice: notice), status: status)
+    }
+
+    private func documentSummary(_ api: APIProduct, tenant: Tenant, viewer: Principal?) async throws -> [String: Any]? {
+        guard let stored = try await services.catalog.document(tenant: tenant, viewer: viewer, id: api.id).1 else { return nil }
+        return ["title": stored.title, "version": stored.version, "format": stored.format.rawValue.uppercased(), "uploaded": DisplayDate.format(stored.uploadedAt)]
     }
 
     /// Current values for the settings and policy forms.
