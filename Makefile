@@ -16,8 +16,10 @@ run: deps
 	  portal="$${PORTAL_ADDRESS:-127.0.0.1:8080}"; gateway="$${GATEWAY_ADDRESS:-127.0.0.1:8000}"; \
 	  echo; echo "Portal:   http://$$portal/t/demo/   (platform console: http://$$portal/platform/)"; \
 	  echo "Gateway:  http://$$gateway/"; \
-	  echo "API docs: http://$$portal/t/demo/api/v1/openapi.json"; echo; \
-	  exec "$(BIN)" serve
+	  echo "API docs: http://$$portal/t/demo/api/v1/openapi.json"; \
+	  echo "Demo upstream (Echo API): http://127.0.0.1:9100/"; echo; \
+	  "$(BIN)" demo-upstream & upstream=$$!; trap 'kill $$upstream 2>/dev/null' EXIT; \
+	  "$(BIN)" serve
 
 ## The whole test suite against a private PostgreSQL: swift test, then schemathesis on the live server.
 test: deps

@@ -16,7 +16,7 @@ struct Tollgate: AsyncParsableCommand {
         discussion: "Configuration comes from environment variables; see README.md (Configuration).",
         subcommands: [
             Serve.self, PortalOnly.self, GatewayOnly.self, Migrate.self, SeedDemo.self, TenantCommand.self, UserCommand.self,
-            TokenCommand.self, PlatformAdminCommand.self, KeysCommand.self,
+            TokenCommand.self, PlatformAdminCommand.self, KeysCommand.self, DemoUpstream.self,
         ])
 }
 
@@ -109,6 +109,8 @@ struct SeedDemo: AsyncParsableCommand {
         abstract: "Create the demo marketplace (tenant 'demo', one user per role). Safe to re-run.",
         discussion: "Generated passwords are written once to <data dir>/demo-credentials.txt (mode 0600) and printed.")
 
+    @Flag(help: "Print the demo app's credentials and base URLs as JSON (for scripts).") var json = false
+
     func run() async throws {
         let runtime = try Runtime.load()
         let migrator = try runtime.migrator()
@@ -116,7 +118,16 @@ struct SeedDemo: AsyncParsableCommand {
             try await migrator.migrate(database.client)
             return try await DemoSeed(database: database, dataDirectory: runtime.config.dataDirectory).run()
         }
-        print(report)
+        guard json else { return print(report.text) }
+        let config = runtime.config
+        let output: [String: String] = [
+            "tenant": DemoSeed.tenantSlug, "client_id": report.credentials["demo-app.client_id"] ?? "",
+            "client_secret": report.credentials["demo-app.client_secret"] ?? "", "api_key": report.credentials["demo-app.api_key"] ?? "",
+            "gateway_base_url": "http://\(config.gatewayHost):\(config.gatewayPort)/t/\(DemoSeed.tenantSlug)",
+            "portal_base_url": "http://\(config.portalHost):\(config.portalPort)/t/\(DemoSeed.tenantSlug)",
+        ]
+        let data = try JSONSerialization.data(withJSONObject: output, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
+        print(String(decoding: data, as: UTF8.self))
     }
 }
 

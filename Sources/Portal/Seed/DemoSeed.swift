@@ -27,8 +27,14 @@ struct DemoSeed {
 
     var credentialsPath: String { dataDirectory + "/demo-credentials.txt" }
 
+    /// What a seed run produced: the text for people and the credentials for scripts.
+    struct Report: Sendable {
+        let text: String
+        let credentials: [String: String]
+    }
+
     /// Creates what is missing and returns the text to print (URLs are added by `make run`).
-    func run() async throws -> String {
+    func run() async throws -> Report {
         let logger = database.logger
         let existing = (try? String(contentsOfFile: credentialsPath, encoding: .utf8)).map(Self.parseCredentials) ?? [:]
         var credentials = existing
@@ -60,7 +66,7 @@ struct DemoSeed {
         }
 
         try await database.withTenant(tenant.id) { connection in
-            for (name, owner) in [("Demo Devs", "developer@demo.test"), ("Demo Provider", "provider@demo.test")] {
+            for (name, owner) in [("Demo Devs", "developer@demo.test"), ("Acme APIs", "provider@demo.test")] {
                 let slug = Slug.from(name)
                 guard try await teams.find(slug: slug, on: connection) == nil,
                     let user = try await users.find(email: owner, on: connection)
@@ -91,33 +97,32 @@ struct DemoSeed {
             lines.append("  \(demo.roles.map(\.rawValue).sorted().joined(separator: ",").padding(toLength: 10, withPad: " ", startingAt: 0)) \(demo.email)  \(credentials[demo.email] ?? "")")
         }
         lines.append("  platform   \(Self.platformAdminEmail)  \(adminPassword)  (at /platform/)")
-        lines.append("Demo App (team Demo Devs):")
+        lines.append("demo-app (team Demo Devs, subscribed to Echo v1 on the Free plan):")
         for key in ["demo-app.client_id", "demo-app.client_secret", "demo-app.api_key"] {
             lines.append("  \(key.dropFirst("demo-app.".count).padding(toLength: 14, withPad: " ", startingAt: 0)) \(credentials[key] ?? "(lost: revoke and create a new one in the portal)")")
         }
-        return lines.joined(separator: "\n")
+        return Report(text: lines.joined(separator: "\n"), credentials: credentials)
     }
 
-    /// The demo API: "Echo" v1 at `/echo/v1`, published by Demo Provider. Its upstream is the echo
-    /// server the gateway work adds to `make run`.
-    static let echoUpstream = "http://127.0.0.1:9090"
+    /// The demo API: "Echo" v1 at `/echo/v1`, published by Acme APIs. Its upstream is
+    /// `tollgate demo-upstream`, which `make run` starts next to the server.
+    static let echoUpstream = "http://127.0.0.1:9100"
 
     static let echoPlans = [
         PlanTerms(
-            name: "Free", ratePerSecond: 5, burst: 10, monthlyQuota: 10_000, monthlyFeeMinor: 0, includedRequests: 10_000, tierMode: .flat,
+            name: "Free", ratePerSecond: 5, burst: 5, monthlyQuota: 1_000, monthlyFeeMinor: 0, includedRequests: 1_000, tierMode: .flat,
             tiers: [.init(upTo: nil, unitPriceMicros: 0)], approval: .automatic, visibility: .public),
+        // 49.00 a month including 50,000 requests, then 0.002 per request (0.2 cents = 200,000 micros of a cent)
         PlanTerms(
-            name: "Pro", ratePerSecond: 100, burst: 200, monthlyQuota: 5_000_000, monthlyFeeMinor: 4_900, includedRequests: 100_000,
-            tierMode: .graduated,
-            tiers: [.init(upTo: 1_000_000, unitPriceMicros: 100_000), .init(upTo: nil, unitPriceMicros: 50_000)], approval: .manual,
-            visibility: .public),
+            name: "Pro", ratePerSecond: 50, burst: 50, monthlyQuota: 100_000, monthlyFeeMinor: 4_900, includedRequests: 50_000,
+            tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 200_000)], approval: .manual, visibility: .public),
     ]
 
     private func seedEchoAPI(tenant: Tenant) async throws {
         let logger = database.logger
         try await database.withTenant(tenant.id) { connection in
             let apis = APIRepository(logger: logger)
-            guard let team = try await TeamRepository(logger: logger).find(slug: "demo-provider", on: connection),
+            guard let team = try await TeamRepository(logger: logger).find(slug: "acme-apis", on: connection),
                 let provider = try await UserRepository(logger: logger).find(email: "provider@demo.test", on: connection)
             else { return }
             var api = try await apis.list(after: nil, limit: 1000, on: connection).first { $0.slug == "echo" && $0.version == "v1" }
@@ -139,23 +144,35 @@ struct DemoSeed {
         }
     }
 
-    /// "Demo App" of Demo Devs with a client secret and an API key. Their secrets exist in clear
-    /// only in the credentials file; if that file was lost they cannot be shown again.
+    /// "demo-app" of Demo Devs with a client secret and an API key, actively subscribed to Echo's
+    /// Free plan. Its secrets exist in clear only in the credentials file; if that file was lost
+    /// they cannot be shown again.
     private func seedDemoApp(tenant: Tenant, known: [String: String]) async throws -> [String: String] {
         let logger = database.logger
         return try await database.withTenant(tenant.id) { connection -> [String: String] in
             let apps = AppRepository(logger: logger)
-            guard let team = try await TeamRepository(logger: logger).find(slug: "demo-devs", on: connection) else { return [:] }
-            if let app = try await apps.list(teamIDs: [team.id], on: connection).first(where: { $0.name == "Demo App" }) {
+            guard let team = try await TeamRepository(logger: logger).find(slug: "demo-devs", on: connection),
+                let developer = try await UserRepository(logger: logger).find(email: "developer@demo.test", on: connection)
+            else { return [:] }
+            if let app = try await apps.list(teamIDs: [team.id], on: connection).first(where: { $0.name == "demo-app" }) {
                 return ["demo-app.client_id": app.clientID]
             }
             let app = try await apps.create(
-                tenantID: tenant.id, NewApp(teamID: team.id, name: "Demo App", description: "Created by the demo seed.", callbackURL: nil), on: connection)
+                tenantID: tenant.id, NewApp(teamID: team.id, name: "demo-app", description: "Created by the demo seed.", callbackURL: nil), on: connection)
             let secret = SecretToken.generate(prefix: CredentialRules.clientSecretPrefix)
             let key = SecretToken.generate(prefix: CredentialRules.apiKeyPrefix)
             _ = try await apps.addCredential(
                 tenantID: tenant.id, appID: app.id, kind: .clientSecret, name: "demo", secret: secret, expiresInDays: nil, on: connection)
             _ = try await apps.addCredential(tenantID: tenant.id, appID: app.id, kind: .apiKey, name: "demo", secret: key, expiresInDays: nil, on: connection)
+            if let api = try await APIRepository(logger: logger).list(after: nil, limit: 1000, on: connection).first(where: { $0.slug == "echo" }),
+                let free = try await PlanRepository(logger: logger).current(apiID: api.id, on: connection).first(where: { $0.terms.name == "Free" })
+            {
+                let subscriptions = SubscriptionRepository(logger: logger)
+                let id = try await subscriptions.create(tenantID: tenant.id, appID: app.id, apiID: api.id, planID: free.id, state: .active, on: connection)
+                try await subscriptions.record(
+                    tenantID: tenant.id, subscriptionID: id, event: "request", from: nil, to: .active, fromPlan: nil, toPlan: free.id,
+                    actorUserID: developer.id, side: .developer, reason: "demo seed", on: connection)
+            }
             return ["demo-app.client_id": app.clientID, "demo-app.client_secret": secret.value, "demo-app.api_key": key.value]
         }
     }

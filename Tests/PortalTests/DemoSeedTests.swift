@@ -1,0 +1,47 @@
+import Foundation
+import PostgresNIO
+import Testing
+
+@testable import Portal
+
+/// The demo marketplace the quick start promises.
+@Suite struct DemoSeedTests {
+    @Test func seedsTheEchoAPIPlansAndASubscribedDemoAppAndIsIdempotent() async throws {
+        try await TestDatabase.withDatabase { database in
+            // setup
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("seed-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let seed = DemoSeed(database: database, dataDirectory: directory)
+            // act
+            let first = try await seed.run()
+            let second = try await seed.run()
+            // assert
+            #expect(first.credentials["demo-app.client_secret"]?.hasPrefix("tgs_") == true)
+            #expect(first.credentials["demo-app.api_key"]?.hasPrefix("tgk_") == true)
+            #expect(second.credentials["demo-app.client_secret"] == first.credentials["demo-app.client_secret"])
+            let tenant = try await database.withPlatform { try await TenantRepository(logger: database.logger).find(slug: "demo", on: $0) }
+            let rows = try await database.withTenant(try #require(tenant).id) { connection -> [String] in
+                var result: [String] = []
+                let query: PostgresQuery = """
+                    SELECT a.name || ' ' || api.slug || ' ' || p.name || ' ' || s.state || ' ' || t.name || ' ' || u.url
+                    FROM subscriptions s JOIN apps a ON a.id = s.app_id JOIN apis api ON api.id = s.api_id JOIN plans p ON p.id = s.plan_id
+                    JOIN teams t ON t.id = api.team_id JOIN api_upstream_targets u ON u.api_id = api.id
+                    """
+                for try await row in try await connection.query(query, logger: database.logger).decode(String.self) { result.append(row) }
+                return result
+            }
+            #expect(rows == ["demo-app echo Free active Acme APIs http://127.0.0.1:9100"])
+            let plans = try await database.withTenant(try #require(tenant).id) { connection -> [String] in
+                var result: [String] = []
+                let query: PostgresQuery = """
+                    SELECT name || ' ' || rate_per_second || '/s quota ' || monthly_quota || ' fee ' || monthly_fee_minor || ' incl ' || included_requests
+                        || ' ' || approval || ' ' || (tiers->0->>'unit_price_micros')
+                    FROM plans ORDER BY name
+                    """
+                for try await row in try await connection.query(query, logger: database.logger).decode(String.self) { result.append(row) }
+                return result
+            }
+            #expect(plans == ["Free 5/s quota 1000 fee 0 incl 1000 automatic 0", "Pro 50/s quota 100000 fee 4900 incl 50000 manual 200000"])
+        }
+    }
+}
