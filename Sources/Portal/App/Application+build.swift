@@ -31,6 +31,7 @@ func buildRouter(services: PortalServices, metrics: PrometheusCollectorRegistry)
     TeamPages(services: services).addRoutes(to: signedIn)
     AdminPages(services: services).addRoutes(to: signedIn)
     AppPages(services: services).addRoutes(to: signedIn)
+    PlanPages(services: services).addRoutes(to: signedIn)
     SubscriptionPages(services: services).addRoutes(to: signedIn)
     WebhookPages(services: services).addRoutes(to: signedIn)
     return router

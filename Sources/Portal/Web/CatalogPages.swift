@@ -211,7 +211,12 @@ struct CatalogPages: Sendable {
             "plans": plans.map { plan -> [String: Any] in
                 let terms = plan.terms
                 return [
-                    "name": terms.name, "version": plan.version, "hidden": terms.visibility == .hidden,
+                    "id": plan.id.uuidString, "name": terms.name, "version": plan.version, "hidden": terms.visibility == .hidden,
+                    "overage": terms.tiers.allSatisfy { $0.unitPriceMicros == 0 } ? ""
+                        : terms.tiers.map { tier in
+                            Money.formatUnitPrice(micros: tier.unitPriceMicros, currency: tenant.currency) + " " + tenant.currency + "/request"
+                                + (tier.upTo.map { " up to \($0)" } ?? "")
+                        }.joined(separator: ", "),
                     "rate": "\(terms.ratePerSecond)/s (burst \(terms.burst))",
                     "quota": terms.monthlyQuota.map { "\($0) requests/month" } ?? "unlimited",
                     "fee": Money.format(minor: terms.monthlyFeeMinor, currency: tenant.currency) + "/month",
