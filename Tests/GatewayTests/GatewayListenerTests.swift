@@ -46,30 +46,15 @@ import Testing
         }
     }
 
-    static func withGateway(readiness: Readiness, _ body: @Sendable (Int) async throws -> Void) async throws {
-        let bound = AsyncStream<Int>.makeStream()
-        let server = GatewayServer(
-            configuration: .init(host: "127.0.0.1", port: 0), readiness: readiness, logger: Logger(label: "test"),
-            metricsText: { "# TYPE test_metric counter\ntest_metric 1\n" }, onBound: { bound.continuation.yield($0) })
-        let group = ServiceGroup(services: [server], logger: Logger(label: "test"))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            var port = 0
-            for await value in bound.stream { port = value; break }
-            try await body(port)
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-        }
-    }
-
     @Test func answersHealthReadinessMetricsAnd404() async throws {
-        let readiness = Readiness()
-        try await Self.withGateway(readiness: readiness) { port in
+        try await GatewayHarness.run(snapshot: nil) { gateway in
+            let port = gateway.port
             let health = try await Self.exchange(port: port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             #expect(health.hasPrefix("HTTP/1.1 200"))
+            // not ready until the first snapshot is loaded
             let notReady = try await Self.exchange(port: port, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             #expect(notReady.hasPrefix("HTTP/1.1 503"))
-            readiness.update(.init(databaseReachable: true, migrationsCurrent: true, detail: "ok"))
+            gateway.store.install(TestWorld().snapshot(targets: []))
             let ready = try await Self.exchange(port: port, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             #expect(ready.hasPrefix("HTTP/1.1 200"))
             #expect(ready.contains("\"status\":\"ready\""))
@@ -82,7 +67,8 @@ import Testing
     }
 
     @Test func keepAliveServesSeveralRequestsOnOneConnection() async throws {
-        try await Self.withGateway(readiness: Readiness()) { port in
+        try await GatewayHarness.run(snapshot: nil) { gateway in
+            let port = gateway.port
             let pipelined = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             let text = try await Self.exchange(port: port, pipelined)
             #expect(text.components(separatedBy: "HTTP/1.1 200 OK").count - 1 == 2)
@@ -90,7 +76,8 @@ import Testing
     }
 
     @Test func malformedRequestsGetA400NotACrash() async throws {
-        try await Self.withGateway(readiness: Readiness()) { port in
+        try await GatewayHarness.run(snapshot: nil) { gateway in
+            let port = gateway.port
             let garbage = try await Self.exchange(port: port, "THIS IS NOT HTTP\r\n\r\n")
             #expect(garbage.hasPrefix("HTTP/1.1 400"))
             // the listener still serves afterwards

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Billing
 import Foundation
 import Gateway
 import Hummingbird
@@ -78,11 +79,15 @@ enum Launcher {
                         database: database, secret: portalServices.secret, targets: config.webhookTargets, logger: runtime.logger)))
         }
         if gateway {
+            let store = SnapshotStore()
+            let quotas = QuotaTracker()
+            services.append(.init(service: SnapshotReloader(client: client, store: store, baseDomain: config.baseDomain, logger: runtime.logger)))
+            services.append(.init(service: QuotaSyncService(tracker: quotas, client: client, logger: runtime.logger)))
             services.append(
                 .init(
                     service: GatewayServer(
-                        configuration: .init(host: config.gatewayHost, port: config.gatewayPort), readiness: readiness,
-                        logger: runtime.logger, metricsText: { registry.emitToString() })))
+                        configuration: .init(host: config.gatewayHost, port: config.gatewayPort), store: store, quotas: quotas,
+                        usage: InMemoryUsageSink(), readiness: readiness, logger: runtime.logger, metricsText: { registry.emitToString() })))
         }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: runtime.logger))

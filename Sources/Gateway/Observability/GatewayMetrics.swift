@@ -1,0 +1,48 @@
+import CoreMetrics
+import Foundation
+
+/// The gateway's Prometheus metrics through swift-metrics. Metric objects are looked up once per
+/// label set and kept per event loop, so a request costs dictionary lookups, not factory calls.
+final class GatewayMetrics {
+    private var requests: [String: Counter] = [:]
+    private var durations: [String: CoreMetrics.Timer] = [:]
+    private var rejections: [String: Counter] = [:]
+    private var upstreamErrors: [String: Counter] = [:]
+
+    func request(api: String, status: UInt, nanoseconds: UInt64) {
+        let key = "\(api)|\(status)"
+        if requests[key] == nil {
+            requests[key] = Counter(label: "tollgate_gateway_requests_total", dimensions: [("api", api), ("status", String(status))])
+        }
+        requests[key]?.increment()
+        if durations[api] == nil {
+            durations[api] = CoreMetrics.Timer(label: "tollgate_gateway_request_duration_seconds", dimensions: [("api", api)], preferredDisplayUnit: .seconds)
+        }
+        durations[api]?.recordNanoseconds(Int64(nanoseconds))
+    }
+
+    func rejected(_ reason: String) {
+        if rejections[reason] == nil { rejections[reason] = Counter(label: "tollgate_gateway_rejections_total", dimensions: [("reason", reason)]) }
+        rejections[reason]?.increment()
+    }
+
+    func upstreamError(_ kind: String) {
+        if upstreamErrors[kind] == nil {
+            upstreamErrors[kind] = Counter(label: "tollgate_gateway_upstream_errors_total", dimensions: [("kind", kind)])
+        }
+        upstreamErrors[kind]?.increment()
+    }
+}
+
+/// Process-wide gauges refreshed off the hot path (snapshot version and age, circuit states).
+public enum GatewayGauges {
+    public static func snapshot(version: Int, ageSeconds: Double, databaseReachable: Bool) {
+        Gauge(label: "tollgate_gateway_snapshot_version").record(version)
+        Gauge(label: "tollgate_gateway_snapshot_age_seconds").record(ageSeconds)
+        Gauge(label: "tollgate_gateway_database_reachable").record(databaseReachable ? 1 : 0)
+    }
+
+    static func circuit(target: String, state: Int) {
+        Gauge(label: "tollgate_gateway_circuit_state", dimensions: [("target", target)]).record(state)
+    }
+}

@@ -1,0 +1,277 @@
+import Billing
+import Crypto
+import Foundation
+import NIOHTTP1
+
+/// What the gateway does with a request head, decided synchronously against one snapshot.
+public enum RequestDecision {
+    /// Answer locally (an error, a preflight, a refusal).
+    case respond(LocalResponse)
+    /// Proxy to the route's upstream.
+    case forward(ForwardPlan)
+}
+
+/// A response the gateway writes itself.
+public struct LocalResponse {
+    public var status: HTTPResponseStatus
+    public var headers: [(String, String)]
+    public var body: String
+    public var rejection: UsageEvent.Rejection?
+    /// Who it was for, when known (for metering).
+    public var tenant: TenantConfig?
+    public var route: Route?
+    public var app: AppGrant?
+    public var grant: SubscriptionGrant?
+    /// Close the connection after answering (the request body cannot be trusted to be drained).
+    public var close = false
+
+    static func problem(
+        _ status: HTTPResponseStatus, _ title: String, _ detail: String, rejection: UsageEvent.Rejection?, headers: [(String, String)] = []
+    ) -> LocalResponse {
+        let body =
+            "{\"type\":\"about:blank\",\"title\":\(JSONText.quote(title)),\"status\":\(status.code),\"detail\":\(JSONText.quote(detail))}"
+        return LocalResponse(
+            status: status, headers: [("Content-Type", "application/problem+json")] + headers, body: body, rejection: rejection)
+    }
+}
+
+/// Everything the proxy needs once a request is admitted.
+public struct ForwardPlan {
+    public let tenant: TenantConfig
+    public let route: Route
+    public let app: AppGrant
+    public let grant: SubscriptionGrant
+    /// Path and query for the upstream, without the target's prefix.
+    public let upstreamURI: String
+    /// Headers added to the response (rate limits, deprecation, CORS).
+    public let responseHeaders: [(String, String)]
+    /// Whether a quota unit was reserved (settled when the outcome is known).
+    public let quotaReserved: Bool
+}
+
+/// The per-request rules in order: route, lifecycle, client address, CORS preflight, methods,
+/// body size, credentials, subscription and scope, rate limit, quota.
+public struct RequestGate {
+    public let rateLimiter: RateLimiter
+    public let quotas: QuotaTracker
+    public let tokenCache: TokenCache
+    public let defaultMaxRequestBytes: Int
+
+    public init(rateLimiter: RateLimiter, quotas: QuotaTracker, tokenCache: TokenCache, defaultMaxRequestBytes: Int) {
+        self.rateLimiter = rateLimiter
+        self.quotas = quotas
+        self.tokenCache = tokenCache
+        self.defaultMaxRequestBytes = defaultMaxRequestBytes
+    }
+
+    public func decide(
+        head: HTTPRequestHead, clientAddress: [UInt8]?, snapshot: GatewaySnapshot, now: Date, monotonicNanos: UInt64
+    ) -> RequestDecision {
+        let uri = head.uri
+        let queryStart = uri.firstIndex(of: "?") ?? uri.endIndex
+        let fullPath = uri[uri.startIndex..<queryStart]
+        guard let (tenant, path) = snapshot.resolveTenant(host: head.headers.first(name: "host"), path: fullPath),
+            let route = tenant.route(for: path)
+        else {
+            return .respond(.problem(.notFound, "No route", "No published API matches this path.", rejection: nil))
+        }
+        func refuse(_ response: LocalResponse) -> RequestDecision {
+            var response = response
+            response.tenant = tenant
+            response.route = route
+            return .respond(response)
+        }
+        if route.state == .retired {
+            return refuse(.problem(.gone, "API retired", "\(route.slug) \(route.version) is retired; move to a newer version.", rejection: .retired))
+        }
+        if !route.ipRules.isEmpty, !route.ipRules.permits(clientAddress ?? []) {
+            return refuse(.problem(.forbidden, "Address not allowed", "Calls from your address are not allowed for this API.", rejection: .ipDenied))
+        }
+        let origin = head.headers.first(name: "origin")
+        if head.method == .OPTIONS, let cors = route.cors, let origin, head.headers.contains(name: "access-control-request-method") {
+            return refuse(Self.preflight(cors: cors, origin: origin))
+        }
+        if !route.methods.isEmpty, !route.methods.contains(head.method.rawValue) {
+            return refuse(
+                .problem(
+                    .methodNotAllowed, "Method not allowed", "\(route.slug) accepts \(route.methods.sorted().joined(separator: ", ")).",
+                    rejection: .methodNotAllowed, headers: [("Allow", route.methods.sorted().joined(separator: ", "))]))
+        }
+        let limit = route.maxRequestBytes ?? defaultMaxRequestBytes
+        if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > limit {
+            var response = LocalResponse.problem(.payloadTooLarge, "Request too large", "The body is larger than \(limit) bytes.", rejection: .tooLarge)
+            response.close = true
+            return refuse(response)
+        }
+
+        // Credentials.
+        let realm = "Bearer realm=\"\(tenant.slug)\""
+        var app: AppGrant?
+        var token: VerifiedToken?
+        if let authorization = head.headers.first(name: "authorization") {
+            guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else {
+                return refuse(
+                    .problem(.unauthorized, "Invalid credentials", "Use Authorization: Bearer <access token>.", rejection: .unauthenticated,
+                        headers: [("WWW-Authenticate", realm + ", error=\"invalid_request\"")]))
+            }
+            let text = authorization.dropFirst(7).drop { $0 == " " }
+            let seconds = now.timeIntervalSince1970
+            if let cached = tokenCache.lookup(text, now: seconds), cached.audience == tenant.audience {
+                token = cached
+            } else {
+                switch AccessTokenVerifier.verify(text, tenant: tenant, baseDomain: snapshot.baseDomain, now: seconds) {
+                case .success(let verified):
+                    tokenCache.store(text, verified, now: seconds)
+                    token = verified
+                case .failure(let failure):
+                    return refuse(Self.invalidToken(realm, failure.description))
+                }
+            }
+            guard let token else { return refuse(Self.invalidToken(realm, "The access token is invalid.")) }
+            if tenant.revokedTokenIDs.contains(token.jti) { return refuse(Self.invalidToken(realm, "The access token was revoked.")) }
+            app = tenant.appsByClientID[token.clientID].flatMap { tenant.apps[$0] }
+            if app == nil { return refuse(Self.invalidToken(realm, "The token's client no longer exists.")) }
+        } else if let key = head.headers.first(name: "x-api-key") {
+            let hash = Data(SHA256.hash(data: Data(key.utf8)))
+            guard let grant = tenant.appsByKeyHash[hash], grant.expiresAt.map({ $0 > now }) ?? true, let owner = tenant.apps[grant.appID] else {
+                return refuse(
+                    .problem(.unauthorized, "Invalid API key", "The API key is unknown, revoked or expired.", rejection: .unauthenticated,
+                        headers: [("WWW-Authenticate", realm)]))
+            }
+            app = owner
+        } else {
+            return refuse(
+                .problem(.unauthorized, "Credentials required", "Send Authorization: Bearer <access token> or X-API-Key.", rejection: .unauthenticated,
+                    headers: [("WWW-Authenticate", realm)]))
+        }
+        guard let app else { return refuse(Self.invalidToken(realm, "Unknown client.")) }
+
+        // Subscription and scope.
+        guard let grant = app.subscriptions[route.apiID] else {
+            var response = LocalResponse.problem(
+                .forbidden, "Not subscribed", "The app has no active subscription to \(route.slug) \(route.version).", rejection: .forbidden)
+            response.app = app
+            return refuse(response)
+        }
+        if let token, !token.scopes.contains(route.slug) {
+            var response = LocalResponse.problem(
+                .forbidden, "Scope missing", "The access token's scope does not include \(route.slug); request a new token.", rejection: .forbidden)
+            response.app = app
+            response.grant = grant
+            return refuse(response)
+        }
+
+        // Limits: the rate limit first, so a refused call never reserves quota.
+        var headers: [(String, String)] = []
+        var policy = "\"rate\";q=\(grant.burst);w=1"
+        let (rate, reset) = rateLimiter.take(subscription: grant.subscriptionID, ratePerSecond: grant.ratePerSecond, burst: grant.burst, now: monotonicNanos)
+        var limits: String
+        switch rate {
+        case .allowed(let remaining):
+            limits = "\"rate\";r=\(remaining);t=\(reset)"
+        case .refused(let retry):
+            var response = LocalResponse.problem(
+                .tooManyRequests, "Rate limit exceeded", "The plan allows \(grant.ratePerSecond) requests per second (burst \(grant.burst)).",
+                rejection: .rateLimited,
+                headers: [("Retry-After", String(retry)), ("RateLimit-Policy", policy), ("RateLimit", "\"rate\";r=0;t=\(retry)")])
+            response.app = app
+            response.grant = grant
+            return refuse(response)
+        }
+        var reserved = false
+        if let quota = grant.monthlyQuota {
+            let untilNextMonth = Self.secondsUntilNextMonth(now)
+            policy += ", \"quota\";q=\(quota);w=\(Self.secondsInMonth(now))"
+            switch quotas.admit(subscription: grant.subscriptionID, tenant: tenant.id, quota: quota, period: QuotaTracker.period(of: now)) {
+            case .allowed(let remaining):
+                reserved = true
+                limits += ", \"quota\";r=\(remaining);t=\(untilNextMonth)"
+            case .exhausted:
+                var response = LocalResponse.problem(
+                    .tooManyRequests, "Quota exhausted", "The plan's \(quota) requests for this month are used up.", rejection: .quotaExceeded,
+                    headers: [("Retry-After", String(untilNextMonth)), ("RateLimit-Policy", policy), ("RateLimit", "\"quota\";r=0;t=\(untilNextMonth)")])
+                response.app = app
+                response.grant = grant
+                return refuse(response)
+            }
+        }
+        headers.append(("RateLimit-Policy", policy))
+        headers.append(("RateLimit", limits))
+        if route.state == .deprecated {
+            headers.append(("Deprecation", "@\(Int((route.deprecatedAt ?? now).timeIntervalSince1970))"))
+            if let sunset = route.sunset { headers.append(("Sunset", HTTPDate.format(sunset))) }
+        }
+        if let cors = route.cors, let origin, let allowed = cors.allowOrigin(origin) {
+            headers.append(("Access-Control-Allow-Origin", allowed))
+            if allowed != "*" { headers.append(("Vary", "Origin")) }
+            if cors.allowCredentials { headers.append(("Access-Control-Allow-Credentials", "true")) }
+            if !cors.exposedHeaders.isEmpty { headers.append(("Access-Control-Expose-Headers", cors.exposedHeaders.joined(separator: ", "))) }
+        }
+        let rest = path.dropFirst(route.basePath.count)
+        let upstreamURI = (rest.isEmpty ? "/" : String(rest)) + String(uri[queryStart...])
+        return .forward(
+            ForwardPlan(
+                tenant: tenant, route: route, app: app, grant: grant, upstreamURI: upstreamURI, responseHeaders: headers, quotaReserved: reserved))
+    }
+
+    static func invalidToken(_ realm: String, _ description: String) -> LocalResponse {
+        .problem(
+            .unauthorized, "Invalid access token", description, rejection: .unauthenticated,
+            headers: [("WWW-Authenticate", realm + ", error=\"invalid_token\", error_description=\"\(description)\"")])
+    }
+
+    static func preflight(cors: CORSPolicy, origin: String) -> LocalResponse {
+        var headers: [(String, String)] = [("Vary", "Origin")]
+        if let allowed = cors.allowOrigin(origin) {
+            headers += [
+                ("Access-Control-Allow-Origin", allowed), ("Access-Control-Allow-Methods", cors.allowedMethods.joined(separator: ", ")),
+                ("Access-Control-Allow-Headers", cors.allowedHeaders.joined(separator: ", ")), ("Access-Control-Max-Age", String(cors.maxAgeSeconds)),
+            ]
+            if cors.allowCredentials { headers.append(("Access-Control-Allow-Credentials", "true")) }
+        }
+        return LocalResponse(status: .noContent, headers: headers, body: "", rejection: nil)
+    }
+
+    static func secondsUntilNextMonth(_ now: Date) -> Int {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let start = calendar.date(from: calendar.dateComponents([.year, .month], from: now)) ?? now
+        let next = calendar.date(byAdding: .month, value: 1, to: start) ?? now
+        return max(1, Int(next.timeIntervalSince(now).rounded(.up)))
+    }
+
+    static func secondsInMonth(_ now: Date) -> Int {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        return (calendar.range(of: .day, in: .month, for: now)?.count ?? 30) * 86_400
+    }
+}
+
+enum JSONText {
+    static func quote(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// IMF-fixdate (RFC 9110) for `Sunset`.
+enum HTTPDate {
+    static func format(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return formatter.string(from: date)
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// One keep-alive connection to an upstream target.
+final class UpstreamConnection {
+    let channel: any Channel
+    let key: String
+    let handler: UpstreamResponseHandler
+
+    init(channel: any Channel, key: String, handler: UpstreamResponseHandler) {
+        self.channel = channel
+        self.key = key
+        self.handler = handler
+    }
+}
+
+/// Upstream connections, load balancing and circuit breakers of one event loop. Only that loop
+/// touches it, so nothing here locks; a request's client and upstream channels share the loop, so
+/// no hop between loops happens on the hot path.
+final class UpstreamPool {
+    let eventLoop: any EventLoop
+    let connectTimeout: TimeAmount
+    let maxIdlePerTarget: Int
+    private var idle: [String: [UpstreamConnection]] = [:]
+    private var breakers: [String: CircuitBreaker] = [:]
+    private var balancers: [UUID: ([UpstreamTargetConfig], WeightedRoundRobin)] = [:]
+
+    init(eventLoop: any EventLoop, connectTimeout: TimeAmount, maxIdlePerTarget: Int = 128) {
+        self.eventLoop = eventLoop
+        self.connectTimeout = connectTimeout
+        self.maxIdlePerTarget = maxIdlePerTarget
+    }
+
+    /// The next target for the route by weighted round-robin over targets whose circuit admits a
+    /// call, excluding `excluding` (the one that just failed, on a retry).
+    func pick(_ route: Route, now: UInt64, excluding: String? = nil) -> UpstreamTargetConfig? {
+        let targets = route.targets
+        guard !targets.isEmpty else { return nil }
+        var entry = balancers[route.apiID]
+        if entry == nil || entry!.0 != targets { entry = (targets, WeightedRoundRobin(weights: targets.map(\.weight))) }
+        var balancer = entry!.1
+        let chosen = balancer.next { index in
+            let key = targets[index].key
+            return key != excluding && (breakers[key]?.isAvailable(now: now) ?? true)
+        }
+        balancers[route.apiID] = (targets, balancer)
+        guard let chosen else { return nil }
+        let target = targets[chosen]
+        var breaker = breakers[target.key] ?? CircuitBreaker()
+        guard breaker.allow(now: now) else { return nil }
+        breakers[target.key] = breaker
+        return target
+    }
+
+    func recordSuccess(_ key: String) {
+        breakers[key, default: CircuitBreaker()].recordSuccess()
+    }
+
+    func recordFailure(_ key: String, now: UInt64) {
+        breakers[key, default: CircuitBreaker()].recordFailure(now: now)
+    }
+
+    func circuitStates() -> [(String, Int)] { breakers.map { ($0.key, $0.value.gaugeValue) } }
+
+    /// An idle connection to the target, or a new one.
+    func acquire(_ target: UpstreamTargetConfig) -> EventLoopFuture<UpstreamConnection> {
+        let key = target.key
+        while var list = idle[key], let connection = list.popLast() {
+            idle[key] = list
+            if connection.channel.isActive { return eventLoop.makeSucceededFuture(connection) }
+        }
+        let timeout = connectTimeout
+        return ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(UpstreamResponseHandler())
+                }
+            }
+            .connect(host: target.host, port: target.port)
+            .flatMapThrowing { channel in
+                let handler = try channel.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self)
+                return UpstreamConnection(channel: channel, key: key, handler: handler)
+            }
+    }
+
+    /// Returns a connection for reuse after a complete exchange.
+    func release(_ connection: UpstreamConnection) {
+        connection.handler.delegate = nil
+        guard connection.channel.isActive, idle[connection.key, default: []].count < maxIdlePerTarget else {
+            connection.channel.close(promise: nil)
+            return
+        }
+        connection.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+        idle[connection.key, default: []].append(connection)
+    }
+}
+
+/// The per-loop state of the data plane (pool, token cache), created once per event loop.
+final class LoopState {
+    let pool: UpstreamPool
+    let tokenCache: TokenCache
+    let metrics = GatewayMetrics()
+
+    init(pool: UpstreamPool, tokenCache: TokenCache) {
+        self.pool = pool
+        self.tokenCache = tokenCache
+    }
+}
+
+/// Finds the loop state of an event loop; the lock is taken when a client connection is set up,
+/// never per request.
+final class LoopStates: Sendable {
+    private let states = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<LoopState>]>([:])
+    let connectTimeout: TimeAmount
+
+    init(connectTimeout: TimeAmount) { self.connectTimeout = connectTimeout }
+
+    func state(for eventLoop: any EventLoop) -> LoopState {
+        let id = ObjectIdentifier(eventLoop)
+        if let existing = states.withLockedValue({ $0[id] }) { return existing.value }
+        let state = LoopState(pool: UpstreamPool(eventLoop: eventLoop, connectTimeout: connectTimeout), tokenCache: TokenCache())
+        states.withLockedValue { $0[id] = NIOLoopBound(state, eventLoop: eventLoop) }
+        return state
+    }
+}
+
+/// Receives an upstream's response parts and hands them to the exchange that owns the connection.
+final class UpstreamResponseHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    weak var delegate: ProxyHandler?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if let delegate { delegate.upstreamRead(part) } else if case .head = part {
+            // A response nobody asked for: the connection is out of step; drop it.
+            context.close(promise: nil)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        delegate?.upstreamReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        delegate?.upstreamClosed()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        delegate?.upstreamWritabilityChanged(context.channel.isWritable)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

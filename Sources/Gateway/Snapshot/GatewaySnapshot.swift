@@ -1,0 +1,204 @@
+import Crypto
+import Foundation
+
+/// Everything the gateway decides with, loaded from Postgres and never mutated: a request reads
+/// one snapshot from start to end; a reload builds a new one and swaps it in.
+public struct GatewaySnapshot: Sendable {
+    public var version: Int
+    public var loadedAt: Date
+    public var tenantsBySlug: [String: TenantConfig]
+    /// Lowercased custom host → tenant slug.
+    public var tenantsByHost: [String: String]
+    public var baseDomain: String
+
+    public init(version: Int, loadedAt: Date, tenants: [TenantConfig], baseDomain: String) {
+        self.version = version
+        self.loadedAt = loadedAt
+        self.baseDomain = baseDomain
+        tenantsBySlug = Dictionary(tenants.map { ($0.slug, $0) }, uniquingKeysWith: { a, _ in a })
+        tenantsByHost = Dictionary(tenants.compactMap { t in t.customHost.map { ($0.lowercased(), t.slug) } }, uniquingKeysWith: { a, _ in a })
+    }
+
+    public static let empty = GatewaySnapshot(version: 0, loadedAt: .distantPast, tenants: [], baseDomain: "localhost")
+
+    /// Tenant by `Host` (custom host or `{slug}.{base domain}`), else by the `/t/{slug}` prefix.
+    /// Returns the tenant and the path with the prefix removed.
+    public func resolveTenant(host: String?, path: Substring) -> (TenantConfig, Substring)? {
+        if let host {
+            let name = host.split(separator: ":", maxSplits: 1).first.map { $0.lowercased() } ?? ""
+            if let slug = tenantsByHost[name], let tenant = tenantsBySlug[slug] { return (tenant, path) }
+            let suffix = "." + baseDomain
+            if name.hasSuffix(suffix), let tenant = tenantsBySlug[String(name.dropLast(suffix.count))] { return (tenant, path) }
+        }
+        guard path.hasPrefix("/t/") else { return nil }
+        let rest = path.dropFirst(3)
+        let slug = rest.prefix { $0 != "/" }
+        guard let tenant = tenantsBySlug[String(slug)] else { return nil }
+        return (tenant, rest.dropFirst(slug.count))
+    }
+}
+
+/// A tenant's routes, credentials, subscriptions and token keys.
+public final class TenantConfig: Sendable {
+    public let id: UUID
+    public let slug: String
+    public let customHost: String?
+    public let audience: String
+    /// Longest base path first, so the first match is the longest.
+    public let routes: [Route]
+    /// SHA-256 of an API key → app (and the key's expiry, checked per request).
+    public let appsByKeyHash: [Data: APIKeyGrant]
+    public let appsByClientID: [String: UUID]
+    public let apps: [UUID: AppGrant]
+    public let signingKeys: [String: P256.Signing.PublicKey]
+    public let revokedTokenIDs: Set<String>
+
+    public init(
+        id: UUID, slug: String, customHost: String?, routes: [Route], appsByKeyHash: [Data: APIKeyGrant], apps: [UUID: AppGrant],
+        signingKeys: [String: P256.Signing.PublicKey], revokedTokenIDs: Set<String>
+    ) {
+        self.id = id
+        self.slug = slug
+        self.customHost = customHost
+        self.audience = "urn:tollgate:gateway:\(slug)"
+        self.routes = routes.sorted { $0.basePath.count > $1.basePath.count }
+        self.appsByKeyHash = appsByKeyHash
+        self.apps = apps
+        self.appsByClientID = Dictionary(apps.values.map { ($0.clientID, $0.id) }, uniquingKeysWith: { a, _ in a })
+        self.signingKeys = signingKeys
+        self.revokedTokenIDs = revokedTokenIDs
+    }
+
+    /// A copy with more revoked token ids (incremental update from a NOTIFY).
+    public func revoking(_ jtis: [String]) -> TenantConfig {
+        TenantConfig(
+            id: id, slug: slug, customHost: customHost, routes: routes, appsByKeyHash: appsByKeyHash, apps: apps, signingKeys: signingKeys,
+            revokedTokenIDs: revokedTokenIDs.union(jtis))
+    }
+
+    /// The route whose base path is the longest prefix of `path` at a segment boundary.
+    public func route(for path: Substring) -> Route? {
+        for route in routes where path.hasPrefix(route.basePath) {
+            let rest = path.dropFirst(route.basePath.count)
+            if rest.isEmpty || rest.first == "/" || rest.first == "?" { return route }
+        }
+        return nil
+    }
+
+    /// The issuer must be this tenant's authorization server: `…/t/{slug}`, `{slug}.{domain}` or the custom host.
+    public func acceptsIssuer(_ issuer: String, baseDomain: String) -> Bool {
+        guard let url = URLComponents(string: issuer), let host = url.host?.lowercased() else { return false }
+        let path = url.path.hasSuffix("/") ? String(url.path.dropLast()) : url.path
+        if path == "/t/\(slug)" { return true }
+        guard path.isEmpty else { return false }
+        return host == "\(slug).\(baseDomain)" || host == customHost?.lowercased()
+    }
+}
+
+/// One API version as the gateway routes it.
+public struct Route: Sendable {
+    public enum State: String, Sendable { case published, deprecated, retired }
+
+    public let apiID: UUID
+    public let slug: String
+    public let version: String
+    public let basePath: String
+    public let state: State
+    public let targets: [UpstreamTargetConfig]
+    public let cors: CORSPolicy?
+    public let ipRules: IPAccessRules
+    public let methods: Set<String>
+    public let maxRequestBytes: Int?
+    public let sunset: Date?
+    /// When it was deprecated (the `Deprecation` header's date).
+    public let deprecatedAt: Date?
+
+    public init(
+        apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
+        ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil
+    ) {
+        self.deprecatedAt = deprecatedAt
+        self.apiID = apiID
+        self.slug = slug
+        self.version = version
+        self.basePath = basePath
+        self.state = state
+        self.targets = targets
+        self.cors = cors
+        self.ipRules = ipRules
+        self.methods = methods
+        self.maxRequestBytes = maxRequestBytes
+        self.sunset = sunset
+    }
+}
+
+/// An upstream target: where to connect and the path prefix to put before the forwarded path.
+public struct UpstreamTargetConfig: Sendable, Hashable {
+    public let host: String
+    public let port: Int
+    public let pathPrefix: String
+    public let weight: Int
+
+    public init(host: String, port: Int, pathPrefix: String, weight: Int) {
+        self.host = host
+        self.port = port
+        self.pathPrefix = pathPrefix
+        self.weight = weight
+    }
+
+    /// Parses `http://host:port/prefix`; https upstreams are not supported by this data plane yet.
+    public init?(url: String, weight: Int) {
+        guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host, !host.isEmpty else { return nil }
+        self.host = host
+        self.port = components.port ?? 80
+        let path = components.path
+        self.pathPrefix = path.hasSuffix("/") ? String(path.dropLast()) : path
+        self.weight = max(1, weight)
+    }
+
+    public var key: String { "\(host):\(port)" }
+}
+
+/// An active API key.
+public struct APIKeyGrant: Sendable {
+    public let appID: UUID
+    public let expiresAt: Date?
+
+    public init(appID: UUID, expiresAt: Date?) {
+        self.appID = appID
+        self.expiresAt = expiresAt
+    }
+}
+
+/// What an app may call: its active subscriptions, by API.
+public struct AppGrant: Sendable {
+    public let id: UUID
+    public let teamID: UUID
+    public let clientID: String
+    public let subscriptions: [UUID: SubscriptionGrant]
+
+    public init(id: UUID, teamID: UUID, clientID: String, subscriptions: [UUID: SubscriptionGrant]) {
+        self.id = id
+        self.teamID = teamID
+        self.clientID = clientID
+        self.subscriptions = subscriptions
+    }
+}
+
+/// An active subscription with the plan terms the gateway enforces.
+public struct SubscriptionGrant: Sendable, Equatable {
+    public let subscriptionID: UUID
+    public let planID: UUID
+    public let ratePerSecond: Int
+    public let burst: Int
+    /// nil: unlimited.
+    public let monthlyQuota: Int64?
+
+    public init(subscriptionID: UUID, planID: UUID, ratePerSecond: Int, burst: Int, monthlyQuota: Int64?) {
+        self.subscriptionID = subscriptionID
+        self.planID = planID
+        self.ratePerSecond = ratePerSecond
+        self.burst = burst
+        self.monthlyQuota = monthlyQuota
+    }
+}

@@ -1,0 +1,114 @@
+import Crypto
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Reads the gateway's configuration for every tenant in one read-only transaction.
+///
+/// The gateway serves all tenants, so it reads across them on purpose: the transaction sets the
+/// `system` scope that the row-level-security policies admit (see docs/ARCHITECTURE.md).
+public struct SnapshotLoader: Sendable {
+    let client: PostgresClient
+    let baseDomain: String
+    let logger: Logger
+
+    public init(client: PostgresClient, baseDomain: String, logger: Logger) {
+        self.client = client
+        self.baseDomain = baseDomain
+        self.logger = logger
+    }
+
+    public func load(version: Int) async throws -> GatewaySnapshot {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
+            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            return try await read(connection, version: version)
+        }
+    }
+
+    private func read(_ connection: PostgresConnection, version: Int) async throws -> GatewaySnapshot {
+        var targets: [UUID: [UpstreamTargetConfig]] = [:]
+        for try await (apiID, url, weight) in try await connection.query(
+            "SELECT api_id, url, weight FROM api_upstream_targets ORDER BY api_id, position", logger: logger
+        ).decode((UUID, String, Int).self) {
+            if let target = UpstreamTargetConfig(url: url, weight: weight) { targets[apiID, default: []].append(target) }
+        }
+
+        var routes: [UUID: [Route]] = [:]
+        let apiRows = try await connection.query(
+            """
+            SELECT a.id, a.tenant_id, a.slug, a.version, a.base_path, a.state, a.cors::text, a.ip_allow, a.ip_deny, a.methods, a.max_request_bytes,
+                a.sunset_at, (SELECT max(c.at) FROM api_state_changes c WHERE c.api_id = a.id AND c.to_state = 'deprecated')
+            FROM apis a WHERE a.state IN ('published', 'deprecated', 'retired')
+            """, logger: logger)
+        for try await (id, tenant, slug, apiVersion, basePath, state, cors, allow, deny, methods, maxBytes, sunset, deprecatedAt) in apiRows.decode(
+            (UUID, UUID, String, String, String, String, String?, [String], [String], [String], Int?, Date?, Date?).self)
+        {
+            let policy = cors.flatMap { try? Self.decoder.decode(CORSPolicy.self, from: Data($0.utf8)) }
+            routes[tenant, default: []].append(
+                Route(
+                    apiID: id, slug: slug, version: apiVersion, basePath: basePath, state: Route.State(rawValue: state) ?? .retired,
+                    targets: targets[id] ?? [], cors: policy,
+                    ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
+                    maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt))
+        }
+
+        var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]
+        let subscriptionRows = try await connection.query(
+            """
+            SELECT s.app_id, s.api_id, s.id, p.id, p.rate_per_second, p.burst, p.monthly_quota
+            FROM subscriptions s JOIN plans p ON p.id = s.plan_id WHERE s.state = 'active'
+            """, logger: logger)
+        for try await (app, api, id, plan, rate, burst, quota) in subscriptionRows.decode((UUID, UUID, UUID, UUID, Int, Int, Int64?).self) {
+            subscriptions[app, default: [:]][api] = SubscriptionGrant(subscriptionID: id, planID: plan, ratePerSecond: rate, burst: burst, monthlyQuota: quota)
+        }
+
+        var apps: [UUID: [UUID: AppGrant]] = [:]
+        for try await (id, tenant, team, clientID) in try await connection.query(
+            "SELECT id, tenant_id, team_id, client_id FROM apps", logger: logger
+        ).decode((UUID, UUID, UUID, String).self) {
+            apps[tenant, default: [:]][id] = AppGrant(id: id, teamID: team, clientID: clientID, subscriptions: subscriptions[id] ?? [:])
+        }
+
+        var keys: [UUID: [Data: APIKeyGrant]] = [:]
+        for try await (tenant, app, hash, expires) in try await connection.query(
+            """
+            SELECT tenant_id, app_id, secret_hash, expires_at FROM app_credentials
+            WHERE kind = 'api_key' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+            """, logger: logger
+        ).decode((UUID, UUID, Data, Date?).self) {
+            keys[tenant, default: [:]][hash] = APIKeyGrant(appID: app, expiresAt: expires)
+        }
+
+        var signingKeys: [UUID: [String: P256.Signing.PublicKey]] = [:]
+        for try await (tenant, kid, point) in try await connection.query(
+            "SELECT tenant_id, kid, public_key FROM signing_keys WHERE retired_at IS NULL OR published_until > now()", logger: logger
+        ).decode((UUID, String, Data).self) {
+            if let key = try? P256.Signing.PublicKey(x963Representation: point) { signingKeys[tenant, default: [:]][kid] = key }
+        }
+
+        var revoked: [UUID: Set<String>] = [:]
+        for try await (tenant, jti) in try await connection.query(
+            "SELECT tenant_id, jti FROM revoked_tokens WHERE expires_at > now()", logger: logger
+        ).decode((UUID, String).self) {
+            revoked[tenant, default: []].insert(jti)
+        }
+
+        var tenants: [TenantConfig] = []
+        for try await (id, slug, host) in try await connection.query("SELECT id, slug, custom_host FROM tenants", logger: logger).decode(
+            (UUID, String, String?).self)
+        {
+            tenants.append(
+                TenantConfig(
+                    id: id, slug: slug, customHost: host, routes: routes[id] ?? [], appsByKeyHash: keys[id] ?? [:], apps: apps[id] ?? [:],
+                    signingKeys: signingKeys[id] ?? [:], revokedTokenIDs: revoked[id] ?? []))
+        }
+        return GatewaySnapshot(version: version, loadedAt: Date(), tenants: tenants, baseDomain: baseDomain)
+    }
+
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
+    }()
+}

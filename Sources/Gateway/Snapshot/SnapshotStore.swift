@@ -1,0 +1,71 @@
+import Atomics
+import Foundation
+import NIOConcurrencyHelpers
+
+/// The current snapshot, shared by every event loop. Readers check an atomic version number per
+/// request and take the lock only when it changed, so the hot path never contends on a lock.
+public final class SnapshotStore: Sendable {
+    private let versionCounter = ManagedAtomic<Int>(0)
+    private let current = NIOLockedValueBox(GatewaySnapshot.empty)
+    private let status = NIOLockedValueBox(Status())
+
+    /// How fresh the snapshot is, for `/readyz` and metrics.
+    public struct Status: Sendable, Equatable {
+        public var loaded = false
+        public var databaseReachable = false
+        public var lastError: String?
+        public var lastSuccess: Date?
+    }
+
+    public init() {}
+
+    public var version: Int { versionCounter.load(ordering: .acquiring) }
+
+    public var snapshot: GatewaySnapshot { current.withLockedValue { $0 } }
+
+    public var currentStatus: Status { status.withLockedValue { $0 } }
+
+    /// Installs a freshly loaded snapshot.
+    public func install(_ snapshot: GatewaySnapshot) {
+        current.withLockedValue { $0 = snapshot }
+        versionCounter.store(snapshot.version, ordering: .releasing)
+        status.withLockedValue {
+            $0.loaded = true
+            $0.databaseReachable = true
+            $0.lastError = nil
+            $0.lastSuccess = Date()
+        }
+    }
+
+    /// Applies a change to the current snapshot in place of a full reload (revocations).
+    public func update(_ change: (inout GatewaySnapshot) -> Void) {
+        let version = current.withLockedValue { snapshot -> Int in
+            change(&snapshot)
+            snapshot.version += 1
+            return snapshot.version
+        }
+        versionCounter.store(version, ordering: .releasing)
+    }
+
+    public func markUnreachable(_ error: String) {
+        status.withLockedValue {
+            $0.databaseReachable = false
+            $0.lastError = error
+        }
+    }
+
+    /// `/readyz` of the gateway: 503 until the first snapshot; afterwards ready, with the
+    /// database state as a detail (the gateway keeps serving from its last snapshot).
+    public func readinessJSON() -> (ready: Bool, body: String) {
+        let status = currentStatus
+        let snapshot = self.snapshot
+        let age = status.lastSuccess.map { Int(Date().timeIntervalSince($0)) } ?? -1
+        let error = (status.lastError ?? "").replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: " ")
+        let body =
+            "{\"status\":\"\(status.loaded ? "ready" : "not_ready")\",\"snapshot_version\":\(snapshot.version),\"snapshot_age_seconds\":\(age),"
+            + "\"database\":\(status.databaseReachable),\"tenants\":\(snapshot.tenantsBySlug.count)"
+            + (error.isEmpty ? "" : ",\"detail\":\"\(error.prefix(300))\"") + "}"
+        return (status.loaded, body)
+    }
+}

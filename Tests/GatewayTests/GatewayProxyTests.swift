@@ -1,0 +1,291 @@
+import Billing
+import Foundation
+import Testing
+
+@testable import Gateway
+
+/// The data plane end to end: a real gateway listener proxying to a real upstream on loopback.
+@Suite struct GatewayProxyTests {
+    static func withWorld(
+        _ build: @Sendable (TestWorld, TestUpstream) -> GatewaySnapshot = { $0.snapshot(targets: [.loopback($1.port)]) },
+        configure: @Sendable (inout GatewayServer.Configuration) -> Void = { _ in },
+        _ body: @Sendable (TestWorld, TestUpstream, GatewayHarness) async throws -> Void
+    ) async throws {
+        let world = TestWorld()
+        let upstream = try await TestUpstream.start()
+        try await GatewayHarness.run(snapshot: build(world, upstream), configure: configure) { gateway in
+            try await body(world, upstream, gateway)
+        }
+        await upstream.stop()
+    }
+
+    @Test func aValidTokenIsProxiedWithThePathStrippedAndIdentityHeadersSet() async throws {
+        try await Self.withWorld { world, upstream, gateway in
+            // act
+            let response = try await gateway.request(
+                "GET", "/t/demo/echo/v1/hello?x=1",
+                headers: [
+                    ("Authorization", "Bearer \(world.token())"), ("X-Tollgate-App-Id", "forged"), ("X-Request-Id", "req-123"),
+                    ("Connection", "close, X-Secret-Hop"), ("X-Secret-Hop", "drop me"),
+                ])
+            // assert
+            #expect(response.status == 200)
+            #expect(response.headers["x-request-id"] == "req-123")
+            #expect(response.headers["ratelimit-policy"] == "\"rate\";q=1000;w=1")
+            #expect(response.headers["ratelimit"]?.hasPrefix("\"rate\";r=999;") == true)
+            #expect(response.headers["keep-alive"] == nil)
+            let seen = try #require(upstream.seen.last)
+            #expect(seen.uri == "/hello?x=1")
+            #expect(seen.header("x-tollgate-app-id") == world.appID.uuidString.lowercased())
+            #expect(seen.header("x-tollgate-subscription-id") == world.subscriptionID.uuidString.lowercased())
+            #expect(seen.header("x-tollgate-plan-id") == world.planID.uuidString.lowercased())
+            #expect(seen.header("x-request-id") == "req-123")
+            #expect(seen.header("x-forwarded-for") == "127.0.0.1")
+            #expect(seen.header("x-forwarded-host") == "gateway.test")
+            #expect(seen.header("authorization") == nil)
+            #expect(seen.header("x-secret-hop") == nil)
+            #expect(gateway.usage.recent.last?.status == 200)
+            #expect(gateway.usage.recent.last?.forwarded == true)
+            #expect(gateway.usage.recent.last?.subscriptionID == world.subscriptionID)
+        }
+    }
+
+    @Test func apiKeysWorkToo() async throws {
+        try await Self.withWorld { _, upstream, gateway in
+            let response = try await gateway.request("POST", "/t/demo/echo/v1/items", headers: [("X-API-Key", TestWorld.apiKey)], body: "{\"a\":1}")
+            #expect(response.status == 200)
+            #expect(upstream.seen.last?.bodyBytes == 7)
+            #expect(upstream.seen.last?.header("x-api-key") == nil)
+            let wrong = try await gateway.request("GET", "/t/demo/echo/v1/items", headers: [("X-API-Key", "tgk_nope")])
+            #expect(wrong.status == 401)
+        }
+    }
+
+    @Test func badTokensAreRefusedWith401AndTheReason() async throws {
+        try await Self.withWorld({ world, upstream in world.snapshot(targets: [.loopback(upstream.port)], revoked: ["revoked-jti"]) }) {
+            world, upstream, gateway in
+            let cases: [(String, String)] = [
+                (world.token(alg: "HS256"), "Only ES256"),
+                (world.token(kid: "other"), "unknown key"),
+                (world.token(signer: .init()), "signature is invalid"),
+                (world.token(expiresIn: -120), "expired"),
+                (world.token(audience: "urn:tollgate:gateway:acme"), "not meant for this gateway"),
+                (world.token(issuer: "http://evil.example/t/demo2"), "another authorization server"),
+                (world.token(jti: "revoked-jti"), "revoked"),
+                ("not.a.jwt", "malformed"),
+            ]
+            for (token, reason) in cases {
+                let response = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("Authorization", "Bearer \(token)")])
+                #expect(response.status == 401, "\(reason)")
+                #expect(response.headers["www-authenticate"]?.contains("invalid_token") == true, "\(reason)")
+                #expect(response.body.contains(reason), "\(response.body)")
+            }
+            let missing = try await gateway.request("GET", "/t/demo/echo/v1/x")
+            #expect(missing.status == 401)
+            #expect(missing.headers["www-authenticate"] == "Bearer realm=\"demo\"")
+            #expect(upstream.seen.isEmpty)
+            #expect(gateway.usage.recent.allSatisfy { $0.rejection == .unauthenticated && !$0.isBillable })
+        }
+    }
+
+    @Test func noSubscriptionOrMissingScopeIs403SayingWhich() async throws {
+        try await Self.withWorld({ world, upstream in world.snapshot(targets: [.loopback(upstream.port)], subscribed: false) }) { world, _, gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("Authorization", "Bearer \(world.token())")])
+            #expect(response.status == 403)
+            #expect(response.body.contains("no active subscription to echo v1"))
+        }
+        try await Self.withWorld { world, _, gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("Authorization", "Bearer \(world.token(scope: "other"))")])
+            #expect(response.status == 403)
+            #expect(response.body.contains("scope does not include echo"))
+        }
+    }
+
+    @Test func theRateLimitAnswers429WithRetryAfterAndRejectedCallsAreNotBillable() async throws {
+        try await Self.withWorld({ world, upstream in world.snapshot(targets: [.loopback(upstream.port)], rate: 1, burst: 2) }) { _, upstream, gateway in
+            var statuses: [Int] = []
+            var last: RawResponse?
+            for _ in 0..<4 {
+                let response = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)])
+                statuses.append(response.status)
+                last = response
+            }
+            #expect(statuses == [200, 200, 429, 429])
+            #expect(last?.headers["retry-after"] == "1")
+            #expect(last?.headers["ratelimit"] == "\"rate\";r=0;t=1")
+            #expect(upstream.seen.count == 2)
+            #expect(gateway.usage.billableCount == 2)
+        }
+    }
+
+    @Test func theQuotaRefusesBeyondTheMonthAndOnlyBillableCallsCount() async throws {
+        try await Self.withWorld({ world, upstream in world.snapshot(targets: [.loopback(upstream.port)], quota: 2) }) { _, _, gateway in
+            // a 503 from the upstream is not billable, so it does not use the quota
+            let failed = try await gateway.request("GET", "/t/demo/echo/v1/status/503", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(failed.status == 503)
+            let first = try await gateway.request("GET", "/t/demo/echo/v1/a", headers: [("X-API-Key", TestWorld.apiKey)])
+            let second = try await gateway.request("GET", "/t/demo/echo/v1/b", headers: [("X-API-Key", TestWorld.apiKey)])
+            let third = try await gateway.request("GET", "/t/demo/echo/v1/c", headers: [("X-API-Key", TestWorld.apiKey)])
+            let statuses: [Int] = [first.status, second.status, third.status]
+            #expect(statuses == [200, 200, 429])
+            #expect(first.headers["ratelimit-policy"]?.contains("\"quota\";q=2;w=") == true)
+            #expect(first.headers["ratelimit"]?.contains("\"quota\";r=1;") == true)
+            #expect(third.body.contains("Quota exhausted"))
+            #expect(Int(third.headers["retry-after"] ?? "") ?? 0 > 0)
+        }
+    }
+
+    @Test func policiesAnswerAtTheGateway() async throws {
+        let cors = CORSPolicy(allowedOrigins: ["https://app.example"], allowCredentials: true)
+        try await Self.withWorld({ world, upstream in
+            world.snapshot(
+                targets: [.loopback(upstream.port)], cors: cors, ipRules: IPAccessRules(deny: [IPRange("10.0.0.0/8")!]), methods: ["GET", "POST", "OPTIONS"],
+                maxRequestBytes: 16)
+        }) { _, upstream, gateway in
+            let key = ("X-API-Key", TestWorld.apiKey)
+            // preflight answered without credentials, never proxied
+            let preflight = try await gateway.request(
+                "OPTIONS", "/t/demo/echo/v1/x", headers: [("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST")])
+            #expect(preflight.status == 204)
+            #expect(preflight.headers["access-control-allow-origin"] == "https://app.example")
+            #expect(preflight.headers["access-control-allow-credentials"] == "true")
+            let stranger = try await gateway.request(
+                "OPTIONS", "/t/demo/echo/v1/x", headers: [("Origin", "https://evil.example"), ("Access-Control-Request-Method", "POST")])
+            #expect(stranger.headers["access-control-allow-origin"] == nil)
+            // simple requests get the CORS headers
+            let simple = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [key, ("Origin", "https://app.example")])
+            #expect(simple.headers["access-control-allow-origin"] == "https://app.example")
+            // methods, body size
+            #expect(try await gateway.request("DELETE", "/t/demo/echo/v1/x", headers: [key]).status == 405)
+            let large = try await gateway.request("POST", "/t/demo/echo/v1/x", headers: [key], body: String(repeating: "a", count: 17))
+            #expect(large.status == 413)
+            #expect(upstream.seen.count == 1)
+        }
+        // loopback is denied when only 10/8 may call
+        try await Self.withWorld({ world, upstream in
+            world.snapshot(targets: [.loopback(upstream.port)], ipRules: IPAccessRules(allow: [IPRange("10.0.0.0/8")!]))
+        }) { _, _, gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(response.status == 403)
+            #expect(response.body.contains("address"))
+        }
+    }
+
+    @Test func deprecatedAPIsSayWhenTheyGoAndRetiredOnesAreRefused() async throws {
+        let sunset = Date(timeIntervalSince1970: 1_800_000_000)
+        try await Self.withWorld({ world, upstream in world.snapshot(targets: [.loopback(upstream.port)], state: .deprecated, sunset: sunset) }) {
+            _, _, gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(response.status == 200)
+            #expect(response.headers["deprecation"] == "@1700000000")
+            #expect(response.headers["sunset"] == "Fri, 15 Jan 2027 08:00:00 GMT")
+        }
+        try await Self.withWorld({ world, upstream in world.snapshot(targets: [.loopback(upstream.port)], state: .retired) }) { _, upstream, gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(response.status == 410)
+            #expect(upstream.seen.isEmpty)
+        }
+    }
+
+    @Test func unknownTenantsAndPathsAre404() async throws {
+        try await Self.withWorld { _, _, gateway in
+            #expect(try await gateway.request("GET", "/t/nobody/echo/v1/x").status == 404)
+            #expect(try await gateway.request("GET", "/t/demo/echo/v2/x").status == 404)
+            #expect(try await gateway.request("GET", "/t/demo/echo/v10").status == 404)
+            // host-based tenancy
+            let byHost = try await gateway.request("GET", "/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)], host: "demo.localhost:8000")
+            #expect(byHost.status == 200)
+        }
+    }
+
+    @Test func keepAliveReusesTheUpstreamConnection() async throws {
+        try await Self.withWorld { _, upstream, gateway in
+            var text = ""
+            for i in 0..<5 { text += "GET /t/demo/echo/v1/\(i) HTTP/1.1\r\nHost: g\r\nX-API-Key: \(TestWorld.apiKey)\r\n\(i == 4 ? "Connection: close\r\n" : "")\r\n" }
+            let responses = try await gateway.send(text)
+            #expect(responses.map(\.status) == [200, 200, 200, 200, 200])
+            #expect(upstream.connections == 1)
+            #expect(upstream.seen.map(\.uri) == ["/0", "/1", "/2", "/3", "/4"])
+        }
+    }
+
+    @Test func largeResponsesStreamThrough() async throws {
+        try await Self.withWorld { _, _, gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/big", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(response.status == 200)
+            #expect(response.body.utf8.count == 1 << 20)
+            #expect(gateway.usage.recent.last?.bytesOut == 1 << 20)
+        }
+    }
+}
+
+/// Upstream failures: timeouts, refused connections, retries, circuit breaking, abrupt closes.
+@Suite struct GatewayUpstreamFailureTests {
+    @Test func aSlowUpstreamIs504() async throws {
+        try await GatewayProxyTests.withWorld(configure: { $0.responseTimeout = .milliseconds(300) }) { _, _, gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/slow", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(response.status == 504)
+            #expect(gateway.usage.recent.last?.isBillable == false)
+        }
+    }
+
+    @Test func anUpstreamThatClosesIs502() async throws {
+        try await GatewayProxyTests.withWorld { _, _, gateway in
+            let response = try await gateway.request("POST", "/t/demo/echo/v1/close", headers: [("X-API-Key", TestWorld.apiKey)], body: "x")
+            #expect(response.status == 502)
+            // and the gateway keeps serving
+            #expect(try await gateway.request("GET", "/t/demo/echo/v1/ok", headers: [("X-API-Key", TestWorld.apiKey)]).status == 200)
+        }
+    }
+
+    @Test func idempotentRequestsRetryOnAnotherTargetWhenTheConnectionFails() async throws {
+        // a port nobody listens on: bind and close a socket to find one
+        let dead = try await TestUpstream.start()
+        let deadPort = dead.port
+        await dead.stop()
+        try await GatewayProxyTests.withWorld({ world, upstream in
+            world.snapshot(targets: [.loopback(deadPort, weight: 100), .loopback(upstream.port, weight: 1)])
+        }) { _, upstream, gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(response.status == 200)
+            #expect(upstream.seen.count == 1)
+        }
+    }
+
+    @Test func aDeadTargetOpensTheCircuitAndFailsFast() async throws {
+        let dead = try await TestUpstream.start()
+        let deadPort = dead.port
+        await dead.stop()
+        try await GatewayProxyTests.withWorld({ world, _ in world.snapshot(targets: [.loopback(deadPort)]) }) { _, _, gateway in
+            // each event loop tracks target health on its own (like nginx workers), so give every loop its five failures
+            var statuses: [Int] = []
+            for _ in 0..<16 {
+                statuses.append(try await gateway.request("POST", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)], body: "1").status)
+            }
+            #expect(Array(statuses.prefix(5)) == [502, 502, 502, 502, 502])
+            #expect(Set(statuses) == [502, 503])
+            #expect(Array(statuses.suffix(2)) == [503, 503])
+        }
+    }
+
+    @Test func malformedAndOversizedRequestsEndCleanly() async throws {
+        try await GatewayProxyTests.withWorld { _, _, gateway in
+            let garbage = try await gateway.send("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot hex\r\n\r\n")
+            #expect(garbage.first?.status ?? 400 >= 400)
+            let huge = "GET /t/demo/echo/v1/x HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 20_000))\r\nConnection: close\r\n\r\n"
+            let tooBig = try await gateway.send(huge)
+            #expect(tooBig.first?.status == 431)
+            #expect(try await gateway.request("GET", "/healthz").status == 200)
+        }
+    }
+
+    @Test func aSlowClientIsDisconnected() async throws {
+        try await GatewayProxyTests.withWorld(configure: { $0.idleTimeout = .milliseconds(300) }) { _, _, gateway in
+            // half a request head, then silence: the gateway closes the connection
+            let started = Date()
+            let text = try await GatewayListenerTests.exchange(port: gateway.port, "GET /t/demo/echo/v1/x HTTP/1.1\r\nHost: x\r\n")
+            #expect(Date().timeIntervalSince(started) < 5)
+            #expect(text.isEmpty || text.hasPrefix("HTTP/1.1 408"))
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A real HTTP upstream on 127.0.0.1 for gateway tests. It answers with a JSON echo of what it
+/// received; a few paths misbehave on purpose: `/slow` answers after 3 s, `/close` drops the
+/// connection without answering, `/status/NNN` answers with that status, `/big` sends 1 MiB.
+final class TestUpstream: Sendable {
+    struct Seen: Sendable {
+        let method: String
+        let uri: String
+        let headers: [(String, String)]
+        let bodyBytes: Int
+        func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+    }
+
+    private let channel: any Channel
+    private let state = NIOLockedValueBox<(seen: [Seen], connections: Int)>(([], 0))
+    var port: Int { channel.localAddress?.port ?? 0 }
+    var seen: [Seen] { state.withLockedValue { $0.seen } }
+    var connections: Int { state.withLockedValue { $0.connections } }
+
+    private init(channel: any Channel) { self.channel = channel }
+
+    static func start() async throws -> TestUpstream {
+        let box = NIOLockedValueBox<TestUpstream?>(nil)
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                box.withLockedValue { $0 }?.state.withLockedValue { $0.connections += 1 }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(record: { seen in box.withLockedValue { $0 }?.state.withLockedValue { $0.seen.append(seen) } }))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let upstream = TestUpstream(channel: channel)
+        box.withLockedValue { $0 = upstream }
+        return upstream
+    }
+
+    func stop() async { try? await channel.close() }
+
+    private final class Handler: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let record: @Sendable (Seen) -> Void
+        var head: HTTPRequestHead?
+        var bytes = 0
+
+        init(record: @escaping @Sendable (Seen) -> Void) { self.record = record }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head):
+                self.head = head
+                bytes = 0
+            case .body(let buffer):
+                bytes += buffer.readableBytes
+            case .end:
+                guard let head else { return }
+                record(Seen(method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) }, bodyBytes: bytes))
+                respond(head, context: context)
+            }
+        }
+
+        private func respond(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+            if head.uri.hasPrefix("/close") {
+                context.close(promise: nil)
+                return
+            }
+            var status = HTTPResponseStatus.ok
+            if head.uri.hasPrefix("/status/"), let code = Int(head.uri.dropFirst(8).prefix(3)) { status = HTTPResponseStatus(statusCode: code) }
+            let body: ByteBuffer
+            if head.uri.hasPrefix("/big") {
+                body = ByteBuffer(repeating: UInt8(ascii: "x"), count: 1 << 20)
+            } else {
+                let headers = head.headers.map { "\"\($0.name.lowercased())\":\"\($0.value.replacingOccurrences(of: "\"", with: "'"))\"" }.joined(separator: ",")
+                body = ByteBuffer(string: "{\"method\":\"\(head.method.rawValue)\",\"uri\":\"\(head.uri)\",\"body_bytes\":\(bytes),\"headers\":{\(headers)}}")
+            }
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "application/json")
+            headers.add(name: "Content-Length", value: String(body.readableBytes))
+            headers.add(name: "Keep-Alive", value: "timeout=5")
+            headers.add(name: "X-Upstream", value: "test")
+            let write = {
+                context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            }
+            if head.uri.hasPrefix("/slow") {
+                context.eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: .seconds(3)) { write() }
+            } else {
+                write()
+            }
+        }
+    }
+}
