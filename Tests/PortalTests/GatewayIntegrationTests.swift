@@ -1,0 +1,220 @@
+import Billing
+import Foundation
+import Gateway
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Testing
+
+@testable import Portal
+
+/// The gateway against the real database: snapshots loaded from what the portal wrote, changes
+/// applied from NOTIFY, tokens issued by the portal's OAuth server, quotas shared by two gateways.
+@Suite struct GatewayIntegrationTests {
+    struct Live: Sendable {
+        let ports: [Int]
+        let stores: [SnapshotStore]
+        let usage: InMemoryUsageSink
+    }
+
+    /// `count` gateway processes' worth of services (each its own snapshot, quota tracker and
+    /// listener) on the test database.
+    static func withGateways(_ portal: TestPortal, count: Int = 1, _ body: @Sendable (Live) async throws -> Void) async throws {
+        let logger = Logger(label: "gateway-test")
+        let client = portal.database.client
+        let bound = AsyncStream<Int>.makeStream()
+        let usage = InMemoryUsageSink()
+        var services: [any Service] = []
+        var stores: [SnapshotStore] = []
+        for _ in 0..<count {
+            let store = SnapshotStore()
+            let quotas = QuotaTracker()
+            stores.append(store)
+            services.append(SnapshotReloader(client: client, store: store, baseDomain: "localhost", logger: logger, debounce: .milliseconds(20)))
+            services.append(QuotaSyncService(tracker: quotas, client: client, interval: .milliseconds(100), logger: logger))
+            services.append(
+                GatewayServer(
+                    configuration: .init(host: "127.0.0.1", port: 0), store: store, quotas: quotas, usage: usage, readiness: Readiness(), logger: logger,
+                    metricsText: { "" }, onBound: { bound.continuation.yield($0) }))
+        }
+        let group = ServiceGroup(services: services, logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var ports: [Int] = []
+            for await port in bound.stream {
+                ports.append(port)
+                if ports.count == count { break }
+            }
+            for store in stores { try await eventually { store.currentStatus.loaded } }
+            do { try await body(Live(ports: ports, stores: stores, usage: usage)) } catch {
+                await group.triggerGracefulShutdown()
+                throw error
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+    }
+
+    /// Polls until `condition` holds, failing after `seconds` (a correctness bound, not a speed test).
+    static func eventually(seconds: Double = 5, _ condition: @Sendable () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        Issue.record("condition not met within \(seconds) s")
+    }
+
+    static func call(_ port: Int, _ path: String, headers: [(String, String)]) async throws -> (status: Int, text: String) {
+        var text = "GET \(path) HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n"
+        for (name, value) in headers { text += "\(name): \(value)\r\n" }
+        let response = try await RawHTTP.exchange(port: port, text + "\r\n")
+        return (Int(response.split(separator: " ").dropFirst().first ?? "") ?? 0, response)
+    }
+
+    /// A subscribed app whose API points at `upstream`; returns an access token and the subscription id.
+    static func world(_ portal: TestPortal, _ client: some TestClientProtocol, upstream: String, plan: String? = nil) async throws
+        -> (token: String, subscriptionID: String, setup: SubscriptionTests.Setup, clientID: String, secret: String)
+    {
+        let s = try await SubscriptionTests.setup(portal, client)
+        _ = try await APITests.call(
+            client, .patch, "/t/acme/api/v1/apis/\(s.apiID)", token: s.world.provider, body: #"{"targets":[{"url":"\#(upstream)","weight":1}]}"#)
+        var planID = s.freePlan
+        if let plan {
+            planID = try APITests.json(try await APITests.call(client, .post, "/t/acme/api/v1/apis/\(s.apiID)/plans", token: s.world.provider, body: plan))["id"]
+                as? String ?? ""
+        }
+        let subscription = try APITests.json(try await SubscriptionTests.subscribe(client, s, plan: planID))
+        let detail = try APITests.json(try await APITests.call(client, .get, "/t/acme/api/v1/apps/\(s.appID)", token: s.world.developer))
+        let clientID = (detail["app"] as? [String: Any])?["client_id"] as? String ?? ""
+        let secret = try APITests.json(
+            try await APITests.call(client, .post, "/t/acme/api/v1/apps/\(s.appID)/client-secrets", token: s.world.developer, body: "{}"))["secret"] as? String ?? ""
+        let token = try APITests.json(try await OAuthTests.form(client, [("grant_type", "client_credentials")], basic: (clientID, secret)))["access_token"]
+            as? String ?? ""
+        return (token, subscription["id"] as? String ?? "", s, clientID, secret)
+    }
+
+    @Test func aPortalTokenReachesTheUpstreamThroughTheGateway() async throws {
+        let upstream = try await WebhookReceiver.start()
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let w = try await Self.world(portal, client, upstream: "http://127.0.0.1:\(upstream.port)/base")
+                try await Self.withGateways(portal) { live in
+                    // act
+                    let response = try await Self.call(live.ports[0], "/t/acme/echo/v1/hello?q=1", headers: [("Authorization", "Bearer \(w.token)")])
+                    // assert
+                    #expect(response.status == 200)
+                    let seen = try #require(upstream.received.last)
+                    #expect(seen.path == "/base/hello?q=1")
+                    #expect(seen.headers["x-tollgate-subscription-id"] == w.subscriptionID.lowercased())
+                    #expect(live.usage.billableCount == 1)
+                }
+            }
+        }
+        await upstream.stop()
+    }
+
+    @Test func revocationsAndSuspensionsApplyFromTheChangeSignal() async throws {
+        let upstream = try await WebhookReceiver.start()
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let w = try await Self.world(portal, client, upstream: "http://127.0.0.1:\(upstream.port)")
+                let other = try APITests.json(try await OAuthTests.form(client, [("grant_type", "client_credentials")], basic: (w.clientID, w.secret)))[
+                    "access_token"] as? String ?? ""
+                try await Self.withGateways(portal) { live in
+                    let port = live.ports[0]
+                    #expect(try await Self.call(port, "/t/acme/echo/v1/x", headers: [("Authorization", "Bearer \(w.token)")]).status == 200)
+                    // the client revokes its token: the gateway hears it through NOTIFY
+                    let revoked = try await OAuthTests.form(client, [("token", w.token)], basic: (w.clientID, w.secret), path: "/t/acme/oauth2/revoke")
+                    #expect(revoked.status == .ok)
+                    try await Self.eventually {
+                        try await Self.call(port, "/t/acme/echo/v1/x", headers: [("Authorization", "Bearer \(w.token)")]).status == 401
+                    }
+                    // the provider suspends the subscription: the other token is refused too
+                    #expect(try await Self.call(port, "/t/acme/echo/v1/x", headers: [("Authorization", "Bearer \(other)")]).status == 200)
+                    _ = try await SubscriptionTests.act(client, w.setup.world.provider, w.subscriptionID, #"{"action":"suspend","reason":"abuse"}"#)
+                    try await Self.eventually {
+                        try await Self.call(port, "/t/acme/echo/v1/x", headers: [("Authorization", "Bearer \(other)")]).status == 403
+                    }
+                    #expect(live.stores[0].snapshot.version > 1)
+                }
+            }
+        }
+        await upstream.stop()
+    }
+
+    @Test func twoGatewaysShareOneMonthlyQuota() async throws {
+        let upstream = try await WebhookReceiver.start()
+        let plan = """
+            {"name":"Tiny","rate_per_second":1000,"burst":1000,"monthly_quota":30,"monthly_fee_minor":0,"included_requests":30,
+             "tier_mode":"flat","tiers":[{"unit_price_micros":0}],"approval":"automatic","visibility":"public"}
+            """
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let w = try await Self.world(portal, client, upstream: "http://127.0.0.1:\(upstream.port)", plan: plan)
+                try await Self.withGateways(portal, count: 2) { live in
+                    let auth = [("Authorization", "Bearer \(w.token)")]
+                    var ok = 0
+                    for _ in 0..<20 where try await Self.call(live.ports[0], "/t/acme/echo/v1/a", headers: auth).status == 200 { ok += 1 }
+                    try await Task.sleep(for: .milliseconds(400))  // gateway A syncs its 20
+                    if try await Self.call(live.ports[1], "/t/acme/echo/v1/b", headers: auth).status == 200 { ok += 1 }
+                    try await Task.sleep(for: .milliseconds(400))  // gateway B syncs and learns the total
+                    var refused = 0
+                    for _ in 0..<20 {
+                        let status = try await Self.call(live.ports[1], "/t/acme/echo/v1/b", headers: auth).status
+                        if status == 200 { ok += 1 } else if status == 429 { refused += 1 }
+                    }
+                    try await Task.sleep(for: .milliseconds(400))
+                    let lastOnA = try await Self.call(live.ports[0], "/t/acme/echo/v1/a", headers: auth)
+                    #expect(ok == 30)
+                    #expect(refused == 11)
+                    #expect(lastOnA.status == 429)
+                    #expect(lastOnA.text.contains("Quota exhausted"))
+                }
+            }
+        }
+        await upstream.stop()
+    }
+}
+
+/// Raw HTTP/1.1 over loopback: writes the request, returns what arrives until the server closes
+/// (bounded by a 10 s timer so a stuck server fails the test instead of hanging it).
+enum RawHTTP {
+    static func exchange(port: Int, _ request: String) async throws -> String {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let promise = group.next().makePromise(of: String.self)
+        let text = NIOLockedValueBox("")
+        let channel = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(text: text, promise: promise)) }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        try await channel.writeAndFlush(ByteBuffer(string: request))
+        channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
+        return try await promise.futureResult.get()
+    }
+
+    final class Collector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let text: NIOLockedValueBox<String>
+        let promise: EventLoopPromise<String>
+
+        init(text: NIOLockedValueBox<String>, promise: EventLoopPromise<String>) {
+            self.text = text
+            self.promise = promise
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let chunk = String(buffer: unwrapInboundIn(data))
+            text.withLockedValue { $0 += chunk }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) { promise.succeed(text.withLockedValue { $0 }) }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+    }
+}
