@@ -1,5 +1,7 @@
 import Billing
 import Foundation
+import NIOCore
+import NIOPosix
 import Testing
 
 @testable import Gateway
@@ -276,6 +278,21 @@ import Testing
             let tooBig = try await gateway.send(huge)
             #expect(tooBig.first?.status == 431)
             #expect(try await gateway.request("GET", "/healthz").status == 200)
+        }
+    }
+
+    @Test func aClientThatLeavesMidRequestLeavesNoMessBehind() async throws {
+        try await GatewayProxyTests.withWorld { _, upstream, gateway in
+            // the client asks for a slow answer and hangs up at once
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: gateway.port).get()
+            try await channel.writeAndFlush(ByteBuffer(string: "GET /t/demo/echo/v1/slow HTTP/1.1\r\nHost: g\r\nX-API-Key: \(TestWorld.apiKey)\r\n\r\n"))
+            try await Task.sleep(for: .milliseconds(200))
+            try await channel.close()
+            // the gateway records the abandoned call and keeps serving
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(gateway.usage.recent.last?.status == 499)
+            #expect(try await gateway.request("GET", "/t/demo/echo/v1/ok", headers: [("X-API-Key", TestWorld.apiKey)]).status == 200)
+            #expect(upstream.seen.contains { $0.uri == "/slow" })
         }
     }
 

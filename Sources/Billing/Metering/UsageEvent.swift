@@ -61,44 +61,62 @@ public protocol UsageSink: Sendable {
 }
 
 /// Keeps counts in memory (until the durable meter of the metering work replaces it) and the last
-/// events for inspection in tests.
+/// events, in a ring, for inspection in tests.
 public final class InMemoryUsageSink: UsageSink {
     private struct State {
         var count = 0
         var billable = 0
-        var recent: [UsageEvent] = []
+        var ring: [UsageEvent] = []
+        var next = 0
     }
 
     private let state = NIOLockedValueBox(State())
     private let keep: Int
 
-    public init(keep: Int = 1000) { self.keep = keep }
+    public init(keep: Int = 1000) { self.keep = max(1, keep) }
 
     public func record(_ event: UsageEvent) {
         state.withLockedValue { state in
             state.count += 1
             if event.isBillable { state.billable += 1 }
-            if state.recent.count >= keep { state.recent.removeFirst(state.recent.count - keep + 1) }
-            state.recent.append(event)
+            if state.ring.count < keep {
+                state.ring.append(event)
+            } else {
+                state.ring[state.next] = event
+            }
+            state.next = (state.next + 1) % keep
         }
     }
 
     public var count: Int { state.withLockedValue { $0.count } }
     public var billableCount: Int { state.withLockedValue { $0.billable } }
-    public var recent: [UsageEvent] { state.withLockedValue { $0.recent } }
+
+    /// The kept events, oldest first.
+    public var recent: [UsageEvent] {
+        state.withLockedValue { state in
+            state.ring.count < keep ? state.ring : Array(state.ring[state.next...] + state.ring[..<state.next])
+        }
+    }
 }
 
-/// RFC 9562 version 7 UUIDs: 48-bit Unix milliseconds, then random bits.
+/// RFC 9562 version 7 UUIDs: 48-bit Unix milliseconds, 12 bits of sub-millisecond time (the RFC's
+/// "increased clock precision" option, so ids from one process sort by time), 62 random bits.
 public enum UUIDv7 {
-    public static func make(milliseconds: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) -> UUID {
-        var bytes = [UInt8](repeating: 0, count: 16)
+    public static func make(milliseconds: UInt64? = nil) -> UUID {
+        let now = Date().timeIntervalSince1970 * 1000
+        let fraction = milliseconds == nil ? UInt64((now - now.rounded(.down)) * 4096) & 0x0fff : 0
+        let milliseconds = milliseconds ?? UInt64(now)
         var generator = SystemRandomNumberGenerator()
         let random = generator.next() as UInt64
-        let random2 = generator.next() as UInt64
-        for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: milliseconds >> (40 - 8 * UInt64(i))) }
-        for i in 6..<16 { bytes[i] = UInt8(truncatingIfNeeded: (i < 14 ? random : random2) >> (8 * UInt64(i % 8))) }
-        bytes[6] = (bytes[6] & 0x0f) | 0x70
-        bytes[8] = (bytes[8] & 0x3f) | 0x80
-        return UUID(uuid: (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7], bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
+        let high = (milliseconds << 16) | 0x7000 | fraction
+        let low = (random & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000  // variant 10, 62 random bits
+        return UUID(
+            uuid: (
+                UInt8(truncatingIfNeeded: high >> 56), UInt8(truncatingIfNeeded: high >> 48), UInt8(truncatingIfNeeded: high >> 40),
+                UInt8(truncatingIfNeeded: high >> 32), UInt8(truncatingIfNeeded: high >> 24), UInt8(truncatingIfNeeded: high >> 16),
+                UInt8(truncatingIfNeeded: high >> 8), UInt8(truncatingIfNeeded: high), UInt8(truncatingIfNeeded: low >> 56),
+                UInt8(truncatingIfNeeded: low >> 48), UInt8(truncatingIfNeeded: low >> 40), UInt8(truncatingIfNeeded: low >> 32),
+                UInt8(truncatingIfNeeded: low >> 24), UInt8(truncatingIfNeeded: low >> 16), UInt8(truncatingIfNeeded: low >> 8), UInt8(truncatingIfNeeded: low)
+            ))
     }
 }

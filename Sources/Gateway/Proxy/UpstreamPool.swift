@@ -56,11 +56,19 @@ final class UpstreamPool {
     }
 
     func recordSuccess(_ key: String) {
-        breakers[key, default: CircuitBreaker()].recordSuccess()
+        var breaker = breakers[key] ?? CircuitBreaker()
+        let before = breaker.gaugeValue
+        breaker.recordSuccess()
+        breakers[key] = breaker
+        if before != 0 { GatewayGauges.circuit(target: key, state: 0) }
     }
 
     func recordFailure(_ key: String, now: UInt64) {
-        breakers[key, default: CircuitBreaker()].recordFailure(now: now)
+        var breaker = breakers[key] ?? CircuitBreaker()
+        let before = breaker.gaugeValue
+        breaker.recordFailure(now: now)
+        breakers[key] = breaker
+        if before != breaker.gaugeValue { GatewayGauges.circuit(target: key, state: breaker.gaugeValue) }
     }
 
     func circuitStates() -> [(String, Int)] { breakers.map { ($0.key, $0.value.gaugeValue) } }

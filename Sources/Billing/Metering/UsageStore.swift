@@ -1,0 +1,123 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Writes batches of usage events and their hourly rollups in one transaction. Idempotent: an
+/// event already stored (same id and time) is skipped and not counted again, so replaying a batch
+/// after a failure or from the spool never double-counts.
+public struct UsageStore: Sendable {
+    static let none = UUID(uuidString: "00000000-0000-0000-0000-000000000000")!
+    let logger: Logger
+
+    public init(logger: Logger) { self.logger = logger }
+
+    /// Stores `events`; returns how many were new.
+    @discardableResult
+    public func write(_ events: [UsageEvent], gateway: String, client: PostgresClient) async throws -> Int {
+        guard !events.isEmpty else { return 0 }
+        return try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            return try await write(events, gateway: gateway, on: connection)
+        }
+    }
+
+    func write(_ events: [UsageEvent], gateway: String, on connection: PostgresConnection) async throws -> Int {
+        let rows = try await connection.query(
+            """
+            INSERT INTO usage_events (id, at, tenant_id, api_id, app_id, subscription_id, plan_id, method, status, latency_us, bytes_in, bytes_out,
+                                      rejection, forwarded, billable, gateway)
+            SELECT id, at, tenant, nullif(api, \(Self.none)), nullif(app, \(Self.none)), nullif(sub, \(Self.none)), nullif(plan, \(Self.none)), method, status,
+                   latency, bytes_in, bytes_out, nullif(rejection, ''), forwarded, billable, \(gateway)
+            FROM unnest(\(events.map(\.id))::uuid[], \(events.map(\.at))::timestamptz[], \(events.map(\.tenantID))::uuid[],
+                        \(events.map { $0.apiID ?? Self.none })::uuid[], \(events.map { $0.appID ?? Self.none })::uuid[],
+                        \(events.map { $0.subscriptionID ?? Self.none })::uuid[], \(events.map { $0.planID ?? Self.none })::uuid[],
+                        \(events.map(\.method))::text[], \(events.map { Int16(clamping: $0.status) })::smallint[],
+                        \(events.map { Int32(clamping: $0.latencyMicroseconds) })::integer[], \(events.map(\.bytesIn))::bigint[],
+                        \(events.map(\.bytesOut))::bigint[], \(events.map { $0.rejection?.rawValue ?? "" })::text[],
+                        \(events.map(\.forwarded))::boolean[], \(events.map(\.isBillable))::boolean[])
+                 AS e(id, at, tenant, api, app, sub, plan, method, status, latency, bytes_in, bytes_out, rejection, forwarded, billable)
+            ON CONFLICT DO NOTHING
+            RETURNING id
+            """, logger: logger)
+        var inserted = Set<UUID>()
+        for try await id in rows.decode(UUID.self) { inserted.insert(id) }
+        let fresh = events.filter { inserted.contains($0.id) }
+        for rollup in HourlyRollup.aggregate(fresh) {
+            try await connection.query(
+                """
+                INSERT INTO usage_hourly (tenant_id, subscription_id, hour, api_id, app_id, plan_id, calls, billable, errors, rejected,
+                                          status_2xx, status_3xx, status_4xx, status_5xx, bytes_in, bytes_out, latency)
+                VALUES (\(rollup.tenantID), \(rollup.subscriptionID ?? Self.none), \(rollup.hour), \(rollup.apiID), \(rollup.appID), \(rollup.planID),
+                        \(rollup.calls), \(rollup.billable), \(rollup.errors), \(rollup.rejectedJSON)::jsonb, \(rollup.statusClasses[0]), \(rollup.statusClasses[1]),
+                        \(rollup.statusClasses[2]), \(rollup.statusClasses[3]), \(rollup.bytesIn), \(rollup.bytesOut), \(rollup.latency)::bigint[])
+                ON CONFLICT (tenant_id, subscription_id, hour) DO UPDATE SET
+                    api_id = coalesce(EXCLUDED.api_id, usage_hourly.api_id), app_id = coalesce(EXCLUDED.app_id, usage_hourly.app_id),
+                    plan_id = coalesce(EXCLUDED.plan_id, usage_hourly.plan_id),
+                    calls = usage_hourly.calls + EXCLUDED.calls, billable = usage_hourly.billable + EXCLUDED.billable,
+                    errors = usage_hourly.errors + EXCLUDED.errors, rejected = tollgate_add_reasons(usage_hourly.rejected, EXCLUDED.rejected),
+                    status_2xx = usage_hourly.status_2xx + EXCLUDED.status_2xx, status_3xx = usage_hourly.status_3xx + EXCLUDED.status_3xx,
+                    status_4xx = usage_hourly.status_4xx + EXCLUDED.status_4xx, status_5xx = usage_hourly.status_5xx + EXCLUDED.status_5xx,
+                    bytes_in = usage_hourly.bytes_in + EXCLUDED.bytes_in, bytes_out = usage_hourly.bytes_out + EXCLUDED.bytes_out,
+                    latency = tollgate_add_counts(usage_hourly.latency, EXCLUDED.latency)
+                """, logger: logger)
+        }
+        return fresh.count
+    }
+
+    /// Makes sure the partitions of the current and the next month exist.
+    public func preparePartitions(client: PostgresClient, now: Date = Date()) async throws {
+        let next = now.addingTimeInterval(32 * 86_400)
+        try await client.withConnection { connection in
+            try await connection.query("SELECT tollgate_ensure_usage_partition(\(now)::date), tollgate_ensure_usage_partition(\(next)::date)", logger: logger)
+        }
+    }
+}
+
+/// One (tenant, subscription, hour) rollup delta computed from a batch. Pure.
+struct HourlyRollup: Equatable {
+    var tenantID: UUID
+    var subscriptionID: UUID?
+    var hour: Date
+    var apiID: UUID?
+    var appID: UUID?
+    var planID: UUID?
+    var calls: Int64 = 0
+    var billable: Int64 = 0
+    var errors: Int64 = 0
+    var rejected: [String: Int64] = [:]
+    var statusClasses: [Int64] = [0, 0, 0, 0]
+    var bytesIn: Int64 = 0
+    var bytesOut: Int64 = 0
+    var latency: [Int64] = Array(repeating: 0, count: LatencyHistogram.bounds.count)
+
+    var rejectedJSON: String {
+        "{" + rejected.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
+    }
+
+    static func aggregate(_ events: [UsageEvent]) -> [HourlyRollup] {
+        struct Key: Hashable {
+            let tenant: UUID
+            let subscription: UUID?
+            let hour: Int64
+        }
+        var rollups: [Key: HourlyRollup] = [:]
+        for event in events {
+            let hour = Int64(event.at.timeIntervalSince1970.rounded(.down)) / 3600 * 3600
+            let key = Key(tenant: event.tenantID, subscription: event.subscriptionID, hour: hour)
+            var rollup = rollups[key] ?? HourlyRollup(
+                tenantID: event.tenantID, subscriptionID: event.subscriptionID, hour: Date(timeIntervalSince1970: Double(hour)), apiID: event.apiID,
+                appID: event.appID, planID: event.planID)
+            rollup.calls += 1
+            if event.isBillable { rollup.billable += 1 }
+            if event.status >= 500 { rollup.errors += 1 }
+            if let reason = event.rejection { rollup.rejected[reason.rawValue, default: 0] += 1 }
+            let statusClass = min(max(event.status / 100 - 2, 0), 3)
+            rollup.statusClasses[statusClass] += 1
+            rollup.bytesIn += event.bytesIn
+            rollup.bytesOut += event.bytesOut
+            rollup.latency[LatencyHistogram.bucket(event.latencyMicroseconds)] += 1
+            rollups[key] = rollup
+        }
+        return rollups.values.sorted { ($0.hour, $0.tenantID.uuidString) < ($1.hour, $1.tenantID.uuidString) }
+    }
+}

@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+
+@testable import Billing
+
+/// Rating is pure: table tests over proration, included requests, tiers and rounding.
+@Suite struct RatingTests {
+    static func date(_ text: String) -> Date { ISO8601DateFormatter().date(from: text)! }
+    static let november = Rating.month("2026-11")!
+    static let pro = PricingTerms(monthlyFeeMinor: 4900, includedRequests: 50_000, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 200_000)])
+
+    static func rate(_ terms: PricingTerms, from: String = "2026-11-01T00:00:00Z", to: String = "2026-12-01T00:00:00Z", calls: Int64) -> [LineItem] {
+        Rating.rate(
+            RatedSegment(terms: terms, planName: "Pro", from: date(from), to: date(to), billableCalls: calls), periodStart: november.start,
+            periodEnd: november.end)
+    }
+
+    @Test(arguments: [
+        // from, to, fee charged (30-day month)
+        ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z", Int64(4900)),
+        ("2026-11-16T09:30:00Z", "2026-12-01T00:00:00Z", 2450),  // 15 of 30 days: the start day counts
+        ("2026-11-01T00:00:00Z", "2026-11-11T23:59:00Z", 1633),  // cancelled on the 11th: 10 days, 1633.33 → 1633
+        ("2026-11-05T08:00:00Z", "2026-11-05T17:00:00Z", 0),  // same-day start and cancel
+        ("2026-10-20T00:00:00Z", "2026-11-02T00:00:00Z", 163),  // started last month: only November's day counts
+    ])
+    func theFeeIsProratedByDay(from: String, to: String, fee: Int64) {
+        let lines = Self.rate(Self.pro, from: from, to: to, calls: 0)
+        #expect(lines.filter { $0.kind == .fee }.map(\.amountMinor).reduce(0, +) == fee)
+    }
+
+    @Test func aPlanChangeChargesEachDayOnce() {
+        let change = "2026-11-21T15:00:00Z"
+        let free = PricingTerms(monthlyFeeMinor: 0, includedRequests: 1000, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 0)])
+        let before = Self.rate(free, to: change, calls: 900)
+        let after = Self.rate(Self.pro, from: change, calls: 0)
+        #expect(before.isEmpty)
+        #expect(after.map(\.amountMinor) == [1633])  // days 21–30: 10/30 of 49.00
+        #expect(after.first?.quantity == 10)
+    }
+
+    @Test(arguments: [
+        (Int64(50_000), [Int64]()),  // all included
+        (Int64(50_001), [Int64(0)]),  // 0.002 → 0.2 cents rounds to 0
+        (Int64(50_003), [Int64(1)]),  // 0.6 cents → 1 (half away from zero at .5 and above)
+        (Int64(60_000), [Int64(2000)]),  // 10,000 × 0.2 cents = 20.00
+    ] as [(Int64, [Int64])])
+    func usageBeyondTheIncludedIsPricedAndRoundedOnce(calls: Int64, usage: [Int64]) {
+        let lines = Self.rate(Self.pro, calls: calls).filter { $0.kind == .usage }
+        #expect(lines.map(\.amountMinor) == usage)
+    }
+
+    @Test func graduatedTiersSplitUnitsAndVolumeTiersPriceThemAll() {
+        let tiers: [PricingTerms.Tier] = [.init(upTo: 100, unitPriceMicros: 1_000_000), .init(upTo: 1000, unitPriceMicros: 500_000), .init(upTo: nil, unitPriceMicros: 100_000)]
+        let graduated = PricingTerms(monthlyFeeMinor: 0, includedRequests: 0, tierMode: .graduated, tiers: tiers)
+        let lines = Self.rate(graduated, calls: 1500)
+        #expect(lines.map(\.quantity) == [100, 900, 500])
+        #expect(lines.map(\.amountMinor) == [100, 450, 50])
+        // exactly on a tier edge: nothing spills into the next tier
+        #expect(Self.rate(graduated, calls: 100).map(\.quantity) == [100])
+        let volume = PricingTerms(monthlyFeeMinor: 0, includedRequests: 0, tierMode: .volume, tiers: tiers)
+        #expect(Self.rate(volume, calls: 1000).map(\.amountMinor) == [500])
+        #expect(Self.rate(volume, calls: 1001).map(\.amountMinor) == [100])
+    }
+
+    @Test func includedRequestsAreProratedWithTheFee() {
+        // 15 of 30 days: 25,000 included
+        let lines = Self.rate(Self.pro, from: "2026-11-16T00:00:00Z", calls: 26_000)
+        #expect(lines.first { $0.kind == .usage }?.quantity == 1000)
+    }
+
+    @Test(arguments: [(Int64(1_499_999), Int64(1)), (1_500_000, 2), (-1_500_000, -2), (0, 0), (999_999_999_999, 1_000_000)])
+    func roundingIsHalfAwayFromZero(micros: Int64, minor: Int64) {
+        #expect(Rating.round(micros) == minor)
+    }
+
+    @Test func monthsAreUTCCalendarMonthsIncludingLeapFebruary() {
+        let february = Rating.month("2028-02")!
+        #expect(Rating.dayCount(from: february.start, to: february.end) == 29)
+        #expect(Rating.month("2026-13") == nil)
+        #expect(Rating.month("garbage") == nil)
+        let leap = Rating.rate(
+            RatedSegment(terms: Self.pro, planName: "Pro", from: february.start, to: Self.date("2028-02-15T00:00:00Z"), billableCalls: 0),
+            periodStart: february.start, periodEnd: february.end)
+        #expect(leap.first?.amountMinor == 2366)  // 14/29 of 49.00 = 23.655… → 23.66
+    }
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Gateway benchmark: the same wrk workload against (a) the upstream directly, (b) nginx proxy_pass
+# with upstream keepalive, (c) the Tollgate gateway with JWT auth + subscription check + rate limit
+# (set above the load) + metering. The proxy under test is pinned to core 1, wrk and the upstream
+# to core 0. Rounds are interleaved; medians are printed with the ratio gateway/nginx.
+#
+#   bench/gateway.sh [rounds=3] [seconds=10] [connections=32]
+#
+# Uses a release build, a private PostgreSQL database `tollgate_bench` and the reference nginx
+# configs in ../shared/bench (copied next to this script if that folder is absent).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROUNDS="${1:-3}"; SECONDS_PER_RUN="${2:-10}"; CONNECTIONS="${3:-32}"
+WORK="$ROOT/.data/bench"; mkdir -p "$WORK"
+REF="$ROOT/../shared/bench"; [ -f "$REF/upstream.conf" ] || REF="$ROOT/bench/nginx"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  echo "installing nginx-light and wrk" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y nginx-light wrk >/dev/null; else sudo apt-get install -y nginx-light wrk >/dev/null; fi
+fi
+
+cd "$ROOT"
+swift build -c release --product tollgate >&2
+BIN="$(swift build -c release --show-bin-path)/tollgate"
+scripts/pg.sh start tollgate_bench >&2
+export DATABASE_URL="$(scripts/pg.sh url tollgate_bench)" TOLLGATE_DATA_DIR="$WORK" LOG_LEVEL=warning
+export PORTAL_ADDRESS=127.0.0.1:18081 GATEWAY_ADDRESS=127.0.0.1:9003
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
+  [ -f "$WORK/proxy.pid" ] && kill "$(cat "$WORK/proxy.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# upstream (core 0) and nginx proxy (core 1)
+taskset -c 0 nginx -c "$REF/upstream.conf" -p "$WORK" -e "$WORK/upstream.err"
+taskset -c 1 nginx -c "$REF/nginx-proxy.conf" -p "$WORK" -e "$WORK/proxy.err"
+
+# the demo marketplace, with Echo routed to the nginx upstream and a plan whose limits exceed the load
+"$BIN" migrate >/dev/null
+"$BIN" seed-demo >/dev/null
+creds="$("$BIN" seed-demo --json)"
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$creds" "$1"; }
+"$BIN" portal & pids+=($!)
+for _ in $(seq 50); do curl -sf "http://$PORTAL_ADDRESS/readyz" >/dev/null && break; sleep 0.2; done
+PAT="$("$BIN" token create --tenant demo --email provider@demo.test --scope read --scope write | tail -1)"
+DEV="$("$BIN" token create --tenant demo --email developer@demo.test --scope read --scope write | tail -1)"
+api="http://$PORTAL_ADDRESS/t/demo/api/v1"
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+echo_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis" | json "[a['id'] for a in d['items'] if a['slug']=='echo'][0]")"
+curl -sf -X PATCH -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
+  -d '{"targets":[{"url":"http://127.0.0.1:9001","weight":1}]}' "$api/apis/$echo_id" >/dev/null
+plan_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis/$echo_id/plans" | json "([p['id'] for p in d['items'] if p['name']=='Bench'] or [''])[0]")"
+if [ -z "$plan_id" ]; then
+  plan_id="$(curl -sf -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
+    -d '{"name":"Bench","rate_per_second":1000000,"burst":10000000,"monthly_fee_minor":0,"included_requests":0,"tier_mode":"flat","tiers":[{"unit_price_micros":0}],"approval":"automatic","visibility":"hidden"}' \
+    "$api/apis/$echo_id/plans" | json "d['id']")"
+fi
+sub_id="$(curl -sf -H "Authorization: Bearer $DEV" "$api/subscriptions" | json "[s['id'] for s in d['items'] if s['api_id']=='$echo_id' and s['state']=='active'][0]")"
+curl -s -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
+  -d "{\"action\":\"change_plan\",\"plan_id\":\"$plan_id\"}" "$api/subscriptions/$sub_id/actions" >/dev/null || true
+TOKEN="$(curl -sf -u "$(field client_id):$(field client_secret)" -d grant_type=client_credentials "http://$PORTAL_ADDRESS/t/demo/oauth2/token" | json "d['access_token']")"
+
+# the gateway alone on core 1
+taskset -c 1 "$BIN" gateway & pids+=($!)
+for _ in $(seq 50); do curl -sf "http://$GATEWAY_ADDRESS/readyz" >/dev/null && break; sleep 0.2; done
+check="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/")"
+[ "$check" = 200 ] || { echo "gateway answered $check, not 200" >&2; exit 1; }
+
+run() {  # name url [header]
+  local out="$WORK/wrk-$1-$2.txt"
+  if [ -n "${4:-}" ]; then taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$4" "$3" >"$out"
+  else taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$3" >"$out"; fi
+}
+for round in $(seq "$ROUNDS"); do
+  echo "round $round/$ROUNDS" >&2
+  run upstream "$round" "http://127.0.0.1:9001/"
+  run nginx "$round" "http://127.0.0.1:9002/"
+  run tollgate "$round" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"
+done
+
+python3 - "$WORK" "$ROUNDS" "$CONNECTIONS" <<'PY'
+import re, statistics, sys
+work, rounds, conns = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def ms(text):
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+def parse(path):
+    text = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50 = ms(re.search(r"50%\s+(\S+)", text).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return rps, p50, p99, int(errors.group(1)) if errors else 0
+results = {}
+for name in ["upstream", "nginx", "tollgate"]:
+    runs = [parse(f"{work}/wrk-{name}-{r}.txt") for r in range(1, rounds + 1)]
+    results[name] = [statistics.median(x[i] for x in runs) for i in range(3)] + [sum(x[3] for x in runs)]
+print(f"{'target':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}   (median of {rounds} rounds, {conns} connections)")
+for name, (rps, p50, p99, errors) in results.items():
+    print(f"{name:<10} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {errors:>8}")
+ratio = results["tollgate"][0] / results["nginx"][0]
+added = results["tollgate"][2] - results["upstream"][2]
+print(f"gateway/nginx req/s ratio: {ratio:.2f} (target >= 0.5)")
+print(f"gateway p99 added over the upstream: {added:.3f} ms (target <= 1 ms); nginx adds {results['nginx'][2] - results['upstream'][2]:.3f} ms")
+PY
