@@ -53,7 +53,7 @@ json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.arg
 echo_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis" | json "[a['id'] for a in d['items'] if a['slug']=='echo'][0]")"
 curl -sf -X PATCH -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
   -d '{"targets":[{"url":"http://127.0.0.1:9001","weight":1}]}' "$api/apis/$echo_id" >/dev/null
-plan_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis/$echo_id/plans" | json "([p['id'] for p in d['items'] if p['name']=='Bench'] or [''])[0]")"
+plan_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis/$echo_id/plans" | json "([p['id'] for p in d['items'] if p['terms']['name']=='Bench'] or [''])[0]")"
 if [ -z "$plan_id" ]; then
   plan_id="$(curl -sf -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
     -d '{"name":"Bench","rate_per_second":1000000,"burst":10000000,"monthly_fee_minor":0,"included_requests":0,"tier_mode":"flat","tiers":[{"unit_price_micros":0}],"approval":"automatic","visibility":"hidden"}' \
@@ -65,7 +65,7 @@ curl -s -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/js
 TOKEN="$(curl -sf -u "$(field client_id):$(field client_secret)" -d grant_type=client_credentials "http://$PORTAL_ADDRESS/t/demo/oauth2/token" | json "d['access_token']")"
 
 # the gateway alone on core 1
-taskset -c 1 "$BIN" gateway & pids+=($!)
+TOLLGATE_GATEWAY_THREADS=1 taskset -c 1 "$BIN" gateway & gateway_pid=$!; pids+=($gateway_pid)
 for _ in $(seq 50); do curl -sf "http://$GATEWAY_ADDRESS/readyz" >/dev/null && break; sleep 0.2; done
 check="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/")"
 [ "$check" = 200 ] || { echo "gateway answered $check, not 200" >&2; exit 1; }
@@ -75,6 +75,12 @@ run() {  # name url [header]
   if [ -n "${4:-}" ]; then taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$4" "$3" >"$out"
   else taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$3" >"$out"; fi
 }
+if [ -n "${PROFILE:-}" ]; then  # PROFILE=1: perf profile of the gateway under load, then exit
+  perf record -F 999 -g -p "$gateway_pid" -o "$WORK/perf.data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null & perf_pid=$!
+  run tollgate profile "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"; wait "$perf_pid"
+  perf report -i "$WORK/perf.data" --stdio --no-children --percent-limit 0.7 2>/dev/null | grep -v '^$' | head -120
+  exit 0
+fi
 for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   run upstream "$round" "http://127.0.0.1:9001/"

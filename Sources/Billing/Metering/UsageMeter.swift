@@ -35,8 +35,8 @@ public final class UsageMeter: UsageSink, Service {
     }
 
     private let configuration: Configuration
-    private let client: PostgresClient
-    private let store: UsageStore
+    private let writeBatch: @Sendable ([UsageEvent]) async throws -> Void
+    private let prepare: @Sendable () async throws -> Void
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
     private let spool: UsageSpool
@@ -46,10 +46,22 @@ public final class UsageMeter: UsageSink, Service {
     private let spoolBytes = Gauge(label: "tollgate_meter_spool_bytes")
     private let spoolAge = Gauge(label: "tollgate_meter_spool_oldest_age_seconds")
 
-    public init(configuration: Configuration, client: PostgresClient, logger: Logger) {
+    public convenience init(configuration: Configuration, client: PostgresClient, logger: Logger) {
+        let store = UsageStore(logger: logger)
+        let gateway = configuration.gateway
+        self.init(
+            configuration: configuration, logger: logger, write: { try await store.write($0, gateway: gateway, client: client) },
+            prepare: { try await store.preparePartitions(client: client) })
+    }
+
+    /// `write` stores one batch (idempotently); tests pass one that fails to play an outage.
+    public init(
+        configuration: Configuration, logger: Logger, write: @escaping @Sendable ([UsageEvent]) async throws -> Void,
+        prepare: @escaping @Sendable () async throws -> Void = {}
+    ) {
         self.configuration = configuration
-        self.client = client
-        self.store = UsageStore(logger: logger)
+        self.writeBatch = write
+        self.prepare = prepare
         self.logger = logger
         self.spool = UsageSpool(path: configuration.spoolPath)
     }
@@ -65,14 +77,14 @@ public final class UsageMeter: UsageSink, Service {
     }
 
     public func run() async throws {
-        try? await store.preparePartitions(client: client)
+        try? await prepare()
         await cancelWhenGracefulShutdown {
             var lastPartitionCheck = Date()
             while !Task.isCancelled {
                 await self.waitForWork()
                 await self.flush()
                 if Date().timeIntervalSince(lastPartitionCheck) > 3600 {
-                    try? await self.store.preparePartitions(client: self.client)
+                    try? await self.prepare()
                     lastPartitionCheck = Date()
                 }
             }
@@ -99,7 +111,7 @@ public final class UsageMeter: UsageSink, Service {
         do {
             for chunk in stride(from: 0, to: batch.count, by: configuration.batchSize) {
                 let part = Array(batch[chunk..<min(batch.count, chunk + configuration.batchSize)])
-                try await store.write(part, gateway: configuration.gateway, client: client)
+                try await writeBatch(part)
                 written.increment(by: part.count)
             }
         } catch {
@@ -107,6 +119,9 @@ public final class UsageMeter: UsageSink, Service {
             append(toSpool: batch)
         }
     }
+
+    /// Whether events wait in the spool for Postgres.
+    public var isSpooling: Bool { spool.hasContent }
 
     /// Events buffered in memory right now.
     public var buffered: Int { state.withLockedValue { $0.buffer.count } }
@@ -132,7 +147,7 @@ public final class UsageMeter: UsageSink, Service {
         let events = try spool.readAll()
         for chunk in stride(from: 0, to: events.count, by: configuration.batchSize) {
             let part = Array(events[chunk..<min(events.count, chunk + configuration.batchSize)])
-            try await store.write(part, gateway: configuration.gateway, client: client)
+            try await writeBatch(part)
             written.increment(by: part.count)
         }
         try spool.clear()

@@ -22,6 +22,8 @@ public struct GatewayServer: Service {
         public var connectTimeout: TimeAmount = .seconds(5)
         /// A client connection with nothing read for this long is closed (408 mid-request).
         public var idleTimeout: TimeAmount = .seconds(60)
+        /// Event loops of the data plane; nil shares the process-wide group (one per core).
+        public var eventLoopThreads: Int?
 
         public init(host: String, port: Int) {
             self.host = host
@@ -49,7 +51,8 @@ public struct GatewayServer: Service {
     public func run() async throws {
         let shared = self.shared
         let idle = configuration.idleTimeout
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let ownGroup = configuration.eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: max(1, $0)) }
+        let channel = try await ServerBootstrap(group: ownGroup ?? MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -73,5 +76,6 @@ public struct GatewayServer: Service {
         } onGracefulShutdown: {
             channel.close(promise: nil)
         }
+        try? await ownGroup?.shutdownGracefully()
     }
 }

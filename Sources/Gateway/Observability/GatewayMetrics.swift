@@ -4,17 +4,19 @@ import Foundation
 /// The gateway's Prometheus metrics through swift-metrics. Metric objects are looked up once per
 /// label set and kept per event loop, so a request costs dictionary lookups, not factory calls.
 final class GatewayMetrics {
-    private var requests: [String: Counter] = [:]
+    private var requests: [String: [UInt: Counter]] = [:]
     private var durations: [String: CoreMetrics.Timer] = [:]
     private var rejections: [String: Counter] = [:]
     private var upstreamErrors: [String: Counter] = [:]
 
     func request(api: String, status: UInt, nanoseconds: UInt64) {
-        let key = "\(api)|\(status)"
-        if requests[key] == nil {
-            requests[key] = Counter(label: "tollgate_gateway_requests_total", dimensions: [("api", api), ("status", String(status))])
+        if let counter = requests[api]?[status] {
+            counter.increment()
+        } else {
+            let counter = Counter(label: "tollgate_gateway_requests_total", dimensions: [("api", api), ("status", String(status))])
+            requests[api, default: [:]][status] = counter
+            counter.increment()
         }
-        requests[key]?.increment()
         if durations[api] == nil {
             durations[api] = CoreMetrics.Timer(label: "tollgate_gateway_request_duration_seconds", dimensions: [("api", api)], preferredDisplayUnit: .seconds)
         }

@@ -63,6 +63,9 @@ final class ProxyHandler: ChannelInboundHandler {
         var bytesOut: Int64 = 0
         var retried = false
         var timeout: Scheduled<Void>?
+        /// Whether reading from the client (or the upstream) was paused for back-pressure.
+        var pausedClient = false
+        var pausedUpstream = false
 
         init(plan: ForwardPlan, head: HTTPRequestHead, upstreamHead: HTTPRequestHead, requestID: String, started: UInt64, target: UpstreamTargetConfig, bodyLimit: Int) {
             self.plan = plan
@@ -135,8 +138,16 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        exchange?.upstream?.channel.setOption(.autoRead, value: context.channel.isWritable).whenComplete { _ in }
+        if let exchange, let upstream = exchange.upstream {
+            exchange.pausedUpstream = !context.channel.isWritable
+            upstream.channel.setOption(.autoRead, value: context.channel.isWritable).whenComplete { _ in }
+        }
         context.fireChannelWritabilityChanged()
+    }
+
+    private func setClientReading(_ on: Bool, context: ChannelHandlerContext, _ exchange: Exchange) {
+        exchange.pausedClient = !on
+        context.channel.setOption(.autoRead, value: on).whenComplete { _ in }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -160,7 +171,7 @@ final class ProxyHandler: ChannelInboundHandler {
 
     private func received(head: HTTPRequestHead, context: ChannelHandlerContext) {
         let started = DispatchTime.now().uptimeNanoseconds
-        let requestID = head.headers.first(name: "x-request-id").flatMap { $0.count <= 200 ? $0 : nil } ?? UUIDv7.make().uuidString.lowercased()
+        let requestID = head.headers.first(name: "x-request-id").flatMap { $0.count <= 200 ? $0 : nil } ?? UUIDv7.make().lowercasedText
         var headerBytes = 0
         for (name, value) in head.headers { headerBytes += name.utf8.count + value.utf8.count + 4 }
         if headerBytes > shared.settings.maxHeaderBytes {
@@ -216,7 +227,7 @@ final class ProxyHandler: ChannelInboundHandler {
         } else {
             exchange.pending.append(.body(.byteBuffer(buffer)))
             exchange.pendingBytes += buffer.readableBytes
-            if exchange.pendingBytes > 256 * 1024 { context.channel.setOption(.autoRead, value: false).whenComplete { _ in } }
+            if exchange.pendingBytes > 256 * 1024 && !exchange.pausedClient { setClientReading(false, context: context, exchange) }
         }
     }
 
@@ -302,7 +313,7 @@ final class ProxyHandler: ChannelInboundHandler {
         exchange.pending = []
         exchange.pendingBytes = 0
         connection.channel.flush()
-        context.channel.setOption(.autoRead, value: connection.channel.isWritable).whenComplete { _ in }
+        if !connection.channel.isWritable || exchange.pausedClient { setClientReading(connection.channel.isWritable, context: context, exchange) }
         if exchange.requestEnded || exchange.head.method == .GET && exchange.requestEnded { armTimeout(exchange) }
     }
 
@@ -364,6 +375,7 @@ final class ProxyHandler: ChannelInboundHandler {
             // Back to the pool before the client's end is written: writing it may start the
             // next pipelined request at once, which should find this connection idle.
             if let upstream = exchange.upstream {
+                if exchange.pausedUpstream { upstream.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
                 if exchange.upstreamKeepAlive { loop.pool.release(upstream) } else {
                     upstream.handler.delegate = nil
                     upstream.channel.close(promise: nil)
@@ -372,7 +384,7 @@ final class ProxyHandler: ChannelInboundHandler {
             finish(exchange, status: exchange.status, forwarded: true, rejection: nil)
             let done = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
             if !exchange.keepAlive { done.assumeIsolatedUnsafeUnchecked().whenComplete { _ in context.close(promise: nil) } }
-            if !context.channel.isWritable { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
+            if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
         }
     }
 
@@ -397,7 +409,8 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     func upstreamWritabilityChanged(_ writable: Bool) {
-        context?.channel.setOption(.autoRead, value: writable).whenComplete { _ in }
+        guard let context, let exchange else { return }
+        setClientReading(writable, context: context, exchange)
     }
 
     // MARK: Helpers
@@ -424,11 +437,11 @@ final class ProxyHandler: ChannelInboundHandler {
         if !host.isEmpty { headers.add(name: "X-Forwarded-Host", value: host) }
         headers.add(name: "X-Request-Id", value: requestID)
         headers.add(name: "X-Tollgate-Tenant", value: plan.tenant.slug)
-        headers.add(name: "X-Tollgate-App-Id", value: plan.app.id.uuidString.lowercased())
+        headers.add(name: "X-Tollgate-App-Id", value: plan.app.idText)
         headers.add(name: "X-Tollgate-Client-Id", value: plan.app.clientID)
-        headers.add(name: "X-Tollgate-Team-Id", value: plan.app.teamID.uuidString.lowercased())
-        headers.add(name: "X-Tollgate-Plan-Id", value: plan.grant.planID.uuidString.lowercased())
-        headers.add(name: "X-Tollgate-Subscription-Id", value: plan.grant.subscriptionID.uuidString.lowercased())
+        headers.add(name: "X-Tollgate-Team-Id", value: plan.app.teamIDText)
+        headers.add(name: "X-Tollgate-Plan-Id", value: plan.grant.planIDText)
+        headers.add(name: "X-Tollgate-Subscription-Id", value: plan.grant.subscriptionIDText)
         return HTTPRequestHead(version: .http1_1, method: head.method, uri: target.pathPrefix + plan.upstreamURI, headers: headers)
     }
 

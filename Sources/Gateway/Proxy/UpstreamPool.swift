@@ -104,7 +104,6 @@ final class UpstreamPool {
             connection.channel.close(promise: nil)
             return
         }
-        connection.channel.setOption(.autoRead, value: true).whenComplete { _ in }
         idle[connection.key, default: []].append(connection)
     }
 }

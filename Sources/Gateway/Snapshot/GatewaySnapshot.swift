@@ -176,12 +176,17 @@ public struct AppGrant: Sendable {
     public let teamID: UUID
     public let clientID: String
     public let subscriptions: [UUID: SubscriptionGrant]
+    /// Header values, formatted once per snapshot instead of per request.
+    let idText: String
+    let teamIDText: String
 
     public init(id: UUID, teamID: UUID, clientID: String, subscriptions: [UUID: SubscriptionGrant]) {
         self.id = id
         self.teamID = teamID
         self.clientID = clientID
         self.subscriptions = subscriptions
+        idText = id.lowercasedText
+        teamIDText = teamID.lowercasedText
     }
 }
 
@@ -194,11 +199,37 @@ public struct SubscriptionGrant: Sendable, Equatable {
     /// nil: unlimited.
     public let monthlyQuota: Int64?
 
+    let subscriptionIDText: String
+    let planIDText: String
+
     public init(subscriptionID: UUID, planID: UUID, ratePerSecond: Int, burst: Int, monthlyQuota: Int64?) {
         self.subscriptionID = subscriptionID
         self.planID = planID
+        subscriptionIDText = subscriptionID.lowercasedText
+        planIDText = planID.lowercasedText
         self.ratePerSecond = ratePerSecond
         self.burst = burst
         self.monthlyQuota = monthlyQuota
+    }
+}
+
+extension UUID {
+    /// Lowercase canonical text, formatted without Foundation's printf-based `uuidString`.
+    var lowercasedText: String {
+        let digits: [UInt8] = Array("0123456789abcdef".utf8)
+        let bytes = withUnsafeBytes(of: uuid) { Array($0) }
+        return String(unsafeUninitializedCapacity: 36) { buffer in
+            var index = 0
+            for (position, byte) in bytes.enumerated() {
+                if position == 4 || position == 6 || position == 8 || position == 10 {
+                    buffer[index] = UInt8(ascii: "-")
+                    index += 1
+                }
+                buffer[index] = digits[Int(byte >> 4)]
+                buffer[index + 1] = digits[Int(byte & 0x0f)]
+                index += 2
+            }
+            return index
+        }
     }
 }

@@ -25,6 +25,8 @@ struct AppConfig: Sendable {
     /// Allow webhook targets on loopback and private networks (TOLLGATE_WEBHOOKS_ALLOW_PRIVATE=true);
     /// for tests and single-machine setups. Our own listeners stay refused.
     var webhooksAllowPrivateNetworks = false
+    /// Event loops of the gateway (TOLLGATE_GATEWAY_THREADS); default one per core.
+    var gatewayThreads: Int?
 
     /// The webhook target rules for this process.
     var webhookTargets: WebhookTargetPolicy {
@@ -76,6 +78,10 @@ struct AppConfig: Sendable {
             config.accessTokenLifetime = .seconds(seconds)
         }
         config.webhooksAllowPrivateNetworks = env["TOLLGATE_WEBHOOKS_ALLOW_PRIVATE"] == "true"
+        if let text = env["TOLLGATE_GATEWAY_THREADS"] {
+            guard let threads = Int(text), (1...256).contains(threads) else { throw ConfigError.invalid("TOLLGATE_GATEWAY_THREADS", text, "1 to 256") }
+            config.gatewayThreads = threads
+        }
         return config
     }
 

@@ -81,13 +81,19 @@ enum Launcher {
         if gateway {
             let store = SnapshotStore()
             let quotas = QuotaTracker()
+            let meter = UsageMeter(
+                configuration: .init(gateway: ProcessInfo.processInfo.hostName + ":\(config.gatewayPort)", spoolPath: config.dataDirectory + "/usage-spool.jsonl"),
+                client: client, logger: runtime.logger)
+            services.append(.init(service: meter))
             services.append(.init(service: SnapshotReloader(client: client, store: store, baseDomain: config.baseDomain, logger: runtime.logger)))
             services.append(.init(service: QuotaSyncService(tracker: quotas, client: client, logger: runtime.logger)))
+            var gatewayConfiguration = GatewayServer.Configuration(host: config.gatewayHost, port: config.gatewayPort)
+            gatewayConfiguration.eventLoopThreads = config.gatewayThreads
             services.append(
                 .init(
                     service: GatewayServer(
-                        configuration: .init(host: config.gatewayHost, port: config.gatewayPort), store: store, quotas: quotas,
-                        usage: InMemoryUsageSink(), readiness: readiness, logger: runtime.logger, metricsText: { registry.emitToString() })))
+                        configuration: gatewayConfiguration, store: store, quotas: quotas,
+                        usage: meter, readiness: readiness, logger: runtime.logger, metricsText: { registry.emitToString() })))
         }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: runtime.logger))

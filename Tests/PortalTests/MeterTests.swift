@@ -1,0 +1,88 @@
+import Billing
+import Foundation
+import PostgresNIO
+import Testing
+
+@testable import Portal
+
+/// The durable meter against the real database: idempotent batches, rollups, the spool.
+@Suite struct MeterTests {
+    static func event(tenant: UUID, subscription: UUID?, at: Date, status: Int = 200, latency: Int64 = 800, rejection: UsageEvent.Rejection? = nil)
+        -> UsageEvent
+    {
+        UsageEvent(
+            tenantID: tenant, apiID: UUID(), appID: nil, subscriptionID: subscription, planID: nil, method: "GET", status: status, latencyMicroseconds: latency,
+            bytesIn: 10, bytesOut: 100, rejection: rejection, forwarded: rejection == nil)
+    }
+
+    static func count(_ database: Database, _ sql: String) async throws -> [String] {
+        try await database.withSystemScope { connection in
+            var rows: [String] = []
+            for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: database.logger).decode(String.self) { rows.append(row) }
+            return rows
+        }
+    }
+
+    @Test func aReplayedBatchIsStoredAndCountedOnce() async throws {
+        try await TestDatabase.withDatabase { database in
+            // setup
+            let tenant = try await Fixtures.tenant(database, slug: "acme")
+            let subscription = UUID()
+            let hour = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 3600).rounded(.down) * 3600)
+            let events = [
+                Self.event(tenant: tenant.id, subscription: subscription, at: hour.addingTimeInterval(10), latency: 90),
+                Self.event(tenant: tenant.id, subscription: subscription, at: hour.addingTimeInterval(20), status: 503, latency: 2_000),
+                Self.event(tenant: tenant.id, subscription: subscription, at: hour.addingTimeInterval(30), status: 429, rejection: .rateLimited),
+                Self.event(tenant: tenant.id, subscription: nil, at: hour.addingTimeInterval(40), status: 401, rejection: .unauthenticated),
+            ]
+            let store = UsageStore(logger: database.logger)
+            // act
+            let first = try await store.write(events, gateway: "g1", client: database.client)
+            let again = try await store.write(events, gateway: "g1", client: database.client)
+            // assert
+            #expect(first == 4)
+            #expect(again == 0)
+            #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["4"])
+            let rollup = try await Self.count(
+                database,
+                "SELECT calls || ' ' || billable || ' ' || errors || ' ' || rejected::text || ' ' || status_2xx || status_4xx || status_5xx || ' ' || bytes_out FROM usage_hourly WHERE subscription_id = '\(subscription)'")
+            #expect(rollup == ["3 1 1 {\"rate_limited\": 1} 111 300"])
+            let anonymous = try await Self.count(
+                database, "SELECT calls::text FROM usage_hourly WHERE subscription_id = '00000000-0000-0000-0000-000000000000'")
+            #expect(anonymous == ["1"])
+            let buckets = try await Self.count(database, "SELECT latency::text FROM usage_hourly WHERE subscription_id = '\(subscription)'")
+            let counts = (buckets.first ?? "").trimmingCharacters(in: CharacterSet(charactersIn: "{}")).split(separator: ",").compactMap { Int64($0) }
+            #expect(counts.reduce(0, +) == 3)
+            #expect(counts[LatencyHistogram.bucket(90)] == 1)
+            #expect(counts[LatencyHistogram.bucket(2_000)] == 1)
+        }
+    }
+
+    @Test func eventsWaitInTheSpoolWhilePostgresIsDownAndArriveOnceItIsBack() async throws {
+        try await TestDatabase.withDatabase { database in
+            let tenant = try await Fixtures.tenant(database, slug: "acme")
+            let spool = FileManager.default.temporaryDirectory.appendingPathComponent("spool-\(UUID().uuidString).jsonl").path
+            defer { try? FileManager.default.removeItem(atPath: spool) }
+            struct Down: Error {}
+            let configuration = UsageMeter.Configuration(gateway: "g1", spoolPath: spool)
+            // a meter whose database is unreachable spools both flushes, in order
+            let offline = UsageMeter(configuration: configuration, logger: database.logger, write: { _ in throw Down() })
+            for i in 0..<5 { offline.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(i)))) }
+            await offline.flush()
+            for i in 5..<8 { offline.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(i)))) }
+            await offline.flush()
+            #expect(offline.isSpooling)
+            #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["0"])
+            // once Postgres answers, the spool is replayed first and emptied
+            let store = UsageStore(logger: database.logger)
+            let online = UsageMeter(configuration: configuration, logger: database.logger, write: { try await store.write($0, gateway: "g1", client: database.client) })
+            online.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(100)))
+            await online.flush()
+            #expect(!online.isSpooling)
+            #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["9"])
+            // replaying the same events again changes nothing
+            await online.flush()
+            #expect(try await Self.count(database, "SELECT sum(calls)::text FROM usage_hourly") == ["9"])
+        }
+    }
+}
