@@ -448,13 +448,22 @@ final class ProxyHandler: ChannelInboundHandler {
     /// Connection-scoped headers (RFC 9110 §7.6.1), plus any the `Connection` header names.
     /// `Transfer-Encoding` is kept: NIO's codecs re-frame the body on each side from it.
     static func hopByHop(_ headers: HTTPHeaders) -> Set<String> {
-        var names: Set<String> = ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"]
-        for value in headers["connection"] {
-            for token in value.split(separator: ",") { names.insert(token.trimmingCharacters(in: .whitespaces).lowercased()) }
+        let connection = headers["connection"]
+        guard !connection.isEmpty else { return standardHopByHop }
+        var names = standardHopByHop
+        for value in connection {
+            for token in value.split(separator: ",") {
+                let name = token.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed()
+                names.insert(String(name).lowercased())
+            }
         }
         names.remove("transfer-encoding")
         return names
     }
+
+    static let standardHopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade",
+    ]
 
     private func infrastructureResponse(_ head: HTTPRequestHead) -> LocalResponse? {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
