@@ -11,7 +11,7 @@ import Testing
         -> UsageEvent
     {
         UsageEvent(
-            tenantID: tenant, apiID: UUID(), appID: nil, subscriptionID: subscription, planID: nil, method: "GET", status: status, latencyMicroseconds: latency,
+            at: at, tenantID: tenant, apiID: UUID(), appID: nil, subscriptionID: subscription, planID: nil, method: "GET", status: status, latencyMicroseconds: latency,
             bytesIn: 10, bytesOut: 100, rejection: rejection, forwarded: rejection == nil)
     }
 
@@ -83,6 +83,42 @@ import Testing
             // replaying the same events again changes nothing
             await online.flush()
             #expect(try await Self.count(database, "SELECT sum(calls)::text FROM usage_hourly") == ["9"])
+        }
+    }
+
+    @Test func usageExportsAsCSVByDayAndSubscriptionWithNames() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                // setup: a real subscription (team, app, API, plan) and metered calls on two days
+                let s = try await SubscriptionTests.setup(portal, client)
+                let subscription = try APITests.json(try await SubscriptionTests.subscribe(client, s, plan: s.freePlan))
+                let subscriptionID = try #require(UUID(uuidString: subscription["id"] as? String ?? ""))
+                let tenant = try #require(
+                    try await portal.database.withPlatform { try await TenantRepository(logger: TestDatabase.logger).find(slug: "acme", on: $0) })
+                let day1 = try #require(ISO8601DateFormatter().date(from: "2026-11-03T10:00:00Z"))
+                let day2 = try #require(ISO8601DateFormatter().date(from: "2026-11-04T23:30:00Z"))
+                var events = (0..<3).map { Self.event(tenant: tenant.id, subscription: subscriptionID, at: day1.addingTimeInterval(Double($0))) }
+                events.append(Self.event(tenant: tenant.id, subscription: subscriptionID, at: day2, status: 429, rejection: .rateLimited))
+                try await UsageStore(logger: TestDatabase.logger).write(events, gateway: "g1", client: portal.database.client)
+                // act
+                var csv = ""
+                let rows = try await UsageExport(client: portal.database.client, logger: TestDatabase.logger).run(
+                    tenant: "acme", from: try #require(ISO8601DateFormatter().date(from: "2026-11-01T00:00:00Z")),
+                    to: try #require(ISO8601DateFormatter().date(from: "2026-12-01T00:00:00Z"))
+                ) { csv += $0 }
+                // assert
+                #expect(rows == 2)
+                let lines = csv.components(separatedBy: "\r\n").filter { !$0.isEmpty }
+                try #require(lines.count == 3)
+                #expect(lines.first == UsageExport.header.joined(separator: ","))
+                #expect(lines[1].hasPrefix("2026-11-03,acme,"))
+                #expect(lines[1].contains(",Users,"))
+                #expect(lines[1].contains(",Billing sync,"))
+                #expect(lines[1].contains(",echo,v1,"))
+                #expect(lines[1].hasSuffix(",3,3,0,0,30,300"))
+                #expect(lines[2].hasPrefix("2026-11-04,"))
+                #expect(lines[2].hasSuffix(",1,0,1,0,10,100"))
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ struct Tollgate: AsyncParsableCommand {
         discussion: "Configuration comes from environment variables; see README.md (Configuration).",
         subcommands: [
             Serve.self, PortalOnly.self, GatewayOnly.self, Migrate.self, SeedDemo.self, TenantCommand.self, UserCommand.self,
-            TokenCommand.self, PlatformAdminCommand.self, KeysCommand.self, DemoUpstream.self,
+            TokenCommand.self, PlatformAdminCommand.self, KeysCommand.self, DemoUpstream.self, ExportCommand.self,
         ])
 }
 
@@ -342,6 +342,33 @@ struct KeysCommand: AsyncParsableCommand {
                 }
             }
             print("Tenant \(slug) now signs with key \(kid).")
+        }
+    }
+}
+
+struct ExportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export", abstract: "Finance exports as CSV (RFC 4180, UTF-8) on standard output.", subcommands: [Usage.self])
+
+    struct Usage: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Usage by UTC day × subscription, with team, app, API and plan names and ids.",
+            discussion: "Example: tollgate export usage --tenant demo --from 2026-11-01 --to 2026-12-01 > usage.csv")
+        @Option(help: "Tenant slug.") var tenant: String
+        @Option(help: "First day (YYYY-MM-DD, UTC), included.") var from: String
+        @Option(help: "Last day (YYYY-MM-DD, UTC), excluded.") var to: String
+
+        func run() async throws {
+            guard let start = DisplayDate.parseDay(from), let end = DisplayDate.parseDay(to), start < end else {
+                throw ValidationError("--from and --to must be days like 2026-11-01, with --from before --to.")
+            }
+            let runtime = try Runtime.load()
+            try await runtime.withDatabase { database in
+                let output = FileHandle.standardOutput
+                try await UsageExport(client: database.client, logger: database.logger).run(tenant: tenant, from: start, to: end) { chunk in
+                    try output.write(contentsOf: Data(chunk.utf8))
+                }
+            }
         }
     }
 }
