@@ -38,7 +38,7 @@ import Testing
             services.append(QuotaSyncService(tracker: quotas, client: client, interval: .milliseconds(100), logger: logger))
             services.append(
                 GatewayServer(
-                    configuration: .init(host: "127.0.0.1", port: 0), store: store, quotas: quotas, usage: usage, readiness: Readiness(), logger: logger,
+                    configuration: .init(host: "127.0.0.1", port: 0), store: store, quotas: quotas, usage: usage, logger: logger,
                     metricsText: { "" }, onBound: { bound.continuation.yield($0) }))
         }
         let group = ServiceGroup(services: services, logger: logger)
@@ -159,16 +159,29 @@ import Testing
                 try await Self.withGateways(portal, count: 2) { live in
                     let auth = [("Authorization", "Bearer \(w.token)")]
                     var ok = 0
+                    // waits for the shared counter rather than for fixed times, so a loaded machine cannot fool it
+                    let synced = { @Sendable (total: Int64) in
+                        try await Self.eventually(seconds: 15) {
+                            let used = try await portal.database.withSystemScope { connection -> Int64 in
+                                for try await n in try await connection.query("SELECT coalesce(sum(used), 0)::bigint FROM quota_usage", logger: TestDatabase.logger)
+                                    .decode(Int64.self) { return n }
+                                return 0
+                            }
+                            return used == total
+                        }
+                    }
                     for _ in 0..<20 where try await Self.call(live.ports[0], "/t/acme/echo/v1/a", headers: auth).status == 200 { ok += 1 }
-                    try await Task.sleep(for: .milliseconds(400))  // gateway A syncs its 20
+                    try await synced(20)  // gateway A wrote its 20
                     if try await Self.call(live.ports[1], "/t/acme/echo/v1/b", headers: auth).status == 200 { ok += 1 }
-                    try await Task.sleep(for: .milliseconds(400))  // gateway B syncs and learns the total
+                    try await synced(21)  // gateway B wrote its one and read the total back
+                    try await Task.sleep(for: .milliseconds(200))
                     var refused = 0
                     for _ in 0..<20 {
                         let status = try await Self.call(live.ports[1], "/t/acme/echo/v1/b", headers: auth).status
                         if status == 200 { ok += 1 } else if status == 429 { refused += 1 }
                     }
-                    try await Task.sleep(for: .milliseconds(400))
+                    try await synced(30)
+                    try await Task.sleep(for: .milliseconds(600))  // A's next syncs read the total
                     let lastOnA = try await Self.call(live.ports[0], "/t/acme/echo/v1/a", headers: auth)
                     #expect(ok == 30)
                     #expect(refused == 11)

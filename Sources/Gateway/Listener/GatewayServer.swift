@@ -38,12 +38,12 @@ public struct GatewayServer: Service {
 
     public init(
         configuration: Configuration, store: SnapshotStore, rateLimiter: RateLimiter = RateLimiter(), quotas: QuotaTracker, usage: any UsageSink,
-        readiness: Readiness, logger: Logger, metricsText: @escaping @Sendable () -> String, onBound: @escaping @Sendable (Int) -> Void = { _ in }
+        logger: Logger, metricsText: @escaping @Sendable () -> String, onBound: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
         self.configuration = configuration
         self.shared = GatewayContext(
             store: store, rateLimiter: rateLimiter, quotas: quotas, usage: usage, loops: LoopStates(connectTimeout: configuration.connectTimeout),
-            settings: configuration, readiness: readiness, metricsText: metricsText)
+            settings: configuration, metricsText: metricsText)
         self.logger = logger
         self.onBound = onBound
     }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Cross-origin rules the gateway applies for an API: it answers preflight requests itself and
 /// adds `Access-Control-*` headers to proxied responses for allowed origins.
 public struct CORSPolicy: Sendable, Equatable, Codable {
@@ -37,6 +39,21 @@ public struct CORSPolicy: Sendable, Equatable, Codable {
             exposedHeaders: try c.decodeIfPresent([String].self, forKey: .exposedHeaders) ?? defaults.exposedHeaders,
             allowCredentials: try c.decodeIfPresent(Bool.self, forKey: .allowCredentials) ?? defaults.allowCredentials,
             maxAgeSeconds: try c.decodeIfPresent(Int.self, forKey: .maxAgeSeconds) ?? defaults.maxAgeSeconds)
+    }
+
+    /// The policy as stored in `apis.cors` (snake_case JSON); the portal writes it, the gateway reads it.
+    public var storedJSON: String {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    public init?(storedJSON: String) {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        guard let policy = try? decoder.decode(CORSPolicy.self, from: Data(storedJSON.utf8)) else { return nil }
+        self = policy
     }
 
     /// Problems with the policy, by field; empty when valid.

@@ -11,12 +11,11 @@ final class GatewayContext: Sendable {
     let usage: any UsageSink
     let loops: LoopStates
     let settings: GatewayServer.Configuration
-    let readiness: Readiness
     let metricsText: @Sendable () -> String
 
     init(
         store: SnapshotStore, rateLimiter: RateLimiter, quotas: QuotaTracker, usage: any UsageSink, loops: LoopStates,
-        settings: GatewayServer.Configuration, readiness: Readiness, metricsText: @escaping @Sendable () -> String
+        settings: GatewayServer.Configuration, metricsText: @escaping @Sendable () -> String
     ) {
         self.store = store
         self.rateLimiter = rateLimiter
@@ -24,7 +23,6 @@ final class GatewayContext: Sendable {
         self.usage = usage
         self.loops = loops
         self.settings = settings
-        self.readiness = readiness
         self.metricsText = metricsText
     }
 }
@@ -314,7 +312,7 @@ final class ProxyHandler: ChannelInboundHandler {
         exchange.pendingBytes = 0
         connection.channel.flush()
         if !connection.channel.isWritable || exchange.pausedClient { setClientReading(connection.channel.isWritable, context: context, exchange) }
-        if exchange.requestEnded || exchange.head.method == .GET && exchange.requestEnded { armTimeout(exchange) }
+        if exchange.requestEnded { armTimeout(exchange) }
     }
 
     private func armTimeout(_ exchange: Exchange) {

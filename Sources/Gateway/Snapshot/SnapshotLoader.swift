@@ -44,7 +44,7 @@ public struct SnapshotLoader: Sendable {
         for try await (id, tenant, slug, apiVersion, basePath, state, cors, allow, deny, methods, maxBytes, sunset, deprecatedAt) in apiRows.decode(
             (UUID, UUID, String, String, String, String, String?, [String], [String], [String], Int?, Date?, Date?).self)
         {
-            let policy = cors.flatMap { try? Self.decoder.decode(CORSPolicy.self, from: Data($0.utf8)) }
+            let policy = cors.flatMap(CORSPolicy.init(storedJSON:))
             routes[tenant, default: []].append(
                 Route(
                     apiID: id, slug: slug, version: apiVersion, basePath: basePath, state: Route.State(rawValue: state) ?? .retired,
@@ -105,10 +105,4 @@ public struct SnapshotLoader: Sendable {
         }
         return GatewaySnapshot(version: version, loadedAt: Date(), tenants: tenants, baseDomain: baseDomain)
     }
-
-    static let decoder: JSONDecoder = {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return decoder
-    }()
 }

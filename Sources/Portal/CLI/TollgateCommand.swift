@@ -93,7 +93,7 @@ enum Launcher {
                 .init(
                     service: GatewayServer(
                         configuration: gatewayConfiguration, store: store, quotas: quotas,
-                        usage: meter, readiness: readiness, logger: runtime.logger, metricsText: { registry.emitToString() })))
+                        usage: meter, logger: runtime.logger, metricsText: { registry.emitToString() })))
         }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: runtime.logger))

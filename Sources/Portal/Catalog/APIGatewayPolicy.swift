@@ -78,23 +78,3 @@ struct APIChanges: Sendable {
         guard errors.isEmpty else { throw AppError.validation(errors) }
     }
 }
-
-extension JSONEncoder {
-    /// snake_case keys, ISO 8601 dates: the shape of every JSON document we store.
-    static var snakeCase: JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.sortedKeys]
-        return encoder
-    }
-}
-
-extension JSONDecoder {
-    static var snakeCase: JSONDecoder {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        decoder.dateDecodingStrategy = .iso8601
-        return decoder
-    }
-}

@@ -100,7 +100,7 @@ struct APIRepository: Sendable {
             (UUID, String?, [String], [String], [String], Int?, Date?).self)
         {
             policies[apiID] = APIGatewayPolicy(
-                cors: cors.flatMap { try? JSONDecoder.snakeCase.decode(CORSPolicy.self, from: Data($0.utf8)) }, ipAllow: allow, ipDeny: deny,
+                cors: cors.flatMap(CORSPolicy.init(storedJSON:)), ipAllow: allow, ipDeny: deny,
                 methods: methods, maxRequestBytes: maxBytes, sunsetAt: sunset)
         }
         return apis.map {
@@ -141,7 +141,7 @@ struct APIRepository: Sendable {
 
     /// Replaces the gateway policy (already validated).
     func setPolicy(id: UUID, _ policy: APIGatewayPolicy, on connection: PostgresConnection) async throws {
-        let cors = try policy.cors.map { String(decoding: try JSONEncoder.snakeCase.encode($0), as: UTF8.self) }
+        let cors = policy.cors?.storedJSON
         try await connection.query(
             """
             UPDATE apis SET cors = \(cors)::jsonb, ip_allow = \(policy.ipAllow)::text[], ip_deny = \(policy.ipDeny)::text[],

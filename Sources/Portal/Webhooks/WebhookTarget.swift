@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 
 #if canImport(Glibc)
     import Glibc
@@ -74,16 +75,11 @@ struct WebhookTargetPolicy: Sendable {
         classify(host) != .invalid
     }
 
-    /// Pure classification of an IPv4 or IPv6 literal.
+    /// Pure classification of an IPv4 or IPv6 literal (parsed by the gateway's `IPRange`, which
+    /// maps IPv4 into `::ffff:0:0/96`, so mapped and plain IPv4 are classified alike).
     static func classify(_ address: String) -> AddressKind {
-        var v4 = in_addr()
-        if inet_pton(AF_INET, address, &v4) == 1 {
-            return classifyV4(withUnsafeBytes(of: &v4) { Array($0) })
-        }
-        var v6 = in6_addr()
-        guard inet_pton(AF_INET6, address, &v6) == 1 else { return .invalid }
-        let b = withUnsafeBytes(of: &v6) { Array($0) }
-        if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xff && b[11] == 0xff { return classifyV4(Array(b[12..<16])) }  // ::ffff:a.b.c.d
+        guard let b = IPRange.bytes(of: address) else { return .invalid }
+        if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xff && b[11] == 0xff { return classifyV4(Array(b[12..<16])) }
         if b.allSatisfy({ $0 == 0 }) { return .unspecified }
         if b[0..<15].allSatisfy({ $0 == 0 }) && b[15] == 1 { return .loopback }
         if b[0] == 0xff { return .multicast }

@@ -28,7 +28,7 @@ struct GatewayHarness: Sendable {
         configure(&configuration)
         let bound = AsyncStream<Int>.makeStream()
         let server = GatewayServer(
-            configuration: configuration, store: store, quotas: quotas, usage: usage, readiness: Readiness(), logger: Logger(label: "test"),
+            configuration: configuration, store: store, quotas: quotas, usage: usage, logger: Logger(label: "test"),
             metricsText: { "# TYPE test_metric counter\ntest_metric 1\n" }, onBound: { bound.continuation.yield($0) })
         let group = ServiceGroup(services: [server], logger: Logger(label: "test"))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
