@@ -11,8 +11,7 @@ import Testing
 
     static func rate(_ terms: PricingTerms, from: String = "2026-11-01T00:00:00Z", to: String = "2026-12-01T00:00:00Z", calls: Int64) -> [LineItem] {
         Rating.rate(
-            RatedSegment(terms: terms, planName: "Pro", from: date(from), to: date(to), billableCalls: calls), periodStart: november.start,
-            periodEnd: november.end)
+            RatedSegment(terms: terms, planName: "Pro", from: date(from), to: date(to), periodStart: november.start, periodEnd: november.end, billableCalls: calls))
     }
 
     @Test(arguments: [
@@ -33,7 +32,10 @@ import Testing
         let free = PricingTerms(monthlyFeeMinor: 0, includedRequests: 1000, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 0)])
         let before = Self.rate(free, to: change, calls: 900)
         let after = Self.rate(Self.pro, from: change, calls: 0)
-        #expect(before.isEmpty)
+        // 20 days of Free: 666 included, the other 234 beyond at a price of 0
+        #expect(before.map(\.kind) == [.included, .usage])
+        #expect(before.map(\.quantity) == [666, 234])
+        #expect(before.map(\.amountMinor) == [0, 0])
         #expect(after.map(\.amountMinor) == [1633])  // days 21–30: 10/30 of 49.00
         #expect(after.first?.quantity == 10)
     }
@@ -62,6 +64,15 @@ import Testing
         #expect(Self.rate(volume, calls: 1001).map(\.amountMinor) == [100])
     }
 
+    @Test(arguments: [Int64(0), 1, 999, 1000, 1001, 123_456])
+    func includedAndUsageQuantitiesAccountForEveryBillableCall(calls: Int64) {
+        let free = PricingTerms(monthlyFeeMinor: 0, includedRequests: 1000, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 0)])
+        for terms in [free, Self.pro] {
+            let units = Self.rate(terms, from: "2026-11-11T00:00:00Z", calls: calls).filter { $0.kind != .fee }.map(\.quantity).reduce(0, +)
+            #expect(units == calls)
+        }
+    }
+
     @Test func includedRequestsAreProratedWithTheFee() {
         // 15 of 30 days: 25,000 included
         let lines = Self.rate(Self.pro, from: "2026-11-16T00:00:00Z", calls: 26_000)
@@ -79,8 +90,9 @@ import Testing
         #expect(Rating.month("2026-13") == nil)
         #expect(Rating.month("garbage") == nil)
         let leap = Rating.rate(
-            RatedSegment(terms: Self.pro, planName: "Pro", from: february.start, to: Self.date("2028-02-15T00:00:00Z"), billableCalls: 0),
-            periodStart: february.start, periodEnd: february.end)
+            RatedSegment(
+                terms: Self.pro, planName: "Pro", from: february.start, to: Self.date("2028-02-15T00:00:00Z"), periodStart: february.start,
+                periodEnd: february.end, billableCalls: 0))
         #expect(leap.first?.amountMinor == 2366)  // 14/29 of 49.00 = 23.655… → 23.66
     }
 }

@@ -37,8 +37,8 @@ import Testing
             ]
             let store = UsageStore(logger: database.logger)
             // act
-            let first = try await store.write(events, gateway: "g1", client: database.client)
-            let again = try await store.write(events, gateway: "g1", client: database.client)
+            let first = try await store.write(UsageBatch(meterID: "g1", events: events), client: database.client)
+            let again = try await store.write(UsageBatch(meterID: "g1", events: events), client: database.client)
             // assert
             #expect(first == 4)
             #expect(again == 0)
@@ -75,11 +75,14 @@ import Testing
             #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["0"])
             // once Postgres answers, the spool is replayed first and emptied
             let store = UsageStore(logger: database.logger)
-            let online = UsageMeter(configuration: configuration, logger: database.logger, write: { try await store.write($0, gateway: "g1", client: database.client) })
+            let online = UsageMeter(configuration: configuration, logger: database.logger, write: { try await store.write($0, client: database.client) })
             online.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(100)))
             await online.flush()
             #expect(!online.isSpooling)
             #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["9"])
+            // the gateway-side tally came through the spool too, under the meter that counted it
+            #expect(try await Self.count(database, "SELECT sum(answered)::text FROM usage_answered") == ["9"])
+            #expect(try await Self.count(database, "SELECT count(DISTINCT meter_id)::text FROM usage_answered") == ["2"])
             // replaying the same events again changes nothing
             await online.flush()
             #expect(try await Self.count(database, "SELECT sum(calls)::text FROM usage_hourly") == ["9"])
@@ -99,7 +102,7 @@ import Testing
                 let day2 = try #require(ISO8601DateFormatter().date(from: "2026-11-04T23:30:00Z"))
                 var events = (0..<3).map { Self.event(tenant: tenant.id, subscription: subscriptionID, at: day1.addingTimeInterval(Double($0))) }
                 events.append(Self.event(tenant: tenant.id, subscription: subscriptionID, at: day2, status: 429, rejection: .rateLimited))
-                try await UsageStore(logger: TestDatabase.logger).write(events, gateway: "g1", client: portal.database.client)
+                try await UsageStore(logger: TestDatabase.logger).write(UsageBatch(meterID: "g1", events: events), client: portal.database.client)
                 // act
                 var csv = ""
                 let rows = try await UsageExport(client: portal.database.client, logger: TestDatabase.logger).run(

@@ -40,7 +40,7 @@ public struct UsageExport: Sendable {
                 LEFT JOIN apps a ON a.id = s.app_id
                 LEFT JOIN teams tm ON tm.id = a.team_id
                 LEFT JOIN apis api ON api.id = coalesce(s.api_id, h.api_id)
-                LEFT JOIN plans p ON p.id = coalesce(h.plan_id, s.plan_id)
+                LEFT JOIN plans p ON p.id = coalesce(nullif(h.plan_id, '00000000-0000-0000-0000-000000000000'), s.plan_id)
                 WHERE t.slug = \(tenant) AND h.hour >= \(from) AND h.hour < \(to)
                 GROUP BY date_trunc('day', h.hour AT TIME ZONE 'UTC'), t.slug, tm.id, tm.name, a.id, a.name, api.id, api.slug, api.version, p.id, p.name,
                          h.subscription_id

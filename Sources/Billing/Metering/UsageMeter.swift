@@ -13,8 +13,12 @@ import ServiceLifecycle
 /// answers again. Storage is idempotent on the event id, so a replay never double-counts.
 /// Bounds: after SIGTERM everything buffered is written (or spooled); after `kill -9`, what was
 /// buffered since the last flush — at most one `flushInterval` of calls — is lost. At
-/// `spoolCapBytes` the spool takes no more: further batches are dropped and counted
+/// `spoolCapBytes` the spool takes no more events: further batches are dropped and counted
 /// (`tollgate_meter_dropped_total`) while the gateway keeps serving (see docs/ARCHITECTURE.md).
+///
+/// Beside the events the meter keeps an `AnsweredTally`: running totals of the calls it was handed,
+/// persisted with every batch (and spooled even at the cap, being tiny). The reconciliation compares
+/// them with the stored events, so a lost event shows up as a difference instead of vanishing.
 public final class UsageMeter: UsageSink, Service {
     public struct Configuration: Sendable {
         public var gateway: String
@@ -31,11 +35,12 @@ public final class UsageMeter: UsageSink, Service {
 
     private struct State {
         var buffer: [UsageEvent] = []
+        var tally = AnsweredTally()
         var waiter: CheckedContinuation<Void, Never>?
     }
 
     private let configuration: Configuration
-    private let writeBatch: @Sendable ([UsageEvent]) async throws -> Void
+    private let writeBatch: @Sendable (UsageBatch) async throws -> Void
     private let prepare: @Sendable () async throws -> Void
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
@@ -48,15 +53,14 @@ public final class UsageMeter: UsageSink, Service {
 
     public convenience init(configuration: Configuration, client: PostgresClient, logger: Logger) {
         let store = UsageStore(logger: logger)
-        let gateway = configuration.gateway
         self.init(
-            configuration: configuration, logger: logger, write: { try await store.write($0, gateway: gateway, client: client) },
+            configuration: configuration, logger: logger, write: { try await store.write($0, client: client) },
             prepare: { try await store.preparePartitions(client: client) })
     }
 
     /// `write` stores one batch (idempotently); tests pass one that fails to play an outage.
     public init(
-        configuration: Configuration, logger: Logger, write: @escaping @Sendable ([UsageEvent]) async throws -> Void,
+        configuration: Configuration, logger: Logger, write: @escaping @Sendable (UsageBatch) async throws -> Void,
         prepare: @escaping @Sendable () async throws -> Void = {}
     ) {
         self.configuration = configuration
@@ -64,11 +68,16 @@ public final class UsageMeter: UsageSink, Service {
         self.prepare = prepare
         self.logger = logger
         self.spool = UsageSpool(path: configuration.spoolPath)
+        self.meterID = configuration.gateway + "/" + UUID().uuidString.prefix(8).lowercased()
     }
+
+    /// This process run's meter: the `gateway` of its events and the key of its tally.
+    public let meterID: String
 
     public func record(_ event: UsageEvent) {
         let wake = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
             state.buffer.append(event)
+            state.tally.count(event)
             guard state.buffer.count >= configuration.batchSize, let waiter = state.waiter else { return nil }
             state.waiter = nil
             return waiter
@@ -95,9 +104,9 @@ public final class UsageMeter: UsageSink, Service {
 
     /// Writes what is buffered (after replaying the spool); spools it if Postgres fails.
     public func flush() async {
-        let batch = state.withLockedValue { state -> [UsageEvent] in
+        let batch = state.withLockedValue { state -> UsageBatch in
             defer { state.buffer.removeAll(keepingCapacity: true) }
-            return state.buffer
+            return UsageBatch(meterID: meterID, events: state.buffer, answered: state.tally.takeChanged(meterID: meterID))
         }
         if spool.hasContent {
             do {
@@ -109,14 +118,24 @@ public final class UsageMeter: UsageSink, Service {
         }
         guard !batch.isEmpty else { return }
         do {
-            for chunk in stride(from: 0, to: batch.count, by: configuration.batchSize) {
-                let part = Array(batch[chunk..<min(batch.count, chunk + configuration.batchSize)])
-                try await writeBatch(part)
-                written.increment(by: part.count)
-            }
+            try await write(batch)
+            state.withLockedValue { $0.tally.forget(before: Date().addingTimeInterval(-7200)) }
         } catch {
-            logger.warning("meter cannot write to Postgres; spooling", metadata: ["events": "\(batch.count)", "error": "\(String(reflecting: error))"])
+            logger.warning("meter cannot write to Postgres; spooling", metadata: ["events": "\(batch.events.count)", "error": "\(String(reflecting: error))"])
             append(toSpool: batch)
+        }
+    }
+
+    /// Writes in chunks of `batchSize` events; the tally goes with the first.
+    private func write(_ batch: UsageBatch) async throws {
+        var answered = batch.answered
+        for chunk in stride(from: 0, to: max(1, batch.events.count), by: configuration.batchSize) {
+            let part = UsageBatch(
+                meterID: batch.meterID, events: Array(batch.events[min(chunk, batch.events.count)..<min(batch.events.count, chunk + configuration.batchSize)]),
+                answered: answered)
+            try await writeBatch(part)
+            answered = []
+            written.increment(by: part.events.count)
         }
     }
 
@@ -126,32 +145,30 @@ public final class UsageMeter: UsageSink, Service {
     /// Events buffered in memory right now.
     public var buffered: Int { state.withLockedValue { $0.buffer.count } }
 
-    private func append(toSpool batch: [UsageEvent]) {
+    private func append(toSpool batch: UsageBatch) {
         guard !batch.isEmpty else { return }
-        if spool.size + Int64(batch.count * 300) > configuration.spoolCapBytes {
-            dropped.increment(by: batch.count)
-            logger.error("meter spool is full; dropping events", metadata: ["events": "\(batch.count)"])
-            return
+        var batch = batch
+        if spool.size + Int64(batch.events.count * 300) > configuration.spoolCapBytes {
+            dropped.increment(by: batch.events.count)
+            logger.error("meter spool is full; dropping events", metadata: ["events": "\(batch.events.count)"])
+            batch.events = []
         }
         do {
             try spool.append(batch)
-            spooled.increment(by: batch.count)
+            spooled.increment(by: batch.events.count)
         } catch {
-            dropped.increment(by: batch.count)
+            dropped.increment(by: batch.events.count)
             logger.error("meter cannot write its spool; dropping events", metadata: ["error": "\(error)"])
         }
         reportSpool()
     }
 
     private func replaySpool() async throws {
-        let events = try spool.readAll()
-        for chunk in stride(from: 0, to: events.count, by: configuration.batchSize) {
-            let part = Array(events[chunk..<min(events.count, chunk + configuration.batchSize)])
-            try await writeBatch(part)
-            written.increment(by: part.count)
-        }
+        let spooled = try spool.readAll()
+        // Tallies are running totals: the latest of each key is all that counts.
+        try await write(UsageBatch(meterID: meterID, events: spooled.events, answered: AnsweredCount.latest(spooled.answered)))
         try spool.clear()
-        logger.info("meter replayed its spool", metadata: ["events": "\(events.count)"])
+        logger.info("meter replayed its spool", metadata: ["events": "\(spooled.events.count)"])
         reportSpool()
     }
 
@@ -186,7 +203,8 @@ public final class UsageMeter: UsageSink, Service {
     }
 }
 
-/// The append-only spool file: one JSON-encoded event per line, fsync'd after each batch.
+/// The append-only spool file: one JSON object per line — an event, or a tally total (which has an
+/// `answered` field) — fsync'd after each batch.
 final class UsageSpool: Sendable {
     let path: String
     private let lock = NIOLock()
@@ -206,11 +224,15 @@ final class UsageSpool: Sendable {
             ?? (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
     }
 
-    func append(_ events: [UsageEvent]) throws {
+    func append(_ batch: UsageBatch) throws {
         var data = Data()
         let encoder = JSONEncoder()
-        for event in events {
+        for event in batch.events {
             data.append(try encoder.encode(SpooledEvent(event)))
+            data.append(0x0a)
+        }
+        for count in batch.answered {
+            data.append(try encoder.encode(SpooledAnswered(count)))
             data.append(0x0a)
         }
         try lock.withLock {
@@ -231,12 +253,23 @@ final class UsageSpool: Sendable {
         }
     }
 
-    func readAll() throws -> [UsageEvent] {
+    /// Everything spooled, in order. Tallies keep the meter id of the process run that counted
+    /// them, so a restarted gateway replays them as what they were.
+    func readAll() throws -> (events: [UsageEvent], answered: [AnsweredCount]) {
         try lock.withLock {
-            guard let data = FileManager.default.contents(atPath: path) else { return [] }
+            guard let data = FileManager.default.contents(atPath: path) else { return ([], []) }
             let decoder = JSONDecoder()
+            var events: [UsageEvent] = []
+            var answered: [AnsweredCount] = []
             // A torn last line (crash mid-append) is skipped; everything before it is intact.
-            return data.split(separator: 0x0a).compactMap { try? decoder.decode(SpooledEvent.self, from: Data($0)).event }
+            for line in data.split(separator: 0x0a) {
+                if let count = try? decoder.decode(SpooledAnswered.self, from: Data(line)) {
+                    answered.append(count.count)
+                } else if let event = try? decoder.decode(SpooledEvent.self, from: Data(line)) {
+                    events.append(event.event)
+                }
+            }
+            return (events, answered)
         }
     }
 
@@ -288,5 +321,29 @@ struct SpooledEvent: Codable {
             id: id, at: Date(timeIntervalSince1970: at), tenantID: tenant, apiID: api, appID: app, subscriptionID: subscription, planID: plan, method: method,
             status: status, latencyMicroseconds: latency, bytesIn: bytesIn, bytesOut: bytesOut, rejection: rejection.flatMap(UsageEvent.Rejection.init),
             forwarded: forwarded)
+    }
+}
+
+/// The spool's line format for a tally total.
+struct SpooledAnswered: Codable {
+    var meter: String
+    var tenant: UUID
+    var subscription: UUID?
+    var hour: Double
+    var answered: Int64
+    var billable: Int64
+
+    init(_ count: AnsweredCount) {
+        meter = count.meterID
+        tenant = count.tenantID
+        subscription = count.subscriptionID
+        hour = count.hour.timeIntervalSince1970
+        answered = count.answered
+        billable = count.billable
+    }
+
+    var count: AnsweredCount {
+        AnsweredCount(
+            meterID: meter, tenantID: tenant, subscriptionID: subscription, hour: Date(timeIntervalSince1970: hour), answered: answered, billable: billable)
     }
 }

@@ -11,17 +11,33 @@ public struct UsageStore: Sendable {
 
     public init(logger: Logger) { self.logger = logger }
 
-    /// Stores `events`; returns how many were new.
+    /// Stores a batch's events and tally totals; returns how many events were new.
     @discardableResult
-    public func write(_ events: [UsageEvent], gateway: String, client: PostgresClient) async throws -> Int {
-        guard !events.isEmpty else { return 0 }
+    public func write(_ batch: UsageBatch, client: PostgresClient) async throws -> Int {
+        guard !batch.isEmpty else { return 0 }
         return try await client.withTransaction(logger: logger) { connection in
             try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
-            return try await write(events, gateway: gateway, on: connection)
+            try await write(batch.answered, on: connection)
+            return try await write(batch.events, gateway: batch.meterID, on: connection)
         }
     }
 
+    /// Tally totals: the greatest total per key wins, so replays and reordering cannot inflate them.
+    func write(_ answered: [AnsweredCount], on connection: PostgresConnection) async throws {
+        guard !answered.isEmpty else { return }
+        try await connection.query(
+            """
+            INSERT INTO usage_answered (tenant_id, meter_id, subscription_id, hour, answered, billable)
+            SELECT * FROM unnest(\(answered.map(\.tenantID))::uuid[], \(answered.map(\.meterID))::text[],
+                                 \(answered.map { $0.subscriptionID ?? Self.none })::uuid[], \(answered.map(\.hour))::timestamptz[],
+                                 \(answered.map(\.answered))::bigint[], \(answered.map(\.billable))::bigint[])
+            ON CONFLICT (tenant_id, subscription_id, hour, meter_id) DO UPDATE SET
+                answered = greatest(usage_answered.answered, EXCLUDED.answered), billable = greatest(usage_answered.billable, EXCLUDED.billable)
+            """, logger: logger)
+    }
+
     func write(_ events: [UsageEvent], gateway: String, on connection: PostgresConnection) async throws -> Int {
+        guard !events.isEmpty else { return 0 }
         let rows = try await connection.query(
             """
             INSERT INTO usage_events (id, at, tenant_id, api_id, app_id, subscription_id, plan_id, method, status, latency_us, bytes_in, bytes_out,
@@ -47,12 +63,11 @@ public struct UsageStore: Sendable {
                 """
                 INSERT INTO usage_hourly (tenant_id, subscription_id, hour, api_id, app_id, plan_id, calls, billable, errors, rejected,
                                           status_2xx, status_3xx, status_4xx, status_5xx, bytes_in, bytes_out, latency)
-                VALUES (\(rollup.tenantID), \(rollup.subscriptionID ?? Self.none), \(rollup.hour), \(rollup.apiID), \(rollup.appID), \(rollup.planID),
+                VALUES (\(rollup.tenantID), \(rollup.subscriptionID ?? Self.none), \(rollup.hour), \(rollup.apiID), \(rollup.appID), \(rollup.planID ?? Self.none),
                         \(rollup.calls), \(rollup.billable), \(rollup.errors), \(rollup.rejectedJSON)::jsonb, \(rollup.statusClasses[0]), \(rollup.statusClasses[1]),
                         \(rollup.statusClasses[2]), \(rollup.statusClasses[3]), \(rollup.bytesIn), \(rollup.bytesOut), \(rollup.latency)::bigint[])
-                ON CONFLICT (tenant_id, subscription_id, hour) DO UPDATE SET
+                ON CONFLICT (tenant_id, subscription_id, hour, plan_id) DO UPDATE SET
                     api_id = coalesce(EXCLUDED.api_id, usage_hourly.api_id), app_id = coalesce(EXCLUDED.app_id, usage_hourly.app_id),
-                    plan_id = coalesce(EXCLUDED.plan_id, usage_hourly.plan_id),
                     calls = usage_hourly.calls + EXCLUDED.calls, billable = usage_hourly.billable + EXCLUDED.billable,
                     errors = usage_hourly.errors + EXCLUDED.errors, rejected = tollgate_add_reasons(usage_hourly.rejected, EXCLUDED.rejected),
                     status_2xx = usage_hourly.status_2xx + EXCLUDED.status_2xx, status_3xx = usage_hourly.status_3xx + EXCLUDED.status_3xx,
@@ -73,7 +88,7 @@ public struct UsageStore: Sendable {
     }
 }
 
-/// One (tenant, subscription, hour) rollup delta computed from a batch. Pure.
+/// One (tenant, subscription, plan, hour) rollup delta computed from a batch. Pure.
 struct HourlyRollup: Equatable {
     var tenantID: UUID
     var subscriptionID: UUID?
@@ -98,12 +113,13 @@ struct HourlyRollup: Equatable {
         struct Key: Hashable {
             let tenant: UUID
             let subscription: UUID?
+            let plan: UUID?
             let hour: Int64
         }
         var rollups: [Key: HourlyRollup] = [:]
         for event in events {
             let hour = Int64(event.at.timeIntervalSince1970.rounded(.down)) / 3600 * 3600
-            let key = Key(tenant: event.tenantID, subscription: event.subscriptionID, hour: hour)
+            let key = Key(tenant: event.tenantID, subscription: event.subscriptionID, plan: event.planID, hour: hour)
             var rollup = rollups[key] ?? HourlyRollup(
                 tenantID: event.tenantID, subscriptionID: event.subscriptionID, hour: Date(timeIntervalSince1970: Double(hour)), apiID: event.apiID,
                 appID: event.appID, planID: event.planID)

@@ -29,28 +29,40 @@ public struct PricingTerms: Sendable, Equatable {
     }
 }
 
-/// One stretch of a billing period during which a subscription was on one plan version.
+/// The part of a billing period a subscription spent on one plan version: the days charged to it
+/// and the billable calls the gateway admitted under it.
 public struct RatedSegment: Sendable, Equatable {
     public var terms: PricingTerms
     public var planName: String
-    /// Start and end (exclusive) within the period.
-    public var from: Date
-    public var to: Date
+    /// Days of the period charged to this plan (see `Rating` for which day belongs to which plan).
+    public var activeDays: Int
+    /// Days in the whole period.
+    public var periodDays: Int
     /// Billable calls in the segment (`UsageEvent.isBillable`).
     public var billableCalls: Int64
 
-    public init(terms: PricingTerms, planName: String, from: Date, to: Date, billableCalls: Int64) {
+    public init(terms: PricingTerms, planName: String, activeDays: Int, periodDays: Int, billableCalls: Int64) {
         self.terms = terms
         self.planName = planName
-        self.from = from
-        self.to = to
+        self.activeDays = activeDays
+        self.periodDays = periodDays
         self.billableCalls = billableCalls
+    }
+
+    /// A segment running from `from` to `to` (exclusive) within the period [periodStart, periodEnd).
+    public init(terms: PricingTerms, planName: String, from: Date, to: Date, periodStart: Date, periodEnd: Date, billableCalls: Int64) {
+        self.init(
+            terms: terms, planName: planName, activeDays: Rating.dayCount(from: max(from, periodStart), to: min(to, periodEnd)),
+            periodDays: Rating.dayCount(from: periodStart, to: periodEnd), billableCalls: billableCalls)
     }
 }
 
 /// An invoice line: what, how many, at what unit price, for how much.
 public struct LineItem: Sendable, Equatable {
-    public enum Kind: String, Sendable { case fee, usage }
+    /// `included`: billable calls covered by the plan (amount 0); `usage`: calls beyond them, by tier.
+    /// Included and usage quantities of a subscription add up to its billable calls, so an invoice
+    /// accounts for every billable call (the reconciliation relies on it).
+    public enum Kind: String, Sendable, CaseIterable { case fee, included, usage }
 
     public var kind: Kind
     public var description: String
@@ -79,11 +91,11 @@ public struct LineItem: Sendable, Equatable {
 /// plan on day N pays the new plan from day N, one cancelled on day N pays through day N − 1. So
 /// every day is charged to exactly one plan, and a same-day start and cancel costs nothing. The
 /// included requests are prorated the same way (rounded down); usage beyond them is priced by the
-/// plan's tiers.
+/// plan's tiers (tier bounds count calls beyond the included ones).
 public enum Rating {
-    public static func rate(_ segment: RatedSegment, periodStart: Date, periodEnd: Date) -> [LineItem] {
-        let days = Int64(dayCount(from: periodStart, to: periodEnd))
-        let active = Int64(dayCount(from: max(segment.from, periodStart), to: min(segment.to, periodEnd)))
+    public static func rate(_ segment: RatedSegment) -> [LineItem] {
+        let days = Int64(max(0, segment.periodDays))
+        let active = Int64(min(max(0, segment.activeDays), segment.periodDays))
         var lines: [LineItem] = []
         let terms = segment.terms
         if terms.monthlyFeeMinor > 0 && active > 0 {
@@ -92,9 +104,16 @@ public enum Rating {
             lines.append(LineItem(kind: .fee, description: description, quantity: active, unitPriceMicros: terms.monthlyFeeMinor * 1_000_000, amountMinor: round(micros)))
         }
         let included = days > 0 ? terms.includedRequests * active / days : 0
-        let overage = max(0, segment.billableCalls - included)
+        let calls = max(0, segment.billableCalls)
+        if min(calls, included) > 0 {
+            lines.append(
+                LineItem(
+                    kind: .included, description: "\(segment.planName): included requests (\(included) in the plan)", quantity: min(calls, included),
+                    unitPriceMicros: 0, amountMinor: 0))
+        }
+        let overage = calls - min(calls, included)
         guard overage > 0 else { return lines }
-        for (units, price, label) in price(overage: overage, terms) where units > 0 && price > 0 {
+        for (units, price, label) in price(overage: overage, terms) where units > 0 {
             lines.append(
                 LineItem(
                     kind: .usage, description: "\(segment.planName): \(label)", quantity: units, unitPriceMicros: price,
@@ -140,7 +159,7 @@ public enum Rating {
     }
 
     /// Calendar days (UTC) from `from`'s day up to, not including, `to`'s day.
-    static func dayCount(from: Date, to: Date) -> Int {
+    public static func dayCount(from: Date, to: Date) -> Int {
         guard to > from else { return 0 }
         return utc.dateComponents([.day], from: utc.startOfDay(for: from), to: utc.startOfDay(for: to)).day ?? 0
     }

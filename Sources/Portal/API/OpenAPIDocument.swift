@@ -1,3 +1,4 @@
+import Billing
 import Foundation
 
 /// The OpenAPI 3.1 documents served at `/t/{slug}/api/v1/openapi.json` and `/api/v1/openapi.json`.

@@ -17,7 +17,7 @@ struct Tollgate: AsyncParsableCommand {
         discussion: "Configuration comes from environment variables; see README.md (Configuration).",
         subcommands: [
             Serve.self, PortalOnly.self, GatewayOnly.self, Migrate.self, SeedDemo.self, TenantCommand.self, UserCommand.self,
-            TokenCommand.self, PlatformAdminCommand.self, KeysCommand.self, DemoUpstream.self, ExportCommand.self,
+            TokenCommand.self, PlatformAdminCommand.self, KeysCommand.self, DemoUpstream.self, ExportCommand.self, BillingCommand.self,
         ])
 }
 
@@ -272,6 +272,8 @@ struct CLIError: Error, CustomStringConvertible {
         do { return try await body() } catch let error as AppError { throw CLIError(error) }
     }
 
+    init(description: String) { self.description = description }
+
     init(_ error: AppError) {
         let fields = error.fieldErrors.sorted { $0.key < $1.key }.map { "  \($0.key): \($0.value)" }
         description = ([error.detail] + fields).joined(separator: "\n")
@@ -348,7 +350,7 @@ struct KeysCommand: AsyncParsableCommand {
 
 struct ExportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "export", abstract: "Finance exports as CSV (RFC 4180, UTF-8) on standard output.", subcommands: [Usage.self])
+        commandName: "export", abstract: "Finance exports as CSV (RFC 4180, UTF-8) on standard output.", subcommands: [Usage.self, Invoices.self])
 
     struct Usage: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -367,6 +369,29 @@ struct ExportCommand: AsyncParsableCommand {
                 let output = FileHandle.standardOutput
                 try await UsageExport(client: database.client, logger: database.logger).run(tenant: tenant, from: start, to: end) { chunk in
                     try output.write(contentsOf: Data(chunk.utf8))
+                }
+            }
+        }
+    }
+
+    struct Invoices: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Invoices with their line items, one row per line; issued and void ones (drafts with --drafts).",
+            discussion: "Example: tollgate export invoices --tenant demo --from 2026-11-01 --to 2026-12-01 > invoices.csv")
+        @Option(help: "Tenant slug.") var tenant: String
+        @Option(help: "First day (YYYY-MM-DD, UTC); invoices whose period starts on or after it.") var from: String
+        @Option(help: "Last day (YYYY-MM-DD, UTC), excluded.") var to: String
+        @Flag(help: "Include draft invoices.") var drafts = false
+
+        func run() async throws {
+            guard let start = DisplayDate.parseDay(from), let end = DisplayDate.parseDay(to), start < end else {
+                throw ValidationError("--from and --to must be days like 2026-11-01, with --from before --to.")
+            }
+            let runtime = try Runtime.load()
+            try await runtime.withDatabase { database in
+                let output = FileHandle.standardOutput
+                try await InvoiceExport(client: database.client, logger: database.logger).run(tenant: tenant, from: start, to: end, includeDrafts: drafts) {
+                    try output.write(contentsOf: Data($0.utf8))
                 }
             }
         }

@@ -1,16 +1,10 @@
+import Billing
 import Foundation
 
 /// Display of integer minor units; the single rounding rule for money lives with rating (billing).
 enum Money {
     static func format(minor: Int64, currency: String) -> String {
-        let digits = ISO4217.minorUnits[currency] ?? 2
-        guard digits > 0 else { return "\(minor) \(currency)" }
-        var scale: Int64 = 1
-        for _ in 0..<digits { scale *= 10 }
-        let sign = minor < 0 ? "-" : ""
-        let magnitude = minor.magnitude
-        let fraction = String(magnitude % UInt64(scale))
-        return "\(sign)\(magnitude / UInt64(scale)).\(String(repeating: "0", count: digits - fraction.count))\(fraction) \(currency)"
+        ISO4217.decimal(minor: minor, currency: currency) + " " + currency
     }
 
     /// Parses a non-negative decimal amount (`49`, `49.5`, `0.002`) into an integer count of
@@ -36,12 +30,6 @@ enum Money {
 
     /// Micros of a minor unit → major-unit text without trailing zeros (`0.002`).
     static func formatUnitPrice(micros: Int64, currency: String) -> String {
-        let digits = (ISO4217.minorUnits[currency] ?? 2) + 6
-        var scale: Int64 = 1
-        for _ in 0..<digits { scale *= 10 }
-        var fraction = String(micros % scale)
-        fraction = String(repeating: "0", count: digits - fraction.count) + fraction
-        while fraction.hasSuffix("0") { fraction.removeLast() }
-        return "\(micros / scale)" + (fraction.isEmpty ? "" : "." + fraction)
+        ISO4217.unitPriceDecimal(micros: micros, currency: currency)
     }
 }

@@ -1,3 +1,4 @@
+import Billing
 import Foundation
 
 /// A marketplace on this installation. Platform-level: not itself subject to tenant RLS.
@@ -71,15 +72,4 @@ enum HostName {
                 && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
         }
     }
-}
-
-enum ISO4217 {
-    /// Currencies a marketplace can bill in; kept to the ones with a minor unit of 2 or 0 digits
-    /// that the billing rounding rule handles.
-    static let minorUnits: [String: Int] = [
-        "USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "AUD": 2, "NZD": 2, "SEK": 2, "NOK": 2, "DKK": 2,
-        "PLN": 2, "CZK": 2, "HUF": 2, "INR": 2, "BRL": 2, "MXN": 2, "SGD": 2, "HKD": 2, "CNY": 2, "ZAR": 2,
-        "JPY": 0, "KRW": 0,
-    ]
-    static func isKnown(_ code: String) -> Bool { minorUnits[code] != nil }
 }

@@ -1,0 +1,61 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Invoices with their line items as CSV, one row per line (invoice columns repeated), streamed
+/// like `UsageExport`. Money is a decimal string in the major unit next to a currency column.
+public struct InvoiceExport: Sendable {
+    public static let header = [
+        "invoice_number", "status", "period", "issued_at", "team_id", "team", "currency", "invoice_total", "line", "subscription_id", "app", "api",
+        "plan", "kind", "description", "quantity", "unit_price", "amount", "replaces", "void_reason",
+    ]
+
+    let client: PostgresClient
+    let logger: Logger
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Invoices of `tenant` (slug) whose period starts in [from, to); drafts only when asked.
+    /// Returns the number of data rows.
+    @discardableResult
+    public func run(tenant: String, from: Date, to: Date, includeDrafts: Bool = false, write: (String) throws -> Void) async throws -> Int {
+        try write(CSV.line(Self.header))
+        return try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
+            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            let rows = try await connection.query(
+                """
+                SELECT ARRAY[coalesce(i.number, ''), i.status, to_char(i.period, 'YYYY-MM'),
+                             coalesce(to_char(i.issued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), ''), i.team_id::text, i.team_name,
+                             i.currency::text, i.total_minor::text, l.position::text, l.subscription_id::text, l.app_name, l.api_name, l.plan_name,
+                             l.kind, l.description, l.quantity::text, l.unit_price_micros::text, l.amount_minor::text, coalesce(r.number, ''),
+                             coalesce(i.void_reason, '')]
+                FROM invoices i
+                JOIN tenants t ON t.id = i.tenant_id
+                JOIN invoice_lines l ON l.tenant_id = i.tenant_id AND l.invoice_id = i.id
+                LEFT JOIN invoices r ON r.tenant_id = i.tenant_id AND r.id = i.replaces_id
+                WHERE t.slug = \(tenant) AND i.period >= (\(from) AT TIME ZONE 'UTC')::date AND i.period < (\(to) AT TIME ZONE 'UTC')::date AND (i.status <> 'draft' OR \(includeDrafts))
+                ORDER BY i.period, i.number NULLS LAST, i.team_name, l.position
+                """, logger: logger)
+            var buffer = ""
+            var count = 0
+            for try await var fields in rows.decode([String].self) {
+                let currency = fields[6]
+                fields[7] = ISO4217.decimal(minor: Int64(fields[7]) ?? 0, currency: currency)
+                fields[16] = ISO4217.unitPriceDecimal(micros: Int64(fields[16]) ?? 0, currency: currency)
+                fields[17] = ISO4217.decimal(minor: Int64(fields[17]) ?? 0, currency: currency)
+                buffer += CSV.line(fields)
+                count += 1
+                if buffer.utf8.count >= 64 * 1024 {
+                    try write(buffer)
+                    buffer = ""
+                }
+            }
+            if !buffer.isEmpty { try write(buffer) }
+            return count
+        }
+    }
+}
