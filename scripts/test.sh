@@ -8,6 +8,9 @@ cd "$ROOT"
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+# The end-to-end reconciliation test runs the real binary (gateway process, SIGTERM, CLI).
+swift build --product tollgate || exit 1
+export TOLLGATE_BIN="$(swift build --show-bin-path)/tollgate"
 DATABASE_URL="$("$ROOT/scripts/pg.sh" url tollgate_test)" swift test "$@" 2>&1 | tee "$log"
 swift_status=${PIPESTATUS[0]}
 swift_passed=$(grep -oE "Test run with [0-9]+ tests? in [0-9]+ suites? passed" "$log" | grep -oE "[0-9]+" | head -1)

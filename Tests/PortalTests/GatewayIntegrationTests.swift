@@ -206,11 +206,17 @@ enum RawHTTP {
         let group = MultiThreadedEventLoopGroup.singleton
         let promise = group.next().makePromise(of: String.self)
         let text = NIOLockedValueBox("")
-        let channel = try await ClientBootstrap(group: group)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(text: text, promise: promise)) }
-            }
-            .connect(host: "127.0.0.1", port: port).get()
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(text: text, promise: promise)) }
+                }
+                .connect(host: "127.0.0.1", port: port).get()
+        } catch {
+            promise.fail(error)
+            throw error
+        }
         try await channel.writeAndFlush(ByteBuffer(string: request))
         channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
         return try await promise.futureResult.get()

@@ -26,6 +26,11 @@ public final class UsageMeter: UsageSink, Service {
         public var batchSize = 5_000
         public var flushInterval: Duration = .milliseconds(100)
         public var spoolCapBytes: Int64 = 1 << 30
+        /// A write that takes longer counts as failed and its batch is spooled: Postgres' client
+        /// queues queries while it cannot connect instead of failing them, which would otherwise
+        /// hold every later batch in memory for the length of an outage. (Should the write still
+        /// land, the replay is a no-op: storage is idempotent.)
+        public var writeTimeout: Duration = .seconds(2)
 
         public init(gateway: String, spoolPath: String) {
             self.gateway = gateway
@@ -133,9 +138,26 @@ public final class UsageMeter: UsageSink, Service {
             let part = UsageBatch(
                 meterID: batch.meterID, events: Array(batch.events[min(chunk, batch.events.count)..<min(batch.events.count, chunk + configuration.batchSize)]),
                 answered: answered)
-            try await writeBatch(part)
+            try await withTimeout(configuration.writeTimeout) { try await self.writeBatch(part) }
             answered = []
             written.increment(by: part.events.count)
+        }
+    }
+
+    struct WriteTimedOut: Error {}
+
+    private func withTimeout(_ limit: Duration, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await body()
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return false
+            }
+            defer { group.cancelAll() }
+            guard try await group.next() == true else { throw WriteTimedOut() }
         }
     }
 
