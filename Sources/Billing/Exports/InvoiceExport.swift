@@ -21,8 +21,8 @@ public struct InvoiceExport: Sendable {
     /// Invoices of `tenant` (slug) whose period starts in [from, to); drafts only when asked.
     /// Returns the number of data rows.
     @discardableResult
-    public func run(tenant: String, from: Date, to: Date, includeDrafts: Bool = false, write: (String) throws -> Void) async throws -> Int {
-        try write(CSV.line(Self.header))
+    public func run(tenant: String, from: Date, to: Date, includeDrafts: Bool = false, write: (String) async throws -> Void) async throws -> Int {
+        try await write(CSV.line(Self.header))
         return try await client.withTransaction(logger: logger) { connection in
             try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
             try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
@@ -50,11 +50,11 @@ public struct InvoiceExport: Sendable {
                 buffer += CSV.line(fields)
                 count += 1
                 if buffer.utf8.count >= 64 * 1024 {
-                    try write(buffer)
+                    try await write(buffer)
                     buffer = ""
                 }
             }
-            if !buffer.isEmpty { try write(buffer) }
+            if !buffer.isEmpty { try await write(buffer) }
             return count
         }
     }

@@ -246,6 +246,41 @@ enum OpenAPIDocument {
                     "redeliverWebhook", "Send the delivery's event again (as a new delivery)", tag: "Webhooks",
                     parameters: [webhookParameter, deliveryParameter], ok: ("202", ref("WebhookDelivery")), errors: ["401", "403", "404"])
             ],
+            "/invoices": [
+                "get": operation(
+                    "listInvoices", "Invoices you may see (finance and admins: all; team owners and admins: their teams'), newest period first",
+                    tag: "Finance", parameters: [periodQuery(required: false), uuidQuery("team_id", "Only this team"), statusQuery],
+                    ok: ("200", ref("InvoicePage")), errors: ["400", "401", "403"])
+            ],
+            "/invoices/{invoice}": [
+                "get": operation(
+                    "getInvoice", "An invoice and its lines", tag: "Finance",
+                    parameters: [pathParameter("invoice", ["type": "string", "format": "uuid"], "Invoice id")], ok: ("200", ref("InvoiceDetail")),
+                    errors: ["401", "403", "404"])
+            ],
+            "/usage": [
+                "get": operation(
+                    "listUsage", "Usage by UTC day × subscription (finance, admins), up to 1,000 rows; the CSV export has all", tag: "Finance",
+                    parameters: dayQueries + ["team_id", "app_id", "api_id", "plan_id"].map { uuidQuery($0, "Only this \($0.dropLast(3))") },
+                    ok: ("200", ref("UsageRowPage")), errors: ["400", "401", "403"])
+            ],
+            "/analytics": [
+                "get": operation(
+                    "getAnalytics", "Calls, errors, latency percentiles, status classes, rejections and top apps for the tenant (finance, admins), an API (its team) or an app (its team)",
+                    tag: "Analytics",
+                    parameters: [
+                        [
+                            "name": "range", "in": "query", "required": false, "schema": ["type": "string", "enum": ["24h", "7d", "30d", "custom"]],
+                            "description": "custom: from/to days",
+                        ],
+                    ] + dayQueries + [uuidQuery("api_id", "One API"), uuidQuery("app_id", "One app")],
+                    ok: ("200", ref("Analytics")), errors: ["400", "401", "403", "404"])
+            ],
+            "/reconciliation": [
+                "get": operation(
+                    "getReconciliation", "Per subscription: calls answered by the gateways, events stored, rollups and invoiced units (finance, admins)",
+                    tag: "Finance", parameters: [periodQuery(required: false)], ok: ("200", ref("Reconciliation")), errors: ["400", "401", "403"])
+            ],
             "/audit-events": [
                 "get": operation(
                     "listAuditEvents", "Audit log, newest first (admin)", tag: "Audit", parameters: pageParameters, ok: ("200", ref("AuditEventPage")),
@@ -383,6 +418,57 @@ enum OpenAPIDocument {
                     "events": ["type": "array", "items": ["type": "string", "enum": WebhookEventType.allCases.map(\.rawValue)]],
                     "secret_prefix": string, "created_at": dateTime,
                 ], optional: ["team_id", "team_name"]),
+            "Invoice": object(
+                [
+                    "id": uuid, "number": string, "team_id": uuid, "team_name": string, "period": string,
+                    "status": ["type": "string", "enum": ["draft", "issued", "void"]], "currency": string,
+                    "total": ["type": "string", "description": "Decimal in the major unit"], "total_minor": ["type": "integer"], "replaces": string,
+                    "issued_at": dateTime, "updated_at": dateTime, "void_reason": string,
+                ], optional: ["number", "replaces", "issued_at", "void_reason"]),
+            "InvoicePage": page(of: "Invoice"),
+            "InvoiceLine": object([
+                "position": ["type": "integer"], "subscription_id": uuid, "app": string, "api": string, "plan": string,
+                "kind": ["type": "string", "enum": LineItem.Kind.allCases.map(\.rawValue)], "description": string, "quantity": ["type": "integer"],
+                "unit_price_micros": ["type": "integer"], "amount": string, "amount_minor": ["type": "integer"],
+            ]),
+            "InvoiceDetail": object(["invoice": ref("Invoice"), "lines": ["type": "array", "items": ref("InvoiceLine")]]),
+            "UsageRow": object(
+                Dictionary(uniqueKeysWithValues: ["date", "team_id", "team", "app_id", "app", "api_id", "api", "api_version", "plan_id", "plan", "subscription_id"].map { ($0, string) })
+                    .merging(
+                        Dictionary(uniqueKeysWithValues: ["calls", "billable_calls", "rejected_calls", "server_errors", "bytes_in", "bytes_out"].map {
+                            ($0, ["type": "integer"] as [String: Any])
+                        })
+                    ) { $1 }),
+            "UsageRowPage": page(of: "UsageRow"),
+            "Analytics": object(
+                [
+                    "from": dateTime, "to": dateTime, "bucket_seconds": ["type": "integer"],
+                    "series": [
+                        "type": "array",
+                        "items": object([
+                            "start": dateTime, "calls": ["type": "integer"], "billable": ["type": "integer"], "errors": ["type": "integer"],
+                            "rejected": ["type": "integer"],
+                        ]),
+                    ],
+                    "calls": ["type": "integer"], "billable": ["type": "integer"], "errors": ["type": "integer"], "error_rate": ["type": "number"],
+                    "latency_p50_us": ["type": "integer"], "latency_p95_us": ["type": "integer"], "latency_p99_us": ["type": "integer"],
+                    "status_classes": ["type": "object", "additionalProperties": ["type": "integer"]],
+                    "rejections": ["type": "object", "additionalProperties": ["type": "integer"]],
+                    "top_apps": ["type": "array", "items": object(["app_id": uuid, "name": string, "calls": ["type": "integer"]])],
+                ], optional: ["latency_p50_us", "latency_p95_us", "latency_p99_us"]),
+            "Reconciliation": object(
+                [
+                    "period": string, "balanced": ["type": "boolean"],
+                    "rows": [
+                        "type": "array",
+                        "items": object(
+                            [
+                                "subscription_id": uuid, "label": string, "answered": ["type": "integer"], "events": ["type": "integer"],
+                                "rollup_calls": ["type": "integer"], "rollup_billable": ["type": "integer"], "invoiced": ["type": "integer"],
+                                "differences": ["type": "array", "items": string],
+                            ], optional: ["subscription_id", "invoiced"]),
+                    ],
+                ]),
             "WebhookEndpointPage": page(of: "WebhookEndpoint"),
             "CreatedWebhook": object(
                 ["endpoint": ref("WebhookEndpoint"), "secret": ["type": "string", "description": "HMAC-SHA256 signing secret; shown only in this response."]]),
@@ -562,6 +648,26 @@ enum OpenAPIDocument {
                 "description": "next_cursor from the previous page",
             ],
         ]
+    }
+
+    private static func uuidQuery(_ name: String, _ description: String) -> [String: Any] {
+        ["name": name, "in": "query", "required": false, "schema": ["type": "string", "format": "uuid"], "description": description]
+    }
+
+    private static func periodQuery(required: Bool) -> [String: Any] {
+        [
+            "name": "period", "in": "query", "required": required, "schema": ["type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"],
+            "description": "UTC calendar month, YYYY-MM" + (required ? "" : "; default: the current month (invoices: all periods)"),
+        ]
+    }
+
+    private static var statusQuery: [String: Any] {
+        ["name": "status", "in": "query", "required": false, "schema": ["type": "string", "enum": ["draft", "issued", "void"]]]
+    }
+
+    /// from (included) and to (excluded) as UTC days; default: the current month.
+    private static var dayQueries: [[String: Any]] {
+        ["from", "to"].map { ["name": $0, "in": "query", "required": false, "schema": ["type": "string", "format": "date"]] }
     }
 
     private static func pathParameter(_ name: String, _ schema: [String: Any], _ description: String) -> [String: Any] {

@@ -75,6 +75,7 @@ struct TenantAPI: Sendable {
         authed.get("/subscriptions", use: listSubscriptions)
         authed.get("/subscriptions/:subscription", use: showSubscription)
         authed.post("/subscriptions/:subscription/actions", use: actOnSubscription)
+        FinanceAPI(services: services).addRoutes(to: authed)
         authed.get("/webhooks", use: listWebhooks)
         authed.post("/webhooks", use: createWebhook)
         authed.get("/webhooks/:webhook", use: showWebhook)

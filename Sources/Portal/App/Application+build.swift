@@ -34,6 +34,7 @@ func buildRouter(services: PortalServices, metrics: PrometheusCollectorRegistry)
     PlanPages(services: services).addRoutes(to: signedIn)
     SubscriptionPages(services: services).addRoutes(to: signedIn)
     WebhookPages(services: services).addRoutes(to: signedIn)
+    FinancePages(services: services).addRoutes(to: signedIn)
     return router
 }
 

@@ -19,6 +19,7 @@ struct PortalServices: Sendable {
     let appService: AppService
     let subscriptionService: SubscriptionService
     let webhookService: WebhookService
+    let finance: FinanceService
     let tenants: TenantRepository
     let platformAdmins: PlatformAdminRepository
     let readiness: Readiness
@@ -48,6 +49,7 @@ struct PortalServices: Sendable {
             database: database, webhooks: WebhookRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit, secret: secret,
             targets: config.webhookTargets)
         self.planService = PlanService(database: database, plans: PlanRepository(logger: logger), apis: APIRepository(logger: logger), audit: audit)
+        self.finance = FinanceService(database: database)
         self.tenants = TenantRepository(logger: logger)
         self.platformAdmins = PlatformAdminRepository(logger: logger)
         self.readiness = readiness
@@ -94,6 +96,12 @@ enum Navigation {
         if principal.has(.admin) || principal.teamRoles.values.contains(where: { $0 >= .admin }) {
             items.append(["href": base + "/webhooks", "label": "Webhooks"])
         }
+        if Policy.allows(principal, .viewFinance) {
+            items.append(["href": base + "/finance", "label": "Finance"])
+        } else if principal.teamRoles.values.contains(where: { $0 >= .admin }) {
+            items.append(["href": base + "/invoices", "label": "Invoices"])
+        }
+        if Policy.allows(principal, .viewUsage(team: nil)) { items.append(["href": base + "/analytics", "label": "Analytics"]) }
         if Policy.allows(principal, .inviteUsers) { items.append(["href": base + "/admin/invitations", "label": "Invitations"]) }
         if Policy.allows(principal, .viewAuditLog) { items.append(["href": base + "/admin/audit", "label": "Audit log"]) }
         items.append(["href": base + "/account", "label": "Account"])

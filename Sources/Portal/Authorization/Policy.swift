@@ -38,6 +38,14 @@ enum Action: Sendable, Equatable {
     case manageApps(team: UUID)
     /// Register and inspect webhook endpoints: the tenant's own (`nil`, admins) or a team's.
     case manageWebhooks(team: UUID?)
+    /// Tenant-wide finance: all invoices, usage filters, reconciliation, exports.
+    case viewFinance
+    /// Recompute drafts (finance work that writes).
+    case manageBilling
+    /// A team's invoices: its admins and owners (and finance).
+    case viewInvoices(team: UUID)
+    /// Usage analytics: of a team's APIs or apps (its members), or tenant-wide (`nil`: admins, finance).
+    case viewUsage(team: UUID?)
 }
 
 /// The one authorization policy both HTML and JSON routes consult.
@@ -67,13 +75,21 @@ enum Policy {
         case .manageWebhooks(let team):
             guard let team else { return principal.has(.admin) }
             return principal.has(.admin) || (principal.teamRoles[team].map { $0 >= .admin } ?? false)
+        case .viewFinance, .manageBilling:
+            return principal.has(.admin) || principal.has(.finance)
+        case .viewInvoices(let team):
+            return principal.has(.admin) || principal.has(.finance) || (principal.teamRoles[team].map { $0 >= .admin } ?? false)
+        case .viewUsage(let team):
+            guard let team else { return principal.has(.admin) || principal.has(.finance) }
+            return principal.has(.admin) || principal.has(.finance) || principal.teamRoles[team] != nil
         }
     }
 
     /// The token scope an action needs.
     static func requiredScope(_ action: Action) -> TokenScope {
         switch action {
-        case .viewOwnProfile, .listTeams, .viewTeam, .listUsers: .read
+        case .viewOwnProfile, .listTeams, .viewTeam, .listUsers, .viewFinance, .viewInvoices, .viewUsage: .read
+        case .manageBilling: .write
         case .manageOwnTokens, .createTeam, .manageTeamMembers, .manageAPIs, .manageApps: .write
         case .manageUsers, .inviteUsers, .viewAuditLog, .manageWebhooks(team: nil): .admin
         case .manageWebhooks: .write

@@ -1,0 +1,128 @@
+import Billing
+import Foundation
+import PostgresNIO
+
+/// Finance and analytics for people and automation: who may see which invoices and usage, and
+/// the Billing calls behind the pages and the JSON API, each in the tenant's RLS scope.
+struct FinanceService: Sendable {
+    let database: Database
+
+    private var book: InvoiceBook { InvoiceBook(logger: database.logger) }
+
+    static func require(_ principal: Principal, _ action: Action) throws {
+        guard Policy.allows(principal, action) else { throw AppError.forbidden }
+    }
+
+    /// Teams whose invoices the principal may see; nil means all of them (finance, admins).
+    static func invoiceTeams(_ principal: Principal) -> Set<UUID>? {
+        if Policy.allows(principal, .viewFinance) { return nil }
+        return Set(principal.teamRoles.filter { $0.value >= .admin }.keys)
+    }
+
+    func invoices(tenant: Tenant, actor: Principal, period: String?, team: UUID?, status: InvoiceSummary.Status?) async throws -> [InvoiceSummary] {
+        if let period, Rating.month(period) == nil { throw AppError.badRequest("period must be a month like 2026-11.") }
+        let visible = Self.invoiceTeams(actor)
+        if let team, let visible, !visible.contains(team) { throw AppError.forbidden }
+        let all = try await database.withTenant(tenant.id) { connection in
+            try await book.list(tenant: tenant.id, period: period, team: team, status: status, on: connection)
+        }
+        guard let visible else { return all }
+        return all.filter { visible.contains($0.teamID) }
+    }
+
+    func invoice(tenant: Tenant, actor: Principal, id: UUID) async throws -> (InvoiceSummary, [StoredInvoiceLine]) {
+        let found = try await database.withTenant(tenant.id) { connection -> (InvoiceSummary, [StoredInvoiceLine])? in
+            guard let invoice = try await book.find(tenant: tenant.id, id: id, on: connection) else { return nil }
+            return (invoice, try await book.lines(tenant: tenant.id, invoice: id, on: connection))
+        }
+        // someone who may not see it learns nothing about its existence
+        guard let found, Policy.allows(actor, .viewInvoices(team: found.0.teamID)) else { throw AppError.notFound("Invoice") }
+        return found
+    }
+
+    func refreshDrafts(tenant: Tenant, actor: Principal, period: String) async throws -> Int {
+        try Self.require(actor, .manageBilling)
+        guard Rating.month(period) != nil else { throw AppError.badRequest("period must be a month like 2026-11.") }
+        return try await database.withTenant(tenant.id) { try await book.refreshDrafts(tenant: tenant.id, period: period, on: $0) }
+    }
+
+    func reconcile(tenant: Tenant, actor: Principal, period: String) async throws -> ReconciliationReport {
+        try Self.require(actor, .viewFinance)
+        guard Rating.month(period) != nil else { throw AppError.badRequest("period must be a month like 2026-11.") }
+        return try await database.withTenant(tenant.id) {
+            try await Reconciliation(logger: database.logger).run(tenant: tenant.id, slug: tenant.slug, period: period, on: $0)
+        }
+    }
+
+    /// Usage by day × subscription (at most `limit` rows), fields in `UsageExport.header` order.
+    func usage(tenant: Tenant, actor: Principal, from: Date, to: Date, filter: UsageFilter, limit: Int) async throws -> [[String]] {
+        try Self.require(actor, .viewFinance)
+        return try await database.withTenant(tenant.id) {
+            try await UsageExport.rows(tenant: tenant.slug, from: from, to: to, filter: filter, limit: limit, on: $0, logger: database.logger)
+        }
+    }
+
+    /// Analytics of one API (its provider team), one app (its team) or the whole tenant.
+    func analytics(tenant: Tenant, actor: Principal, scope: UsageScope) async throws -> (report: UsageReport, title: String) {
+        try await database.withTenant(tenant.id) { connection in
+            var title = tenant.name
+            if let api = scope.apiID {
+                guard let (team, name) = try await owner(of: "apis", api, on: connection) else { throw AppError.notFound("API") }
+                try Self.require(actor, .viewUsage(team: team))
+                title = name
+            } else if let app = scope.appID {
+                guard let (team, name) = try await owner(of: "apps", app, on: connection) else { throw AppError.notFound("App") }
+                try Self.require(actor, .viewUsage(team: team))
+                title = name
+            } else {
+                try Self.require(actor, .viewUsage(team: nil))
+            }
+            return (try await UsageAnalytics(logger: database.logger).report(tenant: tenant.id, scope: scope, on: connection), title)
+        }
+    }
+
+    /// Usage of an app's subscriptions this month against each plan's quota and rate limit.
+    func quotaUse(tenant: Tenant, actor: Principal, app: UUID, now: Date = Date()) async throws -> [QuotaUse] {
+        let month = Rating.month(String(ISO8601DateFormatter().string(from: now).prefix(7)))!
+        return try await database.withTenant(tenant.id) { connection in
+            guard let (team, _) = try await owner(of: "apps", app, on: connection) else { throw AppError.notFound("App") }
+            try Self.require(actor, .viewUsage(team: team))
+            let rows = try await connection.query(
+                """
+                SELECT s.id, api.name || ' ' || api.version, p.name, p.rate_per_second, p.monthly_quota,
+                       coalesce((SELECT sum(h.billable) FROM usage_hourly h WHERE h.tenant_id = s.tenant_id AND h.subscription_id = s.id
+                                 AND h.hour >= \(month.start) AND h.hour < \(month.end)), 0)::bigint,
+                       coalesce((SELECT sum((SELECT coalesce(sum(value::bigint), 0) FROM jsonb_each_text(h.rejected))) FROM usage_hourly h
+                                 WHERE h.tenant_id = s.tenant_id AND h.subscription_id = s.id AND h.hour >= \(month.start) AND h.hour < \(month.end)), 0)::bigint
+                FROM subscriptions s JOIN apis api ON api.tenant_id = s.tenant_id AND api.id = s.api_id
+                JOIN plans p ON p.tenant_id = s.tenant_id AND p.id = s.plan_id
+                WHERE s.tenant_id = \(tenant.id) AND s.app_id = \(app) AND s.state IN ('active', 'suspended')
+                ORDER BY 2
+                """, logger: database.logger)
+            var result: [QuotaUse] = []
+            for try await (id, api, plan, rate, quota, used, rejected) in rows.decode((UUID, String, String, Int32, Int64?, Int64, Int64).self) {
+                result.append(QuotaUse(subscriptionID: id, api: api, plan: plan, ratePerSecond: Int(rate), monthlyQuota: quota, used: used, rejected: rejected))
+            }
+            return result
+        }
+    }
+
+    private func owner(of table: String, _ id: UUID, on connection: PostgresConnection) async throws -> (UUID, String)? {
+        let query: PostgresQuery =
+            table == "apis"
+            ? "SELECT team_id, name || ' ' || version FROM apis WHERE id = \(id)" : "SELECT team_id, name FROM apps WHERE id = \(id)"
+        for try await row in try await connection.query(query, logger: database.logger).decode((UUID, String).self) { return row }
+        return nil
+    }
+}
+
+/// One subscription's month so far against its plan.
+struct QuotaUse: Sendable, Equatable {
+    var subscriptionID: UUID
+    var api: String
+    var plan: String
+    var ratePerSecond: Int
+    var monthlyQuota: Int64?
+    var used: Int64
+    var rejected: Int64
+}

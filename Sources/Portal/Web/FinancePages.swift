@@ -1,0 +1,220 @@
+import Billing
+import Foundation
+import Hummingbird
+
+/// Finance pages (invoices, usage filters, reconciliation, CSV downloads), invoice pages for team
+/// owners, and usage analytics with server-rendered SVG charts.
+struct FinancePages: Sendable {
+    let services: PortalServices
+
+    func addRoutes(to group: RouterGroup<AppRequestContext>) {
+        group.get("/finance", use: overview)
+        group.post("/finance/refresh", use: refresh)
+        group.get("/finance/usage", use: usage)
+        group.get("/finance/usage.csv", use: usageCSV)
+        group.get("/finance/invoices.csv", use: invoicesCSV)
+        group.get("/finance/reconcile", use: reconcile)
+        group.get("/invoices", use: invoices)
+        group.get("/invoices/:invoice", use: invoice)
+        group.get("/analytics", use: analytics)
+    }
+
+    /// The tenant's invoices of a period (filters: period, team, status) and the last 30 days' calls.
+    @Sendable func overview(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        try FinanceService.require(principal, .viewFinance)
+        let query = FinanceQuery(request)
+        let period = try query.period()
+        let list = try await services.finance.invoices(tenant: tenant, actor: principal, period: period, team: try query.uuid("team_id"), status: try query.status())
+        let window = UsageScope.last("30d")!
+        let (report, _) = try await services.finance.analytics(tenant: tenant, actor: principal, scope: UsageScope(from: window.from, to: window.to))
+        let month = Rating.month(period)!
+        let values: [String: Any] = [
+            "period": period, "invoices": list.map(Self.invoiceRow), "count": list.count,
+            "total": Self.totals(list), "chart": Self.chart(report, title: "Calls per day, last 30 days (errors in red)"),
+            "calls": report.calls, "from": DisplayDate.day(month.start), "to": DisplayDate.day(month.end),
+        ]
+        return services.views.render("finance", values, page: services.chrome("Finance", context: context, notice: query.values["notice"]))
+    }
+
+    /// Recomputes the period's drafts now (they are also refreshed in the background).
+    @Sendable func refresh(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let period = try FinanceQuery(values: ["period": context.form["period"] ?? ""]).period()
+        let count = try await services.finance.refreshDrafts(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: period)
+        let notice = "\(count) draft invoices recomputed.".addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+        return .redirect(to: context.base + "/finance?period=\(period)&notice=\(notice)")
+    }
+
+    /// Usage by day × subscription, filtered by period, team, app, API and plan.
+    @Sendable func usage(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        let query = FinanceQuery(request)
+        let days = try query.days()
+        let filter = try query.usageFilter()
+        let rows = try await services.finance.usage(tenant: tenant, actor: principal, from: days.from, to: days.to, filter: filter, limit: 501)
+        var csvQuery = "from=\(DisplayDate.day(days.from))&to=\(DisplayDate.day(days.to))"
+        for (name, id) in [("team_id", filter.teamID), ("app_id", filter.appID), ("api_id", filter.apiID), ("plan_id", filter.planID)] {
+            if let id { csvQuery += "&\(name)=\(id.uuidString)" }
+        }
+        let values: [String: Any] = [
+            "from": DisplayDate.day(days.from), "to": DisplayDate.day(days.to), "team_id": filter.teamID?.uuidString ?? "",
+            "app_id": filter.appID?.uuidString ?? "", "api_id": filter.apiID?.uuidString ?? "", "plan_id": filter.planID?.uuidString ?? "",
+            "rows": rows.prefix(500).map { f -> [String: Any] in
+                [
+                    "date": f[0], "team": f[3], "team_id": f[2], "app": f[5], "app_id": f[4], "api": f[7] + (f[8].isEmpty ? "" : " " + f[8]), "api_id": f[6],
+                    "plan": f[10], "plan_id": f[9], "calls": f[12], "billable": f[13], "rejected": f[14], "errors": f[15],
+                ]
+            },
+            "truncated": rows.count > 500, "csv_query": csvQuery,
+        ]
+        return services.views.render("finance_usage", values, page: services.chrome("Usage", context: context))
+    }
+
+    @Sendable func usageCSV(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        try FinanceService.require(principal, .viewFinance)
+        let query = FinanceQuery(request)
+        let days = try query.days()
+        let filter = try query.usageFilter()
+        let export = UsageExport(client: services.database.client, logger: services.logger)
+        return Self.csv(name: "usage-\(tenant.slug)-\(DisplayDate.day(days.from)).csv") { write in
+            try await export.run(tenant: tenant.slug, from: days.from, to: days.to, filter: filter, write: write)
+        }
+    }
+
+    @Sendable func invoicesCSV(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        try FinanceService.require(principal, .viewFinance)
+        let query = FinanceQuery(request)
+        let days = try query.days()
+        let drafts = query.values["drafts"] == "true"
+        let export = InvoiceExport(client: services.database.client, logger: services.logger)
+        return Self.csv(name: "invoices-\(tenant.slug)-\(DisplayDate.day(days.from)).csv") { write in
+            try await export.run(tenant: tenant.slug, from: days.from, to: days.to, includeDrafts: drafts, write: write)
+        }
+    }
+
+    /// A streamed CSV download: rows go out as Postgres returns them.
+    static func csv(name: String, _ produce: @escaping @Sendable (_ write: (String) async throws -> Void) async throws -> Int) -> Response {
+        Response(
+            status: .ok,
+            headers: [.contentType: "text/csv; charset=utf-8", .contentDisposition: "attachment; filename=\"\(name)\""],
+            body: ResponseBody { writer in
+                _ = try await produce { chunk in try await writer.write(ByteBuffer(string: chunk)) }
+                try await writer.finish(nil)
+            })
+    }
+
+    @Sendable func reconcile(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let period = try FinanceQuery(request).period()
+        let report = try await services.finance.reconcile(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: period)
+        let values: [String: Any] = [
+            "period": period, "balanced": report.isBalanced,
+            "rows": report.rows.map { row -> [String: Any] in
+                [
+                    "label": row.label, "answered": row.answered, "events": row.events, "rollups": row.rollupCalls, "billable": row.rollupBillable,
+                    "invoiced": row.invoiced.map(String.init) ?? (row.subscriptionID == nil ? "n/a" : "—"), "differences": row.differences,
+                    "ok": row.differences.isEmpty,
+                ]
+            },
+        ]
+        return services.views.render("reconcile", values, page: services.chrome("Reconciliation", context: context))
+    }
+
+    /// Invoices the signed-in person may see: all of them for finance, their teams' for team owners and admins.
+    @Sendable func invoices(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let list = try await services.finance.invoices(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: nil, team: try FinanceQuery(request).uuid("team_id"), status: nil)
+        let values: [String: Any] = ["invoices": list.map(Self.invoiceRow)]
+        return services.views.render("invoices", values, page: services.chrome("Invoices", context: context))
+    }
+
+    @Sendable func invoice(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let id = context.parameters.get("invoice").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Invoice") }
+        let (invoice, lines) = try await services.finance.invoice(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id)
+        let values: [String: Any] = [
+            "invoice": Self.invoiceRow(invoice),
+            "lines": lines.map { line -> [String: Any] in
+                [
+                    "subscription": "\(line.appName) → \(line.apiName)", "description": line.description, "quantity": line.quantity,
+                    "unit_price": line.kind == .fee
+                        ? Money.format(minor: line.unitPriceMicros / 1_000_000, currency: invoice.currency) + " / month"
+                        : Money.formatUnitPrice(micros: line.unitPriceMicros, currency: invoice.currency),
+                    "amount": Money.format(minor: line.amountMinor, currency: invoice.currency),
+                ]
+            },
+        ]
+        return services.views.render("invoice", values, page: services.chrome("Invoice \(invoice.number ?? "draft")", context: context))
+    }
+
+    /// Calls, error rate, latency percentiles, status classes, rejections and top apps, for the
+    /// tenant, one API (`api_id`) or one app (`app_id`), over 24 h, 7 d, 30 d or custom days.
+    @Sendable func analytics(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        let query = FinanceQuery(request)
+        let window = try query.window()
+        let scope = UsageScope(from: window.from, to: window.to, apiID: try query.uuid("api_id"), appID: try query.uuid("app_id"))
+        let (report, title) = try await services.finance.analytics(tenant: tenant, actor: principal, scope: scope)
+        var values = Self.analyticsValues(report)
+        values["title"] = title
+        values["range"] = window.range
+        values["from"] = DisplayDate.day(window.from)
+        values["to"] = DisplayDate.day(window.to)
+        var selector = ""
+        if let api = scope.apiID { selector = "&api_id=\(api.uuidString)" }
+        if let app = scope.appID {
+            selector = "&app_id=\(app.uuidString)"
+            values["quota"] = try await services.finance.quotaUse(tenant: tenant, actor: principal, app: app).map { use -> [String: Any] in
+                [
+                    "api": use.api, "plan": use.plan, "rate": use.ratePerSecond, "used": use.used, "rejected": use.rejected,
+                    "quota": use.monthlyQuota.map(String.init) ?? "unlimited",
+                    "percent": use.monthlyQuota.map { String(format: "%.1f %%", Double(use.used) * 100 / Double(max(1, $0))) } ?? "—",
+                ]
+            }
+        }
+        values["ranges"] = ["24h", "7d", "30d"].map { ["range": $0, "href": context.base + "/analytics?range=\($0)" + selector, "current": $0 == window.range] }
+        values["selector_api"] = scope.apiID?.uuidString ?? ""
+        values["selector_app"] = scope.appID?.uuidString ?? ""
+        return services.views.render("analytics", values, page: services.chrome("Analytics", context: context))
+    }
+
+    static func analyticsValues(_ report: UsageReport) -> [String: Any] {
+        func ms(_ micros: Int64?) -> String {
+            guard let micros else { return "—" }
+            return micros == Int64.max ? "> 60 s" : String(format: "≤ %.1f ms", Double(micros) / 1000)
+        }
+        return [
+            "chart": chart(report, title: report.scope.bucketSeconds == 3600 ? "Calls per hour (errors in red)" : "Calls per day (errors in red)"),
+            "calls": report.calls, "billable": report.billable, "errors": report.errors, "error_rate": String(format: "%.2f %%", report.errorRate * 100),
+            "p50": ms(report.latencyPercentile(0.5)), "p95": ms(report.latencyPercentile(0.95)), "p99": ms(report.latencyPercentile(0.99)),
+            "statuses": zip(["2xx", "3xx", "4xx", "5xx"], report.statusClasses).map { ["class": $0.0, "count": $0.1] },
+            "rejections": report.rejections.sorted { $0.key < $1.key }.map { ["reason": $0.key, "count": $0.value] },
+            "top_apps": report.topApps.map { ["name": $0.name, "calls": $0.calls] },
+        ]
+    }
+
+    static func chart(_ report: UsageReport, title: String) -> String {
+        let hourly = report.scope.bucketSeconds == 3600
+        let formatter = ISO8601DateFormatter()
+        return SVGChart.bars(
+            report.series.map { point in
+                let text = formatter.string(from: point.start)
+                return SVGChart.Bar(label: hourly ? String(text.prefix(13)).replacingOccurrences(of: "T", with: " ") + ":00" : String(text.prefix(10)), value: point.calls, part: point.errors)
+            }, title: title)
+    }
+
+    static func invoiceRow(_ invoice: InvoiceSummary) -> [String: Any] {
+        [
+            "id": invoice.id.uuidString, "number": invoice.number ?? "draft", "team": invoice.teamName, "period": invoice.period, "status": invoice.status.rawValue,
+            "total": Money.format(minor: invoice.totalMinor, currency: invoice.currency), "updated": DisplayDate.format(invoice.updatedAt),
+            "issued": invoice.issuedAt.map(DisplayDate.format) ?? "", "replaces": invoice.replacesNumber ?? "", "void_reason": invoice.voidReason ?? "",
+            "is_void": invoice.status == .void,
+        ]
+    }
+
+    static func totals(_ invoices: [InvoiceSummary]) -> String {
+        let byCurrency = Dictionary(grouping: invoices.filter { $0.status != .void }, by: \.currency)
+        return byCurrency.keys.sorted().map { currency in Money.format(minor: byCurrency[currency]!.map(\.totalMinor).reduce(0, +), currency: currency) }
+            .joined(separator: ", ")
+    }
+}
