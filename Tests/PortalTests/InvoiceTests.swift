@@ -159,3 +159,22 @@ import Testing
         }
     }
 }
+
+extension InvoiceTests {
+    @Test func theBackgroundRefreshKeepsDraftsOfTheRunningAndPreviousMonth() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                // setup: October usage, "now" in the first days of November
+                let b = try await Self.proSubscription(portal, client)
+                try await Self.calls(portal, b, count: 10)
+                let refresher = DraftInvoiceRefresher(database: portal.database, interval: .seconds(60), logger: TestDatabase.logger)
+                // act
+                await refresher.refreshAll(now: try #require(ISO8601DateFormatter().date(from: "2026-11-02T08:00:00Z")))
+                // assert: October's draft exists (its previous month) and November's too (the subscription stays active)
+                let drafts = try await Self.inTenant(portal, b) { book, c in try await book.list(tenant: b.tenant, status: .draft, on: c) }
+                #expect(Set(drafts.map(\.period)) == ["2026-10", "2026-11"])
+                #expect(drafts.first { $0.period == "2026-10" }?.totalMinor == 4_900)
+            }
+        }
+    }
+}

@@ -27,6 +27,8 @@ struct AppConfig: Sendable {
     var webhooksAllowPrivateNetworks = false
     /// Event loops of the gateway (TOLLGATE_GATEWAY_THREADS); default one per core.
     var gatewayThreads: Int?
+    /// How often draft invoices are recomputed from usage (TOLLGATE_DRAFT_REFRESH_SECONDS).
+    var draftRefreshInterval: Duration = .seconds(300)
 
     /// The webhook target rules for this process.
     var webhookTargets: WebhookTargetPolicy {
@@ -81,6 +83,12 @@ struct AppConfig: Sendable {
         if let text = env["TOLLGATE_GATEWAY_THREADS"] {
             guard let threads = Int(text), (1...256).contains(threads) else { throw ConfigError.invalid("TOLLGATE_GATEWAY_THREADS", text, "1 to 256") }
             config.gatewayThreads = threads
+        }
+        if let text = env["TOLLGATE_DRAFT_REFRESH_SECONDS"] {
+            guard let seconds = Int(text), (5...86_400).contains(seconds) else {
+                throw ConfigError.invalid("TOLLGATE_DRAFT_REFRESH_SECONDS", text, "5 to 86400 seconds")
+            }
+            config.draftRefreshInterval = .seconds(seconds)
         }
         return config
     }

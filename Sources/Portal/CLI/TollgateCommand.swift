@@ -77,6 +77,7 @@ enum Launcher {
                 .init(
                     service: WebhookDispatcher(
                         database: database, secret: portalServices.secret, targets: config.webhookTargets, logger: runtime.logger)))
+            services.append(.init(service: DraftInvoiceRefresher(database: database, interval: config.draftRefreshInterval, logger: runtime.logger)))
         }
         if gateway {
             let store = SnapshotStore()
