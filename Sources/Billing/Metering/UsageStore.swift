@@ -58,24 +58,33 @@ public struct UsageStore: Sendable {
         var inserted = Set<UUID>()
         for try await id in rows.decode(UUID.self) { inserted.insert(id) }
         let fresh = events.filter { inserted.contains($0.id) }
-        for rollup in HourlyRollup.aggregate(fresh) {
-            try await connection.query(
-                """
-                INSERT INTO usage_hourly (tenant_id, subscription_id, hour, api_id, app_id, plan_id, calls, billable, errors, rejected,
-                                          status_2xx, status_3xx, status_4xx, status_5xx, bytes_in, bytes_out, latency)
-                VALUES (\(rollup.tenantID), \(rollup.subscriptionID ?? Self.none), \(rollup.hour), \(rollup.apiID), \(rollup.appID), \(rollup.planID ?? Self.none),
-                        \(rollup.calls), \(rollup.billable), \(rollup.errors), \(rollup.rejectedJSON)::jsonb, \(rollup.statusClasses[0]), \(rollup.statusClasses[1]),
-                        \(rollup.statusClasses[2]), \(rollup.statusClasses[3]), \(rollup.bytesIn), \(rollup.bytesOut), \(rollup.latency)::bigint[])
-                ON CONFLICT (tenant_id, subscription_id, hour, plan_id) DO UPDATE SET
-                    api_id = coalesce(EXCLUDED.api_id, usage_hourly.api_id), app_id = coalesce(EXCLUDED.app_id, usage_hourly.app_id),
-                    calls = usage_hourly.calls + EXCLUDED.calls, billable = usage_hourly.billable + EXCLUDED.billable,
-                    errors = usage_hourly.errors + EXCLUDED.errors, rejected = tollgate_add_reasons(usage_hourly.rejected, EXCLUDED.rejected),
-                    status_2xx = usage_hourly.status_2xx + EXCLUDED.status_2xx, status_3xx = usage_hourly.status_3xx + EXCLUDED.status_3xx,
-                    status_4xx = usage_hourly.status_4xx + EXCLUDED.status_4xx, status_5xx = usage_hourly.status_5xx + EXCLUDED.status_5xx,
-                    bytes_in = usage_hourly.bytes_in + EXCLUDED.bytes_in, bytes_out = usage_hourly.bytes_out + EXCLUDED.bytes_out,
-                    latency = tollgate_add_counts(usage_hourly.latency, EXCLUDED.latency)
-                """, logger: logger)
-        }
+        let rollups = HourlyRollup.aggregate(fresh)
+        guard !rollups.isEmpty else { return 0 }
+        // One statement for all of the batch's rollups (keys are unique within it, as ON CONFLICT
+        // DO UPDATE requires); histograms and reasons travel as text and are cast per row.
+        try await connection.query(
+            """
+            INSERT INTO usage_hourly (tenant_id, subscription_id, hour, api_id, app_id, plan_id, calls, billable, errors, rejected,
+                                      status_2xx, status_3xx, status_4xx, status_5xx, bytes_in, bytes_out, latency)
+            SELECT tenant, sub, hour, nullif(api, \(Self.none)), nullif(app, \(Self.none)), plan, calls, billable, errors, rejected::jsonb,
+                   s2, s3, s4, s5, bytes_in, bytes_out, latency::bigint[]
+            FROM unnest(\(rollups.map(\.tenantID))::uuid[], \(rollups.map { $0.subscriptionID ?? Self.none })::uuid[], \(rollups.map(\.hour))::timestamptz[],
+                        \(rollups.map { $0.apiID ?? Self.none })::uuid[], \(rollups.map { $0.appID ?? Self.none })::uuid[],
+                        \(rollups.map { $0.planID ?? Self.none })::uuid[], \(rollups.map(\.calls))::bigint[], \(rollups.map(\.billable))::bigint[],
+                        \(rollups.map(\.errors))::bigint[], \(rollups.map(\.rejectedJSON))::text[], \(rollups.map { $0.statusClasses[0] })::bigint[],
+                        \(rollups.map { $0.statusClasses[1] })::bigint[], \(rollups.map { $0.statusClasses[2] })::bigint[],
+                        \(rollups.map { $0.statusClasses[3] })::bigint[], \(rollups.map(\.bytesIn))::bigint[], \(rollups.map(\.bytesOut))::bigint[],
+                        \(rollups.map(\.latencyLiteral))::text[])
+                 AS r(tenant, sub, hour, api, app, plan, calls, billable, errors, rejected, s2, s3, s4, s5, bytes_in, bytes_out, latency)
+            ON CONFLICT (tenant_id, subscription_id, hour, plan_id) DO UPDATE SET
+                api_id = coalesce(EXCLUDED.api_id, usage_hourly.api_id), app_id = coalesce(EXCLUDED.app_id, usage_hourly.app_id),
+                calls = usage_hourly.calls + EXCLUDED.calls, billable = usage_hourly.billable + EXCLUDED.billable,
+                errors = usage_hourly.errors + EXCLUDED.errors, rejected = tollgate_add_reasons(usage_hourly.rejected, EXCLUDED.rejected),
+                status_2xx = usage_hourly.status_2xx + EXCLUDED.status_2xx, status_3xx = usage_hourly.status_3xx + EXCLUDED.status_3xx,
+                status_4xx = usage_hourly.status_4xx + EXCLUDED.status_4xx, status_5xx = usage_hourly.status_5xx + EXCLUDED.status_5xx,
+                bytes_in = usage_hourly.bytes_in + EXCLUDED.bytes_in, bytes_out = usage_hourly.bytes_out + EXCLUDED.bytes_out,
+                latency = tollgate_add_counts(usage_hourly.latency, EXCLUDED.latency)
+            """, logger: logger)
         return fresh.count
     }
 
@@ -104,6 +113,9 @@ struct HourlyRollup: Equatable {
     var bytesIn: Int64 = 0
     var bytesOut: Int64 = 0
     var latency: [Int64] = Array(repeating: 0, count: LatencyHistogram.bounds.count)
+
+    /// `{1,0,3,…}`: the histogram as a Postgres array literal.
+    var latencyLiteral: String { "{" + latency.map(String.init).joined(separator: ",") + "}" }
 
     var rejectedJSON: String {
         "{" + rejected.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"

@@ -17,7 +17,7 @@ struct Tollgate: AsyncParsableCommand {
         discussion: "Configuration comes from environment variables; see README.md (Configuration).",
         subcommands: [
             Serve.self, PortalOnly.self, GatewayOnly.self, Migrate.self, SeedDemo.self, TenantCommand.self, UserCommand.self,
-            TokenCommand.self, PlatformAdminCommand.self, KeysCommand.self, DemoUpstream.self, ExportCommand.self, BillingCommand.self,
+            TokenCommand.self, PlatformAdminCommand.self, KeysCommand.self, DemoUpstream.self, ExportCommand.self, BillingCommand.self, BenchMeteringCommand.self,
         ])
 }
 

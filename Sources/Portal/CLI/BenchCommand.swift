@@ -1,0 +1,66 @@
+import ArgumentParser
+import Billing
+import Foundation
+
+/// `tollgate bench-metering …`: the timed parts of bench/metering.sh (hidden from help; the
+/// script prepares the data and prints the figures).
+struct BenchMeteringCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-metering", abstract: "Timed metering and invoicing runs for bench/metering.sh.", shouldDisplay: false,
+        subcommands: [Ingest.self, InvoiceRun.self])
+
+    /// Events through `UsageStore.write` in the meter's batch size, one batch after another as the
+    /// meter writes them, spread over `subscriptions` subscriptions and the current hour.
+    struct Ingest: AsyncParsableCommand {
+        @Option(help: "Tenant slug.") var tenant: String
+        @Option(help: "Events to write.") var events = 500_000
+        @Option(help: "Distinct subscriptions.") var subscriptions = 10_000
+        @Option(help: "Events per batch (the meter's default).") var batch = 5_000
+
+        func run() async throws {
+            let runtime = try Runtime.load()
+            let slug = tenant
+            try await runtime.withDatabase { database in
+                guard let tenant = try await database.withPlatform({ try await TenantRepository(logger: runtime.logger).find(slug: slug, on: $0) }) else {
+                    throw CLIError(description: "There is no tenant \(slug).")
+                }
+                let store = UsageStore(logger: runtime.logger)
+                try await store.preparePartitions(client: database.client)
+                let subscriptionIDs = (0..<subscriptions).map { _ in UUID() }
+                let planID = UUID()
+                let started = ContinuousClock.now
+                var written = 0
+                while written < events {
+                    let count = min(batch, events - written)
+                    let now = Date()
+                    let batchEvents = (0..<count).map { i in
+                        UsageEvent(
+                            at: now, tenantID: tenant.id, apiID: nil, appID: nil, subscriptionID: subscriptionIDs[(written + i) % subscriptionIDs.count],
+                            planID: planID, method: "GET", status: i % 50 == 0 ? 502 : 200, latencyMicroseconds: Int64(200 + i % 5_000), bytesIn: 0,
+                            bytesOut: 512, rejection: nil, forwarded: true)
+                    }
+                    try await store.write(UsageBatch(meterID: "bench", events: batchEvents), client: database.client)
+                    written += count
+                }
+                let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18 + Double((ContinuousClock.now - started).components.seconds)
+                print(String(format: "ingest: %d events in %.2f s = %.0f events/s (batches of %d, %d subscriptions)", written, seconds, Double(written) / seconds, batch, subscriptions))
+            }
+        }
+    }
+
+    /// Recomputes every draft of a period (the work `billing close` does before numbering).
+    struct InvoiceRun: AsyncParsableCommand {
+        @Option(help: "Tenant slug.") var tenant: String
+        @Option(help: "Billing period, YYYY-MM.") var period: String
+
+        func run() async throws {
+            let started = ContinuousClock.now
+            let drafts = try await BillingCommand.withTenant(tenant) { book, tenantID, connection in
+                try await book.refreshDrafts(tenant: tenantID, period: period, on: connection)
+            }
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            print(String(format: "invoice run: %d draft invoices for %@ %@ in %.2f s", drafts, tenant, period, seconds))
+        }
+    }
+}
