@@ -23,6 +23,11 @@ public final class QuotaTracker: Sendable {
         var reserved: Int64 = 0
         /// Billable here and not yet written to Postgres.
         var unsynced: Int64 = 0
+        /// Billable here and being written by the running sync: still counted until the total
+        /// that includes them comes back (leaving them out for the round trip over-admitted).
+        var inFlight: Int64 = 0
+
+        var used: Int64 { synced + inFlight + unsynced + reserved }
     }
 
     private let counters = NIOLockedValueBox<[UUID: Counter]>([:])
@@ -48,7 +53,7 @@ public final class QuotaTracker: Sendable {
         counters.withLockedValue { table in
             var counter = table[subscription] ?? Counter(tenantID: tenant, period: period)
             if counter.period != period { counter = Counter(tenantID: tenant, period: period) }
-            let used = counter.synced + counter.unsynced + counter.reserved
+            let used = counter.used
             guard used < quota else {
                 table[subscription] = counter
                 return .exhausted
@@ -73,7 +78,12 @@ public final class QuotaTracker: Sendable {
     public func sync(client: PostgresClient, logger: Logger) async throws {
         let pending = counters.withLockedValue { table -> [(UUID, Counter)] in
             let snapshot = table.map { ($0.key, $0.value) }
-            for key in table.keys { table[key]?.unsynced = 0 }
+            for key in table.keys {
+                guard var counter = table[key] else { continue }
+                counter.inFlight += counter.unsynced
+                counter.unsynced = 0
+                table[key] = counter
+            }
             return snapshot
         }
         guard !pending.isEmpty else { return }
@@ -93,12 +103,18 @@ public final class QuotaTracker: Sendable {
                 return totals
             }
             counters.withLockedValue { table in
-                for (subscription, used) in totals { table[subscription]?.synced = used }
+                for (subscription, counter) in pending {
+                    if let inFlight = table[subscription]?.inFlight { table[subscription]?.inFlight = max(0, inFlight - counter.unsynced) }
+                    if let used = totals[subscription] { table[subscription]?.synced = used }
+                }
             }
         } catch {
             // Put the counts back so the next sync writes them.
             counters.withLockedValue { table in
-                for (subscription, counter) in pending where counter.unsynced > 0 { table[subscription]?.unsynced += counter.unsynced }
+                for (subscription, counter) in pending where counter.unsynced > 0 {
+                    if let inFlight = table[subscription]?.inFlight { table[subscription]?.inFlight = max(0, inFlight - counter.unsynced) }
+                    table[subscription]?.unsynced += counter.unsynced
+                }
             }
             throw error
         }
