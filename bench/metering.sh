@@ -61,7 +61,9 @@ SQL
 echo "prepared in $(( $(date +%s) - prep_start )) s" >&2
 
 echo "== 1. ingest =="
-tollgate bench-metering ingest --tenant bench --events "$EVENTS"
+# worst case: every event of a batch updates a different hourly rollup row; then 1,000 busy subscriptions
+tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 10000
+tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 1000
 echo "== 2. invoice run (10,000 subscriptions, 7.2 M rollup rows) =="
 tollgate bench-metering invoice-run --tenant bench --period 2026-10
 tollgate bench-metering invoice-run --tenant bench --period 2026-10
