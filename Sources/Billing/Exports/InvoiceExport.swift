@@ -26,6 +26,7 @@ public struct InvoiceExport: Sendable {
         return try await client.withTransaction(logger: logger) { connection in
             try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
             try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await InvoiceBook.planForBulkReads(on: connection, logger: logger)
             let rows = try await connection.query(
                 """
                 SELECT ARRAY[coalesce(i.number, ''), i.status, to_char(i.period, 'YYYY-MM'),
@@ -41,17 +42,18 @@ public struct InvoiceExport: Sendable {
                 ORDER BY i.period, i.number NULLS LAST, i.team_name, l.position
                 """, logger: logger)
             var buffer = ""
+            buffer.reserveCapacity(80 * 1024)
             var count = 0
             for try await var fields in rows.decode([String].self) {
                 let currency = fields[6]
                 fields[7] = ISO4217.decimal(minor: Int64(fields[7]) ?? 0, currency: currency)
                 fields[16] = ISO4217.unitPriceDecimal(micros: Int64(fields[16]) ?? 0, currency: currency)
                 fields[17] = ISO4217.decimal(minor: Int64(fields[17]) ?? 0, currency: currency)
-                buffer += CSV.line(fields)
+                CSV.append(fields, to: &buffer)
                 count += 1
                 if buffer.utf8.count >= 64 * 1024 {
                     try await write(buffer)
-                    buffer = ""
+                    buffer.removeAll(keepingCapacity: true)
                 }
             }
             if !buffer.isEmpty { try await write(buffer) }

@@ -24,16 +24,18 @@ public struct UsageExport: Sendable {
         try await write(CSV.line(Self.header))
         return try await client.withTransaction(logger: logger) { connection in
             try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
-            try await connection.query("SELECT set_config('tollgate.scope', 'system', true), set_config('jit', 'off', true)", logger: logger)
+            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await InvoiceBook.planForBulkReads(on: connection, logger: logger)
             let rows = try await connection.query(Self.query(tenant: tenant, from: from, to: to, filter: filter, limit: nil), logger: logger)
             var buffer = ""
+            buffer.reserveCapacity(80 * 1024)
             var count = 0
             for try await fields in rows.decode([String].self) {
-                buffer += CSV.line(fields)
+                CSV.append(fields, to: &buffer)
                 count += 1
                 if buffer.utf8.count >= 64 * 1024 {
                     try await write(buffer)
-                    buffer = ""
+                    buffer.removeAll(keepingCapacity: true)
                 }
             }
             if !buffer.isEmpty { try await write(buffer) }
@@ -47,6 +49,7 @@ public struct UsageExport: Sendable {
         async throws -> [[String]]
     {
         var result: [[String]] = []
+        try await InvoiceBook.planForBulkReads(on: connection, logger: logger)
         for try await fields in try await connection.query(query(tenant: tenant, from: from, to: to, filter: filter, limit: limit), logger: logger).decode(
             [String].self)
         {
@@ -64,8 +67,8 @@ public struct UsageExport: Sendable {
                    sum(h.calls) AS calls, sum(h.billable) AS billable,
                    sum(CASE WHEN h.rejected = '{}' THEN 0 ELSE (SELECT coalesce(sum(value::bigint), 0) FROM jsonb_each_text(h.rejected)) END) AS rejected,
                    sum(h.errors) AS errors, sum(h.bytes_in) AS bytes_in, sum(h.bytes_out) AS bytes_out
-            FROM usage_hourly h JOIN tenants t ON t.id = h.tenant_id
-            WHERE t.slug = \(tenant) AND h.hour >= \(from) AND h.hour < \(to)
+            FROM usage_hourly h
+            WHERE h.tenant_id = (SELECT id FROM tenants WHERE slug = \(tenant)) AND h.hour >= \(from) AND h.hour < \(to)
             GROUP BY 1, 2, 3, 4, 5
         )
         SELECT ARRAY[to_char(d.day, 'YYYY-MM-DD'), \(tenant)::text,

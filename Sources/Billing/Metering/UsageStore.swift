@@ -79,7 +79,8 @@ public struct UsageStore: Sendable {
             ON CONFLICT (tenant_id, subscription_id, hour, plan_id) DO UPDATE SET
                 api_id = coalesce(EXCLUDED.api_id, usage_hourly.api_id), app_id = coalesce(EXCLUDED.app_id, usage_hourly.app_id),
                 calls = usage_hourly.calls + EXCLUDED.calls, billable = usage_hourly.billable + EXCLUDED.billable,
-                errors = usage_hourly.errors + EXCLUDED.errors, rejected = tollgate_add_reasons(usage_hourly.rejected, EXCLUDED.rejected),
+                errors = usage_hourly.errors + EXCLUDED.errors,
+                rejected = CASE WHEN EXCLUDED.rejected = '{}' THEN usage_hourly.rejected ELSE tollgate_add_reasons(usage_hourly.rejected, EXCLUDED.rejected) END,
                 status_2xx = usage_hourly.status_2xx + EXCLUDED.status_2xx, status_3xx = usage_hourly.status_3xx + EXCLUDED.status_3xx,
                 status_4xx = usage_hourly.status_4xx + EXCLUDED.status_4xx, status_5xx = usage_hourly.status_5xx + EXCLUDED.status_5xx,
                 bytes_in = usage_hourly.bytes_in + EXCLUDED.bytes_in, bytes_out = usage_hourly.bytes_out + EXCLUDED.bytes_out,
