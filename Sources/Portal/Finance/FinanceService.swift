@@ -40,6 +40,27 @@ struct FinanceService: Sendable {
         return found
     }
 
+    /// Voids an issued invoice, or voids it and issues its replacement (`reissue`); finance only.
+    func correct(tenant: Tenant, actor: Principal, id: UUID, reason: String, reissue: Bool) async throws -> InvoiceSummary {
+        try Self.require(actor, .manageBilling)
+        let reason = reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...500).contains(reason.count), !TextInput.hasControlCharacters(reason) else {
+            throw AppError.validation(["reason": "Give a reason of 1 to 500 characters; it stays with the void invoice."])
+        }
+        return try await database.withTenant(tenant.id) { connection in
+            guard let invoice = try await book.find(tenant: tenant.id, id: id, on: connection) else { throw AppError.notFound("Invoice") }
+            guard invoice.status == .issued, let number = invoice.number else {
+                throw AppError.conflict("Only issued invoices can be voided; this one is \(invoice.status.rawValue).")
+            }
+            if reissue {
+                let (_, issued) = try await book.reissue(tenant: tenant.id, number: number, reason: reason, on: connection)
+                if let issued, let replacement = try await book.find(tenant: tenant.id, number: issued, on: connection) { return replacement }
+                return try await book.find(tenant: tenant.id, id: id, on: connection) ?? invoice
+            }
+            return try await book.void(tenant: tenant.id, number: number, reason: reason, on: connection)
+        }
+    }
+
     func refreshDrafts(tenant: Tenant, actor: Principal, period: String) async throws -> Int {
         try Self.require(actor, .manageBilling)
         guard Rating.month(period) != nil else { throw AppError.badRequest("period must be a month like 2026-11.") }

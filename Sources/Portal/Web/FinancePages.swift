@@ -16,6 +16,8 @@ struct FinancePages: Sendable {
         group.get("/finance/reconcile", use: reconcile)
         group.get("/invoices", use: invoices)
         group.get("/invoices/:invoice", use: invoice)
+        group.post("/invoices/:invoice/void", use: void)
+        group.post("/invoices/:invoice/reissue", use: reissue)
         group.get("/analytics", use: analytics)
     }
 
@@ -131,9 +133,11 @@ struct FinancePages: Sendable {
 
     @Sendable func invoice(_ request: Request, context: AppRequestContext) async throws -> Response {
         guard let id = context.parameters.get("invoice").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Invoice") }
-        let (invoice, lines) = try await services.finance.invoice(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id)
+        let principal = try context.requirePrincipal()
+        let (invoice, lines) = try await services.finance.invoice(tenant: try context.requireTenant(), actor: principal, id: id)
         let values: [String: Any] = [
             "invoice": Self.invoiceRow(invoice),
+            "can_correct": invoice.status == .issued && Policy.allows(principal, .manageBilling),
             "lines": lines.map { line -> [String: Any] in
                 [
                     "subscription": "\(line.appName) → \(line.apiName)", "description": line.description, "quantity": line.quantity,
@@ -145,6 +149,23 @@ struct FinancePages: Sendable {
             },
         ]
         return services.views.render("invoice", values, page: services.chrome("Invoice \(invoice.number ?? "draft")", context: context))
+    }
+
+    /// Voids an issued invoice (kept, marked void with the reason).
+    @Sendable func void(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await correct(context, reissue: false)
+    }
+
+    /// Voids an issued invoice and issues its replacement from current data.
+    @Sendable func reissue(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await correct(context, reissue: true)
+    }
+
+    private func correct(_ context: AppRequestContext, reissue: Bool) async throws -> Response {
+        guard let id = context.parameters.get("invoice").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Invoice") }
+        let result = try await services.finance.correct(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, reason: context.form["reason"] ?? "", reissue: reissue)
+        return .redirect(to: context.base + "/invoices/" + result.id.uuidString)
     }
 
     /// Calls, error rate, latency percentiles, status classes, rejections and top apps, for the
