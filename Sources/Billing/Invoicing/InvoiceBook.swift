@@ -229,9 +229,10 @@ public struct InvoiceBook: Sendable {
     // MARK: reading
 
     /// Invoices of the tenant, newest period first; each filter is optional.
-    public func list(tenant: UUID, period: String? = nil, team: UUID? = nil, status: InvoiceSummary.Status? = nil, on connection: PostgresConnection)
-        async throws -> [InvoiceSummary]
-    {
+    public func list(
+        tenant: UUID, period: String? = nil, team: UUID? = nil, status: InvoiceSummary.Status? = nil, id: UUID? = nil, number: String? = nil,
+        on connection: PostgresConnection
+    ) async throws -> [InvoiceSummary] {
         let month = period.flatMap(Rating.month)?.start
         let rows = try await connection.query(
             """
@@ -241,6 +242,7 @@ public struct InvoiceBook: Sendable {
             FROM invoices i LEFT JOIN invoices r ON r.tenant_id = i.tenant_id AND r.id = i.replaces_id
             WHERE i.tenant_id = \(tenant) AND ((\(month) AT TIME ZONE 'UTC')::date IS NULL OR i.period = (\(month) AT TIME ZONE 'UTC')::date)
               AND (\(team)::uuid IS NULL OR i.team_id = \(team)) AND (\(status?.rawValue)::text IS NULL OR i.status = \(status?.rawValue))
+              AND (\(id)::uuid IS NULL OR i.id = \(id)) AND (\(number)::text IS NULL OR i.number = \(number))
             ORDER BY i.period DESC, i.team_name, i.created_at
             """, logger: logger)
         var result: [InvoiceSummary] = []
@@ -251,13 +253,11 @@ public struct InvoiceBook: Sendable {
     }
 
     public func find(tenant: UUID, id: UUID, on connection: PostgresConnection) async throws -> InvoiceSummary? {
-        try await list(tenant: tenant, on: connection).first { $0.id == id }
+        try await list(tenant: tenant, id: id, on: connection).first
     }
 
     public func find(tenant: UUID, number: String, on connection: PostgresConnection) async throws -> InvoiceSummary? {
-        let rows = try await connection.query("SELECT id FROM invoices WHERE tenant_id = \(tenant) AND number = \(number)", logger: logger)
-        for try await id in rows.decode(UUID.self) { return try await find(tenant: tenant, id: id, on: connection) }
-        return nil
+        try await list(tenant: tenant, number: number, on: connection).first
     }
 
     public func lines(tenant: UUID, invoice: UUID, on connection: PostgresConnection) async throws -> [StoredInvoiceLine] {
