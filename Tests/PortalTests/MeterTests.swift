@@ -58,6 +58,40 @@ import Testing
         }
     }
 
+    @Test func dailyRollupsSumTheHoursOfEachUTCDayOnce() async throws {
+        try await TestDatabase.withDatabase { database in
+            // setup: calls on both sides of a UTC midnight, in two batches
+            let tenant = try await Fixtures.tenant(database, slug: "acme")
+            let subscription = UUID()
+            let midnight = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 86_400).rounded(.down) * 86_400)
+            let first = [
+                Self.event(tenant: tenant.id, subscription: subscription, at: midnight.addingTimeInterval(-60)),
+                Self.event(tenant: tenant.id, subscription: subscription, at: midnight.addingTimeInterval(-30), status: 503),
+                Self.event(tenant: tenant.id, subscription: subscription, at: midnight.addingTimeInterval(60), status: 429, rejection: .rateLimited),
+                Self.event(tenant: tenant.id, subscription: subscription, at: midnight.addingTimeInterval(7_200)),
+            ]
+            let second = [Self.event(tenant: tenant.id, subscription: subscription, at: midnight.addingTimeInterval(7_300))]
+            let store = UsageStore(logger: database.logger)
+            // act: the first batch is replayed once
+            try await store.write(UsageBatch(meterID: "g1", events: first), client: database.client)
+            try await store.write(UsageBatch(meterID: "g1", events: second), client: database.client)
+            try await store.write(UsageBatch(meterID: "g1", events: first), client: database.client)
+            // assert: day, calls, billable, rejected, errors, bytes out
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withFullDate]
+            let yesterday = formatter.string(from: midnight.addingTimeInterval(-1))
+            let today = formatter.string(from: midnight)
+            let daily = try await Self.count(
+                database,
+                "SELECT day::text || ' ' || calls || ' ' || billable || ' ' || rejected || ' ' || errors || ' ' || bytes_out FROM usage_daily WHERE subscription_id = '\(subscription)' ORDER BY day")
+            #expect(daily == ["\(yesterday) 2 1 0 1 200", "\(today) 3 2 1 0 300"])
+            let hourlyByDay = try await Self.count(
+                database,
+                "SELECT day || ' ' || sum(calls) || ' ' || sum(billable) FROM (SELECT (hour AT TIME ZONE 'UTC')::date::text AS day, calls, billable FROM usage_hourly WHERE subscription_id = '\(subscription)') h GROUP BY day ORDER BY day")
+            #expect(hourlyByDay == ["\(yesterday) 2 1", "\(today) 3 2"])
+        }
+    }
+
     @Test func eventsWaitInTheSpoolWhilePostgresIsDownAndArriveOnceItIsBack() async throws {
         try await TestDatabase.withDatabase { database in
             let tenant = try await Fixtures.tenant(database, slug: "acme")
@@ -103,6 +137,10 @@ import Testing
                 var events = (0..<3).map { Self.event(tenant: tenant.id, subscription: subscriptionID, at: day1.addingTimeInterval(Double($0))) }
                 events.append(Self.event(tenant: tenant.id, subscription: subscriptionID, at: day2, status: 429, rejection: .rateLimited))
                 try await UsageStore(logger: TestDatabase.logger).write(UsageBatch(meterID: "g1", events: events), client: portal.database.client)
+                // a name that needs quoting in CSV
+                try await portal.database.withSystemScope { connection in
+                    try await connection.query("UPDATE apps SET name = 'Billing \"sync\", v2' WHERE name = 'Billing sync'", logger: TestDatabase.logger)
+                }
                 // act
                 var csv = ""
                 let rows = try await UsageExport(client: portal.database.client, logger: TestDatabase.logger).run(
@@ -116,7 +154,7 @@ import Testing
                 #expect(lines.first == UsageExport.header.joined(separator: ","))
                 #expect(lines[1].hasPrefix("2026-11-03,acme,"))
                 #expect(lines[1].contains(",Users,"))
-                #expect(lines[1].contains(",Billing sync,"))
+                #expect(lines[1].contains(",\"Billing \"\"sync\"\", v2\","))
                 #expect(lines[1].contains(",echo,v1,"))
                 #expect(lines[1].hasSuffix(",3,3,0,0,30,300"))
                 #expect(lines[2].hasPrefix("2026-11-04,"))

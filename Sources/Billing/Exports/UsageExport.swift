@@ -26,19 +26,22 @@ public struct UsageExport: Sendable {
             try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
             try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
             try await InvoiceBook.planForBulkReads(on: connection, logger: logger)
-            let rows = try await connection.query(Self.query(tenant: tenant, from: from, to: to, filter: filter, limit: nil), logger: logger)
-            var buffer = ""
+            // Postgres formats each row as one CSV line: one text column per row costs far less to
+            // receive and decode than 18 fields (measured in docs/BENCHMARKS.md).
+            let rows = try await connection.query(Self.query(tenant: tenant, from: from, to: to, filter: filter, limit: nil, as: .csvLine), logger: logger)
+            var buffer = ByteBuffer()
             buffer.reserveCapacity(80 * 1024)
             var count = 0
-            for try await fields in rows.decode([String].self) {
-                CSV.append(fields, to: &buffer)
+            for try await row in rows {
+                guard var line = row.first?.bytes else { continue }
+                buffer.writeBuffer(&line)
                 count += 1
-                if buffer.utf8.count >= 64 * 1024 {
-                    try await write(buffer)
-                    buffer.removeAll(keepingCapacity: true)
+                if buffer.readableBytes >= 64 * 1024 {
+                    try await write(String(buffer: buffer))
+                    buffer.clear()
                 }
             }
-            if !buffer.isEmpty { try await write(buffer) }
+            if buffer.readableBytes > 0 { try await write(String(buffer: buffer)) }
             return count
         }
     }
@@ -50,43 +53,53 @@ public struct UsageExport: Sendable {
     {
         var result: [[String]] = []
         try await InvoiceBook.planForBulkReads(on: connection, logger: logger)
-        for try await fields in try await connection.query(query(tenant: tenant, from: from, to: to, filter: filter, limit: limit), logger: logger).decode(
-            [String].self)
+        for try await fields in try await connection.query(query(tenant: tenant, from: from, to: to, filter: filter, limit: limit, as: .fields), logger: logger)
+            .decode([String].self)
         {
             result.append(fields)
         }
         return result
     }
 
-    /// Sums per day, subscription and plan first (over the rollups alone), then names them: the
-    /// joins touch one row per output row instead of one per rollup hour.
-    static func query(tenant: String, from: Date, to: Date, filter: UsageFilter, limit: Int?) -> PostgresQuery {
-        """
-        WITH daily AS (
-            SELECT date_trunc('day', h.hour AT TIME ZONE 'UTC') AS day, h.tenant_id, h.subscription_id, h.plan_id, h.api_id,
-                   sum(h.calls) AS calls, sum(h.billable) AS billable,
-                   sum(CASE WHEN h.rejected = '{}' THEN 0 ELSE (SELECT coalesce(sum(value::bigint), 0) FROM jsonb_each_text(h.rejected)) END) AS rejected,
-                   sum(h.errors) AS errors, sum(h.bytes_in) AS bytes_in, sum(h.bytes_out) AS bytes_out
-            FROM usage_hourly h
-            WHERE h.tenant_id = (SELECT id FROM tenants WHERE slug = \(tenant)) AND h.hour >= \(from) AND h.hour < \(to)
-            GROUP BY 1, 2, 3, 4, 5
-        )
-        SELECT ARRAY[to_char(d.day, 'YYYY-MM-DD'), \(tenant)::text,
-               coalesce(tm.id::text, ''), coalesce(tm.name, ''), coalesce(a.id::text, ''), coalesce(a.name, ''),
-               coalesce(api.id::text, ''), coalesce(api.slug, ''), coalesce(api.version, ''), coalesce(p.id::text, ''), coalesce(p.name, ''),
-               CASE WHEN d.subscription_id = '00000000-0000-0000-0000-000000000000' THEN '' ELSE d.subscription_id::text END,
-               d.calls::text, d.billable::text, d.rejected::text, d.errors::text, d.bytes_in::text, d.bytes_out::text]
-        FROM daily d
-        LEFT JOIN subscriptions s ON s.tenant_id = d.tenant_id AND s.id = d.subscription_id
-        LEFT JOIN apps a ON a.tenant_id = d.tenant_id AND a.id = s.app_id
-        LEFT JOIN teams tm ON tm.tenant_id = d.tenant_id AND tm.id = a.team_id
-        LEFT JOIN apis api ON api.tenant_id = d.tenant_id AND api.id = coalesce(s.api_id, d.api_id)
-        LEFT JOIN plans p ON p.tenant_id = d.tenant_id AND p.id = coalesce(nullif(d.plan_id, '00000000-0000-0000-0000-000000000000'), s.plan_id)
-        WHERE (\(filter.teamID)::uuid IS NULL OR tm.id = \(filter.teamID)) AND (\(filter.appID)::uuid IS NULL OR a.id = \(filter.appID))
-          AND (\(filter.apiID)::uuid IS NULL OR api.id = \(filter.apiID)) AND (\(filter.planID)::uuid IS NULL OR p.id = \(filter.planID))
-        ORDER BY d.day, d.subscription_id, d.plan_id
-        LIMIT \(limit.map(Int64.init))
-        """
+    /// How each row comes back: its fields as a `text[]`, or already one CSV line (RFC 4180, CRLF).
+    enum Projection {
+        case fields
+        case csvLine
+    }
+
+    /// Reads the daily rollups (one row per day, subscription and plan already) and names them.
+    /// Fields that may hold free text go through `tollgate_csv` (quoted when needed); the rest are
+    /// ids, slugs, dates and numbers, which never need quotes.
+    static func query(tenant: String, from: Date, to: Date, filter: UsageFilter, limit: Int?, as projection: Projection) -> PostgresQuery {
+        let fields = """
+            to_char(d.day, 'YYYY-MM-DD'), t.slug, coalesce(tm.id::text, ''), coalesce(tm.name, ''), coalesce(a.id::text, ''), coalesce(a.name, ''),
+            coalesce(api.id::text, ''), coalesce(api.slug, ''), coalesce(api.version, ''), coalesce(p.id::text, ''), coalesce(p.name, ''),
+            CASE WHEN d.subscription_id = '00000000-0000-0000-0000-000000000000' THEN '' ELSE d.subscription_id::text END,
+            d.calls::text, d.billable::text, d.rejected::text, d.errors::text, d.bytes_in::text, d.bytes_out::text
+            """
+        let line = """
+            concat_ws(',', to_char(d.day, 'YYYY-MM-DD'), t.slug, coalesce(tm.id::text, ''), tollgate_csv(coalesce(tm.name, '')),
+                      coalesce(a.id::text, ''), tollgate_csv(coalesce(a.name, '')), coalesce(api.id::text, ''), coalesce(api.slug, ''),
+                      tollgate_csv(coalesce(api.version, '')), coalesce(p.id::text, ''), tollgate_csv(coalesce(p.name, '')),
+                      CASE WHEN d.subscription_id = '00000000-0000-0000-0000-000000000000' THEN '' ELSE d.subscription_id::text END,
+                      d.calls, d.billable, d.rejected, d.errors, d.bytes_in, d.bytes_out) || E'\\r\\n'
+            """
+        let projected = projection == .fields ? "ARRAY[\(fields)]" : line
+        return """
+            SELECT \(unescaped: projected)
+            FROM usage_daily d
+            CROSS JOIN (SELECT \(tenant)::text AS slug) t
+            LEFT JOIN subscriptions s ON s.tenant_id = d.tenant_id AND s.id = d.subscription_id
+            LEFT JOIN apps a ON a.tenant_id = d.tenant_id AND a.id = s.app_id
+            LEFT JOIN teams tm ON tm.tenant_id = d.tenant_id AND tm.id = a.team_id
+            LEFT JOIN apis api ON api.tenant_id = d.tenant_id AND api.id = coalesce(s.api_id, d.api_id)
+            LEFT JOIN plans p ON p.tenant_id = d.tenant_id AND p.id = coalesce(nullif(d.plan_id, '00000000-0000-0000-0000-000000000000'), s.plan_id)
+            WHERE d.tenant_id = (SELECT id FROM tenants WHERE slug = \(tenant)) AND d.day >= (\(from) AT TIME ZONE 'UTC')::date AND d.day < (\(to) AT TIME ZONE 'UTC')::date
+              AND (\(filter.teamID)::uuid IS NULL OR tm.id = \(filter.teamID)) AND (\(filter.appID)::uuid IS NULL OR a.id = \(filter.appID))
+              AND (\(filter.apiID)::uuid IS NULL OR api.id = \(filter.apiID)) AND (\(filter.planID)::uuid IS NULL OR p.id = \(filter.planID))
+            ORDER BY d.day, d.subscription_id, d.plan_id
+            LIMIT \(limit.map(Int64.init))
+            """
     }
 }
 

@@ -350,12 +350,13 @@ public struct InvoiceBook: Sendable {
         return plans
     }
 
-    /// Billable calls per subscription and plan version over [from, to), from the hourly rollups.
+    /// Billable calls per subscription and plan version over [from, to), from the daily rollups.
     func billableCalls(tenant: UUID, from: Date, to: Date, on connection: PostgresConnection) async throws -> [UUID: [UUID: Int64]] {
         let rows = try await connection.query(
             """
-            SELECT subscription_id, plan_id, sum(billable)::bigint FROM usage_hourly
-            WHERE tenant_id = \(tenant) AND hour >= \(from) AND hour < \(to) AND subscription_id <> \(Self.none) AND plan_id <> \(Self.none)
+            SELECT subscription_id, plan_id, sum(billable)::bigint FROM usage_daily
+            WHERE tenant_id = \(tenant) AND day >= (\(from) AT TIME ZONE 'UTC')::date AND day < (\(to) AT TIME ZONE 'UTC')::date
+              AND subscription_id <> \(Self.none) AND plan_id <> \(Self.none)
             GROUP BY subscription_id, plan_id HAVING sum(billable) > 0
             """, logger: logger)
         var calls: [UUID: [UUID: Int64]] = [:]

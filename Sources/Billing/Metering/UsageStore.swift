@@ -86,7 +86,27 @@ public struct UsageStore: Sendable {
                 bytes_in = usage_hourly.bytes_in + EXCLUDED.bytes_in, bytes_out = usage_hourly.bytes_out + EXCLUDED.bytes_out,
                 latency = tollgate_add_counts(usage_hourly.latency, EXCLUDED.latency)
             """, logger: logger)
+        try await write(DailyRollup.aggregate(rollups), on: connection)
         return fresh.count
+    }
+
+    /// The daily rollups billing and exports read, from the same deltas as the hourly ones.
+    func write(_ days: [DailyRollup], on connection: PostgresConnection) async throws {
+        try await connection.query(
+            """
+            INSERT INTO usage_daily (tenant_id, day, subscription_id, plan_id, api_id, app_id, calls, billable, rejected, errors, bytes_in, bytes_out)
+            SELECT tenant, (day AT TIME ZONE 'UTC')::date, sub, plan, nullif(api, \(Self.none)), nullif(app, \(Self.none)), calls, billable, rejected, errors, bytes_in, bytes_out
+            FROM unnest(\(days.map(\.tenantID))::uuid[], \(days.map(\.day))::timestamptz[], \(days.map { $0.subscriptionID ?? Self.none })::uuid[],
+                        \(days.map { $0.planID ?? Self.none })::uuid[], \(days.map { $0.apiID ?? Self.none })::uuid[], \(days.map { $0.appID ?? Self.none })::uuid[],
+                        \(days.map(\.calls))::bigint[], \(days.map(\.billable))::bigint[], \(days.map(\.rejected))::bigint[], \(days.map(\.errors))::bigint[],
+                        \(days.map(\.bytesIn))::bigint[], \(days.map(\.bytesOut))::bigint[])
+                 AS d(tenant, day, sub, plan, api, app, calls, billable, rejected, errors, bytes_in, bytes_out)
+            ON CONFLICT (tenant_id, day, subscription_id, plan_id) DO UPDATE SET
+                api_id = coalesce(EXCLUDED.api_id, usage_daily.api_id), app_id = coalesce(EXCLUDED.app_id, usage_daily.app_id),
+                calls = usage_daily.calls + EXCLUDED.calls, billable = usage_daily.billable + EXCLUDED.billable,
+                rejected = usage_daily.rejected + EXCLUDED.rejected, errors = usage_daily.errors + EXCLUDED.errors,
+                bytes_in = usage_daily.bytes_in + EXCLUDED.bytes_in, bytes_out = usage_daily.bytes_out + EXCLUDED.bytes_out
+            """, logger: logger)
     }
 
     /// Makes sure the partitions of the current and the next month exist.
@@ -148,5 +168,52 @@ struct HourlyRollup: Equatable {
             rollups[key] = rollup
         }
         return rollups.values.sorted { ($0.hour, $0.tenantID.uuidString) < ($1.hour, $1.tenantID.uuidString) }
+    }
+}
+
+/// One (tenant, subscription, plan, UTC day) delta: the sum of a batch's hourly deltas of that day.
+/// Pure.
+struct DailyRollup: Equatable {
+    var tenantID: UUID
+    var subscriptionID: UUID?
+    var planID: UUID?
+    /// Midnight UTC of the day (bound as a Postgres `date`).
+    var day: Date
+    var apiID: UUID?
+    var appID: UUID?
+    var calls: Int64 = 0
+    var billable: Int64 = 0
+    var rejected: Int64 = 0
+    var errors: Int64 = 0
+    var bytesIn: Int64 = 0
+    var bytesOut: Int64 = 0
+
+    static func aggregate(_ hours: [HourlyRollup]) -> [DailyRollup] {
+        struct Key: Hashable {
+            let tenant: UUID
+            let subscription: UUID?
+            let plan: UUID?
+            let day: Int64
+        }
+        var days: [Key: DailyRollup] = [:]
+        var order: [Key] = []
+        for hour in hours {
+            let day = Int64(hour.hour.timeIntervalSince1970.rounded(.down)) / 86_400 * 86_400
+            let key = Key(tenant: hour.tenantID, subscription: hour.subscriptionID, plan: hour.planID, day: day)
+            var rollup = days[key] ?? {
+                order.append(key)
+                return DailyRollup(
+                    tenantID: hour.tenantID, subscriptionID: hour.subscriptionID, planID: hour.planID, day: Date(timeIntervalSince1970: Double(day)),
+                    apiID: hour.apiID, appID: hour.appID)
+            }()
+            rollup.calls += hour.calls
+            rollup.billable += hour.billable
+            rollup.rejected += hour.rejected.values.reduce(0, +)
+            rollup.errors += hour.errors
+            rollup.bytesIn += hour.bytesIn
+            rollup.bytesOut += hour.bytesOut
+            days[key] = rollup
+        }
+        return order.compactMap { days[$0] }
     }
 }

@@ -120,6 +120,9 @@ struct Migrator: Sendable {
             }
             try await connection.query("BEGIN", logger: logger)
             do {
+                // Data changes in migrations span tenants: they run in system scope, which row-level
+                // security would otherwise reduce to no rows at all.
+                try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
                 for statement in SQLScript(migration.sql).statements {
                     do {
                         try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
