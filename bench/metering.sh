@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Metering and billing benchmark (on demand, never part of `make test`). Prints three figures:
-#   1. sustained ingest: usage events through UsageStore.write in the meter's batches of 5,000
-#      (events + idempotency + hourly rollups in one transaction per batch), one batch at a time;
+#   1. sustained ingest: the UsageMeter under an offered load of RATE events/s (default 50,000),
+#      and the cost of single writes (events + idempotency + hourly and daily rollups in one
+#      transaction) of 5,000 and 25,000 events;
 #   2. invoice run: every draft of a month recomputed for 10,000 subscriptions (1,000 teams) with
 #      a month of hourly rollups (10,000 × 720 = 7.2 M rollup rows);
 #   3. CSV export of 1,000,000 usage rows (day × subscription), with the process's peak memory.
 #
-#   bench/metering.sh [events=500000]      CONFIG=debug to skip the release build
+#   bench/metering.sh [events=500000]      RATE=… to offer another load; CONFIG=debug to skip the release build
 #
 # Uses a private PostgreSQL database `tollgate_bench_metering` (dropped and re-created each run).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 EVENTS="${1:-500000}"
+RATE="${RATE:-50000}"
 CONFIG="${CONFIG:-release}"
 WORK="$ROOT/.data/bench"; mkdir -p "$WORK"
 cd "$ROOT"
@@ -56,14 +58,24 @@ INSERT INTO usage_hourly (tenant_id, subscription_id, hour, api_id, app_id, plan
 INSERT INTO usage_hourly (tenant_id, subscription_id, hour, api_id, app_id, plan_id, calls, billable, status_2xx, bytes_out, latency)
   SELECT s.tenant_id, s.id, d + interval '12 hours', s.api_id, s.app_id, s.plan_id, 10, 10, 10, 5120, array_fill(1::bigint, ARRAY[29])
   FROM subscriptions s, generate_series('2026-06-01'::timestamptz, '2026-09-08'::timestamptz, '1 day') d;
-ANALYZE;
+-- the daily rollups the meter keeps beside the hourly ones
+INSERT INTO usage_daily (tenant_id, day, subscription_id, plan_id, api_id, app_id, calls, billable, rejected, errors, bytes_in, bytes_out)
+  SELECT tenant_id, (hour AT TIME ZONE 'UTC')::date, subscription_id, plan_id, max(api_id::text)::uuid, max(app_id::text)::uuid,
+         sum(calls), sum(billable), 0, sum(errors), sum(bytes_in), sum(bytes_out)
+  FROM usage_hourly GROUP BY 1, 2, 3, 4;
+VACUUM ANALYZE;
 SQL
 echo "prepared in $(( $(date +%s) - prep_start )) s" >&2
 
 echo "== 1. ingest =="
-# worst case: every event of a batch updates a different hourly rollup row; then 1,000 busy subscriptions
-tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 10000
-tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 1000
+# the real meter under an offered load (it flushes every 100 ms, or at 5,000 buffered events; a
+# backlog goes out in writes of up to 25,000): every subscription busy, then 1,000 busy ones
+tollgate bench-metering meter --tenant bench --rate "$RATE" --seconds 20 --subscriptions 10000
+tollgate bench-metering meter --tenant bench --rate "$RATE" --seconds 20 --subscriptions 1000
+# the cost of one write by its size: UsageStore.write back to back, every event a different
+# hourly rollup row within a write of 5,000
+tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 10000 --batch 5000
+tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 10000 --batch 25000
 echo "== 2. invoice run (10,000 subscriptions, 7.2 M rollup rows) =="
 tollgate bench-metering invoice-run --tenant bench --period 2026-10
 tollgate bench-metering invoice-run --tenant bench --period 2026-10

@@ -50,9 +50,3 @@ END
 $$;
 CREATE TRIGGER tenants_delete_usage AFTER DELETE ON tenants FOR EACH ROW EXECUTE FUNCTION tollgate_delete_tenant_usage();
 
--- One CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma, quote, CR or LF.
--- The usage export has Postgres format each row as one line with it.
-CREATE FUNCTION tollgate_csv(value text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT AS $$
-    SELECT CASE WHEN value ~ '[",\r\n]' THEN '"' || replace(value, '"', '""') || '"' ELSE value END
-$$;

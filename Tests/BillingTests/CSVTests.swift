@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import Billing
@@ -12,5 +13,16 @@ import Testing
 
     @Test func linesEndWithCRLF() {
         #expect(CSV.line(["a", "b,c"]) == "a,\"b,c\"\r\n")
+    }
+
+    /// The export formats rollup days itself; checked against Foundation's calendar, including
+    /// leap days, century rules and days before 1970 (back to 1900).
+    @Test(arguments: [-25_567, -1, 0, 59, 11_016, 20_422, 20_513, 47_540, 2_932_896] as [Int32])
+    func exportDatesMatchTheGregorianCalendar(days: Int32) {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts = calendar.dateComponents([.year, .month, .day], from: Date(timeIntervalSince1970: Double(days) * 86_400))
+        let expected = String(format: "%04d-%02d-%02d", parts.year!, parts.month!, parts.day!)
+        #expect(UsageNames.isoDate(daysSinceEpoch: days) == expected)
     }
 }

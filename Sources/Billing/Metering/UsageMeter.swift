@@ -23,7 +23,12 @@ public final class UsageMeter: UsageSink, Service {
     public struct Configuration: Sendable {
         public var gateway: String
         public var spoolPath: String
+        /// Buffered events that start a write before the flush interval is up.
         public var batchSize = 5_000
+        /// The most events one write (one transaction) takes. A backlog — Postgres slower than the
+        /// calls for a while — is written in chunks this large: more events fold into each rollup
+        /// row, so the meter catches up (docs/BENCHMARKS.md).
+        public var maxWriteEvents = 25_000
         public var flushInterval: Duration = .milliseconds(100)
         public var spoolCapBytes: Int64 = 1 << 30
         /// A write that takes longer counts as failed and its batch is spooled: Postgres' client
@@ -40,6 +45,7 @@ public final class UsageMeter: UsageSink, Service {
 
     private struct State {
         var buffer: [UsageEvent] = []
+        var written = 0
         var tally = AnsweredTally()
         var waiter: CheckedContinuation<Void, Never>?
     }
@@ -134,13 +140,15 @@ public final class UsageMeter: UsageSink, Service {
     /// Writes in chunks of `batchSize` events; the tally goes with the first.
     private func write(_ batch: UsageBatch) async throws {
         var answered = batch.answered
-        for chunk in stride(from: 0, to: max(1, batch.events.count), by: configuration.batchSize) {
+        let chunkSize = max(configuration.batchSize, configuration.maxWriteEvents)
+        for chunk in stride(from: 0, to: max(1, batch.events.count), by: chunkSize) {
             let part = UsageBatch(
-                meterID: batch.meterID, events: Array(batch.events[min(chunk, batch.events.count)..<min(batch.events.count, chunk + configuration.batchSize)]),
+                meterID: batch.meterID, events: Array(batch.events[min(chunk, batch.events.count)..<min(batch.events.count, chunk + chunkSize)]),
                 answered: answered)
             try await withTimeout(configuration.writeTimeout) { try await self.writeBatch(part) }
             answered = []
             written.increment(by: part.events.count)
+            state.withLockedValue { $0.written += part.events.count }
         }
     }
 
@@ -163,6 +171,9 @@ public final class UsageMeter: UsageSink, Service {
 
     /// Whether events wait in the spool for Postgres.
     public var isSpooling: Bool { spool.hasContent }
+
+    /// Events this meter has written to Postgres (spool replays included).
+    public var eventsWritten: Int { state.withLockedValue { $0.written } }
 
     /// Events buffered in memory right now.
     public var buffered: Int { state.withLockedValue { $0.buffer.count } }

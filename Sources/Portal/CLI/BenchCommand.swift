@@ -7,7 +7,7 @@ import Foundation
 struct BenchMeteringCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-metering", abstract: "Timed metering and invoicing runs for bench/metering.sh.", shouldDisplay: false,
-        subcommands: [Ingest.self, InvoiceRun.self])
+        subcommands: [Ingest.self, Meter.self, InvoiceRun.self])
 
     /// Events through `UsageStore.write` in the meter's batch size, one batch after another as the
     /// meter writes them, spread over `subscriptions` subscriptions and the current hour.
@@ -44,6 +44,66 @@ struct BenchMeteringCommand: AsyncParsableCommand {
                 }
                 let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18 + Double((ContinuousClock.now - started).components.seconds)
                 print(String(format: "ingest: %d events in %.2f s = %.0f events/s (batches of %d, %d subscriptions)", written, seconds, Double(written) / seconds, batch, subscriptions))
+            }
+        }
+    }
+
+    /// The real `UsageMeter` under an offered load: calls are recorded at `rate` per second (in
+    /// 10 ms ticks, as a gateway would hand them over) for `seconds`, while the meter flushes on its
+    /// own schedule. Prints the rate the meter kept up with and the largest backlog it carried.
+    struct Meter: AsyncParsableCommand {
+        @Option(help: "Tenant slug.") var tenant: String
+        @Option(help: "Offered events per second.") var rate = 50_000
+        @Option(help: "Seconds of offered load.") var seconds = 10
+        @Option(help: "Distinct subscriptions.") var subscriptions = 10_000
+
+        func run() async throws {
+            let runtime = try Runtime.load()
+            let slug = tenant
+            try await runtime.withDatabase { database in
+                guard let tenant = try await database.withPlatform({ try await TenantRepository(logger: runtime.logger).find(slug: slug, on: $0) }) else {
+                    throw CLIError(description: "There is no tenant \(slug).")
+                }
+                let spool = runtime.config.dataDirectory + "/bench-meter-spool.jsonl"
+                try? FileManager.default.removeItem(atPath: spool)
+                let meter = UsageMeter(configuration: .init(gateway: "bench", spoolPath: spool), client: database.client, logger: runtime.logger)
+                let writer = Task { try await meter.run() }
+                let subscriptionIDs = (0..<subscriptions).map { _ in UUID() }
+                let planID = UUID()
+                let perTick = rate / 100
+                let clock = ContinuousClock()
+                let started = clock.now
+                var recorded = 0
+                var largestBacklog = 0
+                for tick in 0..<(seconds * 100) {
+                    let now = Date()
+                    for _ in 0..<perTick {
+                        meter.record(
+                            UsageEvent(
+                                at: now, tenantID: tenant.id, apiID: nil, appID: nil, subscriptionID: subscriptionIDs[recorded % subscriptionIDs.count], planID: planID,
+                                method: "GET", status: recorded % 50 == 0 ? 502 : 200, latencyMicroseconds: Int64(200 + recorded % 5_000), bytesIn: 0,
+                                bytesOut: 512, rejection: nil, forwarded: true))
+                        recorded += 1
+                    }
+                    largestBacklog = max(largestBacklog, meter.buffered)
+                    try await Task.sleep(until: started + .milliseconds(10 * (tick + 1)), clock: clock)
+                }
+                let offeredFor = clock.now - started
+                while meter.eventsWritten < recorded, clock.now - started < offeredFor + .seconds(120) {
+                    largestBacklog = max(largestBacklog, meter.buffered)
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                let elapsed = clock.now - started
+                writer.cancel()
+                _ = try? await writer.value
+                let spooled = meter.isSpooling
+                try? FileManager.default.removeItem(atPath: spool)
+                func secondsOf(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+                print(
+                    String(
+                        format: "meter: offered %d events/s for %.1f s (%d subscriptions); all %d written after %.2f s = %.0f events/s; largest backlog %d events%@",
+                        rate, secondsOf(offeredFor), subscriptions, meter.eventsWritten, secondsOf(elapsed), Double(meter.eventsWritten) / secondsOf(elapsed),
+                        largestBacklog, spooled ? "; SPOOLED (a write failed or timed out)" : ""))
             }
         }
     }
