@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Metering and billing benchmark (on demand, never part of `make test`). Prints three figures:
-#   1. sustained ingest: the UsageMeter under an offered load of RATE events/s (default 50,000),
-#      and the cost of single writes (events + idempotency + hourly and daily rollups in one
-#      transaction) of 5,000 and 25,000 events;
-#   2. invoice run: every draft of a month recomputed for 10,000 subscriptions (1,000 teams) with
-#      a month of hourly rollups (10,000 × 720 = 7.2 M rollup rows);
-#   3. CSV export of 1,000,000 usage rows (day × subscription), with the process's peak memory.
+#   1. invoice run: every draft of a month recomputed for 10,000 subscriptions (1,000 teams) with
+#      a month of usage (10,000 × 720 = 7.2 M hourly rollups, 310,000 daily ones);
+#   2. CSV export of 1,000,000 usage rows (day × subscription), with the process's peak memory;
+#   3. sustained ingest: the cost of single writes (events + idempotency + hourly and daily
+#      rollups in one transaction) of 5,000 and 25,000 events, and the UsageMeter under an offered
+#      load of RATE events/s (default 50,000).
 #
-#   bench/metering.sh [events=500000]      RATE=… to offer another load; CONFIG=debug to skip the release build
+#   bench/metering.sh [events=500000]      RATE=… to offer another load; CONFIG=debug to skip the release build;
+#                                          REUSE=1 to keep the last run's data (for repeated runs)
 #
 # Uses a private PostgreSQL database `tollgate_bench_metering` (dropped and re-created each run).
 set -euo pipefail
@@ -21,7 +22,8 @@ swift build -c "$CONFIG" --product tollgate >&2
 BIN="$(swift build -c "$CONFIG" --show-bin-path)/tollgate"
 DB=tollgate_bench_metering
 scripts/pg.sh start >&2
-scripts/pg.sh psql -d postgres -qAt -c "DROP DATABASE IF EXISTS $DB" >&2
+# REUSE=1 keeps the database of the last run (its data is not re-created; only the migrations run)
+[ "${REUSE:-0}" = 1 ] || scripts/pg.sh psql -d postgres -qAt -c "DROP DATABASE IF EXISTS $DB" >&2
 scripts/pg.sh start "$DB" >&2
 export DATABASE_URL="$(scripts/pg.sh url "$DB")" LOG_LEVEL=error
 # the binary's data dir is the bench folder; scripts/pg.sh keeps using the private cluster's
@@ -29,6 +31,7 @@ tollgate() { TOLLGATE_DATA_DIR="$WORK" "$BIN" "$@"; }
 tollgate migrate >&2
 psql_bench() { scripts/pg.sh psql -d "$DB" -v ON_ERROR_STOP=1 -qAt "$@"; }
 
+if [ "${REUSE:-0}" != 1 ]; then
 echo "preparing: tenant bench, 1,000 teams, 10,000 apps and subscriptions, 7.2 M October rollups, 1 M sparse summer rollups" >&2
 prep_start=$(date +%s)
 psql_bench <<'SQL'
@@ -66,21 +69,23 @@ INSERT INTO usage_daily (tenant_id, day, subscription_id, plan_id, api_id, app_i
 VACUUM ANALYZE;
 SQL
 echo "prepared in $(( $(date +%s) - prep_start )) s" >&2
+fi
 
-echo "== 1. ingest =="
-# the real meter under an offered load (it flushes every 100 ms, or at 5,000 buffered events; a
-# backlog goes out in writes of up to 25,000): every subscription busy, then 1,000 busy ones
-tollgate bench-metering meter --tenant bench --rate "$RATE" --seconds 20 --subscriptions 10000
-tollgate bench-metering meter --tenant bench --rate "$RATE" --seconds 20 --subscriptions 1000
-# the cost of one write by its size: UsageStore.write back to back, every event a different
-# hourly rollup row within a write of 5,000
-tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 10000 --batch 5000
-tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 10000 --batch 25000
-echo "== 2. invoice run (10,000 subscriptions, 7.2 M rollup rows) =="
+echo "== 1. invoice run (10,000 subscriptions, 7.2 M rollup rows) =="
 tollgate bench-metering invoice-run --tenant bench --period 2026-10
 tollgate bench-metering invoice-run --tenant bench --period 2026-10
-echo "== 3. usage CSV export (1,000,000 rows) =="
+echo "== 2. usage CSV export (1,000,000 rows) =="
 TOLLGATE_DATA_DIR="$WORK" /usr/bin/time -f "%e s elapsed, peak RSS %M KiB" "$BIN" export usage --tenant bench --from 2026-06-01 --to 2026-09-09 2> "$WORK/export.time" > "$WORK/usage.csv"
 echo "rows: $(( $(wc -l < "$WORK/usage.csv") - 1 )), bytes: $(stat -c %s "$WORK/usage.csv")"
 cat "$WORK/export.time"
 rm -f "$WORK/usage.csv"
+echo "== 3. ingest =="
+# last, as it leaves the current hour's rollups with many dead row versions for autovacuum.
+# The cost of one write by its size first: UsageStore.write back to back, every event a different
+# hourly rollup row within a write of 5,000
+tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 10000 --batch 5000
+tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 10000 --batch 25000
+# then the real meter under an offered load (it flushes every 100 ms, or at 5,000 buffered events; a
+# backlog goes out in writes of up to 25,000): every subscription busy, then 1,000 busy ones
+tollgate bench-metering meter --tenant bench --rate "$RATE" --seconds 20 --subscriptions 10000
+tollgate bench-metering meter --tenant bench --rate "$RATE" --seconds 20 --subscriptions 1000
