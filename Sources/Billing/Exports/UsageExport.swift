@@ -157,13 +157,7 @@ struct UsageNames {
     var subscriptions: [UUID: Subscription] = [:]
     var apis: [UUID: (slug: String, version: String)] = [:]
     var plans: [UUID: String] = [:]
-    private var cache: [Key: Resolved] = [:]
-
-    private struct Key: Hashable {
-        let subscription: UUID
-        let plan: UUID
-        let api: UUID
-    }
+    private var cache: [UUID: (plan: UUID, api: UUID, resolved: Resolved)] = [:]
 
     init(tenant: String) { self.tenant = tenant }
 
@@ -197,8 +191,9 @@ struct UsageNames {
     /// without a subscription) and the plan version the calls were made under (or the
     /// subscription's). Unknown ids resolve to empty fields.
     mutating func resolve(subscription: UUID, plan: UUID, api: UUID) -> Resolved {
-        let key = Key(subscription: subscription, plan: plan, api: api)
-        if let known = cache[key] { return known }
+        // Keyed by subscription alone (hashing 16 bytes, not 48): a subscription's rows nearly
+        // always carry the same plan and API, and a different pair just replaces the entry.
+        if let known = cache[subscription], known.plan == plan, known.api == api { return known.resolved }
         let owner = subscriptions[subscription]
         let apiID = owner?.apiID ?? (api == Self.none ? nil : api)
         let planID = plan != Self.none ? plan : owner?.planID
@@ -213,7 +208,7 @@ struct UsageNames {
         let resolved = Resolved(
             teamID: owner?.teamID, appID: owner?.appID, apiID: apiNames == nil ? nil : apiID, planID: planName == nil ? nil : planID, fields: fields,
             csv: ([tenant] + fields).map(CSV.field).joined(separator: ","))
-        cache[key] = resolved
+        cache[subscription] = (plan, api, resolved)
         return resolved
     }
 
