@@ -86,6 +86,6 @@ echo "== 3. ingest =="
 tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 10000 --batch 5000
 tollgate bench-metering ingest --tenant bench --events "$EVENTS" --subscriptions 10000 --batch 25000
 # then the real meter under an offered load (it flushes every 100 ms, or at 5,000 buffered events; a
-# backlog goes out in writes of up to 25,000): every subscription busy, then 1,000 busy ones
+# backlog goes out in writes of up to 10,000): every subscription busy, then 1,000 busy ones
 tollgate bench-metering meter --tenant bench --rate "$RATE" --seconds 20 --subscriptions 10000
 tollgate bench-metering meter --tenant bench --rate "$RATE" --seconds 20 --subscriptions 1000

@@ -28,19 +28,21 @@ public struct UsageExport: Sendable {
             var buffer = ByteBuffer()
             buffer.reserveCapacity(80 * 1024)
             var count = 0
-            try await Self.forEachRow(tenant: tenant, from: from, to: to, filter: filter, on: connection, logger: logger) { day, names, row in
-                buffer.writeString(day)
-                buffer.writeString(",")
-                buffer.writeString(names.csv)
-                var counts = row.csvCounts
-                buffer.writeBuffer(&counts)
-                count += 1
-                if buffer.readableBytes >= 64 * 1024 {
+            try await Self.forEachRow(
+                tenant: tenant, from: from, to: to, filter: filter, on: connection, logger: logger,
+                { day, names, row in
+                    buffer.writeString(day)
+                    buffer.writeString(",")
+                    buffer.writeString(names.csv)
+                    var counts = row.csvCounts
+                    buffer.writeBuffer(&counts)
+                    count += 1
+                    return buffer.readableBytes >= 64 * 1024 ? .pause : .next
+                },
+                pause: {
                     try await write(String(buffer: buffer))
                     buffer.clear()
-                }
-                return true
-            }
+                })
             if buffer.readableBytes > 0 { try await write(String(buffer: buffer)) }
             return count
         }
@@ -55,7 +57,7 @@ public struct UsageExport: Sendable {
         guard limit > 0 else { return result }
         try await forEachRow(tenant: tenant, from: from, to: to, filter: filter, on: connection, logger: logger) { day, names, row in
             result.append([day, tenant] + names.fields + row.counts)
-            return result.count < limit
+            return result.count < limit ? .next : .stop
         }
         return result
     }
@@ -64,10 +66,13 @@ public struct UsageExport: Sendable {
     /// order of their primary key, so Postgres reads the index and sorts nothing — and names each
     /// row from the tenant's catalog, read once. Joining in Postgres cost ~12 s for 1,000,000 rows
     /// on the bench machine (hash joins, per-row formatting, an on-disk sort); this costs a
-    /// dictionary lookup per row (docs/BENCHMARKS.md). `body` returns false to stop.
+    /// dictionary lookup per row (docs/BENCHMARKS.md). `body` sees each row synchronously (an
+    /// async call per row was measurable) and says whether to go on, stop, or first run `pause`
+    /// (where the export writes out what it gathered).
     static func forEachRow(
         tenant: String, from: Date, to: Date, filter: UsageFilter, on connection: PostgresConnection, logger: Logger,
-        isolation: isolated (any Actor)? = #isolation, _ body: (String, UsageNames.Resolved, DailyUsage) async throws -> Bool
+        isolation: isolated (any Actor)? = #isolation, _ body: (String, UsageNames.Resolved, DailyUsage) -> RowVerdict,
+        pause: () async throws -> Void = {}
     ) async throws {
         var names = try await UsageNames.load(tenant: tenant, on: connection, logger: logger)
         try await connection.query("SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)", logger: logger)
@@ -96,10 +101,20 @@ public struct UsageExport: Sendable {
                 dayNumber = day
                 dayText = UsageNames.isoDate(daysSinceEpoch: day)
             }
-            let usage = DailyUsage(csvCounts: counts)
-            guard try await body(dayText, resolved, usage) else { return }
+            switch body(dayText, resolved, DailyUsage(csvCounts: counts)) {
+            case .next: continue
+            case .pause: try await pause()
+            case .stop: return
+            }
         }
     }
+}
+
+/// What `UsageExport.forEachRow` does after a row.
+enum RowVerdict {
+    case next
+    case pause
+    case stop
 }
 
 /// Reads one column of a row in Postgres' binary format (what PostgresNIO receives).

@@ -27,8 +27,10 @@ public final class UsageMeter: UsageSink, Service {
         public var batchSize = 5_000
         /// The most events one write (one transaction) takes. A backlog — Postgres slower than the
         /// calls for a while — is written in chunks this large: more events fold into each rollup
-        /// row, so the meter catches up (docs/BENCHMARKS.md).
-        public var maxWriteEvents = 25_000
+        /// row, so the meter catches up (docs/BENCHMARKS.md). Bounded so one write stays well inside
+        /// `writeTimeout` when every event is on a different rollup row: at 25,000 such writes
+        /// took over 2 s in the benchmark and were spooled (and replayed) instead.
+        public var maxWriteEvents = 10_000
         public var flushInterval: Duration = .milliseconds(100)
         public var spoolCapBytes: Int64 = 1 << 30
         /// A write that takes longer counts as failed and its batch is spooled: Postgres' client
@@ -137,7 +139,7 @@ public final class UsageMeter: UsageSink, Service {
         }
     }
 
-    /// Writes in chunks of `batchSize` events; the tally goes with the first.
+    /// Writes in chunks of up to `maxWriteEvents` events; the tally goes with the first.
     private func write(_ batch: UsageBatch) async throws {
         var answered = batch.answered
         let chunkSize = max(configuration.batchSize, configuration.maxWriteEvents)
