@@ -94,6 +94,18 @@ import Testing
                         try await c.query("DELETE FROM invoice_lines WHERE invoice_id = \(draft.id)", logger: TestDatabase.logger)
                     }
                 }
+                await #expect(throws: (any Error).self) {
+                    try await portal.database.withTenant(b.tenant) { c in
+                        try await c.query("UPDATE invoice_lines SET amount_minor = 0 WHERE invoice_id = \(draft.id)", logger: TestDatabase.logger)
+                    }
+                }
+                await #expect(throws: (any Error).self) {
+                    try await portal.database.withTenant(b.tenant) { c in
+                        try await c.query(
+                            "INSERT INTO invoice_lines SELECT tenant_id, invoice_id, position + 100, subscription_id, app_id, api_id, plan_id, app_name, api_name, plan_name, kind, description, quantity, unit_price_micros, amount_minor FROM invoice_lines WHERE invoice_id = \(draft.id)",
+                            logger: TestDatabase.logger)
+                    }
+                }
                 let issued = try #require(try await Self.inTenant(portal, b) { book, c in try await book.find(tenant: b.tenant, number: "ACME-000001", on: c) })
                 #expect(issued.totalMinor == 4_904)
                 #expect(issued.status == .issued)

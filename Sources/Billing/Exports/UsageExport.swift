@@ -166,8 +166,6 @@ struct UsageNames {
         let csv: String
     }
 
-    static let none = UUID(uuidString: "00000000-0000-0000-0000-000000000000")!
-
     let tenant: String
     var subscriptions: [UUID: Subscription] = [:]
     var apis: [UUID: (slug: String, version: String)] = [:]
@@ -210,15 +208,15 @@ struct UsageNames {
         // always carry the same plan and API, and a different pair just replaces the entry.
         if let known = cache[subscription], known.plan == plan, known.api == api { return known.resolved }
         let owner = subscriptions[subscription]
-        let apiID = owner?.apiID ?? (api == Self.none ? nil : api)
-        let planID = plan != Self.none ? plan : owner?.planID
+        let apiID = owner?.apiID ?? (api == UsageStore.none ? nil : api)
+        let planID = plan != UsageStore.none ? plan : owner?.planID
         let apiNames = apiID.flatMap { apis[$0] }
         let planName = planID.flatMap { plans[$0] }
         func text(_ id: UUID?) -> String { id.map { $0.uuidString.lowercased() } ?? "" }
         let fields = [
             text(owner?.teamID), owner?.teamName ?? "", text(owner?.appID), owner?.appName ?? "", apiNames == nil ? "" : text(apiID),
             apiNames?.slug ?? "", apiNames?.version ?? "", planName == nil ? "" : text(planID), planName ?? "",
-            subscription == Self.none ? "" : text(subscription),
+            subscription == UsageStore.none ? "" : text(subscription),
         ]
         let resolved = Resolved(
             teamID: owner?.teamID, appID: owner?.appID, apiID: apiNames == nil ? nil : apiID, planID: planName == nil ? nil : planID, fields: fields,

@@ -202,16 +202,12 @@ struct DailyRollup: Equatable {
             let day: Int64
         }
         var days: [Key: DailyRollup] = [:]
-        var order: [Key] = []
         for hour in hours {
             let day = Int64(hour.hour.timeIntervalSince1970.rounded(.down)) / 86_400 * 86_400
             let key = Key(tenant: hour.tenantID, subscription: hour.subscriptionID, plan: hour.planID, day: day)
-            var rollup = days[key] ?? {
-                order.append(key)
-                return DailyRollup(
-                    tenantID: hour.tenantID, subscriptionID: hour.subscriptionID, planID: hour.planID, day: Date(timeIntervalSince1970: Double(day)),
-                    apiID: hour.apiID, appID: hour.appID)
-            }()
+            var rollup = days[key] ?? DailyRollup(
+                tenantID: hour.tenantID, subscriptionID: hour.subscriptionID, planID: hour.planID, day: Date(timeIntervalSince1970: Double(day)),
+                apiID: hour.apiID, appID: hour.appID)
             rollup.calls += hour.calls
             rollup.billable += hour.billable
             rollup.rejected += hour.rejected.values.reduce(0, +)
@@ -220,7 +216,7 @@ struct DailyRollup: Equatable {
             rollup.bytesOut += hour.bytesOut
             days[key] = rollup
         }
-        return order.compactMap { days[$0] }.sorted {
+        return days.values.sorted {
             ($0.tenantID.order, $0.day, ($0.subscriptionID ?? UsageStore.none).order, ($0.planID ?? UsageStore.none).order)
                 < ($1.tenantID.order, $1.day, ($1.subscriptionID ?? UsageStore.none).order, ($1.planID ?? UsageStore.none).order)
         }
