@@ -39,10 +39,13 @@ import Testing
             // act
             let first = try await store.write(UsageBatch(meterID: "g1", events: events), client: database.client)
             let again = try await store.write(UsageBatch(meterID: "g1", events: events), client: database.client)
+            let folded = try await store.fold(client: database.client)
             // assert
             #expect(first == 4)
             #expect(again == 0)
+            #expect(folded == 2)  // one delta per (subscription, hour) of the first write; none of the replay
             #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["4"])
+            #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_deltas") == ["0"])
             let rollup = try await Self.count(
                 database,
                 "SELECT calls || ' ' || billable || ' ' || errors || ' ' || rejected::text || ' ' || status_2xx || status_4xx || status_5xx || ' ' || bytes_out FROM usage_hourly WHERE subscription_id = '\(subscription)'")
@@ -76,11 +79,18 @@ import Testing
             try await store.write(UsageBatch(meterID: "g1", events: first), client: database.client)
             try await store.write(UsageBatch(meterID: "g1", events: second), client: database.client)
             try await store.write(UsageBatch(meterID: "g1", events: first), client: database.client)
-            // assert: day, calls, billable, rejected, errors, bytes out
             let formatter = ISO8601DateFormatter()
             formatter.formatOptions = [.withFullDate]
             let yesterday = formatter.string(from: midnight.addingTimeInterval(-1))
             let today = formatter.string(from: midnight)
+            // assert: before any fold, readers of the live view already see every call, by day
+            let live = try await Self.count(
+                database,
+                "SELECT day::text || ' ' || sum(calls) || ' ' || sum(billable) || ' ' || sum(rejected) || ' ' || sum(errors) || ' ' || sum(bytes_out) FROM usage_daily_live WHERE subscription_id = '\(subscription)' GROUP BY day ORDER BY day")
+            #expect(live == ["\(yesterday) 2 1 0 1 200", "\(today) 3 2 1 0 300"])
+            #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_daily") == ["0"])
+            // and after it, one row per day holds them: day, calls, billable, rejected, errors, bytes out
+            #expect(try await store.fold(client: database.client) == 4)  // 3 hours of the first batch, 1 of the second
             let daily = try await Self.count(
                 database,
                 "SELECT day::text || ' ' || calls || ' ' || billable || ' ' || rejected || ' ' || errors || ' ' || bytes_out FROM usage_daily WHERE subscription_id = '\(subscription)' ORDER BY day")
@@ -89,6 +99,43 @@ import Testing
                 database,
                 "SELECT day || ' ' || sum(calls) || ' ' || sum(billable) FROM (SELECT (hour AT TIME ZONE 'UTC')::date::text AS day, calls, billable FROM usage_hourly WHERE subscription_id = '\(subscription)') h GROUP BY day ORDER BY day")
             #expect(hourlyByDay == ["\(yesterday) 2 1", "\(today) 3 2"])
+            // a second fold finds nothing left and changes nothing
+            #expect(try await store.fold(client: database.client) == 0)
+            #expect(try await Self.count(database, "SELECT sum(calls)::text FROM usage_daily WHERE subscription_id = '\(subscription)'") == ["5"])
+        }
+    }
+
+    @Test func foldsRacingWritesAndEachOtherCountEveryCallOnce() async throws {
+        try await TestDatabase.withDatabase { database in
+            // setup: 3 subscriptions, 40 batches of 25 calls on the current hour
+            let tenant = try await Fixtures.tenant(database, slug: "acme")
+            let subscriptions = [UUID(), UUID(), UUID()]
+            let hour = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 3600).rounded(.down) * 3600)
+            let batches = (0..<40).map { b in
+                (0..<25).map { i in
+                    Self.event(tenant: tenant.id, subscription: subscriptions[(b + i) % 3], at: hour.addingTimeInterval(60 + Double(b * 25 + i) / 1000))
+                }
+            }
+            let store = UsageStore(logger: database.logger)
+            // act: two writers and two folders at once, then a last fold
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for half in 0..<2 {
+                    group.addTask {
+                        for batch in batches[(half * 20)..<(half * 20 + 20)] {
+                            try await store.write(UsageBatch(meterID: "g\(half)", events: batch), client: database.client)
+                        }
+                    }
+                    group.addTask {
+                        for _ in 0..<10 { try await store.fold(client: database.client) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            try await store.fold(client: database.client)
+            // assert: every call once in the hourly and the daily rollups, one row per key, nothing left over
+            #expect(try await Self.count(database, "SELECT sum(calls)::text || ' ' || count(*) FROM usage_hourly") == ["1000 3"])
+            #expect(try await Self.count(database, "SELECT sum(calls)::text || ' ' || count(*) FROM usage_daily") == ["1000 3"])
+            #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_deltas") == ["0"])
         }
     }
 
@@ -119,7 +166,7 @@ import Testing
             #expect(try await Self.count(database, "SELECT count(DISTINCT meter_id)::text FROM usage_answered") == ["2"])
             // replaying the same events again changes nothing
             await online.flush()
-            #expect(try await Self.count(database, "SELECT sum(calls)::text FROM usage_hourly") == ["9"])
+            #expect(try await Self.count(database, "SELECT sum(calls)::text FROM usage_hourly_live") == ["9"])
         }
     }
 

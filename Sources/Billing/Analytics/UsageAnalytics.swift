@@ -86,7 +86,7 @@ public struct UsageAnalytics: Sendable {
             SELECT ARRAY[bucket::text, calls::text, billable::text, errors::text, rejected::text] FROM (
                 SELECT (floor(extract(epoch FROM h.hour) / \(bucket)) * \(bucket))::bigint AS bucket, sum(h.calls) AS calls, sum(h.billable) AS billable,
                        sum(h.errors) AS errors, sum((SELECT coalesce(sum(value::bigint), 0) FROM jsonb_each_text(h.rejected))) AS rejected
-                FROM usage_hourly h WHERE \(unescaped: filter) GROUP BY 1
+                FROM usage_hourly_live h WHERE \(unescaped: filter) GROUP BY 1
             ) AS b
             """, logger: logger)
         for try await f in series.decode([String].self) {
@@ -104,7 +104,7 @@ public struct UsageAnalytics: Sendable {
             SELECT ARRAY[coalesce(sum(h.calls), 0)::text, coalesce(sum(h.billable), 0)::text, coalesce(sum(h.errors), 0)::text,
                          coalesce(sum(h.status_2xx), 0)::text, coalesce(sum(h.status_3xx), 0)::text, coalesce(sum(h.status_4xx), 0)::text,
                          coalesce(sum(h.status_5xx), 0)::text, coalesce(sum(h.bytes_in), 0)::text, coalesce(sum(h.bytes_out), 0)::text]
-            FROM usage_hourly h WHERE \(unescaped: filter)
+            FROM usage_hourly_live h WHERE \(unescaped: filter)
             """, logger: logger)
         for try await f in totals.decode([String].self) {
             let n = f.map { Int64($0) ?? 0 }
@@ -115,7 +115,7 @@ public struct UsageAnalytics: Sendable {
         }
         let latency = try await connection.query(
             """
-            SELECT (t.i - 1)::int, sum(t.x)::bigint FROM usage_hourly h, unnest(h.latency) WITH ORDINALITY AS t(x, i)
+            SELECT (t.i - 1)::int, sum(t.x)::bigint FROM usage_hourly_live h, unnest(h.latency) WITH ORDINALITY AS t(x, i)
             WHERE \(unescaped: filter) GROUP BY t.i
             """, logger: logger)
         for try await (index, count) in latency.decode((Int32, Int64).self) where report.latency.indices.contains(Int(index)) {
@@ -123,13 +123,13 @@ public struct UsageAnalytics: Sendable {
         }
         let reasons = try await connection.query(
             """
-            SELECT r.key, sum(r.value::bigint)::bigint FROM usage_hourly h, jsonb_each_text(h.rejected) AS r
+            SELECT r.key, sum(r.value::bigint)::bigint FROM usage_hourly_live h, jsonb_each_text(h.rejected) AS r
             WHERE \(unescaped: filter) GROUP BY r.key
             """, logger: logger)
         for try await (reason, count) in reasons.decode((String, Int64).self) { report.rejections[reason] = count }
         let apps = try await connection.query(
             """
-            SELECT h.app_id, a.name, sum(h.calls)::bigint FROM usage_hourly h JOIN apps a ON a.tenant_id = h.tenant_id AND a.id = h.app_id
+            SELECT h.app_id, a.name, sum(h.calls)::bigint FROM usage_hourly_live h JOIN apps a ON a.tenant_id = h.tenant_id AND a.id = h.app_id
             WHERE \(unescaped: filter) GROUP BY h.app_id, a.name ORDER BY 3 DESC, 2 LIMIT 10
             """, logger: logger)
         for try await (app, name, calls) in apps.decode((UUID, String, Int64).self) { report.topApps.append(.init(appID: app, name: name, calls: calls)) }

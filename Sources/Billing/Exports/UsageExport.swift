@@ -22,6 +22,8 @@ public struct UsageExport: Sendable {
     @discardableResult
     public func run(tenant: String, from: Date, to: Date, filter: UsageFilter = UsageFilter(), write: (String) async throws -> Void) async throws -> Int {
         try await write(CSV.line(Self.header))
+        // one row per key: what the meters appended since their last fold is folded first
+        try await UsageStore(logger: logger).fold(client: client)
         return try await client.withTransaction(logger: logger) { connection in
             try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
             try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
@@ -62,7 +64,7 @@ public struct UsageExport: Sendable {
         return result
     }
 
-    /// Streams the daily rollups of [from, to) in export order (day, subscription, plan) — the
+    /// Streams the (folded) daily rollups of [from, to) in export order (day, subscription, plan) — the
     /// order of their primary key, so Postgres reads the index and sorts nothing — and names each
     /// row from the tenant's catalog, read once. Joining in Postgres cost ~12 s for 1,000,000 rows
     /// on the bench machine (hash joins, per-row formatting, an on-disk sort); this costs a

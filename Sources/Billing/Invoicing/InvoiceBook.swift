@@ -354,7 +354,7 @@ public struct InvoiceBook: Sendable {
     func billableCalls(tenant: UUID, from: Date, to: Date, on connection: PostgresConnection) async throws -> [UUID: [UUID: Int64]] {
         let rows = try await connection.query(
             """
-            SELECT subscription_id, plan_id, sum(billable)::bigint FROM usage_daily
+            SELECT subscription_id, plan_id, sum(billable)::bigint FROM usage_daily_live
             WHERE tenant_id = \(tenant) AND day >= (\(from) AT TIME ZONE 'UTC')::date AND day < (\(to) AT TIME ZONE 'UTC')::date
               AND subscription_id <> \(Self.none) AND plan_id <> \(Self.none)
             GROUP BY subscription_id, plan_id HAVING sum(billable) > 0

@@ -38,6 +38,12 @@ public final class UsageMeter: UsageSink, Service {
         /// hold every later batch in memory for the length of an outage. (Should the write still
         /// land, the replay is a no-op: storage is idempotent.)
         public var writeTimeout: Duration = .seconds(2)
+        /// How often the meter folds the rollup deltas its writes appended into the rollups
+        /// (`UsageStore.fold`). Readers that sum do not wait for it; it bounds how many deltas
+        /// pile up. The meter stops waiting for a fold after `foldTimeout` (Postgres' client
+        /// queues queries during an outage) and tries again at the next interval.
+        public var foldInterval: Duration = .seconds(1)
+        public var foldTimeout: Duration = .seconds(30)
 
         public init(gateway: String, spoolPath: String) {
             self.gateway = gateway
@@ -55,6 +61,7 @@ public final class UsageMeter: UsageSink, Service {
     private let configuration: Configuration
     private let writeBatch: @Sendable (UsageBatch) async throws -> Void
     private let prepare: @Sendable () async throws -> Void
+    private let fold: @Sendable () async throws -> Void
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
     private let spool: UsageSpool
@@ -68,17 +75,18 @@ public final class UsageMeter: UsageSink, Service {
         let store = UsageStore(logger: logger)
         self.init(
             configuration: configuration, logger: logger, write: { try await store.write($0, client: client) },
-            prepare: { try await store.preparePartitions(client: client) })
+            prepare: { try await store.preparePartitions(client: client) }, fold: { try await store.fold(client: client) })
     }
 
     /// `write` stores one batch (idempotently); tests pass one that fails to play an outage.
     public init(
         configuration: Configuration, logger: Logger, write: @escaping @Sendable (UsageBatch) async throws -> Void,
-        prepare: @escaping @Sendable () async throws -> Void = {}
+        prepare: @escaping @Sendable () async throws -> Void = {}, fold: @escaping @Sendable () async throws -> Void = {}
     ) {
         self.configuration = configuration
         self.writeBatch = write
         self.prepare = prepare
+        self.fold = fold
         self.logger = logger
         self.spool = UsageSpool(path: configuration.spoolPath)
         self.meterID = configuration.gateway + "/" + UUID().uuidString.prefix(8).lowercased()
@@ -101,18 +109,37 @@ public final class UsageMeter: UsageSink, Service {
     public func run() async throws {
         try? await prepare()
         await cancelWhenGracefulShutdown {
-            var lastPartitionCheck = Date()
-            while !Task.isCancelled {
-                await self.waitForWork()
-                await self.flush()
-                if Date().timeIntervalSince(lastPartitionCheck) > 3600 {
-                    try? await self.prepare()
-                    lastPartitionCheck = Date()
+            await withTaskGroup(of: Void.self) { group in
+                // on its own connection, beside the writes: folding never holds up a batch
+                group.addTask { await self.foldPeriodically() }
+                var lastPartitionCheck = Date()
+                while !Task.isCancelled {
+                    await self.waitForWork()
+                    await self.flush()
+                    if Date().timeIntervalSince(lastPartitionCheck) > 3600 {
+                        try? await self.prepare()
+                        lastPartitionCheck = Date()
+                    }
                 }
+                group.cancelAll()
             }
         }
-        // Graceful shutdown: everything buffered goes to Postgres or the spool.
+        // Graceful shutdown: everything buffered goes to Postgres or the spool, and what this
+        // meter wrote is folded (should that fail, the next fold anywhere picks it up).
         await flush()
+        try? await withTimeout(configuration.writeTimeout) { try await self.fold() }
+    }
+
+    private func foldPeriodically() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.foldInterval)
+            guard !Task.isCancelled else { return }
+            do {
+                try await withTimeout(configuration.foldTimeout) { try await self.fold() }
+            } catch {
+                logger.debug("meter cannot fold rollup deltas now", metadata: ["error": "\(String(reflecting: error))"])
+            }
+        }
     }
 
     /// Writes what is buffered (after replaying the spool); spools it if Postgres fails.

@@ -14,7 +14,7 @@ public struct ReconciliationRow: Sendable, Equatable {
     /// Rows in `usage_events`.
     public var events: Int64
     public var eventsBillable: Int64
-    /// Sums over `usage_hourly`.
+    /// Sums over the hourly rollups (folded or not).
     public var rollupCalls: Int64
     public var rollupBillable: Int64
     /// Included + usage units on the period's issued invoice (or the draft while none is issued);
@@ -100,7 +100,7 @@ public struct Reconciliation: Sendable {
                 SELECT coalesce(subscription_id, \(Self.none)) AS subscription_id, count(*) AS calls, count(*) FILTER (WHERE billable) AS billable
                 FROM usage_events WHERE tenant_id = \(tenant) AND at >= \(month.start) AND at < \(month.end) GROUP BY 1
             ), rollups AS (
-                SELECT subscription_id, sum(calls) AS calls, sum(billable) AS billable FROM usage_hourly
+                SELECT subscription_id, sum(calls) AS calls, sum(billable) AS billable FROM usage_hourly_live
                 WHERE tenant_id = \(tenant) AND hour >= \(month.start) AND hour < \(month.end) GROUP BY subscription_id
             ), invoiced AS (
                 SELECT l.subscription_id, sum(l.quantity) FILTER (WHERE l.kind IN ('included', 'usage')) AS units

@@ -78,6 +78,8 @@ struct FinanceService: Sendable {
     /// Usage by day × subscription (at most `limit` rows), fields in `UsageExport.header` order.
     func usage(tenant: Tenant, actor: Principal, from: Date, to: Date, filter: UsageFilter, limit: Int) async throws -> [[String]] {
         try Self.require(actor, .viewFinance)
+        // one row per key: what the meters appended since their last fold is folded first
+        try await UsageStore(logger: database.logger).fold(client: database.client)
         return try await database.withTenant(tenant.id) {
             try await UsageExport.rows(tenant: tenant.slug, from: from, to: to, filter: filter, limit: limit, on: $0, logger: database.logger)
         }
@@ -111,9 +113,9 @@ struct FinanceService: Sendable {
             let rows = try await connection.query(
                 """
                 SELECT s.id, api.name || ' ' || api.version, p.name, p.rate_per_second, p.monthly_quota,
-                       coalesce((SELECT sum(h.billable) FROM usage_hourly h WHERE h.tenant_id = s.tenant_id AND h.subscription_id = s.id
+                       coalesce((SELECT sum(h.billable) FROM usage_hourly_live h WHERE h.tenant_id = s.tenant_id AND h.subscription_id = s.id
                                  AND h.hour >= \(month.start) AND h.hour < \(month.end)), 0)::bigint,
-                       coalesce((SELECT sum((SELECT coalesce(sum(value::bigint), 0) FROM jsonb_each_text(h.rejected))) FROM usage_hourly h
+                       coalesce((SELECT sum((SELECT coalesce(sum(value::bigint), 0) FROM jsonb_each_text(h.rejected))) FROM usage_hourly_live h
                                  WHERE h.tenant_id = s.tenant_id AND h.subscription_id = s.id AND h.hour >= \(month.start) AND h.hour < \(month.end)), 0)::bigint
                 FROM subscriptions s JOIN apis api ON api.tenant_id = s.tenant_id AND api.id = s.api_id
                 JOIN plans p ON p.tenant_id = s.tenant_id AND p.id = s.plan_id
