@@ -39,12 +39,15 @@ import Testing
             // act
             let first = try await store.write(UsageBatch(meterID: "g1", events: events), client: database.client)
             let again = try await store.write(UsageBatch(meterID: "g1", events: events), client: database.client)
+            let late = Self.event(tenant: tenant.id, subscription: nil, at: hour.addingTimeInterval(50), status: 401, rejection: .unauthenticated)
+            let mixed = try await store.write(UsageBatch(meterID: "g1", events: events + [late]), client: database.client)
             let folded = try await store.fold(client: database.client)
             // assert
             #expect(first == 4)
             #expect(again == 0)
-            #expect(folded == 2)  // one delta per (subscription, hour) of the first write; none of the replay
-            #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["4"])
+            #expect(mixed == 1)  // only the one not stored before
+            #expect(folded == 3)  // one delta per (subscription, hour) of the first write, one of the mixed; none of the replay
+            #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["5"])
             #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_deltas") == ["0"])
             let rollup = try await Self.count(
                 database,
@@ -52,9 +55,10 @@ import Testing
             #expect(rollup == ["3 1 1 {\"rate_limited\": 1} 111 300"])
             let anonymous = try await Self.count(
                 database, "SELECT calls::text FROM usage_hourly WHERE subscription_id = '00000000-0000-0000-0000-000000000000'")
-            #expect(anonymous == ["1"])
+            #expect(anonymous == ["2"])
             let buckets = try await Self.count(database, "SELECT latency::text FROM usage_hourly WHERE subscription_id = '\(subscription)'")
             let counts = (buckets.first ?? "").trimmingCharacters(in: CharacterSet(charactersIn: "{}")).split(separator: ",").compactMap { Int64($0) }
+            #expect(counts.count == LatencyHistogram.bounds.count)  // the fold sums each bucket by position
             #expect(counts.reduce(0, +) == 3)
             #expect(counts[LatencyHistogram.bucket(90)] == 1)
             #expect(counts[LatencyHistogram.bucket(2_000)] == 1)

@@ -31,6 +31,10 @@ public final class UsageMeter: UsageSink, Service {
         /// `writeTimeout` when every event is on a different rollup row: at 25,000 such writes
         /// took over 2 s in the benchmark and were spooled (and replayed) instead.
         public var maxWriteEvents = 10_000
+        /// Writes (transactions, each on its own connection) the meter keeps going at once. Two
+        /// let Postgres use both cores of the bench machine while the meter prepares the next
+        /// write; they touch no common rows (deltas are appended), so they never wait on each other.
+        public var writesInFlight = 2
         public var flushInterval: Duration = .milliseconds(100)
         public var spoolCapBytes: Int64 = 1 << 30
         /// A write that takes longer counts as failed and its batch is spooled: Postgres' client
@@ -166,19 +170,45 @@ public final class UsageMeter: UsageSink, Service {
         }
     }
 
-    /// Writes in chunks of up to `maxWriteEvents` events; the tally goes with the first.
+    /// Writes in chunks (`UsageMeter.chunks`), up to `writesInFlight` at once; the tally goes
+    /// with the first. Should any fail, the caller spools the whole batch: replaying the chunks
+    /// that did land stores nothing twice.
     private func write(_ batch: UsageBatch) async throws {
-        var answered = batch.answered
-        let chunkSize = max(configuration.batchSize, configuration.maxWriteEvents)
-        for chunk in stride(from: 0, to: max(1, batch.events.count), by: chunkSize) {
-            let part = UsageBatch(
-                meterID: batch.meterID, events: Array(batch.events[min(chunk, batch.events.count)..<min(batch.events.count, chunk + chunkSize)]),
-                answered: answered)
-            try await withTimeout(configuration.writeTimeout) { try await self.writeBatch(part) }
-            answered = []
-            written.increment(by: part.events.count)
-            state.withLockedValue { $0.written += part.events.count }
+        let ranges = Self.chunks(
+            count: batch.events.count, smallest: configuration.batchSize / 2, largest: max(configuration.batchSize, configuration.maxWriteEvents),
+            inFlight: configuration.writesInFlight)
+        var parts = ranges.map { UsageBatch(meterID: batch.meterID, events: Array(batch.events[$0]), answered: []) }
+        if parts.isEmpty { parts = [UsageBatch(meterID: batch.meterID, events: [], answered: [])] }
+        parts[0].answered = batch.answered
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            var pending = parts.makeIterator()
+            for _ in 0..<max(1, configuration.writesInFlight) {
+                guard let part = pending.next() else { break }
+                group.addTask { try await self.write(part: part) }
+            }
+            while let count = try await group.next() {
+                written.increment(by: count)
+                state.withLockedValue { $0.written += count }
+                if let part = pending.next() { group.addTask { try await self.write(part: part) } }
+            }
         }
+    }
+
+    private func write(part: UsageBatch) async throws -> Int {
+        try await withTimeout(configuration.writeTimeout) { try await self.writeBatch(part) }
+        return part.events.count
+    }
+
+    /// How a flush of `count` events is cut into writes: none larger than `largest`, and, when
+    /// each can still take at least `smallest`, at least `inFlight` of them, so that a steady
+    /// load keeps that many writes (and Postgres backends) busy at once. Pure.
+    static func chunks(count: Int, smallest: Int, largest: Int, inFlight: Int) -> [Range<Int>] {
+        guard count > 0 else { return [] }
+        let needed = (count + largest - 1) / max(1, largest)
+        let parallel = min(max(1, inFlight), max(1, count / max(1, smallest)))
+        let pieces = max(needed, parallel)
+        let size = (count + pieces - 1) / pieces
+        return stride(from: 0, to: count, by: size).map { $0..<min(count, $0 + size) }
     }
 
     struct WriteTimedOut: Error {}
