@@ -26,11 +26,11 @@ public final class UsageMeter: UsageSink, Service {
         /// Buffered events that start a write before the flush interval is up.
         public var batchSize = 5_000
         /// The most events one write (one transaction) takes. A backlog — Postgres slower than the
-        /// calls for a while — is written in chunks this large: more events fold into each rollup
-        /// row, so the meter catches up (docs/BENCHMARKS.md). Bounded so one write stays well inside
-        /// `writeTimeout` when every event is on a different rollup row: at 25,000 such writes
-        /// took over 2 s in the benchmark and were spooled (and replayed) instead.
-        public var maxWriteEvents = 10_000
+        /// calls for a while — is written in chunks this large: more events share each rollup
+        /// delta, so the meter catches up (with 10,000 busy subscriptions: 51,000 events/s against
+        /// 31,000 with chunks of 10,000, docs/BENCHMARKS.md). Bounded so one write stays well
+        /// inside `writeTimeout`: a write of 25,000 events on distinct rollup rows takes ~0.6 s.
+        public var maxWriteEvents = 25_000
         /// Writes (transactions, each on its own connection) the meter keeps going at once. Two
         /// let Postgres use both cores of the bench machine while the meter prepares the next
         /// write; they touch no common rows (deltas are appended), so they never wait on each other.
@@ -40,8 +40,9 @@ public final class UsageMeter: UsageSink, Service {
         /// A write that takes longer counts as failed and its batch is spooled: Postgres' client
         /// queues queries while it cannot connect instead of failing them, which would otherwise
         /// hold every later batch in memory for the length of an outage. (Should the write still
-        /// land, the replay is a no-op: storage is idempotent.)
-        public var writeTimeout: Duration = .seconds(2)
+        /// land, the replay is a no-op: storage is idempotent.) Long enough for the largest write
+        /// on a busy machine, short enough that an outage is spooled within seconds.
+        public var writeTimeout: Duration = .seconds(5)
         /// How often the meter folds the rollup deltas its writes appended into the rollups
         /// (`UsageStore.fold`). Readers that sum do not wait for it; it bounds how many deltas
         /// pile up. The meter stops waiting for a fold after `foldTimeout` (Postgres' client
