@@ -1,4 +1,5 @@
 import Testing
+import NIOHTTP1
 
 @testable import Gateway
 
@@ -49,5 +50,28 @@ import Testing
         #expect(listed.allowOrigin("https://a.example") == "https://a.example")
         #expect(listed.allowOrigin("https://evil.example") == nil)
         #expect(CORSPolicy(allowedOrigins: ["*"]).allowOrigin("https://any.example") == "*")
+    }
+}
+
+/// Which headers stop at the gateway, compared without allocating.
+@Suite struct HopByHopTests {
+    @Test func standardAndListedNamesAreHopByHopWhateverTheirCase() {
+        let hop = HopByHop(HTTPHeaders([("Connection", "Keep-Alive, X-Secret-Hop ,\tTransfer-Encoding"), ("X-Secret-Hop", "1")]))
+        for name in ["connection", "Keep-Alive", "TE", "trailer", "Upgrade", "Proxy-Authorization", "proxy-authenticate", "Proxy-Connection", "x-secret-HOP"] {
+            #expect(hop.contains(name), "\(name)")
+        }
+        // the body's framing is re-made by each side's codec, so it is never dropped
+        for name in ["Transfer-Encoding", "Content-Length", "X-Secret", "X-Secret-Hops", "Authorization", "t", ""] { #expect(!hop.contains(name), "\(name)") }
+        #expect(!HopByHop(HTTPHeaders()).contains("x-secret-hop"))
+    }
+
+    @Test func caseInsensitiveComparisonFoldsOnlyASCIILetters() {
+        #expect("X-Tollgate-App-Id".hasASCIIPrefix(caseInsensitively: "x-tollgate-"))
+        #expect(!"X-Tollgate".hasASCIIPrefix(caseInsensitively: "x-tollgate-"))
+        #expect("HOST".isASCII(caseInsensitively: "host"))
+        #expect(!"hosts".isASCII(caseInsensitively: "host"))
+        #expect(!"X_API_KEY".isASCII(caseInsensitively: "x-api-key"))
+        // '@' (0x40) and '`' (0x60) differ only in the bit that folds letters
+        #expect(!"@".isASCII(caseInsensitively: "`"))
     }
 }

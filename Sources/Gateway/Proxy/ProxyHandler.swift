@@ -354,8 +354,8 @@ final class ProxyHandler: ChannelInboundHandler {
             exchange.upstreamKeepAlive = response.isKeepAlive
             var headers = HTTPHeaders()
             headers.reserveCapacity(response.headers.count + exchange.plan.responseHeaders.count + 2)
-            let hop = Self.hopByHop(response.headers)
-            for (name, value) in response.headers where !hop.contains(name.lowercased()) { headers.add(name: name, value: value) }
+            let hop = HopByHop(response.headers)
+            for (name, value) in response.headers where !hop.contains(name) { headers.add(name: name, value: value) }
             for (name, value) in exchange.plan.responseHeaders { headers.replaceOrAdd(name: name, value: value) }
             headers.replaceOrAdd(name: "x-request-id", value: exchange.requestID)
             if !exchange.keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
@@ -416,15 +416,16 @@ final class ProxyHandler: ChannelInboundHandler {
     private func upstreamRequestHead(_ head: HTTPRequestHead, plan: ForwardPlan, target: UpstreamTargetConfig, requestID: String) -> HTTPRequestHead {
         var headers = HTTPHeaders()
         headers.reserveCapacity(head.headers.count + 10)
-        let hop = Self.hopByHop(head.headers)
+        let hop = HopByHop(head.headers)
         var forwardedFor: String?
         var host = ""
         for (name, value) in head.headers {
-            let lower = name.lowercased()
-            if lower == "host" { host = value; continue }
-            if lower == "x-forwarded-for" { forwardedFor = value; continue }
-            if hop.contains(lower) || lower == "authorization" || lower == "x-api-key" || lower == "x-request-id" || lower.hasPrefix("x-tollgate-")
-                || lower == "x-forwarded-proto" || lower == "x-forwarded-host"
+            if name.isASCII(caseInsensitively: "host") { host = value; continue }
+            if name.isASCII(caseInsensitively: "x-forwarded-for") { forwardedFor = value; continue }
+            // credentials stay at the gateway; ids and identity headers are the gateway's to set
+            if hop.contains(name) || name.isASCII(caseInsensitively: "authorization") || name.isASCII(caseInsensitively: "x-api-key")
+                || name.isASCII(caseInsensitively: "x-request-id") || name.hasASCIIPrefix(caseInsensitively: "x-tollgate-")
+                || name.isASCII(caseInsensitively: "x-forwarded-proto") || name.isASCII(caseInsensitively: "x-forwarded-host")
             {
                 continue
             }
@@ -442,26 +443,6 @@ final class ProxyHandler: ChannelInboundHandler {
         headers.add(name: "X-Tollgate-Subscription-Id", value: plan.grant.subscriptionIDText)
         return HTTPRequestHead(version: .http1_1, method: head.method, uri: target.pathPrefix + plan.upstreamURI, headers: headers)
     }
-
-    /// Connection-scoped headers (RFC 9110 §7.6.1), plus any the `Connection` header names.
-    /// `Transfer-Encoding` is kept: NIO's codecs re-frame the body on each side from it.
-    static func hopByHop(_ headers: HTTPHeaders) -> Set<String> {
-        let connection = headers["connection"]
-        guard !connection.isEmpty else { return standardHopByHop }
-        var names = standardHopByHop
-        for value in connection {
-            for token in value.split(separator: ",") {
-                let name = token.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed()
-                names.insert(String(name).lowercased())
-            }
-        }
-        names.remove("transfer-encoding")
-        return names
-    }
-
-    static let standardHopByHop: Set<String> = [
-        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade",
-    ]
 
     private func infrastructureResponse(_ head: HTTPRequestHead) -> LocalResponse? {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
@@ -518,6 +499,65 @@ final class ProxyHandler: ChannelInboundHandler {
                 tenantID: plan.tenant.id, apiID: plan.route.apiID, appID: plan.app.id, subscriptionID: plan.grant.subscriptionID, planID: plan.grant.planID,
                 method: exchange.head.method.rawValue, status: Int(status), latencyMicroseconds: Int64(elapsed / 1000), bytesIn: exchange.bytesIn,
                 bytesOut: exchange.bytesOut, rejection: rejection, forwarded: forwarded))
+    }
+}
+
+/// Connection-scoped header names (RFC 9110 §7.6.1) of one message: the standard ones plus any its
+/// `Connection` header lists. `Transfer-Encoding` is kept: NIO's codecs re-frame the body on each
+/// side from it. Compares bytes without allocating: building a `Set` of lowercased names per
+/// message showed in the gateway's profile.
+struct HopByHop {
+    /// Lowercased names the `Connection` header lists (nginx sends `keep-alive` on every response).
+    private var listed: [String] = []
+
+    init(_ headers: HTTPHeaders) {
+        for value in headers["connection"] {
+            for token in value.split(separator: ",") {
+                let name = token.trimmingASCIIWhitespace().lowercased()
+                if !name.isEmpty && name != "transfer-encoding" { listed.append(name) }
+            }
+        }
+    }
+
+    func contains(_ name: String) -> Bool {
+        if Self.isStandard(name) { return true }
+        return listed.contains { name.isASCII(caseInsensitively: $0) }
+    }
+
+    static func isStandard(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 2: name.isASCII(caseInsensitively: "te")
+        case 7: name.isASCII(caseInsensitively: "trailer") || name.isASCII(caseInsensitively: "upgrade")
+        case 10: name.isASCII(caseInsensitively: "connection") || name.isASCII(caseInsensitively: "keep-alive")
+        case 16: name.isASCII(caseInsensitively: "proxy-connection")
+        case 18: name.isASCII(caseInsensitively: "proxy-authenticate")
+        case 19: name.isASCII(caseInsensitively: "proxy-authorization")
+        default: false
+        }
+    }
+}
+
+extension StringProtocol {
+    /// Equal to `lowercase` (ASCII, already lowercased) when ASCII letters are folded to lower case.
+    func isASCII(caseInsensitively lowercase: String) -> Bool {
+        utf8.count == lowercase.utf8.count && hasASCIIPrefix(caseInsensitively: lowercase)
+    }
+
+    func hasASCIIPrefix(caseInsensitively lowercase: String) -> Bool {
+        var mine = utf8.makeIterator()
+        for expected in lowercase.utf8 {
+            guard let byte = mine.next() else { return false }
+            let folded = byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte
+            if folded != expected { return false }
+        }
+        return true
+    }
+
+    fileprivate func trimmingASCIIWhitespace() -> Substring {
+        let text = Substring(self)
+        let isSpace = { (c: Character) in c == " " || c == "\t" }
+        guard let first = text.firstIndex(where: { !isSpace($0) }), let last = text.lastIndex(where: { !isSpace($0) }) else { return "" }
+        return text[first...last]
     }
 }
 
