@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 import NIOHTTP1
 
 @testable import Gateway
@@ -73,5 +74,15 @@ import NIOHTTP1
         #expect(!"X_API_KEY".isASCII(caseInsensitively: "x-api-key"))
         // '@' (0x40) and '`' (0x60) differ only in the bit that folds letters
         #expect(!"@".isASCII(caseInsensitively: "`"))
+    }
+}
+
+@Suite struct RequestIDTextTests {
+    @Test func lowercasedTextIsTheCanonicalFormInLowerCase() {
+        for _ in 0..<200 {
+            let id = UUID()
+            #expect(id.lowercasedText == id.uuidString.lowercased())
+        }
+        #expect(UUID(uuidString: "FFFFFFFF-0000-A9A9-0F0F-123456789ABC")!.lowercasedText == "ffffffff-0000-a9a9-0f0f-123456789abc")
     }
 }

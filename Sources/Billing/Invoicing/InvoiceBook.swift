@@ -67,7 +67,6 @@ public enum InvoiceError: Error, Equatable, CustomStringConvertible {
 /// the tenant, so the functions work in the tenant's RLS scope (portal) and in system scope (CLI,
 /// background refresh) alike. Callers run them inside a transaction.
 public struct InvoiceBook: Sendable {
-    static let none = UUID(uuidString: "00000000-0000-0000-0000-000000000000")!
     public let logger: Logger
 
     public init(logger: Logger) { self.logger = logger }
@@ -356,7 +355,7 @@ public struct InvoiceBook: Sendable {
             """
             SELECT subscription_id, plan_id, sum(billable)::bigint FROM usage_daily_live
             WHERE tenant_id = \(tenant) AND day >= (\(from) AT TIME ZONE 'UTC')::date AND day < (\(to) AT TIME ZONE 'UTC')::date
-              AND subscription_id <> \(Self.none) AND plan_id <> \(Self.none)
+              AND subscription_id <> \(UsageStore.none) AND plan_id <> \(UsageStore.none)
             GROUP BY subscription_id, plan_id HAVING sum(billable) > 0
             """, logger: logger)
         var calls: [UUID: [UUID: Int64]] = [:]

@@ -7,6 +7,7 @@ import PostgresNIO
 /// and not counted again, so replaying a batch after a failure or from the spool never
 /// double-counts.
 public struct UsageStore: Sendable {
+    /// Rollups and tallies of calls without a subscription (or plan) are keyed by the nil UUID.
     static let none = UUID(uuidString: "00000000-0000-0000-0000-000000000000")!
     let logger: Logger
 

@@ -83,7 +83,6 @@ public struct ReconciliationReport: Sendable, Equatable {
 /// usage so far); issued invoices are compared as they are, so usage that arrived after closing
 /// shows up as a difference.
 public struct Reconciliation: Sendable {
-    static let none = UUID(uuidString: "00000000-0000-0000-0000-000000000000")!
     let logger: Logger
 
     public init(logger: Logger) { self.logger = logger }
@@ -97,7 +96,7 @@ public struct Reconciliation: Sendable {
                 SELECT subscription_id, sum(answered) AS answered, sum(billable) AS billable FROM usage_answered
                 WHERE tenant_id = \(tenant) AND hour >= \(month.start) AND hour < \(month.end) GROUP BY subscription_id
             ), events AS (
-                SELECT coalesce(subscription_id, \(Self.none)) AS subscription_id, count(*) AS calls, count(*) FILTER (WHERE billable) AS billable
+                SELECT coalesce(subscription_id, \(UsageStore.none)) AS subscription_id, count(*) AS calls, count(*) FILTER (WHERE billable) AS billable
                 FROM usage_events WHERE tenant_id = \(tenant) AND at >= \(month.start) AND at < \(month.end) GROUP BY 1
             ), rollups AS (
                 SELECT subscription_id, sum(calls) AS calls, sum(billable) AS billable FROM usage_hourly_live
@@ -128,7 +127,7 @@ public struct Reconciliation: Sendable {
         var result: [ReconciliationRow] = []
         for try await fields in rows.decode([String].self) {
             guard fields.count == 9, let id = UUID(uuidString: fields[0]) else { continue }
-            let subscription = id == Self.none ? nil : id
+            let subscription = id == UsageStore.none ? nil : id
             let label = subscription == nil ? "calls without a subscription" : (fields[1].isEmpty ? "subscription \(id)" : fields[1] + " (\(id))")
             let n = fields[2...7].map { Int64($0) ?? 0 }
             result.append(

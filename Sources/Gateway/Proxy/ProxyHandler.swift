@@ -272,7 +272,8 @@ final class ProxyHandler: ChannelInboundHandler {
 
     private func connect(_ exchange: Exchange, context: ChannelHandlerContext) {
         let target = exchange.target
-        loop.pool.acquire(target).assumeIsolatedUnsafeUnchecked().whenComplete { result in
+        if let idle = loop.pool.takeIdle(target) { return attach(idle, to: exchange, context: context) }
+        loop.pool.connect(target).assumeIsolatedUnsafeUnchecked().whenComplete { result in
             guard self.exchange === exchange else {
                 // The client left meanwhile.
                 if case .success(let connection) = result { connection.channel.close(promise: nil) }

@@ -73,13 +73,18 @@ final class UpstreamPool {
 
     func circuitStates() -> [(String, Int)] { breakers.map { ($0.key, $0.value.gaugeValue) } }
 
-    /// An idle connection to the target, or a new one.
-    func acquire(_ target: UpstreamTargetConfig) -> EventLoopFuture<UpstreamConnection> {
-        let key = target.key
-        while var list = idle[key], let connection = list.popLast() {
-            idle[key] = list
-            if connection.channel.isActive { return eventLoop.makeSucceededFuture(connection) }
+    /// An idle, open connection to the target, if there is one: the common case, with no future
+    /// allocated. (Popped in place: copying the list out of the dictionary and back copied it.)
+    func takeIdle(_ target: UpstreamTargetConfig) -> UpstreamConnection? {
+        while let connection = idle[target.key]?.popLast() {
+            if connection.channel.isActive { return connection }
         }
+        return nil
+    }
+
+    /// A new connection to the target.
+    func connect(_ target: UpstreamTargetConfig) -> EventLoopFuture<UpstreamConnection> {
+        let key = target.key
         let timeout = connectTimeout
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)

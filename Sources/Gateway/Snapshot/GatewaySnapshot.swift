@@ -214,22 +214,26 @@ public struct SubscriptionGrant: Sendable, Equatable {
 }
 
 extension UUID {
-    /// Lowercase canonical text, formatted without Foundation's printf-based `uuidString`.
+    /// Lowercase canonical text, formatted without Foundation's printf-based `uuidString` and
+    /// without intermediate arrays (the gateway makes one per request id).
     var lowercasedText: String {
-        let digits: [UInt8] = Array("0123456789abcdef".utf8)
-        let bytes = withUnsafeBytes(of: uuid) { Array($0) }
-        return String(unsafeUninitializedCapacity: 36) { buffer in
-            var index = 0
-            for (position, byte) in bytes.enumerated() {
-                if position == 4 || position == 6 || position == 8 || position == 10 {
-                    buffer[index] = UInt8(ascii: "-")
-                    index += 1
+        withUnsafeBytes(of: uuid) { bytes in
+            String(unsafeUninitializedCapacity: 36) { buffer in
+                var index = 0
+                for position in 0..<16 {
+                    if position == 4 || position == 6 || position == 8 || position == 10 {
+                        buffer[index] = UInt8(ascii: "-")
+                        index += 1
+                    }
+                    let byte = bytes[position]
+                    buffer[index] = Self.hexDigit(byte >> 4)
+                    buffer[index + 1] = Self.hexDigit(byte & 0x0f)
+                    index += 2
                 }
-                buffer[index] = digits[Int(byte >> 4)]
-                buffer[index + 1] = digits[Int(byte & 0x0f)]
-                index += 2
+                return index
             }
-            return index
         }
     }
+
+    private static func hexDigit(_ nibble: UInt8) -> UInt8 { nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10 }
 }
