@@ -381,8 +381,12 @@ final class ProxyHandler: ChannelInboundHandler {
                 }
             }
             finish(exchange, status: exchange.status, forwarded: true, rejection: nil)
-            let done = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
-            if !exchange.keepAlive { done.assumeIsolatedUnsafeUnchecked().whenComplete { _ in context.close(promise: nil) } }
+            if exchange.keepAlive {
+                // no promise: with one, the encoder sends an empty write down the pipeline to keep its order
+                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            } else {
+                context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolatedUnsafeUnchecked().whenComplete { _ in context.close(promise: nil) }
+            }
             if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
         }
     }
@@ -471,8 +475,11 @@ final class ProxyHandler: ChannelInboundHandler {
         if head?.method != .HEAD && !response.body.isEmpty {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: response.body)))), promise: nil)
         }
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if close { done.assumeIsolatedUnsafeUnchecked().whenComplete { _ in context.close(promise: nil) } }
+        if close {
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolatedUnsafeUnchecked().whenComplete { _ in context.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
     }
 
     private func meterLocal(_ response: LocalResponse, head: HTTPRequestHead, started: UInt64) {
