@@ -2,7 +2,8 @@
 # Gateway benchmark: the same wrk workload against (a) the upstream directly, (b) nginx proxy_pass
 # with upstream keepalive, (c) the Tollgate gateway with JWT auth + subscription check + rate limit
 # (set above the load) + metering. The proxy under test is pinned to core 1, wrk and the upstream
-# to core 0. Rounds are interleaved; medians are printed with the ratio gateway/nginx.
+# to core 0. Rounds are interleaved; medians are printed with the ratio gateway/nginx. A fourth
+# row, "local", is the gateway answering /healthz itself: its HTTP server side without auth or proxying.
 #
 #   bench/gateway.sh [rounds=3] [seconds=10] [connections=32]
 #
@@ -75,10 +76,15 @@ run() {  # name url [header]
   if [ -n "${4:-}" ]; then taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$4" "$3" >"$out"
   else taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$3" >"$out"; fi
 }
-if [ -n "${PROFILE:-}" ]; then  # PROFILE=1: perf profile of the gateway under load, then exit
+if [ -n "${PROFILE:-}" ]; then  # PROFILE=1 (proxied calls) or PROFILE=local (/healthz): perf profile, then exit
   perf record -F 999 -g -p "$gateway_pid" -o "$WORK/perf.data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null & perf_pid=$!
-  run tollgate profile "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"; wait "$perf_pid"
-  perf report -i "$WORK/perf.data" --stdio --no-children --percent-limit 0.7 2>/dev/null | grep -v '^$' | head -120
+  if [ "$PROFILE" = local ]; then run tollgate profile "http://$GATEWAY_ADDRESS/healthz"
+  else run tollgate profile "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"; fi
+  wait "$perf_pid"
+  grep "Requests/sec" "$WORK/wrk-tollgate-profile.txt"
+  # CPU per request by library: samples at 999 Hz → ms of CPU, divided by the requests served
+  perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
+  perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 0.7 2>/dev/null | grep -v '^$' | head -60
   exit 0
 fi
 for round in $(seq "$ROUNDS"); do
@@ -86,6 +92,8 @@ for round in $(seq "$ROUNDS"); do
   run upstream "$round" "http://127.0.0.1:9001/"
   run nginx "$round" "http://127.0.0.1:9002/"
   run tollgate "$round" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"
+  # the gateway answering by itself (no auth, no upstream): what its HTTP server side costs alone
+  run local "$round" "http://$GATEWAY_ADDRESS/healthz"
 done
 
 python3 - "$WORK" "$ROUNDS" "$CONNECTIONS" <<'PY'
@@ -101,7 +109,7 @@ def parse(path):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     return rps, p50, p99, int(errors.group(1)) if errors else 0
 results = {}
-for name in ["upstream", "nginx", "tollgate"]:
+for name in ["upstream", "nginx", "tollgate", "local"]:
     runs = [parse(f"{work}/wrk-{name}-{r}.txt") for r in range(1, rounds + 1)]
     results[name] = [statistics.median(x[i] for x in runs) for i in range(3)] + [sum(x[3] for x in runs)]
 print(f"{'target':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}   (median of {rounds} rounds, {conns} connections)")
