@@ -178,11 +178,12 @@ public final class UsageMeter: UsageSink, Service {
         let ranges = Self.chunks(
             count: batch.events.count, smallest: configuration.batchSize / 2, largest: max(configuration.batchSize, configuration.maxWriteEvents),
             inFlight: configuration.writesInFlight)
-        var parts = ranges.map { UsageBatch(meterID: batch.meterID, events: Array(batch.events[$0]), answered: []) }
-        if parts.isEmpty { parts = [UsageBatch(meterID: batch.meterID, events: [], answered: [])] }
-        parts[0].answered = batch.answered
+        // Parts are cut as they are started, not all at once: a spool replay can hold millions of events.
+        let lazyParts = (ranges.isEmpty ? [0..<0] : ranges).lazy.enumerated().map { index, range in
+            UsageBatch(meterID: batch.meterID, events: Array(batch.events[range]), answered: index == 0 ? batch.answered : [])
+        }
         try await withThrowingTaskGroup(of: Int.self) { group in
-            var pending = parts.makeIterator()
+            var pending = lazyParts.makeIterator()
             for _ in 0..<max(1, configuration.writesInFlight) {
                 guard let part = pending.next() else { break }
                 group.addTask { try await self.write(part: part) }
