@@ -381,12 +381,7 @@ final class ProxyHandler: ChannelInboundHandler {
                 }
             }
             finish(exchange, status: exchange.status, forwarded: true, rejection: nil)
-            if exchange.keepAlive {
-                // no promise: with one, the encoder sends an empty write down the pipeline to keep its order
-                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
-            } else {
-                context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolatedUnsafeUnchecked().whenComplete { _ in context.close(promise: nil) }
-            }
+            endResponse(trailers, close: !exchange.keepAlive, context: context)
             if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
         }
     }
@@ -475,10 +470,17 @@ final class ProxyHandler: ChannelInboundHandler {
         if head?.method != .HEAD && !response.body.isEmpty {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: response.body)))), promise: nil)
         }
+        endResponse(nil, close: close, context: context)
+    }
+
+    /// Writes a response's end and flushes; closes the connection after it when asked. A kept-alive
+    /// connection's end carries no promise: with one, the encoder sends an empty write down the
+    /// pipeline to keep its order, and a future is made per call.
+    private func endResponse(_ trailers: HTTPHeaders?, close: Bool, context: ChannelHandlerContext) {
         if close {
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolatedUnsafeUnchecked().whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolatedUnsafeUnchecked().whenComplete { _ in context.close(promise: nil) }
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
         }
     }
 
