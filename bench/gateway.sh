@@ -71,10 +71,18 @@ for _ in $(seq 50); do curl -sf "http://$GATEWAY_ADDRESS/readyz" >/dev/null && b
 check="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/")"
 [ "$check" = 200 ] || { echo "gateway answered $check, not 200" >&2; exit 1; }
 
-run() {  # name url [header]
-  local out="$WORK/wrk-$1-$2.txt"
+cpu_ticks() {  # user and system clock ticks a process has used (fields 14 and 15 of /proc/PID/stat)
+  [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || { echo "0 0"; return; }
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'
+}
+nginx_worker() { pgrep -P "$(cat "$WORK/proxy.pid")" | head -1; }
+run() {  # name round url [header]; also records the proxy's CPU ticks over the run for the CPU columns
+  local out="$WORK/wrk-$1-$2.txt" pid=""
+  case "$1" in nginx) pid="$(nginx_worker)";; tollgate|local) pid="${gateway_pid:-}";; esac
+  local before; before="$(cpu_ticks "$pid")"
   if [ -n "${4:-}" ]; then taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$4" "$3" >"$out"
   else taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$3" >"$out"; fi
+  echo "$before $(cpu_ticks "$pid") $(getconf CLK_TCK)" >"$out.cpu"
 }
 if [ -n "${PROFILE:-}" ]; then  # PROFILE=1 (proxied calls) or PROFILE=local (/healthz): perf profile, then exit
   perf record -F 999 -g -p "$gateway_pid" -o "$WORK/perf.data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null & perf_pid=$!
@@ -107,14 +115,18 @@ def parse(path):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    return rps, p50, p99, int(errors.group(1)) if errors else 0
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    u0, s0, u1, s1, hz = map(int, open(path + ".cpu").read().split())
+    # CPU the proxy process spent per request, user and kernel (µs); 0 for the upstream row
+    user, system = ((u1 - u0) / hz * 1e6 / requests, (s1 - s0) / hz * 1e6 / requests) if requests else (0, 0)
+    return rps, p50, p99, user, system, int(errors.group(1)) if errors else 0
 results = {}
 for name in ["upstream", "nginx", "tollgate", "local"]:
     runs = [parse(f"{work}/wrk-{name}-{r}.txt") for r in range(1, rounds + 1)]
-    results[name] = [statistics.median(x[i] for x in runs) for i in range(3)] + [sum(x[3] for x in runs)]
-print(f"{'target':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}   (median of {rounds} rounds, {conns} connections)")
-for name, (rps, p50, p99, errors) in results.items():
-    print(f"{name:<10} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {errors:>8}")
+    results[name] = [statistics.median(x[i] for x in runs) for i in range(5)] + [sum(x[5] for x in runs)]
+print(f"{'target':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'user us':>8} {'sys us':>8} {'non-2xx':>8}   (median of {rounds} rounds, {conns} connections; CPU of the proxy per request)")
+for name, (rps, p50, p99, user, system, errors) in results.items():
+    print(f"{name:<10} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {user:>8.1f} {system:>8.1f} {errors:>8}")
 ratio = results["tollgate"][0] / results["nginx"][0]
 added = results["tollgate"][2] - results["upstream"][2]
 print(f"gateway/nginx req/s ratio: {ratio:.2f} (target >= 0.5)")

@@ -60,13 +60,9 @@ public struct GatewayServer: Service {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let loop = shared.loops.state(for: channel.eventLoop)
+                    // No HTTP codec handlers: ProxyHandler parses request heads and writes response
+                    // bytes itself (each codec handler was a hop and a boxed part per message).
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
-                    // No outbound header validation: every header value the gateway writes was parsed
-                    // from a request or an upstream response (llhttp refuses CR, LF and NUL in them)
-                    // or built from validated configuration, so re-scanning each one per response
-                    // (and a handler hop for it) would check nothing new.
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withErrorHandling: true, withOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(ProxyHandler(shared: shared, loop: loop))
                 }
             }

@@ -27,12 +27,18 @@ final class GatewayContext: Sendable {
     }
 }
 
-/// One client connection: decides each request against the snapshot, then either answers it or
-/// streams it to an upstream and the response back, with back-pressure both ways. All state lives
-/// in this handler and the loop's pool; nothing is scheduled off the event loop.
+/// One client connection: parses each request head itself, decides it against the snapshot, then
+/// either answers it or forwards it to an upstream, moving the body bytes between the two sockets
+/// as they arrive (framing included) with back-pressure both ways. The upstream's response head is
+/// copied line by line with the gateway's few changes; its body passes through untouched. No
+/// per-part HTTP handlers sit in either pipeline: each request crosses two channel handlers on the
+/// client side and one on the upstream side (docs/ARCHITECTURE.md, "Data plane").
 final class ProxyHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Largest upstream response head accepted (502 beyond it).
+    static let maxResponseHeadBytes = 64 * 1024
 
     private let shared: GatewayContext
     private let loop: LoopState
@@ -44,17 +50,24 @@ final class ProxyHandler: ChannelInboundHandler {
     private final class Exchange {
         let plan: ForwardPlan
         let head: HTTPRequestHead
-        let upstreamHead: HTTPRequestHead
         let requestID: String
         let started: UInt64
         let keepAlive: Bool
         let bodyLimit: Int
         var target: UpstreamTargetConfig
         var upstream: UpstreamConnection?
-        var pending: [HTTPClientRequestPart] = []
+        /// Body bytes read before the upstream connection was ready.
+        var pending: [ByteBuffer] = []
         var pendingBytes = 0
         var requestEnded = false
+        /// The final response head was written to the client.
         var responseStarted = false
+        /// A response head still arriving.
+        var responseInbound: ByteBuffer?
+        var responseBody = BodyFramer(.none)
+        /// An HTTP/1.0 client gets a chunked response's payload only, ended by closing.
+        var dechunk = false
+        var closeClient = false
         var upstreamKeepAlive = true
         var status: UInt = 0
         var bytesIn: Int64 = 0
@@ -65,10 +78,9 @@ final class ProxyHandler: ChannelInboundHandler {
         var pausedClient = false
         var pausedUpstream = false
 
-        init(plan: ForwardPlan, head: HTTPRequestHead, upstreamHead: HTTPRequestHead, requestID: String, started: UInt64, target: UpstreamTargetConfig, bodyLimit: Int) {
+        init(plan: ForwardPlan, head: HTTPRequestHead, requestID: String, started: UInt64, target: UpstreamTargetConfig, bodyLimit: Int) {
             self.plan = plan
             self.head = head
-            self.upstreamHead = upstreamHead
             self.requestID = requestID
             self.started = started
             self.keepAlive = head.isKeepAlive
@@ -77,10 +89,25 @@ final class ProxyHandler: ChannelInboundHandler {
         }
     }
 
-    private var exchange: Exchange?
     /// A local answer waiting for the end of the request body.
-    private var localAnswer: (LocalResponse, HTTPRequestHead, UInt64, String)?
-    private var discardingBody = false
+    private struct PendingAnswer {
+        var response: LocalResponse
+        var head: HTTPRequestHead
+        var started: UInt64
+        var requestID: String
+    }
+
+    private var exchange: Exchange?
+    private var localAnswer: PendingAnswer?
+    /// Client bytes not handled yet: a partial head, or requests pipelined behind the one being answered.
+    private var inbound: ByteBuffer?
+    /// The current request's body framing while its bytes are still arriving; with no exchange
+    /// (answered locally or already answered) they are read and dropped.
+    private var requestBody: BodyFramer?
+    private var processingInput = false
+    private var pausedForPipelining = false
+    /// The connection is being closed: nothing more is read or answered.
+    private var closing = false
     private var clientAddress: [UInt8]?
     private var clientIP = ""
 
@@ -108,14 +135,14 @@ final class ProxyHandler: ChannelInboundHandler {
     // MARK: Client side
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            received(head: head, context: context)
-        case .body(let buffer):
-            receivedBody(buffer, context: context)
-        case .end:
-            receivedEnd(context: context)
+        guard !closing else { return }
+        var buffer = unwrapInboundIn(data)
+        if inbound == nil {
+            inbound = buffer
+        } else {
+            inbound!.writeBuffer(&buffer)
         }
+        processInput(context: context)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -124,6 +151,7 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        closing = true
         if let exchange {
             // The client went away mid-exchange: the upstream connection is out of step now.
             exchange.timeout?.cancel()
@@ -152,99 +180,157 @@ final class ProxyHandler: ChannelInboundHandler {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
             // Waiting for the upstream is not the client's fault; anything else idle is closed.
             if let exchange, exchange.requestEnded { return }
-            if exchange == nil && localAnswer == nil {
-                context.close(promise: nil)
-            } else {
+            let midRequest = exchange != nil || localAnswer != nil || requestBody != nil || (inbound?.readableBytes ?? 0) > 0
+            if midRequest {
+                abortExchange()
                 writeLocal(.problem(.requestTimeout, "Request timeout", "The request was not completed in time.", rejection: nil), head: nil, context: context, close: true)
+            } else {
+                closing = true
+                context.close(promise: nil)
             }
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// Malformed HTTP was answered with 400 by NIO's error handler; the connection cannot be trusted.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        closing = true
         context.close(promise: nil)
     }
 
-    private func received(head: HTTPRequestHead, context: ChannelHandlerContext) {
+    /// Handles the client bytes read so far: the current request's body, then the next request's
+    /// head once the current response is complete. Re-entered calls (an answer written while a
+    /// head is handled) leave the work to the outer loop.
+    private func processInput(context: ChannelHandlerContext) {
+        guard !processingInput else { return }
+        processingInput = true
+        defer { processingInput = false }
+        while !closing, var input = inbound, input.readableBytes > 0 {
+            inbound = nil
+            if requestBody != nil {
+                readBody(&input, context: context)
+                continue
+            }
+            if exchange != nil || localAnswer != nil {
+                // A pipelined request waits for the current response; a client that sends a lot of
+                // them ahead is read no further until they are answered.
+                inbound = input
+                if input.readableBytes > shared.settings.maxHeaderBytes && !pausedForPipelining {
+                    pausedForPipelining = true
+                    context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+                }
+                break
+            }
+            let parsed = input.withUnsafeReadableBytes { HTTPHeadParser.parseRequest($0, maxBytes: shared.settings.maxHeaderBytes) }
+            switch parsed {
+            case .incomplete:
+                inbound = input
+            case .tooLarge:
+                writeLocal(
+                    .problem(.requestHeaderFieldsTooLarge, "Headers too large", "Request headers exceed \(shared.settings.maxHeaderBytes) bytes.", rejection: nil),
+                    head: nil, context: context, close: true)
+            case .invalid(let status, let reason):
+                writeLocal(.problem(status, status == .badRequest ? "Malformed request" : status.reasonPhrase, reason, rejection: nil), head: nil, context: context, close: true)
+            case .complete(let request, let length):
+                input.moveReaderIndex(forwardBy: length)
+                inbound = input
+                received(request, context: context)
+            }
+            if case .incomplete = parsed { break }
+        }
+        if inbound?.readableBytes == 0 { inbound = nil }
+        exchange?.upstream?.channel.flush()
+    }
+
+    private func readBody(_ input: inout ByteBuffer, context: ChannelHandlerContext) {
+        guard var framer = requestBody else { return }
+        var payload = 0
+        let step: BodyFramer.Step
+        do {
+            step = try input.withUnsafeReadableBytes { bytes in try framer.consume(bytes) { payload += $0.count } }
+        } catch {
+            abortExchange()
+            writeLocal(.problem(.badRequest, "Malformed request", "The request body's chunked framing is invalid.", rejection: nil), head: nil, context: context, close: true)
+            return
+        }
+        requestBody = step.ended ? nil : framer
+        let bodyBytes = input.readSlice(length: step.consumed)!
+        inbound = input
+        if let exchange { forwardBody(bodyBytes, payload: payload, exchange, context: context) }
+        if step.ended && !closing { requestEnded(context: context) }
+    }
+
+    private func received(_ request: ParsedRequest, context: ChannelHandlerContext) {
+        let head = request.head
         let started = DispatchTime.now().uptimeNanoseconds
         let requestID = head.headers.first(name: "x-request-id").flatMap { $0.count <= 200 ? $0 : nil } ?? UUIDv7.make().lowercasedText
-        var headerBytes = 0
-        for (name, value) in head.headers { headerBytes += name.utf8.count + value.utf8.count + 4 }
-        if headerBytes > shared.settings.maxHeaderBytes {
-            var response = LocalResponse.problem(
-                .requestHeaderFieldsTooLarge, "Headers too large", "Request headers exceed \(shared.settings.maxHeaderBytes) bytes.", rejection: nil)
-            response.close = true
-            return answer(response, head: head, started: started, requestID: requestID, context: context)
-        }
+        requestBody = request.framing == .none ? nil : BodyFramer(request.framing)
         if let infrastructure = infrastructureResponse(head) {
-            return answer(infrastructure, head: head, started: started, requestID: requestID, context: context)
+            answer(infrastructure, head: head, started: started, requestID: requestID, context: context)
+        } else {
+            if shared.store.version != snapshot.version { snapshot = shared.store.snapshot }
+            switch gate.decide(head: head, clientAddress: clientAddress, snapshot: snapshot, now: Date(), monotonicNanos: started) {
+            case .respond(let response):
+                answer(response, head: head, started: started, requestID: requestID, context: context)
+            case .forward(let plan):
+                forward(plan, head: head, started: started, requestID: requestID, context: context)
+            }
         }
-        if shared.store.version != snapshot.version { snapshot = shared.store.snapshot }
-        switch gate.decide(head: head, clientAddress: clientAddress, snapshot: snapshot, now: Date(), monotonicNanos: started) {
-        case .respond(let response):
-            answer(response, head: head, started: started, requestID: requestID, context: context)
-        case .forward(let plan):
-            forward(plan, head: head, started: started, requestID: requestID, context: context)
-        }
+        if requestBody == nil && !closing { requestEnded(context: context) }
     }
 
     private func answer(_ response: LocalResponse, head: HTTPRequestHead, started: UInt64, requestID: String, context: ChannelHandlerContext) {
         if response.close {
             meterLocal(response, head: head, started: started)
             writeLocal(response, head: head, requestID: requestID, context: context, close: true)
-            discardingBody = true
             return
         }
         // Answer once the body has been read, so the connection stays in step for keep-alive.
-        localAnswer = (response, head, started, requestID)
-        discardingBody = true
+        localAnswer = PendingAnswer(response: response, head: head, started: started, requestID: requestID)
     }
 
-    private func receivedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        if discardingBody && exchange == nil { return }
-        guard let exchange else { return }
-        exchange.bytesIn += Int64(buffer.readableBytes)
+    private func forwardBody(_ bytes: ByteBuffer, payload: Int, _ exchange: Exchange, context: ChannelHandlerContext) {
+        exchange.bytesIn += Int64(payload)
         if exchange.bytesIn > Int64(exchange.bodyLimit) {
             // The body outgrew the limit while streaming: stop here.
-            exchange.timeout?.cancel()
-            exchange.upstream?.handler.delegate = nil
-            exchange.upstream?.channel.close(promise: nil)
-            self.exchange = nil
+            abortExchange()
             loop.pool.recordSuccess(exchange.target.key)
             finish(exchange, status: 413, forwarded: false, rejection: .tooLarge)
             writeLocal(
                 .problem(.payloadTooLarge, "Request too large", "The body is larger than \(exchange.bodyLimit) bytes.", rejection: .tooLarge),
                 head: exchange.head, requestID: exchange.requestID, context: context, close: true)
-            discardingBody = true
             return
         }
+        guard bytes.readableBytes > 0 else { return }
         if let upstream = exchange.upstream {
-            upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+            upstream.channel.write(bytes, promise: nil)
         } else {
-            exchange.pending.append(.body(.byteBuffer(buffer)))
-            exchange.pendingBytes += buffer.readableBytes
+            exchange.pending.append(bytes)
+            exchange.pendingBytes += bytes.readableBytes
             if exchange.pendingBytes > 256 * 1024 && !exchange.pausedClient { setClientReading(false, context: context, exchange) }
         }
     }
 
-    private func receivedEnd(context: ChannelHandlerContext) {
-        discardingBody = false
-        if let (response, head, started, requestID) = localAnswer {
+    private func requestEnded(context: ChannelHandlerContext) {
+        if let pending = localAnswer {
             localAnswer = nil
-            meterLocal(response, head: head, started: started)
-            writeLocal(response, head: head, requestID: requestID, context: context, close: !head.isKeepAlive)
+            meterLocal(pending.response, head: pending.head, started: pending.started)
+            writeLocal(pending.response, head: pending.head, requestID: pending.requestID, context: context, close: !pending.head.isKeepAlive)
             return
         }
+        // No exchange: its response was complete before the body was.
         guard let exchange else { return }
         exchange.requestEnded = true
-        if let upstream = exchange.upstream {
-            upstream.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-            armTimeout(exchange)
-        } else {
-            exchange.pending.append(.end(nil))
-        }
+        if exchange.upstream != nil { armTimeout(exchange) }
+    }
+
+    /// Drops the current exchange's upstream side (the client connection is about to close).
+    private func abortExchange() {
+        guard let exchange else { return }
+        self.exchange = nil
+        exchange.timeout?.cancel()
+        exchange.upstream?.handler.delegate = nil
+        exchange.upstream?.channel.close(promise: nil)
     }
 
     // MARK: Proxying
@@ -262,9 +348,8 @@ final class ProxyHandler: ChannelInboundHandler {
             withIdentity.grant = plan.grant
             return answer(withIdentity, head: head, started: started, requestID: requestID, context: context)
         }
-        let upstreamHead = upstreamRequestHead(head, plan: plan, target: target, requestID: requestID)
         let exchange = Exchange(
-            plan: plan, head: head, upstreamHead: upstreamHead, requestID: requestID, started: started, target: target,
+            plan: plan, head: head, requestID: requestID, started: started, target: target,
             bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes)
         self.exchange = exchange
         connect(exchange, context: context)
@@ -282,6 +367,7 @@ final class ProxyHandler: ChannelInboundHandler {
             switch result {
             case .success(let connection):
                 self.attach(connection, to: exchange, context: context)
+                connection.channel.flush()
             case .failure(let error):
                 let now = DispatchTime.now().uptimeNanoseconds
                 self.loop.pool.recordFailure(target.key, now: now)
@@ -302,16 +388,14 @@ final class ProxyHandler: ChannelInboundHandler {
         }
     }
 
+    /// Writes the request head and any body read so far; the caller flushes.
     private func attach(_ connection: UpstreamConnection, to exchange: Exchange, context: ChannelHandlerContext) {
         exchange.upstream = connection
         connection.handler.delegate = self
-        var head = exchange.upstreamHead
-        head.headers.replaceOrAdd(name: "host", value: exchange.target.port == 80 ? exchange.target.host : exchange.target.key)
-        connection.channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        connection.channel.write(upstreamRequestHead(exchange, allocator: connection.channel.allocator), promise: nil)
         for part in exchange.pending { connection.channel.write(part, promise: nil) }
         exchange.pending = []
         exchange.pendingBytes = 0
-        connection.channel.flush()
         if !connection.channel.isWritable || exchange.pausedClient { setClientReading(connection.channel.isWritable, context: context, exchange) }
         if exchange.requestEnded { armTimeout(exchange) }
     }
@@ -330,6 +414,7 @@ final class ProxyHandler: ChannelInboundHandler {
 
     private func failBeforeResponse(_ exchange: Exchange, status: HTTPResponseStatus, detail: String, context: ChannelHandlerContext) {
         self.exchange = nil
+        exchange.timeout?.cancel()
         finish(exchange, status: status.code, forwarded: false, rejection: .upstreamUnavailable)
         var response = LocalResponse.problem(status, status == .gatewayTimeout ? "Upstream timeout" : "Bad gateway", detail, rejection: .upstreamUnavailable)
         response.headers += exchange.plan.responseHeaders
@@ -337,52 +422,133 @@ final class ProxyHandler: ChannelInboundHandler {
             writeLocal(response, head: exchange.head, requestID: exchange.requestID, context: context, close: !exchange.keepAlive)
         } else {
             // The rest of the body is still coming; answer once it ends.
-            localAnswer = (response, exchange.head, exchange.started, exchange.requestID)
-            discardingBody = true
-            context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+            localAnswer = PendingAnswer(response: response, head: exchange.head, started: exchange.started, requestID: exchange.requestID)
+            if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
         }
     }
 
     // MARK: Upstream side (called by UpstreamResponseHandler on this loop)
 
-    func upstreamRead(_ part: HTTPClientResponsePart) {
+    func upstreamRead(_ buffer: ByteBuffer) {
         guard let exchange, let context else { return }
-        switch part {
-        case .head(let response):
-            exchange.timeout?.cancel()
-            exchange.responseStarted = true
-            exchange.status = response.status.code
-            exchange.upstreamKeepAlive = response.isKeepAlive
-            var headers = HTTPHeaders()
-            headers.reserveCapacity(response.headers.count + exchange.plan.responseHeaders.count + 2)
-            let hop = HopByHop(response.headers)
-            for (name, value) in response.headers where !hop.contains(name) { headers.add(name: name, value: value) }
-            for (name, value) in exchange.plan.responseHeaders { headers.replaceOrAdd(name: name, value: value) }
-            headers.replaceOrAdd(name: "x-request-id", value: exchange.requestID)
-            if !exchange.keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.head.version, status: response.status, headers: headers))), promise: nil)
-        case .body(let buffer):
-            exchange.bytesOut += Int64(buffer.readableBytes)
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        case .end(let trailers):
-            self.exchange = nil
-            if exchange.status >= 502 && exchange.status <= 504 {
-                loop.pool.recordFailure(exchange.target.key, now: DispatchTime.now().uptimeNanoseconds)
-            } else {
-                loop.pool.recordSuccess(exchange.target.key)
+        var input = buffer
+        if var partial = exchange.responseInbound {
+            exchange.responseInbound = nil
+            partial.writeBuffer(&input)
+            input = partial
+        }
+        while input.readableBytes > 0 {
+            if exchange.responseStarted {
+                guard relayResponseBody(&input, exchange, context: context) else { return }
+                continue
             }
-            // Back to the pool before the client's end is written: writing it may start the
-            // next pipelined request at once, which should find this connection idle.
-            if let upstream = exchange.upstream {
-                if exchange.pausedUpstream { upstream.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
-                if exchange.upstreamKeepAlive { loop.pool.release(upstream) } else {
-                    upstream.handler.delegate = nil
-                    upstream.channel.close(promise: nil)
+            let parsed = input.withUnsafeReadableBytes {
+                HTTPHeadParser.parseResponse($0, maxBytes: Self.maxResponseHeadBytes, requestMethod: exchange.head.method)
+            }
+            switch parsed {
+            case .incomplete:
+                exchange.responseInbound = input
+                return
+            case .tooLarge, .invalid:
+                return upstreamBroke(exchange, detail: "The upstream sent a response that is not valid HTTP/1.1.", context: context)
+            case .complete(let response, let length):
+                if response.status == 101 {
+                    return upstreamBroke(exchange, detail: "The upstream switched protocols, which the gateway does not relay.", context: context)
+                }
+                if response.status < 200 {
+                    // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they came.
+                    let interim = input.readSlice(length: length)!
+                    if exchange.head.version.minor >= 1 { context.write(wrapOutboundOut(interim), promise: nil) }
+                    continue
+                }
+                exchange.timeout?.cancel()
+                exchange.responseStarted = true
+                exchange.status = UInt(response.status)
+                exchange.upstreamKeepAlive = response.keepAlive
+                exchange.responseBody = BodyFramer(response.framing)
+                let clientIsHTTP10 = exchange.head.version.minor == 0
+                exchange.dechunk = clientIsHTTP10 && response.framing == .chunked
+                exchange.closeClient = !exchange.keepAlive || response.framing == .untilClose || exchange.dechunk
+                let head = input.withUnsafeReadableBytes { responseHead(response, bytes: $0, exchange, allocator: context.channel.allocator) }
+                input.moveReaderIndex(forwardBy: length)
+                context.write(wrapOutboundOut(head), promise: nil)
+                if exchange.responseBody.isDone { return completeExchange(exchange, upstreamInStep: input.readableBytes == 0, context: context) }
+            }
+        }
+    }
+
+    /// Passes response body bytes to the client; false once the exchange is over.
+    private func relayResponseBody(_ input: inout ByteBuffer, _ exchange: Exchange, context: ChannelHandlerContext) -> Bool {
+        var payload: [Range<Int>] = []
+        var payloadBytes = 0
+        let dechunk = exchange.dechunk
+        let step: BodyFramer.Step
+        do {
+            step = try input.withUnsafeReadableBytes { bytes in
+                try exchange.responseBody.consume(bytes) { range in
+                    payloadBytes += range.count
+                    if dechunk { payload.append(range) }
                 }
             }
-            finish(exchange, status: exchange.status, forwarded: true, rejection: nil)
-            endResponse(trailers, close: !exchange.keepAlive, context: context)
-            if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
+        } catch {
+            // Half a response was sent: the client cannot be told otherwise than by closing.
+            upstreamBroke(exchange, detail: "", context: context)
+            return false
+        }
+        exchange.bytesOut += Int64(payloadBytes)
+        if dechunk {
+            for range in payload { context.write(wrapOutboundOut(input.getSlice(at: input.readerIndex + range.lowerBound, length: range.count)!), promise: nil) }
+            input.moveReaderIndex(forwardBy: step.consumed)
+        } else if step.consumed > 0 {
+            context.write(wrapOutboundOut(input.readSlice(length: step.consumed)!), promise: nil)
+        }
+        if step.ended {
+            completeExchange(exchange, upstreamInStep: input.readableBytes == 0, context: context)
+            return false
+        }
+        return true
+    }
+
+    /// The response is complete: the upstream connection goes back to the pool when it is in step
+    /// (whole request sent, nothing read beyond the response), and the next pipelined request may start.
+    private func completeExchange(_ exchange: Exchange, upstreamInStep: Bool, context: ChannelHandlerContext) {
+        self.exchange = nil
+        if exchange.status >= 502 && exchange.status <= 504 {
+            loop.pool.recordFailure(exchange.target.key, now: DispatchTime.now().uptimeNanoseconds)
+        } else {
+            loop.pool.recordSuccess(exchange.target.key)
+        }
+        if let upstream = exchange.upstream {
+            if exchange.pausedUpstream { upstream.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
+            if exchange.upstreamKeepAlive && upstreamInStep && exchange.requestEnded {
+                loop.pool.release(upstream)
+            } else {
+                upstream.handler.delegate = nil
+                upstream.channel.close(promise: nil)
+            }
+        }
+        finish(exchange, status: exchange.status, forwarded: true, rejection: nil)
+        if exchange.closeClient {
+            closeAfterWrites(context: context)
+            return
+        }
+        if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
+        responseCompleted(context: context)
+    }
+
+    /// The upstream broke the exchange: 502 before the response started, a closed connection after.
+    private func upstreamBroke(_ exchange: Exchange, detail: String, context: ChannelHandlerContext) {
+        exchange.upstream?.handler.delegate = nil
+        exchange.upstream?.channel.close(promise: nil)
+        exchange.upstream = nil
+        loop.pool.recordFailure(exchange.target.key, now: DispatchTime.now().uptimeNanoseconds)
+        loop.metrics.upstreamError("invalid_response")
+        if exchange.responseStarted {
+            self.exchange = nil
+            finish(exchange, status: 502, forwarded: true, rejection: nil)
+            closeAfterWrites(context: context)
+        } else {
+            failBeforeResponse(exchange, status: .badGateway, detail: detail, context: context)
         }
     }
 
@@ -394,13 +560,17 @@ final class ProxyHandler: ChannelInboundHandler {
         guard let exchange, let context else { return }
         exchange.upstream = nil
         exchange.timeout?.cancel()
+        if exchange.responseStarted && exchange.responseBody.endsAtClose {
+            // A body delimited by the connection's end: this is how it ends.
+            return completeExchange(exchange, upstreamInStep: false, context: context)
+        }
         loop.pool.recordFailure(exchange.target.key, now: DispatchTime.now().uptimeNanoseconds)
         loop.metrics.upstreamError("closed")
         if exchange.responseStarted {
             // Half a response was sent: the client cannot be told otherwise than by closing.
             self.exchange = nil
             finish(exchange, status: 502, forwarded: true, rejection: nil)
-            context.close(promise: nil)
+            closeAfterWrites(context: context)
         } else {
             failBeforeResponse(exchange, status: .badGateway, detail: "The upstream closed the connection without answering.", context: context)
         }
@@ -411,11 +581,22 @@ final class ProxyHandler: ChannelInboundHandler {
         setClientReading(writable, context: context, exchange)
     }
 
-    // MARK: Helpers
+    // MARK: Writing heads
 
-    private func upstreamRequestHead(_ head: HTTPRequestHead, plan: ForwardPlan, target: UpstreamTargetConfig, requestID: String) -> HTTPRequestHead {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count + 10)
+    /// The request line and headers for the upstream, written straight into a buffer. The body
+    /// follows with the client's own framing, so `Content-Length`/`Transfer-Encoding` stay.
+    private func upstreamRequestHead(_ exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let head = exchange.head
+        let plan = exchange.plan
+        let target = exchange.target
+        var out = allocator.buffer(capacity: 1024)
+        out.writeString(head.method.rawValue)
+        out.writeStaticString(" ")
+        out.writeString(target.pathPrefix)
+        out.writeString(plan.upstreamURI)
+        out.writeStaticString(" HTTP/1.1\r\nHost: ")
+        out.writeString(target.port == 80 ? target.host : target.key)
+        out.writeStaticString("\r\n")
         let hop = HopByHop(head.headers)
         var forwardedFor: String?
         var host = ""
@@ -429,19 +610,53 @@ final class ProxyHandler: ChannelInboundHandler {
             {
                 continue
             }
-            headers.add(name: name, value: value)
+            out.writeHeader(name, value)
         }
-        headers.add(name: "X-Forwarded-For", value: forwardedFor.map { "\($0), \(clientIP)" } ?? clientIP)
-        headers.add(name: "X-Forwarded-Proto", value: "http")
-        if !host.isEmpty { headers.add(name: "X-Forwarded-Host", value: host) }
-        headers.add(name: "X-Request-Id", value: requestID)
-        headers.add(name: "X-Tollgate-Tenant", value: plan.tenant.slug)
-        headers.add(name: "X-Tollgate-App-Id", value: plan.app.idText)
-        headers.add(name: "X-Tollgate-Client-Id", value: plan.app.clientID)
-        headers.add(name: "X-Tollgate-Team-Id", value: plan.app.teamIDText)
-        headers.add(name: "X-Tollgate-Plan-Id", value: plan.grant.planIDText)
-        headers.add(name: "X-Tollgate-Subscription-Id", value: plan.grant.subscriptionIDText)
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: target.pathPrefix + plan.upstreamURI, headers: headers)
+        out.writeStaticString("X-Forwarded-For: ")
+        if let forwardedFor {
+            out.writeString(forwardedFor)
+            out.writeStaticString(", ")
+        }
+        out.writeString(clientIP)
+        out.writeStaticString("\r\nX-Forwarded-Proto: http\r\n")
+        if !host.isEmpty { out.writeHeader("X-Forwarded-Host", host) }
+        out.writeHeader("X-Request-Id", exchange.requestID)
+        out.writeHeader("X-Tollgate-Tenant", plan.tenant.slug)
+        out.writeHeader("X-Tollgate-App-Id", plan.app.idText)
+        out.writeHeader("X-Tollgate-Client-Id", plan.app.clientID)
+        out.writeHeader("X-Tollgate-Team-Id", plan.app.teamIDText)
+        out.writeHeader("X-Tollgate-Plan-Id", plan.grant.planIDText)
+        out.writeHeader("X-Tollgate-Subscription-Id", plan.grant.subscriptionIDText)
+        out.writeStaticString("\r\n")
+        return out
+    }
+
+    /// The upstream's status line and header lines as they came, less hop-by-hop ones and those the
+    /// gateway sets (rate limits, deprecation, CORS, request id), which follow.
+    private func responseHead(_ response: ParsedResponse, bytes: UnsafeRawBufferPointer, _ exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let added = exchange.plan.responseHeaders
+        var out = allocator.buffer(capacity: bytes.count + 512)
+        out.writeStaticString(exchange.head.version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[response.statusText]))
+        out.writeStaticString("\r\n")
+        for field in response.fields {
+            let name = field.name
+            if HopByHop.isStandard(bytes, name) || HTTPHeadParser.equals(bytes, name, "x-request-id") { continue }
+            if !response.connectionListed.isEmpty && response.connectionListed.contains(where: { HTTPHeadParser.equals(bytes, name, $0) }) { continue }
+            if exchange.dechunk && HTTPHeadParser.equals(bytes, name, "transfer-encoding") { continue }
+            if added.contains(where: { HTTPHeadParser.equals(bytes, name, caseFolded: $0.0) }) { continue }
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[field.line]))
+            out.writeStaticString("\r\n")
+        }
+        for (name, value) in added { out.writeHeader(name, value) }
+        out.writeHeader("X-Request-Id", exchange.requestID)
+        if exchange.closeClient {
+            out.writeStaticString("Connection: close\r\n")
+        } else if exchange.head.version.minor == 0 {
+            out.writeStaticString("Connection: keep-alive\r\n")
+        }
+        out.writeStaticString("\r\n")
+        return out
     }
 
     private func infrastructureResponse(_ head: HTTPRequestHead) -> LocalResponse? {
@@ -459,29 +674,51 @@ final class ProxyHandler: ChannelInboundHandler {
         }
     }
 
+    /// A response the gateway makes itself, as one buffer. Closing answers end the connection once written.
     private func writeLocal(_ response: LocalResponse, head: HTTPRequestHead?, requestID: String? = nil, context: ChannelHandlerContext, close: Bool) {
-        var headers = HTTPHeaders()
-        for (name, value) in response.headers { headers.add(name: name, value: value) }
-        headers.add(name: "Content-Length", value: String(response.body.utf8.count))
-        headers.add(name: "Cache-Control", value: "no-store")
-        if let requestID { headers.add(name: "X-Request-Id", value: requestID) }
-        if close { headers.add(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head?.version ?? .http1_1, status: response.status, headers: headers))), promise: nil)
-        if head?.method != .HEAD && !response.body.isEmpty {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: response.body)))), promise: nil)
+        let isHTTP10 = head?.version.minor == 0
+        let body = head?.method == .HEAD ? "" : response.body
+        var out = context.channel.allocator.buffer(capacity: 256 + body.utf8.count)
+        out.writeStaticString(isHTTP10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        out.writeString(String(response.status.code))
+        out.writeStaticString(" ")
+        out.writeString(response.status.reasonPhrase)
+        out.writeStaticString("\r\n")
+        for (name, value) in response.headers { out.writeHeader(name, value) }
+        out.writeHeader("Content-Length", String(response.body.utf8.count))
+        out.writeStaticString("Cache-Control: no-store\r\n")
+        if let requestID { out.writeHeader("X-Request-Id", requestID) }
+        if close {
+            out.writeStaticString("Connection: close\r\n")
+        } else if isHTTP10 {
+            out.writeStaticString("Connection: keep-alive\r\n")
         }
-        endResponse(nil, close: close, context: context)
+        out.writeStaticString("\r\n")
+        out.writeString(body)
+        if close {
+            closing = true
+            context.writeAndFlush(wrapOutboundOut(out)).assumeIsolatedUnsafeUnchecked().whenComplete { _ in context.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+            responseCompleted(context: context)
+        }
     }
 
-    /// Writes a response's end and flushes; closes the connection after it when asked. A kept-alive
-    /// connection's end carries no promise: with one, the encoder sends an empty write down the
-    /// pipeline to keep its order, and a future is made per call.
-    private func endResponse(_ trailers: HTTPHeaders?, close: Bool, context: ChannelHandlerContext) {
-        if close {
-            context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolatedUnsafeUnchecked().whenComplete { _ in context.close(promise: nil) }
-        } else {
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+    /// Closes the client connection once everything written so far has gone out.
+    private func closeAfterWrites(context: ChannelHandlerContext) {
+        closing = true
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolatedUnsafeUnchecked().whenComplete { _ in
+            context.close(promise: nil)
         }
+    }
+
+    /// A response is complete on a kept-alive connection: requests pipelined behind it may start.
+    private func responseCompleted(context: ChannelHandlerContext) {
+        if pausedForPipelining {
+            pausedForPipelining = false
+            context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+        }
+        if inbound != nil { processInput(context: context) }
     }
 
     private func meterLocal(_ response: LocalResponse, head: HTTPRequestHead, started: UInt64) {
@@ -512,9 +749,18 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 }
 
+extension ByteBuffer {
+    fileprivate mutating func writeHeader(_ name: String, _ value: String) {
+        writeString(name)
+        writeStaticString(": ")
+        writeString(value)
+        writeStaticString("\r\n")
+    }
+}
+
 /// Connection-scoped header names (RFC 9110 §7.6.1) of one message: the standard ones plus any its
-/// `Connection` header lists. `Transfer-Encoding` is kept: NIO's codecs re-frame the body on each
-/// side from it. Compares bytes without allocating: building a `Set` of lowercased names per
+/// `Connection` header lists. `Transfer-Encoding` is kept: the body is forwarded with the framing it
+/// came with. Compares bytes without allocating: building a `Set` of lowercased names per
 /// message showed in the gateway's profile.
 struct HopByHop {
     /// Lowercased names the `Connection` header lists (nginx sends `keep-alive` on every response).
@@ -535,13 +781,22 @@ struct HopByHop {
     }
 
     static func isStandard(_ name: String) -> Bool {
-        switch name.utf8.count {
-        case 2: name.isASCII(caseInsensitively: "te")
-        case 7: name.isASCII(caseInsensitively: "trailer") || name.isASCII(caseInsensitively: "upgrade")
-        case 10: name.isASCII(caseInsensitively: "connection") || name.isASCII(caseInsensitively: "keep-alive")
-        case 16: name.isASCII(caseInsensitively: "proxy-connection")
-        case 18: name.isASCII(caseInsensitively: "proxy-authenticate")
-        case 19: name.isASCII(caseInsensitively: "proxy-authorization")
+        isStandard(length: name.utf8.count) { name.isASCII(caseInsensitively: $0) }
+    }
+
+    /// The same for a name inside a raw head.
+    static func isStandard(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool {
+        isStandard(length: range.count) { HTTPHeadParser.equals(bytes, range, $0) }
+    }
+
+    private static func isStandard(length: Int, matches: (String) -> Bool) -> Bool {
+        switch length {
+        case 2: matches("te")
+        case 7: matches("trailer") || matches("upgrade")
+        case 10: matches("connection") || matches("keep-alive")
+        case 16: matches("proxy-connection")
+        case 18: matches("proxy-authenticate")
+        case 19: matches("proxy-authorization")
         default: false
         }
     }

@@ -1,7 +1,6 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// One keep-alive connection to an upstream target.
@@ -91,8 +90,7 @@ final class UpstreamPool {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // headers were validated where they came from (see GatewayServer)
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
+                    // raw bytes both ways: the proxy writes request heads itself and parses responses
                     try channel.pipeline.syncOperations.addHandler(UpstreamResponseHandler())
                 }
             }
@@ -143,16 +141,17 @@ final class LoopStates: Sendable {
     }
 }
 
-/// Receives an upstream's response parts and hands them to the exchange that owns the connection.
+/// Hands an upstream's response bytes to the exchange that owns the connection.
 final class UpstreamResponseHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = ByteBuffer
 
     weak var delegate: ProxyHandler?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        if let delegate { delegate.upstreamRead(part) } else if case .head = part {
-            // A response nobody asked for: the connection is out of step; drop it.
+        if let delegate {
+            delegate.upstreamRead(unwrapInboundIn(data))
+        } else {
+            // Bytes nobody asked for: the connection is out of step; drop it.
             context.close(promise: nil)
         }
     }
