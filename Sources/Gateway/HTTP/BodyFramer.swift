@@ -136,6 +136,7 @@ struct BodyFramer: Equatable {
                 index += 1
             case .trailerLineLF:
                 guard bytes[index] == UInt8(ascii: "\n") else { throw .invalidChunkFraming }
+                try countTrailerByte()
                 state = .trailerLineStart
                 index += 1
             case .finalLF:

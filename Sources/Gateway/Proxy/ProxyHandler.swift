@@ -533,6 +533,9 @@ final class ProxyHandler: ChannelInboundHandler {
             return
         }
         if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
+        // flushed here: the upstream's read-complete no longer reaches this handler once the
+        // connection is back in the pool
+        context.flush()
         responseCompleted(context: context)
     }
 

@@ -92,15 +92,23 @@ struct RawResponse: Sendable {
                 body = String(decoding: bytes, as: UTF8.self)
                 rest = rest.dropFirst(body.count)
             } else if headers["transfer-encoding"]?.contains("chunked") == true {
-                while let lineEnd = rest.range(of: "\r\n"), let size = Int(rest[..<lineEnd.lowerBound], radix: 16) {
-                    rest = rest[lineEnd.upperBound...]
+                // by bytes: "\r\n" is one Character, so counting characters would misplace chunks
+                let bytes = Array(rest.utf8)
+                var index = 0
+                var payload: [UInt8] = []
+                while let lineEnd = (index..<max(index, bytes.count - 1)).first(where: { bytes[$0] == 13 && bytes[$0 + 1] == 10 }),
+                    let size = Int(String(decoding: bytes[index..<lineEnd], as: UTF8.self).split(separator: ";").first ?? "", radix: 16)
+                {
+                    index = lineEnd + 2
                     if size == 0 {
-                        rest = rest.dropFirst(2)
+                        index = min(bytes.count, index + 2)
                         break
                     }
-                    body += String(rest.prefix(size))
-                    rest = rest.dropFirst(size + 2)
+                    payload += bytes[index..<min(bytes.count, index + size)]
+                    index = min(bytes.count, index + size + 2)
                 }
+                body = String(decoding: payload, as: UTF8.self)
+                rest = Substring(String(decoding: bytes[index...], as: UTF8.self))
             }
             responses.append(RawResponse(status: status, headers: headers, body: body))
         }

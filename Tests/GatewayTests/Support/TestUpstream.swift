@@ -6,7 +6,9 @@ import NIOPosix
 
 /// A real HTTP upstream on 127.0.0.1 for gateway tests. It answers with a JSON echo of what it
 /// received; a few paths misbehave on purpose: `/slow` answers after 3 s, `/close` drops the
-/// connection without answering, `/status/NNN` answers with that status, `/big` sends 1 MiB.
+/// connection without answering, `/status/NNN` answers with that status, `/big` sends 1 MiB,
+/// `/chunked` sends its body in chunks. `Expect: 100-continue` gets an interim 100 first; HEAD
+/// requests and 204/304 answers carry no body.
 final class TestUpstream: Sendable {
     struct Seen: Sendable {
         let method: String
@@ -57,6 +59,9 @@ final class TestUpstream: Sendable {
             case .head(let head):
                 self.head = head
                 bytes = 0
+                if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
+                    context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+                }
             case .body(let buffer):
                 bytes += buffer.readableBytes
             case .end:
@@ -82,6 +87,19 @@ final class TestUpstream: Sendable {
             }
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: "application/json")
+            if head.uri.hasPrefix("/chunked") {
+                // no length: NIO's encoder frames the body in chunks, one per write
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+                for part in ["first,", "second,", "third"] { context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: part)))), promise: nil) }
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                return
+            }
+            if head.method == .HEAD || status == .noContent || status == .notModified {
+                if status != .noContent { headers.add(name: "Content-Length", value: String(body.readableBytes)) }
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                return
+            }
             headers.add(name: "Content-Length", value: String(body.readableBytes))
             headers.add(name: "Keep-Alive", value: "timeout=5")
             headers.add(name: "X-Upstream", value: "test")

@@ -1,0 +1,128 @@
+import Foundation
+import NIOCore
+import Testing
+
+@testable import Gateway
+
+/// Message framing through the gateway, which forwards bodies as raw bytes: chunked bodies both
+/// ways, bodiless answers, interim responses, bodies ended by closing, and requests that could be
+/// read two ways (refused before anything reaches an upstream).
+@Suite struct GatewayFramingTests {
+    static let key = "X-API-Key: \(TestWorld.apiKey)\r\n"
+
+    @Test func aKeptAliveConnectionGetsItsAnswerWithoutClosing() async throws {
+        // the gateway closes the idle connection later; the answer must have been sent before that
+        try await GatewayProxyTests.withWorld(configure: { $0.idleTimeout = .milliseconds(500) }) { _, _, gateway in
+            let responses = try await gateway.send("GET /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\n\(Self.key)\r\n")
+            #expect(responses.map(\.status) == [200])
+            #expect(responses.first?.headers["connection"] == nil)
+        }
+    }
+
+    @Test func aChunkedRequestBodyReachesTheUpstreamWhole() async throws {
+        try await GatewayProxyTests.withWorld { _, upstream, gateway in
+            let request = "POST /t/demo/echo/v1/upload HTTP/1.1\r\nHost: g\r\n\(Self.key)Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                + "5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\n"
+            let responses = try await gateway.send(request)
+            #expect(responses.map(\.status) == [200])
+            #expect(upstream.seen.last?.bodyBytes == 11)
+            #expect(gateway.usage.recent.last?.bytesIn == 11)
+        }
+    }
+
+    @Test func aChunkedResponseIsRelayedAsItCame() async throws {
+        try await GatewayProxyTests.withWorld { _, _, gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/chunked", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(response.status == 200)
+            #expect(response.headers["transfer-encoding"] == "chunked")
+            #expect(response.body == "first,second,third")
+            #expect(gateway.usage.recent.last?.bytesOut == 18)
+        }
+    }
+
+    @Test func anHTTP10ClientGetsAChunkedBodyUnchunkedAndTheConnectionClosed() async throws {
+        try await GatewayProxyTests.withWorld { _, _, gateway in
+            let text = try await GatewayListenerTests.exchange(port: gateway.port, "GET /t/demo/echo/v1/chunked HTTP/1.0\r\n\(Self.key)\r\n")
+            #expect(text.hasPrefix("HTTP/1.0 200"))
+            #expect(!text.lowercased().contains("transfer-encoding"))
+            #expect(text.lowercased().contains("connection: close"))
+            #expect(text.hasSuffix("\r\n\r\nfirst,second,third"))
+        }
+    }
+
+    @Test func bodilessAnswersKeepTheConnectionInStep() async throws {
+        try await GatewayProxyTests.withWorld { _, upstream, gateway in
+            // a HEAD answer declares a length but has no body; 204 has neither: the request
+            // pipelined behind each must still be read as a request
+            let text = "HEAD /t/demo/echo/v1/a HTTP/1.1\r\nHost: g\r\n\(Self.key)\r\n"
+                + "GET /t/demo/echo/v1/status/204 HTTP/1.1\r\nHost: g\r\n\(Self.key)\r\n"
+                + "GET /t/demo/echo/v1/b HTTP/1.1\r\nHost: g\r\n\(Self.key)Connection: close\r\n\r\n"
+            let raw = try await GatewayListenerTests.exchange(port: gateway.port, text)
+            let statuses = raw.components(separatedBy: "\r\n").filter { $0.hasPrefix("HTTP/1.1 ") }.map { $0.split(separator: " ")[1] }
+            #expect(statuses == ["200", "204", "200"])
+            #expect(upstream.seen.map(\.uri) == ["/a", "/status/204", "/b"])
+            // the HEAD answer's head is followed directly by the next response
+            let headAnswer = raw.components(separatedBy: "HTTP/1.1 204")[0]
+            #expect(headAnswer.lowercased().contains("content-length: "))
+            #expect(headAnswer.hasSuffix("\r\n\r\n"))
+        }
+    }
+
+    @Test func interimResponsesReachTheClientBeforeTheFinalOne() async throws {
+        try await GatewayProxyTests.withWorld { _, upstream, gateway in
+            let responses = try await gateway.send(
+                "PUT /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\n\(Self.key)Expect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+            #expect(responses.map(\.status) == [100, 200])
+            #expect(upstream.seen.last?.bodyBytes == 3)
+        }
+    }
+
+    @Test(arguments: [
+        "Content-Length: 3\r\nTransfer-Encoding: chunked",
+        "Content-Length: 3\r\nContent-Length: 4",
+        "Transfer-Encoding: chunked, identity",
+        "Content-Length : 3",
+        "X-Folded: a\r\n b",
+    ])
+    func ambiguousRequestsAreRefusedBeforeReachingTheUpstream(headers: String) async throws {
+        try await GatewayProxyTests.withWorld { _, upstream, gateway in
+            let responses = try await gateway.send("POST /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\n\(Self.key)\(headers)\r\n\r\nabc")
+            #expect(responses.first?.status == 400)
+            #expect(responses.first?.headers["connection"] == "close")
+            #expect(upstream.seen.isEmpty)
+        }
+    }
+
+    @Test func anUnknownTransferCodingIs501() async throws {
+        try await GatewayProxyTests.withWorld { _, upstream, gateway in
+            let responses = try await gateway.send("POST /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\n\(Self.key)Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
+            #expect(responses.first?.status == 501)
+            #expect(upstream.seen.isEmpty)
+        }
+    }
+
+    @Test func aBodyEndedByClosingIsRelayedAndTheClientConnectionClosed() async throws {
+        let raw = try await RawUpstream.start(answer: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", closeAfter: true)
+        try await GatewayProxyTests.withWorld({ world, _ in world.snapshot(targets: [.loopback(raw.port)]) }) { _, _, gateway in
+            // keep-alive requested, but the body's end is the connection's end
+            let text = try await GatewayListenerTests.exchange(port: gateway.port, "GET /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\n\(Self.key)\r\n")
+            #expect(text.hasPrefix("HTTP/1.1 200"))
+            #expect(text.lowercased().contains("connection: close"))
+            #expect(text.hasSuffix("\r\n\r\nuntil the end"))
+            try await GatewayIntegrationWait.until { gateway.usage.recent.last?.bytesOut == 13 }
+            #expect(gateway.usage.recent.last?.bytesOut == 13)
+        }
+        await raw.stop()
+    }
+
+    @Test(arguments: ["HTTP/1.1 2x0 OK\r\n\r\n", "HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"])
+    func anInvalidUpstreamResponseIs502(answer: String) async throws {
+        let raw = try await RawUpstream.start(answer: answer, closeAfter: false)
+        try await GatewayProxyTests.withWorld({ world, _ in world.snapshot(targets: [.loopback(raw.port)]) }) { _, _, gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(response.status == 502)
+            #expect(response.headers["content-type"] == "application/problem+json")
+        }
+        await raw.stop()
+    }
+}
