@@ -202,6 +202,9 @@ import Testing
             // host-based tenancy
             let byHost = try await gateway.request("GET", "/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)], host: "demo.localhost:8000")
             #expect(byHost.status == 200)
+            // host names are case-insensitive; a host that only ends like the base domain is not a tenant
+            #expect(try await gateway.request("GET", "/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)], host: "DEMO.LocalHost").status == 200)
+            #expect(try await gateway.request("GET", "/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)], host: "demolocalhost").status == 404)
         }
     }
 

@@ -1,3 +1,4 @@
+import Billing
 import Testing
 import Foundation
 import NIOHTTP1
@@ -84,5 +85,17 @@ import NIOHTTP1
             #expect(id.lowercasedText == id.uuidString.lowercased())
         }
         #expect(UUID(uuidString: "FFFFFFFF-0000-A9A9-0F0F-123456789ABC")!.lowercasedText == "ffffffff-0000-a9a9-0f0f-123456789abc")
+    }
+}
+
+/// Ids from the per-loop random buffer: distinct across refills, and valid UUIDv7s.
+@Suite struct BufferedRandomTests {
+    @Test func wordsStayDistinctAcrossRefillsAndMakeVersion7IDs() {
+        var random = BufferedRandom()
+        let words = (0..<2_000).map { _ in random.next() }
+        #expect(Set(words).count == words.count)
+        let id = UUIDv7.make(using: &random)
+        #expect(id.uuid.6 >> 4 == 7)
+        #expect(id.uuid.8 >> 6 == 0b10)
     }
 }

@@ -103,10 +103,16 @@ public final class InMemoryUsageSink: UsageSink {
 /// "increased clock precision" option, so ids from one process sort by time), 62 random bits.
 public enum UUIDv7 {
     public static func make(milliseconds: UInt64? = nil) -> UUID {
+        var generator = SystemRandomNumberGenerator()
+        return make(milliseconds: milliseconds, using: &generator)
+    }
+
+    /// With the random bits from `generator` (the gateway passes a buffered one: a `getrandom`
+    /// call per id showed in its profile).
+    public static func make<Generator: RandomNumberGenerator>(milliseconds: UInt64? = nil, using generator: inout Generator) -> UUID {
         let now = Date().timeIntervalSince1970 * 1000
         let fraction = milliseconds == nil ? UInt64((now - now.rounded(.down)) * 4096) & 0x0fff : 0
         let milliseconds = milliseconds ?? UInt64(now)
-        var generator = SystemRandomNumberGenerator()
         let random = generator.next() as UInt64
         let high = (milliseconds << 16) | 0x7000 | fraction
         let low = (random & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000  // variant 10, 62 random bits

@@ -263,7 +263,7 @@ final class ProxyHandler: ChannelInboundHandler {
     private func received(_ request: ParsedRequest, context: ChannelHandlerContext) {
         let head = request.head
         let started = DispatchTime.now().uptimeNanoseconds
-        let requestID = head.headers.first(name: "x-request-id").flatMap { $0.count <= 200 ? $0 : nil } ?? UUIDv7.make().lowercasedText
+        let requestID = head.headers.first(name: "x-request-id").flatMap { $0.utf8.count <= 200 ? $0 : nil } ?? loop.newID().lowercasedText
         requestBody = request.framing == .none ? nil : BodyFramer(request.framing)
         if let infrastructure = infrastructureResponse(head) {
             answer(infrastructure, head: head, started: started, requestID: requestID, context: context)
@@ -663,7 +663,9 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     private func infrastructureResponse(_ head: HTTPRequestHead) -> LocalResponse? {
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let uri = head.uri
+        let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { uri[..<$0] } ?? Substring(uri)
+        guard path.utf8.count == 7 || path.utf8.count == 8 else { return nil }
         switch path {
         case "/healthz":
             return LocalResponse(status: .ok, headers: [("Content-Type", "application/json")], body: "{\"status\":\"ok\"}", rejection: nil)
@@ -731,7 +733,7 @@ final class ProxyHandler: ChannelInboundHandler {
         loop.metrics.request(api: response.route?.slug ?? "-", status: response.status.code, nanoseconds: elapsed)
         shared.usage.record(
             UsageEvent(
-                tenantID: tenant.id, apiID: response.route?.apiID, appID: response.app?.id, subscriptionID: response.grant?.subscriptionID,
+                id: loop.newID(), tenantID: tenant.id, apiID: response.route?.apiID, appID: response.app?.id, subscriptionID: response.grant?.subscriptionID,
                 planID: response.grant?.planID, method: head.method.rawValue, status: Int(response.status.code), latencyMicroseconds: Int64(elapsed / 1000),
                 bytesIn: 0, bytesOut: Int64(response.body.utf8.count), rejection: response.rejection, forwarded: false))
     }
@@ -746,7 +748,7 @@ final class ProxyHandler: ChannelInboundHandler {
         if let rejection { loop.metrics.rejected(rejection.rawValue) }
         shared.usage.record(
             UsageEvent(
-                tenantID: plan.tenant.id, apiID: plan.route.apiID, appID: plan.app.id, subscriptionID: plan.grant.subscriptionID, planID: plan.grant.planID,
+                id: loop.newID(), tenantID: plan.tenant.id, apiID: plan.route.apiID, appID: plan.app.id, subscriptionID: plan.grant.subscriptionID, planID: plan.grant.planID,
                 method: exchange.head.method.rawValue, status: Int(status), latencyMicroseconds: Int64(elapsed / 1000), bytesIn: exchange.bytesIn,
                 bytesOut: exchange.bytesOut, rejection: rejection, forwarded: forwarded))
     }

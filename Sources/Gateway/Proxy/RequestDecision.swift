@@ -68,7 +68,7 @@ public struct RequestGate {
         head: HTTPRequestHead, clientAddress: [UInt8]?, snapshot: GatewaySnapshot, now: Date, monotonicNanos: UInt64
     ) -> RequestDecision {
         let uri = head.uri
-        let queryStart = uri.firstIndex(of: "?") ?? uri.endIndex
+        let queryStart = uri.utf8.firstIndex(of: UInt8(ascii: "?")) ?? uri.endIndex
         let fullPath = uri[uri.startIndex..<queryStart]
         guard let (tenant, path) = snapshot.resolveTenant(host: head.headers.first(name: "host"), path: fullPath),
             let route = tenant.route(for: path)
@@ -109,12 +109,13 @@ public struct RequestGate {
         var app: AppGrant?
         var token: VerifiedToken?
         if let authorization = head.headers.first(name: "authorization") {
-            guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else {
+            // byte-wise: counting the Characters of a 600-byte token per request showed in the profile
+            guard authorization.utf8.count > 7, authorization.hasASCIIPrefix(caseInsensitively: "bearer ") else {
                 return refuse(
                     .problem(.unauthorized, "Invalid credentials", "Use Authorization: Bearer <access token>.", rejection: .unauthenticated,
                         headers: [("WWW-Authenticate", realm + ", error=\"invalid_request\"")]))
             }
-            let text = authorization.dropFirst(7).drop { $0 == " " }
+            let text = authorization[authorization.utf8.index(authorization.startIndex, offsetBy: 7)...].drop { $0 == " " }
             let seconds = now.timeIntervalSince1970
             if let cached = tokenCache.lookup(text, now: seconds), cached.audience == tenant.audience {
                 token = cached
@@ -207,8 +208,9 @@ public struct RequestGate {
             if cors.allowCredentials { headers.append(("Access-Control-Allow-Credentials", "true")) }
             if !cors.exposedHeaders.isEmpty { headers.append(("Access-Control-Expose-Headers", cors.exposedHeaders.joined(separator: ", "))) }
         }
-        let rest = path.dropFirst(route.basePath.count)
-        let upstreamURI = (rest.isEmpty ? "/" : String(rest)) + String(uri[queryStart...])
+        let rest = path[path.utf8.index(path.startIndex, offsetBy: route.basePath.utf8.count)...]
+        var upstreamURI = rest.isEmpty ? "/" : String(rest)
+        if queryStart != uri.endIndex { upstreamURI += uri[queryStart...] }
         return .forward(
             ForwardPlan(
                 tenant: tenant, route: route, app: app, grant: grant, upstreamURI: upstreamURI, responseHeaders: headers, quotaReserved: reserved))

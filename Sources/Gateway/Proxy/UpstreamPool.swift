@@ -1,3 +1,4 @@
+import Billing
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -117,6 +118,10 @@ final class LoopState {
     let pool: UpstreamPool
     let tokenCache: TokenCache
     let metrics = GatewayMetrics()
+    private var random = BufferedRandom()
+
+    /// A UUIDv7 for a request id or usage event.
+    func newID() -> UUID { UUIDv7.make(using: &random) }
 
     init(pool: UpstreamPool, tokenCache: TokenCache) {
         self.pool = pool
@@ -171,5 +176,30 @@ final class UpstreamResponseHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// Random bits from the kernel's CSPRNG, read 4 KiB at a time instead of one system call per
+/// value. For ids that must be unique (request and usage-event ids), not for secrets.
+struct BufferedRandom: RandomNumberGenerator {
+    private var words = [UInt64](repeating: 0, count: 512)
+    private var position = 512
+
+    mutating func next() -> UInt64 {
+        if position == words.count {
+            var system = SystemRandomNumberGenerator()
+            words.withUnsafeMutableBytes { bytes in
+                // one read of the kernel's CSPRNG fills the buffer; word by word if that fails
+                let device = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
+                let filled = device >= 0 ? read(device, bytes.baseAddress, bytes.count) : -1
+                if device >= 0 { close(device) }
+                if filled != bytes.count {
+                    for index in 0..<bytes.count / 8 { bytes.storeBytes(of: system.next() as UInt64, toByteOffset: index * 8, as: UInt64.self) }
+                }
+            }
+            position = 0
+        }
+        defer { position += 1 }
+        return words[position]
     }
 }

@@ -24,17 +24,24 @@ public struct GatewaySnapshot: Sendable {
     /// Tenant by `Host` (custom host or `{slug}.{base domain}`), else by the `/t/{slug}` prefix.
     /// Returns the tenant and the path with the prefix removed.
     public func resolveTenant(host: String?, path: Substring) -> (TenantConfig, Substring)? {
-        if let host {
-            let name = host.split(separator: ":", maxSplits: 1).first.map { $0.lowercased() } ?? ""
-            if let slug = tenantsByHost[name], let tenant = tenantsBySlug[slug] { return (tenant, path) }
-            let suffix = "." + baseDomain
-            if name.hasSuffix(suffix), let tenant = tenantsBySlug[String(name.dropLast(suffix.count))] { return (tenant, path) }
+        // Byte-wise: Character-based counting and splitting showed in the gateway's profile.
+        if let host, !host.isEmpty {
+            let bytes = host.utf8
+            let name = bytes.firstIndex(of: UInt8(ascii: ":")).map { host[..<$0] } ?? Substring(host)
+            let key = name.utf8.contains { $0 >= 0x41 && $0 <= 0x5a } ? name.lowercased() : String(name)
+            if let slug = tenantsByHost[key], let tenant = tenantsBySlug[slug] { return (tenant, path) }
+            let suffix = baseDomain.utf8
+            let keyBytes = key.utf8
+            if keyBytes.count > suffix.count + 1, keyBytes.reversed().starts(with: suffix.reversed()) {
+                let dot = keyBytes.index(keyBytes.endIndex, offsetBy: -suffix.count - 1)
+                if keyBytes[dot] == UInt8(ascii: "."), let tenant = tenantsBySlug[String(key[..<dot])] { return (tenant, path) }
+            }
         }
-        guard path.hasPrefix("/t/") else { return nil }
-        let rest = path.dropFirst(3)
-        let slug = rest.prefix { $0 != "/" }
-        guard let tenant = tenantsBySlug[String(slug)] else { return nil }
-        return (tenant, rest.dropFirst(slug.count))
+        guard path.utf8.starts(with: "/t/".utf8) else { return nil }
+        let rest = path[path.utf8.index(path.startIndex, offsetBy: 3)...]
+        let slugEnd = rest.utf8.firstIndex(of: UInt8(ascii: "/")) ?? rest.endIndex
+        guard let tenant = tenantsBySlug[String(rest[..<slugEnd])] else { return nil }
+        return (tenant, rest[slugEnd...])
     }
 }
 
@@ -78,9 +85,10 @@ public final class TenantConfig: Sendable {
 
     /// The route whose base path is the longest prefix of `path` at a segment boundary.
     public func route(for path: Substring) -> Route? {
-        for route in routes where path.hasPrefix(route.basePath) {
-            let rest = path.dropFirst(route.basePath.count)
-            if rest.isEmpty || rest.first == "/" || rest.first == "?" { return route }
+        let bytes = path.utf8
+        for route in routes where bytes.starts(with: route.basePath.utf8) {
+            let next = bytes.dropFirst(route.basePath.utf8.count).first
+            if next == nil || next == UInt8(ascii: "/") || next == UInt8(ascii: "?") { return route }
         }
         return nil
     }
