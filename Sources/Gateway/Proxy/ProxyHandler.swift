@@ -73,7 +73,9 @@ final class ProxyHandler: ChannelInboundHandler {
         var bytesIn: Int64 = 0
         var bytesOut: Int64 = 0
         var retried = false
-        var timeout: Scheduled<Void>?
+        /// Identifies the exchange to the loop's response deadlines.
+        var serial: UInt64 = 0
+        var deadlineArmed = false
         /// Whether reading from the client (or the upstream) was paused for back-pressure.
         var pausedClient = false
         var pausedUpstream = false
@@ -105,6 +107,7 @@ final class ProxyHandler: ChannelInboundHandler {
     /// (answered locally or already answered) they are read and dropped.
     private var requestBody: BodyFramer?
     private var processingInput = false
+    private var exchangeSerial: UInt64 = 0
     private var pausedForPipelining = false
     /// The connection is being closed: nothing more is read or answered.
     private var closing = false
@@ -154,7 +157,6 @@ final class ProxyHandler: ChannelInboundHandler {
         closing = true
         if let exchange {
             // The client went away mid-exchange: the upstream connection is out of step now.
-            exchange.timeout?.cancel()
             exchange.upstream?.handler.delegate = nil
             exchange.upstream?.channel.close(promise: nil)
             finish(exchange, status: exchange.responseStarted ? exchange.status : 499, forwarded: exchange.upstream != nil, rejection: nil)
@@ -328,7 +330,6 @@ final class ProxyHandler: ChannelInboundHandler {
     private func abortExchange() {
         guard let exchange else { return }
         self.exchange = nil
-        exchange.timeout?.cancel()
         exchange.upstream?.handler.delegate = nil
         exchange.upstream?.channel.close(promise: nil)
     }
@@ -401,20 +402,31 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     private func armTimeout(_ exchange: Exchange) {
-        guard exchange.timeout == nil, let context else { return }
-        exchange.timeout = context.eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: shared.settings.responseTimeout) { [weak self] in
-            guard let self, self.exchange === exchange, !exchange.responseStarted, let context = self.context else { return }
-            self.loop.pool.recordFailure(exchange.target.key, now: DispatchTime.now().uptimeNanoseconds)
-            self.loop.metrics.upstreamError("timeout")
-            exchange.upstream?.handler.delegate = nil
-            exchange.upstream?.channel.close(promise: nil)
-            self.failBeforeResponse(exchange, status: .gatewayTimeout, detail: "The upstream did not answer in time.", context: context)
-        }
+        guard !exchange.deadlineArmed else { return }
+        exchange.deadlineArmed = true
+        exchangeSerial &+= 1
+        exchange.serial = exchangeSerial
+        let timeout = UInt64(max(0, shared.settings.responseTimeout.nanoseconds))
+        loop.deadlines.arm(self, exchange: exchange.serial, deadline: DispatchTime.now().uptimeNanoseconds + timeout)
+    }
+
+    /// Whether the exchange is still waiting for its response head (for the loop's deadline sweep).
+    func isAwaitingResponse(exchange serial: UInt64) -> Bool {
+        guard let exchange else { return false }
+        return exchange.serial == serial && !exchange.responseStarted
+    }
+
+    func responseDeadlinePassed(exchange serial: UInt64) {
+        guard let exchange, exchange.serial == serial, !exchange.responseStarted, let context else { return }
+        loop.pool.recordFailure(exchange.target.key, now: DispatchTime.now().uptimeNanoseconds)
+        loop.metrics.upstreamError("timeout")
+        exchange.upstream?.handler.delegate = nil
+        exchange.upstream?.channel.close(promise: nil)
+        failBeforeResponse(exchange, status: .gatewayTimeout, detail: "The upstream did not answer in time.", context: context)
     }
 
     private func failBeforeResponse(_ exchange: Exchange, status: HTTPResponseStatus, detail: String, context: ChannelHandlerContext) {
         self.exchange = nil
-        exchange.timeout?.cancel()
         finish(exchange, status: status.code, forwarded: false, rejection: .upstreamUnavailable)
         var response = LocalResponse.problem(status, status == .gatewayTimeout ? "Upstream timeout" : "Bad gateway", detail, rejection: .upstreamUnavailable)
         response.headers += exchange.plan.responseHeaders
@@ -461,8 +473,7 @@ final class ProxyHandler: ChannelInboundHandler {
                     if exchange.head.version.minor >= 1 { context.write(wrapOutboundOut(interim), promise: nil) }
                     continue
                 }
-                exchange.timeout?.cancel()
-                exchange.responseStarted = true
+                    exchange.responseStarted = true
                 exchange.status = UInt(response.status)
                 exchange.upstreamKeepAlive = response.keepAlive
                 exchange.responseBody = BodyFramer(response.framing)
@@ -562,7 +573,6 @@ final class ProxyHandler: ChannelInboundHandler {
     func upstreamClosed() {
         guard let exchange, let context else { return }
         exchange.upstream = nil
-        exchange.timeout?.cancel()
         if exchange.responseStarted && exchange.responseBody.endsAtClose {
             // A body delimited by the connection's end: this is how it ends.
             return completeExchange(exchange, upstreamInStep: false, context: context)
@@ -739,7 +749,6 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     private func finish(_ exchange: Exchange, status: UInt, forwarded: Bool, rejection: UsageEvent.Rejection?) {
-        exchange.timeout?.cancel()
         let elapsed = DispatchTime.now().uptimeNanoseconds - exchange.started
         let plan = exchange.plan
         let billable = UsageEvent.isBillable(forwarded: forwarded, status: Int(status))
