@@ -106,6 +106,15 @@ import Testing
         #expect(response.fields.count == 3)
     }
 
+    @Test func theEndOfAHeadIsFoundAcrossReads() {
+        func found(_ text: String, from offset: Int) -> Bool { Array(text.utf8).withUnsafeBytes { HTTPHeadParser.containsHeadEnd($0, from: offset) } }
+        #expect(!found("GET / HTTP/1.1\r\nHost: x\r\n", from: 0))
+        // the terminator split over reads: the earlier read ended after "\r\n\r"
+        #expect(found("GET / HTTP/1.1\r\nHost: x\r\n\r\n", from: 26))
+        #expect(found("GET / HTTP/1.1\nHost: x\n\n", from: 23))
+        #expect(!found("GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n", from: 10))
+    }
+
     @Test(arguments: ["HTTP/1.1 2x0 OK\r\n\r\n", "HTTP/2 200\r\n\r\n", "HTTP/1.1 200OK\r\n\r\n", "HTTP/1.1 099 Low\r\n\r\n", "ICY 200 OK\r\n\r\n"])
     func brokenStatusLinesAreRefused(text: String) {
         guard case .invalid = Self.response(text) else { Issue.record("accepted: \(text.debugDescription)"); return }

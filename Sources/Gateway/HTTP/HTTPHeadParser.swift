@@ -190,6 +190,23 @@ enum HTTPHeadParser {
             length: lines.length)
     }
 
+    /// Whether an empty line — the end of a head — occurs in `bytes` after `offset` (backing up two
+    /// bytes, so one split across reads is found). The handler calls this on each read and parses
+    /// only once it is true: re-parsing a head that arrives a few bytes at a time from its start on
+    /// every read would cost time quadratic in its length.
+    static func containsHeadEnd(_ bytes: UnsafeRawBufferPointer, from offset: Int) -> Bool {
+        var index = max(0, offset - 2)
+        while index + 1 < bytes.count {
+            if bytes[index] == UInt8(ascii: "\n") {
+                let next = bytes[index + 1]
+                if next == UInt8(ascii: "\n") { return true }
+                if next == UInt8(ascii: "\r") && index + 2 < bytes.count && bytes[index + 2] == UInt8(ascii: "\n") { return true }
+            }
+            index += 1
+        }
+        return false
+    }
+
     // MARK: Shared
 
     struct Lines {

@@ -107,6 +107,8 @@ final class ProxyHandler: ChannelInboundHandler {
     /// (answered locally or already answered) they are read and dropped.
     private var requestBody: BodyFramer?
     private var processingInput = false
+    /// How many bytes of a partial head were already searched for its end.
+    private var headScanned = 0
     private var exchangeSerial: UInt64 = 0
     private var pausedForPipelining = false
     /// The connection is being closed: nothing more is read or answered.
@@ -223,9 +225,18 @@ final class ProxyHandler: ChannelInboundHandler {
                 }
                 break
             }
-            let parsed = input.withUnsafeReadableBytes { HTTPHeadParser.parseRequest($0, maxBytes: shared.settings.maxHeaderBytes) }
+            let scanFrom = headScanned
+            let maxBytes = shared.settings.maxHeaderBytes
+            if input.readableBytes <= maxBytes, !input.withUnsafeReadableBytes({ HTTPHeadParser.containsHeadEnd($0, from: scanFrom) }) {
+                headScanned = input.readableBytes
+                inbound = input
+                break
+            }
+            let parsed = input.withUnsafeReadableBytes { HTTPHeadParser.parseRequest($0, maxBytes: maxBytes) }
+            headScanned = 0
             switch parsed {
             case .incomplete:
+                headScanned = input.readableBytes
                 inbound = input
             case .tooLarge:
                 writeLocal(
