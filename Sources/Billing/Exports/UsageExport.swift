@@ -229,16 +229,7 @@ struct UsageNames {
 
     /// `YYYY-MM-DD` of a day counted from 1970-01-01 (proleptic Gregorian, UTC).
     static func isoDate(daysSinceEpoch: Int32) -> String {
-        // civil-from-days (Howard Hinnant's algorithm)
-        let z = Int(daysSinceEpoch) + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let mp = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        let (year, month, day) = UTCMonth.civil(daysSinceEpoch: Int(daysSinceEpoch))
         func padded(_ n: Int, _ width: Int) -> String {
             let digits = String(n)
             return String(repeating: "0", count: max(0, width - digits.count)) + digits

@@ -1,3 +1,4 @@
+import Billing
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -35,13 +36,7 @@ public final class QuotaTracker: Sendable {
     public init() {}
 
     /// The calendar month (UTC) a call counts in, as `YYYY-MM`.
-    public static func period(of date: Date) -> String {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let parts = calendar.dateComponents([.year, .month], from: date)
-        let month = parts.month ?? 1
-        return "\(parts.year ?? 1970)-\(month < 10 ? "0" : "")\(month)"
-    }
+    public static func period(of date: Date) -> String { UTCMonth(containing: date).text }
 
     public enum Decision: Equatable, Sendable {
         case allowed(remaining: Int64)

@@ -181,9 +181,10 @@ public struct RequestGate {
         }
         var reserved = false
         if let quota = grant.monthlyQuota {
-            let untilNextMonth = Self.secondsUntilNextMonth(now)
-            policy += ", \"quota\";q=\(quota);w=\(Self.secondsInMonth(now))"
-            switch quotas.admit(subscription: grant.subscriptionID, tenant: tenant.id, quota: quota, period: QuotaTracker.period(of: now)) {
+            let month = UTCMonth(containing: now)
+            let untilNextMonth = max(1, Int((TimeInterval(month.next.startSeconds) - now.timeIntervalSince1970).rounded(.up)))
+            policy += ", \"quota\";q=\(quota);w=\(month.days * 86_400)"
+            switch quotas.admit(subscription: grant.subscriptionID, tenant: tenant.id, quota: quota, period: month.text) {
             case .allowed(let remaining):
                 reserved = true
                 limits += ", \"quota\";r=\(remaining);t=\(untilNextMonth)"
@@ -234,19 +235,6 @@ public struct RequestGate {
         return LocalResponse(status: .noContent, headers: headers, body: "", rejection: nil)
     }
 
-    static func secondsUntilNextMonth(_ now: Date) -> Int {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let start = calendar.date(from: calendar.dateComponents([.year, .month], from: now)) ?? now
-        let next = calendar.date(byAdding: .month, value: 1, to: start) ?? now
-        return max(1, Int(next.timeIntervalSince(now).rounded(.up)))
-    }
-
-    static func secondsInMonth(_ now: Date) -> Int {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        return (calendar.range(of: .day, in: .month, for: now)?.count ?? 30) * 86_400
-    }
 }
 
 enum JSONText {
