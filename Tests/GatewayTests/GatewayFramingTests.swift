@@ -54,6 +54,42 @@ import Testing
         }
     }
 
+    @Test func aLargeRequestBodyStreamsThroughWhole() async throws {
+        try await GatewayProxyTests.withWorld { _, upstream, gateway in
+            // 2 MiB: more than the 256 KiB held while the upstream connection opens, so reading pauses and resumes
+            let body = String(repeating: "b", count: 2 << 20)
+            let response = try await gateway.request("POST", "/t/demo/echo/v1/upload", headers: [("X-API-Key", TestWorld.apiKey)], body: body)
+            #expect(response.status == 200)
+            #expect(upstream.seen.last?.bodyBytes == 2 << 20)
+            #expect(gateway.usage.recent.last?.bytesIn == 2 << 20)
+        }
+    }
+
+    @Test func aChunkedBodyOverTheLimitIs413AndNeverCompletesUpstream() async throws {
+        try await GatewayProxyTests.withWorld({ world, upstream in world.snapshot(targets: [.loopback(upstream.port)], maxRequestBytes: 16) }) {
+            _, upstream, gateway in
+            // no declared length: the limit is found while the body streams
+            let responses = try await gateway.send(
+                "POST /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\n\(Self.key)Transfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n4\r\nmore\r\n0\r\n\r\n")
+            #expect(responses.map(\.status) == [413])
+            #expect(responses.first?.headers["connection"] == "close")
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(upstream.seen.isEmpty)
+            #expect(gateway.usage.recent.last?.rejection == .tooLarge)
+        }
+    }
+
+    @Test func anHTTP10ClientCanKeepTheConnectionAlive() async throws {
+        try await GatewayProxyTests.withWorld { _, upstream, gateway in
+            let first = "GET /t/demo/echo/v1/one HTTP/1.0\r\n\(Self.key)Connection: keep-alive\r\n\r\n"
+            let second = "GET /t/demo/echo/v1/two HTTP/1.0\r\n\(Self.key)\r\n"
+            let text = try await GatewayListenerTests.exchange(port: gateway.port, first + second)
+            #expect(text.components(separatedBy: "HTTP/1.0 200 OK").count - 1 == 2)
+            #expect(text.lowercased().contains("connection: keep-alive"))
+            #expect(upstream.seen.map(\.uri) == ["/one", "/two"])
+        }
+    }
+
     @Test func aChunkedResponseIsRelayedAsItCame() async throws {
         try await GatewayProxyTests.withWorld { _, _, gateway in
             let response = try await gateway.request("GET", "/t/demo/echo/v1/chunked", headers: [("X-API-Key", TestWorld.apiKey)])
