@@ -312,6 +312,26 @@ import Testing
     }
 }
 
+/// The per-loop idle sweep that replaced an IdleStateHandler per connection.
+@Suite struct GatewayIdleTests {
+    @Test func aConnectionThatSendsNothingIsClosedQuietly() async throws {
+        try await GatewayProxyTests.withWorld(configure: { $0.idleTimeout = .milliseconds(200) }) { _, _, gateway in
+            let started = Date()
+            let text = try await GatewayListenerTests.exchange(port: gateway.port, "")
+            #expect(text.isEmpty)
+            #expect(Date().timeIntervalSince(started) < 5)
+        }
+    }
+
+    @Test func waitingForASlowUpstreamIsNotIdleness() async throws {
+        // the upstream takes 3 s, far beyond the client idle timeout: the client still gets its answer
+        try await GatewayProxyTests.withWorld(configure: { $0.idleTimeout = .milliseconds(300) }) { _, _, gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/slow", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(response.status == 200)
+        }
+    }
+}
+
 /// Polls a condition for up to 5 s (a correctness bound for asynchronous effects, not a speed test).
 enum GatewayIntegrationWait {
     static func until(_ condition: @Sendable () -> Bool) async throws {

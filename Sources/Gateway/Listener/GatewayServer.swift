@@ -42,7 +42,7 @@ public struct GatewayServer: Service {
     ) {
         self.configuration = configuration
         self.shared = GatewayContext(
-            store: store, rateLimiter: rateLimiter, quotas: quotas, usage: usage, loops: LoopStates(connectTimeout: configuration.connectTimeout),
+            store: store, rateLimiter: rateLimiter, quotas: quotas, usage: usage, loops: LoopStates(connectTimeout: configuration.connectTimeout, idleTimeout: configuration.idleTimeout),
             settings: configuration, metricsText: metricsText)
         self.logger = logger
         self.onBound = onBound
@@ -50,7 +50,6 @@ public struct GatewayServer: Service {
 
     public func run() async throws {
         let shared = self.shared
-        let idle = configuration.idleTimeout
         let ownGroup = configuration.eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: max(1, $0)) }
         let channel = try await ServerBootstrap(group: ownGroup ?? MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 1024)
@@ -60,9 +59,9 @@ public struct GatewayServer: Service {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let loop = shared.loops.state(for: channel.eventLoop)
-                    // No HTTP codec handlers: ProxyHandler parses request heads and writes response
-                    // bytes itself (each codec handler was a hop and a boxed part per message).
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
+                    // One handler: ProxyHandler parses request heads and writes response bytes itself
+                    // (each HTTP codec handler was a hop and a boxed part per message), and the loop's
+                    // idle sweep replaces an IdleStateHandler.
                     try channel.pipeline.syncOperations.addHandler(ProxyHandler(shared: shared, loop: loop))
                 }
             }

@@ -107,6 +107,8 @@ final class ProxyHandler: ChannelInboundHandler {
     /// (answered locally or already answered) they are read and dropped.
     private var requestBody: BodyFramer?
     private var processingInput = false
+    /// When the client last sent something or got a complete response (uptime nanoseconds).
+    private var lastActivity: UInt64 = 0
     /// How many bytes of a partial head were already searched for its end.
     private var headScanned = 0
     private var exchangeSerial: UInt64 = 0
@@ -127,6 +129,8 @@ final class ProxyHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        lastActivity = DispatchTime.now().uptimeNanoseconds
+        loop.idle.register(self)
         if let address = context.channel.remoteAddress?.ipAddress {
             clientIP = address
             clientAddress = IPRange.bytes(of: address)
@@ -141,6 +145,7 @@ final class ProxyHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
+        lastActivity = DispatchTime.now().uptimeNanoseconds
         var buffer = unwrapInboundIn(data)
         if inbound == nil {
             inbound = buffer
@@ -180,21 +185,23 @@ final class ProxyHandler: ChannelInboundHandler {
         context.channel.setOption(.autoRead, value: on).whenComplete { _ in }
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            // Waiting for the upstream is not the client's fault; anything else idle is closed.
-            if let exchange, exchange.requestEnded { return }
-            let midRequest = exchange != nil || localAnswer != nil || requestBody != nil || (inbound?.readableBytes ?? 0) > 0
-            if midRequest {
-                abortExchange()
-                writeLocal(.problem(.requestTimeout, "Request timeout", "The request was not completed in time.", rejection: nil), head: nil, context: context, close: true)
-            } else {
-                closing = true
-                context.close(promise: nil)
-            }
-            return
+    /// Called by the loop's idle sweep; true once the connection is closed or closing (the sweep
+    /// then forgets it). Waiting for the upstream is not the client's fault; anything else idle
+    /// for `timeout` is closed, with a 408 when a request was under way.
+    func closeIfIdle(now: UInt64, timeout: UInt64) -> Bool {
+        if closing { return true }
+        guard let context else { return true }
+        guard now &- lastActivity >= timeout else { return false }
+        if let exchange, exchange.requestEnded { return false }
+        let midRequest = exchange != nil || localAnswer != nil || requestBody != nil || (inbound?.readableBytes ?? 0) > 0
+        if midRequest {
+            abortExchange()
+            writeLocal(.problem(.requestTimeout, "Request timeout", "The request was not completed in time.", rejection: nil), head: nil, context: context, close: true)
+        } else {
+            closing = true
+            context.close(promise: nil)
         }
-        context.fireUserInboundEventTriggered(event)
+        return true
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -740,6 +747,8 @@ final class ProxyHandler: ChannelInboundHandler {
 
     /// A response is complete on a kept-alive connection: requests pipelined behind it may start.
     private func responseCompleted(context: ChannelHandlerContext) {
+        // the idle clock starts again: a slow upstream is no reason to cut the client's next request short
+        lastActivity = DispatchTime.now().uptimeNanoseconds
         if pausedForPipelining {
             pausedForPipelining = false
             context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
