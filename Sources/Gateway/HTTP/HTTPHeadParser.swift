@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 
@@ -195,14 +196,14 @@ enum HTTPHeadParser {
     /// only once it is true: re-parsing a head that arrives a few bytes at a time from its start on
     /// every read would cost time quadratic in its length.
     static func containsHeadEnd(_ bytes: UnsafeRawBufferPointer, from offset: Int) -> Bool {
+        guard let base = bytes.baseAddress else { return false }
         var index = max(0, offset - 2)
-        while index + 1 < bytes.count {
-            if bytes[index] == UInt8(ascii: "\n") {
-                let next = bytes[index + 1]
-                if next == UInt8(ascii: "\n") { return true }
-                if next == UInt8(ascii: "\r") && index + 2 < bytes.count && bytes[index + 2] == UInt8(ascii: "\n") { return true }
-            }
-            index += 1
+        while index + 1 < bytes.count, let found = memchr(base + index, Int32(UInt8(ascii: "\n")), bytes.count - index - 1) {
+            let lf = base.distance(to: UnsafeRawPointer(found))
+            let next = bytes[lf + 1]
+            if next == UInt8(ascii: "\n") { return true }
+            if next == UInt8(ascii: "\r") && lf + 2 < bytes.count && bytes[lf + 2] == UInt8(ascii: "\n") { return true }
+            index = lf + 1
         }
         return false
     }
@@ -218,16 +219,19 @@ enum HTTPHeadParser {
     /// Splits a head into its start line and fields, validating each field line.
     static func scan(_ bytes: UnsafeRawBufferPointer, from start: Int, maxBytes: Int) -> HeadParse<Lines> {
         let end = bytes.count
+        guard let base = bytes.baseAddress else { return .incomplete }
+        // memchr finds line ends several bytes at a time (the byte loop it replaced was the
+        // parser's largest cost in the gateway's profile)
         func lineEnd(from index: Int) -> Int? {
-            var index = index
-            while index < end && bytes[index] != UInt8(ascii: "\n") { index += 1 }
-            return index < end ? index : nil
+            guard index < end, let found = memchr(base + index, Int32(UInt8(ascii: "\n")), end - index) else { return nil }
+            return base.distance(to: UnsafeRawPointer(found))
         }
         guard let firstLF = lineEnd(from: start) else { return end > maxBytes ? .tooLarge : .incomplete }
         guard firstLF > start, bytes[firstLF - 1] == UInt8(ascii: "\r") else { return .invalid(.badRequest, "Lines must end in CRLF.") }
         let startLine = start..<(firstLF - 1)
         if startLine.contains(where: { BodyFramer.isControl(bytes[$0]) }) { return .invalid(.badRequest, "Control characters in the start line.") }
         var fields: [HeaderField] = []
+        fields.reserveCapacity(16)
         var lineStart = firstLF + 1
         while true {
             guard let lf = lineEnd(from: lineStart) else { return end > maxBytes ? .tooLarge : .incomplete }
