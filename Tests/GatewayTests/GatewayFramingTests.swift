@@ -153,6 +153,21 @@ import Testing
         }
     }
 
+    @Test func aCallCutShortIsMeteredAndGivesItsQuotaUnitBack() async throws {
+        try await GatewayProxyTests.withWorld({ world, upstream in world.snapshot(targets: [.loopback(upstream.port)], quota: 1) }) {
+            _, _, gateway in
+            // broken chunked framing after the request was admitted: 400, metered, not billable
+            let broken = try await gateway.send(
+                "POST /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\n\(Self.key)Transfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\n")
+            #expect(broken.first?.status == 400)
+            try await GatewayIntegrationWait.until { gateway.usage.recent.last?.status == 400 }
+            #expect(gateway.usage.recent.last?.status == 400)
+            #expect(gateway.usage.recent.last?.isBillable == false)
+            // the month's only unit is still there
+            #expect(try await gateway.request("GET", "/t/demo/echo/v1/y", headers: [("X-API-Key", TestWorld.apiKey)]).status == 200)
+        }
+    }
+
     @Test func anUnknownTransferCodingIs501() async throws {
         try await GatewayProxyTests.withWorld { _, upstream, gateway in
             let responses = try await gateway.send("POST /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\n\(Self.key)Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")

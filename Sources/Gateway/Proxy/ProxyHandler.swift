@@ -195,7 +195,7 @@ final class ProxyHandler: ChannelInboundHandler {
         if let exchange, exchange.requestEnded { return false }
         let midRequest = exchange != nil || localAnswer != nil || requestBody != nil || (inbound?.readableBytes ?? 0) > 0
         if midRequest {
-            abortExchange()
+            abortExchange(status: .requestTimeout, rejection: nil)
             writeLocal(.problem(.requestTimeout, "Request timeout", "The request was not completed in time.", rejection: nil), head: nil, context: context, close: true)
         } else {
             closing = true
@@ -269,7 +269,7 @@ final class ProxyHandler: ChannelInboundHandler {
         do {
             step = try input.withUnsafeReadableBytes { bytes in try framer.consume(bytes) { payload += $0.count } }
         } catch {
-            abortExchange()
+            abortExchange(status: .badRequest, rejection: nil)
             writeLocal(.problem(.badRequest, "Malformed request", "The request body's chunked framing is invalid.", rejection: nil), head: nil, context: context, close: true)
             return
         }
@@ -313,9 +313,8 @@ final class ProxyHandler: ChannelInboundHandler {
         exchange.bytesIn += Int64(payload)
         if exchange.bytesIn > Int64(exchange.bodyLimit) {
             // The body outgrew the limit while streaming: stop here.
-            abortExchange()
             loop.pool.recordSuccess(exchange.target.key)
-            finish(exchange, status: 413, forwarded: false, rejection: .tooLarge)
+            abortExchange(status: .payloadTooLarge, rejection: .tooLarge)
             writeLocal(
                 .problem(.payloadTooLarge, "Request too large", "The body is larger than \(exchange.bodyLimit) bytes.", rejection: .tooLarge),
                 head: exchange.head, requestID: exchange.requestID, context: context, close: true)
@@ -345,11 +344,15 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     /// Drops the current exchange's upstream side (the client connection is about to close).
-    private func abortExchange() {
+    /// Ends the current exchange without an upstream response (the client connection is about to
+    /// close): its upstream connection is dropped, and the call is metered and its quota unit
+    /// settled with the status the client gets.
+    private func abortExchange(status: HTTPResponseStatus, rejection: UsageEvent.Rejection?) {
         guard let exchange else { return }
         self.exchange = nil
         exchange.upstream?.handler.delegate = nil
         exchange.upstream?.channel.close(promise: nil)
+        finish(exchange, status: status.code, forwarded: false, rejection: rejection)
     }
 
     // MARK: Proxying
