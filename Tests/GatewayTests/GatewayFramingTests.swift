@@ -17,6 +17,9 @@ import Testing
             let responses = try await gateway.send("GET /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\n\(Self.key)\r\n")
             #expect(responses.map(\.status) == [200])
             #expect(responses.first?.headers["connection"] == nil)
+            // the small body went out with its head; it is still counted
+            try await GatewayIntegrationWait.until { gateway.usage.recent.last != nil }
+            #expect(gateway.usage.recent.last?.bytesOut == Int64(responses.first?.body.utf8.count ?? -1))
         }
     }
 
