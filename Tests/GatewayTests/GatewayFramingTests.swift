@@ -13,7 +13,7 @@ import Testing
 
     @Test func aKeptAliveConnectionGetsItsAnswerWithoutClosing() async throws {
         // the gateway closes the idle connection later; the answer must have been sent before that
-        try await GatewayProxyTests.withWorld(configure: { $0.idleTimeout = .milliseconds(500) }) { _, _, gateway in
+        try await GatewayProxyTests.withWorld(configure: { $0.idleTimeout = .seconds(1) }) { _, _, gateway in
             let responses = try await gateway.send("GET /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\n\(Self.key)\r\n")
             #expect(responses.map(\.status) == [200])
             #expect(responses.first?.headers["connection"] == nil)
