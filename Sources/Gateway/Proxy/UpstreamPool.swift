@@ -235,8 +235,6 @@ final class ResponseDeadlines {
         scheduleSweep()
     }
 
-    var armed: Int { entries.count }
-
     private func scheduleSweep() {
         guard !sweepScheduled else { return }
         sweepScheduled = true
@@ -287,8 +285,6 @@ final class IdleConnections {
         entries.append(Entry(handler: handler))
         scheduleSweep()
     }
-
-    var registered: Int { entries.count }
 
     private func scheduleSweep() {
         guard !sweepScheduled else { return }
