@@ -75,21 +75,41 @@ cpu_ticks() {  # user and system clock ticks a process has used (fields 14 and 1
   [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || { echo "0 0"; return; }
   sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'
 }
+core1_ticks() {  # busy and total clock ticks of core 1, the proxy's core (from /proc/stat)
+  awk '$1 == "cpu1" {total = 0; for (i = 2; i <= NF; i++) total += $i; print total - $5 - $6, total}' /proc/stat
+}
 nginx_worker() { pgrep -P "$(cat "$WORK/proxy.pid")" | head -1; }
 run() {  # name round url [header]; also records the proxy's CPU ticks over the run for the CPU columns
   local out="$WORK/wrk-$1-$2.txt" pid=""
   case "$1" in nginx) pid="$(nginx_worker)";; tollgate|local) pid="${gateway_pid:-}";; esac
-  local before; before="$(cpu_ticks "$pid")"
+  local before core_before; before="$(cpu_ticks "$pid")"; core_before="$(core1_ticks)"
   if [ -n "${4:-}" ]; then taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$4" "$3" >"$out"
   else taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$3" >"$out"; fi
-  echo "$before $(cpu_ticks "$pid") $(getconf CLK_TCK)" >"$out.cpu"
+  echo "$before $(cpu_ticks "$pid") $(getconf CLK_TCK) $core_before $(core1_ticks)" >"$out.cpu"
 }
+if [ "${PROFILE:-}" = syscalls ]; then  # system calls per request of each proxy (strace -c slows them; the counts are what matter)
+  for name in nginx tollgate; do
+    pid="$gateway_pid"; url="http://$GATEWAY_ADDRESS/t/demo/echo/v1/"; header="Authorization: Bearer $TOKEN"
+    [ "$name" = nginx ] && { pid="$(nginx_worker)"; url="http://127.0.0.1:9002/"; header="X-Bench: 1"; }
+    strace -c -f -p "$pid" -o "$WORK/strace-$name.txt" & strace_pid=$!; sleep 1
+    taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -H "$header" "$url" >"$WORK/wrk-$name-strace.txt"
+    kill -INT "$strace_pid"; wait "$strace_pid" 2>/dev/null || true
+    requests="$(grep -o '[0-9]* requests in' "$WORK/wrk-$name-strace.txt" | cut -d' ' -f1)"
+    echo "$name: $requests requests"; awk -v n="$requests" 'NR > 2 && $4 ~ /^[0-9]+$/ {printf "  %-16s %8.3f per request\n", $NF, $4 / n}' "$WORK/strace-$name.txt" | sort -k2 -rn | head -12
+  done
+  exit 0
+fi
 if [ -n "${PROFILE:-}" ]; then  # PROFILE=1 (proxied calls) or PROFILE=local (/healthz): perf profile, then exit
-  perf record -F 999 -g -p "$gateway_pid" -o "$WORK/perf.data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null & perf_pid=$!
-  if [ "$PROFILE" = local ]; then run tollgate profile "http://$GATEWAY_ADDRESS/healthz"
-  else run tollgate profile "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"; fi
+  # PROFILE=nginx profiles the nginx proxy's worker under the same load, for comparison
+  profiled="$gateway_pid"; [ "$PROFILE" = nginx ] && profiled="$(nginx_worker)"
+  perf record -F 999 -g -p "$profiled" -o "$WORK/perf.data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null & perf_pid=$!
+  case "$PROFILE" in
+    local) run tollgate profile "http://$GATEWAY_ADDRESS/healthz";;
+    nginx) run nginx profile "http://127.0.0.1:9002/";;
+    *) run tollgate profile "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN";;
+  esac
   wait "$perf_pid"
-  grep "Requests/sec" "$WORK/wrk-tollgate-profile.txt"
+  grep -h "Requests/sec" "$WORK"/wrk-*-profile.txt
   # CPU per request by library: samples at 999 Hz → ms of CPU, divided by the requests served
   perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
   perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 0.7 2>/dev/null | grep -v '^$' | head -60
@@ -116,17 +136,21 @@ def parse(path):
     p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     requests = int(re.search(r"(\d+) requests in", text).group(1))
-    u0, s0, u1, s1, hz = map(int, open(path + ".cpu").read().split())
+    u0, s0, u1, s1, hz, b0, t0, b1, t1 = map(int, open(path + ".cpu").read().split())
     # CPU the proxy process spent per request, user and kernel (µs); 0 for the upstream row
     user, system = ((u1 - u0) / hz * 1e6 / requests, (s1 - s0) / hz * 1e6 / requests) if requests else (0, 0)
-    return rps, p50, p99, user, system, int(errors.group(1)) if errors else 0
+    # how busy core 1 was, and how much of that was something other than the proxy (Postgres, say)
+    busy = 100 * (b1 - b0) / max(1, t1 - t0)
+    others = busy - 100 * ((u1 - u0) + (s1 - s0)) / max(1, t1 - t0) if u1 + s1 else 0
+    return rps, p50, p99, user, system, busy, others, int(errors.group(1)) if errors else 0
 results = {}
 for name in ["upstream", "nginx", "tollgate", "local"]:
     runs = [parse(f"{work}/wrk-{name}-{r}.txt") for r in range(1, rounds + 1)]
-    results[name] = [statistics.median(x[i] for x in runs) for i in range(5)] + [sum(x[5] for x in runs)]
-print(f"{'target':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'user us':>8} {'sys us':>8} {'non-2xx':>8}   (median of {rounds} rounds, {conns} connections; CPU of the proxy per request)")
-for name, (rps, p50, p99, user, system, errors) in results.items():
-    print(f"{name:<10} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {user:>8.1f} {system:>8.1f} {errors:>8}")
+    results[name] = [statistics.median(x[i] for x in runs) for i in range(7)] + [sum(x[7] for x in runs)]
+print(f"{'target':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'user us':>8} {'sys us':>8} {'core1 %':>8} {'other %':>8} {'non-2xx':>8}")
+print(f"  (median of {rounds} rounds, {conns} connections; user/sys: CPU of the proxy per request; core1: how busy the proxy's core was, other: by something else)")
+for name, (rps, p50, p99, user, system, busy, others, errors) in results.items():
+    print(f"{name:<10} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {user:>8.1f} {system:>8.1f} {busy:>8.1f} {others:>8.1f} {errors:>8}")
 ratio = results["tollgate"][0] / results["nginx"][0]
 added = results["tollgate"][2] - results["upstream"][2]
 print(f"gateway/nginx req/s ratio: {ratio:.2f} (target >= 0.5)")

@@ -2,13 +2,25 @@ import Crypto
 import Foundation
 
 /// A verified access token: what the gateway needs from its claims.
-public struct VerifiedToken: Sendable, Equatable {
+public final class VerifiedToken: Sendable, Equatable {
     public let clientID: String
     public let scopes: Set<String>
     public let jti: String
     public let audience: String
     /// Seconds since 1970.
     public let expiresAt: Double
+
+    public init(clientID: String, scopes: Set<String>, jti: String, audience: String, expiresAt: Double) {
+        self.clientID = clientID
+        self.scopes = scopes
+        self.jti = jti
+        self.audience = audience
+        self.expiresAt = expiresAt
+    }
+
+    public static func == (lhs: VerifiedToken, rhs: VerifiedToken) -> Bool {
+        lhs.clientID == rhs.clientID && lhs.scopes == rhs.scopes && lhs.jti == rhs.jti && lhs.audience == rhs.audience && lhs.expiresAt == rhs.expiresAt
+    }
 }
 
 /// Local verification of the portal's RFC 9068 access tokens: ES256 only (any other `alg` is
@@ -74,15 +86,41 @@ public enum AccessTokenVerifier {
 /// more than a request should (GUIDE §3), so each token is verified once per loop and reused until
 /// it expires. Bounded: when full, expired entries go first, then everything.
 public final class TokenCache {
-    private var entries: [Substring: VerifiedToken] = [:]
+    /// A token's text as a dictionary key that hashes only its last 64 bytes (inside the
+    /// signature, which differs from token to token) and compares bytes: `Substring`'s own
+    /// hashing ran Unicode normalization checks over all ~600 bytes per request.
+    struct Key: Hashable {
+        let text: Substring
+
+        func hash(into hasher: inout Hasher) {
+            let bytes = text.utf8
+            hasher.combine(bytes.count)
+            let tail = bytes.suffix(64)
+            if tail.withContiguousStorageIfAvailable({ hasher.combine(bytes: UnsafeRawBufferPointer($0)) }) == nil {
+                for byte in tail { hasher.combine(byte) }
+            }
+        }
+
+        static func == (lhs: Key, rhs: Key) -> Bool {
+            let left = lhs.text.utf8, right = rhs.text.utf8
+            guard left.count == right.count else { return false }
+            guard !left.isEmpty else { return true }
+            let equal = left.withContiguousStorageIfAvailable { l in
+                right.withContiguousStorageIfAvailable { r in memcmp(l.baseAddress!, r.baseAddress!, l.count) == 0 }
+            }
+            return (equal ?? nil) ?? left.elementsEqual(right)
+        }
+    }
+
+    private var entries: [Key: VerifiedToken] = [:]
     private let capacity: Int
 
     public init(capacity: Int = 10_000) { self.capacity = capacity }
 
     public func lookup(_ token: Substring, now: Double) -> VerifiedToken? {
-        guard let hit = entries[token] else { return nil }
+        guard let hit = entries[Key(text: token)] else { return nil }
         guard hit.expiresAt + AccessTokenVerifier.leewaySeconds > now else {
-            entries[token] = nil
+            entries[Key(text: token)] = nil
             return nil
         }
         return hit
@@ -94,7 +132,7 @@ public final class TokenCache {
             if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
         }
         // A fresh Substring so the cache does not keep the request's header buffer alive.
-        entries[Substring(String(token))] = verified
+        entries[Key(text: Substring(String(token)))] = verified
     }
 
     public var count: Int { entries.count }

@@ -1,4 +1,5 @@
 import Billing
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -24,6 +25,9 @@ public struct GatewayServer: Service {
         public var idleTimeout: TimeAmount = .seconds(60)
         /// Event loops of the data plane; nil shares the process-wide group (one per core).
         public var eventLoopThreads: Int?
+        /// Where the data plane's request, rejection and upstream-error metrics go; nil: the
+        /// process's `MetricsSystem` (tests pass their own to read them).
+        public var metricsFactory: (any MetricsFactory)?
 
         public init(host: String, port: Int) {
             self.host = host
@@ -42,7 +46,7 @@ public struct GatewayServer: Service {
     ) {
         self.configuration = configuration
         self.shared = GatewayContext(
-            store: store, rateLimiter: rateLimiter, quotas: quotas, usage: usage, loops: LoopStates(connectTimeout: configuration.connectTimeout, idleTimeout: configuration.idleTimeout),
+            store: store, rateLimiter: rateLimiter, quotas: quotas, usage: usage, loops: LoopStates(configuration),
             settings: configuration, metricsText: metricsText)
         self.logger = logger
         self.onBound = onBound

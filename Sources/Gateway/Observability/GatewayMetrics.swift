@@ -4,33 +4,39 @@ import Foundation
 /// The gateway's Prometheus metrics through swift-metrics. Metric objects are looked up once per
 /// label set and kept per event loop, so a request costs dictionary lookups, not factory calls.
 final class GatewayMetrics {
+    /// The process's metrics system unless the server was configured with another (tests read theirs).
+    private let factory: any MetricsFactory
     private var requests: [String: [UInt: Counter]] = [:]
     private var durations: [String: CoreMetrics.Timer] = [:]
     private var rejections: [String: Counter] = [:]
     private var upstreamErrors: [String: Counter] = [:]
 
+    init(factory: (any MetricsFactory)? = nil) {
+        self.factory = factory ?? MetricsSystem.factory
+    }
+
     func request(api: String, status: UInt, nanoseconds: UInt64) {
         if let counter = requests[api]?[status] {
             counter.increment()
         } else {
-            let counter = Counter(label: "tollgate_gateway_requests_total", dimensions: [("api", api), ("status", String(status))])
+            let counter = Counter(label: "tollgate_gateway_requests_total", dimensions: [("api", api), ("status", String(status))], factory: factory)
             requests[api, default: [:]][status] = counter
             counter.increment()
         }
         if durations[api] == nil {
-            durations[api] = CoreMetrics.Timer(label: "tollgate_gateway_request_duration_seconds", dimensions: [("api", api)], preferredDisplayUnit: .seconds)
+            durations[api] = CoreMetrics.Timer(label: "tollgate_gateway_request_duration_seconds", dimensions: [("api", api)], preferredDisplayUnit: .seconds, factory: factory)
         }
         durations[api]?.recordNanoseconds(Int64(nanoseconds))
     }
 
     func rejected(_ reason: String) {
-        if rejections[reason] == nil { rejections[reason] = Counter(label: "tollgate_gateway_rejections_total", dimensions: [("reason", reason)]) }
+        if rejections[reason] == nil { rejections[reason] = Counter(label: "tollgate_gateway_rejections_total", dimensions: [("reason", reason)], factory: factory) }
         rejections[reason]?.increment()
     }
 
     func upstreamError(_ kind: String) {
         if upstreamErrors[kind] == nil {
-            upstreamErrors[kind] = Counter(label: "tollgate_gateway_upstream_errors_total", dimensions: [("kind", kind)])
+            upstreamErrors[kind] = Counter(label: "tollgate_gateway_upstream_errors_total", dimensions: [("kind", kind)], factory: factory)
         }
         upstreamErrors[kind]?.increment()
     }

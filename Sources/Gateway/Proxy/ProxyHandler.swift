@@ -97,6 +97,8 @@ final class ProxyHandler: ChannelInboundHandler {
         var head: HTTPRequestHead
         var started: UInt64
         var requestID: String
+        /// Counted and metered already (a forwarded call that failed before its response).
+        var metered = false
     }
 
     private var exchange: Exchange?
@@ -130,7 +132,7 @@ final class ProxyHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         lastActivity = DispatchTime.now().uptimeNanoseconds
-        loop.idle.register(self)
+        loop.idle.add(self, ())
         if let address = context.channel.remoteAddress?.ipAddress {
             clientIP = address
             clientAddress = IPRange.bytes(of: address)
@@ -333,7 +335,7 @@ final class ProxyHandler: ChannelInboundHandler {
     private func requestEnded(context: ChannelHandlerContext) {
         if let pending = localAnswer {
             localAnswer = nil
-            meterLocal(pending.response, head: pending.head, started: pending.started)
+            if !pending.metered { meterLocal(pending.response, head: pending.head, started: pending.started) }
             writeLocal(pending.response, head: pending.head, requestID: pending.requestID, context: context, close: !pending.head.isKeepAlive)
             return
         }
@@ -428,7 +430,7 @@ final class ProxyHandler: ChannelInboundHandler {
         exchangeSerial &+= 1
         exchange.serial = exchangeSerial
         let timeout = UInt64(max(0, shared.settings.responseTimeout.nanoseconds))
-        loop.deadlines.arm(self, exchange: exchange.serial, deadline: DispatchTime.now().uptimeNanoseconds + timeout)
+        loop.deadlines.add(self, ResponseDeadline(exchange: exchange.serial, deadline: DispatchTime.now().uptimeNanoseconds + timeout))
     }
 
     /// Whether the exchange is still waiting for its response head (for the loop's deadline sweep).
@@ -455,7 +457,7 @@ final class ProxyHandler: ChannelInboundHandler {
             writeLocal(response, head: exchange.head, requestID: exchange.requestID, context: context, close: !exchange.keepAlive)
         } else {
             // The rest of the body is still coming; answer once it ends.
-            localAnswer = PendingAnswer(response: response, head: exchange.head, started: exchange.started, requestID: exchange.requestID)
+            localAnswer = PendingAnswer(response: response, head: exchange.head, started: exchange.started, requestID: exchange.requestID, metered: true)
             if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
         }
     }

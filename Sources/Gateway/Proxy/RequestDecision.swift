@@ -35,8 +35,9 @@ public struct LocalResponse {
     }
 }
 
-/// Everything the proxy needs once a request is admitted.
-public struct ForwardPlan {
+/// Everything the proxy needs once a request is admitted. A class: the proxy reads it from its
+/// exchange several times per call, and each copy of a struct retained every field.
+public final class ForwardPlan {
     public let tenant: TenantConfig
     public let route: Route
     public let app: AppGrant
@@ -47,6 +48,19 @@ public struct ForwardPlan {
     public let responseHeaders: [(String, String)]
     /// Whether a quota unit was reserved (settled when the outcome is known).
     public let quotaReserved: Bool
+
+    init(
+        tenant: TenantConfig, route: Route, app: AppGrant, grant: SubscriptionGrant, upstreamURI: String, responseHeaders: [(String, String)],
+        quotaReserved: Bool
+    ) {
+        self.tenant = tenant
+        self.route = route
+        self.app = app
+        self.grant = grant
+        self.upstreamURI = upstreamURI
+        self.responseHeaders = responseHeaders
+        self.quotaReserved = quotaReserved
+    }
 }
 
 /// The per-request rules in order: route, lifecycle, client address, CORS preflight, methods,
@@ -105,7 +119,7 @@ public struct RequestGate {
         }
 
         // Credentials.
-        let realm = "Bearer realm=\"\(tenant.slug)\""
+        let realm = tenant.bearerRealm
         var app: AppGrant?
         var token: VerifiedToken?
         if let authorization = head.headers.first(name: "authorization") {
@@ -164,7 +178,8 @@ public struct RequestGate {
 
         // Limits: the rate limit first, so a refused call never reserves quota.
         var headers: [(String, String)] = []
-        var policy = "\"rate\";q=\(grant.burst);w=1"
+        headers.reserveCapacity(2)
+        var policy = grant.ratePolicy
         let (rate, reset) = rateLimiter.take(subscription: grant.subscriptionID, ratePerSecond: grant.ratePerSecond, burst: grant.burst, now: monotonicNanos)
         var limits: String
         switch rate {
@@ -183,7 +198,7 @@ public struct RequestGate {
         if let quota = grant.monthlyQuota {
             let month = UTCMonth(containing: now)
             let untilNextMonth = max(1, Int((TimeInterval(month.next.startSeconds) - now.timeIntervalSince1970).rounded(.up)))
-            policy += ", \"quota\";q=\(quota);w=\(month.days * 86_400)"
+            policy = grant.policy(monthDays: month.days)
             switch quotas.admit(subscription: grant.subscriptionID, tenant: tenant.id, quota: quota, period: month.text) {
             case .allowed(let remaining):
                 reserved = true

@@ -1,4 +1,5 @@
 import Billing
+import CoreMetrics
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -117,19 +118,20 @@ final class UpstreamPool {
 final class LoopState {
     let pool: UpstreamPool
     let tokenCache: TokenCache
-    let metrics = GatewayMetrics()
-    let deadlines: ResponseDeadlines
-    let idle: IdleConnections
+    let metrics: GatewayMetrics
+    let deadlines: LoopSweep<ResponseDeadline>
+    let idle: LoopSweep<Void>
     private var random = BufferedRandom()
 
     /// A UUIDv7 for a request id or usage event.
     func newID() -> UUID { UUIDv7.make(using: &random) }
 
-    init(pool: UpstreamPool, tokenCache: TokenCache, idleTimeout: TimeAmount) {
+    init(pool: UpstreamPool, tokenCache: TokenCache, idleTimeout: TimeAmount, metricsFactory: (any MetricsFactory)? = nil) {
         self.pool = pool
         self.tokenCache = tokenCache
-        self.deadlines = ResponseDeadlines(eventLoop: pool.eventLoop)
-        self.idle = IdleConnections(eventLoop: pool.eventLoop, timeout: idleTimeout)
+        self.metrics = GatewayMetrics(factory: metricsFactory)
+        self.deadlines = .responseDeadlines(eventLoop: pool.eventLoop)
+        self.idle = .idleConnections(eventLoop: pool.eventLoop, timeout: idleTimeout)
     }
 }
 
@@ -139,16 +141,18 @@ final class LoopStates: Sendable {
     private let states = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<LoopState>]>([:])
     let connectTimeout: TimeAmount
     let idleTimeout: TimeAmount
+    let metricsFactory: (any MetricsFactory)?
 
-    init(connectTimeout: TimeAmount, idleTimeout: TimeAmount) {
-        self.connectTimeout = connectTimeout
-        self.idleTimeout = idleTimeout
+    init(_ configuration: GatewayServer.Configuration) {
+        self.connectTimeout = configuration.connectTimeout
+        self.idleTimeout = configuration.idleTimeout
+        self.metricsFactory = configuration.metricsFactory
     }
 
     func state(for eventLoop: any EventLoop) -> LoopState {
         let id = ObjectIdentifier(eventLoop)
         if let existing = states.withLockedValue({ $0[id] }) { return existing.value }
-        let state = LoopState(pool: UpstreamPool(eventLoop: eventLoop, connectTimeout: connectTimeout), tokenCache: TokenCache(), idleTimeout: idleTimeout)
+        let state = LoopState(pool: UpstreamPool(eventLoop: eventLoop, connectTimeout: connectTimeout), tokenCache: TokenCache(), idleTimeout: idleTimeout, metricsFactory: metricsFactory)
         states.withLockedValue { $0[id] = NIOLoopBound(state, eventLoop: eventLoop) }
         return state
     }
@@ -212,95 +216,82 @@ struct BufferedRandom: RandomNumberGenerator {
     }
 }
 
-/// The response deadlines of one event loop's exchanges, checked by one sweep every 100 ms while
-/// any are armed, instead of a scheduled task per request (scheduling and cancelling one per call
-/// cost ~3 % of the gateway's CPU). A deadline fires up to one sweep late.
-final class ResponseDeadlines {
+/// A list of client connections of one event loop that one self-rescheduling task visits every
+/// `interval` while the list is not empty — how the loop keeps response deadlines and idle
+/// timeouts without a task or a handler per connection (one scheduled and cancelled per request
+/// cost ~3 % of the gateway's CPU; an `IdleStateHandler` in every pipeline ~2 %). Entries hold
+/// their connection weakly; a closed connection drops out at the next visit.
+final class LoopSweep<Payload> {
     private struct Entry {
         weak var handler: ProxyHandler?
-        let exchange: UInt64
-        let deadline: UInt64
+        let payload: Payload
     }
 
-    static let sweepInterval = TimeAmount.milliseconds(100)
     let eventLoop: any EventLoop
+    let interval: TimeAmount
+    /// Decides about one live entry at a visit (uptime nanoseconds): true keeps it for the next.
+    private let visit: (ProxyHandler, Payload, UInt64) -> Bool
     private var entries: [Entry] = []
-    private var sweepScheduled = false
+    private var scheduled = false
 
-    init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
-
-    /// `deadline` in `DispatchTime` uptime nanoseconds.
-    func arm(_ handler: ProxyHandler, exchange: UInt64, deadline: UInt64) {
-        entries.append(Entry(handler: handler, exchange: exchange, deadline: deadline))
-        scheduleSweep()
+    init(eventLoop: any EventLoop, interval: TimeAmount, visit: @escaping (ProxyHandler, Payload, UInt64) -> Bool) {
+        self.eventLoop = eventLoop
+        self.interval = interval
+        self.visit = visit
     }
 
-    private func scheduleSweep() {
-        guard !sweepScheduled else { return }
-        sweepScheduled = true
-        eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: Self.sweepInterval) { [self] in
-            sweepScheduled = false
+    func add(_ handler: ProxyHandler, _ payload: Payload) {
+        entries.append(Entry(handler: handler, payload: payload))
+        schedule()
+    }
+
+    private func schedule() {
+        guard !scheduled else { return }
+        scheduled = true
+        eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: interval) { [self] in
+            scheduled = false
             sweep(now: DispatchTime.now().uptimeNanoseconds)
         }
     }
 
-    /// Drops entries whose exchange got its response (or is gone) and fires the expired ones.
     func sweep(now: UInt64) {
-        var expired: [(ProxyHandler, UInt64)] = []
-        entries.removeAll { entry in
-            guard let handler = entry.handler, handler.isAwaitingResponse(exchange: entry.exchange) else { return true }
-            if entry.deadline <= now {
-                expired.append((handler, entry.exchange))
-                return true
-            }
-            return false
+        // taken out first: a visit can add entries (a connection that times out moves on to its next request)
+        let visiting = entries
+        entries = []
+        for entry in visiting {
+            guard let handler = entry.handler else { continue }
+            if visit(handler, entry.payload, now) { entries.append(entry) }
         }
-        for (handler, exchange) in expired { handler.responseDeadlinePassed(exchange: exchange) }
-        if !entries.isEmpty { scheduleSweep() }
+        if !entries.isEmpty { schedule() }
     }
 }
 
-/// The client connections of one event loop, checked for idleness by one sweep instead of an
-/// `IdleStateHandler` in every pipeline (a handler hop on every read and write: ~2 % of the CPU).
-/// The sweep runs every quarter of the timeout (at most every second), so a connection is closed
-/// between 1× and 1.25× the timeout after its last activity.
-final class IdleConnections {
-    private struct Entry {
-        weak var handler: ProxyHandler?
-    }
-
-    let eventLoop: any EventLoop
-    let timeout: UInt64
-    let interval: TimeAmount
-    private var entries: [Entry] = []
-    private var sweepScheduled = false
-
-    init(eventLoop: any EventLoop, timeout: TimeAmount) {
-        self.eventLoop = eventLoop
-        self.timeout = UInt64(max(1, timeout.nanoseconds))
-        self.interval = .nanoseconds(min(1_000_000_000, max(10_000_000, timeout.nanoseconds / 4)))
-    }
-
-    func register(_ handler: ProxyHandler) {
-        entries.append(Entry(handler: handler))
-        scheduleSweep()
-    }
-
-    private func scheduleSweep() {
-        guard !sweepScheduled else { return }
-        sweepScheduled = true
-        eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: interval) { [self] in
-            sweepScheduled = false
-            sweep(now: DispatchTime.now().uptimeNanoseconds)
+extension LoopSweep where Payload == ResponseDeadline {
+    /// Response deadlines, checked every 100 ms: one fires up to 100 ms late. An entry is dropped
+    /// once its exchange has its response (or is gone).
+    static func responseDeadlines(eventLoop: any EventLoop) -> LoopSweep {
+        LoopSweep(eventLoop: eventLoop, interval: .milliseconds(100)) { handler, armed, now in
+            guard handler.isAwaitingResponse(exchange: armed.exchange) else { return false }
+            guard armed.deadline <= now else { return true }
+            handler.responseDeadlinePassed(exchange: armed.exchange)
+            return false
         }
     }
+}
 
-    func sweep(now: UInt64) {
-        let timeout = self.timeout
-        // collected first: closing a connection can call back into this loop's state
-        let live = entries.compactMap(\.handler)
-        entries.removeAll()
-        for handler in live where !handler.closeIfIdle(now: now, timeout: timeout) { entries.append(Entry(handler: handler)) }
-        if !entries.isEmpty { scheduleSweep() }
+extension LoopSweep where Payload == Void {
+    /// Idle client connections, checked every quarter of the timeout (at most every second), so a
+    /// connection is closed between 1× and 1.25× the timeout after its last activity.
+    static func idleConnections(eventLoop: any EventLoop, timeout: TimeAmount) -> LoopSweep {
+        let nanoseconds = UInt64(max(1, timeout.nanoseconds))
+        return LoopSweep(eventLoop: eventLoop, interval: .nanoseconds(min(1_000_000_000, max(10_000_000, timeout.nanoseconds / 4)))) { handler, _, now in
+            !handler.closeIfIdle(now: now, timeout: nanoseconds)
+        }
     }
+}
+
+/// When an exchange's response must have started (`DispatchTime` uptime nanoseconds).
+struct ResponseDeadline {
+    let exchange: UInt64
+    let deadline: UInt64
 }

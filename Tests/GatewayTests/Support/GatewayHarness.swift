@@ -2,6 +2,7 @@ import Billing
 import Crypto
 import Foundation
 import Logging
+import MetricsTestKit
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -15,6 +16,8 @@ struct GatewayHarness: Sendable {
     let store: SnapshotStore
     let usage: InMemoryUsageSink
     let quotas: QuotaTracker
+    /// This gateway's request, rejection and upstream-error metrics.
+    let metrics: TestMetrics
 
     static func run(
         snapshot: GatewaySnapshot?, configure: @Sendable (inout GatewayServer.Configuration) -> Void = { _ in },
@@ -24,7 +27,9 @@ struct GatewayHarness: Sendable {
         if let snapshot { store.install(snapshot) }
         let usage = InMemoryUsageSink()
         let quotas = QuotaTracker()
+        let metrics = TestMetrics()
         var configuration = GatewayServer.Configuration(host: "127.0.0.1", port: 0)
+        configuration.metricsFactory = metrics
         configure(&configuration)
         let bound = AsyncStream<Int>.makeStream()
         let server = GatewayServer(
@@ -39,7 +44,7 @@ struct GatewayHarness: Sendable {
                 break
             }
             do {
-                try await body(GatewayHarness(port: port, store: store, usage: usage, quotas: quotas))
+                try await body(GatewayHarness(port: port, store: store, usage: usage, quotas: quotas, metrics: metrics))
             } catch {
                 await group.triggerGracefulShutdown()
                 throw error
