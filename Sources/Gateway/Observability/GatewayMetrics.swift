@@ -6,8 +6,15 @@ import Foundation
 final class GatewayMetrics {
     /// The process's metrics system unless the server was configured with another (tests read theirs).
     private let factory: any MetricsFactory
-    private var requests: [String: [UInt: Counter]] = [:]
-    private var durations: [String: CoreMetrics.Timer] = [:]
+    /// One API's handles: its duration timer and a request counter per status.
+    private final class APIMetrics {
+        let duration: CoreMetrics.Timer
+        var requests: [UInt: Counter] = [:]
+
+        init(duration: CoreMetrics.Timer) { self.duration = duration }
+    }
+
+    private var apis: [String: APIMetrics] = [:]
     private var rejections: [String: Counter] = [:]
     private var upstreamErrors: [String: Counter] = [:]
 
@@ -16,17 +23,23 @@ final class GatewayMetrics {
     }
 
     func request(api: String, status: UInt, nanoseconds: UInt64) {
-        if let counter = requests[api]?[status] {
+        let metrics: APIMetrics
+        if let known = apis[api] {
+            metrics = known
+        } else {
+            metrics = APIMetrics(
+                duration: CoreMetrics.Timer(
+                    label: "tollgate_gateway_request_duration_seconds", dimensions: [("api", api)], preferredDisplayUnit: .seconds, factory: factory))
+            apis[api] = metrics
+        }
+        if let counter = metrics.requests[status] {
             counter.increment()
         } else {
             let counter = Counter(label: "tollgate_gateway_requests_total", dimensions: [("api", api), ("status", String(status))], factory: factory)
-            requests[api, default: [:]][status] = counter
+            metrics.requests[status] = counter
             counter.increment()
         }
-        if durations[api] == nil {
-            durations[api] = CoreMetrics.Timer(label: "tollgate_gateway_request_duration_seconds", dimensions: [("api", api)], preferredDisplayUnit: .seconds, factory: factory)
-        }
-        durations[api]?.recordNanoseconds(Int64(nanoseconds))
+        metrics.duration.recordNanoseconds(Int64(nanoseconds))
     }
 
     func rejected(_ reason: String) {

@@ -665,12 +665,10 @@ final class ProxyHandler: ChannelInboundHandler {
         out.writeStaticString("\r\nX-Forwarded-Proto: http\r\n")
         if !host.isEmpty { out.writeHeader("X-Forwarded-Host", host) }
         out.writeHeader("X-Request-Id", exchange.requestID)
-        out.writeHeader("X-Tollgate-Tenant", plan.tenant.slug)
-        out.writeHeader("X-Tollgate-App-Id", plan.app.idText)
-        out.writeHeader("X-Tollgate-Client-Id", plan.app.clientID)
-        out.writeHeader("X-Tollgate-Team-Id", plan.app.teamIDText)
-        out.writeHeader("X-Tollgate-Plan-Id", plan.grant.planIDText)
-        out.writeHeader("X-Tollgate-Subscription-Id", plan.grant.subscriptionIDText)
+        // identity lines (tenant, app, client, team, plan, subscription) come preformatted with the snapshot
+        out.writeString(plan.tenant.identityHeaderLine)
+        out.writeString(plan.app.identityHeaderLines)
+        out.writeString(plan.grant.identityHeaderLines)
         out.writeStaticString("\r\n")
         return out
     }

@@ -29,10 +29,10 @@ public struct GatewaySnapshot: Sendable {
             let bytes = host.utf8
             let name = bytes.firstIndex(of: UInt8(ascii: ":")).map { host[..<$0] } ?? Substring(host)
             let key = name.utf8.contains { $0 >= 0x41 && $0 <= 0x5a } ? name.lowercased() : String(name)
-            if let slug = tenantsByHost[key], let tenant = tenantsBySlug[slug] { return (tenant, path) }
+            if !tenantsByHost.isEmpty, let slug = tenantsByHost[key], let tenant = tenantsBySlug[slug] { return (tenant, path) }
             let suffix = baseDomain.utf8
             let keyBytes = key.utf8
-            if keyBytes.count > suffix.count + 1, keyBytes.reversed().starts(with: suffix.reversed()) {
+            if keyBytes.count > suffix.count + 1, keyBytes.suffix(suffix.count).elementsEqual(suffix) {
                 let dot = keyBytes.index(keyBytes.endIndex, offsetBy: -suffix.count - 1)
                 if keyBytes[dot] == UInt8(ascii: "."), let tenant = tenantsBySlug[String(key[..<dot])] { return (tenant, path) }
             }
@@ -53,6 +53,8 @@ public final class TenantConfig: Sendable {
     public let audience: String
     /// `WWW-Authenticate`'s challenge for this tenant, made once.
     let bearerRealm: String
+    /// The tenant's identity header line for the upstream, made once.
+    let identityHeaderLine: String
     /// Longest base path first, so the first match is the longest.
     public let routes: [Route]
     /// SHA-256 of an API key → app (and the key's expiry, checked per request).
@@ -71,6 +73,7 @@ public final class TenantConfig: Sendable {
         self.customHost = customHost
         self.audience = "urn:tollgate:gateway:\(slug)"
         self.bearerRealm = "Bearer realm=\"\(slug)\""
+        self.identityHeaderLine = "X-Tollgate-Tenant: \(slug)\r\n"
         self.routes = routes.sorted { $0.basePath.count > $1.basePath.count }
         self.appsByKeyHash = appsByKeyHash
         self.apps = apps
@@ -193,17 +196,16 @@ public final class AppGrant: Sendable {
     public let teamID: UUID
     public let clientID: String
     public let subscriptions: [UUID: SubscriptionGrant]
-    /// Header values, formatted once per snapshot instead of per request.
-    let idText: String
-    let teamIDText: String
+    /// The identity header lines for the upstream, made once per snapshot instead of per request.
+    let identityHeaderLines: String
 
     public init(id: UUID, teamID: UUID, clientID: String, subscriptions: [UUID: SubscriptionGrant]) {
         self.id = id
         self.teamID = teamID
         self.clientID = clientID
         self.subscriptions = subscriptions
-        idText = id.lowercasedText
-        teamIDText = teamID.lowercasedText
+        identityHeaderLines =
+            "X-Tollgate-App-Id: \(id.lowercasedText)\r\nX-Tollgate-Client-Id: \(clientID)\r\nX-Tollgate-Team-Id: \(teamID.lowercasedText)\r\n"
     }
 }
 
@@ -216,8 +218,8 @@ public final class SubscriptionGrant: Sendable, Equatable {
     /// nil: unlimited.
     public let monthlyQuota: Int64?
 
-    let subscriptionIDText: String
-    let planIDText: String
+    /// The identity header lines for the upstream, made once per snapshot.
+    let identityHeaderLines: String
     /// The `RateLimit-Policy` header's text, made once per snapshot: the rate item, then the
     /// quota item for a month of 28…31 days (its window is the month).
     let ratePolicy: String
@@ -236,8 +238,8 @@ public final class SubscriptionGrant: Sendable, Equatable {
     public init(subscriptionID: UUID, planID: UUID, ratePerSecond: Int, burst: Int, monthlyQuota: Int64?) {
         self.subscriptionID = subscriptionID
         self.planID = planID
-        subscriptionIDText = subscriptionID.lowercasedText
-        planIDText = planID.lowercasedText
+        identityHeaderLines =
+            "X-Tollgate-Plan-Id: \(planID.lowercasedText)\r\nX-Tollgate-Subscription-Id: \(subscriptionID.lowercasedText)\r\n"
         self.ratePerSecond = ratePerSecond
         self.burst = burst
         self.monthlyQuota = monthlyQuota
