@@ -63,35 +63,44 @@ struct AnsweredTally {
         let hour: Int64
     }
 
-    private(set) var totals: [Key: (answered: Int64, billable: Int64)] = [:]
-    private var changed: Set<Key> = []
+    struct Total {
+        var answered: Int64 = 0
+        var billable: Int64 = 0
+        /// Changed since the last `takeChanged` (a flag beside the total: one hash per call counted).
+        var changed = false
+
+        mutating func add(billable: Bool) {
+            answered += 1
+            if billable { self.billable += 1 }
+            changed = true
+        }
+    }
+
+    private(set) var totals: [Key: Total] = [:]
 
     mutating func count(_ event: UsageEvent) {
         let key = Key(tenant: event.tenantID, subscription: event.subscriptionID, hour: Int64(event.at.timeIntervalSince1970.rounded(.down)) / 3600 * 3600)
-        var total = totals[key] ?? (0, 0)
-        total.answered += 1
-        if event.isBillable { total.billable += 1 }
-        totals[key] = total
-        changed.insert(key)
+        let billable = event.isBillable
+        totals[key, default: Total()].add(billable: billable)
     }
 
     /// The totals that changed since the last call.
     mutating func takeChanged(meterID: String) -> [AnsweredCount] {
-        defer { changed.removeAll(keepingCapacity: true) }
-        return changed.compactMap { key in
-            totals[key].map {
+        var taken: [AnsweredCount] = []
+        for (key, total) in totals where total.changed {
+            taken.append(
                 AnsweredCount(
                     meterID: meterID, tenantID: key.tenant, subscriptionID: key.subscription, hour: Date(timeIntervalSince1970: Double(key.hour)),
-                    answered: $0.answered, billable: $0.billable)
-            }
+                    answered: total.answered, billable: total.billable))
         }
-        .sorted { $0.hour < $1.hour }
+        if !taken.isEmpty { totals = totals.mapValues { Total(answered: $0.answered, billable: $0.billable) } }
+        return taken.sorted { $0.hour < $1.hour }
     }
 
     /// Drops totals of hours before `date` that are already taken (bounds memory; calls for such
     /// hours no longer arrive).
     mutating func forget(before date: Date) {
         let limit = Int64(date.timeIntervalSince1970)
-        totals = totals.filter { $0.key.hour >= limit || changed.contains($0.key) }
+        totals = totals.filter { $0.key.hour >= limit || $0.value.changed }
     }
 }

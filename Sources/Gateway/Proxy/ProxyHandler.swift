@@ -158,7 +158,7 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        exchange?.upstream?.channel.flush()
+        // nothing to flush upstream here: `processInput` flushes what it wrote on every read
         context.fireChannelReadComplete()
     }
 
