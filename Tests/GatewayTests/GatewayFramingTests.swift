@@ -25,22 +25,14 @@ import Testing
 
     @Test func aHeadArrivingInPiecesIsReadOnceComplete() async throws {
         try await GatewayProxyTests.withWorld { _, upstream, gateway in
-            let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: String.self)
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(GatewayListenerTests.ResponseCollector(promise: promise))
-                    }
-                }
-                .connect(host: "127.0.0.1", port: gateway.port).get()
-            channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
+            let (channel, received) = try await GatewayListenerTests.connect(port: gateway.port)
             // seven bytes at a time, so line ends and the final empty line are split across reads
             let bytes = Array("GET /t/demo/echo/v1/pieces HTTP/1.1\r\nHost: g\r\n\(Self.key)Connection: close\r\n\r\n".utf8)
             for start in stride(from: 0, to: bytes.count, by: 7) {
                 try await channel.writeAndFlush(ByteBuffer(bytes: bytes[start..<min(bytes.count, start + 7)]))
                 try await Task.sleep(for: .milliseconds(5))
             }
-            let text = try await promise.futureResult.get()
+            let text = try await received.get()
             #expect(text.hasPrefix("HTTP/1.1 200"))
             #expect(upstream.seen.map(\.uri) == ["/pieces"])
         }

@@ -11,6 +11,15 @@ import Testing
 @Suite struct GatewayListenerTests {
     /// Sends raw HTTP/1.1 bytes and returns everything the server sent until it closed the connection.
     static func exchange(port: Int, _ request: String) async throws -> String {
+        let (channel, received) = try await connect(port: port)
+        try await channel.writeAndFlush(ByteBuffer(string: request))
+        return try await received.get()
+    }
+
+    /// A raw connection for tests that send in several steps, and everything the server will have
+    /// sent once it closes. Bounded: a server that never closes fails the test after 10 s instead
+    /// of hanging it.
+    static func connect(port: Int) async throws -> (any Channel, EventLoopFuture<String>) {
         let group = MultiThreadedEventLoopGroup.singleton
         let promise = group.next().makePromise(of: String.self)
         let channel = try await ClientBootstrap(group: group)
@@ -18,10 +27,8 @@ import Testing
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise)) }
             }
             .connect(host: "127.0.0.1", port: port).get()
-        try await channel.writeAndFlush(ByteBuffer(string: request))
-        // bounded: a server that never closes fails the test instead of hanging it
         channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
-        return try await promise.futureResult.get()
+        return (channel, promise.futureResult)
     }
 
     /// Collects inbound bytes; completes when the connection closes.

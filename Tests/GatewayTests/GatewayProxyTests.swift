@@ -251,21 +251,13 @@ import Testing
     @Test func anUpstreamThatFailsWhileTheBodyArrivesIsAnsweredOnceTheBodyEndsAndCountedOnce() async throws {
         // port 1 is refused on loopback; a POST is not retried
         try await GatewayProxyTests.withWorld({ world, _ in world.snapshot(targets: [.loopback(1)]) }) { _, _, gateway in
-            let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: String.self)
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(GatewayListenerTests.ResponseCollector(promise: promise))
-                    }
-                }
-                .connect(host: "127.0.0.1", port: gateway.port).get()
-            channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
+            let (channel, received) = try await GatewayListenerTests.connect(port: gateway.port)
             try await channel.writeAndFlush(
                 ByteBuffer(string: "POST /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\nX-API-Key: \(TestWorld.apiKey)\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello"))
             // the refused connection is known long before the rest of the body comes
             try await GatewayIntegrationWait.until { gateway.usage.recent.last != nil }
             try await channel.writeAndFlush(ByteBuffer(string: "world"))
-            let text = try await promise.futureResult.get()
+            let text = try await received.get()
             #expect(text.hasPrefix("HTTP/1.1 502"))
             #expect(gateway.usage.recent.count == 1)
             #expect(gateway.usage.recent.last?.rejection == .upstreamUnavailable)
