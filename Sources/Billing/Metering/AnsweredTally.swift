@@ -80,8 +80,7 @@ struct AnsweredTally {
 
     mutating func count(_ event: UsageEvent) {
         let key = Key(tenant: event.tenantID, subscription: event.subscriptionID, hour: Int64(event.at.timeIntervalSince1970.rounded(.down)) / 3600 * 3600)
-        let billable = event.isBillable
-        totals[key, default: Total()].add(billable: billable)
+        totals[key, default: Total()].add(billable: event.isBillable)
     }
 
     /// The totals that changed since the last call.

@@ -73,9 +73,8 @@ final class ProxyHandler: ChannelInboundHandler {
         var bytesIn: Int64 = 0
         var bytesOut: Int64 = 0
         var retried = false
-        /// Identifies the exchange to the loop's response deadlines.
+        /// Identifies the exchange to the loop's response deadlines; 0 until its deadline is armed.
         var serial: UInt64 = 0
-        var deadlineArmed = false
         /// Whether reading from the client (or the upstream) was paused for back-pressure.
         var pausedClient = false
         var pausedUpstream = false
@@ -345,7 +344,6 @@ final class ProxyHandler: ChannelInboundHandler {
         if exchange.upstream != nil { armTimeout(exchange) }
     }
 
-    /// Drops the current exchange's upstream side (the client connection is about to close).
     /// Ends the current exchange without an upstream response (the client connection is about to
     /// close): its upstream connection is dropped, and the call is metered and its quota unit
     /// settled with the status the client gets.
@@ -425,9 +423,8 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     private func armTimeout(_ exchange: Exchange) {
-        guard !exchange.deadlineArmed else { return }
-        exchange.deadlineArmed = true
-        exchangeSerial &+= 1
+        guard exchange.serial == 0 else { return }
+        exchangeSerial += 1
         exchange.serial = exchangeSerial
         let timeout = UInt64(max(0, shared.settings.responseTimeout.nanoseconds))
         loop.deadlines.add(self, ResponseDeadline(exchange: exchange.serial, deadline: DispatchTime.now().uptimeNanoseconds + timeout))
@@ -496,7 +493,7 @@ final class ProxyHandler: ChannelInboundHandler {
                     if exchange.head.version.minor >= 1 { context.write(wrapOutboundOut(interim), promise: nil) }
                     continue
                 }
-                    exchange.responseStarted = true
+                exchange.responseStarted = true
                 exchange.status = UInt(response.status)
                 exchange.upstreamKeepAlive = response.keepAlive
                 exchange.responseBody = BodyFramer(response.framing)
