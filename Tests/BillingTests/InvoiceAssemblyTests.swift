@@ -38,7 +38,7 @@ import Testing
         BillableSubscription(id: UUID(), teamID: team, teamName: teamName, appID: UUID(), appName: app, apiID: UUID(), apiName: "Echo v1", changes: changes)
     }
 
-    @Test func subscriptionsBecomeOneInvoicePerTeamWithEveryBillableCallOnALine() {
+    @Test func subscriptionsBecomeOneInvoicePerTeamWithEveryBillableCallOnALine() throws {
         let plans = [
             Self.free: PlanVersion(id: Self.free, name: "Free", terms: PricingTerms(monthlyFeeMinor: 0, includedRequests: 1000, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 0)])),
             Self.pro: PlanVersion(id: Self.pro, name: "Pro", terms: PricingTerms(monthlyFeeMinor: 3000, includedRequests: 3000, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 1_000_000)])),
@@ -52,7 +52,7 @@ import Testing
             team: devs, teamName: "Demo Devs", app: "a-app", changes: [SubscriptionChange(at: Self.date("2026-09-01T00:00:00Z"), state: "cancelled", planID: Self.pro)])
         let calls: [UUID: [UUID: Int64]] = [upgraded.id: [Self.free: 700, Self.pro: 1_500], cancelled.id: [Self.pro: 4]]
         // act
-        let invoices = InvoiceAssembly.assemble(
+        let invoices = try InvoiceAssembly.assemble(
             subscriptions: [upgraded, idle, cancelled], plans: plans, billableCalls: calls, periodStart: Self.november.start, periodEnd: Self.november.end)
         // assert: the idle team has nothing to bill; Demo Devs get one invoice
         #expect(invoices.map(\.teamName) == ["Demo Devs"])

@@ -10,7 +10,8 @@ import Testing
     static let pro = PricingTerms(monthlyFeeMinor: 4900, includedRequests: 50_000, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 200_000)])
 
     static func rate(_ terms: PricingTerms, from: String = "2026-11-01T00:00:00Z", to: String = "2026-12-01T00:00:00Z", calls: Int64) -> [LineItem] {
-        Rating.rate(
+        // these terms never overflow; the overflow tests call Rating.rate themselves
+        try! Rating.rate(
             RatedSegment(terms: terms, planName: "Pro", from: date(from), to: date(to), periodStart: november.start, periodEnd: november.end, billableCalls: calls))
     }
 
@@ -84,15 +85,95 @@ import Testing
         #expect(Rating.round(micros) == minor)
     }
 
-    @Test func monthsAreUTCCalendarMonthsIncludingLeapFebruary() {
+    @Test func monthsAreUTCCalendarMonthsIncludingLeapFebruary() throws {
         let february = Rating.month("2028-02")!
         #expect(Rating.dayCount(from: february.start, to: february.end) == 29)
         #expect(Rating.month("2026-13") == nil)
         #expect(Rating.month("garbage") == nil)
-        let leap = Rating.rate(
+        let leap = try Rating.rate(
             RatedSegment(
                 terms: Self.pro, planName: "Pro", from: february.start, to: Self.date("2028-02-15T00:00:00Z"), periodStart: february.start,
                 periodEnd: february.end, billableCalls: 0))
         #expect(leap.first?.amountMinor == 2366)  // 14/29 of 49.00 = 23.655… → 23.66
+    }
+
+    @Test func aFeeLineReadsDaysTimesTheDailyPrice() {
+        // 15 of 30 days of 49.00: 15 × 1.63333333 = 24.49999995 → 24.50
+        let fee = Self.rate(Self.pro, from: "2026-11-16T00:00:00Z", calls: 0)[0]
+        #expect(fee.kind == .fee && fee.quantity == 15 && fee.unitPriceMicros == 163_333_333 && fee.amountMinor == 2450)
+        #expect(Rating.round(fee.quantity * fee.unitPriceMicros) == fee.amountMinor)
+        #expect(Rating.unit(of: .fee) == "day" && Rating.unit(of: .usage) == "request")
+        // 1 minor unit a month, 14 of 28 days: exactly half a minor unit from the daily price, so quantity × price still matches
+        let february = Rating.month("2027-02")!
+        let tiny = PricingTerms(monthlyFeeMinor: 1, includedRequests: 0, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 0)])
+        for days in 1...28 {
+            let segment = RatedSegment(terms: tiny, planName: "T", activeDays: days, periodDays: 28, billableCalls: 0)
+            let line = try! Rating.rate(segment)[0]
+            #expect(Rating.round(line.quantity * line.unitPriceMicros) == line.amountMinor)
+            #expect(line.quantity == Int64(days))
+        }
+        _ = february
+    }
+
+    /// Terms a provider could once save: none of them may trap; what does not fit is an error.
+    @Test(arguments: [
+        // included 10^18: included × days overflowed
+        PricingTerms(monthlyFeeMinor: 0, includedRequests: 1_000_000_000_000_000_000, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 1)]),
+        // 10^12 micros a call × 10 million calls
+        PricingTerms(monthlyFeeMinor: 0, includedRequests: 0, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 1_000_000_000_000)]),
+        // a fee of Int64.max minor units
+        PricingTerms(monthlyFeeMinor: Int64.max, includedRequests: 0, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 0)]),
+        // graduated and volume tiers at the top price
+        PricingTerms(
+            monthlyFeeMinor: 0, includedRequests: 0, tierMode: .graduated,
+            tiers: [.init(upTo: 10, unitPriceMicros: 1), .init(upTo: nil, unitPriceMicros: 1_000_000_000_000)]),
+        PricingTerms(
+            monthlyFeeMinor: 0, includedRequests: 0, tierMode: .volume, tiers: [.init(upTo: 10, unitPriceMicros: 1), .init(upTo: nil, unitPriceMicros: Int64.max)]),
+    ])
+    func hugeTermsAreAnOverflowErrorNotATrap(terms: PricingTerms) {
+        let segment = RatedSegment(terms: terms, planName: "Huge", activeDays: 30, periodDays: 30, billableCalls: 10_000_000)
+        #expect(throws: RatingOverflow.self) { try Rating.rate(segment) }
+    }
+
+    @Test func theLargestAllowedTermsRateWithoutOverflowAtPlausibleVolumes() throws {
+        // 10^12 included, fee 10^11 minor, 10^9 micros a call beyond (the plan form's bounds), a billion calls beyond the included
+        let terms = PricingTerms(monthlyFeeMinor: 100_000_000_000, includedRequests: 1_000_000_000_000, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 1_000_000_000)])
+        let segment = RatedSegment(terms: terms, planName: "Max", activeDays: 31, periodDays: 31, billableCalls: 1_001_000_000_000)
+        let lines = try Rating.rate(segment)
+        #expect(lines.map(\.kind) == [.fee, .included, .usage])
+        #expect(lines[0].amountMinor == 100_000_000_000)
+        #expect(lines[2].amountMinor == 1_000_000_000_000)
+    }
+
+    @Test func checkedArithmeticThrowsInsteadOfTrapping() throws {
+        #expect(throws: RatingOverflow.self) { try Checked.sum([Int64.max, 1], "total") }
+        #expect(throws: RatingOverflow.self) { try Checked.multiply(Int64.max / 2, 3, "line") }
+        #expect(throws: RatingOverflow.self) { try Checked.add(Int64.min, -1, "line") }
+        #expect(try Checked.sum([Int64.max - 1, 1], "total") == Int64.max)
+    }
+
+    @Test func anOverflowNamesTheTeamAndSubscriptionOfTheInvoice() {
+        let huge = PlanVersion(
+            id: UUID(), name: "Huge", terms: PricingTerms(monthlyFeeMinor: 0, includedRequests: 0, tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 1_000_000_000_000)]))
+        let subscription = BillableSubscription(id: UUID(), teamID: UUID(), teamName: "Big Co", appID: UUID(), appName: "crawler", apiID: UUID(), apiName: "Maps v1", changes: [])
+        #expect {
+            try InvoiceAssembly.assemble(
+                subscriptions: [subscription], plans: [huge.id: huge], billableCalls: [subscription.id: [huge.id: 10_000_000]], periodStart: Self.november.start,
+                periodEnd: Self.november.end)
+        } throws: { error in
+            (error as? RatingOverflow)?.what.hasPrefix("Big Co, crawler → Maps v1: Huge") == true
+        }
+    }
+
+    @Test(arguments: [("BHD", 3), ("JPY", 0), ("KWD", 3), ("CLF", 4), ("USD", 2), ("EUR", 2), ("ISK", 0), ("XOF", 0), ("TND", 3)])
+    func everyISO4217CurrencyHasItsMinorUnits(code: String, digits: Int) {
+        #expect(ISO4217.minorUnits[code] == digits)
+        #expect(ISO4217.minorUnits.count >= 150)
+    }
+
+    @Test func threeDigitCurrenciesFormatExactly() {
+        #expect(ISO4217.decimal(minor: 1_234, currency: "BHD") == "1.234")
+        #expect(ISO4217.decimal(minor: 1_234, currency: "JPY") == "1234")
+        #expect(ISO4217.unitPriceDecimal(micros: 1_500_000, currency: "BHD") == "0.0015")
     }
 }

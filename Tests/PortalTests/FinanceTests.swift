@@ -101,16 +101,16 @@ import Testing
                     try await InvoiceTests.inTenant(portal, b) { book, c in try await book.find(tenant: b.tenant, number: closed.issued[0], on: c) })
                 let page = "/t/acme/invoices/\(issued.id)"
                 #expect(String(buffer: try await browser.get(client, page).body).contains("Void and re-issue"))
-                let noReason = try await browser.submit(client, page + "/reissue", from: page, fields: [("reason", " ")])
+                let noReason = try await browser.submit(client, page + "/reissue", from: page, fields: [("reason", " "), ("confirm", "yes")])
                 #expect(noReason.status == .unprocessableContent)
-                let reissued = try await browser.submit(client, page + "/reissue", from: page, fields: [("reason", "wrong plan")])
+                let reissued = try await browser.submit(client, page + "/reissue", from: page, fields: [("reason", "wrong plan"), ("confirm", "yes")])
                 #expect(reissued.status == .seeOther || reissued.status == .found)
                 let statuses = try await InvoiceTests.inTenant(portal, b) { book, c in try await book.list(tenant: b.tenant, period: "2026-10", on: c) }
                 #expect(statuses.map(\.number).sorted { ($0 ?? "") < ($1 ?? "") } == ["ACME-000001", "ACME-000002"])
                 #expect(statuses.first { $0.number == "ACME-000001" }?.voidReason == "wrong plan")
                 // a void invoice offers no more corrections and refuses them
                 #expect(!String(buffer: try await browser.get(client, page).body).contains("Void and re-issue"))
-                #expect(try await browser.submit(client, page + "/void", from: "/t/acme/finance", fields: [("reason", "again")]).status == .conflict)
+                #expect(try await browser.submit(client, page + "/void", from: "/t/acme/finance", fields: [("reason", "again"), ("confirm", "yes")]).status == .conflict)
                 // a readable page for bad input
                 let bad = try await browser.get(client, "/t/acme/finance/usage?from=yesterday")
                 #expect(bad.status == .badRequest)

@@ -148,7 +148,7 @@ import Testing
 
                 // re-issue: the old invoice is void and kept, the new one carries the late calls
                 let reissued = try await Self.inTenant(portal, b) { book, c in
-                    try await book.reissue(tenant: b.tenant, number: "ACME-000001", reason: "late usage", on: c)
+                    try await book.reissue(tenant: b.tenant, number: "ACME-000001", reason: "late usage", by: "test", on: c)
                 }
                 #expect(reissued.void.status == .void)
                 #expect(reissued.issued == "ACME-000002")
@@ -164,9 +164,11 @@ import Testing
                 #expect(rows == 6)
                 let lines = csv.components(separatedBy: "\r\n").filter { !$0.isEmpty }
                 #expect(lines.first == InvoiceExport.header.joined(separator: ","))
-                #expect(lines.contains { $0.hasPrefix("ACME-000001,void,2026-10,") && $0.hasSuffix(",late usage") })
-                #expect(lines.contains { $0.hasPrefix("ACME-000002,issued,2026-10,") && $0.contains(",EUR,49.00,") && $0.hasSuffix(",ACME-000001,") })
-                #expect(lines.contains { $0.contains(",usage,") && $0.contains(",105,0.000001,0.00,") })
+                #expect(lines.contains { $0.hasPrefix("ACME-000001,void,2026-10,") && $0.contains(",late usage,2026-") && $0.hasSuffix(",ACME-000002") })
+                #expect(lines.contains { $0.hasPrefix("ACME-000002,issued,2026-10,") && $0.contains(",EUR,49.00,") && $0.hasSuffix(",ACME-000001,,,") })
+                #expect(lines.contains { $0.contains(",usage,") && $0.contains(",105,request,0.000001,0.00,") })
+                // a fee line reads days × daily price = amount: 31 × 1.58064516 = 49.00
+                #expect(lines.contains { $0.contains(",fee,") && $0.contains(",31,day,1.58064516,49.00,") })
             }
         }
     }

@@ -59,10 +59,16 @@ import Testing
                 // act: a mistake first, then the real thing
                 let refused = try await provider.submit(
                     client, "/t/acme/catalog/apis/\(id)/plans", from: newForm, fields: fields.map { $0.0 == "burst" ? ("burst", "10") : $0 })
+                let huge = try await provider.submit(
+                    client, "/t/acme/catalog/apis/\(id)/plans", from: newForm,
+                    fields: fields.map { $0.0 == "monthly_quota" ? ("monthly_quota", "") : $0.0 == "included_requests" ? ("included_requests", "1000000000000000000") : $0 })
                 let created = try await provider.submit(client, "/t/acme/catalog/apis/\(id)/plans", from: newForm, fields: fields)
                 // assert
                 #expect(refused.status == .unprocessableContent)
                 #expect(refused.text.contains("Burst is at least the rate per second"))
+                #expect(huge.status == .unprocessableContent)
+                #expect(huge.text.contains("Include 0 to 1,000,000,000,000 requests."))
+                #expect(huge.text.contains("1000000000000000000"))  // what was typed stays
                 #expect(created.status == .seeOther || created.status == .found)
                 let page = try await provider.get(client, "/t/acme/catalog/apis/\(id)")
                 #expect(page.text.contains("then 0.002 EUR/request"))

@@ -34,6 +34,13 @@ import Testing
         ("flat with two tiers", variant { $0.tierMode = .flat }, "tiers"),
         ("negative price", variant { $0.tiers = [.init(upTo: nil, unitPriceMicros: -1)]; $0.tierMode = .flat }, "tiers"),
         ("blank name", variant { $0.name = "  " }, "name"),
+        // bounds that keep rating's arithmetic in 64 bits
+        ("included 10^18", variant { $0.monthlyQuota = nil; $0.includedRequests = 1_000_000_000_000_000_000 }, "included_requests"),
+        ("quota 10^18", variant { $0.monthlyQuota = 1_000_000_000_000_000_000 }, "monthly_quota"),
+        ("fee above 10^11", variant { $0.monthlyFeeMinor = 100_000_000_001 }, "monthly_fee_minor"),
+        ("price 10^12 micros", variant { $0.tiers = [.init(upTo: nil, unitPriceMicros: 1_000_000_000_000)]; $0.tierMode = .flat }, "tiers"),
+        ("tier bound 10^18", variant {
+            $0.tiers = [.init(upTo: 1_000_000_000_000_000_000, unitPriceMicros: 1), .init(upTo: nil, unitPriceMicros: 1)] }, "tiers"),
     ])
     func problems(name: String, terms: PlanTerms, field: String) {
         #expect(terms.problems()[field] != nil, "\(name)")
@@ -117,6 +124,16 @@ import Testing
                     client, .post, "/t/acme/api/v1/apis/\(api)/plans", token: world.provider, body: Self.pro.replacingOccurrences(of: "\"burst\":20", with: "\"burst\":2"))
                 #expect(invalid.status == .unprocessableContent)
                 #expect(invalid.text.contains("burst"))
+                // terms rating could not carry are a problem+json with the field, not a crash later
+                let huge = try await APITests.call(
+                    client, .post, "/t/acme/api/v1/apis/\(api)/plans", token: world.provider,
+                    body: Self.pro.replacingOccurrences(of: "\"monthly_quota\":100000", with: "\"monthly_quota\":null")
+                        .replacingOccurrences(of: "\"included_requests\":1000", with: "\"included_requests\":1000000000000000000")
+                        .replacingOccurrences(of: "\"unit_price_micros\":50}", with: "\"unit_price_micros\":1000000000000}"))
+                #expect(huge.status == .unprocessableContent)
+                #expect(huge.headers[.contentType] == "application/problem+json")
+                let errors = try APITests.json(huge)["errors"] as? [String: String]
+                #expect(errors?["included_requests"] != nil && errors?["tiers"] != nil)
             }
         }
     }

@@ -92,7 +92,8 @@ public struct AssembledInvoice: Sendable, Equatable {
     public var teamID: UUID
     public var teamName: String
     public var lines: [InvoiceLine]
-    public var totalMinor: Int64 { lines.map(\.item.amountMinor).reduce(0, +) }
+    /// The sum of the lines, checked when assembled.
+    public var totalMinor: Int64 = 0
 }
 
 /// Turns subscriptions, their plans and their billable calls into one invoice per consumer team.
@@ -103,10 +104,16 @@ public enum InvoiceAssembly {
     /// one rated segment; teams without any line get no invoice.
     public static func assemble(
         subscriptions: [BillableSubscription], plans: [UUID: PlanVersion], billableCalls: [UUID: [UUID: Int64]], periodStart: Date, periodEnd: Date
-    ) -> [AssembledInvoice] {
+    ) throws(RatingOverflow) -> [AssembledInvoice] {
         let periodDays = Rating.dayCount(from: periodStart, to: periodEnd)
         var byTeam: [UUID: AssembledInvoice] = [:]
-        let ordered = subscriptions.sorted { ($0.appName, $0.apiName, $0.id.uuidString) < ($1.appName, $1.apiName, $1.id.uuidString) }
+        let ordered = subscriptions.sorted { a, b in
+            let app = a.appName.compare(b.appName, options: [.caseInsensitive, .numeric])
+            if app != .orderedSame { return app == .orderedAscending }
+            let api = a.apiName.compare(b.apiName, options: [.caseInsensitive, .numeric])
+            if api != .orderedSame { return api == .orderedAscending }
+            return a.id.uuidString < b.id.uuidString
+        }
         for subscription in ordered {
             let days = SubscriptionTimeline.chargedDays(subscription.changes, periodStart: periodStart, periodEnd: periodEnd)
             let calls = billableCalls[subscription.id] ?? [:]
@@ -119,7 +126,11 @@ public enum InvoiceAssembly {
                 let plan = plans[planID] ?? PlanVersion(id: planID, name: "Unknown plan", terms: .free)
                 let segment = RatedSegment(
                     terms: plan.terms, planName: plan.name, activeDays: days[planID] ?? 0, periodDays: periodDays, billableCalls: calls[planID] ?? 0)
-                for item in Rating.rate(segment) {
+                let items: [LineItem]
+                do { items = try Rating.rate(segment) } catch {
+                    throw RatingOverflow("\(subscription.teamName), \(subscription.appName) → \(subscription.apiName): \(error.what)")
+                }
+                for item in items {
                     lines.append(
                         InvoiceLine(
                             subscriptionID: subscription.id, appID: subscription.appID, apiID: subscription.apiID, planID: planID,
@@ -130,7 +141,11 @@ public enum InvoiceAssembly {
             byTeam[subscription.teamID, default: AssembledInvoice(teamID: subscription.teamID, teamName: subscription.teamName, lines: [])].lines
                 .append(contentsOf: lines)
         }
-        return byTeam.values.sorted { ($0.teamName, $0.teamID.uuidString) < ($1.teamName, $1.teamID.uuidString) }
+        var invoices = Array(byTeam.values)
+        for index in invoices.indices {
+            invoices[index].totalMinor = try Checked.sum(invoices[index].lines.map(\.item.amountMinor), "\(invoices[index].teamName): invoice total")
+        }
+        return invoices.sorted { ($0.teamName, $0.teamID.uuidString) < ($1.teamName, $1.teamID.uuidString) }
     }
 }
 

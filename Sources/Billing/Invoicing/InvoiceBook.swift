@@ -15,10 +15,17 @@ public struct InvoiceSummary: Sendable, Equatable {
     public var status: Status
     public var currency: String
     public var totalMinor: Int64
+    /// The number of the void invoice this one replaces; nil when it replaces none.
     public var replacesNumber: String?
     public var updatedAt: Date
     public var issuedAt: Date?
     public var voidReason: String?
+    public var voidedAt: Date? = nil
+    /// Who voided it (an email, or `cli:<operator>`).
+    public var voidedBy: String? = nil
+    /// The number (or "draft") of the invoice that replaces this void one; nil when none does yet.
+    public var replacedByNumber: String? = nil
+    public var replacedByID: UUID? = nil
 }
 
 /// A stored invoice line.
@@ -33,6 +40,8 @@ public struct StoredInvoiceLine: Sendable, Equatable {
     public var quantity: Int64
     public var unitPriceMicros: Int64
     public var amountMinor: Int64
+    /// What `quantity` counts: `day` (fee lines) or `request`.
+    public var unit: String { Rating.unit(of: kind) }
 }
 
 /// What a close or re-issue did.
@@ -52,9 +61,14 @@ public enum InvoiceError: Error, Equatable, CustomStringConvertible {
     case unknownTenant(String)
     case notFound(String)
     case notIssued(String)
+    case blankReason
+    /// An amount of the period does not fit in 64 bits (period, what).
+    case overflow(String, String)
 
     public var description: String {
         switch self {
+        case .blankReason: "Give a reason (1 to 500 characters); it stays with the void invoice."
+        case .overflow(let period, let what): "The invoices of \(period) cannot be computed: \(what). Check the plan's prices and the usage."
         case .unknownTenant(let slug): "There is no tenant \(slug)."
         case .notFound(let number): "There is no invoice \(number)."
         case .notIssued(let number): "Invoice \(number) is not issued, so it cannot be voided."
@@ -98,7 +112,12 @@ public struct InvoiceBook: Sendable {
         let subscriptions = try await billableSubscriptions(tenant: tenant, from: month.start, to: month.end, on: connection)
         let plans = try await planVersions(tenant: tenant, on: connection)
         let calls = try await billableCalls(tenant: tenant, from: month.start, to: month.end, on: connection)
-        let invoices = InvoiceAssembly.assemble(subscriptions: subscriptions, plans: plans, billableCalls: calls, periodStart: month.start, periodEnd: month.end)
+        let invoices: [AssembledInvoice]
+        do {
+            invoices = try InvoiceAssembly.assemble(subscriptions: subscriptions, plans: plans, billableCalls: calls, periodStart: month.start, periodEnd: month.end)
+        } catch {
+            throw InvoiceError.overflow(period, error.what)
+        }
         let periodDay = month.start
 
         // upsert one draft per team (issued invoices do not conflict-update: their row stays)
@@ -120,6 +139,16 @@ public struct InvoiceBook: Sendable {
             DELETE FROM invoices WHERE tenant_id = \(tenant) AND period = (\(periodDay) AT TIME ZONE 'UTC')::date AND status = 'draft' AND NOT (id = ANY(\(drafts)::uuid[]))
             """, logger: logger)
         try await connection.query("DELETE FROM invoice_lines WHERE tenant_id = \(tenant) AND invoice_id = ANY(\(drafts)::uuid[])", logger: logger)
+        // a team whose invoice was voided: its new draft replaces the latest void one nothing replaces yet
+        try await connection.query(
+            """
+            UPDATE invoices d SET replaces_id = (
+                SELECT v.id FROM invoices v
+                WHERE v.tenant_id = d.tenant_id AND v.team_id = d.team_id AND v.period = d.period AND v.status = 'void'
+                  AND NOT EXISTS (SELECT 1 FROM invoices r WHERE r.tenant_id = v.tenant_id AND r.replaces_id = v.id AND r.id <> d.id)
+                ORDER BY v.voided_at DESC, v.number DESC LIMIT 1)
+            WHERE d.tenant_id = \(tenant) AND d.id = ANY(\(drafts)::uuid[]) AND d.replaces_id IS NULL
+            """, logger: logger)
 
         var invoiceIDs: [UUID] = [], positions: [Int32] = [], subscriptionIDs: [UUID] = [], appIDs: [UUID] = [], apiIDs: [UUID] = []
         var planIDs: [UUID] = [], appNames: [String] = [], apiNames: [String] = [], planNames: [String] = [], kinds: [String] = []
@@ -175,19 +204,23 @@ public struct InvoiceBook: Sendable {
     }
 
     /// Voids an issued invoice (it stays, marked void, with the reason).
-    public func void(tenant: UUID, number: String, reason: String, on connection: PostgresConnection) async throws -> InvoiceSummary {
+    public func void(tenant: UUID, number: String, reason: String, by actor: String, on connection: PostgresConnection) async throws -> InvoiceSummary {
+        let reason = reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...500).contains(reason.count) else { throw InvoiceError.blankReason }
         try await lock(tenant: tenant, on: connection)
         guard let invoice = try await find(tenant: tenant, number: number, on: connection) else { throw InvoiceError.notFound(number) }
         guard invoice.status == .issued else { throw InvoiceError.notIssued(number) }
         try await connection.query(
-            "UPDATE invoices SET status = 'void', voided_at = now(), void_reason = \(reason), updated_at = now() WHERE tenant_id = \(tenant) AND id = \(invoice.id)",
+            "UPDATE invoices SET status = 'void', voided_at = now(), voided_by = \(actor), void_reason = \(reason), updated_at = now() WHERE tenant_id = \(tenant) AND id = \(invoice.id)",
             logger: logger)
         return try await find(tenant: tenant, number: number, on: connection)!
     }
 
     /// Voids an issued invoice and issues its replacement from today's data, linked to it.
-    public func reissue(tenant: UUID, number: String, reason: String, on connection: PostgresConnection) async throws -> (void: InvoiceSummary, issued: String?) {
-        let voided = try await void(tenant: tenant, number: number, reason: reason, on: connection)
+    public func reissue(
+        tenant: UUID, number: String, reason: String, by actor: String, on connection: PostgresConnection
+    ) async throws -> (void: InvoiceSummary, issued: String?) {
+        let voided = try await void(tenant: tenant, number: number, reason: reason, by: actor, on: connection)
         try await refreshDrafts(tenant: tenant, period: voided.period, on: connection)
         let rows = try await connection.query(
             """
@@ -237,8 +270,12 @@ public struct InvoiceBook: Sendable {
             """
             SELECT ARRAY[i.id::text, coalesce(i.number, ''), i.team_id::text, i.team_name, to_char(i.period, 'YYYY-MM'), i.status, i.currency,
                          i.total_minor::text, coalesce(r.number, ''), to_char(i.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                         coalesce(to_char(i.issued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), ''), coalesce(i.void_reason, '')]
+                         coalesce(to_char(i.issued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), ''), coalesce(i.void_reason, ''),
+                         coalesce(to_char(i.voided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), ''), coalesce(i.voided_by, ''),
+                         coalesce(rb.number, CASE WHEN rb.id IS NULL THEN '' ELSE 'draft' END), coalesce(rb.id::text, '')]
             FROM invoices i LEFT JOIN invoices r ON r.tenant_id = i.tenant_id AND r.id = i.replaces_id
+            LEFT JOIN LATERAL (SELECT x.id, x.number FROM invoices x WHERE x.tenant_id = i.tenant_id AND x.replaces_id = i.id
+                               ORDER BY x.created_at DESC LIMIT 1) rb ON true
             WHERE i.tenant_id = \(tenant) AND ((\(month) AT TIME ZONE 'UTC')::date IS NULL OR i.period = (\(month) AT TIME ZONE 'UTC')::date)
               AND (\(team)::uuid IS NULL OR i.team_id = \(team)) AND (\(status?.rawValue)::text IS NULL OR i.status = \(status?.rawValue))
               AND (\(id)::uuid IS NULL OR i.id = \(id)) AND (\(number)::text IS NULL OR i.number = \(number))
@@ -278,14 +315,15 @@ public struct InvoiceBook: Sendable {
     }
 
     static func summary(_ fields: [String]) -> InvoiceSummary? {
-        guard fields.count == 12, let id = UUID(uuidString: fields[0]), let team = UUID(uuidString: fields[2]),
+        guard fields.count == 16, let id = UUID(uuidString: fields[0]), let team = UUID(uuidString: fields[2]),
             let status = InvoiceSummary.Status(rawValue: fields[5]), let total = Int64(fields[7])
         else { return nil }
         let iso = ISO8601DateFormatter()
         return InvoiceSummary(
             id: id, number: fields[1].isEmpty ? nil : fields[1], teamID: team, teamName: fields[3], period: fields[4], status: status, currency: fields[6],
             totalMinor: total, replacesNumber: fields[8].isEmpty ? nil : fields[8], updatedAt: iso.date(from: fields[9]) ?? Date(timeIntervalSince1970: 0),
-            issuedAt: iso.date(from: fields[10]), voidReason: fields[11].isEmpty ? nil : fields[11])
+            issuedAt: iso.date(from: fields[10]), voidReason: fields[11].isEmpty ? nil : fields[11], voidedAt: iso.date(from: fields[12]),
+            voidedBy: fields[13].isEmpty ? nil : fields[13], replacedByNumber: fields[14].isEmpty ? nil : fields[14], replacedByID: UUID(uuidString: fields[15]))
     }
 
     // MARK: inputs

@@ -67,7 +67,7 @@ public struct LineItem: Sendable, Equatable {
     public var kind: Kind
     public var description: String
     public var quantity: Int64
-    /// Unit price in micros of a minor unit (fee lines: the full monthly fee × 10^6).
+    /// Unit price in micros of a minor unit (fee lines: the daily price, see `Rating`).
     public var unitPriceMicros: Int64
     public var amountMinor: Int64
 
@@ -80,46 +80,99 @@ public struct LineItem: Sendable, Equatable {
     }
 }
 
+/// An amount or count that does not fit the 64-bit integers rating works in: the invoice it
+/// belongs to cannot be computed (plan terms are bounded so that only absurd usage gets here).
+public struct RatingOverflow: Error, Equatable, CustomStringConvertible, Sendable {
+    /// What was being computed, in words ("Pro: usage beyond the included").
+    public var what: String
+
+    public init(_ what: String) { self.what = what }
+
+    public var description: String { "\(what) does not fit in a 64-bit amount" }
+}
+
+/// Checked 64-bit arithmetic for money and units: an overflow throws `RatingOverflow` instead of
+/// trapping the process. Every multiplication and sum on plan terms or usage goes through it.
+public enum Checked {
+    public static func multiply(_ a: Int64, _ b: Int64, _ what: @autoclosure () -> String) throws(RatingOverflow) -> Int64 {
+        let (value, overflow) = a.multipliedReportingOverflow(by: b)
+        guard !overflow else { throw RatingOverflow(what()) }
+        return value
+    }
+
+    public static func add(_ a: Int64, _ b: Int64, _ what: @autoclosure () -> String) throws(RatingOverflow) -> Int64 {
+        let (value, overflow) = a.addingReportingOverflow(b)
+        guard !overflow else { throw RatingOverflow(what()) }
+        return value
+    }
+
+    public static func sum(_ values: some Sequence<Int64>, _ what: @autoclosure () -> String) throws(RatingOverflow) -> Int64 {
+        var total: Int64 = 0
+        for value in values {
+            let (next, overflow) = total.addingReportingOverflow(value)
+            guard !overflow else { throw RatingOverflow(what()) }
+            total = next
+        }
+        return total
+    }
+}
+
 /// Rating of subscriptions, pure and exact.
 ///
 /// **Rounding rule** (the only one): every line is computed exactly in micros of a minor unit
-/// (integers, no floating point) and rounded once, to whole minor units, half away from zero.
-/// Invoice totals are sums of rounded lines.
+/// (integers, no floating point) as quantity × unit price, and rounded once, to whole minor units,
+/// half away from zero. Invoice totals are sums of rounded lines.
 ///
 /// **Proration by day**: a calendar month (UTC) has D days; a plan in effect on d of them is charged
-/// fee × d / D. A day belongs to the plan in effect at its end: a subscription that starts or changes
+/// d days at the daily price, the monthly fee ÷ D (in micros, rounded half away from zero to a
+/// whole micro), so that a fee line reads quantity (days) × unit price (per day) = amount. A day belongs to the plan in effect at its end: a subscription that starts or changes
 /// plan on day N pays the new plan from day N, one cancelled on day N pays through day N − 1. So
 /// every day is charged to exactly one plan, and a same-day start and cancel costs nothing. The
 /// included requests are prorated the same way (rounded down); usage beyond them is priced by the
 /// plan's tiers (tier bounds count calls beyond the included ones).
+///
+/// **Overflow**: all arithmetic is checked (`Checked`); a line that does not fit throws
+/// `RatingOverflow` for its invoice instead of trapping.
 public enum Rating {
-    public static func rate(_ segment: RatedSegment) -> [LineItem] {
+    /// The unit of a line's quantity: fee lines count days, the others requests.
+    public static func unit(of kind: LineItem.Kind) -> String { kind == .fee ? "day" : "request" }
+
+    public static func rate(_ segment: RatedSegment) throws(RatingOverflow) -> [LineItem] {
         let days = Int64(max(0, segment.periodDays))
         let active = Int64(min(max(0, segment.activeDays), segment.periodDays))
         var lines: [LineItem] = []
         let terms = segment.terms
+        let plan = segment.planName
         if terms.monthlyFeeMinor > 0 && active > 0 {
-            let micros = terms.monthlyFeeMinor * 1_000_000 * active / max(1, days)
-            let description = active == days ? "\(segment.planName): monthly fee" : "\(segment.planName): monthly fee, \(active) of \(days) days"
-            lines.append(LineItem(kind: .fee, description: description, quantity: active, unitPriceMicros: terms.monthlyFeeMinor * 1_000_000, amountMinor: round(micros)))
+            let monthly = try Checked.multiply(terms.monthlyFeeMinor, 1_000_000, "\(plan): monthly fee")
+            let daily = divideRounded(monthly, max(1, days))
+            let micros = try Checked.multiply(daily, active, "\(plan): monthly fee")
+            let description = active == days ? "\(plan): monthly fee" : "\(plan): monthly fee, \(active) of \(days) days"
+            lines.append(LineItem(kind: .fee, description: description, quantity: active, unitPriceMicros: daily, amountMinor: round(micros)))
         }
-        let included = days > 0 ? terms.includedRequests * active / days : 0
+        let included = days > 0 ? try Checked.multiply(max(0, terms.includedRequests), active, "\(plan): included requests") / days : 0
         let calls = max(0, segment.billableCalls)
         if min(calls, included) > 0 {
             lines.append(
                 LineItem(
-                    kind: .included, description: "\(segment.planName): included requests (\(included) in the plan)", quantity: min(calls, included),
+                    kind: .included, description: "\(plan): included requests (\(included) in the plan)", quantity: min(calls, included),
                     unitPriceMicros: 0, amountMinor: 0))
         }
         let overage = calls - min(calls, included)
         guard overage > 0 else { return lines }
         for (units, price, label) in price(overage: overage, terms) where units > 0 {
-            lines.append(
-                LineItem(
-                    kind: .usage, description: "\(segment.planName): \(label)", quantity: units, unitPriceMicros: price,
-                    amountMinor: round(units * price)))
+            let micros = try Checked.multiply(units, price, "\(plan): \(label)")
+            lines.append(LineItem(kind: .usage, description: "\(plan): \(label)", quantity: units, unitPriceMicros: price, amountMinor: round(micros)))
         }
         return lines
+    }
+
+    /// a ÷ b rounded half away from zero (b > 0).
+    static func divideRounded(_ a: Int64, _ b: Int64) -> Int64 {
+        let (quotient, remainder) = a.quotientAndRemainder(dividingBy: b)
+        // 2·|r| ≥ b without computing 2·|r| (which could overflow)
+        if remainder.magnitude >= b.magnitude - remainder.magnitude { return quotient + (a < 0 ? -1 : 1) }
+        return quotient
     }
 
     /// Overage units by tier: (units, unit price in micros, label).
@@ -135,7 +188,7 @@ public enum Rating {
             var result: [(Int64, Int64, String)] = []
             var lower: Int64 = 0
             for tier in tiers {
-                let upper = tier.upTo ?? Int64.max
+                let upper = max(lower, tier.upTo ?? Int64.max)
                 let units = max(0, min(overage, upper) - lower)
                 if units > 0 { result.append((units, tier.unitPriceMicros, "requests \(lower + 1)–\(tier.upTo.map(String.init) ?? "∞") beyond the included")) }
                 if overage <= upper { break }

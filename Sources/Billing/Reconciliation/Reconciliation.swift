@@ -61,16 +61,27 @@ public struct ReconciliationReport: Sendable, Equatable {
     public var tenant: String
     public var period: String
     public var rows: [ReconciliationRow]
+    /// Void invoices of the period that no issued invoice replaces, in words; each one makes the
+    /// period unbalanced (what it billed is billed nowhere).
+    public var unreplacedVoids: [String] = []
 
-    public var isBalanced: Bool { rows.allSatisfy { $0.differences.isEmpty } }
+    public init(tenant: String, period: String, rows: [ReconciliationRow], unreplacedVoids: [String] = []) {
+        self.tenant = tenant
+        self.period = period
+        self.rows = rows
+        self.unreplacedVoids = unreplacedVoids
+    }
+
+    public var isBalanced: Bool { unreplacedVoids.isEmpty && rows.allSatisfy { $0.differences.isEmpty } }
 
     /// "balanced" or one line per difference; what the CLI prints.
     public var text: String {
         guard !isBalanced else {
-            let calls = rows.map(\.answered).reduce(0, +)
+            let calls = rows.reduce(Int64(0)) { $0.addingReportingOverflow($1.answered).partialValue }
             return "balanced: \(tenant) \(period), \(rows.count) subscriptions, \(calls) calls answered, stored, rolled up and invoiced alike\n"
         }
         var out = "NOT balanced: \(tenant) \(period)\n"
+        for void in unreplacedVoids { out += "  \(void)\n" }
         for row in rows where !row.differences.isEmpty {
             for difference in row.differences { out += "  \(row.label): \(difference)\n" }
         }
@@ -135,6 +146,21 @@ public struct Reconciliation: Sendable {
                     subscriptionID: subscription, label: label, answered: n[0], answeredBillable: n[1], events: n[2], eventsBillable: n[3], rollupCalls: n[4],
                     rollupBillable: n[5], invoiced: Int64(fields[8])))
         }
-        return ReconciliationReport(tenant: slug, period: period, rows: result)
+        let voids = try await connection.query(
+            """
+            SELECT v.number, v.team_name, coalesce(d.status, '') FROM invoices v
+            LEFT JOIN invoices d ON d.tenant_id = v.tenant_id AND d.replaces_id = v.id AND d.status IN ('draft', 'issued')
+            WHERE v.tenant_id = \(tenant) AND v.period = (\(month.start) AT TIME ZONE 'UTC')::date AND v.status = 'void'
+              AND NOT EXISTS (SELECT 1 FROM invoices r WHERE r.tenant_id = v.tenant_id AND r.replaces_id = v.id AND r.status IN ('issued', 'void'))
+            ORDER BY v.number
+            """, logger: logger)
+        var unreplaced: [String] = []
+        for try await (number, team, replacement) in voids.decode((String, String, String).self) {
+            unreplaced.append(
+                replacement == "draft"
+                    ? "invoice \(number) (\(team)) is void and its replacement is only a draft: issue it with billing close"
+                    : "invoice \(number) (\(team)) is void and nothing replaces it")
+        }
+        return ReconciliationReport(tenant: slug, period: period, rows: result, unreplacedVoids: unreplaced)
     }
 }

@@ -10,6 +10,10 @@ struct FinanceAPI: Sendable {
     func addRoutes(to authed: RouterGroup<AppRequestContext>) {
         authed.get("/invoices", use: listInvoices)
         authed.get("/invoices/:invoice", use: showInvoice)
+        authed.post("/invoices/:invoice/void", use: voidInvoice)
+        authed.post("/invoices/:invoice/reissue", use: reissueInvoice)
+        authed.post("/billing/refresh", use: refreshDrafts)
+        authed.post("/billing/close", use: closePeriod)
         authed.get("/usage", use: usage)
         authed.get("/analytics", use: analytics)
         authed.get("/reconciliation", use: reconciliation)
@@ -29,6 +33,40 @@ struct FinanceAPI: Sendable {
         guard let id = context.parameters.get("invoice").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Invoice") }
         let (invoice, lines) = try await services.finance.invoice(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id)
         return try .json(InvoiceDetail(invoice: Invoice(invoice), lines: lines.map { Line($0, currency: invoice.currency) }))
+    }
+
+    /// Voids an issued invoice (finance): body `{"reason": "…"}`; the reason is required.
+    @Sendable func voidInvoice(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await correct(request, context, reissue: false)
+    }
+
+    /// Voids an issued invoice and issues its replacement from current data (finance); answers the replacement.
+    @Sendable func reissueInvoice(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await correct(request, context, reissue: true)
+    }
+
+    private func correct(_ request: Request, _ context: AppRequestContext, reissue: Bool) async throws -> Response {
+        guard let id = context.parameters.get("invoice").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Invoice") }
+        let body = try await request.decodeJSON(Correction.self, context: context)
+        let result = try await services.finance.correct(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, reason: body.reason, reissue: reissue, clientIP: context.clientIP)
+        return try .json(Invoice(result))
+    }
+
+    /// Recomputes a period's drafts now (finance): body `{"period": "2026-11"}`.
+    @Sendable func refreshDrafts(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let body = try await request.decodeJSON(PeriodBody.self, context: context)
+        let count = try await services.finance.refreshDrafts(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: body.period, clientIP: context.clientIP)
+        return try .json(RefreshResult(period: body.period, drafts: count))
+    }
+
+    /// Closes a period (finance): issues its drafts, numbered, and the replacements of void invoices; safe to repeat.
+    @Sendable func closePeriod(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let body = try await request.decodeJSON(PeriodBody.self, context: context)
+        let result = try await services.finance.close(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: body.period, clientIP: context.clientIP)
+        return try .json(CloseBody(period: body.period, issued: result.issued, alreadyIssued: result.alreadyIssued))
     }
 
     /// Usage by UTC day × subscription (finance), up to 1,000 rows; the CSV export has no limit.
@@ -56,7 +94,7 @@ struct FinanceAPI: Sendable {
         let report = try await services.finance.reconcile(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: period)
         return try .json(
             Reconciliation(
-                period: period, balanced: report.isBalanced,
+                period: period, balanced: report.isBalanced, unreplacedVoids: report.unreplacedVoids,
                 rows: report.rows.map {
                     .init(
                         subscriptionId: $0.subscriptionID, label: $0.label, answered: $0.answered, events: $0.events, rollupCalls: $0.rollupCalls,
@@ -80,6 +118,10 @@ struct FinanceAPI: Sendable {
         let issuedAt: Date?
         let updatedAt: Date
         let voidReason: String?
+        let voidedAt: Date?
+        let voidedBy: String?
+        /// The number of the invoice replacing this void one ("draft" while it is not issued).
+        let replacedBy: String?
 
         init(_ i: InvoiceSummary) {
             id = i.id
@@ -95,6 +137,9 @@ struct FinanceAPI: Sendable {
             issuedAt = i.issuedAt
             updatedAt = i.updatedAt
             voidReason = i.voidReason
+            voidedAt = i.voidedAt
+            voidedBy = i.voidedBy
+            replacedBy = i.replacedByNumber
         }
     }
 
@@ -107,6 +152,8 @@ struct FinanceAPI: Sendable {
         let kind: String
         let description: String
         let quantity: Int64
+        /// `day` (fee lines) or `request`: quantity × unit price = amount.
+        let unit: String
         let unitPriceMicros: Int64
         let amount: String
         let amountMinor: Int64
@@ -120,6 +167,7 @@ struct FinanceAPI: Sendable {
             kind = l.kind.rawValue
             description = l.description
             quantity = l.quantity
+            unit = l.unit
             unitPriceMicros = l.unitPriceMicros
             amount = ISO4217.decimal(minor: l.amountMinor, currency: currency)
             amountMinor = l.amountMinor
@@ -220,6 +268,26 @@ struct FinanceAPI: Sendable {
         }
         let period: String
         let balanced: Bool
+        let unreplacedVoids: [String]
         let rows: [Row]
+    }
+
+    struct Correction: Codable, Sendable {
+        let reason: String
+    }
+
+    struct PeriodBody: Codable, Sendable {
+        let period: String
+    }
+
+    struct RefreshResult: Codable, Sendable {
+        let period: String
+        let drafts: Int
+    }
+
+    struct CloseBody: Codable, Sendable {
+        let period: String
+        let issued: [String]
+        let alreadyIssued: Int
     }
 }

@@ -300,6 +300,28 @@ enum OpenAPIDocument {
 
     private static var tenantSchemas: [String: Any] {
         [
+            "/invoices/{invoice}/void": [
+                "post": operation(
+                    "voidInvoice", "Void an issued invoice, with a reason (finance); closing the period issues its replacement; audited", tag: "Finance",
+                    parameters: [pathParameter("invoice", ["type": "string", "format": "uuid"], "Invoice id")], body: ref("InvoiceCorrection"),
+                    ok: ("200", ref("Invoice")), errors: ["400", "401", "403", "404", "409", "415", "422"])
+            ],
+            "/invoices/{invoice}/reissue": [
+                "post": operation(
+                    "reissueInvoice", "Void an issued invoice and issue its replacement from current data (finance); answers the replacement; audited",
+                    tag: "Finance", parameters: [pathParameter("invoice", ["type": "string", "format": "uuid"], "Invoice id")],
+                    body: ref("InvoiceCorrection"), ok: ("200", ref("Invoice")), errors: ["400", "401", "403", "404", "409", "415", "422"])
+            ],
+            "/billing/refresh": [
+                "post": operation(
+                    "refreshDrafts", "Recompute a period's draft invoices now (finance); audited", tag: "Finance", body: ref("BillingPeriod"),
+                    ok: ("200", ref("DraftRefresh")), errors: ["400", "401", "403", "415", "422"])
+            ],
+            "/billing/close": [
+                "post": operation(
+                    "closePeriod", "Issue a period's drafts, numbered, with the replacements of void invoices (finance); safe to repeat; audited",
+                    tag: "Finance", body: ref("BillingPeriod"), ok: ("200", ref("PeriodClose")), errors: ["400", "401", "403", "415", "422"])
+            ],
             "User": object(
                 ["id": uuid, "email": string, "display_name": string, "roles": ["type": "array", "items": tenantRole], "created_at": dateTime]),
             "UserPage": page(of: "User"),
@@ -423,13 +445,18 @@ enum OpenAPIDocument {
                     "id": uuid, "number": string, "team_id": uuid, "team_name": string, "period": string,
                     "status": ["type": "string", "enum": ["draft", "issued", "void"]], "currency": string,
                     "total": ["type": "string", "description": "Decimal in the major unit"], "total_minor": ["type": "integer"], "replaces": string,
-                    "issued_at": dateTime, "updated_at": dateTime, "void_reason": string,
-                ], optional: ["number", "replaces", "issued_at", "void_reason"]),
+                    "issued_at": dateTime, "updated_at": dateTime, "void_reason": string, "voided_at": dateTime, "voided_by": string,
+                    "replaced_by": ["type": "string", "description": "Number of the invoice replacing this void one (\"draft\" until issued)"],
+                ], optional: ["number", "replaces", "issued_at", "void_reason", "voided_at", "voided_by", "replaced_by"]),
+            "InvoiceCorrection": input(["reason": ["type": "string", "minLength": 1, "maxLength": 500]], required: ["reason"]),
+            "BillingPeriod": input(["period": ["type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"]], required: ["period"]),
+            "DraftRefresh": object(["period": string, "drafts": ["type": "integer"]]),
+            "PeriodClose": object(["period": string, "issued": ["type": "array", "items": string], "already_issued": ["type": "integer"]]),
             "InvoicePage": page(of: "Invoice"),
             "InvoiceLine": object([
                 "position": ["type": "integer"], "subscription_id": uuid, "app": string, "api": string, "plan": string,
                 "kind": ["type": "string", "enum": LineItem.Kind.allCases.map(\.rawValue)], "description": string, "quantity": ["type": "integer"],
-                "unit_price_micros": ["type": "integer"], "amount": string, "amount_minor": ["type": "integer"],
+                "unit": ["type": "string", "enum": ["day", "request"]], "unit_price_micros": ["type": "integer"], "amount": string, "amount_minor": ["type": "integer"],
             ]),
             "InvoiceDetail": object(["invoice": ref("Invoice"), "lines": ["type": "array", "items": ref("InvoiceLine")]]),
             "UsageRow": object(
@@ -458,7 +485,7 @@ enum OpenAPIDocument {
                 ], optional: ["latency_p50_us", "latency_p95_us", "latency_p99_us"]),
             "Reconciliation": object(
                 [
-                    "period": string, "balanced": ["type": "boolean"],
+                    "period": string, "balanced": ["type": "boolean"], "unreplaced_voids": ["type": "array", "items": string],
                     "rows": [
                         "type": "array",
                         "items": object(

@@ -49,6 +49,10 @@ struct AuditLog: Sendable {
         case webhookCreated = "webhook.created"
         case webhookDeleted = "webhook.deleted"
         case webhookRedelivered = "webhook.redelivered"
+        case invoiceDraftsRefreshed = "invoice.drafts_refreshed"
+        case invoicePeriodClosed = "invoice.period_closed"
+        case invoiceVoided = "invoice.voided"
+        case invoiceReissued = "invoice.reissued"
     }
 
     func record(

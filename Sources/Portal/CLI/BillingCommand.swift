@@ -1,6 +1,7 @@
 import ArgumentParser
 import Billing
 import Foundation
+import Logging
 import PostgresNIO
 
 /// `tollgate billing …`: the finance jobs (drafts, closing, corrections, reconciliation).
@@ -24,7 +25,9 @@ struct BillingCommand: AsyncParsableCommand {
 
         func run() async throws {
             let count = try await BillingCommand.withTenant(options.tenant) { book, tenant, connection in
-                try await book.refreshDrafts(tenant: tenant, period: options.period, on: connection)
+                let count = try await book.refreshDrafts(tenant: tenant, period: options.period, on: connection)
+                try await BillingCommand.audit(.invoiceDraftsRefreshed, tenant: tenant, target: options.period, details: ["drafts": String(count)], on: connection)
+                return count
             }
             print("\(count) draft invoices for \(options.tenant) \(options.period).")
         }
@@ -41,7 +44,11 @@ struct BillingCommand: AsyncParsableCommand {
 
         func run() async throws {
             let result = try await BillingCommand.withTenant(options.tenant) { book, tenant, connection in
-                try await book.close(tenant: tenant, period: options.period, on: connection)
+                let result = try await book.close(tenant: tenant, period: options.period, on: connection)
+                try await BillingCommand.audit(
+                    .invoicePeriodClosed, tenant: tenant, target: options.period,
+                    details: ["issued": result.issued.joined(separator: " "), "already_issued": String(result.alreadyIssued)], on: connection)
+                return result
             }
             for number in result.issued { print("issued \(number)") }
             print("\(result.issued.count) invoices issued, \(result.alreadyIssued) already issued for \(options.tenant) \(options.period).")
@@ -57,11 +64,15 @@ struct BillingCommand: AsyncParsableCommand {
         @Option(help: "Invoice number, e.g. DEMO-000001.") var invoice: String
         @Option(help: "Why it is voided (kept with the invoice).") var reason: String
 
+        func validate() throws { try BillingCommand.validate(reason: reason) }
+
         func run() async throws {
             let voided = try await BillingCommand.withTenant(tenant) { book, tenantID, connection in
-                try await book.void(tenant: tenantID, number: invoice, reason: reason, on: connection)
+                let voided = try await book.void(tenant: tenantID, number: invoice, reason: reason, by: BillingCommand.operator, on: connection)
+                try await BillingCommand.audit(.invoiceVoided, tenant: tenantID, target: invoice, details: ["reason": voided.voidReason ?? reason], on: connection)
+                return voided
             }
-            print("voided \(voided.number ?? invoice) (\(voided.teamName), \(voided.period)).")
+            print("voided \(voided.number ?? invoice) (\(voided.teamName), \(voided.period)); `billing close` issues its replacement.")
         }
     }
 
@@ -72,9 +83,15 @@ struct BillingCommand: AsyncParsableCommand {
         @Option(help: "Invoice number, e.g. DEMO-000001.") var invoice: String
         @Option(help: "Why it is corrected (kept with the voided invoice).") var reason: String
 
+        func validate() throws { try BillingCommand.validate(reason: reason) }
+
         func run() async throws {
             let result = try await BillingCommand.withTenant(tenant) { book, tenantID, connection in
-                try await book.reissue(tenant: tenantID, number: invoice, reason: reason, on: connection)
+                let result = try await book.reissue(tenant: tenantID, number: invoice, reason: reason, by: BillingCommand.operator, on: connection)
+                try await BillingCommand.audit(
+                    .invoiceReissued, tenant: tenantID, target: invoice, details: ["reason": result.void.voidReason ?? reason, "replaced_by": result.issued ?? ""],
+                    on: connection)
+                return result
             }
             print("voided \(invoice); " + (result.issued.map { "issued \($0) in its place." } ?? "nothing left to invoice for that team and period."))
         }
@@ -94,6 +111,22 @@ struct BillingCommand: AsyncParsableCommand {
             print(report.text, terminator: "")
             if !report.isBalanced { throw ExitCode(1) }
         }
+    }
+
+    /// A void needs a reason, as on the web form.
+    static func validate(reason: String) throws {
+        let trimmed = reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...500).contains(trimmed.count), !TextInput.hasControlCharacters(trimmed) else {
+            throw ValidationError("--reason must say why, in 1 to 500 characters; it stays with the void invoice.")
+        }
+    }
+
+    /// Who runs the CLI, as the audit log and the void invoice record it.
+    static var `operator`: String { "cli:" + (ProcessInfo.processInfo.environment["USER"].flatMap { $0.isEmpty ? nil : $0 } ?? "unknown") }
+
+    static func audit(_ kind: AuditLog.Kind, tenant: UUID, target: String, details: [String: String], on connection: PostgresConnection) async throws {
+        try await AuditLog(logger: Logger(label: "tollgate.billing")).record(
+            tenantID: tenant, actorUserID: nil, actor: Self.operator, kind, target: target, details: details, on: connection)
     }
 
     /// Runs `body` in one transaction in the tenant's scope.

@@ -40,38 +40,93 @@ struct FinanceService: Sendable {
         return found
     }
 
+    /// Invoice errors as the user's: an overflow or a blank reason is the request's problem (422), not the server's.
+    static func mapped<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as InvoiceError {
+            throw appError(error)
+        }
+    }
+
+    static func appError(_ error: InvoiceError) -> AppError {
+        switch error {
+        case .notFound: .notFound("Invoice")
+        case .blankReason: .validation(["reason": error.description])
+        case .notIssued: .conflict(error.description)
+        case .overflow: AppError(status: .unprocessableContent, title: "Invoice cannot be computed", detail: error.description)
+        case .unknownTenant: .notFound("Tenant")
+        }
+    }
+
     /// Voids an issued invoice, or voids it and issues its replacement (`reissue`); finance only.
-    func correct(tenant: Tenant, actor: Principal, id: UUID, reason: String, reissue: Bool) async throws -> InvoiceSummary {
+    /// Written to the audit log with who, when and why.
+    func correct(tenant: Tenant, actor: Principal, id: UUID, reason: String, reissue: Bool, clientIP: String? = nil) async throws -> InvoiceSummary {
         try Self.require(actor, .manageBilling)
         let reason = reason.trimmingCharacters(in: .whitespacesAndNewlines)
         guard (1...500).contains(reason.count), !TextInput.hasControlCharacters(reason) else {
             throw AppError.validation(["reason": "Give a reason of 1 to 500 characters; it stays with the void invoice."])
         }
-        return try await database.withTenant(tenant.id) { connection in
-            guard let invoice = try await book.find(tenant: tenant.id, id: id, on: connection) else { throw AppError.notFound("Invoice") }
-            guard invoice.status == .issued, let number = invoice.number else {
-                throw AppError.conflict("Only issued invoices can be voided; this one is \(invoice.status.rawValue).")
+        return try await Self.mapped {
+            try await database.withTenant(tenant.id) { connection in
+                guard let invoice = try await book.find(tenant: tenant.id, id: id, on: connection) else { throw AppError.notFound("Invoice") }
+                guard invoice.status == .issued, let number = invoice.number else {
+                    throw AppError.conflict("Only issued invoices can be voided; this one is \(invoice.status.rawValue).")
+                }
+                let audit = AuditLog(logger: database.logger)
+                if reissue {
+                    let (_, issued) = try await book.reissue(tenant: tenant.id, number: number, reason: reason, by: actor.user.email, on: connection)
+                    try await audit.record(
+                        tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .invoiceReissued, target: number, clientIP: clientIP,
+                        details: ["reason": reason, "replaced_by": issued ?? ""], on: connection)
+                    if let issued, let replacement = try await book.find(tenant: tenant.id, number: issued, on: connection) { return replacement }
+                    return try await book.find(tenant: tenant.id, id: id, on: connection) ?? invoice
+                }
+                let voided = try await book.void(tenant: tenant.id, number: number, reason: reason, by: actor.user.email, on: connection)
+                try await audit.record(
+                    tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .invoiceVoided, target: number, clientIP: clientIP,
+                    details: ["reason": reason], on: connection)
+                return voided
             }
-            if reissue {
-                let (_, issued) = try await book.reissue(tenant: tenant.id, number: number, reason: reason, on: connection)
-                if let issued, let replacement = try await book.find(tenant: tenant.id, number: issued, on: connection) { return replacement }
-                return try await book.find(tenant: tenant.id, id: id, on: connection) ?? invoice
-            }
-            return try await book.void(tenant: tenant.id, number: number, reason: reason, on: connection)
         }
     }
 
-    func refreshDrafts(tenant: Tenant, actor: Principal, period: String) async throws -> Int {
+    func refreshDrafts(tenant: Tenant, actor: Principal, period: String, clientIP: String? = nil) async throws -> Int {
         try Self.require(actor, .manageBilling)
-        guard Rating.month(period) != nil else { throw AppError.badRequest("period must be a month like 2026-11.") }
-        return try await database.withTenant(tenant.id) { try await book.refreshDrafts(tenant: tenant.id, period: period, on: $0) }
+        guard Rating.month(period) != nil else { throw AppError.badRequest("period must be a month like 2026-11.", fields: ["period": "Use YYYY-MM."]) }
+        return try await Self.mapped {
+            try await database.withTenant(tenant.id) { connection in
+                let count = try await book.refreshDrafts(tenant: tenant.id, period: period, on: connection)
+                try await AuditLog(logger: database.logger).record(
+                    tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .invoiceDraftsRefreshed, target: period, clientIP: clientIP,
+                    details: ["drafts": String(count)], on: connection)
+                return count
+            }
+        }
+    }
+
+    /// Issues the period's drafts (numbered), including replacements of void invoices; finance only.
+    func close(tenant: Tenant, actor: Principal, period: String, clientIP: String? = nil) async throws -> CloseResult {
+        try Self.require(actor, .manageBilling)
+        guard Rating.month(period) != nil else { throw AppError.badRequest("period must be a month like 2026-11.", fields: ["period": "Use YYYY-MM."]) }
+        return try await Self.mapped {
+            try await database.withTenant(tenant.id) { connection in
+                let result = try await book.close(tenant: tenant.id, period: period, on: connection)
+                try await AuditLog(logger: database.logger).record(
+                    tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .invoicePeriodClosed, target: period, clientIP: clientIP,
+                    details: ["issued": result.issued.joined(separator: " "), "already_issued": String(result.alreadyIssued)], on: connection)
+                return result
+            }
+        }
     }
 
     func reconcile(tenant: Tenant, actor: Principal, period: String) async throws -> ReconciliationReport {
         try Self.require(actor, .viewFinance)
         guard Rating.month(period) != nil else { throw AppError.badRequest("period must be a month like 2026-11.") }
-        return try await database.withTenant(tenant.id) {
-            try await Reconciliation(logger: database.logger).run(tenant: tenant.id, slug: tenant.slug, period: period, on: $0)
+        return try await Self.mapped {
+            try await database.withTenant(tenant.id) {
+                try await Reconciliation(logger: database.logger).run(tenant: tenant.id, slug: tenant.slug, period: period, on: $0)
+            }
         }
     }
 
@@ -82,6 +137,32 @@ struct FinanceService: Sendable {
         try await UsageStore(logger: database.logger).fold(client: database.client)
         return try await database.withTenant(tenant.id) {
             try await UsageExport.rows(tenant: tenant.slug, from: from, to: to, filter: filter, limit: limit, on: $0, logger: database.logger)
+        }
+    }
+
+    /// The choices of the usage filters, by name: teams, apps, APIs and plan versions (finance).
+    func usageFilterOptions(tenant: Tenant, actor: Principal) async throws -> UsageFilterOptions {
+        try Self.require(actor, .viewFinance)
+        return try await database.withTenant(tenant.id) { connection in
+            func pairs(_ query: PostgresQuery) async throws -> [(UUID, String)] {
+                var result: [(UUID, String)] = []
+                for try await row in try await connection.query(query, logger: database.logger).decode((UUID, String).self) { result.append(row) }
+                return result
+            }
+            return UsageFilterOptions(
+                teams: try await pairs("SELECT id, name FROM teams WHERE tenant_id = \(tenant.id) ORDER BY lower(name), id"),
+                apps: try await pairs(
+                    """
+                    SELECT a.id, a.name || ' (' || t.name || ')' FROM apps a JOIN teams t ON t.tenant_id = a.tenant_id AND t.id = a.team_id
+                    WHERE a.tenant_id = \(tenant.id) ORDER BY lower(a.name), lower(t.name), a.id
+                    """),
+                apis: try await pairs("SELECT id, name || ' ' || version FROM apis WHERE tenant_id = \(tenant.id) ORDER BY lower(name), version, id"),
+                plans: try await pairs(
+                    """
+                    SELECT p.id, api.name || ' ' || api.version || ' · ' || p.name || ' v' || p.version FROM plans p
+                    JOIN apis api ON api.tenant_id = p.tenant_id AND api.id = p.api_id
+                    WHERE p.tenant_id = \(tenant.id) ORDER BY lower(api.name), api.version, lower(p.name), p.version, p.id
+                    """))
         }
     }
 
@@ -148,4 +229,12 @@ struct QuotaUse: Sendable, Equatable {
     var monthlyQuota: Int64?
     var used: Int64
     var rejected: Int64
+}
+
+/// Named choices for the usage filters.
+struct UsageFilterOptions: Sendable {
+    var teams: [(UUID, String)]
+    var apps: [(UUID, String)]
+    var apis: [(UUID, String)]
+    var plans: [(UUID, String)]
 }

@@ -35,6 +35,14 @@ struct PlanTerms: Sendable, Equatable, Codable {
     var visibility: Visibility
 
     static let maximumTiers = 10
+    /// Bounds that keep rating's 64-bit arithmetic far from overflow for any plausible month
+    /// (rating still checks every operation and fails the one invoice, never the process):
+    /// requests per month (quota, included, tier bounds) up to 10^12, a fee up to 10^11 minor
+    /// units (× 10^6 micros × 31 days < 2^63), a price per request up to 10^9 micros (1,000 minor
+    /// units: 9.2 × 10^9 calls of one subscription in a month before a line overflows).
+    static let maximumRequests: Int64 = 1_000_000_000_000
+    static let maximumFeeMinor: Int64 = 100_000_000_000
+    static let maximumUnitPriceMicros: Int64 = 1_000_000_000
 
     /// Field → message for every rule the terms break (empty when valid).
     func problems() -> [String: String] {
@@ -43,9 +51,11 @@ struct PlanTerms: Sendable, Equatable, Codable {
         if trimmed.isEmpty || trimmed.count > 100 || TextInput.hasControlCharacters(trimmed) { errors["name"] = "Enter a name of 1 to 100 characters." }
         if !(1...1_000_000).contains(ratePerSecond) { errors["rate_per_second"] = "Allow 1 to 1,000,000 requests per second." }
         if !(1...10_000_000).contains(burst) || burst < ratePerSecond { errors["burst"] = "Burst is at least the rate per second (and at most 10,000,000)." }
-        if let quota = monthlyQuota, quota < 1 { errors["monthly_quota"] = "A quota is at least 1 request; leave it empty for unlimited." }
-        if monthlyFeeMinor < 0 || monthlyFeeMinor > 1_000_000_000_00 { errors["monthly_fee_minor"] = "Enter a fee from 0 up to 1,000,000,000.00." }
-        if includedRequests < 0 { errors["included_requests"] = "Included requests cannot be negative." }
+        if let quota = monthlyQuota, !(1...Self.maximumRequests).contains(quota) {
+            errors["monthly_quota"] = "A quota is 1 to 1,000,000,000,000 requests; leave it empty for unlimited."
+        }
+        if !(0...Self.maximumFeeMinor).contains(monthlyFeeMinor) { errors["monthly_fee_minor"] = "Enter a fee from 0 up to 100,000,000,000 minor units (1,000,000,000.00)." }
+        if !(0...Self.maximumRequests).contains(includedRequests) { errors["included_requests"] = "Include 0 to 1,000,000,000,000 requests." }
         if let quota = monthlyQuota, includedRequests > quota { errors["included_requests"] = "Cannot include more requests than the quota allows." }
         if let problem = Self.tierProblem(tierMode, tiers) { errors["tiers"] = problem }
         return errors
@@ -54,13 +64,15 @@ struct PlanTerms: Sendable, Equatable, Codable {
     static func tierProblem(_ mode: TierMode, _ tiers: [Tier]) -> String? {
         guard !tiers.isEmpty, tiers.count <= maximumTiers else { return "Give 1 to \(maximumTiers) price tiers." }
         if mode == .flat && tiers.count != 1 { return "A flat price has exactly one tier." }
-        guard tiers.allSatisfy({ (0...1_000_000_000_000).contains($0.unitPriceMicros) }) else { return "Tier prices are 0 or more micros." }
+        guard tiers.allSatisfy({ (0...maximumUnitPriceMicros).contains($0.unitPriceMicros) }) else {
+            return "A price per request is 0 to 1,000,000,000 micros (1,000 minor units, e.g. 10.00 USD)."
+        }
         guard tiers.last?.upTo == nil else { return "The last tier must be open-ended (no up_to)." }
         let bounds = tiers.dropLast().map(\.upTo)
         guard bounds.allSatisfy({ $0 != nil }) else { return "Only the last tier may be open-ended." }
         let values = bounds.compactMap { $0 }
-        guard values.allSatisfy({ $0 >= 1 }), zip(values, values.dropFirst()).allSatisfy({ $0 < $1 }) else {
-            return "Tier bounds must be positive and strictly increasing."
+        guard values.allSatisfy({ (1...maximumRequests).contains($0) }), zip(values, values.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            return "Tier bounds must be 1 to 1,000,000,000,000 and strictly increasing."
         }
         return nil
     }

@@ -10,6 +10,7 @@ struct FinancePages: Sendable {
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("/finance", use: overview)
         group.post("/finance/refresh", use: refresh)
+        group.post("/finance/close", use: close)
         group.get("/finance/usage", use: usage)
         group.get("/finance/usage.csv", use: usageCSV)
         group.get("/finance/invoices.csv", use: invoicesCSV)
@@ -27,49 +28,104 @@ struct FinancePages: Sendable {
         try FinanceService.require(principal, .viewFinance)
         let query = FinanceQuery(request)
         let period = try query.period()
-        let list = try await services.finance.invoices(tenant: tenant, actor: principal, period: period, team: try query.uuid("team_id"), status: try query.status())
+        let status = try query.status()
+        let list = try await services.finance.invoices(tenant: tenant, actor: principal, period: period, team: try query.uuid("team_id"), status: status)
         let window = UsageScope.last("30d")!
         let (report, _) = try await services.finance.analytics(tenant: tenant, actor: principal, scope: UsageScope(from: window.from, to: window.to))
         let month = Rating.month(period)!
         let values: [String: Any] = [
-            "period": period, "invoices": list.map(Self.invoiceRow), "count": list.count,
-            "total": Self.totals(list), "chart": Self.chart(report, title: "Calls per day, last 30 days (errors in red)"),
+            "period": period, "invoices": list.map(Self.invoiceRow), "count": Self.count(list.count, "invoice"),
+            "total": Self.totals(list), "can_manage": Policy.allows(principal, .manageBilling),
+            "statuses": InvoiceSummary.Status.allCases.map { ["name": $0.rawValue, "selected": $0 == status] }, "chart": Self.chart(report, title: "Calls per day, last 30 days (errors in red)"),
             "calls": report.calls, "from": DisplayDate.day(month.start), "to": DisplayDate.day(month.end),
         ]
-        return services.views.render("finance", values, page: services.chrome("Finance", context: context, notice: query.values["notice"]))
+        return services.views.render("finance", values, page: services.chrome("Finance", context: context, notice: Self.notice(query)))
     }
+
+    /// A notice after a finance form's redirect, from a fixed set (the address never carries text).
+    static func notice(_ query: FinanceQuery) -> String? {
+        let n = query.values["count"].flatMap { Int($0) }.map { max(0, $0) } ?? 0
+        switch query.values["done"] {
+        case "refreshed": return "\(count(n, "draft invoice")) recomputed."
+        case "closed": return "\(count(n, "invoice")) issued."
+        case "voided": return "The invoice is void. Close the period to issue its replacement."
+        case "reissued": return "The invoice is void and its replacement is issued."
+        default: return nil
+        }
+    }
+
+    /// "1 invoice", "2 invoices".
+    static func count(_ n: Int, _ noun: String) -> String { n == 1 ? "1 \(noun)" : "\(n) \(noun)s" }
 
     /// Recomputes the period's drafts now (they are also refreshed in the background).
     @Sendable func refresh(_ request: Request, context: AppRequestContext) async throws -> Response {
         let period = try FinanceQuery(values: ["period": context.form["period"] ?? ""]).period()
-        let count = try await services.finance.refreshDrafts(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: period)
-        let notice = "\(count) draft invoices recomputed.".addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
-        return .redirect(to: context.base + "/finance?period=\(period)&notice=\(notice)")
+        let count = try await services.finance.refreshDrafts(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: period, clientIP: context.clientIP)
+        return .redirect(to: context.base + "/finance?period=\(period)&done=refreshed&count=\(count)")
     }
 
-    /// Usage by day × subscription, filtered by period, team, app, API and plan.
+    /// Issues the period's drafts (and replacements of void invoices); asks for confirmation first.
+    @Sendable func close(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let period = try FinanceQuery(values: ["period": context.form["period"] ?? ""]).period()
+        guard context.form["confirm"] == "yes" else {
+            throw AppError.validation(["confirm": "Tick the box to confirm: issued invoices cannot change."])
+        }
+        let result = try await services.finance.close(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: period, clientIP: context.clientIP)
+        return .redirect(to: context.base + "/finance?period=\(period)&done=closed&count=\(result.issued.count)")
+    }
+
+    /// Usage by day × subscription, filtered by days, team, app, API and plan (chosen by name). A
+    /// bad filter shows the form again with the message next to the field and what was typed.
     @Sendable func usage(_ request: Request, context: AppRequestContext) async throws -> Response {
         let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
         let query = FinanceQuery(request)
-        let days = try query.days()
-        let filter = try query.usageFilter()
+        let options = try await services.finance.usageFilterOptions(tenant: tenant, actor: principal)
+        var errors: [String: String] = [:]
+        var days: (from: Date, to: Date)?
+        var filter = UsageFilter(teamID: nil, appID: nil, apiID: nil, planID: nil)
+        // each message next to its field, in full ("from must be a day like 2026-11-01.")
+        func note(_ error: AppError) { for field in error.fieldErrors.keys.sorted() { errors[field] = error.detail } }
+        do { days = try query.days() } catch let error as AppError { note(error) }
+        for name in ["team_id", "app_id", "api_id", "plan_id"] {
+            do { _ = try query.uuid(name) } catch let error as AppError { errors[name] = "Choose from the list (\(error.detail))" }
+        }
+        if errors.keys.allSatisfy({ !$0.hasSuffix("_id") }) { filter = try query.usageFilter() }
+        var values: [String: Any] = [
+            "from": query.values["from"] ?? days.map { DisplayDate.day($0.from) } ?? "", "to": query.values["to"] ?? days.map { DisplayDate.day($0.to) } ?? "",
+            "teams": Self.choices(options.teams, selected: query.values["team_id"]), "apps": Self.choices(options.apps, selected: query.values["app_id"]),
+            "apis": Self.choices(options.apis, selected: query.values["api_id"]), "plans": Self.choices(options.plans, selected: query.values["plan_id"]),
+        ]
+        if let days, days.from == query.values["from"].flatMap(DisplayDate.parseDay) ?? days.from {
+            values["from"] = DisplayDate.day(days.from)
+            values["to"] = DisplayDate.day(days.to)
+        }
+        guard errors.isEmpty, let days else {
+            values["errors"] = errors
+            values["rows"] = [[String: Any]]()
+            values["invalid"] = true
+            return services.views.render("finance_usage", values, page: services.chrome("Usage", context: context), status: .badRequest)
+        }
         let rows = try await services.finance.usage(tenant: tenant, actor: principal, from: days.from, to: days.to, filter: filter, limit: 501)
         var csvQuery = "from=\(DisplayDate.day(days.from))&to=\(DisplayDate.day(days.to))"
         for (name, id) in [("team_id", filter.teamID), ("app_id", filter.appID), ("api_id", filter.apiID), ("plan_id", filter.planID)] {
             if let id { csvQuery += "&\(name)=\(id.uuidString)" }
         }
-        let values: [String: Any] = [
-            "from": DisplayDate.day(days.from), "to": DisplayDate.day(days.to), "team_id": filter.teamID?.uuidString ?? "",
-            "app_id": filter.appID?.uuidString ?? "", "api_id": filter.apiID?.uuidString ?? "", "plan_id": filter.planID?.uuidString ?? "",
-            "rows": rows.prefix(500).map { f -> [String: Any] in
-                [
-                    "date": f[0], "team": f[3], "team_id": f[2], "app": f[5], "app_id": f[4], "api": f[7] + (f[8].isEmpty ? "" : " " + f[8]), "api_id": f[6],
-                    "plan": f[10], "plan_id": f[9], "calls": f[12], "billable": f[13], "rejected": f[14], "errors": f[15],
-                ]
-            },
-            "truncated": rows.count > 500, "csv_query": csvQuery,
-        ]
+        values["rows"] = rows.prefix(500).map { f -> [String: Any] in
+            [
+                "date": f[0], "team": f[3], "team_id": f[2], "app": f[5], "app_id": f[4], "api": f[7] + (f[8].isEmpty ? "" : " " + f[8]), "api_id": f[6],
+                "plan": f[10], "plan_id": f[9], "calls": f[12], "billable": f[13], "rejected": f[14], "errors": f[15],
+            ]
+        }
+        values["truncated"] = rows.count > 500
+        values["csv_query"] = csvQuery
         return services.views.render("finance_usage", values, page: services.chrome("Usage", context: context))
+    }
+
+    static func choices(_ options: [(UUID, String)], selected: String?) -> [[String: Any]] {
+        let selected = selected.flatMap(UUID.init(uuidString:))
+        return options.map { ["id": $0.0.uuidString, "name": $0.1, "selected": $0.0 == selected] }
     }
 
     @Sendable func usageCSV(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -111,7 +167,7 @@ struct FinancePages: Sendable {
         let period = try FinanceQuery(request).period()
         let report = try await services.finance.reconcile(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: period)
         let values: [String: Any] = [
-            "period": period, "balanced": report.isBalanced,
+            "period": period, "balanced": report.isBalanced, "unreplaced_voids": report.unreplacedVoids,
             "rows": report.rows.map { row -> [String: Any] in
                 [
                     "label": row.label, "answered": row.answered, "events": row.events, "rollups": row.rollupCalls, "billable": row.rollupBillable,
@@ -135,20 +191,24 @@ struct FinancePages: Sendable {
         guard let id = context.parameters.get("invoice").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Invoice") }
         let principal = try context.requirePrincipal()
         let (invoice, lines) = try await services.finance.invoice(tenant: try context.requireTenant(), actor: principal, id: id)
-        let values: [String: Any] = [
+        return services.views.render(
+            "invoice", Self.invoiceValues(invoice, lines, principal: principal),
+            page: services.chrome("Invoice \(invoice.number ?? "draft")", context: context, notice: Self.notice(FinanceQuery(request))))
+    }
+
+    static func invoiceValues(_ invoice: InvoiceSummary, _ lines: [StoredInvoiceLine], principal: Principal) -> [String: Any] {
+        [
             "invoice": Self.invoiceRow(invoice),
             "can_correct": invoice.status == .issued && Policy.allows(principal, .manageBilling),
             "lines": lines.map { line -> [String: Any] in
                 [
-                    "subscription": "\(line.appName) → \(line.apiName)", "description": line.description, "quantity": line.quantity,
-                    "unit_price": line.kind == .fee
-                        ? Money.format(minor: line.unitPriceMicros / 1_000_000, currency: invoice.currency) + " / month"
-                        : Money.formatUnitPrice(micros: line.unitPriceMicros, currency: invoice.currency),
+                    "subscription": "\(line.appName) → \(line.apiName)", "description": line.description,
+                    "quantity": "\(line.quantity) \(line.unit)\(line.quantity == 1 ? "" : "s")",
+                    "unit_price": Money.formatUnitPrice(micros: line.unitPriceMicros, currency: invoice.currency) + " \(invoice.currency) / \(line.unit)",
                     "amount": Money.format(minor: line.amountMinor, currency: invoice.currency),
                 ]
             },
         ]
-        return services.views.render("invoice", values, page: services.chrome("Invoice \(invoice.number ?? "draft")", context: context))
     }
 
     /// Voids an issued invoice (kept, marked void with the reason).
@@ -163,9 +223,23 @@ struct FinancePages: Sendable {
 
     private func correct(_ context: AppRequestContext, reissue: Bool) async throws -> Response {
         guard let id = context.parameters.get("invoice").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Invoice") }
-        let result = try await services.finance.correct(
-            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, reason: context.form["reason"] ?? "", reissue: reissue)
-        return .redirect(to: context.base + "/invoices/" + result.id.uuidString)
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        do {
+            guard context.form["confirm"] == "yes" else {
+                throw AppError.validation(["confirm": "Tick the box to confirm: a void invoice stays void."])
+            }
+            let result = try await services.finance.correct(
+                tenant: tenant, actor: principal, id: id, reason: context.form["reason"] ?? "", reissue: reissue, clientIP: context.clientIP)
+            return .redirect(to: context.base + "/invoices/" + result.id.uuidString + "?done=" + (reissue ? "reissued" : "voided"))
+        } catch let error as AppError where error.status == .unprocessableContent {
+            // the form again, the message next to its field, the reason kept
+            let (invoice, lines) = try await services.finance.invoice(tenant: tenant, actor: principal, id: id)
+            var values = Self.invoiceValues(invoice, lines, principal: principal)
+            values["errors"] = error.fieldErrors
+            values["reason"] = context.form["reason"] ?? ""
+            return services.views.render(
+                "invoice", values, page: services.chrome("Invoice \(invoice.number ?? "draft")", context: context), status: .unprocessableContent)
+        }
     }
 
     /// Calls, error rate, latency percentiles, status classes, rejections and top apps, for the
@@ -225,17 +299,25 @@ struct FinancePages: Sendable {
     }
 
     static func invoiceRow(_ invoice: InvoiceSummary) -> [String: Any] {
-        [
+        var row: [String: Any] = [
             "id": invoice.id.uuidString, "number": invoice.number ?? "draft", "team": invoice.teamName, "period": invoice.period, "status": invoice.status.rawValue,
             "total": Money.format(minor: invoice.totalMinor, currency: invoice.currency), "updated": DisplayDate.format(invoice.updatedAt),
-            "issued": invoice.issuedAt.map(DisplayDate.format) ?? "", "replaces": invoice.replacesNumber ?? "", "void_reason": invoice.voidReason ?? "",
-            "is_void": invoice.status == .void,
+            "issued": invoice.issuedAt.map(DisplayDate.format) ?? "", "void_reason": invoice.voidReason ?? "",
+            "is_void": invoice.status == .void, "is_draft": invoice.status == .draft,
         ]
+        // keys absent (not "") when unset: an empty string still opens a mustache section
+        if let number = invoice.replacesNumber { row["replaces"] = ["number": number] }
+        if let at = invoice.voidedAt { row["voided"] = ["at": DisplayDate.format(at), "by": invoice.voidedBy ?? "unknown"] }
+        if let number = invoice.replacedByNumber { row["replaced_by"] = ["number": number, "id": invoice.replacedByID?.uuidString ?? ""] }
+        return row
     }
 
     static func totals(_ invoices: [InvoiceSummary]) -> String {
         let byCurrency = Dictionary(grouping: invoices.filter { $0.status != .void }, by: \.currency)
-        return byCurrency.keys.sorted().map { currency in Money.format(minor: byCurrency[currency]!.map(\.totalMinor).reduce(0, +), currency: currency) }
-            .joined(separator: ", ")
+        return byCurrency.keys.sorted().map { currency in
+            guard let total = try? Checked.sum(byCurrency[currency]!.map(\.totalMinor), "total") else { return "more than 64 bits of " + currency }
+            return Money.format(minor: total, currency: currency)
+        }
+        .joined(separator: ", ")
     }
 }
