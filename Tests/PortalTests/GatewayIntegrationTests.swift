@@ -34,7 +34,9 @@ import Testing
             let store = SnapshotStore()
             let quotas = QuotaTracker()
             stores.append(store)
-            services.append(SnapshotReloader(client: client, store: store, baseDomain: "localhost", logger: logger, debounce: .milliseconds(20)))
+            services.append(SnapshotReloader(
+                    client: client, store: store, baseDomain: "localhost", publicURL: portal.services.config.publicURL, logger: logger,
+                    debounce: .milliseconds(20)))
             services.append(QuotaSyncService(tracker: quotas, client: client, interval: .milliseconds(100), logger: logger))
             services.append(
                 GatewayServer(

@@ -67,16 +67,42 @@ import Testing
         (.cancel, .rejected, .developer, nil),
         (.changePlan(automaticApproval: true), .active, .developer, .active),
         (.changePlan(automaticApproval: true), .suspended, .developer, nil),
+        (.changePlan(automaticApproval: false), .active, .developer, .active),
+        (.withdrawPlanChange, .active, .developer, nil),
     ])
     func events(event: Machine.Event, from: SubscriptionState?, actor: SubscriptionActor, to expected: SubscriptionState?) {
-        let next = try? Machine.apply(event, to: from, by: actor)
-        #expect(next == expected)
+        let next = try? Machine.apply(event, to: SubscriptionPosition(state: from), by: actor)
+        #expect(next?.state == expected)
+    }
+
+    /// A change to a manual plan is a request: same state, same plan, until the provider decides.
+    @Test(arguments: [
+        (Machine.Event.changePlan(automaticApproval: false), SubscriptionPosition.of(.active), SubscriptionActor.developer,
+            SubscriptionTransition?.some(.init(state: .active, plan: .request, name: "request_plan_change"))),
+        (.changePlan(automaticApproval: false), .of(.active), .provider, .init(state: .active, plan: .switchNow, name: "change_plan")),
+        (.changePlan(automaticApproval: true), .of(.active), .developer, .init(state: .active, plan: .switchNow, name: "change_plan")),
+        (.changePlan(automaticApproval: true), .of(.active, planChangeRequested: true), .developer,
+            .init(state: .active, plan: .switchNow, name: "change_plan")),
+        (.approve, .of(.active, planChangeRequested: true), .provider, .init(state: .active, plan: .applyRequested, name: "approve_plan_change")),
+        (.approve, .of(.active, planChangeRequested: true), .developer, nil),
+        (.approve, .of(.active), .provider, nil),
+        (.reject(reason: "no"), .of(.active, planChangeRequested: true), .provider, .init(state: .active, plan: .dropRequest, name: "reject_plan_change")),
+        (.reject(reason: " "), .of(.active, planChangeRequested: true), .provider, nil),
+        (.withdrawPlanChange, .of(.active, planChangeRequested: true), .developer,
+            .init(state: .active, plan: .dropRequest, name: "withdraw_plan_change")),
+        (.withdrawPlanChange, .of(.active, planChangeRequested: true), .provider, nil),
+        (.suspend(reason: "abuse"), .of(.active, planChangeRequested: true), .provider, .init(state: .suspended, plan: .dropRequest, name: "suspend")),
+        (.cancel, .of(.active, planChangeRequested: true), .developer, .init(state: .cancelled, plan: .dropRequest, name: "cancel")),
+        (.cancel, .of(.active), .developer, .init(state: .cancelled, plan: .unchanged, name: "cancel")),
+    ])
+    func planChanges(event: Machine.Event, from: SubscriptionPosition, actor: SubscriptionActor, to expected: SubscriptionTransition?) {
+        #expect((try? Machine.apply(event, to: from, by: actor)) == expected)
     }
 
     @Test func refusalsSayWhy() {
-        #expect(throws: Machine.Refusal.reasonRequired(event: "reject")) { try Machine.apply(.reject(reason: ""), to: .pending, by: .provider) }
-        #expect(throws: Machine.Refusal.wrongActor(event: "approve", actor: .developer)) { try Machine.apply(.approve, to: .pending, by: .developer) }
-        #expect(throws: Machine.Refusal.notAllowed(state: .cancelled, event: "resume")) { try Machine.apply(.resume, to: .cancelled, by: .provider) }
+        #expect(throws: Machine.Refusal.reasonRequired(event: "reject")) { try Machine.apply(.reject(reason: ""), to: .of(.pending), by: .provider) }
+        #expect(throws: Machine.Refusal.wrongActor(event: "approve", actor: .developer)) { try Machine.apply(.approve, to: .of(.pending), by: .developer) }
+        #expect(throws: Machine.Refusal.notAllowed(state: .cancelled, event: "resume")) { try Machine.apply(.resume, to: .of(.cancelled), by: .provider) }
     }
 
     @Test func openStatesBlockASecondSubscription() {
@@ -97,6 +123,12 @@ import Testing
         (.rejected, .provider, []),
     ])
     func offersOnlyWhatTheStateMachineAccepts(state: SubscriptionState, side: SubscriptionActor, expected: [SubscriptionService.Action]) {
-        #expect(SubscriptionService.allowedActions(state: state, side: side) == expected)
+        #expect(SubscriptionService.allowedActions(position: .of(state), side: side) == expected)
+    }
+
+    @Test func aPendingPlanChangeOffersTheProviderApproveAndRejectAndTheDeveloperWithdraw() {
+        let position = SubscriptionPosition.of(.active, planChangeRequested: true)
+        #expect(SubscriptionService.allowedActions(position: position, side: .provider) == [.approve, .reject, .suspend, .changePlan])
+        #expect(SubscriptionService.allowedActions(position: position, side: .developer) == [.cancel, .changePlan, .withdrawPlanChange])
     }
 }

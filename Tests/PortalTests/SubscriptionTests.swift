@@ -72,6 +72,86 @@ import Testing
         }
     }
 
+    @Test func aChangeToAManualPlanWaitsInTheQueueAndARejectionKeepsTheOldPlan() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let s = try await Self.setup(portal, client)
+                let id = try APITests.json(try await Self.subscribe(client, s, plan: s.freePlan))["id"] as? String ?? ""
+                let asked = try await Self.act(client, s.world.developer, id, #"{"action":"change_plan","plan_id":"\#(s.proPlan)"}"#)
+                #expect(asked.status == .ok)
+                #expect(try APITests.json(asked)["plan_id"] as? String == s.freePlan)
+                // asking twice for the same plan is a conflict, not a second request
+                #expect(try await Self.act(client, s.world.developer, id, #"{"action":"change_plan","plan_id":"\#(s.proPlan)"}"#).status == .conflict)
+                // the provider's queue holds it; the gateway still serves Free
+                let queue = try APITests.json(try await APITests.call(client, .get, "/t/acme/api/v1/subscriptions?awaiting=provider", token: s.world.provider))
+                #expect((queue["items"] as? [[String: Any]])?.compactMap { $0["id"] as? String } == [id])
+                let snapshot = try await portal.snapshot()
+                let grant = snapshot.tenantsBySlug["acme"]?.apps.values.first { $0.id.uuidString.lowercased() == s.appID.lowercased() }?
+                    .subscriptions.values.first
+                #expect(grant?.planID.uuidString.lowercased() == s.freePlan.lowercased())
+                // the developer cannot approve it; a rejection needs a reason and keeps Free
+                #expect(try await Self.act(client, s.world.developer, id, #"{"action":"approve"}"#).status == .forbidden)
+                #expect(try await Self.act(client, s.world.provider, id, #"{"action":"reject"}"#).status == .unprocessableContent)
+                let rejected = try APITests.json(try await Self.act(client, s.world.provider, id, #"{"action":"reject","reason":"talk to sales first"}"#))
+                #expect(rejected["state"] as? String == "active")
+                #expect(rejected["plan_id"] as? String == s.freePlan)
+                #expect(rejected["requested_plan_id"] == nil)
+                let after = try APITests.json(try await APITests.call(client, .get, "/t/acme/api/v1/subscriptions?awaiting=provider", token: s.world.provider))
+                #expect((after["items"] as? [[String: Any]])?.isEmpty == true)
+                // webhooks as for a new request: requested, then rejected
+                let types = try await portal.outboxTypes()
+                #expect(types.contains("subscription.plan_change_requested"))
+                #expect(types.contains("subscription.plan_change_rejected"))
+                #expect(!types.contains("subscription.plan_changed"))
+            }
+        }
+    }
+
+    /// A restricted API is open to the app's team, not to every team its developer is in.
+    @Test func restrictedAPIsCheckTheAppsTeamNotTheCallers() async throws {
+        try await TestPortal.with { portal in
+            let world = try await CatalogAPITests.world(portal)
+            try await portal.application().test(.router) { client in
+                // setup: the API allows team "users"; the developer is also in team "side", which is not allowed
+                let created = try APITests.json(
+                    try await APITests.call(
+                        client, .post, "/t/acme/api/v1/apis", token: world.provider,
+                        body: CatalogAPITests.createBody(team: world.providerTeam, visibility: "restricted", allowed: [world.consumerTeam])))
+                let apiID = created["id"] as? String ?? ""
+                _ = try await APITests.call(client, .post, "/t/acme/api/v1/apis/\(apiID)/transitions", token: world.provider, body: #"{"transition":"publish"}"#)
+                let plan = try APITests.json(try await APITests.call(client, .post, "/t/acme/api/v1/apis/\(apiID)/plans", token: world.provider, body: Self.free))
+                let planID = plan["id"] as? String ?? ""
+                let side = try APITests.json(
+                    try await APITests.call(client, .post, "/t/acme/api/v1/teams", token: world.developer, body: #"{"name":"Side","slug":"side"}"#))
+                let sideTeam = side["id"] as? String ?? ""
+                let sideApp = try APITests.json(
+                    try await APITests.call(client, .post, "/t/acme/api/v1/apps", token: world.developer, body: #"{"team_id":"\#(sideTeam)","name":"Side app"}"#))
+                let sideAppID = (sideApp["app"] as? [String: Any])?["id"] as? String ?? ""
+                let usersApp = try await AppTests.createApp(client, world)
+                let usersAppID = (usersApp["app"] as? [String: Any])?["id"] as? String ?? ""
+                // act + assert: the side team's app is refused, the allowed team's app subscribes
+                let refused = try await APITests.call(
+                    client, .post, "/t/acme/api/v1/apps/\(sideAppID)/subscriptions", token: world.developer, body: #"{"plan_id":"\#(planID)"}"#)
+                #expect(refused.status == .unprocessableContent)
+                let accepted = try await APITests.call(
+                    client, .post, "/t/acme/api/v1/apps/\(usersAppID)/subscriptions", token: world.developer, body: #"{"plan_id":"\#(planID)"}"#)
+                #expect(accepted.status == .created)
+                #expect(try await Self.grantedApps(portal).contains(usersAppID.lowercased()))
+                // the provider withdraws the team: the gateway stops serving that app at once
+                let patched = try await APITests.call(
+                    client, .patch, "/t/acme/api/v1/apis/\(apiID)", token: world.provider, body: #"{"allowed_team_ids":["\#(sideTeam)"]}"#)
+                #expect(patched.status == .ok)
+                #expect(try await !Self.grantedApps(portal).contains(usersAppID.lowercased()))
+            }
+        }
+    }
+
+    /// Apps the gateway snapshot lets through to some API (lower-cased ids).
+    static func grantedApps(_ portal: TestPortal) async throws -> Set<String> {
+        let snapshot = try await portal.snapshot()
+        return Set(snapshot.tenantsBySlug.values.flatMap { $0.apps.values.filter { !$0.subscriptions.isEmpty }.map { $0.id.uuidString.lowercased() } })
+    }
+
     @Test func suspendResumeChangePlanAndCancelAreRecorded() async throws {
         try await TestPortal.with { portal in
             try await portal.application().test(.router) { client in
@@ -80,13 +160,25 @@ import Testing
                 #expect(try await Self.act(client, s.world.provider, id, #"{"action":"suspend","reason":"abuse report"}"#).status == .ok)
                 #expect(try await Self.act(client, s.world.developer, id, #"{"action":"resume"}"#).status == .forbidden)
                 #expect(try await Self.act(client, s.world.provider, id, #"{"action":"resume"}"#).status == .ok)
-                let changed = try await Self.act(client, s.world.developer, id, #"{"action":"change_plan","plan_id":"\#(s.proPlan)"}"#)
-                #expect(try APITests.json(changed)["plan_name"] as? String == "Pro")
+                // Pro needs approval: the change is a request, Free keeps serving
+                let changed = try APITests.json(try await Self.act(client, s.world.developer, id, #"{"action":"change_plan","plan_id":"\#(s.proPlan)"}"#))
+                #expect(changed["plan_name"] as? String == "Free")
+                #expect(changed["requested_plan_name"] as? String == "Pro")
+                #expect(changed["state"] as? String == "active")
+                let approved = try APITests.json(
+                    try await Self.act(client, s.world.provider, id, #"{"action":"approve","reason":"welcome to Pro"}"#))
+                #expect(approved["plan_name"] as? String == "Pro")
+                #expect(approved["requested_plan_id"] == nil)
                 #expect(try await Self.act(client, s.world.provider, id, #"{"action":"cancel"}"#).status == .forbidden)
                 #expect(try await Self.act(client, s.world.developer, id, #"{"action":"cancel"}"#).status == .ok)
                 let detail = try APITests.json(try await APITests.call(client, .get, "/t/acme/api/v1/subscriptions/\(id)", token: s.world.developer))
                 let history = detail["history"] as? [[String: Any]] ?? []
-                #expect(history.compactMap { $0["event"] as? String } == ["request", "suspend", "resume", "change_plan", "cancel"])
+                #expect(
+                    history.compactMap { $0["event"] as? String } == ["request", "suspend", "resume", "request_plan_change", "approve_plan_change", "cancel"])
+                #expect(history[3]["requested_plan_id"] as? String == s.proPlan)
+                #expect(history[3]["to_plan_id"] as? String == s.freePlan)
+                #expect(history[4]["to_plan_id"] as? String == s.proPlan)
+                #expect(history[4]["reason"] as? String == "welcome to Pro")
                 #expect(history[1]["reason"] as? String == "abuse report")
                 #expect(history[1]["actor_side"] as? String == "provider")
                 // after cancelling, the app may subscribe again

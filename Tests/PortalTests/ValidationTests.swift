@@ -27,7 +27,8 @@ import Testing
 
     @Test func newTenantCollectsEveryFieldError() {
         do {
-            _ = try NewTenant.validated(slug: "Bad Slug", name: "", currency: "XYZ", signupPolicy: "sometimes", customHost: "bad host")
+            _ = try NewTenant.validated(
+                slug: "Bad Slug", name: "", currency: "XYZ", signupPolicy: "sometimes", customHost: "bad host", baseDomain: "localhost")
             Issue.record("expected a validation error")
         } catch let error as AppError {
             #expect(Set(error.fieldErrors.keys) == ["slug", "name", "currency", "signup_policy", "custom_host"])
@@ -38,7 +39,7 @@ import Testing
     }
 
     @Test func newTenantDefaults() throws {
-        let tenant = try NewTenant.validated(slug: "acme", name: "ACME", currency: nil, signupPolicy: nil, customHost: "")
+        let tenant = try NewTenant.validated(slug: "acme", name: "ACME", currency: nil, signupPolicy: nil, customHost: "", baseDomain: "localhost")
         #expect(tenant.currency == "USD")
         #expect(tenant.signupPolicy == .open)
         #expect(tenant.customHost == nil)

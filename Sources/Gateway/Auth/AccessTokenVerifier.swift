@@ -47,7 +47,7 @@ public enum AccessTokenVerifier {
         }
     }
 
-    public static func verify(_ token: Substring, tenant: TenantConfig, baseDomain: String, now: Double) -> Result<VerifiedToken, Failure> {
+    public static func verify(_ token: Substring, tenant: TenantConfig, now: Double) -> Result<VerifiedToken, Failure> {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let headerBytes = base64URL(parts[0]), let payloadBytes = base64URL(parts[1]), let signatureBytes = base64URL(parts[2]),
             let header = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any],
@@ -63,7 +63,7 @@ public enum AccessTokenVerifier {
         guard let exp = number(claims["exp"]) else { return .failure(.malformed) }
         guard exp + leewaySeconds > now else { return .failure(.expired) }
         if let nbf = number(claims["nbf"]), nbf - leewaySeconds > now { return .failure(.notYetValid) }
-        guard let issuer = claims["iss"] as? String, tenant.acceptsIssuer(issuer, baseDomain: baseDomain) else { return .failure(.wrongIssuer) }
+        guard let issuer = claims["iss"] as? String, issuer == tenant.issuer else { return .failure(.wrongIssuer) }
         let audiences = (claims["aud"] as? String).map { [$0] } ?? (claims["aud"] as? [String]) ?? []
         guard audiences.contains(tenant.audience) else { return .failure(.wrongAudience) }
         guard let clientID = claims["client_id"] as? String, let jti = claims["jti"] as? String else { return .failure(.malformed) }

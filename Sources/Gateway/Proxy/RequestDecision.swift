@@ -134,7 +134,7 @@ public struct RequestGate {
             if let cached = tokenCache.lookup(text, now: seconds), cached.audience == tenant.audience {
                 token = cached
             } else {
-                switch AccessTokenVerifier.verify(text, tenant: tenant, baseDomain: snapshot.baseDomain, now: seconds) {
+                switch AccessTokenVerifier.verify(text, tenant: tenant, now: seconds) {
                 case .success(let verified):
                     tokenCache.store(text, verified, now: seconds)
                     token = verified

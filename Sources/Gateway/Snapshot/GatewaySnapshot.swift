@@ -16,7 +16,12 @@ public struct GatewaySnapshot: Sendable {
         self.loadedAt = loadedAt
         self.baseDomain = baseDomain
         tenantsBySlug = Dictionary(tenants.map { ($0.slug, $0) }, uniquingKeysWith: { a, _ in a })
-        tenantsByHost = Dictionary(tenants.compactMap { t in t.customHost.map { ($0.lowercased(), t.slug) } }, uniquingKeysWith: { a, _ in a })
+        // A custom host that breaks the rule (stored before it was enforced) routes nothing: it would
+        // take another tenant's or the platform's own traffic.
+        tenantsByHost = Dictionary(
+            tenants.compactMap { t in
+                t.customHost.flatMap { try? CustomHostRule.check($0, baseDomain: baseDomain).get() }.map { ($0, t.slug) }
+            }, uniquingKeysWith: { a, _ in a })
     }
 
     public static let empty = GatewaySnapshot(version: 0, loadedAt: .distantPast, tenants: [], baseDomain: "localhost")
@@ -51,6 +56,8 @@ public final class TenantConfig: Sendable {
     public let slug: String
     public let customHost: String?
     public let audience: String
+    /// The one `iss` this tenant's tokens carry (see `PublicBaseURL`).
+    public let issuer: String
     /// `WWW-Authenticate`'s challenge for this tenant, made once.
     let bearerRealm: String
     /// The tenant's identity header line for the upstream, made once.
@@ -65,12 +72,13 @@ public final class TenantConfig: Sendable {
     public let revokedTokenIDs: Set<String>
 
     public init(
-        id: UUID, slug: String, customHost: String?, routes: [Route], appsByKeyHash: [Data: APIKeyGrant], apps: [UUID: AppGrant],
+        id: UUID, slug: String, customHost: String?, issuer: String, routes: [Route], appsByKeyHash: [Data: APIKeyGrant], apps: [UUID: AppGrant],
         signingKeys: [String: P256.Signing.PublicKey], revokedTokenIDs: Set<String>
     ) {
         self.id = id
         self.slug = slug
         self.customHost = customHost
+        self.issuer = issuer
         self.audience = "urn:tollgate:gateway:\(slug)"
         self.bearerRealm = "Bearer realm=\"\(slug)\""
         self.identityHeaderLine = "X-Tollgate-Tenant: \(slug)\r\n"
@@ -85,8 +93,8 @@ public final class TenantConfig: Sendable {
     /// A copy with more revoked token ids (incremental update from a NOTIFY).
     public func revoking(_ jtis: [String]) -> TenantConfig {
         TenantConfig(
-            id: id, slug: slug, customHost: customHost, routes: routes, appsByKeyHash: appsByKeyHash, apps: apps, signingKeys: signingKeys,
-            revokedTokenIDs: revokedTokenIDs.union(jtis))
+            id: id, slug: slug, customHost: customHost, issuer: issuer, routes: routes, appsByKeyHash: appsByKeyHash, apps: apps,
+            signingKeys: signingKeys, revokedTokenIDs: revokedTokenIDs.union(jtis))
     }
 
     /// The route whose base path is the longest prefix of `path` at a segment boundary.
@@ -97,15 +105,6 @@ public final class TenantConfig: Sendable {
             if next == nil || next == UInt8(ascii: "/") || next == UInt8(ascii: "?") { return route }
         }
         return nil
-    }
-
-    /// The issuer must be this tenant's authorization server: `…/t/{slug}`, `{slug}.{domain}` or the custom host.
-    public func acceptsIssuer(_ issuer: String, baseDomain: String) -> Bool {
-        guard let url = URLComponents(string: issuer), let host = url.host?.lowercased() else { return false }
-        let path = url.path.hasSuffix("/") ? String(url.path.dropLast()) : url.path
-        if path == "/t/\(slug)" { return true }
-        guard path.isEmpty else { return false }
-        return host == "\(slug).\(baseDomain)" || host == customHost?.lowercased()
     }
 }
 

@@ -10,11 +10,13 @@ import PostgresNIO
 public struct SnapshotLoader: Sendable {
     let client: PostgresClient
     let baseDomain: String
+    let publicURL: PublicBaseURL
     let logger: Logger
 
-    public init(client: PostgresClient, baseDomain: String, logger: Logger) {
+    public init(client: PostgresClient, baseDomain: String, publicURL: PublicBaseURL, logger: Logger) {
         self.client = client
         self.baseDomain = baseDomain
+        self.publicURL = publicURL
         self.logger = logger
     }
 
@@ -57,7 +59,8 @@ public struct SnapshotLoader: Sendable {
         let subscriptionRows = try await connection.query(
             """
             SELECT s.app_id, s.api_id, s.id, p.id, p.rate_per_second, p.burst, p.monthly_quota
-            FROM subscriptions s JOIN plans p ON p.id = s.plan_id WHERE s.state = 'active'
+            FROM subscriptions s JOIN plans p ON p.id = s.plan_id JOIN apps a ON a.id = s.app_id
+            WHERE s.state = 'active' AND tollgate_api_open_to_team(s.api_id, a.team_id)
             """, logger: logger)
         for try await (app, api, id, plan, rate, burst, quota) in subscriptionRows.decode((UUID, UUID, UUID, UUID, Int, Int, Int64?).self) {
             subscriptions[app, default: [:]][api] = SubscriptionGrant(subscriptionID: id, planID: plan, ratePerSecond: rate, burst: burst, monthlyQuota: quota)
@@ -100,7 +103,7 @@ public struct SnapshotLoader: Sendable {
         {
             tenants.append(
                 TenantConfig(
-                    id: id, slug: slug, customHost: host, routes: routes[id] ?? [], appsByKeyHash: keys[id] ?? [:], apps: apps[id] ?? [:],
+                    id: id, slug: slug, customHost: host, issuer: publicURL.tenantBase(slug: slug, customHost: host), routes: routes[id] ?? [], appsByKeyHash: keys[id] ?? [:], apps: apps[id] ?? [:],
                     signingKeys: signingKeys[id] ?? [:], revokedTokenIDs: revoked[id] ?? []))
         }
         return GatewaySnapshot(version: version, loadedAt: Date(), tenants: tenants, baseDomain: baseDomain)

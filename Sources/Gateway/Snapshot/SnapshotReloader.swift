@@ -17,11 +17,12 @@ public struct SnapshotReloader: Service {
     let retryInterval: Duration
 
     public init(
-        client: PostgresClient, store: SnapshotStore, baseDomain: String, logger: Logger, debounce: Duration = .milliseconds(100),
+        client: PostgresClient, store: SnapshotStore, baseDomain: String, publicURL: PublicBaseURL, logger: Logger,
+        debounce: Duration = .milliseconds(100),
         fullReloadInterval: Duration = .seconds(30), retryInterval: Duration = .seconds(1)
     ) {
         self.client = client
-        self.loader = SnapshotLoader(client: client, baseDomain: baseDomain, logger: logger)
+        self.loader = SnapshotLoader(client: client, baseDomain: baseDomain, publicURL: publicURL, logger: logger)
         self.store = store
         self.logger = logger
         self.debounce = debounce

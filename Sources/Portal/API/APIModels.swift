@@ -341,7 +341,14 @@ enum APIModel {
         let planVersion: Int
         let createdAt: Date
         let updatedAt: Date
+        /// A plan change waiting for the provider (the subscription stays on `planId` until then).
+        let requestedPlanId: UUID?
+        let requestedPlanName: String?
+        let planChangeRequestedAt: Date?
         init(_ s: Subscription) {
+            requestedPlanId = s.requestedPlan?.id
+            requestedPlanName = s.requestedPlan?.name
+            planChangeRequestedAt = s.requestedPlan?.at
             id = s.id
             appId = s.appID
             apiId = s.apiID
@@ -363,6 +370,7 @@ enum APIModel {
         let toState: String
         let fromPlanId: UUID?
         let toPlanId: UUID
+        let requestedPlanId: UUID?
         let actorSide: String
         let actor: String?
         let reason: String?
@@ -373,6 +381,7 @@ enum APIModel {
             toState = e.toState.rawValue
             fromPlanId = e.fromPlanID
             toPlanId = e.toPlanID
+            requestedPlanId = e.requestedPlanID
             actorSide = e.actorSide.rawValue
             actor = e.actor
             reason = e.reason
@@ -513,6 +522,26 @@ enum APIModel {
         let roles: [String]?
         let teamId: UUID?
         let teamRole: String?
+    }
+
+    /// PATCH body: absent fields stay; `custom_host: null` (or "") removes the custom host.
+    struct UpdateTenant: Decodable, Sendable {
+        let name: String?
+        let signupPolicy: String?
+        let customHost: String??
+
+        enum CodingKeys: String, CodingKey { case name, signupPolicy, customHost }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            name = try container.decodeIfPresent(String.self, forKey: .name)
+            signupPolicy = try container.decodeIfPresent(String.self, forKey: .signupPolicy)
+            customHost = container.contains(.customHost) ? .some(try container.decodeIfPresent(String.self, forKey: .customHost)) : .none
+        }
+    }
+
+    struct InviteAdmin: Decodable, Sendable {
+        let email: String
     }
 
     struct CreateTenant: Decodable, Sendable {

@@ -40,14 +40,49 @@ enum OpenAPIDocument {
                     "post": operation(
                         "createTenant", "Create a tenant", tag: "Tenants", body: ref("CreateTenant"), ok: ("201", ref("Tenant")),
                         errors: ["400", "401", "409", "415", "422"]),
-                ]
+                ],
+                "/tenants/{slug}": [
+                    "get": operation(
+                        "getTenant", "A tenant", tag: "Tenants", parameters: [tenantSlugParameter], ok: ("200", ref("Tenant")), errors: ["401", "404"]),
+                    "patch": operation(
+                        "updateTenant", "Change a tenant's name, sign-up policy or custom host (null removes it); slug and currency stay",
+                        tag: "Tenants", parameters: [tenantSlugParameter], body: ref("UpdateTenant"), ok: ("200", ref("Tenant")),
+                        errors: ["400", "401", "404", "409", "415", "422"]),
+                ],
+                "/tenants/{slug}/admin-invitations": [
+                    "post": operation(
+                        "inviteTenantAdmin", "Invite a tenant's first administrator (refused once it has one); the link is shown once",
+                        tag: "Tenants", parameters: [tenantSlugParameter], body: ref("InviteAdmin"), ok: ("201", ref("CreatedInvitation")),
+                        errors: ["400", "401", "404", "409", "415", "422"])
+                ],
             ],
-            "components": components(extraSchemas: ["Tenant": tenantSchema, "TenantPage": page(of: "Tenant"), "CreateTenant": createTenantSchema]),
+            "components": components(extraSchemas: [
+                "Tenant": tenantSchema, "TenantPage": page(of: "Tenant"), "CreateTenant": createTenantSchema,
+                "UpdateTenant": [
+                    "type": "object", "additionalProperties": false,
+                    "properties": [
+                        "name": ["type": "string", "minLength": 1, "maxLength": 200],
+                        "signup_policy": ["type": "string", "enum": Tenant.SignupPolicy.allCases.map(\.rawValue)],
+                        "custom_host": ["type": ["string", "null"], "maxLength": 253],
+                    ],
+                ],
+                "InviteAdmin": input(["email": ["type": "string", "format": "email", "maxLength": 254]], required: ["email"]),
+                "Invitation": object(
+                    [
+                        "id": uuid, "email": string, "roles": ["type": "array", "items": ["type": "string"]], "team_id": uuid, "team_role": string,
+                        "expires_at": dateTime,
+                    ], optional: ["team_id", "team_role"]),
+                "CreatedInvitation": object(["invitation": ref("Invitation"), "accept_url": string]),
+            ]),
         ]
         return serialize(document)
     }
 
     // MARK: Paths
+
+    private static var tenantSlugParameter: [String: Any] {
+        pathParameter("slug", ["type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"], "Tenant slug")
+    }
 
     private static var tenantPaths: [String: Any] {
         let teamParameter = pathParameter("team", ["type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"], "Team slug")
@@ -202,7 +237,13 @@ enum OpenAPIDocument {
             "/subscriptions": [
                 "get": operation(
                     "listSubscriptions", "Subscriptions of your apps and to the APIs you manage", tag: "Subscriptions",
-                    parameters: [["name": "state", "in": "query", "required": false, "schema": ["type": "string", "enum": SubscriptionState.allCases.map(\.rawValue)]]],
+                    parameters: [
+                        ["name": "state", "in": "query", "required": false, "schema": ["type": "string", "enum": SubscriptionState.allCases.map(\.rawValue)]],
+                        [
+                            "name": "awaiting", "in": "query", "required": false, "schema": ["type": "string", "enum": ["provider"]],
+                            "description": "provider: the approval queue (new requests and plan changes waiting for approval)",
+                        ],
+                    ],
                     ok: ("200", ref("SubscriptionPage")), errors: ["400", "401", "403"])
             ],
             "/subscriptions/{subscription}": [
@@ -212,7 +253,8 @@ enum OpenAPIDocument {
             ],
             "/subscriptions/{subscription}/actions": [
                 "post": operation(
-                    "actOnSubscription", "approve, reject, suspend, resume, cancel or change_plan", tag: "Subscriptions", parameters: [subscriptionParameter],
+                    "actOnSubscription",
+                    "approve, reject, suspend, resume, cancel, change_plan or withdraw_plan_change (a change to a plan that needs approval waits for the provider)", tag: "Subscriptions", parameters: [subscriptionParameter],
                     body: ref("SubscriptionAction"), ok: ("200", ref("Subscription")), errors: ["400", "401", "403", "404", "409", "415", "422"])
             ],
             "/webhooks": [
@@ -258,6 +300,28 @@ enum OpenAPIDocument {
                     parameters: [pathParameter("invoice", ["type": "string", "format": "uuid"], "Invoice id")], ok: ("200", ref("InvoiceDetail")),
                     errors: ["401", "403", "404"])
             ],
+            "/invoices/{invoice}/void": [
+                "post": operation(
+                    "voidInvoice", "Void an issued invoice, with a reason (finance); closing the period issues its replacement; audited", tag: "Finance",
+                    parameters: [pathParameter("invoice", ["type": "string", "format": "uuid"], "Invoice id")], body: ref("InvoiceCorrection"),
+                    ok: ("200", ref("Invoice")), errors: ["400", "401", "403", "404", "409", "415", "422"])
+            ],
+            "/invoices/{invoice}/reissue": [
+                "post": operation(
+                    "reissueInvoice", "Void an issued invoice and issue its replacement from current data (finance); answers the replacement; audited",
+                    tag: "Finance", parameters: [pathParameter("invoice", ["type": "string", "format": "uuid"], "Invoice id")],
+                    body: ref("InvoiceCorrection"), ok: ("200", ref("Invoice")), errors: ["400", "401", "403", "404", "409", "415", "422"])
+            ],
+            "/billing/refresh": [
+                "post": operation(
+                    "refreshDrafts", "Recompute a period's draft invoices now (finance); audited", tag: "Finance", body: ref("BillingPeriod"),
+                    ok: ("200", ref("DraftRefresh")), errors: ["400", "401", "403", "415", "422"])
+            ],
+            "/billing/close": [
+                "post": operation(
+                    "closePeriod", "Issue a period's drafts, numbered, with the replacements of void invoices (finance); safe to repeat; audited",
+                    tag: "Finance", body: ref("BillingPeriod"), ok: ("200", ref("PeriodClose")), errors: ["400", "401", "403", "415", "422"])
+            ],
             "/usage": [
                 "get": operation(
                     "listUsage", "Usage by UTC day × subscription (finance, admins), up to 1,000 rows; the CSV export has all", tag: "Finance",
@@ -300,28 +364,6 @@ enum OpenAPIDocument {
 
     private static var tenantSchemas: [String: Any] {
         [
-            "/invoices/{invoice}/void": [
-                "post": operation(
-                    "voidInvoice", "Void an issued invoice, with a reason (finance); closing the period issues its replacement; audited", tag: "Finance",
-                    parameters: [pathParameter("invoice", ["type": "string", "format": "uuid"], "Invoice id")], body: ref("InvoiceCorrection"),
-                    ok: ("200", ref("Invoice")), errors: ["400", "401", "403", "404", "409", "415", "422"])
-            ],
-            "/invoices/{invoice}/reissue": [
-                "post": operation(
-                    "reissueInvoice", "Void an issued invoice and issue its replacement from current data (finance); answers the replacement; audited",
-                    tag: "Finance", parameters: [pathParameter("invoice", ["type": "string", "format": "uuid"], "Invoice id")],
-                    body: ref("InvoiceCorrection"), ok: ("200", ref("Invoice")), errors: ["400", "401", "403", "404", "409", "415", "422"])
-            ],
-            "/billing/refresh": [
-                "post": operation(
-                    "refreshDrafts", "Recompute a period's draft invoices now (finance); audited", tag: "Finance", body: ref("BillingPeriod"),
-                    ok: ("200", ref("DraftRefresh")), errors: ["400", "401", "403", "415", "422"])
-            ],
-            "/billing/close": [
-                "post": operation(
-                    "closePeriod", "Issue a period's drafts, numbered, with the replacements of void invoices (finance); safe to repeat; audited",
-                    tag: "Finance", body: ref("BillingPeriod"), ok: ("200", ref("PeriodClose")), errors: ["400", "401", "403", "415", "422"])
-            ],
             "User": object(
                 ["id": uuid, "email": string, "display_name": string, "roles": ["type": "array", "items": tenantRole], "created_at": dateTime]),
             "UserPage": page(of: "User"),
@@ -426,13 +468,14 @@ enum OpenAPIDocument {
                 "id": uuid, "app_id": uuid, "api_id": uuid, "plan_id": uuid, "state": ["type": "string", "enum": SubscriptionState.allCases.map(\.rawValue)],
                 "app_name": string, "api_name": string, "api_version": string, "plan_name": string, "plan_version": ["type": "integer"],
                 "created_at": dateTime, "updated_at": dateTime,
-            ]),
+                "requested_plan_id": uuid, "requested_plan_name": string, "plan_change_requested_at": dateTime,
+            ], optional: ["requested_plan_id", "requested_plan_name", "plan_change_requested_at"]),
             "SubscriptionPage": page(of: "Subscription"),
             "SubscriptionEvent": object(
                 [
-                    "event": string, "from_state": string, "to_state": string, "from_plan_id": uuid, "to_plan_id": uuid,
+                    "event": string, "from_state": string, "to_state": string, "from_plan_id": uuid, "to_plan_id": uuid, "requested_plan_id": uuid,
                     "actor_side": ["type": "string", "enum": ["developer", "provider", "system"]], "actor": string, "reason": string, "at": dateTime,
-                ], optional: ["from_state", "from_plan_id", "actor", "reason"]),
+                ], optional: ["from_state", "from_plan_id", "requested_plan_id", "actor", "reason"]),
             "SubscriptionDetail": object(["subscription": ref("Subscription"), "history": ["type": "array", "items": ref("SubscriptionEvent")]]),
             "WebhookEndpoint": object(
                 [

@@ -214,9 +214,14 @@ struct TenantAPI: Sendable {
         return try .json(APIModel.SubscriptionBody(subscription), status: .created)
     }
 
-    /// Subscriptions of your apps and to the APIs you manage (the provider's approval queue is `state=pending`).
+    /// Subscriptions of your apps and to the APIs you manage. The provider's approval queue is
+    /// `awaiting=provider`: new requests (`state=pending`) and plan changes waiting for approval.
     @Sendable func listSubscriptions(_ request: Request, context: AppRequestContext) async throws -> Response {
         var items = try await services.subscriptionService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal())
+        if let awaiting = request.uri.queryParameters["awaiting"].map(String.init) {
+            guard awaiting == "provider" else { throw AppError.badRequest("awaiting must be 'provider'.") }
+            items = items.filter(\.awaitsProvider)
+        }
         if let state = request.uri.queryParameters["state"].map(String.init) {
             guard let wanted = SubscriptionState(rawValue: state) else {
                 throw AppError.badRequest("state must be one of \(SubscriptionState.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -232,13 +237,14 @@ struct TenantAPI: Sendable {
         return try .json(APIModel.SubscriptionDetailBody(subscription: .init(subscription), history: history.map(APIModel.SubscriptionEventBody.init)))
     }
 
-    /// approve, reject (reason), suspend (reason), resume — providers; cancel — developers; change_plan — either.
+    /// approve, reject (reason), suspend (reason), resume — providers; cancel, withdraw_plan_change — developers;
+    /// change_plan — either (a developer's change to a manual plan waits for approval).
     @Sendable func actOnSubscription(_ request: Request, context: AppRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
         let id = try uuidParameter("subscription", context, what: "Subscription")
         let body = try await request.decodeJSON(APIModel.SubscriptionAction.self, context: context)
         guard let action = SubscriptionService.Action(rawValue: body.action) else {
-            throw AppError.validation(["action": "Choose approve, reject, suspend, resume, cancel or change_plan."])
+            throw AppError.validation(["action": "Choose one of: " + SubscriptionService.Action.allCases.map(\.rawValue).joined(separator: ", ") + "."])
         }
         let subscription = try await services.subscriptionService.perform(
             tenant: try context.requireTenant(), actor: principal, subscriptionID: id, action: action, reason: body.reason, newPlanID: body.planId,
@@ -367,7 +373,7 @@ struct TenantAPI: Sendable {
     /// The OpenAPI 3.1 document for this tenant's API.
     @Sendable func openAPI(_ request: Request, context: AppRequestContext) async throws -> Response {
         let tenant = try context.requireTenant()
-        let server = AdminPages.absoluteBase(request: request, context: context) + "/api/v1"
+        let server = services.publicBase(tenant) + "/api/v1"
         return Response(
             status: .ok, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.tenant(serverURL: server, tenantName: tenant.name))))
@@ -512,7 +518,7 @@ struct TenantAPI: Sendable {
         let (invitation, token) = try await services.identity.invite(
             tenant: try context.requireTenant(), actor: principal, email: body.email, roles: Set(roles.compactMap { $0 }), teamID: body.teamId,
             teamRole: teamRole, clientIP: context.clientIP)
-        let link = AdminPages.absoluteBase(request: request, context: context) + "/invitations/" + token
+        let link = services.publicBase(try context.requireTenant()) + "/invitations/" + token
         return try .json(APIModel.CreatedInvitationBody(invitation: .init(invitation), acceptUrl: link), status: .created)
     }
 
@@ -535,46 +541,5 @@ struct TenantAPI: Sendable {
     private func uuidParameter(_ name: String, _ context: AppRequestContext, what: String) throws -> UUID {
         guard let id = context.parameters.get(name).flatMap(UUID.init(uuidString:)) else { throw AppError.notFound(what) }
         return id
-    }
-}
-
-/// Platform endpoints: `/api/v1/tenants`, authenticated by a platform token (`tgx_...`).
-struct PlatformAPI: Sendable {
-    let services: PortalServices
-
-    func addRoutes(to router: Router<AppRequestContext>) {
-        let api = router.group("/api/v1")
-        api.get("/openapi.json", use: openAPI)
-        api.get("/tenants", use: listTenants)
-        api.post("/tenants", use: createTenant)
-    }
-
-    /// The OpenAPI document for the platform endpoints.
-    @Sendable func openAPI(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let server = "http://" + (request.head.authority ?? "127.0.0.1") + "/api/v1"
-        return Response(
-            status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.platform(serverURL: server))))
-    }
-
-    @Sendable func listTenants(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await authenticate(request)
-        let page = try Pagination(request)
-        let tenants = try await services.database.withPlatform { try await services.tenants.list(after: page.cursor, limit: page.limit, on: $0) }
-        return try .json(APIModel.Page(items: tenants.map(APIModel.TenantBody.init), nextCursor: page.next(tenants) { $0.slug }))
-    }
-
-    @Sendable func createTenant(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await authenticate(request)
-        let body = try await request.decodeJSON(APIModel.CreateTenant.self, context: context)
-        let new = try NewTenant.validated(
-            slug: body.slug, name: body.name, currency: body.currency, signupPolicy: body.signupPolicy, customHost: body.customHost)
-        let tenant = try await services.database.withPlatform { try await services.tenants.create(new, on: $0) }
-        return try .json(APIModel.TenantBody(tenant), status: .created)
-    }
-
-    private func authenticate(_ request: Request) async throws {
-        guard let token = request.headers.bearer?.token,
-            try await services.database.withPlatform({ try await services.platformAdmins.authenticate(token: token, on: $0) }) != nil
-        else { throw AppError.unauthenticated }
     }
 }

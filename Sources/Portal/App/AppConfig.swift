@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Logging
 
 /// Process configuration, read from environment variables (documented in README, "Configuration").
@@ -20,6 +21,12 @@ struct AppConfig: Sendable {
     var sessionAbsoluteTimeout: Duration
     /// Lifetime of OAuth2 access tokens (TOLLGATE_ACCESS_TOKEN_SECONDS).
     var accessTokenLifetime: Duration = .seconds(3600)
+    /// The portal's public address (TOLLGATE_PUBLIC_URL, default `http://{PORTAL_ADDRESS}`): the base
+    /// of every tenant's token issuer and every absolute link. Never taken from a request's Host.
+    var publicURL: PublicBaseURL
+    /// The gateway's public address as developers call it (TOLLGATE_GATEWAY_PUBLIC_URL, default
+    /// `http://{GATEWAY_ADDRESS}`), shown on API pages.
+    var gatewayPublicURL: PublicBaseURL
     /// Trust `X-Forwarded-For`/`-Proto` from a reverse proxy in front of the portal.
     var trustProxy: Bool
     /// Allow webhook targets on loopback and private networks (TOLLGATE_WEBHOOKS_ALLOW_PRIVATE=true);
@@ -60,6 +67,10 @@ struct AppConfig: Sendable {
             guard let value = Int(text), value > 0 else { throw ConfigError.invalid(name, text, "a positive number of minutes") }
             return .seconds(value * 60)
         }
+        func publicURL(_ name: String, default fallback: PublicBaseURL) throws -> PublicBaseURL {
+            guard let text = env[name], !text.isEmpty else { return fallback }
+            do { return try PublicBaseURL(text) } catch { throw ConfigError.invalid(name, text, error.description) }
+        }
         var config = AppConfig(
             databaseURL: env["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? defaultDatabaseURL,
             portalHost: portal.0, portalPort: portal.1,
@@ -72,6 +83,8 @@ struct AppConfig: Sendable {
             templatesDirectory: env["TOLLGATE_TEMPLATES_DIR"] ?? "templates",
             sessionIdleTimeout: try minutes("TOLLGATE_SESSION_IDLE_MINUTES", 120),
             sessionAbsoluteTimeout: try minutes("TOLLGATE_SESSION_MAX_MINUTES", 7 * 24 * 60),
+            publicURL: try publicURL("TOLLGATE_PUBLIC_URL", default: .listening(host: portal.0, port: portal.1)),
+            gatewayPublicURL: try publicURL("TOLLGATE_GATEWAY_PUBLIC_URL", default: .listening(host: gateway.0, port: gateway.1)),
             trustProxy: env["TOLLGATE_TRUST_PROXY"] == "true")
         if let text = env["TOLLGATE_ACCESS_TOKEN_SECONDS"] {
             guard let seconds = Int(text), (60...86_400).contains(seconds) else {

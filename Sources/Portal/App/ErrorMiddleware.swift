@@ -43,6 +43,11 @@ struct ErrorMiddleware: RouterMiddleware {
             default:
                 return AppError(status: error.status, title: error.status.reasonPhrase, detail: error.body ?? error.status.reasonPhrase)
             }
+        case let error as any HTTPResponseError where error.status == .contentTooLarge:
+            // Every size limit (form, JSON, upload bodies: NIOTooManyBytesError from collectBody) is a 413.
+            return AppError(status: .contentTooLarge, title: "Request too large", detail: "The request body is larger than this address accepts.")
+        case let error as any HTTPResponseError where (400..<500).contains(error.status.code):
+            return AppError(status: error.status, title: error.status.reasonPhrase, detail: error.status.reasonPhrase)
         case let error as DecodingError:
             return .badRequest("The request body is not valid: \(APIDecoding.describe(error))")
         case let error where error.postgresCode.map({ $0.raw.hasPrefix("22") }) == true:

@@ -22,6 +22,7 @@ struct PortalServices: Sendable {
     let finance: FinanceService
     let tenants: TenantRepository
     let platformAdmins: PlatformAdminRepository
+    let tenantAdministration: TenantAdministration
     let readiness: Readiness
     let logger: Logger
 
@@ -52,6 +53,7 @@ struct PortalServices: Sendable {
         self.finance = FinanceService(database: database)
         self.tenants = TenantRepository(logger: logger)
         self.platformAdmins = PlatformAdminRepository(logger: logger)
+        self.tenantAdministration = TenantAdministration(database: database, tenants: tenants, identity: identity, audit: audit)
         self.readiness = readiness
         self.logger = logger
     }
@@ -64,6 +66,12 @@ struct PortalServices: Sendable {
 
     func expiredCookie(name: String, path: String, request: Request) -> Cookie {
         cookie(name: name, value: "", path: path, request: request, maxAge: 0)
+    }
+
+    /// A tenant's public base: its token issuer and the start of every absolute link, from
+    /// configuration (`TOLLGATE_PUBLIC_URL` and the tenant's custom host), never from the request.
+    func publicBase(_ tenant: Tenant) -> String {
+        config.publicURL.tenantBase(slug: tenant.slug, customHost: tenant.customHost)
     }
 
     /// Layout values for a tenant page.

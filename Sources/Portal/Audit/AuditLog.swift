@@ -53,6 +53,7 @@ struct AuditLog: Sendable {
         case invoicePeriodClosed = "invoice.period_closed"
         case invoiceVoided = "invoice.voided"
         case invoiceReissued = "invoice.reissued"
+        case tenantUpdated = "tenant.updated"
     }
 
     func record(

@@ -116,6 +116,13 @@ enum Policy {
 /// Who sees which catalog entries. Owners (and tenant admins) see every state; everyone else sees
 /// APIs that serve traffic and are public or restricted to one of their teams.
 enum CatalogVisibility {
+    /// Whether apps of `teamID` may use the API: it is public, the team owns it, or the team is
+    /// one of its allowed teams. The app's team decides, never the caller's other teams; the same
+    /// rule is `tollgate_api_open_to_team` in SQL (gateway snapshot, token scopes).
+    static func isOpen(_ api: APIProduct, toTeam teamID: UUID) -> Bool {
+        api.visibility == .public || api.teamID == teamID || api.allowedTeamIDs.contains(teamID)
+    }
+
     static func canSee(_ principal: Principal?, _ api: APIProduct) -> Bool {
         if let principal, principal.has(.admin) || principal.teamRoles[api.teamID] != nil { return true }
         guard api.state.servesTraffic else { return false }

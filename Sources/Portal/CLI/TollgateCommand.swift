@@ -86,7 +86,8 @@ enum Launcher {
                 configuration: .init(gateway: ProcessInfo.processInfo.hostName + ":\(config.gatewayPort)", spoolPath: config.dataDirectory + "/usage-spool.jsonl"),
                 client: client, logger: runtime.logger)
             services.append(.init(service: meter))
-            services.append(.init(service: SnapshotReloader(client: client, store: store, baseDomain: config.baseDomain, logger: runtime.logger)))
+            services.append(.init(service: SnapshotReloader(
+                client: client, store: store, baseDomain: config.baseDomain, publicURL: config.publicURL, logger: runtime.logger)))
             services.append(.init(service: QuotaSyncService(tracker: quotas, client: client, logger: runtime.logger)))
             var gatewayConfiguration = GatewayServer.Configuration(host: config.gatewayHost, port: config.gatewayPort)
             gatewayConfiguration.eventLoopThreads = config.gatewayThreads
@@ -135,8 +136,8 @@ struct SeedDemo: AsyncParsableCommand {
         let output: [String: String] = [
             "tenant": DemoSeed.tenantSlug, "client_id": report.credentials["demo-app.client_id"] ?? "",
             "client_secret": report.credentials["demo-app.client_secret"] ?? "", "api_key": report.credentials["demo-app.api_key"] ?? "",
-            "gateway_base_url": "http://\(config.gatewayHost):\(config.gatewayPort)/t/\(DemoSeed.tenantSlug)",
-            "portal_base_url": "http://\(config.portalHost):\(config.portalPort)/t/\(DemoSeed.tenantSlug)",
+            "gateway_base_url": "\(config.gatewayPublicURL)/t/\(DemoSeed.tenantSlug)",
+            "portal_base_url": "\(config.publicURL)/t/\(DemoSeed.tenantSlug)",
         ]
         let data = try JSONSerialization.data(withJSONObject: output, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         print(String(decoding: data, as: UTF8.self))
@@ -158,12 +159,14 @@ struct TenantCommand: AsyncParsableCommand {
         func run() async throws {
             let runtime = try Runtime.load()
             let new = try CLIError.wrap {
-                try NewTenant.validated(slug: slug, name: name, currency: currency, signupPolicy: signupPolicy, customHost: customHost)
+                try NewTenant.validated(
+                    slug: slug, name: name, currency: currency, signupPolicy: signupPolicy, customHost: customHost,
+                    baseDomain: runtime.config.baseDomain)
             }
             let tenant = try await CLIError.wrapAsync {
                 try await runtime.withDatabase { db in try await db.withPlatform { try await TenantRepository(logger: runtime.logger).create(new, on: $0) } }
             }
-            print("Created tenant \(tenant.slug) (\(tenant.id)). Portal: http://\(runtime.config.portalHost):\(runtime.config.portalPort)/t/\(tenant.slug)/")
+            print("Created tenant \(tenant.slug) (\(tenant.id)). Portal: \(runtime.config.publicURL.tenantBase(slug: tenant.slug, customHost: tenant.customHost))/")
         }
     }
 

@@ -147,6 +147,23 @@ struct IdentityService: Sendable {
         }
     }
 
+    /// An administrator invitation from the platform operator (a new marketplace has no admin who
+    /// could invite one). Refused once the tenant has an admin: from then on its admins invite.
+    func invitePlatformAdmin(tenant: Tenant, email rawEmail: String, operatorName: String) async throws -> (Invitation, token: String) {
+        let email = Email.normalize(rawEmail)
+        guard Email.isValid(email) else { throw AppError.validation(["email": "Enter a valid email address."]) }
+        return try await database.withTenant(tenant.id) { connection in
+            if try await users.find(email: email, on: connection) != nil {
+                throw AppError.conflict("This person already has an account.", fields: ["email": "Already a member."])
+            }
+            let result = try await invitations.create(
+                tenantID: tenant.id, email: email, roles: [.admin], teamID: nil, teamRole: nil, invitedBy: nil, on: connection)
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: nil, actor: operatorName, .invitationCreated, target: email, details: ["roles": "admin"], on: connection)
+            return result
+        }
+    }
+
     func openInvitation(tenant: Tenant, token: String) async throws -> Invitation? {
         try await database.withTenant(tenant.id) { try await invitations.find(token: token, on: $0) }
     }

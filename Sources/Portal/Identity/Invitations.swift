@@ -19,7 +19,7 @@ struct InvitationRepository: Sendable {
     static let lifetimeDays = 7
 
     func create(
-        tenantID: UUID, email: String, roles: Set<TenantRole>, teamID: UUID?, teamRole: TeamRole?, invitedBy: UUID,
+        tenantID: UUID, email: String, roles: Set<TenantRole>, teamID: UUID?, teamRole: TeamRole?, invitedBy: UUID?,
         on connection: PostgresConnection
     ) async throws -> (Invitation, token: String) {
         let token = SecretToken.generate(prefix: "")

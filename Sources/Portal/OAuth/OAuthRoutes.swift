@@ -14,7 +14,7 @@ struct OAuthRoutes: Sendable {
         self.services = services
         self.tokens = OAuthTokenService(
             database: services.database, keys: SigningKeyStore(secret: secret, logger: services.logger),
-            throttle: LoginThrottle(perAccount: 10, perClient: 60, logger: services.logger), tokenLifetime: services.config.accessTokenLifetime,
+            throttle: LoginThrottle(budget: .oauthClient, perAccount: 10, perClient: 60, logger: services.logger), tokenLifetime: services.config.accessTokenLifetime,
             logger: services.logger)
     }
 
@@ -43,7 +43,7 @@ struct OAuthRoutes: Sendable {
         guard grant == "client_credentials" else {
             return Self.error(.init(code: "unsupported_grant_type", description: "Only client_credentials is supported."))
         }
-        let issuer = AdminPages.absoluteBase(request: request, context: context)
+        let issuer = services.publicBase(tenant)
         switch try await tokens.issue(
             tenant: tenant, issuer: issuer, clientID: clientID, clientSecret: secret, requestedScope: form["scope"], clientIP: context.clientIP)
         {
@@ -101,14 +101,27 @@ struct OAuthRoutes: Sendable {
         }
     }
 
+    /// A token, introspection or revocation request is a few hundred bytes; 16 KiB leaves room.
+    static let maxBodyBytes = 16 * 1024
+
     /// The form and client credentials of an endpoint request (Basic or in the body, not both).
     static func clientRequest(_ request: Request) async throws -> Result<(FormData, String, String), OAuthTokenService.OAuthError> {
         guard (request.headers[.contentType] ?? "").hasPrefix("application/x-www-form-urlencoded") else {
             return .failure(.init(code: "invalid_request", description: "Send the request as application/x-www-form-urlencoded."))
         }
         var request = request
-        let body = try await request.collectBody(upTo: 16 * 1024)
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: Self.maxBodyBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            return .failure(.init(code: "invalid_request", description: "The request body is larger than \(Self.maxBodyBytes / 1024) KiB.", status: 413))
+        }
         let form = FormData(urlencoded: String(buffer: body))
+        // RFC 6749 §3.2: parameters must not be included more than once.
+        var seen = Set<String>()
+        if let repeated = form.pairs.first(where: { !seen.insert($0.0).inserted }) {
+            return .failure(.init(code: "invalid_request", description: "The parameter \(TextInput.sanitized(repeated.0, maxLength: 40)) is repeated."))
+        }
         let basic = request.headers.basic
         if basic != nil && (form["client_id"] != nil || form["client_secret"] != nil) {
             return .failure(.init(code: "invalid_request", description: "Use one client authentication method, not two."))
@@ -135,17 +148,23 @@ struct OAuthRoutes: Sendable {
         return response
     }
 
-    /// RFC 8414 authorization server metadata.
+    /// RFC 8414 authorization server metadata: the endpoints that exist and nothing else. The
+    /// issuer comes from configuration, so a forged Host cannot reach this (publicly cached) answer.
     @Sendable func metadata(_ request: Request, context: AppRequestContext) async throws -> Response {
         let tenant = try context.requireTenant()
-        let host = request.head.authority ?? "127.0.0.1"
-        let issuer = context.hostMounted ? "http://\(host)" : "http://\(host)/t/\(tenant.slug)"
+        let issuer = services.publicBase(tenant)
+        let scopes = try await services.catalog.list(tenant: tenant, viewer: nil, after: nil, limit: 500)
+            .filter { $0.state.servesTraffic && $0.visibility == .public }.map(\.slug)
+        let clientAuth = ["client_secret_basic", "client_secret_post"]
         var response = Self.json(
             [
                 "issuer": issuer, "token_endpoint": issuer + "/oauth2/token", "jwks_uri": issuer + "/.well-known/jwks.json",
-                "grant_types_supported": ["client_credentials"], "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-                "token_endpoint_auth_signing_alg_values_supported": ["ES256"], "response_types_supported": ["token"],
-                "scopes_supported": [String](),
+                "introspection_endpoint": issuer + "/oauth2/introspect", "revocation_endpoint": issuer + "/oauth2/revoke",
+                "grant_types_supported": ["client_credentials"], "token_endpoint_auth_methods_supported": clientAuth,
+                "introspection_endpoint_auth_methods_supported": clientAuth, "revocation_endpoint_auth_methods_supported": clientAuth,
+                // No authorization endpoint, so no response type (RFC 8414 requires the member).
+                "response_types_supported": [String](),
+                "scopes_supported": Array(Set(scopes)).sorted(),
             ], status: .ok)
         response.headers[.cacheControl] = "public, max-age=300"
         return response

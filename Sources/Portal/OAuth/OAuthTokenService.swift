@@ -33,7 +33,13 @@ struct OAuthTokenService: Sendable {
     struct OAuthError: Error, Equatable {
         let code: String
         let description: String
-        var status: Int { code == "invalid_client" ? 401 : (code == "slow_down" ? 429 : 400) }
+        let status: Int
+
+        init(code: String, description: String, status: Int? = nil) {
+            self.code = code
+            self.description = description
+            self.status = status ?? (code == "invalid_client" ? 401 : (code == "slow_down" ? 429 : 400))
+        }
     }
 
     struct IssuedToken: Sendable {
@@ -84,7 +90,7 @@ struct OAuthTokenService: Sendable {
     func authenticateClient(tenantID: UUID, clientID: String, secret: String, clientIP: String, on connection: PostgresConnection) async throws
         -> Result<UUID, OAuthError>
     {
-        let throttleKey = "client:" + clientID
+        let throttleKey = clientID
         if try await throttle.retryAfter(email: throttleKey, clientIP: clientIP, tenantID: tenantID, on: connection) != nil {
             return .failure(OAuthError(code: "invalid_client", description: "Too many failed attempts; try again later."))
         }
@@ -137,8 +143,9 @@ struct OAuthTokenService: Sendable {
     private func subscribedAPISlugs(appID: UUID, on connection: PostgresConnection) async throws -> Set<String> {
         let rows = try await connection.query(
             """
-            SELECT DISTINCT api.slug FROM subscriptions s JOIN apis api ON api.id = s.api_id
+            SELECT DISTINCT api.slug FROM subscriptions s JOIN apis api ON api.id = s.api_id JOIN apps a ON a.id = s.app_id
             WHERE s.app_id = \(appID) AND s.state = 'active' AND api.state IN ('published', 'deprecated')
+                AND tollgate_api_open_to_team(api.id, a.team_id)
             """, logger: logger)
         var slugs = Set<String>()
         for try await slug in rows.decode(String.self) { slugs.insert(slug) }

@@ -19,6 +19,19 @@ struct Subscription: Sendable, Equatable {
     var apiSlug: String
     var appTeamID: UUID
     var apiTeamID: UUID
+    /// A plan change waiting for the provider's approval (the subscription stays on `planID`).
+    var requestedPlan: RequestedPlan? = nil
+
+    struct RequestedPlan: Sendable, Equatable {
+        var id: UUID
+        var name: String
+        var version: Int
+        var at: Date
+    }
+
+    var position: SubscriptionPosition { .of(state, planChangeRequested: requestedPlan != nil) }
+    /// Waiting for a provider: a new subscription or a plan change.
+    var awaitsProvider: Bool { state == .pending || requestedPlan != nil }
 }
 
 /// One recorded transition.
@@ -28,6 +41,7 @@ struct SubscriptionEvent: Sendable, Equatable {
     var toState: SubscriptionState
     var fromPlanID: UUID?
     var toPlanID: UUID
+    var requestedPlanID: UUID? = nil
     var actorSide: SubscriptionActor
     var actor: String?
     var reason: String?
@@ -73,57 +87,73 @@ struct SubscriptionRepository: Sendable {
                 """, logger: logger))
     }
 
-    func update(id: UUID, state: SubscriptionState, planID: UUID, on connection: PostgresConnection) async throws {
+    /// Stores a transition's outcome; `requestedPlanID` is the open plan-change request (nil: none).
+    func update(id: UUID, state: SubscriptionState, planID: UUID, requestedPlanID: UUID?, on connection: PostgresConnection) async throws {
         try await connection.query(
-            "UPDATE subscriptions SET state = \(state.rawValue), plan_id = \(planID), updated_at = now() WHERE id = \(id)", logger: logger)
+            """
+            UPDATE subscriptions SET state = \(state.rawValue), plan_id = \(planID), requested_plan_id = \(requestedPlanID),
+                plan_change_requested_at = CASE WHEN \(requestedPlanID)::uuid IS NULL THEN NULL
+                    WHEN requested_plan_id IS DISTINCT FROM \(requestedPlanID)::uuid THEN now() ELSE plan_change_requested_at END,
+                updated_at = now()
+            WHERE id = \(id)
+            """, logger: logger)
     }
 
     func record(
         tenantID: UUID, subscriptionID: UUID, event: String, from: SubscriptionState?, to: SubscriptionState, fromPlan: UUID?, toPlan: UUID,
-        actorUserID: UUID?, side: SubscriptionActor, reason: String?, on connection: PostgresConnection
+        requestedPlan: UUID? = nil, actorUserID: UUID?, side: SubscriptionActor, reason: String?, on connection: PostgresConnection
     ) async throws {
         try await connection.query(
             """
-            INSERT INTO subscription_events (tenant_id, subscription_id, event, from_state, to_state, from_plan_id, to_plan_id, actor_user_id, actor_side, reason)
-            VALUES (\(tenantID), \(subscriptionID), \(event), \(from?.rawValue), \(to.rawValue), \(fromPlan), \(toPlan), \(actorUserID), \(side.rawValue), \(reason))
+            INSERT INTO subscription_events (tenant_id, subscription_id, event, from_state, to_state, from_plan_id, to_plan_id, requested_plan_id,
+                actor_user_id, actor_side, reason)
+            VALUES (\(tenantID), \(subscriptionID), \(event), \(from?.rawValue), \(to.rawValue), \(fromPlan), \(toPlan), \(requestedPlan),
+                \(actorUserID), \(side.rawValue), \(reason))
             """, logger: logger)
     }
 
     func history(subscriptionID: UUID, on connection: PostgresConnection) async throws -> [SubscriptionEvent] {
         let rows = try await connection.query(
             """
-            SELECT e.event, e.from_state, e.to_state, e.from_plan_id, e.to_plan_id, e.actor_side, u.email, e.reason, e.at
+            SELECT e.event, e.from_state, e.to_state, e.from_plan_id, e.to_plan_id, e.requested_plan_id, e.actor_side, u.email, e.reason, e.at
             FROM subscription_events e LEFT JOIN users u ON u.id = e.actor_user_id
             WHERE e.subscription_id = \(subscriptionID) ORDER BY e.id
             """, logger: logger)
         var events: [SubscriptionEvent] = []
-        for try await (event, from, to, fromPlan, toPlan, side, actor, reason, at) in rows.decode(
-            (String, String?, String, UUID?, UUID, String, String?, String?, Date).self)
+        for try await (event, from, to, fromPlan, toPlan, requestedPlan, side, actor, reason, at) in rows.decode(
+            (String, String?, String, UUID?, UUID, UUID?, String, String?, String?, Date).self)
         {
             events.append(
                 SubscriptionEvent(
                     event: event, fromState: from.flatMap(SubscriptionState.init(rawValue:)), toState: SubscriptionState(rawValue: to) ?? .cancelled,
-                    fromPlanID: fromPlan, toPlanID: toPlan, actorSide: SubscriptionActor(rawValue: side) ?? .system, actor: actor, reason: reason, at: at))
+                    fromPlanID: fromPlan, toPlanID: toPlan, requestedPlanID: requestedPlan, actorSide: SubscriptionActor(rawValue: side) ?? .system, actor: actor, reason: reason, at: at))
         }
         return events
     }
 
     private static let select = """
         SELECT s.id, s.app_id, s.api_id, s.plan_id, s.state, s.created_at, s.updated_at, a.name, api.name, api.version, p.name, p.version,
-            api.slug, a.team_id, api.team_id
+            api.slug, a.team_id, api.team_id, rp.id, rp.name, rp.version, s.plan_change_requested_at
         FROM subscriptions s JOIN apps a ON a.id = s.app_id JOIN apis api ON api.id = s.api_id JOIN plans p ON p.id = s.plan_id
+            LEFT JOIN plans rp ON rp.id = s.requested_plan_id
         """
 
     private func decode(_ rows: PostgresRowSequence) async throws -> [Subscription] {
         var result: [Subscription] = []
-        for try await (id, app, api, plan, state, created, updated, appName, apiName, apiVersion, planName, planVersion, apiSlug, appTeam, apiTeam)
-            in rows.decode((UUID, UUID, UUID, UUID, String, Date, Date, String, String, String, String, Int, String, UUID, UUID).self)
+        for try await (id, app, api, plan, state, created, updated, appName, apiName, apiVersion, planName, planVersion, apiSlug, appTeam, apiTeam,
+            requestedID, requestedName, requestedVersion, requestedAt)
+            in rows.decode(
+                (UUID, UUID, UUID, UUID, String, Date, Date, String, String, String, String, Int, String, UUID, UUID, UUID?, String?, Int?, Date?).self)
         {
+            var requestedPlan: Subscription.RequestedPlan?
+            if let requestedID, let requestedName, let requestedVersion {
+                requestedPlan = .init(id: requestedID, name: requestedName, version: requestedVersion, at: requestedAt ?? updated)
+            }
             result.append(
                 Subscription(
                     id: id, appID: app, apiID: api, planID: plan, state: SubscriptionState(rawValue: state) ?? .cancelled, createdAt: created,
                     updatedAt: updated, appName: appName, apiName: apiName, apiVersion: apiVersion, planName: planName, planVersion: planVersion,
-                    apiSlug: apiSlug, appTeamID: appTeam, apiTeamID: apiTeam))
+                    apiSlug: apiSlug, appTeamID: appTeam, apiTeamID: apiTeam, requestedPlan: requestedPlan))
         }
         return result
     }

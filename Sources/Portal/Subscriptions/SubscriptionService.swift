@@ -17,6 +17,7 @@ struct SubscriptionService: Sendable {
     enum Action: String, Sendable, CaseIterable {
         case approve, reject, suspend, resume, cancel
         case changePlan = "change_plan"
+        case withdrawPlanChange = "withdraw_plan_change"
     }
 
     /// An app subscribes to a plan version of a published API it can see.
@@ -24,8 +25,8 @@ struct SubscriptionService: Sendable {
         try await database.withTenant(tenant.id) { connection in
             guard let app = try await apps.find(id: appID, on: connection), Policy.allows(actor, .viewTeam(app.teamID)) else { throw AppError.notFound("App") }
             try Policy.authorize(actor, .manageApps(team: app.teamID))
-            let (api, plan) = try await subscribablePlan(planID, actor: actor, on: connection)
-            let state = try transition(.request(automaticApproval: plan.terms.approval == .automatic), from: nil, by: .developer)
+            let (api, plan) = try await subscribablePlan(planID, actor: actor, appTeamID: app.teamID, on: connection)
+            let state = try transition(.request(automaticApproval: plan.terms.approval == .automatic), from: .new, by: .developer).state
             let id = try await subscriptions.create(tenantID: tenant.id, appID: app.id, apiID: api.id, planID: plan.id, state: state, on: connection)
             try await subscriptions.record(
                 tenantID: tenant.id, subscriptionID: id, event: "request", from: nil, to: state, fromPlan: nil, toPlan: plan.id,
@@ -53,7 +54,7 @@ struct SubscriptionService: Sendable {
             if let reason, reason.count > 1000 || reason.unicodeScalars.contains("\u{0}") {
                 throw AppError.validation(["reason": "Keep the reason under 1,000 characters."])
             }
-            var planID = current.planID
+            var changeTo: UUID?
             let event: SubscriptionStateMachine.Event
             switch action {
             case .approve: event = .approve
@@ -61,27 +62,40 @@ struct SubscriptionService: Sendable {
             case .suspend: event = .suspend(reason: reason ?? "")
             case .resume: event = .resume
             case .cancel: event = .cancel
+            case .withdrawPlanChange: event = .withdrawPlanChange
             case .changePlan:
                 guard let newPlanID else { throw AppError.validation(["plan_id": "Choose the plan to move to."]) }
-                let (api, plan) = try await subscribablePlan(newPlanID, actor: actor, on: connection, forAPI: current.apiID)
+                let (api, plan) = try await subscribablePlan(newPlanID, actor: actor, appTeamID: current.appTeamID, on: connection, forAPI: current.apiID)
                 guard api.id == current.apiID else { throw AppError.validation(["plan_id": "The plan belongs to another API."]) }
                 guard plan.id != current.planID else { throw AppError.conflict("The subscription is already on this plan.") }
+                guard plan.id != current.requestedPlan?.id else { throw AppError.conflict("A change to this plan already waits for the provider's approval.") }
                 event = .changePlan(automaticApproval: plan.terms.approval == .automatic)
-                planID = plan.id
+                changeTo = plan.id
             }
-            let next = try transition(event, from: current.state, by: side)
-            try await subscriptions.update(id: current.id, state: next, planID: planID, on: connection)
+            let next = try transition(event, from: current.position, by: side)
+            let planID: UUID
+            let requested: UUID?
+            switch next.plan {
+            case .unchanged: (planID, requested) = (current.planID, current.requestedPlan?.id)
+            case .switchNow: (planID, requested) = (changeTo ?? current.planID, nil)
+            case .request: (planID, requested) = (current.planID, changeTo)
+            case .applyRequested: (planID, requested) = (current.requestedPlan?.id ?? current.planID, nil)
+            case .dropRequest: (planID, requested) = (current.planID, nil)
+            }
+            try await subscriptions.update(id: current.id, state: next.state, planID: planID, requestedPlanID: requested, on: connection)
+            let askedFor = next.plan == .request ? changeTo : (next.plan == .unchanged ? nil : current.requestedPlan?.id)
             try await subscriptions.record(
-                tenantID: tenant.id, subscriptionID: current.id, event: event.name, from: current.state, to: next, fromPlan: current.planID, toPlan: planID,
-                actorUserID: actor.user.id, side: side, reason: reason, on: connection)
+                tenantID: tenant.id, subscriptionID: current.id, event: next.name, from: current.state, to: next.state, fromPlan: current.planID, toPlan: planID,
+                requestedPlan: askedFor, actorUserID: actor.user.id, side: side, reason: reason, on: connection)
+            var details = ["event": next.name, "from": current.state.rawValue, "to": next.state.rawValue]
+            if let askedFor { details["requested_plan_id"] = askedFor.uuidString }
             try await audit.record(
                 tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .subscriptionChanged,
-                target: "\(current.appName) → \(current.apiName) \(current.apiVersion)", clientIP: clientIP,
-                details: ["event": event.name, "from": current.state.rawValue, "to": next.rawValue], on: connection)
+                target: "\(current.appName) → \(current.apiName) \(current.apiVersion)", clientIP: clientIP, details: details, on: connection)
             guard let updated = try await subscriptions.find(id: current.id, on: connection) else { throw AppError.notFound("Subscription") }
             try await announce(
-                tenantID: tenant.id, updated, event: event.name, previous: current.state, previousPlan: planID == current.planID ? nil : current.planID, side: side,
-                reason: reason, on: connection)
+                tenantID: tenant.id, updated, event: next.name, previous: current.state, previousPlan: planID == current.planID ? nil : current.planID, side: side,
+                reason: reason, requestedPlan: askedFor, on: connection)
             return updated
         }
     }
@@ -89,7 +103,7 @@ struct SubscriptionService: Sendable {
     /// Queues the webhook for a transition; both the app's and the API's team hear about it.
     private func announce(
         tenantID: UUID, _ subscription: Subscription, event: String, previous: SubscriptionState?, previousPlan: UUID?, side: SubscriptionActor, reason: String?,
-        on connection: PostgresConnection
+        requestedPlan: UUID? = nil, on connection: PostgresConnection
     ) async throws {
         guard let type = WebhookEventType.forSubscriptionEvent(event) else { return }
         let data = SubscriptionWebhookData(
@@ -97,7 +111,7 @@ struct SubscriptionService: Sendable {
             plan: .init(id: subscription.planID, name: subscription.planName, version: subscription.planVersion), previousPlanId: previousPlan,
             app: .init(id: subscription.appID, name: subscription.appName, teamId: subscription.appTeamID),
             api: .init(id: subscription.apiID, name: subscription.apiName, teamId: subscription.apiTeamID, slug: subscription.apiSlug, version: subscription.apiVersion),
-            actorSide: side.rawValue, reason: reason)
+            actorSide: side.rawValue, reason: reason, requestedPlanId: requestedPlan)
         try await outbox.enqueue(
             tenantID: tenantID, type, teamIDs: [subscription.appTeamID, subscription.apiTeamID], data: data, on: connection)
     }
@@ -120,13 +134,13 @@ struct SubscriptionService: Sendable {
             guard let subscription = try await subscriptions.find(id: id, on: connection) else { throw AppError.notFound("Subscription") }
             _ = try await side(of: actor, for: subscription, on: connection, requireManage: false)
             let side = try? await side(of: actor, for: subscription, on: connection)
-            let allowed = side.map { Self.allowedActions(state: subscription.state, side: $0) } ?? []
+            let allowed = side.map { Self.allowedActions(position: subscription.position, side: $0) } ?? []
             return (subscription, try await subscriptions.history(subscriptionID: id, on: connection), allowed)
         }
     }
 
     /// Actions the state machine accepts from `side` in `state` (reasons assumed given).
-    static func allowedActions(state: SubscriptionState, side: SubscriptionActor) -> [Action] {
+    static func allowedActions(position: SubscriptionPosition, side: SubscriptionActor) -> [Action] {
         Action.allCases.filter { action in
             let event: SubscriptionStateMachine.Event =
                 switch action {
@@ -136,8 +150,9 @@ struct SubscriptionService: Sendable {
                 case .resume: .resume
                 case .cancel: .cancel
                 case .changePlan: .changePlan(automaticApproval: true)
+                case .withdrawPlanChange: .withdrawPlanChange
                 }
-            return (try? SubscriptionStateMachine.apply(event, to: state, by: side)) != nil
+            return (try? SubscriptionStateMachine.apply(event, to: position, by: side)) != nil
         }
     }
 
@@ -156,11 +171,14 @@ struct SubscriptionService: Sendable {
     }
 
     private func subscribablePlan(
-        _ planID: UUID, actor: Principal, on connection: PostgresConnection, forAPI: UUID? = nil
+        _ planID: UUID, actor: Principal, appTeamID: UUID, on connection: PostgresConnection, forAPI: UUID? = nil
     ) async throws -> (APIProduct, Plan) {
         guard let plan = try await plans.find(id: planID, on: connection), let api = try await apis.find(id: plan.apiID, on: connection),
             CatalogVisibility.canSee(actor, api)
         else { throw AppError.validation(["plan_id": "No such plan."]) }
+        guard CatalogVisibility.isOpen(api, toTeam: appTeamID) else {
+            throw AppError.validation(["plan_id": "This API is restricted to other teams; the app's team cannot subscribe to it."])
+        }
         let manager = Policy.allows(actor, .manageAPIs(team: api.teamID))
         guard plan.terms.visibility == .public || manager else { throw AppError.validation(["plan_id": "No such plan."]) }
         guard plan.isCurrent else { throw AppError.validation(["plan_id": "This plan version was replaced; choose the current one."]) }
@@ -171,7 +189,9 @@ struct SubscriptionService: Sendable {
         return (api, plan)
     }
 
-    private func transition(_ event: SubscriptionStateMachine.Event, from: SubscriptionState?, by side: SubscriptionActor) throws -> SubscriptionState {
+    private func transition(
+        _ event: SubscriptionStateMachine.Event, from: SubscriptionPosition, by side: SubscriptionActor
+    ) throws -> SubscriptionTransition {
         do {
             return try SubscriptionStateMachine.apply(event, to: from, by: side)
         } catch let refusal as SubscriptionStateMachine.Refusal {

@@ -1,5 +1,6 @@
 import Billing
 import Foundation
+import Gateway
 
 /// A marketplace on this installation. Platform-level: not itself subject to tenant RLS.
 struct Tenant: Sendable, Codable, Equatable {
@@ -25,7 +26,9 @@ struct NewTenant: Sendable {
     var signupPolicy: Tenant.SignupPolicy
     var customHost: String?
 
-    static func validated(slug: String?, name: String?, currency: String?, signupPolicy: String?, customHost: String?) throws -> NewTenant {
+    static func validated(
+        slug: String?, name: String?, currency: String?, signupPolicy: String?, customHost: String?, baseDomain: String
+    ) throws -> NewTenant {
         var errors: [String: String] = [:]
         let slug = (slug ?? "").trimmingCharacters(in: .whitespaces).lowercased()
         if !Slug.isValid(slug) { errors["slug"] = Slug.rule }
@@ -36,9 +39,13 @@ struct NewTenant: Sendable {
         let policyText = signupPolicy.flatMap { $0.isEmpty ? nil : $0 } ?? "open"
         let policy = Tenant.SignupPolicy(rawValue: policyText)
         if policy == nil { errors["signup_policy"] = "Choose open or invite_only." }
-        let host = customHost?.trimmingCharacters(in: .whitespaces).lowercased()
-        let customHost = (host?.isEmpty ?? true) ? nil : host
-        if let customHost, !HostName.isValid(customHost) { errors["custom_host"] = "Enter a host name such as portal.example.com." }
+        var customHost = customHost?.trimmingCharacters(in: .whitespaces).nilIfEmpty
+        if let text = customHost {
+            switch CustomHostRule.check(text, baseDomain: baseDomain) {
+            case .success(let host): customHost = host
+            case .failure(let refusal): errors["custom_host"] = refusal.description
+            }
+        }
         guard errors.isEmpty, let policy else { throw AppError.validation(errors) }
         return NewTenant(slug: slug, name: name, currency: currency, signupPolicy: policy, customHost: customHost)
     }
@@ -64,12 +71,38 @@ enum Slug {
     }
 }
 
-enum HostName {
-    static func isValid(_ text: String) -> Bool {
-        guard (1...253).contains(text.count) else { return false }
-        return text.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
-            (1...63).contains(label.count) && label.first != "-" && label.last != "-"
-                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+/// What an operator may change on a marketplace (slug and currency stay: links and invoices depend
+/// on them). nil leaves a field as it is; `customHost: .some(nil)` removes the custom host.
+struct TenantChanges: Sendable {
+    var name: String?
+    var signupPolicy: Tenant.SignupPolicy?
+    var customHost: String??
+
+    static func validated(name: String?, signupPolicy: String?, customHost: String??, baseDomain: String) throws -> TenantChanges {
+        var errors: [String: String] = [:]
+        var changes = TenantChanges()
+        if let name {
+            let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
+            if trimmed.isEmpty || trimmed.count > 200 || TextInput.hasControlCharacters(trimmed) {
+                errors["name"] = "Enter a name of 1 to 200 characters."
+            } else {
+                changes.name = trimmed
+            }
         }
+        if let signupPolicy {
+            if let policy = Tenant.SignupPolicy(rawValue: signupPolicy) { changes.signupPolicy = policy } else { errors["signup_policy"] = "Choose open or invite_only." }
+        }
+        if let customHost {
+            if let text = customHost?.trimmingCharacters(in: .whitespaces).nilIfEmpty {
+                switch CustomHostRule.check(text, baseDomain: baseDomain) {
+                case .success(let host): changes.customHost = .some(host)
+                case .failure(let refusal): errors["custom_host"] = refusal.description
+                }
+            } else {
+                changes.customHost = .some(nil)
+            }
+        }
+        guard errors.isEmpty else { throw AppError.validation(errors) }
+        return changes
     }
 }

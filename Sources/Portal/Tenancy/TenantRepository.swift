@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Gateway
 import PostgresNIO
 
 /// SQL for the platform-level `tenants` table.
@@ -13,7 +14,7 @@ struct TenantRepository: Sendable {
     }
 
     func find(customHost: String, on connection: PostgresConnection) async throws -> Tenant? {
-        try await one(connection.query("SELECT \(unescaped: Self.columns) FROM tenants WHERE custom_host = \(customHost)", logger: logger))
+        try await one(connection.query("SELECT \(unescaped: Self.columns) FROM tenants WHERE lower(custom_host) = \(HostName.canonical(customHost))", logger: logger))
     }
 
     func list(after cursor: String?, limit: Int, on connection: PostgresConnection) async throws -> [Tenant] {
@@ -35,9 +36,25 @@ struct TenantRepository: Sendable {
             return tenant
         } catch where error.postgresCode == .uniqueViolation {
             if error.postgresConstraint?.contains("custom_host") == true {
-                throw AppError.conflict("Another tenant already uses that host.", fields: ["custom_host": "Already in use."])
+                throw AppError.conflict("Another tenant already uses that host.", fields: ["custom_host": "Another marketplace already uses this host."])
             }
             throw AppError.conflict("A tenant with slug \(new.slug) already exists.", fields: ["slug": "Already taken."])
+        }
+    }
+
+    /// Applies the operator's changes; a nil field stays as it is (`customHost: .some(nil)` removes it).
+    func update(id: UUID, _ changes: TenantChanges, on connection: PostgresConnection) async throws -> Tenant? {
+        do {
+            let host = changes.customHost
+            let rows = try await connection.query(
+                """
+                UPDATE tenants SET name = coalesce(\(changes.name), name), signup_policy = coalesce(\(changes.signupPolicy?.rawValue), signup_policy),
+                    custom_host = CASE WHEN \(host != nil) THEN \(host ?? nil) ELSE custom_host END
+                WHERE id = \(id) RETURNING \(unescaped: Self.columns)
+                """, logger: logger)
+            return try await decode(rows).first
+        } catch where error.postgresCode == .uniqueViolation {
+            throw AppError.conflict("Another tenant already uses that host.", fields: ["custom_host": "Another marketplace already uses this host."])
         }
     }
 

@@ -45,7 +45,7 @@ struct AdminPages: Sendable {
             let (invitation, token) = try await services.identity.invite(
                 tenant: tenant, actor: principal, email: form["email"] ?? "", roles: roles, teamID: teamID,
                 teamRole: form["team_role"].flatMap(TeamRole.init(rawValue:)), clientIP: context.clientIP)
-            let link = Self.absoluteBase(request: request, context: context) + "/invitations/" + token
+            let link = services.publicBase(tenant) + "/invitations/" + token
             return try await invitationsPage(context, extra: ["new_invitation": ["email": invitation.email, "link": link]])
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
             return try await invitationsPage(context, extra: ["errors": error.fieldErrors, "email": form["email"] ?? ""], status: error.status)
@@ -113,9 +113,4 @@ struct AdminPages: Sendable {
         return services.views.render("invitations", values, page: services.chrome("Invitations", context: context), status: status)
     }
 
-    /// `http://host[:port]` plus the tenant base, for links people copy out of the portal.
-    static func absoluteBase(request: Request, context: AppRequestContext) -> String {
-        let host = request.head.authority ?? "127.0.0.1"
-        return "http://" + host + context.base
-    }
 }

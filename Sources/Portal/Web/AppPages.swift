@@ -107,12 +107,12 @@ struct AppPages: Sendable {
         var values: [String: Any] = [
             "app": ["id": app.id.uuidString, "name": app.name, "description": app.description, "client_id": app.clientID],
             "secrets": rows(.clientSecret), "keys": rows(.apiKey), "can_manage": Policy.allows(principal, .manageApps(team: app.teamID)),
-            "token_url": AdminPages.absoluteBase(request: request, context: context) + "/oauth2/token",
+            "token_url": services.publicBase(tenant) + "/oauth2/token",
         ]
         let subscriptions = try await services.subscriptionService.list(tenant: tenant, actor: principal).filter { $0.appID == app.id }
         values["subscriptions"] = subscriptions.map(SubscriptionPages.row)
         var offers: [[String: Any]] = []
-        for api in try await services.catalog.list(tenant: tenant, viewer: principal, after: nil, limit: 200) where api.state.acceptsNewSubscriptions {
+        for api in try await services.catalog.list(tenant: tenant, viewer: principal, after: nil, limit: 200) where api.state.acceptsNewSubscriptions && CatalogVisibility.isOpen(api, toTeam: app.teamID) {
             for plan in try await services.planService.list(tenant: tenant, viewer: principal, apiID: api.id) where plan.terms.visibility == .public {
                 offers.append(["id": plan.id.uuidString, "label": "\(api.name) \(api.version) — \(plan.terms.name)"])
             }

@@ -13,7 +13,80 @@ struct PlatformPages: Sendable {
         group.post("/logout", use: logout)
         group.get("/", use: console)
         group.post("/tenants", use: createTenant)
+        group.get("/tenants/:slug", use: tenantPage)
+        group.post("/tenants/:slug", use: updateTenant)
+        group.post("/tenants/:slug/admin-invitations", use: inviteAdmin)
         group.post("/tokens", use: createToken)
+    }
+
+    /// One marketplace: its settings (name, sign-up, custom host) and, while it has none, its
+    /// first administrator's invitation.
+    @Sendable func tenantPage(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard context.platformAdminID != nil else { return .redirect(to: "/platform/login") }
+        let notice = request.uri.queryParameters["done"] == "saved" ? "Saved." : nil
+        return try await tenantDetail(context, tenant: try await tenant(context), notice: notice)
+    }
+
+    @Sendable func updateTenant(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let adminID = context.platformAdminID else { return .redirect(to: "/platform/login") }
+        let tenant = try await tenant(context)
+        let form = context.form
+        do {
+            let changes = try TenantChanges.validated(
+                name: form["name"], signupPolicy: form["signup_policy"], customHost: .some(form["custom_host"]),
+                baseDomain: services.config.baseDomain)
+            _ = try await services.tenantAdministration.update(tenant, changes, operatorName: "platform:\(adminID)")
+            return .redirect(to: "/platform/tenants/\(tenant.slug)?done=saved")
+        } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
+            let typed: [String: Any] = [
+                "name": form["name"] ?? "", "custom_host": form["custom_host"] ?? "", "open": form["signup_policy"] == "open",
+            ]
+            return try await tenantDetail(context, tenant: tenant, form: typed, errors: error.fieldErrors, status: error.status)
+        }
+    }
+
+    @Sendable func inviteAdmin(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let adminID = context.platformAdminID else { return .redirect(to: "/platform/login") }
+        let tenant = try await tenant(context)
+        let email = context.form["email"] ?? ""
+        do {
+            let (invitation, token) = try await services.tenantAdministration.inviteFirstAdmin(tenant, email: email, operatorName: "platform:\(adminID)")
+            let link = services.publicBase(tenant) + "/invitations/" + token
+            // Shown in this response only (the token is stored hashed); the page is no-store.
+            return try await tenantDetail(context, tenant: tenant, extra: ["new_invitation": ["email": invitation.email, "link": link]], status: .created)
+        } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
+            return try await tenantDetail(
+                context, tenant: tenant, form: ["email": email], errors: error.fieldErrors.isEmpty ? ["email": error.detail] : error.fieldErrors,
+                status: error.status)
+        }
+    }
+
+    private func tenant(_ context: AppRequestContext) async throws -> Tenant {
+        let slug = context.parameters.get("slug") ?? ""
+        guard Slug.isValid(slug), let tenant = try await services.database.withPlatform({ try await services.tenants.find(slug: slug, on: $0) }) else {
+            throw AppError.notFound("Marketplace")
+        }
+        return tenant
+    }
+
+    private func tenantDetail(
+        _ context: AppRequestContext, tenant: Tenant, form: [String: Any]? = nil, errors: [String: String] = [:], extra: [String: Any] = [:],
+        notice: String? = nil, status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
+        let admins = try await services.tenantAdministration.adminEmails(tenant)
+        var values: [String: Any] = [
+            "tenant": [
+                "slug": tenant.slug, "name": tenant.name, "currency": tenant.currency, "created": DisplayDate.format(tenant.createdAt),
+                "portal_url": services.publicBase(tenant) + "/",
+            ],
+            "form": form ?? ["name": tenant.name, "custom_host": tenant.customHost ?? "", "open": tenant.signupPolicy == .open],
+            "errors": errors,
+            "admins": admins.map { ["email": $0] },
+        ]
+        for (key, value) in extra { values[key] = value }
+        var page = chrome(tenant.name, context)
+        page.notice = notice
+        return services.views.render("platform_tenant", values, page: page, status: status)
     }
 
     /// Lists the marketplaces on this installation.
@@ -80,7 +153,8 @@ struct PlatformPages: Sendable {
         let form = context.form
         do {
             let new = try NewTenant.validated(
-                slug: form["slug"], name: form["name"], currency: form["currency"], signupPolicy: form["signup_policy"], customHost: form["custom_host"])
+                slug: form["slug"], name: form["name"], currency: form["currency"], signupPolicy: form["signup_policy"], customHost: form["custom_host"],
+                baseDomain: services.config.baseDomain)
             _ = try await services.database.withPlatform { try await services.tenants.create(new, on: $0) }
             return .redirect(to: "/platform/")
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {

@@ -85,6 +85,9 @@ final class WebhookDispatcher: Service, Sendable {
         var retryAfter: Double?
         if let status = outcome.status, (200..<300).contains(status) {
             next = .delivered
+        } else if outcome.refused {
+            // The address rule will refuse this target on every try: retrying only delays the news.
+            next = .failed
         } else {
             switch retry.decide(afterFailedAttempts: delivery.attempts, random: Double.random(in: 0...1)) {
             case .retry(let seconds):
@@ -106,20 +109,22 @@ final class WebhookDispatcher: Service, Sendable {
         }
     }
 
-    private func send(_ delivery: ClaimedDelivery) async -> (status: Int?, error: String?) {
+    private func send(_ delivery: ClaimedDelivery) async -> (status: Int?, error: String?, refused: Bool) {
         let target: WebhookTargetPolicy.Target
         do {
             target = try targets.validate(delivery.url)
             let host = target.host
             let addresses = try await NIOThreadPool.singleton.runIfActive { WebhookTargetPolicy.resolve(host) }
+            // A name that does not resolve may resolve later (DNS is eventually consistent): retried.
+            guard !addresses.isEmpty else { return (nil, "the host name does not resolve", false) }
             try targets.check(addresses: addresses, port: target.port)
         } catch let error as AppError {
-            return (nil, "refused: \(error.fieldErrors.values.sorted().joined(separator: " "))")
+            return (nil, "refused: \(error.fieldErrors.values.sorted().joined(separator: " "))", true)
         } catch {
-            return (nil, "refused: \(error)")
+            return (nil, "refused: \(error)", true)
         }
         guard let box = try? AES.GCM.SealedBox(combined: delivery.sealedSecret), let key = try? AES.GCM.open(box, using: secret.key) else {
-            return (nil, "the signing secret cannot be unsealed with this server key")
+            return (nil, "the signing secret cannot be unsealed with this server key", false)
         }
         let body = Array(delivery.payload.utf8)
         var request = HTTPClientRequest(url: target.url)
@@ -138,9 +143,9 @@ final class WebhookDispatcher: Service, Sendable {
             // Read (and drop) a bounded amount so the connection can be reused.
             _ = try? await response.body.collect(upTo: 64 * 1024)
             let status = Int(response.status.code)
-            return (status, (200..<300).contains(status) ? nil : "HTTP \(status)")
+            return (status, (200..<300).contains(status) ? nil : "HTTP \(status)", false)
         } catch {
-            return (nil, String(describing: error).prefix(300).description)
+            return (nil, String(describing: error).prefix(300).description, false)
         }
     }
 }

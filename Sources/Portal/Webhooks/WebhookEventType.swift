@@ -10,6 +10,9 @@ enum WebhookEventType: String, Sendable, CaseIterable, Codable {
     case subscriptionResumed = "subscription.resumed"
     case subscriptionCancelled = "subscription.cancelled"
     case subscriptionPlanChanged = "subscription.plan_changed"
+    case subscriptionPlanChangeRequested = "subscription.plan_change_requested"
+    case subscriptionPlanChangeRejected = "subscription.plan_change_rejected"
+    case subscriptionPlanChangeWithdrawn = "subscription.plan_change_withdrawn"
     case appCredentialsRotated = "app.credentials_rotated"
 
     /// The event a subscription transition announces, by the state machine's event name.
@@ -21,7 +24,10 @@ enum WebhookEventType: String, Sendable, CaseIterable, Codable {
         case "suspend": .subscriptionSuspended
         case "resume": .subscriptionResumed
         case "cancel": .subscriptionCancelled
-        case "change_plan": .subscriptionPlanChanged
+        case "change_plan", "approve_plan_change": .subscriptionPlanChanged
+        case "request_plan_change": .subscriptionPlanChangeRequested
+        case "reject_plan_change": .subscriptionPlanChangeRejected
+        case "withdraw_plan_change": .subscriptionPlanChangeWithdrawn
         default: nil
         }
     }

@@ -68,6 +68,8 @@ struct SubscriptionWebhookData: Encodable, Sendable {
     let api: Ref
     let actorSide: String
     let reason: String?
+    /// The plan a plan-change request asks for (requested, approved, rejected or withdrawn).
+    var requestedPlanId: UUID? = nil
 }
 
 /// `data` of `app.credentials_rotated`.

@@ -39,12 +39,17 @@ struct WebhookTargetPolicy: Sendable {
         let secure = scheme == "https"
         let port = components.port ?? (secure ? 443 : 80)
         guard (1...65535).contains(port) else { throw AppError.validation(["url": "The port is out of range."]) }
-        let host = rawHost.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        // Judged in canonical form: `2130706433`, `0x7f.1`, `0177.0.0.1` and `LOCALHOST.` are loopback too.
+        let host = HostName.canonical(rawHost)
         let target = Target(url: text, secure: secure, host: host, port: port)
-        if host == "localhost" || host.hasSuffix(".localhost") {
+        if HostName.isLocal(host) {
             try check(address: "127.0.0.1", port: port)
+        } else if let v4 = HostName.legacyIPv4(host) {
+            try check(address: v4, port: port)
         } else if Self.isAddressLiteral(host) {
             try check(address: host, port: port)
+        } else if !HostName.isValid(host) {
+            throw AppError.validation(["url": "The host is not a valid DNS name."])
         }
         return target
     }

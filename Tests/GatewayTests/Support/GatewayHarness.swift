@@ -125,6 +125,7 @@ struct RawResponse: Sendable {
 /// signing key — the minimum world the data plane needs.
 struct TestWorld: Sendable {
     static let apiKey = "tgk_test-key"
+    static let issuer = "http://127.0.0.1:8080/t/demo"
     let tenantID = UUID()
     let apiID = UUID()
     let appID = UUID()
@@ -144,7 +145,7 @@ struct TestWorld: Sendable {
         let grant = SubscriptionGrant(subscriptionID: subscriptionID, planID: planID, ratePerSecond: rate, burst: burst, monthlyQuota: quota)
         let app = AppGrant(id: appID, teamID: teamID, clientID: "tgc_demo", subscriptions: subscribed ? [apiID: grant] : [:])
         let tenant = TenantConfig(
-            id: tenantID, slug: "demo", customHost: nil, routes: [route],
+            id: tenantID, slug: "demo", customHost: nil, issuer: Self.issuer, routes: [route],
             appsByKeyHash: [Data(SHA256.hash(data: Data(Self.apiKey.utf8))): APIKeyGrant(appID: appID, expiresAt: nil)], apps: [appID: app],
             signingKeys: ["k1": key.publicKey], revokedTokenIDs: revoked)
         return GatewaySnapshot(version: version, loadedAt: Date(), tenants: [tenant], baseDomain: "localhost")
@@ -152,7 +153,7 @@ struct TestWorld: Sendable {
 
     /// An ES256 access token as the portal issues them.
     func token(
-        scope: String = "echo", audience: String = "urn:tollgate:gateway:demo", issuer: String = "http://127.0.0.1:8080/t/demo", expiresIn: Double = 3600,
+        scope: String = "echo", audience: String = "urn:tollgate:gateway:demo", issuer: String = TestWorld.issuer, expiresIn: Double = 3600,
         jti: String = UUID().uuidString, alg: String = "ES256", kid: String = "k1", signer: P256.Signing.PrivateKey? = nil
     ) -> String {
         let now = Date().timeIntervalSince1970

@@ -41,6 +41,25 @@ struct TestPortal {
         return TestPortal(database: database, services: services)
     }
 
+    /// What a gateway would load from the database right now.
+    func snapshot() async throws -> GatewaySnapshot {
+        try await SnapshotLoader(
+            client: database.client, baseDomain: "localhost", publicURL: services.config.publicURL, logger: TestDatabase.logger).load(version: 1)
+    }
+
+    /// The `type` of every webhook event queued in the outbox, oldest first (all tenants).
+    func outboxTypes() async throws -> [String] {
+        try await database.withSystemScope { connection in
+            var types: [String] = []
+            for try await type in try await connection.query("SELECT type FROM webhook_events ORDER BY created_at", logger: TestDatabase.logger)
+                .decode(String.self)
+            {
+                types.append(type)
+            }
+            return types
+        }
+    }
+
     func application() -> some ApplicationProtocol {
         buildApplication(services: services, metrics: PrometheusCollectorRegistry(), host: "127.0.0.1", port: 0, logger: TestDatabase.logger)
     }

@@ -1,0 +1,84 @@
+import Foundation
+import Hummingbird
+
+/// Platform endpoints: `/api/v1/tenants`, authenticated by a platform token (`tgx_...`).
+struct PlatformAPI: Sendable {
+    let services: PortalServices
+
+    func addRoutes(to router: Router<AppRequestContext>) {
+        let api = router.group("/api/v1")
+        api.get("/openapi.json", use: openAPI)
+        api.get("/tenants", use: listTenants)
+        api.post("/tenants", use: createTenant)
+        api.get("/tenants/:slug", use: showTenant)
+        api.patch("/tenants/:slug", use: updateTenant)
+        api.post("/tenants/:slug/admin-invitations", use: inviteAdmin)
+    }
+
+    /// The OpenAPI document for the platform endpoints.
+    @Sendable func openAPI(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let server = services.config.publicURL.text + "/api/v1"
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.platform(serverURL: server))))
+    }
+
+    @Sendable func listTenants(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await authenticate(request)
+        let page = try Pagination(request)
+        let tenants = try await services.database.withPlatform { try await services.tenants.list(after: page.cursor, limit: page.limit, on: $0) }
+        return try .json(APIModel.Page(items: tenants.map(APIModel.TenantBody.init), nextCursor: page.next(tenants) { $0.slug }))
+    }
+
+    @Sendable func createTenant(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await authenticate(request)
+        let body = try await request.decodeJSON(APIModel.CreateTenant.self, context: context)
+        let new = try NewTenant.validated(
+            slug: body.slug, name: body.name, currency: body.currency, signupPolicy: body.signupPolicy, customHost: body.customHost,
+            baseDomain: services.config.baseDomain)
+        let tenant = try await services.database.withPlatform { try await services.tenants.create(new, on: $0) }
+        return try .json(APIModel.TenantBody(tenant), status: .created)
+    }
+
+    @Sendable func showTenant(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await authenticate(request)
+        return try .json(APIModel.TenantBody(try await tenant(context)))
+    }
+
+    /// Name, sign-up policy and custom host (`null` or "" removes it); slug and currency stay.
+    @Sendable func updateTenant(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let operatorName = try await authenticate(request)
+        let current = try await tenant(context)
+        let body = try await request.decodeJSON(APIModel.UpdateTenant.self, context: context)
+        let changes = try TenantChanges.validated(
+            name: body.name, signupPolicy: body.signupPolicy, customHost: body.customHost, baseDomain: services.config.baseDomain)
+        let updated = try await services.tenantAdministration.update(current, changes, operatorName: operatorName)
+        return try .json(APIModel.TenantBody(updated))
+    }
+
+    /// An administrator invitation for a marketplace that has none yet; the link is shown once.
+    @Sendable func inviteAdmin(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let operatorName = try await authenticate(request)
+        let tenant = try await tenant(context)
+        let body = try await request.decodeJSON(APIModel.InviteAdmin.self, context: context)
+        let (invitation, token) = try await services.tenantAdministration.inviteFirstAdmin(tenant, email: body.email, operatorName: operatorName)
+        let link = services.publicBase(tenant) + "/invitations/" + token
+        return try .json(APIModel.CreatedInvitationBody(invitation: .init(invitation), acceptUrl: link), status: .created)
+    }
+
+    private func tenant(_ context: AppRequestContext) async throws -> Tenant {
+        let slug = context.parameters.get("slug") ?? ""
+        guard Slug.isValid(slug), let tenant = try await services.database.withPlatform({ try await services.tenants.find(slug: slug, on: $0) }) else {
+            throw AppError.notFound("Marketplace")
+        }
+        return tenant
+    }
+
+    /// The operator's name for audit events ("platform:<admin email>").
+    @discardableResult
+    private func authenticate(_ request: Request) async throws -> String {
+        guard let token = request.headers.bearer?.token,
+            let admin = try await services.database.withPlatform({ try await services.platformAdmins.authenticate(token: token, on: $0) })
+        else { throw AppError.unauthenticated }
+        return "platform:\(admin)"
+    }
+}
