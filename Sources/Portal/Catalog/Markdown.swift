@@ -22,8 +22,7 @@ enum Markdown {
             list = nil
         }
 
-        for rawLine in source.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false) {
-            let line = String(rawLine)
+        for line in TextLines.all(source) {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             if var block = code {
                 if trimmed.hasPrefix("```") {
@@ -56,6 +55,43 @@ enum Markdown {
         if let block = code { out.append("<pre><code>" + escape(block.joined(separator: "\n")) + "</code></pre>") }
         flushParagraph(); flushList()
         return out.joined(separator: "\n")
+    }
+
+    /// The first paragraph (or heading or list item, if the text starts with one) as plain text,
+    /// for catalog cards: formatting removed, link labels kept, cut at a word near `limit` characters.
+    static func summary(_ source: String, limit: Int = 200) -> String {
+        var block: [String] = []
+        var inCode = false
+        for line in TextLines.all(source) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.hasPrefix("```") { inCode.toggle(); if !block.isEmpty { break }; continue }
+            if inCode { continue }
+            if trimmed.isEmpty { if block.isEmpty { continue } else { break } }
+            if let level = headingLevel(trimmed) {
+                if block.isEmpty { block.append(String(trimmed.dropFirst(level))); break } else { break }
+            }
+            if let item = listItem(trimmed) { block.append(item.text); continue }
+            block.append(trimmed)
+        }
+        var text = plain(inline(block.joined(separator: " ")))
+        if text.count > limit {
+            let cut = text.prefix(limit)
+            text = String(cut.lastIndex(of: " ").map { cut[..<$0] } ?? cut) + "…"
+        }
+        return text
+    }
+
+    /// Rendered inline HTML back to text: tags dropped, the escapes `escape` adds undone.
+    private static func plain(_ html: String) -> String {
+        var text = ""
+        var inTag = false
+        for ch in html {
+            if ch == "<" { inTag = true } else if ch == ">" && inTag { inTag = false } else if !inTag { text.append(ch) }
+        }
+        for (entity, character) in [("&lt;", "<"), ("&gt;", ">"), ("&quot;", "\""), ("&#39;", "'"), ("&amp;", "&")] {
+            text = text.replacingOccurrences(of: entity, with: character)
+        }
+        return text.trimmingCharacters(in: .whitespaces)
     }
 
     static func escape(_ text: String) -> String {

@@ -28,8 +28,10 @@ struct TeamService: Sendable {
     /// The team and its members, if the actor may see it.
     func show(tenant: Tenant, actor: Principal, slug: String) async throws -> (Team, [TeamMember]) {
         try await database.withTenant(tenant.id) { connection in
-            guard let team = try await teams.find(slug: slug, on: connection) else { throw AppError.notFound("Team") }
-            try Policy.authorize(actor, .viewTeam(team.id))
+            // a team the actor may not see answers like one that does not exist (no existence oracle)
+            guard let team = try await teams.find(slug: slug, on: connection), Policy.allows(actor, .viewTeam(team.id)) else {
+                throw AppError.notFound("Team")
+            }
             return (team, try await teams.members(teamID: team.id, on: connection))
         }
     }
@@ -37,7 +39,9 @@ struct TeamService: Sendable {
     /// Adds a tenant member to the team or changes their team role.
     func setMember(tenant: Tenant, actor: Principal, slug: String, email: String?, userID: UUID?, role: TeamRole, clientIP: String?) async throws -> TeamMember {
         try await database.withTenant(tenant.id) { connection in
-            guard let team = try await teams.find(slug: slug, on: connection) else { throw AppError.notFound("Team") }
+            guard let team = try await teams.find(slug: slug, on: connection), Policy.allows(actor, .viewTeam(team.id)) else {
+                throw AppError.notFound("Team")
+            }
             try Policy.authorize(actor, .manageTeamMembers(team.id))
             let target: User?
             if let userID { target = try await users.find(id: userID, on: connection) } else { target = try await users.find(email: email ?? "", on: connection) }
@@ -65,7 +69,9 @@ struct TeamService: Sendable {
 
     func removeMember(tenant: Tenant, actor: Principal, slug: String, userID: UUID, clientIP: String?) async throws {
         try await database.withTenant(tenant.id) { connection in
-            guard let team = try await teams.find(slug: slug, on: connection) else { throw AppError.notFound("Team") }
+            guard let team = try await teams.find(slug: slug, on: connection), Policy.allows(actor, .viewTeam(team.id)) else {
+                throw AppError.notFound("Team")
+            }
             // Members may leave on their own; otherwise team admins and owners manage membership.
             if userID != actor.user.id { try Policy.authorize(actor, .manageTeamMembers(team.id)) }
             let members = try await teams.members(teamID: team.id, on: connection)

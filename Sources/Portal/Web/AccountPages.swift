@@ -10,11 +10,17 @@ struct AccountPages: Sendable {
         group.post("/account/password", use: changePassword)
         group.post("/account/tokens", use: createToken)
         group.post("/account/tokens/:id/revoke", use: revokeToken)
+        for path in ["/account/password", "/account/tokens", "/account/tokens/:id/revoke"] {
+            group.get(RouterPath(path)) { _, context in Response.redirect(to: context.base + "/account") }
+        }
     }
 
     /// Profile, roles, teams, password form and the token list.
     @Sendable func account(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await page(context, notice: Notices.message(request.uri.queryParameters["notice"].map(String.init)))
+        let flash = await services.views.takeFlash(context)
+        var extra: [String: Any] = [:]
+        if let flash, let secret = flash.secret { extra["new_token"] = ["secret": secret, "name": flash.secretLabel ?? ""] }
+        return try await page(context, extra: extra, notice: flash?.notice ?? Notices.message(request.uri.queryParameters["notice"].map(String.init)))
     }
 
     @Sendable func changePassword(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -44,7 +50,8 @@ struct AccountPages: Sendable {
             }
             let new = try TokenService.NewToken.validated(name: form["name"], scopes: form.values("scopes"), expiresInDays: parsedDays)
             let (token, secret) = try await services.tokenService.create(tenant: tenant, actor: principal, new, clientIP: context.clientIP)
-            return try await page(context, extra: ["new_token": ["secret": secret, "name": token.name]])
+            await services.views.flash(Flash(secretLabel: token.name, secret: secret), for: context)
+            return .redirect(to: context.base + "/account#new-token")
         } catch let error as AppError where error.status == .unprocessableContent {
             return try await page(context, extra: ["token_errors": error.fieldErrors, "token_name": form["name"] ?? ""], status: error.status)
         }

@@ -12,6 +12,10 @@ struct AppPages: Sendable {
         group.post("/apps/:app/client-secrets", use: addClientSecret)
         group.post("/apps/:app/api-keys", use: addAPIKey)
         group.post("/apps/:app/credentials/:credential/revoke", use: revoke)
+        // A form's address reloaded or bookmarked leads back to its page, not to a dead end.
+        for path in ["/apps/:app/client-secrets", "/apps/:app/api-keys", "/apps/:app/credentials/:credential/revoke", "/apps/:app/subscriptions"] {
+            group.get(RouterPath(path)) { _, context in Response.redirect(to: context.base + "/apps/" + (context.parameters.get("app") ?? "")) }
+        }
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -28,7 +32,9 @@ struct AppPages: Sendable {
                 teamID: form["team_id"].flatMap(UUID.init(uuidString:)), name: form["name"], description: form["description"],
                 callbackURL: form["callback_url"])
             let (app, created) = try await services.appService.create(tenant: tenant, actor: principal, new, clientIP: context.clientIP)
-            return try await detailPage(request, context, id: app.id, newSecret: ["label": "Client secret", "value": created.secret])
+            // post/redirect/get: the secret travels in the session's one-time flash, never in the URL
+            await services.views.flash(Flash(notice: "App created.", secretLabel: "Client secret", secret: created.secret), for: context)
+            return .redirect(to: context.base + "/apps/" + app.id.uuidString)
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
             return try await listPage(
                 context, extra: ["errors": error.fieldErrors, "error": error.detail, "name": form["name"] ?? "", "description": form["description"] ?? ""],
@@ -36,8 +42,10 @@ struct AppPages: Sendable {
         }
     }
 
+    /// The app, its credentials and subscriptions; a secret created just before shows here once.
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await detailPage(request, context, id: try appID(context))
+        let flash = await services.views.takeFlash(context)
+        return try await detailPage(request, context, id: try appID(context), newSecret: flash?.secretValues, notice: flash?.notice)
     }
 
     @Sendable func addClientSecret(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -63,7 +71,8 @@ struct AppPages: Sendable {
             let created = try await services.appService.addCredential(
                 tenant: try context.requireTenant(), actor: try context.requirePrincipal(), appID: id, kind: kind, name: context.form["name"],
                 expiresInDays: days, clientIP: context.clientIP)
-            return try await detailPage(request, context, id: id, newSecret: ["label": label, "value": created.secret])
+            await services.views.flash(Flash(notice: "\(label) created.", secretLabel: label, secret: created.secret), for: context)
+            return .redirect(to: context.base + "/apps/" + id.uuidString)
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
             return try await detailPage(request, context, id: id, error: error.detail, status: error.status)
         }
@@ -83,6 +92,7 @@ struct AppPages: Sendable {
         let manageable = teams.filter { Policy.allows(principal, .manageApps(team: $0.id)) }
         var values: [String: Any] = [
             "apps": apps.map { ["id": $0.id.uuidString, "name": $0.name, "team": names[$0.teamID] ?? "", "client_id": $0.clientID] },
+            "count_text": Plural.count(apps.count, "app"),
             "teams": manageable.map { ["id": $0.id.uuidString, "name": $0.name] },
             "can_create": !manageable.isEmpty,
         ]
@@ -91,7 +101,8 @@ struct AppPages: Sendable {
     }
 
     private func detailPage(
-        _ request: Request, _ context: AppRequestContext, id: UUID, newSecret: [String: String]? = nil, error: String? = nil, status: HTTPResponse.Status = .ok
+        _ request: Request, _ context: AppRequestContext, id: UUID, newSecret: [String: String]? = nil, error: String? = nil, notice: String? = nil,
+        status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
@@ -120,6 +131,6 @@ struct AppPages: Sendable {
         values["offers"] = offers
         if let newSecret { values["new_secret"] = newSecret }
         if let error { values["error"] = error }
-        return services.views.render("app", values, page: services.chrome(app.name, context: context), status: status)
+        return services.views.render("app", values, page: services.chrome(app.name, context: context, notice: notice), status: status)
     }
 }

@@ -23,7 +23,7 @@ struct AuthPages: Sendable {
         if let principal = context.principal {
             values["signed_in"] = true
             values["roles"] = principal.user.roles.sorted().map { ["label": $0.label] }
-            values["team_count"] = principal.teamRoles.count
+            values["teams_text"] = Plural.count(principal.teamRoles.count, "team")
         }
         let notice = Notices.message(request.uri.queryParameters["notice"].map(String.init))
         return services.views.render("home", values, page: services.chrome(tenant.name, context: context, notice: notice))
@@ -32,7 +32,7 @@ struct AuthPages: Sendable {
     @Sendable func loginForm(_ request: Request, context: AppRequestContext) async throws -> Response {
         if context.principal != nil { return .redirect(to: context.base + "/") }
         let next = request.uri.queryParameters["next"].map(String.init) ?? ""
-        return services.views.render("login", ["next": next], page: services.chrome("Sign in", context: context))
+        return services.views.render("login", ["next": ReturnPath.safe(next, base: context.base) == next ? next : ""], page: services.chrome("Sign in", context: context))
     }
 
     /// Checks the password; the same message for unknown email and wrong password. A new session
@@ -132,9 +132,36 @@ struct AuthPages: Sendable {
         BrowserSessionMiddleware.cookiePath(realm: .tenant, context: context)
     }
 
-    /// Only same-portal relative paths, so a crafted `next` cannot send users elsewhere.
     private func safeReturnPath(_ next: String?, base: String) -> String {
-        guard let next, next.hasPrefix(base + "/"), !next.hasPrefix("//"), !next.contains("\\"), !next.contains("://") else { return base + "/" }
+        ReturnPath.safe(next, base: base)
+    }
+}
+
+/// Where a login may send the browser afterwards (`next=`): only a path of this portal.
+enum ReturnPath {
+    /// `next` when, after the normalisation a browser applies to a `Location` (tabs and newlines
+    /// removed, backslashes read as slashes, percent-decoding of the path), it is still an
+    /// absolute path under `base` with no scheme, host or `//`; otherwise the portal's home.
+    static func safe(_ next: String?, base: String) -> String {
+        let home = base + "/"
+        guard let next, !next.isEmpty, next.utf8.count <= 2048 else { return home }
+        // Any control character, space or backslash anywhere: refuse rather than guess what a browser makes of it.
+        guard !next.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value == 0x7F || $0 == "\\" }) else { return home }
+        guard next.hasPrefix("/"), !next.hasPrefix("//") else { return home }
+        // Percent-decoded (repeatedly, for double encoding) it must still be a plain path.
+        var decoded = next
+        for _ in 0..<3 {
+            guard let once = decoded.removingPercentEncoding else { return home }
+            if once == decoded { break }
+            decoded = once
+        }
+        guard !decoded.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value == 0x7F || $0 == "\\" }),
+            !decoded.hasPrefix("//"), !decoded.contains("://"), !decoded.contains("/../"), !decoded.hasSuffix("/..")
+        else { return home }
+        guard let components = URLComponents(string: next), components.scheme == nil, components.host == nil, components.user == nil,
+            components.percentEncodedPath.hasPrefix("/")
+        else { return home }
+        guard base.isEmpty || next == base || next.hasPrefix(home) || next.hasPrefix(base + "?") else { return home }
         return next
     }
 }
@@ -149,6 +176,7 @@ enum Notices {
         case "roles-saved": "Roles saved."
         case "member-saved": "Team membership saved."
         case "member-removed": "Member removed from the team."
+        case "signed-out": "You are signed out."
         default: nil
         }
     }

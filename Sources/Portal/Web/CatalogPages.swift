@@ -21,6 +21,10 @@ struct CatalogPages: Sendable {
         group.post("/catalog/apis/:api/settings", use: updateSettings)
         group.post("/catalog/apis/:api/policy", use: updatePolicy)
         group.post("/catalog/apis/:api/openapi", use: upload)
+        for path in ["/catalog/apis/:api/transitions", "/catalog/apis/:api/settings", "/catalog/apis/:api/policy"] {
+            group.get(RouterPath(path)) { _, context in Response.redirect(to: context.base + "/catalog/apis/" + (context.parameters.get("api") ?? "")) }
+        }
+        group.get("/catalog/apis") { _, context in Response.redirect(to: context.base + "/catalog") }
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -30,7 +34,7 @@ struct CatalogPages: Sendable {
             "apis": apis.map { api -> [String: Any] in
                 [
                     "id": api.id.uuidString, "name": api.name, "version": api.version, "base_path": api.basePath, "state": api.state.rawValue,
-                    "summary": String(api.description.prefix(160)), "deprecated": api.state == .deprecated,
+                    "summary": Markdown.summary(api.description, limit: 200), "deprecated": api.state == .deprecated,
                     "not_listed": !api.state.acceptsNewSubscriptions,
                 ]
             },
@@ -40,7 +44,7 @@ struct CatalogPages: Sendable {
     }
 
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await detailPage(context, notice: nil)
+        try await detailPage(context, notice: await services.views.takeFlash(context)?.notice)
     }
 
     @Sendable func newForm(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -100,9 +104,13 @@ struct CatalogPages: Sendable {
                     name: form["name"], description: form["description"], visibility: visibility,
                     allowedTeamIDs: form.values("allowed_team_ids").compactMap(UUID.init(uuidString:)), targets: targets),
                 clientIP: context.clientIP)
-            return try await detailPage(context, notice: "Settings saved.")
+            return await saved("Settings saved.", id: id, context)
         } catch let error as AppError where error.status == .unprocessableContent {
-            return try await detailPage(context, error: Self.describe(error), status: error.status)
+            var typed: [String: Any] = ["description": form["description"] ?? "", "targets_text": form["targets"] ?? ""]
+            typed["restricted"] = form["visibility"] == "restricted"
+            return try await detailPage(
+                context, error: "The settings were not saved: correct the fields marked below.", typedSettings: typed, typedName: form["name"],
+                settingsErrors: error.fieldErrors, status: error.status)
         }
     }
 
@@ -110,9 +118,7 @@ struct CatalogPages: Sendable {
     @Sendable func updatePolicy(_ request: Request, context: AppRequestContext) async throws -> Response {
         let form = context.form
         guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
-        func lines(_ name: String) -> [String] {
-            (form[name] ?? "").split(whereSeparator: { $0 == "\n" || $0 == "," || $0 == " " || $0 == "\r" }).map(String.init)
-        }
+        func lines(_ name: String) -> [String] { TextLines.items(form[name] ?? "") }
         do {
             var errors: [String: String] = [:]
             let origins = lines("cors_origins")
@@ -131,15 +137,27 @@ struct CatalogPages: Sendable {
             let sunsetText = (form["sunset_at"] ?? "").trimmingCharacters(in: .whitespaces)
             let sunset = sunsetText.isEmpty ? nil : DisplayDate.parseDay(sunsetText)
             if !sunsetText.isEmpty && sunset == nil { errors["sunset_at"] = "Use a date such as 2027-06-30." }
-            guard errors.isEmpty else { throw AppError.validation(errors) }
             let policy = APIGatewayPolicy(
                 cors: cors, ipAllow: lines("ip_allow"), ipDeny: lines("ip_deny"), methods: form.values("methods"), maxRequestBytes: Int(sizeText),
                 sunsetAt: sunset)
+            // every problem at once: the form's own checks and the policy's
+            do { _ = try policy.validated() } catch let invalid as AppError { errors.merge(invalid.fieldErrors) { mine, _ in mine } }
+            guard errors.isEmpty else { throw AppError.validation(errors) }
             _ = try await services.catalog.setPolicy(
                 tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, policy, clientIP: context.clientIP)
-            return try await detailPage(context, notice: "Gateway policy saved.")
+            return await saved("Gateway policy saved.", id: id, context)
         } catch let error as AppError where error.status == .unprocessableContent {
-            return try await detailPage(context, error: Self.describe(error), status: error.status)
+            // the page keeps what was typed and puts each message next to its field
+            var typed: [String: Any] = [:]
+            for key in ["cors_origins", "cors_methods", "cors_headers", "cors_exposed", "cors_max_age", "ip_allow", "ip_deny", "max_request_bytes", "sunset_at"] {
+                typed[key] = form[key] ?? ""
+            }
+            typed["cors_credentials"] = form["cors_credentials"] == "on"
+            let ticked = Set(form.values("methods"))
+            typed["methods"] = APIGatewayPolicy.knownMethods.map { ["name": $0, "on": ticked.contains($0)] as [String: Any] }
+            return try await detailPage(
+                context, error: "The gateway policy was not saved: correct the fields marked below.", typedSettings: typed,
+                policyErrors: Self.policyFieldErrors(error), status: error.status)
         }
     }
 
@@ -169,15 +187,33 @@ struct CatalogPages: Sendable {
         do {
             let stored = try await services.catalog.uploadDocument(
                 tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, bytes: Array(text.utf8), clientIP: context.clientIP)
-            return try await detailPage(context, notice: "OpenAPI document '\(stored.title)' \(stored.version) saved.")
+            return await saved("OpenAPI document '\(stored.title)' \(stored.version) saved.", id: id, context)
         } catch let error as AppError where error.status == .unprocessableContent {
             return try await detailPage(context, error: "The document was not saved. " + error.detail, status: error.status)
         }
     }
 
+    /// post/redirect/get after a successful save: the notice waits in the session for the page.
+    private func saved(_ notice: String, id: UUID, _ context: AppRequestContext) async -> Response {
+        await services.views.flash(Flash(notice: notice), for: context)
+        return .redirect(to: context.base + "/catalog/apis/" + id.uuidString + "#saved")
+    }
+
+    /// The policy's field names as the form's inputs are named (the JSON API names them `cors.allowed_origins`...).
+    static func policyFieldErrors(_ error: AppError) -> [String: String] {
+        let names = [
+            "cors.allowed_origins": "cors_origins", "cors.allow_credentials": "cors_origins", "cors.allowed_methods": "cors_methods",
+            "cors.allowed_headers": "cors_headers", "cors.exposed_headers": "cors_exposed", "cors.max_age_seconds": "cors_max_age",
+        ]
+        var errors: [String: String] = [:]
+        for (field, message) in error.fieldErrors { errors[names[field] ?? field] = message }
+        if errors.isEmpty { errors["form"] = error.detail }
+        return errors
+    }
+
     /// `URL weight` per line (weight optional, default 1).
     static func parseTargets(_ text: String) throws -> [UpstreamTarget] {
-        try text.split(whereSeparator: \.isNewline).compactMap { line -> UpstreamTarget? in
+        try TextLines.split(text).compactMap { line -> UpstreamTarget? in
             let parts = line.split(whereSeparator: \.isWhitespace)
             guard let url = parts.first else { return nil }
             guard parts.count <= 2, let weight = parts.count == 2 ? Int(parts[1]) : 1 else {
@@ -187,11 +223,10 @@ struct CatalogPages: Sendable {
         }
     }
 
-    private static func describe(_ error: AppError) -> String {
-        error.fieldErrors.isEmpty ? error.detail : error.fieldErrors.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: " ")
-    }
-
-    private func detailPage(_ context: AppRequestContext, notice: String? = nil, error: String? = nil, status: HTTPResponse.Status = .ok) async throws -> Response {
+    private func detailPage(
+        _ context: AppRequestContext, notice: String? = nil, error: String? = nil, typedSettings: [String: Any] = [:], typedName: String? = nil,
+        settingsErrors: [String: String] = [:], policyErrors: [String: String] = [:], status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
         let tenant = try context.requireTenant()
         guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
         let api = try await services.catalog.show(tenant: tenant, viewer: context.principal, id: id)
@@ -220,7 +255,7 @@ struct CatalogPages: Sendable {
                     "rate": "\(terms.ratePerSecond)/s (burst \(terms.burst))",
                     "quota": terms.monthlyQuota.map { "\($0) requests/month" } ?? "unlimited",
                     "fee": Money.format(minor: terms.monthlyFeeMinor, currency: tenant.currency) + "/month",
-                    "included": "\(terms.includedRequests) included", "approval": terms.approval == .manual ? "needs approval" : "instant",
+                    "included": terms.includedRequests > 0 ? "\(terms.includedRequests) requests included" : "", "approval": terms.approval == .manual ? "needs approval" : "instant",
                 ]
             },
             "can_manage": canManage,
@@ -229,6 +264,13 @@ struct CatalogPages: Sendable {
             "settings": canManage ? try await settingsValues(api, tenant: tenant, principal: context.principal) : [:],
             "transitions": canManage ? APILifecycle.allowed(from: api.state).map { ["name": $0.rawValue, "label": $0.rawValue.capitalized] } : [],
         ]
+        if canManage, var settings = values["settings"] as? [String: Any] {
+            for (key, value) in typedSettings { settings[key] = value }
+            if let typedName { settings["name"] = typedName }
+            values["settings"] = settings
+        }
+        values["settings_errors"] = settingsErrors
+        values["policy_errors"] = policyErrors
         if let error { values["error"] = error }
         return services.views.render("api", values, page: services.chrome(api.name, context: context, notice: notice), status: status)
     }
@@ -244,7 +286,7 @@ struct CatalogPages: Sendable {
         if let principal { teams = try await services.teamService.list(tenant: tenant, actor: principal, after: nil, limit: 500) }
         let policy = api.policy
         return [
-            "description": api.description, "restricted": api.visibility == .restricted,
+            "name": api.name, "description": api.description, "restricted": api.visibility == .restricted,
             "teams": teams.map { ["id": $0.id.uuidString, "name": $0.name, "allowed": api.allowedTeamIDs.contains($0.id)] as [String: Any] },
             "targets_text": api.targets.map { "\($0.url) \($0.weight)" }.joined(separator: "\n"),
             "cors_origins": policy.cors?.allowedOrigins.joined(separator: "\n") ?? "",

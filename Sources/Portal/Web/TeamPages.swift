@@ -66,8 +66,9 @@ struct TeamPages: Sendable {
         let principal = try context.requirePrincipal()
         let teams = try await services.teamService.list(tenant: tenant, actor: principal, after: nil, limit: 500)
         var values: [String: Any] = [
-            "teams": teams.map { team -> [String: Any] in
-                ["slug": team.slug, "name": team.name, "members": team.memberCount, "my_role": principal.teamRoles[team.id]?.rawValue ?? ""]
+            // only teams this user can open: a link that answers 404 is a dead end
+            "teams": teams.filter { Policy.allows(principal, .viewTeam($0.id)) }.map { team -> [String: Any] in
+                ["slug": team.slug, "name": team.name, "members": Plural.count(team.memberCount, "member"), "my_role": principal.teamRoles[team.id]?.rawValue ?? ""]
             },
             "can_create": Policy.allows(principal, .createTeam),
         ]
@@ -90,7 +91,7 @@ struct TeamPages: Sendable {
                     "joined": DisplayDate.format(member.joinedAt), "removable": canManage || member.userID == principal.user.id,
                 ]
             },
-            "can_manage": canManage,
+            "can_manage": canManage, "can_view_invoices": Policy.allows(principal, .viewInvoices(team: team.id)),
         ]
         for (key, value) in extra { values[key] = value }
         return services.views.render("team", values, page: services.chrome(team.name, context: context, notice: notice), status: status)

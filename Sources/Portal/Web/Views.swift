@@ -5,6 +5,8 @@ import Mustache
 /// Renders Mustache templates from `templates/` inside the shared layout.
 struct Views: Sendable {
     let library: MustacheLibrary
+    /// One-time messages (and secrets shown once) carried across a post/redirect/get.
+    let flashes = FlashStore()
 
     init(directory: String) async throws {
         library = try await MustacheLibrary(directory: directory)
@@ -14,10 +16,94 @@ struct Views: Sendable {
     func render(_ template: String, _ values: [String: Any], page: PageChrome, status: HTTPResponse.Status = .ok) -> Response {
         var context = page.values
         for (key, value) in values { context[key] = value }
-        let html = library.render(context, withTemplate: template) ?? "<!doctype html><title>Error</title><p>Template \(template) is missing.</p>"
+        let html = library.render(Self.presentable(context), withTemplate: template) ?? "<!doctype html><title>Error</title><p>Template \(template) is missing.</p>"
         return Response(
             status: status, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
             body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    /// Template values with "not set" made falsy: swift-mustache renders a section for an empty
+    /// string, an empty dictionary and an `Optional.none` stored in `Any`, so those keys are dropped
+    /// (a missing key renders as nothing and its `{{^key}}` section shows). Each non-empty list
+    /// `xs` also gets `has_xs`, because `{{#xs.0}}` is not supported.
+    static func presentable(_ values: [String: Any]) -> [String: Any] {
+        var out: [String: Any] = [:]
+        for (key, value) in values {
+            guard let value = presentableValue(value) else { continue }
+            out[key] = value
+            if let list = value as? [Any], !list.isEmpty, values["has_" + key] == nil { out["has_" + key] = true }
+        }
+        return out
+    }
+
+    private static func presentableValue(_ value: Any) -> Any? {
+        let mirror = Mirror(reflecting: value)
+        if mirror.displayStyle == .optional {
+            guard let wrapped = mirror.children.first?.value else { return nil }
+            return presentableValue(wrapped)
+        }
+        switch value {
+        case let text as String: return text.isEmpty ? nil : text
+        case let text as Substring: return text.isEmpty ? nil : String(text)
+        case let dictionary as [String: Any]:
+            let cleaned = presentable(dictionary)
+            return cleaned.isEmpty ? nil : cleaned
+        case let list as [[String: Any]]: return list.map(presentable)
+        default: return value
+        }
+    }
+
+    /// Stores a one-time message for the browser behind `context` (its session, or its anonymous
+    /// CSRF binding before sign-in); the next page it loads shows it once.
+    func flash(_ flash: Flash, for context: AppRequestContext) async {
+        guard let key = context.csrfBinding else { return }
+        await flashes.put(flash, key: key)
+    }
+
+    /// The pending one-time message of this browser, removed as it is read.
+    func takeFlash(_ context: AppRequestContext) async -> Flash? {
+        guard let key = context.csrfBinding else { return nil }
+        return await flashes.take(key: key)
+    }
+}
+
+/// A message for the page after a redirect; `secret` is a value shown once (a new key or secret).
+struct Flash: Sendable, Equatable {
+    var notice: String?
+    var secretLabel: String?
+    var secret: String?
+
+    init(notice: String? = nil, secretLabel: String? = nil, secret: String? = nil) {
+        self.notice = notice
+        self.secretLabel = secretLabel
+        self.secret = secret
+    }
+
+    /// Template values for the one-time secret box (`new_secret.label`, `new_secret.value`).
+    var secretValues: [String: String]? {
+        guard let secret, let secretLabel else { return nil }
+        return ["label": secretLabel, "value": secret]
+    }
+}
+
+/// Server-side, in-process store of one-time messages, keyed by a hash of the browser's session
+/// (never put in a URL). Entries live two minutes: long enough for the redirect that follows a
+/// form, short enough that a secret does not linger in memory. A portal restart drops them; a
+/// deployment with several portal processes needs sticky sessions for the one page that follows.
+actor FlashStore {
+    private var entries: [Data: (Flash, Date)] = [:]
+    private let lifetime: TimeInterval = 120
+    private let capacity = 10_000
+
+    func put(_ flash: Flash, key: String, now: Date = Date()) {
+        if entries.count >= capacity { entries = entries.filter { now.timeIntervalSince($0.value.1) < lifetime } }
+        if entries.count >= capacity, let oldest = entries.min(by: { $0.value.1 < $1.value.1 })?.key { entries[oldest] = nil }
+        entries[Data(SecretToken.sha256(key))] = (flash, now)
+    }
+
+    func take(key: String, now: Date = Date()) -> Flash? {
+        guard let (flash, at) = entries.removeValue(forKey: Data(SecretToken.sha256(key))), now.timeIntervalSince(at) < lifetime else { return nil }
+        return flash
     }
 }
 
@@ -37,7 +123,9 @@ struct PageChrome {
             "title": title, "base": base, "csrf": csrf, "nav": nav, "platform": platform,
             "home": base.isEmpty ? "/" : base + "/",
         ]
-        if let tenantName { values["tenant_name"] = tenantName }
+        // "Acme · Acme · Tollgate" on a tenant's home page: the tenant name once.
+        if let tenantName, tenantName != title { values["tenant_name"] = tenantName }
+        if let tenantName { values["brand"] = tenantName }
         if let userName { values["user_name"] = userName }
         if let notice { values["notice"] = notice }
         return values
@@ -54,4 +142,61 @@ extension Response {
 extension AppError {
     /// Field errors as the `errors.<field>` values templates show next to inputs.
     var templateErrors: [String: Any] { ["errors": fieldErrors, "error": detail] }
+}
+
+/// Line-based form fields (origins, address ranges, targets, tiers...). Browsers send text areas
+/// with CRLF line ends, and in Swift `"\r\n"` is a single `Character` that equals neither `"\n"`
+/// nor `"\r"`; so lines are split on Unicode scalars, where CR, LF and CRLF are all line ends.
+enum TextLines {
+    /// The non-empty lines of `text`, each trimmed of surrounding whitespace.
+    static func split(_ text: String) -> [String] {
+        var lines: [String] = []
+        var current = String.UnicodeScalarView()
+        func finish() {
+            let line = String(current).trimmingCharacters(in: .whitespaces)
+            if !line.isEmpty { lines.append(line) }
+            current = String.UnicodeScalarView()
+        }
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n", "\r", "\u{0B}", "\u{0C}", "\u{85}", "\u{2028}", "\u{2029}": finish()
+            default: current.append(scalar)
+            }
+        }
+        finish()
+        return lines
+    }
+
+    /// Every line of `text`, empty ones included, without their line ends (Markdown needs blank lines).
+    static func all(_ text: String) -> [String] {
+        var lines: [String] = []
+        var current = String.UnicodeScalarView()
+        var previousWasCR = false
+        for scalar in text.unicodeScalars {
+            if scalar == "\n" && previousWasCR { previousWasCR = false; continue }
+            previousWasCR = scalar == "\r"
+            if scalar == "\n" || scalar == "\r" {
+                lines.append(String(current))
+                current = String.UnicodeScalarView()
+            } else {
+                current.append(scalar)
+            }
+        }
+        lines.append(String(current))
+        return lines
+    }
+
+    /// The items of `text` separated by line ends, commas or whitespace (lists of origins, methods, ranges).
+    static func items(_ text: String) -> [String] {
+        split(text).flatMap { line in
+            line.unicodeScalars.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" }).map { String(String.UnicodeScalarView($0)) }
+        }
+    }
+}
+
+/// "1 app", "2 apps".
+enum Plural {
+    static func count(_ n: Int, _ singular: String, _ plural: String? = nil) -> String {
+        "\(n) " + (n == 1 ? singular : (plural ?? singular + "s"))
+    }
 }

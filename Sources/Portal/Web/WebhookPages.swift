@@ -27,7 +27,8 @@ struct WebhookPages: Sendable {
                 tenant: try context.requireTenant(), actor: try context.requirePrincipal(),
                 .init(teamID: team, url: form["url"] ?? "", description: form["description"] ?? "", events: form.values("events")),
                 clientIP: context.clientIP)
-            return try await detailPage(context, id: endpoint.id, newSecret: secret)
+            await services.views.flash(Flash(notice: "Webhook registered.", secretLabel: "Signing secret", secret: secret), for: context)
+            return .redirect(to: context.base + "/webhooks/" + endpoint.id.uuidString)
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .forbidden {
             return try await listPage(
                 context, extra: ["errors": error.fieldErrors, "error": error.detail, "url": form["url"] ?? "", "description": form["description"] ?? ""],
@@ -36,7 +37,8 @@ struct WebhookPages: Sendable {
     }
 
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await detailPage(context, id: try id("webhook", context))
+        let flash = await services.views.takeFlash(context)
+        return try await detailPage(context, id: try id("webhook", context), newSecret: flash?.secret, notice: flash?.notice)
     }
 
     @Sendable func delete(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -66,7 +68,8 @@ struct WebhookPages: Sendable {
         _ = try await services.webhookService.redeliver(
             tenant: try context.requireTenant(), actor: try context.requirePrincipal(), endpointID: endpointID, deliveryID: try id("delivery", context),
             clientIP: context.clientIP)
-        return try await detailPage(context, id: endpointID, notice: "Queued for redelivery.")
+        await services.views.flash(Flash(notice: "Queued for redelivery."), for: context)
+        return .redirect(to: context.base + "/webhooks/" + endpointID.uuidString)
     }
 
     private func id(_ name: String, _ context: AppRequestContext) throws -> UUID {

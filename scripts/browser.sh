@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Browser tests: headless Chromium driven by Selenium against a live `tollgate serve` on a scratch
+# database (tollgate_browser), demo data seeded. Tests are Tests/browser/test_*.py (unittest).
+# Screenshots of failures (and of every page at desktop and 390 px width) go to .data/browser/.
+# Exits 0 with "browser: skipped" only when Chromium or chromedriver cannot be found.
+# TOLLGATE_BIN: the binary to run (then nothing is built), so a concurrent rebuild cannot swap it.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+export TOLLGATE_DATA_DIR="${TOLLGATE_DATA_DIR:-$ROOT/.data}"
+CHROMIUM="$(command -v chromium || command -v chromium-browser || true)"
+DRIVER="$(command -v chromedriver || true)"
+if [ -z "$CHROMIUM" ] || [ -z "$DRIVER" ]; then
+  echo "browser: skipped (chromium / chromedriver not installed; scripts/deps.sh test installs them)"
+  exit 0
+fi
+VENV="$TOLLGATE_DATA_DIR/venv"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -c "import selenium" 2>/dev/null || "$VENV/bin/pip" install -q "selenium==4.*"
+
+DB=tollgate_browser
+"$ROOT/scripts/pg.sh" start "$DB" >/dev/null
+"$ROOT/scripts/pg.sh" psql -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+"$ROOT/scripts/pg.sh" start "$DB" >/dev/null
+export DATABASE_URL="$("$ROOT/scripts/pg.sh" url "$DB")"
+RUN_DIR="$(mktemp -d)"
+PORTAL_PORT="${BROWSER_PORTAL_PORT:-18180}"
+GATEWAY_PORT="${BROWSER_GATEWAY_PORT:-18100}"
+
+if [ -n "${TOLLGATE_BIN:-}" ]; then
+  BIN="$TOLLGATE_BIN"
+else
+  BIN="$(swift build --show-bin-path)/tollgate"
+  swift build --build-tests >/dev/null
+fi
+TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" migrate >/dev/null
+TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" seed-demo >/dev/null
+TOLLGATE_DATA_DIR="$RUN_DIR" PORTAL_ADDRESS="127.0.0.1:$PORTAL_PORT" GATEWAY_ADDRESS="127.0.0.1:$GATEWAY_PORT" LOG_LEVEL=warning \
+  "$BIN" serve >"$RUN_DIR/server.log" 2>&1 &
+SERVER=$!
+cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$RUN_DIR"; }
+trap cleanup EXIT
+for _ in $(seq 1 150); do
+  curl -fs "http://127.0.0.1:$PORTAL_PORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+mkdir -p "$TOLLGATE_DATA_DIR/browser"
+status=0
+BROWSER_BASE="http://127.0.0.1:$PORTAL_PORT" BROWSER_CREDENTIALS="$RUN_DIR/demo-credentials.txt" \
+  BROWSER_ARTIFACTS="$TOLLGATE_DATA_DIR/browser" CHROMIUM="$CHROMIUM" CHROMEDRIVER="$DRIVER" \
+  "$VENV/bin/python" -m unittest discover -s "$ROOT/Tests/browser" -p "test_*.py" -v 2>&1 | tee "$RUN_DIR/browser.log" || status=1
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+# one line scripts/test.sh counts: "browser: N passed, M failed"
+ran=$(grep -oE "^Ran [0-9]+ tests?" "$RUN_DIR/browser.log" | grep -oE "[0-9]+" || echo 0)
+failed=$(grep -E "^FAILED \(" "$RUN_DIR/browser.log" | grep -oE "(failures|errors)=[0-9]+" | grep -oE "[0-9]+" | awk '{s+=$1} END {print s+0}')
+echo "browser: $((ran - failed)) passed, $failed failed"
+if [ $status -ne 0 ]; then
+  echo "--- server log (last 40 lines) ---"; tail -40 "$RUN_DIR/server.log"
+fi
+exit $status
