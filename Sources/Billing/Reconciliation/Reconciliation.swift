@@ -77,7 +77,11 @@ public struct ReconciliationReport: Sendable, Equatable {
     /// "balanced" or one line per difference; what the CLI prints.
     public var text: String {
         guard !isBalanced else {
-            let calls = rows.reduce(Int64(0)) { $0.addingReportingOverflow($1.answered).partialValue }
+            // saturating: a display figure, never a trap
+            let calls = rows.reduce(Int64(0)) { total, row in
+                let (sum, overflow) = total.addingReportingOverflow(row.answered)
+                return overflow ? Int64.max : sum
+            }
             return "balanced: \(tenant) \(period), \(rows.count) subscriptions, \(calls) calls answered, stored, rolled up and invoiced alike\n"
         }
         var out = "NOT balanced: \(tenant) \(period)\n"
