@@ -33,8 +33,8 @@ else
   BIN="$(swift build --show-bin-path)/tollgate"
   swift build --build-tests >/dev/null
 fi
-TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" migrate >/dev/null
-TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" seed-demo >/dev/null
+TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" migrate >/dev/null 2>&1
+TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" seed-demo >/dev/null 2>&1
 TOLLGATE_DATA_DIR="$RUN_DIR" PORTAL_ADDRESS="127.0.0.1:$PORTAL_PORT" GATEWAY_ADDRESS="127.0.0.1:$GATEWAY_PORT" LOG_LEVEL=warning \
   "$BIN" serve >"$RUN_DIR/server.log" 2>&1 &
 SERVER=$!
@@ -49,7 +49,7 @@ mkdir -p "$TOLLGATE_DATA_DIR/browser"
 status=0
 BROWSER_BASE="http://127.0.0.1:$PORTAL_PORT" BROWSER_CREDENTIALS="$RUN_DIR/demo-credentials.txt" \
   BROWSER_ARTIFACTS="$TOLLGATE_DATA_DIR/browser" CHROMIUM="$CHROMIUM" CHROMEDRIVER="$DRIVER" \
-  "$VENV/bin/python" -m unittest discover -s "$ROOT/Tests/browser" -p "test_*.py" -v 2>&1 | tee "$RUN_DIR/browser.log" || status=1
+  "$VENV/bin/python" -m unittest discover -s "$ROOT/Tests/browser" -p "${BROWSER_PATTERN:-test_*.py}" -v 2>&1 | tee "$RUN_DIR/browser.log" || status=1
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 # one line scripts/test.sh counts: "browser: N passed, M failed"
 ran=$(grep -oE "^Ran [0-9]+ tests?" "$RUN_DIR/browser.log" | grep -oE "[0-9]+" || echo 0)

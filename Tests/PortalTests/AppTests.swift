@@ -94,8 +94,10 @@ import Testing
                 _ = try await browser.signIn(client, tenant: "acme", email: "dev@example.com")
                 let created = try await browser.submit(
                     client, "/t/acme/apps", from: "/t/acme/apps", fields: [("team_id", world.consumerTeam.uuidString), ("name", "Dashboard")])
-                #expect(created.status == .ok)
-                #expect(created.text.contains("tgs_"))
+                #expect(created.status == .seeOther)  // post/redirect/get
+                let shown = try await browser.get(client, created.headers[.location] ?? "")
+                #expect(shown.text.contains("id=\"new-secret\">tgs_"))
+                #expect(!(try await browser.get(client, created.headers[.location] ?? "")).text.contains("id=\"new-secret\""))
                 let list = try await browser.get(client, "/t/acme/apps")
                 #expect(list.text.contains("Dashboard"))
                 #expect(!list.text.contains("tgs_"))

@@ -115,7 +115,11 @@ class Flows(BrowserTest):
         value = int(rate.get_attribute("value") or "1")
         rate.clear()
         rate.send_keys(str(value + 1))
+        burst = self.find("#burst")
+        burst.clear()
+        burst.send_keys(str(value + 1))  # burst is at least the rate
         self.submit(self.form_with("#rate_per_second"))
+        self.assertNotIn("/catalog/plans/", self.driver.current_url, self.page_text()[:1500])
         self.open(api)
         after = self.wait(EC.element_to_be_clickable((By.PARTIAL_LINK_TEXT, "revise"))).text
         self.assertNotEqual(before, after, "the plan's version did not change")

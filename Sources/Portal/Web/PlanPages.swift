@@ -116,7 +116,7 @@ enum PlanForm {
         if fee == nil { errors["monthly_fee_minor"] = "Enter an amount such as 49.00." }
         let included = integer("included_requests", "Enter a number of requests (0 for none).")
         var tiers: [PlanTerms.Tier] = []
-        for line in (form["tiers"] ?? "").split(whereSeparator: \.isNewline) where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+        for line in TextLines.split(form["tiers"] ?? "") {
             let parts = line.split(whereSeparator: \.isWhitespace)
             let price = parts.last.flatMap { Money.parseUnitPrice(String($0), currency: currency) }
             let bound: Int64?? = parts.count == 1 || parts.first == "*" ? .some(nil) : Int64(parts[0]).map { .some($0) }
