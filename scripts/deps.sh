@@ -2,7 +2,8 @@
 # Installs the Debian packages Tollgate needs, only those that are missing.
 set -euo pipefail
 needed=(libargon2-dev pkg-config postgresql)
-[ "${1:-}" = "test" ] && needed+=(python3-venv)
+# the browser suite (scripts/browser.sh): headless Chromium driven by Selenium
+[ "${1:-}" = "test" ] && needed+=(python3-venv chromium chromium-driver)
 missing=()
 for pkg in "${needed[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# `make test`: swift test against the private cluster, then schemathesis against the live server.
-# Ends with one summary line "total: N passed, M failed" counting Swift tests and schemathesis runs.
+# `make test`: swift test against the private cluster, then schemathesis and the browser suite
+# (headless Chromium, scripts/browser.sh) against live servers. Ends with one summary line
+# "total: N passed, M failed" counting Swift tests, schemathesis runs and browser tests.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-"$ROOT/scripts/pg.sh" start tollgate_test tollgate_schemathesis || exit 1
+"$ROOT/scripts/deps.sh" test || exit 1  # python3-venv, chromium, chromium-driver when missing
+"$ROOT/scripts/pg.sh" start tollgate_test tollgate_schemathesis tollgate_browser || exit 1
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
@@ -21,9 +23,21 @@ if [ "$swift_status" -ne 0 ]; then
 fi
 
 schemathesis_runs=4  # three schemathesis runs and the stock OAuth2 client check
-if "$ROOT/scripts/schemathesis.sh"; then
-  echo "total: $((swift_passed + schemathesis_runs)) passed, 0 failed"
-else
-  echo "total: ${swift_passed} passed, 1 failed"
-  exit 1
+passed=$swift_passed
+failed=0
+if "$ROOT/scripts/schemathesis.sh"; then passed=$((passed + schemathesis_runs)); else failed=$((failed + 1)); fi
+
+browser_log="$(mktemp)"
+"$ROOT/scripts/browser.sh" 2>&1 | tee "$browser_log"
+browser_status=${PIPESTATUS[0]}
+browser_line=$(grep -oE "^browser: [0-9]+ passed, [0-9]+ failed" "$browser_log" | tail -1)
+rm -f "$browser_log"
+if [ -n "$browser_line" ]; then
+  passed=$((passed + $(echo "$browser_line" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+")))
+  failed=$((failed + $(echo "$browser_line" | grep -oE "[0-9]+ failed" | grep -oE "[0-9]+")))
+elif [ "$browser_status" -ne 0 ]; then
+  failed=$((failed + 1))  # the suite did not get as far as running its tests
 fi
+
+echo "total: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
