@@ -52,8 +52,10 @@ BROWSER_BASE="http://127.0.0.1:$PORTAL_PORT" BROWSER_CREDENTIALS="$RUN_DIR/demo-
   "$VENV/bin/python" -m unittest discover -s "$ROOT/Tests/browser" -p "${BROWSER_PATTERN:-test_*.py}" -v 2>&1 | tee "$RUN_DIR/browser.log" || status=1
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 # one line scripts/test.sh counts: "browser: N passed, M failed"
-ran=$(grep -oE "^Ran [0-9]+ tests?" "$RUN_DIR/browser.log" | grep -oE "[0-9]+" || echo 0)
-failed=$(grep -E "^FAILED \(" "$RUN_DIR/browser.log" | grep -oE "(failures|errors)=[0-9]+" | grep -oE "[0-9]+" | awk '{s+=$1} END {print s+0}')
+ran=$(grep -oE "^Ran [0-9]+ tests?" "$RUN_DIR/browser.log" | grep -oE "[0-9]+" || true)
+ran=${ran:-0}
+failed=$(grep -E "^FAILED \(" "$RUN_DIR/browser.log" | grep -oE "(failures|errors)=[0-9]+" | grep -oE "[0-9]+" | awk '{s+=$1} END {print s+0}' || true)
+failed=${failed:-0}
 echo "browser: $((ran - failed)) passed, $failed failed"
 if [ $status -ne 0 ]; then
   echo "--- server log (last 40 lines) ---"; tail -40 "$RUN_DIR/server.log"

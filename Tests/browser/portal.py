@@ -7,7 +7,7 @@ import unittest
 import urllib.parse
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -80,15 +80,16 @@ class BrowserTest(unittest.TestCase):
         return self.wait(EC.presence_of_element_located((By.CSS_SELECTOR, css)))
 
     def submit(self, form_or_button):
-        """Clicks a submit button and waits for the next page (the old one goes stale)."""
-        old = self.driver.find_element(By.TAG_NAME, "html")
+        """Clicks a submit button and waits for the next page: a marker set on this page's window
+        is gone once the browser has loaded another document."""
+        self.driver.execute_script("window.__tgOldPage = true")
         button = form_or_button
         if form_or_button.tag_name == "form":
             button = form_or_button.find_element(By.CSS_SELECTOR, "button[type=submit]")
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
         button.click()
-        self.wait(EC.staleness_of(old))
-        self.wait(lambda d: d.execute_script("return document.readyState") == "complete")
+        WebDriverWait(self.driver, 15, ignored_exceptions=(WebDriverException,)).until(
+            lambda d: d.execute_script("return window.__tgOldPage === undefined && document.readyState === 'complete'"))
 
     def login(self, email, password=None):
         self.open("/login")
