@@ -230,6 +230,19 @@ import Testing
         }
     }
 
+    @Test func theOnlyPageOfTheAuditLogOffersNoOlderEvents() async throws {
+        try await TestPortal.withAcmeAdmin { portal in
+            try await portal.application().test(.router) { client in
+                var admin = Browser()
+                _ = try await admin.signIn(client, tenant: "acme", email: "ada@example.com")
+                let page = try await admin.get(client, "/t/acme/admin/audit")
+                #expect(page.status == .ok)
+                #expect(page.text.contains("login"))
+                #expect(!page.text.contains("Older events"))
+            }
+        }
+    }
+
     @Test func signInReturnsOnlyToThisPortal() async throws {
         try await TestPortal.withAcmeAdmin { portal in
             try await portal.application().test(.router) { client in

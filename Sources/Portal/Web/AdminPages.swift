@@ -57,9 +57,12 @@ struct AdminPages: Sendable {
         let principal = try context.requirePrincipal()
         try Policy.authorize(principal, .viewAuditLog)
         let before = request.uri.queryParameters["before"].flatMap { Int64(String($0)) }
-        let events = try await services.database.withTenant(tenant.id) {
-            try await services.identity.audit.list(before: before, limit: 100, on: $0)
+        let pageSize = 100
+        // one more than a page: "Older events" shows only when there are older events
+        let fetched = try await services.database.withTenant(tenant.id) {
+            try await services.identity.audit.list(before: before, limit: pageSize + 1, on: $0)
         }
+        let events = Array(fetched.prefix(pageSize))
         let values: [String: Any] = [
             "events": events.map { event -> [String: Any] in
                 [
@@ -67,7 +70,8 @@ struct AdminPages: Sendable {
                     "ip": event.clientIP ?? "", "details": event.details == "{}" ? "" : event.details,
                 ]
             },
-            "older": events.count == 100 ? "\(events.last?.id ?? 0)" : "",
+            "older": fetched.count > pageSize ? "\(events.last?.id ?? 0)" : "",
+            "paged": before != nil,
         ]
         return services.views.render("audit", values, page: services.chrome("Audit log", context: context))
     }
