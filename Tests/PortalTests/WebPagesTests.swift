@@ -62,6 +62,12 @@ import Testing
         #expect((values["list"] as? [[String: Any]])?.first?["a"] == nil)
     }
 
+    @Test func catalogSummaryIsTheFirstParagraphAsPlainText() {
+        #expect(Markdown.summary("Returns **what** you [send](https://x.example) & `more`.\r\n\r\nSecond.") == "Returns what you send & more.")
+        #expect(Markdown.summary("\r\n```\ncode\n```\n\n# Title\n\nBody") == "Title")
+        #expect(Markdown.summary(String(repeating: "word ", count: 100), limit: 20) == "word word word word…")
+    }
+
     @Test func plurals() {
         #expect(Plural.count(1, "app") == "1 app")
         #expect(Plural.count(2, "app") == "2 apps")
@@ -226,6 +232,24 @@ import Testing
                 let title = home.text.components(separatedBy: "<title>").last?.components(separatedBy: "</title>").first ?? ""
                 let name = title.components(separatedBy: " · ").first ?? ""
                 #expect(title.components(separatedBy: name).count == 2, "\(title)")
+            }
+        }
+    }
+
+    @Test func appAnalyticsShowTheMonthAgainstQuotaAndRateLimit() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                // setup
+                let s = try await SubscriptionTests.setup(portal, client)
+                #expect(try await SubscriptionTests.subscribe(client, s, plan: s.freePlan).status == .created)
+                var dev = Browser()
+                _ = try await dev.signIn(client, tenant: "acme", email: "dev@example.com")
+                // act
+                let page = try await dev.get(client, "/t/acme/analytics?app_id=\(s.appID)")
+                // assert
+                #expect(page.status == .ok)
+                #expect(page.text.contains("This month against the plan"))
+                #expect(page.text.contains("/s</td>"))
             }
         }
     }
