@@ -26,3 +26,7 @@ CREATE TRIGGER notify_config AFTER INSERT OR UPDATE OR DELETE ON api_allowed_tea
 -- Custom hosts are compared as DNS compares them: case-insensitively and without the root dot.
 UPDATE tenants SET custom_host = lower(rtrim(custom_host, '.')) WHERE custom_host IS NOT NULL;
 CREATE UNIQUE INDEX tenants_custom_host_lower ON tenants (lower(custom_host));
+
+-- A rotated-in key is published (JWKS, gateway snapshots) before it signs: tokens are signed with
+-- it only from `signs_from`, while the key it replaces keeps signing until then.
+ALTER TABLE signing_keys ADD COLUMN signs_from timestamptz NOT NULL DEFAULT now();

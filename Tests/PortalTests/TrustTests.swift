@@ -232,3 +232,60 @@ import Testing
         }
     }
 }
+
+/// A request head trickled a byte at a time ends at the portal's head deadline (slowloris).
+@Suite struct PortalSlowClientTests {
+    @Test func aDribbledHeadIsAnswered408AndClosed() async throws {
+        try await TestPortal.with(configure: { $0.requestHeadTimeout = .milliseconds(700) }) { portal in
+            try await portal.application().test(.live) { client in
+                let port = try #require(client.port)
+                let socket = try await RawSocket.connect(port: port)
+                let started = ContinuousClock.now
+                for byte in "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: aaaaaaaaaaaaaaaaaaaa\r\n\r\n".utf8 {
+                    guard socket.channel.isActive else { break }
+                    try? await socket.channel.writeAndFlush(ByteBuffer(bytes: [byte]))
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+                let text = try await socket.received.get()
+                #expect(text.hasPrefix("HTTP/1.1 408"))
+                #expect(ContinuousClock.now - started < .seconds(3))
+            }
+        }
+    }
+}
+
+/// Keys reach gateways before tokens are signed with them.
+@Suite struct SigningKeyLeadTests {
+    @Test func aRotatedInKeyIsPublishedBeforeItSignsAndANewTenantHasItsKeyFromTheStart() async throws {
+        try await TestPortal.with { portal in
+            let (_, token) = try await PlatformTests.admin(portal)
+            try await portal.application().test(.router) { client in
+                _ = try await APITests.call(client, .post, "/api/v1/tenants", token: token, body: #"{"slug":"initech","name":"Initech"}"#)
+            }
+            // the new tenant's key is in the gateway snapshot before any token exists
+            let snapshot = try await portal.snapshot()
+            let initech = try #require(snapshot.tenantsBySlug["initech"])
+            #expect(initech.signingKeys.count == 1)
+            let tenant = try #require(try await portal.database.withPlatform { try await portal.services.tenants.find(slug: "initech", on: $0) })
+            let store = SigningKeyStore(secret: portal.services.secret, logger: portal.database.logger)
+            let (signing, rotated, stillSigning) = try await portal.database.withTenant(tenant.id) { connection in
+                let signing = try await store.current(tenantID: tenant.id, on: connection)
+                let rotated = try await store.rotate(tenantID: tenant.id, tokenLifetime: .seconds(3600), lead: .seconds(30), on: connection)
+                return (signing.kid, rotated.kid, try await store.current(tenantID: tenant.id, on: connection).kid)
+            }
+            #expect(initech.signingKeys.keys.contains(signing))
+            // published (gateways load it) but the old key keeps signing during the lead
+            #expect(stillSigning == signing)
+            #expect(try await portal.snapshot().tenantsBySlug["initech"]?.signingKeys.keys.contains(rotated) == true)
+            // once the lead has passed the new key signs
+            try await portal.database.withTenant(tenant.id) { connection in
+                try await connection.query(
+                    "UPDATE signing_keys SET signs_from = now() - interval '1 second' WHERE kid = \(rotated)", logger: portal.database.logger)
+                try await connection.query(
+                    "UPDATE signing_keys SET retired_at = now() - interval '1 second' WHERE kid = \(signing)", logger: portal.database.logger)
+            }
+            let later = try await portal.database.withTenant(tenant.id) { try await store.current(tenantID: tenant.id, on: $0).kid }
+            #expect(later == rotated)
+        }
+    }
+}

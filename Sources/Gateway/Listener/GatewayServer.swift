@@ -23,6 +23,11 @@ public struct GatewayServer: Service {
         public var connectTimeout: TimeAmount = .seconds(5)
         /// A client connection with nothing read for this long is closed (408 mid-request).
         public var idleTimeout: TimeAmount = .seconds(60)
+        /// A request head must be complete this long after its first byte (408 and close), however
+        /// steadily it trickles in: the idle clock restarts on every byte, this one does not.
+        public var requestHeadTimeout: TimeAmount = .seconds(10)
+        /// A request body must be complete this long after the head (408 and close).
+        public var requestBodyTimeout: TimeAmount = .seconds(120)
         /// Event loops of the data plane; nil shares the process-wide group (one per core).
         public var eventLoopThreads: Int?
         /// Where the data plane's request, rejection and upstream-error metrics go; nil: the

@@ -112,6 +112,10 @@ final class ProxyHandler: ChannelInboundHandler {
     private var lastActivity: UInt64 = 0
     /// How many bytes of a partial head were already searched for its end.
     private var headScanned = 0
+    /// When the head being read began arriving, and when the body being read began (uptime
+    /// nanoseconds; 0: none): slow-drip heads and bodies end at their own deadlines.
+    private var headStartedAt: UInt64 = 0
+    private var bodyStartedAt: UInt64 = 0
     private var exchangeSerial: UInt64 = 0
     private var pausedForPipelining = false
     /// The connection is being closed: nothing more is read or answered.
@@ -125,7 +129,7 @@ final class ProxyHandler: ChannelInboundHandler {
         self.snapshot = shared.store.snapshot
         self.gate = RequestGate(
             rateLimiter: shared.rateLimiter, quotas: shared.quotas, tokenCache: loop.tokenCache,
-            defaultMaxRequestBytes: shared.settings.maxRequestBytes)
+            defaultMaxRequestBytes: shared.settings.maxRequestBytes, onUnknownKey: { [store = shared.store] in store.requestKeyRefresh() })
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -192,6 +196,21 @@ final class ProxyHandler: ChannelInboundHandler {
     func closeIfIdle(now: UInt64, timeout: UInt64) -> Bool {
         if closing { return true }
         guard let context else { return true }
+        let headLate = headStartedAt != 0 && now &- headStartedAt >= UInt64(max(1, shared.settings.requestHeadTimeout.nanoseconds))
+        let bodyLate = requestBody != nil && bodyStartedAt != 0 && now &- bodyStartedAt >= UInt64(max(1, shared.settings.requestBodyTimeout.nanoseconds))
+        if bodyLate && exchange == nil && localAnswer == nil {
+            // Answered already; the rest of the body was being read and dropped.
+            closing = true
+            context.close(promise: nil)
+            return true
+        }
+        if headLate || bodyLate {
+            abortExchange(status: .requestTimeout, rejection: nil)
+            writeLocal(
+                .problem(.requestTimeout, "Request timeout", headLate ? "The request head was not completed in time." : "The request body was not completed in time.",
+                    rejection: nil), head: nil, context: context, close: true)
+            return true
+        }
         guard now &- lastActivity >= timeout else { return false }
         if let exchange, exchange.requestEnded { return false }
         let midRequest = exchange != nil || localAnswer != nil || requestBody != nil || (inbound?.readableBytes ?? 0) > 0
@@ -237,14 +256,17 @@ final class ProxyHandler: ChannelInboundHandler {
             let maxBytes = shared.settings.maxHeaderBytes
             if input.readableBytes <= maxBytes, !input.withUnsafeReadableBytes({ HTTPHeadParser.containsHeadEnd($0, from: scanFrom) }) {
                 headScanned = input.readableBytes
+                if headStartedAt == 0 { headStartedAt = DispatchTime.now().uptimeNanoseconds }
                 inbound = input
                 break
             }
+            headStartedAt = 0
             let parsed = input.withUnsafeReadableBytes { HTTPHeadParser.parseRequest($0, maxBytes: maxBytes) }
             headScanned = 0
             switch parsed {
             case .incomplete:
                 headScanned = input.readableBytes
+                if headStartedAt == 0 { headStartedAt = DispatchTime.now().uptimeNanoseconds }
                 inbound = input
             case .tooLarge:
                 writeLocal(
@@ -275,6 +297,7 @@ final class ProxyHandler: ChannelInboundHandler {
             return
         }
         requestBody = step.ended ? nil : framer
+        if step.ended { bodyStartedAt = 0 }
         let bodyBytes = input.readSlice(length: step.consumed)!
         inbound = input
         if let exchange { forwardBody(bodyBytes, payload: payload, exchange, context: context) }
@@ -286,6 +309,7 @@ final class ProxyHandler: ChannelInboundHandler {
         let started = DispatchTime.now().uptimeNanoseconds
         let requestID = head.headers.first(name: "x-request-id").flatMap { $0.utf8.count <= 200 ? $0 : nil } ?? loop.newID().lowercasedText
         requestBody = request.framing == .none ? nil : BodyFramer(request.framing)
+        bodyStartedAt = requestBody == nil ? 0 : started
         if let infrastructure = infrastructureResponse(head) {
             answer(infrastructure, head: head, started: started, requestID: requestID, context: context)
         } else {

@@ -70,12 +70,17 @@ public struct RequestGate {
     public let quotas: QuotaTracker
     public let tokenCache: TokenCache
     public let defaultMaxRequestBytes: Int
+    /// Told when a token names a key the snapshot lacks (the store then reloads, rate-limited).
+    public let onUnknownKey: (@Sendable () -> Void)?
 
-    public init(rateLimiter: RateLimiter, quotas: QuotaTracker, tokenCache: TokenCache, defaultMaxRequestBytes: Int) {
+    public init(
+        rateLimiter: RateLimiter, quotas: QuotaTracker, tokenCache: TokenCache, defaultMaxRequestBytes: Int, onUnknownKey: (@Sendable () -> Void)? = nil
+    ) {
         self.rateLimiter = rateLimiter
         self.quotas = quotas
         self.tokenCache = tokenCache
         self.defaultMaxRequestBytes = defaultMaxRequestBytes
+        self.onUnknownKey = onUnknownKey
     }
 
     public func decide(
@@ -139,6 +144,7 @@ public struct RequestGate {
                     tokenCache.store(text, verified, now: seconds)
                     token = verified
                 case .failure(let failure):
+                    if failure == .unknownKey { onUnknownKey?() }
                     return refuse(Self.invalidToken(realm, failure.description))
                 }
             }

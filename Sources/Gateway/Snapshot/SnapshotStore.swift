@@ -21,6 +21,24 @@ public final class SnapshotStore: Sendable {
 
     public var version: Int { versionCounter.load(ordering: .acquiring) }
 
+    /// Set when a request met a token signed by a key the snapshot does not hold (uptime
+    /// nanoseconds of the request; 0: none): the reloader loads at once, at most once a second.
+    private let keyRefreshRequestedAt = ManagedAtomic<UInt64>(0)
+    private let lastKeyRefreshAt = ManagedAtomic<UInt64>(0)
+
+    /// Asks for a reload because a token named an unknown `kid`; cheap and rate-limited, callable
+    /// from the event loops.
+    public func requestKeyRefresh(now: UInt64 = DispatchTime.now().uptimeNanoseconds) {
+        guard now &- lastKeyRefreshAt.load(ordering: .relaxed) >= 1_000_000_000 else { return }
+        lastKeyRefreshAt.store(now, ordering: .relaxed)
+        keyRefreshRequestedAt.store(now, ordering: .releasing)
+    }
+
+    /// Whether a key refresh was asked for since the last call (the reloader polls this).
+    public func takeKeyRefreshRequest() -> Bool {
+        keyRefreshRequestedAt.exchange(0, ordering: .acquiringAndReleasing) != 0
+    }
+
     public var snapshot: GatewaySnapshot { current.withLockedValue { $0 } }
 
     public var currentStatus: Status { status.withLockedValue { $0 } }

@@ -35,7 +35,7 @@ struct PlatformAPI: Sendable {
         let new = try NewTenant.validated(
             slug: body.slug, name: body.name, currency: body.currency, signupPolicy: body.signupPolicy, customHost: body.customHost,
             baseDomain: services.config.baseDomain)
-        let tenant = try await services.database.withPlatform { try await services.tenants.create(new, on: $0) }
+        let tenant = try await services.tenantAdministration.create(new)
         return try .json(APIModel.TenantBody(tenant), status: .created)
     }
 

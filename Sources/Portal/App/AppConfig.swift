@@ -1,6 +1,7 @@
 import Foundation
 import Gateway
 import Logging
+import NIOCore
 
 /// Process configuration, read from environment variables (documented in README, "Configuration").
 struct AppConfig: Sendable {
@@ -34,6 +35,11 @@ struct AppConfig: Sendable {
     var webhooksAllowPrivateNetworks = false
     /// Event loops of the gateway (TOLLGATE_GATEWAY_THREADS); default one per core.
     var gatewayThreads: Int?
+    /// Time a client has to send a whole request head on the portal listener, from the moment it
+    /// may send one (TOLLGATE_REQUEST_HEAD_SECONDS, default 30; 408 and close after).
+    var requestHeadTimeout: TimeAmount = .seconds(30)
+    /// Time a client has to send a request body after its head (TOLLGATE_REQUEST_BODY_SECONDS, default 120).
+    var requestBodyTimeout: TimeAmount = .seconds(120)
     /// How often draft invoices are recomputed from usage (TOLLGATE_DRAFT_REFRESH_SECONDS).
     var draftRefreshInterval: Duration = .seconds(300)
 
@@ -96,6 +102,11 @@ struct AppConfig: Sendable {
         if let text = env["TOLLGATE_GATEWAY_THREADS"] {
             guard let threads = Int(text), (1...256).contains(threads) else { throw ConfigError.invalid("TOLLGATE_GATEWAY_THREADS", text, "1 to 256") }
             config.gatewayThreads = threads
+        }
+        for (name, keyPath) in [("TOLLGATE_REQUEST_HEAD_SECONDS", \AppConfig.requestHeadTimeout), ("TOLLGATE_REQUEST_BODY_SECONDS", \AppConfig.requestBodyTimeout)] {
+            guard let text = env[name] else { continue }
+            guard let seconds = Int(text), (1...3600).contains(seconds) else { throw ConfigError.invalid(name, text, "1 to 3600 seconds") }
+            config[keyPath: keyPath] = .seconds(Int64(seconds))
         }
         if let text = env["TOLLGATE_DRAFT_REFRESH_SECONDS"] {
             guard let seconds = Int(text), (5...86_400).contains(seconds) else {

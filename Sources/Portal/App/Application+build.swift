@@ -49,6 +49,11 @@ func buildApplication(
         database: services.database, tenants: services.tenants)
     var app = Application(
         responder: responder,
+        server: .http1(
+            configuration: .init(
+                additionalChannelHandlers: [
+                    RequestDeadlineHandler(headTimeout: services.config.requestHeadTimeout, bodyTimeout: services.config.requestBodyTimeout)
+                ], idleTimeout: .seconds(120))),
         configuration: .init(address: .hostname(host, port: port), serverName: "tollgate-portal"),
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
         logger: logger)

@@ -53,7 +53,8 @@ struct PortalServices: Sendable {
         self.finance = FinanceService(database: database)
         self.tenants = TenantRepository(logger: logger)
         self.platformAdmins = PlatformAdminRepository(logger: logger)
-        self.tenantAdministration = TenantAdministration(database: database, tenants: tenants, identity: identity, audit: audit)
+        self.tenantAdministration = TenantAdministration(
+            database: database, tenants: tenants, identity: identity, audit: audit, keys: SigningKeyStore(secret: secret, logger: logger))
         self.readiness = readiness
         self.logger = logger
     }

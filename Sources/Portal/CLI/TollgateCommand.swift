@@ -129,7 +129,8 @@ struct SeedDemo: AsyncParsableCommand {
         let migrator = try runtime.migrator()
         let report = try await runtime.withDatabase { database in
             try await migrator.migrate(database.client)
-            return try await DemoSeed(database: database, dataDirectory: runtime.config.dataDirectory).run()
+            let secret = try SecretKey.load(environmentValue: runtime.config.secretKeyValue, dataDirectory: runtime.config.dataDirectory)
+            return try await DemoSeed(database: database, dataDirectory: runtime.config.dataDirectory, secret: secret).run()
         }
         guard json else { return print(report.text) }
         let config = runtime.config
@@ -164,7 +165,14 @@ struct TenantCommand: AsyncParsableCommand {
                     baseDomain: runtime.config.baseDomain)
             }
             let tenant = try await CLIError.wrapAsync {
-                try await runtime.withDatabase { db in try await db.withPlatform { try await TenantRepository(logger: runtime.logger).create(new, on: $0) } }
+                try await runtime.withDatabase { db in
+                    let tenant = try await db.withPlatform { try await TenantRepository(logger: runtime.logger).create(new, on: $0) }
+                    let keys = SigningKeyStore(
+                        secret: try SecretKey.load(environmentValue: runtime.config.secretKeyValue, dataDirectory: runtime.config.dataDirectory),
+                        logger: runtime.logger)
+                    try await db.withTenant(tenant.id) { try await keys.ensureKey(tenantID: tenant.id, on: $0) }
+                    return tenant
+                }
             }
             print("Created tenant \(tenant.slug) (\(tenant.id)). Portal: \(runtime.config.publicURL.tenantBase(slug: tenant.slug, customHost: tenant.customHost))/")
         }

@@ -26,35 +26,54 @@ struct SigningKeyStore: Sendable {
     let secret: SecretKey
     let logger: Logger
 
-    /// The key that signs new tokens, created on first use.
+    /// How long a rotated-in key is published before it signs: gateways hear of it by NOTIFY and
+    /// reload within ~100 ms, so its first token never meets a gateway that lacks it.
+    static let publishLead: Duration = .seconds(2)
+
+    /// The key that signs new tokens now: the newest whose signing period has begun and not ended.
+    /// Created on first use only for tenants from before keys came with the tenant.
     func current(tenantID: UUID, on connection: PostgresConnection) async throws -> SigningKey {
         if let key = try await load(connection.query(
-            "SELECT kid, private_key_sealed, public_key, retired_at FROM signing_keys WHERE retired_at IS NULL", logger: logger)).first,
+            """
+            SELECT kid, private_key_sealed, public_key, retired_at FROM signing_keys
+            WHERE signs_from <= now() AND (retired_at IS NULL OR retired_at > now()) ORDER BY signs_from DESC LIMIT 1
+            """, logger: logger)).first,
             key.privateKey != nil
         {
             return key
         }
-        return try await rotate(tenantID: tenantID, tokenLifetime: .seconds(0), on: connection)
+        return try await rotate(tenantID: tenantID, tokenLifetime: .seconds(0), lead: .zero, on: connection)
     }
 
-    /// A new signing key; the old one stays published for `tokenLifetime` more.
+    /// A new signing key, published at once and signing after `lead`; the key it replaces keeps
+    /// signing until then and stays published for `tokenLifetime` more.
     @discardableResult
-    func rotate(tenantID: UUID, tokenLifetime: Duration, on connection: PostgresConnection) async throws -> SigningKey {
+    func rotate(tenantID: UUID, tokenLifetime: Duration, lead: Duration = publishLead, on connection: PostgresConnection) async throws -> SigningKey {
         let seconds = Int(tokenLifetime.components.seconds)
+        let leadSeconds = Double(lead.components.seconds) + Double(lead.components.attoseconds) / 1e18
         try await connection.query(
             """
-            UPDATE signing_keys SET retired_at = now(), published_until = now() + make_interval(secs => \(seconds))
-            WHERE retired_at IS NULL
+            UPDATE signing_keys SET retired_at = now() + make_interval(secs => \(leadSeconds)),
+                published_until = now() + make_interval(secs => \(leadSeconds + Double(seconds)))
+            WHERE retired_at IS NULL OR retired_at > now()
             """, logger: logger)
         let key = P256.Signing.PrivateKey()
         let kid = SecretToken.generate(prefix: "").value.prefix(16).description
         let sealed = try AES.GCM.seal(key.rawRepresentation, using: secret.key).combined ?? Data()
         try await connection.query(
             """
-            INSERT INTO signing_keys (tenant_id, kid, private_key_sealed, public_key)
-            VALUES (\(tenantID), \(kid), \(sealed), \(key.publicKey.x963Representation))
+            INSERT INTO signing_keys (tenant_id, kid, private_key_sealed, public_key, signs_from)
+            VALUES (\(tenantID), \(kid), \(sealed), \(key.publicKey.x963Representation), now() + make_interval(secs => \(leadSeconds)))
             """, logger: logger)
         return SigningKey(kid: kid, privateKey: key, publicKey: key.publicKey, retiredAt: nil)
+    }
+
+    /// Gives a new tenant its first key when it is created, so the key reaches every gateway long
+    /// before the first token is signed with it (no-op when the tenant has one).
+    func ensureKey(tenantID: UUID, on connection: PostgresConnection) async throws {
+        let rows = try await connection.query("SELECT count(*)::int FROM signing_keys WHERE retired_at IS NULL", logger: logger)
+        for try await count in rows.decode(Int.self) where count > 0 { return }
+        try await rotate(tenantID: tenantID, tokenLifetime: .zero, lead: .zero, on: connection)
     }
 
     /// Keys to publish in the JWKS: the current one and retired ones whose tokens may still be live.

@@ -9,6 +9,8 @@ import PostgresNIO
 struct DemoSeed {
     let database: Database
     let dataDirectory: String
+    /// Seals the demo tenant's first signing key, made with the tenant (nil: made at the first token).
+    var secret: SecretKey? = nil
 
     struct DemoUser {
         let email: String
@@ -47,6 +49,9 @@ struct DemoSeed {
             if let tenant = try await tenants.find(slug: Self.tenantSlug, on: connection) { return tenant }
             return try await tenants.create(
                 NewTenant(slug: Self.tenantSlug, name: "Demo Marketplace", currency: "USD", signupPolicy: .open, customHost: nil), on: connection)
+        }
+        if let secret {
+            try await database.withTenant(tenant.id) { try await SigningKeyStore(secret: secret, logger: logger).ensureKey(tenantID: tenant.id, on: $0) }
         }
 
         for demo in Self.users {

@@ -10,6 +10,14 @@ struct TenantAdministration: Sendable {
     let tenants: TenantRepository
     let identity: IdentityService
     let audit: AuditLog
+    let keys: SigningKeyStore
+
+    /// A new marketplace, with its token signing key from the start.
+    func create(_ new: NewTenant) async throws -> Tenant {
+        let tenant = try await database.withPlatform { try await tenants.create(new, on: $0) }
+        try await database.withTenant(tenant.id) { try await keys.ensureKey(tenantID: tenant.id, on: $0) }
+        return tenant
+    }
 
     func update(_ tenant: Tenant, _ changes: TenantChanges, operatorName: String) async throws -> Tenant {
         try await database.withTenant(tenant.id) { connection in

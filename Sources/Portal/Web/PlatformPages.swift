@@ -155,7 +155,7 @@ struct PlatformPages: Sendable {
             let new = try NewTenant.validated(
                 slug: form["slug"], name: form["name"], currency: form["currency"], signupPolicy: form["signup_policy"], customHost: form["custom_host"],
                 baseDomain: services.config.baseDomain)
-            _ = try await services.database.withPlatform { try await services.tenants.create(new, on: $0) }
+            _ = try await services.tenantAdministration.create(new)
             return .redirect(to: "/platform/")
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
             return try await consolePage(
