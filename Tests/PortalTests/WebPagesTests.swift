@@ -250,6 +250,11 @@ import Testing
                 #expect(page.status == .ok)
                 #expect(page.text.contains("This month against the plan"))
                 #expect(page.text.contains("/s</td>"))
+                // the app page offers no second subscription to the same API (it would answer 409)
+                let app = try await dev.get(client, "/t/acme/apps/\(s.appID)")
+                #expect(!app.text.contains("value=\"\(s.proPlan)\""))
+                #expect(!app.text.contains("value=\"\(s.freePlan)\""))
+                #expect(app.text.contains("open the subscription"))
             }
         }
     }

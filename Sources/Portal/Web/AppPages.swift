@@ -123,7 +123,11 @@ struct AppPages: Sendable {
         let subscriptions = try await services.subscriptionService.list(tenant: tenant, actor: principal).filter { $0.appID == app.id }
         values["subscriptions"] = subscriptions.map(SubscriptionPages.row)
         var offers: [[String: Any]] = []
-        for api in try await services.catalog.list(tenant: tenant, viewer: principal, after: nil, limit: 200) where api.state.acceptsNewSubscriptions && CatalogVisibility.isOpen(api, toTeam: app.teamID) {
+        // an API this app already holds a subscription to is changed on that subscription's page,
+        // not offered again here (a second subscription would only answer 409)
+        let held = Set(subscriptions.filter { $0.state.isOpen }.map(\.apiID))
+        for api in try await services.catalog.list(tenant: tenant, viewer: principal, after: nil, limit: 200)
+        where api.state.acceptsNewSubscriptions && CatalogVisibility.isOpen(api, toTeam: app.teamID) && !held.contains(api.id) {
             for plan in try await services.planService.list(tenant: tenant, viewer: principal, apiID: api.id) where plan.terms.visibility == .public {
                 offers.append(["id": plan.id.uuidString, "label": "\(api.name) \(api.version) — \(plan.terms.name)"])
             }
