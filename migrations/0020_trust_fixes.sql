@@ -30,3 +30,8 @@ CREATE UNIQUE INDEX tenants_custom_host_lower ON tenants (lower(custom_host));
 -- A rotated-in key is published (JWKS, gateway snapshots) before it signs: tokens are signed with
 -- it only from `signs_from`, while the key it replaces keeps signing until then.
 ALTER TABLE signing_keys ADD COLUMN signs_from timestamptz NOT NULL DEFAULT now();
+
+-- Audit events are shown and paged by a random id: the bigserial is one sequence for every tenant,
+-- so showing it told each tenant how busy the others were.
+ALTER TABLE audit_events ADD COLUMN public_id uuid NOT NULL DEFAULT gen_random_uuid();
+CREATE UNIQUE INDEX audit_events_public_id ON audit_events (public_id);

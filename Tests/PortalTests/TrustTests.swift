@@ -289,3 +289,28 @@ import Testing
         }
     }
 }
+
+/// Audit events carry random ids: nothing in them counts other tenants' events.
+@Suite struct AuditIDTests {
+    @Test func auditIDsAreRandomAndPageWithinTheTenant() async throws {
+        try await TestPortal.with { portal in
+            let acme = try await Fixtures.tenant(portal.database, slug: "acme")
+            let admin = try await Fixtures.user(portal.database, tenant: acme, email: "ada@example.com", roles: [.admin])
+            let token = try await APITests.token(portal, tenant: acme, user: admin, scopes: [.read, .admin])
+            try await portal.application().test(.router) { client in
+                for name in ["One", "Two", "Three"] {
+                    _ = try await APITests.call(client, .post, "/t/acme/api/v1/teams", token: token, body: #"{"name":"\#(name)","slug":"\#(name.lowercased())"}"#)
+                }
+                let first = try APITests.json(try await APITests.call(client, .get, "/t/acme/api/v1/audit-events?limit=2", token: token))
+                let items = first["items"] as? [[String: Any]] ?? []
+                #expect(items.count == 2)
+                #expect(items.allSatisfy { ($0["id"] as? String).flatMap(UUID.init(uuidString:)) != nil })
+                let cursor = first["next_cursor"] as? String ?? ""
+                let second = try APITests.json(try await APITests.call(client, .get, "/t/acme/api/v1/audit-events?limit=2&cursor=\(cursor)", token: token))
+                let secondIDs = (second["items"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+                #expect(!secondIDs.isEmpty)
+                #expect(Set(secondIDs).isDisjoint(with: items.compactMap { $0["id"] as? String }))
+            }
+        }
+    }
+}

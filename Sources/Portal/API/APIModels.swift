@@ -133,7 +133,7 @@ enum APIModel {
     }
 
     struct AuditEventBody: Codable, Sendable {
-        let id: Int64
+        let id: UUID
         let at: Date
         let actor: String
         let action: String

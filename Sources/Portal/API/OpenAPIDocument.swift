@@ -393,7 +393,7 @@ enum OpenAPIDocument {
             "CreatedInvitation": object(["invitation": ref("Invitation"), "accept_url": string]),
             "AuditEvent": object(
                 [
-                    "id": ["type": "integer"], "at": dateTime, "actor": string, "action": string, "target": string, "client_ip": string,
+                    "id": uuid, "at": dateTime, "actor": string, "action": string, "target": string, "client_ip": string,
                     "details": ["type": "object", "additionalProperties": string],
                 ], optional: ["target", "client_ip"]),
             "AuditEventPage": page(of: "AuditEvent"),

@@ -527,15 +527,15 @@ struct TenantAPI: Sendable {
         let principal = try context.requirePrincipal()
         try Policy.authorize(principal, .viewAuditLog)
         let page = try Pagination(request)
-        var before: Int64?
+        var before: UUID?
         if let cursor = page.cursor {
-            guard let id = Int64(cursor) else { throw AppError.badRequest("cursor is not valid.", fields: ["cursor": "invalid"]) }
+            guard let id = UUID(uuidString: cursor) else { throw AppError.badRequest("cursor is not valid.", fields: ["cursor": "invalid"]) }
             before = id
         }
         let events = try await services.database.withTenant(try context.requireTenant().id) {
             try await services.identity.audit.list(before: before, limit: page.limit, on: $0)
         }
-        return try .json(APIModel.Page(items: events.map(APIModel.AuditEventBody.init), nextCursor: page.next(events) { String($0.id) }))
+        return try .json(APIModel.Page(items: events.map(APIModel.AuditEventBody.init), nextCursor: page.next(events) { $0.id.uuidString.lowercased() }))
     }
 
     private func uuidParameter(_ name: String, _ context: AppRequestContext, what: String) throws -> UUID {

@@ -4,7 +4,8 @@ import PostgresNIO
 
 /// One security-relevant event, as shown to tenant admins.
 struct AuditEvent: Sendable, Equatable {
-    let id: Int64
+    /// Random, per event: reveals nothing about other tenants' activity (the row's sequence is internal).
+    let id: UUID
     var at: Date
     var actor: String
     var action: String
@@ -68,15 +69,16 @@ struct AuditLog: Sendable {
             """, logger: logger)
     }
 
-    /// Newest first, before the cursor id.
-    func list(before cursor: Int64?, limit: Int, on connection: PostgresConnection) async throws -> [AuditEvent] {
+    /// Newest first, older than the event with id `cursor` (an id this tenant cannot see: from the newest).
+    func list(before cursor: UUID?, limit: Int, on connection: PostgresConnection) async throws -> [AuditEvent] {
         let rows = try await connection.query(
             """
-            SELECT id, at, actor, action, target, client_ip, details::text FROM audit_events
-            WHERE id < \(cursor ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
+            SELECT public_id, at, actor, action, target, client_ip, details::text FROM audit_events
+            WHERE id < coalesce((SELECT c.id FROM audit_events c WHERE c.public_id = \(cursor)), 9223372036854775807)
+            ORDER BY id DESC LIMIT \(limit)
             """, logger: logger)
         var events: [AuditEvent] = []
-        for try await (id, at, actor, action, target, ip, details) in rows.decode((Int64, Date, String, String, String?, String?, String).self) {
+        for try await (id, at, actor, action, target, ip, details) in rows.decode((UUID, Date, String, String, String?, String?, String).self) {
             events.append(AuditEvent(id: id, at: at, actor: actor, action: action, target: target, clientIP: ip, details: details))
         }
         return events

@@ -56,7 +56,7 @@ struct AdminPages: Sendable {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
         try Policy.authorize(principal, .viewAuditLog)
-        let before = request.uri.queryParameters["before"].flatMap { Int64(String($0)) }
+        let before = request.uri.queryParameters["before"].flatMap { UUID(uuidString: String($0)) }
         let pageSize = 100
         // one more than a page: "Older events" shows only when there are older events
         let fetched = try await services.database.withTenant(tenant.id) {
@@ -70,7 +70,7 @@ struct AdminPages: Sendable {
                     "ip": event.clientIP ?? "", "details": event.details == "{}" ? "" : event.details,
                 ]
             },
-            "older": fetched.count > pageSize ? "\(events.last?.id ?? 0)" : "",
+            "older": fetched.count > pageSize ? (events.last?.id.uuidString.lowercased() ?? "") : "",
             "paged": before != nil,
         ]
         return services.views.render("audit", values, page: services.chrome("Audit log", context: context))
