@@ -51,7 +51,8 @@ import Testing
                 ports.append(port)
                 if ports.count == count { break }
             }
-            for store in stores { try await eventually { store.currentStatus.loaded } }
+            // a first load under the whole parallel suite can take several seconds: a generous bound
+            for store in stores { try await eventually(seconds: 20) { store.currentStatus.loaded } }
             do { try await body(Live(ports: ports, stores: stores, usage: usage)) } catch {
                 await group.triggerGracefulShutdown()
                 throw error
