@@ -317,3 +317,12 @@ import Testing
         }
     }
 }
+
+@Suite struct SubscriptionNoticeTests {
+    @Test func noticesComeFromAFixedSetAndSayWhetherAChangeWasOnlyRequested() {
+        #expect(SubscriptionPages.notice("plan_change_requested")?.contains("requested") == true)
+        #expect(SubscriptionPages.notice("change_plan") == "Plan changed.")
+        #expect(SubscriptionPages.notice("<script>alert(1)</script>") == nil)
+        #expect(SubscriptionPages.notice(nil) == nil)
+    }
+}

@@ -355,7 +355,7 @@ struct KeysCommand: AsyncParsableCommand {
                     }
                 }
             }
-            print("Tenant \(slug) now signs with key \(kid).")
+            print("Tenant \(slug): new key \(kid) is published now and signs new tokens in \(SigningKeyStore.publishLead.components.seconds) s; the previous key stays published until its tokens expire.")
         }
     }
 }

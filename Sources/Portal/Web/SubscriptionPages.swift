@@ -27,13 +27,16 @@ struct SubscriptionPages: Sendable {
 
     /// Fixed confirmations after an action's redirect, by action name (nothing else is shown).
     static func notice(_ action: String?) -> String? {
-        switch action.flatMap(SubscriptionService.Action.init(rawValue:)) {
+        if action == "plan_change_requested" {
+            return "Plan change requested: the provider decides; the current plan serves until then."
+        }
+        return switch action.flatMap(SubscriptionService.Action.init(rawValue:)) {
         case .approve: "Approved."
         case .reject: "Rejected; the developer sees your reason."
         case .suspend: "Suspended; calls are refused until it is resumed."
         case .resume: "Resumed."
         case .cancel: "Cancelled."
-        case .changePlan: "Plan changed (or, for a plan that needs approval, requested: the current plan serves until the provider decides)."
+        case .changePlan: "Plan changed."
         case .withdrawPlanChange: "The plan change request was withdrawn."
         case nil: nil
         }
@@ -44,14 +47,16 @@ struct SubscriptionPages: Sendable {
         let principal = try context.requirePrincipal()
         guard let id = context.parameters.get("subscription").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("Subscription") }
         guard let action = SubscriptionService.Action(rawValue: context.form["action"] ?? "") else { throw AppError.badRequest("Unknown action.") }
+        let updated: Subscription
         do {
-            _ = try await services.subscriptionService.perform(
+            updated = try await services.subscriptionService.perform(
                 tenant: tenant, actor: principal, subscriptionID: id, action: action, reason: context.form["reason"],
                 newPlanID: context.form["plan_id"].flatMap(UUID.init(uuidString:)), clientIP: context.clientIP)
         } catch let error as AppError where [.conflict, .unprocessableContent, .forbidden].contains(error.status) {
             return try await detail(context, error: error.fieldErrors.values.first ?? error.detail, status: error.status)
         }
-        return .redirect(to: context.base + "/subscriptions/" + id.uuidString + "?done=" + action.rawValue)
+        let done = action == .changePlan && updated.requestedPlan != nil ? "plan_change_requested" : action.rawValue
+        return .redirect(to: context.base + "/subscriptions/" + id.uuidString + "?done=" + done)
     }
 
     @Sendable func subscribe(_ request: Request, context: AppRequestContext) async throws -> Response {
