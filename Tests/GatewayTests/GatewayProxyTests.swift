@@ -322,7 +322,9 @@ import Testing
     }
 
     @Test func aSlowClientIsDisconnected() async throws {
-        try await GatewayProxyTests.withWorld(configure: { $0.idleTimeout = .milliseconds(300) }) { _, _, gateway in
+        // 1 s, not less: under the parallel suite a request can reach the gateway several hundred ms
+        // after its connection opened, and a shorter timeout then closes it before the bytes arrive
+        try await GatewayProxyTests.withWorld(configure: { $0.idleTimeout = .seconds(1) }) { _, _, gateway in
             // half a request head, then silence: the gateway closes the connection
             let started = Date()
             let text = try await GatewayListenerTests.exchange(port: gateway.port, "GET /t/demo/echo/v1/x HTTP/1.1\r\nHost: x\r\n")
@@ -335,7 +337,7 @@ import Testing
 /// The per-loop idle sweep that replaced an IdleStateHandler per connection.
 @Suite struct GatewayIdleTests {
     @Test func aConnectionThatSendsNothingIsClosedQuietly() async throws {
-        try await GatewayProxyTests.withWorld(configure: { $0.idleTimeout = .milliseconds(200) }) { _, _, gateway in
+        try await GatewayProxyTests.withWorld(configure: { $0.idleTimeout = .seconds(1) }) { _, _, gateway in
             let started = Date()
             let text = try await GatewayListenerTests.exchange(port: gateway.port, "")
             #expect(text.isEmpty)
