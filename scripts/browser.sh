@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Browser tests: headless Chromium driven by Selenium against a live `tollgate serve` on a scratch
-# database (tollgate_browser), demo data seeded. Tests are Tests/browser/test_*.py (unittest).
+# database (tollgate_browser, or BROWSER_DB), demo data seeded (scripts/live_server.sh). Tests are Tests/browser/test_*.py (unittest).
 # Screenshots of failures (and of every page at desktop and 390 px width) go to .data/browser/.
 # Exits 0 with "browser: skipped" only when Chromium or chromedriver cannot be found.
 # TOLLGATE_BIN: the binary to run (then nothing is built), so a concurrent rebuild cannot swap it.
+# BROWSER_PORTAL_PORT / BROWSER_GATEWAY_PORT: the server's ports (18180 / 18100).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -18,32 +19,10 @@ VENV="$TOLLGATE_DATA_DIR/venv"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -c "import selenium" 2>/dev/null || "$VENV/bin/pip" install -q "selenium==4.*"
 
-DB=tollgate_browser
-"$ROOT/scripts/pg.sh" start "$DB" >/dev/null
-"$ROOT/scripts/pg.sh" psql -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-"$ROOT/scripts/pg.sh" start "$DB" >/dev/null
-export DATABASE_URL="$("$ROOT/scripts/pg.sh" url "$DB")"
-RUN_DIR="$(mktemp -d)"
+# BROWSER_DB: another scratch database name, so that two runs on one cluster do not collide
+. "$ROOT/scripts/live_server.sh"
 PORTAL_PORT="${BROWSER_PORTAL_PORT:-18180}"
-GATEWAY_PORT="${BROWSER_GATEWAY_PORT:-18100}"
-
-if [ -n "${TOLLGATE_BIN:-}" ]; then
-  BIN="$TOLLGATE_BIN"
-else
-  BIN="$(swift build --show-bin-path)/tollgate"
-  swift build --build-tests >/dev/null
-fi
-TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" migrate >/dev/null 2>&1
-TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" seed-demo >/dev/null 2>&1
-TOLLGATE_DATA_DIR="$RUN_DIR" PORTAL_ADDRESS="127.0.0.1:$PORTAL_PORT" GATEWAY_ADDRESS="127.0.0.1:$GATEWAY_PORT" LOG_LEVEL=warning \
-  "$BIN" serve >"$RUN_DIR/server.log" 2>&1 &
-SERVER=$!
-cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$RUN_DIR"; }
-trap cleanup EXIT
-for _ in $(seq 1 150); do
-  curl -fs "http://127.0.0.1:$PORTAL_PORT/readyz" >/dev/null 2>&1 && break
-  sleep 0.2
-done
+live_server_start "${BROWSER_DB:-tollgate_browser}" "$PORTAL_PORT" "${BROWSER_GATEWAY_PORT:-18100}"
 
 mkdir -p "$TOLLGATE_DATA_DIR/browser"
 status=0

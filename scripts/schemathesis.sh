@@ -15,33 +15,11 @@ if ! "$VENV/bin/python" -c "import requests_oauthlib, jwt" 2>/dev/null; then
   "$VENV/bin/pip" install -q requests-oauthlib "pyjwt[crypto]"
 fi
 
-DB=tollgate_schemathesis
-"$ROOT/scripts/pg.sh" start "$DB" >/dev/null
-# A fresh database each run, so earlier runs cannot hide or cause failures.
-"$ROOT/scripts/pg.sh" psql -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-"$ROOT/scripts/pg.sh" start "$DB" >/dev/null
-export DATABASE_URL="$("$ROOT/scripts/pg.sh" url "$DB")"
-RUN_DIR="$(mktemp -d)"
+. "$ROOT/scripts/live_server.sh"
 PORTAL_PORT="${SCHEMATHESIS_PORTAL_PORT:-18080}"
-GATEWAY_PORT="${SCHEMATHESIS_GATEWAY_PORT:-18000}"
-
-BIN="$(swift build --show-bin-path)/tollgate"
-# --build-tests: the same build configuration as `swift test`, so nothing is compiled twice
-swift build --build-tests >/dev/null
-TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" migrate >/dev/null
-TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" seed-demo >/dev/null
+live_server_start tollgate_schemathesis "$PORTAL_PORT" "${SCHEMATHESIS_GATEWAY_PORT:-18000}"
 TENANT_TOKEN="$(TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" token create --tenant demo --email admin@demo.test --name schemathesis --scope read --scope write --scope admin)"
 PLATFORM_TOKEN="$(TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" platform-admin token --email platform@tollgate.test --name schemathesis)"
-
-TOLLGATE_DATA_DIR="$RUN_DIR" PORTAL_ADDRESS="127.0.0.1:$PORTAL_PORT" GATEWAY_ADDRESS="127.0.0.1:$GATEWAY_PORT" LOG_LEVEL=warning \
-  "$BIN" serve >"$RUN_DIR/server.log" 2>&1 &
-SERVER=$!
-cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$RUN_DIR"; }
-trap cleanup EXIT
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$PORTAL_PORT/readyz" >/dev/null 2>&1 && break
-  sleep 0.2
-done
 
 run() {
   local spec="$1" token="$2"; shift 2

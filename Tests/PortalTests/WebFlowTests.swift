@@ -232,10 +232,14 @@ import Testing
                 _ = try await admin.submit(client, "/t/acme/teams", from: "/t/acme/teams", fields: [("name", "Payments")])
                 let invitePage = try await admin.get(client, "/t/acme/admin/invitations")
                 let teamID = invitePage.text.components(separatedBy: "<option value=\"").dropFirst(2).first?.prefix(36).description ?? ""
-                let created = try await admin.submit(
+                let posted = try await admin.submit(
                     client, "/t/acme/admin/invitations", from: "/t/acme/admin/invitations",
                     fields: [("email", "finn@example.com"), ("roles", "finance"), ("roles", "provider"), ("team_id", teamID), ("team_role", "admin")])
-                #expect(created.status == .ok)
+                // post/redirect/get: the link shows once on the page the redirect leads to
+                #expect(posted.status == .seeOther)
+                let shown = try await admin.get(client, "/t/acme/admin/invitations")
+                #expect(!(try await admin.get(client, "/t/acme/admin/invitations").text.contains("/t/acme/invitations/")))
+                let created = shown
                 guard let linkStart = created.text.range(of: "/t/acme/invitations/") else {
                     Issue.record("no invitation link shown")
                     return

@@ -74,14 +74,42 @@ import Testing
         #expect(Plural.count(0, "team") == "0 teams")
     }
 
-    @Test func flashIsReadOnce() async {
-        let store = FlashStore()
-        await store.put(Flash(notice: "n", secretLabel: "API key", secret: "s"), key: "session")
-        #expect(await store.take(key: "other") == nil)
-        #expect(await store.take(key: "session")?.secret == "s")
-        #expect(await store.take(key: "session") == nil)
-        await store.put(Flash(notice: "old"), key: "session", now: Date(timeIntervalSinceNow: -600))
-        #expect(await store.take(key: "session") == nil)
+    @Test func aPageInMemoryLinksOnlyToPagesThatExist() throws {
+        let items = (1...5).map { String(format: "k%02d", $0) }
+        // only page: no links at all
+        let only = ListPage.slice(items, PageRequest(size: 10), key: { $0 })
+        #expect(only.items == items)
+        #expect(only.pager(path: "/x").isEmpty)
+        // first of three: next only
+        let first = ListPage.slice(items, PageRequest(size: 2), key: { $0 })
+        #expect(first.items == ["k01", "k02"])
+        #expect(first.previous == nil && first.isFirst)
+        let next = try #require(first.next)
+        #expect(!next.contains("k02"))  // opaque: base64url of the sort key
+        #expect(try PageRequest.decode(next) == "k02")
+        // middle: both ways, and a first-page link
+        let middle = ListPage.slice(items, PageRequest(position: .after("k02"), size: 2), key: { $0 })
+        #expect(middle.items == ["k03", "k04"])
+        let links = middle.pager(path: "/x", query: [("period", "2026-11"), ("after", "old")], size: 2)
+        #expect(links["first_href"] as? String == "/x?period=2026-11&limit=2")
+        #expect((links["next_href"] as? String)?.hasPrefix("/x?period=2026-11&limit=2&after=") == true)
+        #expect((links["previous_href"] as? String)?.contains("before=") == true)
+        // back from the middle: the first page again, with no previous link
+        let back = ListPage.slice(items, PageRequest(position: .before("k03"), size: 2), key: { $0 })
+        #expect(back.items == ["k01", "k02"])
+        #expect(back.isFirst && back.previous == nil && back.next != nil)
+        // last page: previous only
+        let last = ListPage.slice(items, PageRequest(position: .after("k04"), size: 2), key: { $0 })
+        #expect(last.items == ["k05"])
+        #expect(last.next == nil && last.previous != nil)
+    }
+
+    @Test func badCursorsAndLimitsAreBadRequests() throws {
+        for query in [[("after", "%%%")], [("before", "!!")], [("limit", "0")], [("limit", "101")], [("limit", "ten")], [("after", "YQ"), ("before", "YQ")]] {
+            #expect(throws: AppError.self) { try PageRequest(query: query) }
+            do { _ = try PageRequest(query: query) } catch let error as AppError { #expect(error.status == .badRequest) } catch {}
+        }
+        #expect(try PageRequest(query: [("after", PageRequest.encode("acme")), ("limit", "20")]) == PageRequest(position: .after("acme"), size: 20))
     }
 }
 

@@ -569,8 +569,9 @@ struct Pagination: Sendable {
             limit = 50
         }
         if let text = query["cursor"].map(String.init), !text.isEmpty {
+            // U+0001 is the field separator of `SortKey` (the cursors of lists kept in memory)
             guard let bytes = Base64URL.decode(text), let decoded = String(bytes: bytes, encoding: .utf8),
-                !TextInput.hasControlCharacters(decoded)
+                !TextInput.hasControlCharacters(decoded.replacingOccurrences(of: SortKey.separator, with: ""))
             else {
                 throw AppError.badRequest("cursor is not valid; use next_cursor from a previous page.", fields: ["cursor": "invalid"])
             }
@@ -578,6 +579,16 @@ struct Pagination: Sendable {
         } else {
             cursor = nil
         }
+    }
+
+    /// The keyset position this request asks for.
+    var page: PageRequest { PageRequest(position: .after(cursor), size: limit) }
+
+    /// A page of a list the service answers whole, in `key` order, after the cursor; `next_cursor`
+    /// only when more items follow.
+    func page<T, Body: Codable & Sendable>(_ all: [T], key: (T) -> String, _ body: (T) -> Body) -> APIModel.Page<Body> {
+        let page = ListPage.slice(all, self.page, key: key)
+        return APIModel.Page(items: page.items.map(body), nextCursor: page.next)
     }
 
     /// The cursor for the page after `items`, when the page was full.

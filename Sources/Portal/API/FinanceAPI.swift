@@ -24,9 +24,10 @@ struct FinanceAPI: Sendable {
         let query = FinanceQuery(request)
         let period = query.values["period"].flatMap { $0.isEmpty ? nil : $0 }
         if let period, Rating.month(period) == nil { throw AppError.badRequest("period must be a month like 2026-11.") }
+        let page = try Pagination(request)
         let list = try await services.finance.invoices(
             tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: period, team: try query.uuid("team_id"), status: try query.status())
-        return try .json(APIModel.Page(items: list.map(Invoice.init), nextCursor: nil))
+        return try .json(page.page(list, key: FinancePages.invoiceKey, Invoice.init))
     }
 
     @Sendable func showInvoice(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -69,14 +70,17 @@ struct FinanceAPI: Sendable {
         return try .json(CloseBody(period: body.period, issued: result.issued, alreadyIssued: result.alreadyIssued))
     }
 
-    /// Usage by UTC day × subscription (finance), up to 1,000 rows; the CSV export has no limit.
+    /// Usage by UTC day × subscription (finance), in pages (`cursor`, `limit`); the CSV export has all rows at once.
     @Sendable func usage(_ request: Request, context: AppRequestContext) async throws -> Response {
         let query = FinanceQuery(request)
+        let page = try Pagination(request)
         let days = try query.days()
-        let rows = try await services.finance.usage(
-            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), from: days.from, to: days.to, filter: try query.usageFilter(),
-            limit: 1000)
-        return try .json(APIModel.Page(items: rows.compactMap(UsageRow.init), nextCursor: nil))
+        let filter = try query.usageFilter()
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        let window = try await UsageWindow.resolve(page.page, from: days.from) { from, limit in
+            try await services.finance.usage(tenant: tenant, actor: principal, from: from, to: days.to, filter: filter, limit: limit)
+        }
+        return try .json(APIModel.Page(items: window.rows.compactMap(UsageRow.init), nextCursor: window.next?.cursor))
     }
 
     /// The same figures as the analytics pages: series, totals, percentiles, status classes, rejections, top apps.

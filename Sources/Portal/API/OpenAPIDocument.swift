@@ -118,8 +118,8 @@ enum OpenAPIDocument {
             ],
             "/teams/{team}/members": [
                 "get": operation(
-                    "listTeamMembers", "Members of a team", tag: "Teams", parameters: [teamParameter], ok: ("200", ref("MemberPage")),
-                    errors: ["401", "403", "404"]),
+                    "listTeamMembers", "Members of a team, by email", tag: "Teams", parameters: [teamParameter] + pageParameters, ok: ("200", ref("MemberPage")),
+                    errors: ["400", "401", "403", "404"]),
                 "post": operation(
                     "addTeamMember", "Add a tenant member to a team", tag: "Teams", parameters: [teamParameter], body: ref("AddMember"),
                     ok: ("201", ref("Member")), errors: ["400", "401", "403", "404", "409", "415", "422"]),
@@ -133,7 +133,9 @@ enum OpenAPIDocument {
                     errors: ["401", "403", "404", "409"]),
             ],
             "/tokens": [
-                "get": operation("listTokens", "Your personal access tokens", tag: "Tokens", ok: ("200", ref("TokenPage")), errors: ["401", "403"]),
+                "get": operation(
+                    "listTokens", "Your personal access tokens, newest first", tag: "Tokens", parameters: pageParameters, ok: ("200", ref("TokenPage")),
+                    errors: ["400", "401", "403"]),
                 "post": operation(
                     "createToken", "Create a personal access token (secret shown once)", tag: "Tokens", body: ref("CreateToken"),
                     ok: ("201", ref("CreatedToken")), errors: ["400", "401", "403", "415", "422"]),
@@ -146,7 +148,8 @@ enum OpenAPIDocument {
             ],
             "/invitations": [
                 "get": operation(
-                    "listInvitations", "Open invitations (admin)", tag: "Users", ok: ("200", ref("InvitationPage")), errors: ["401", "403"]),
+                    "listInvitations", "Open invitations (admin), by email", tag: "Users", parameters: pageParameters, ok: ("200", ref("InvitationPage")),
+                    errors: ["400", "401", "403"]),
                 "post": operation(
                     "createInvitation", "Invite a person (admin); returns a one-time link", tag: "Users", body: ref("CreateInvitation"),
                     ok: ("201", ref("CreatedInvitation")), errors: ["400", "401", "403", "409", "415", "422"]),
@@ -189,8 +192,8 @@ enum OpenAPIDocument {
             ],
             "/apis/{api}/plans": [
                 "get": operation(
-                    "listPlans", "Current plans of an API", tag: "Plans", parameters: [apiParameter], ok: ("200", ref("PlanPage")),
-                    errors: ["401", "403", "404"]),
+                    "listPlans", "Current plans of an API, by name", tag: "Plans", parameters: [apiParameter] + pageParameters, ok: ("200", ref("PlanPage")),
+                    errors: ["400", "401", "403", "404"]),
                 "post": operation(
                     "createPlan", "Add a plan to an API (provider team admins)", tag: "Plans", parameters: [apiParameter], body: ref("PlanTerms"),
                     ok: ("201", ref("Plan")), errors: ["400", "401", "403", "404", "409", "415", "422"]),
@@ -205,7 +208,8 @@ enum OpenAPIDocument {
                     errors: ["400", "401", "403", "404", "409", "415", "422"])
             ],
             "/apps": [
-                "get": operation("listApps", "Apps of your teams", tag: "Apps", ok: ("200", ref("AppPage")), errors: ["401", "403"]),
+                "get": operation(
+                    "listApps", "Apps of your teams, by name", tag: "Apps", parameters: pageParameters, ok: ("200", ref("AppPage")), errors: ["400", "401", "403"]),
                 "post": operation(
                     "createApp", "Register an app (team admins); returns its first client secret once", tag: "Apps", body: ref("CreateApp"),
                     ok: ("201", ref("CreatedApp")), errors: ["400", "401", "403", "409", "415", "422"]),
@@ -236,8 +240,9 @@ enum OpenAPIDocument {
             ],
             "/subscriptions": [
                 "get": operation(
-                    "listSubscriptions", "Subscriptions of your apps and to the APIs you manage", tag: "Subscriptions",
-                    parameters: [
+                    "listSubscriptions", "Subscriptions of your apps and to the APIs you manage; those awaiting the provider first, then oldest first",
+                    tag: "Subscriptions",
+                    parameters: pageParameters + [
                         ["name": "state", "in": "query", "required": false, "schema": ["type": "string", "enum": SubscriptionState.allCases.map(\.rawValue)]],
                         [
                             "name": "awaiting", "in": "query", "required": false, "schema": ["type": "string", "enum": ["provider"]],
@@ -259,8 +264,8 @@ enum OpenAPIDocument {
             ],
             "/webhooks": [
                 "get": operation(
-                    "listWebhooks", "Webhook endpoints you manage (tenant admins: all)", tag: "Webhooks", ok: ("200", ref("WebhookEndpointPage")),
-                    errors: ["401", "403"]),
+                    "listWebhooks", "Webhook endpoints you manage (tenant admins: all)", tag: "Webhooks", parameters: pageParameters,
+                    ok: ("200", ref("WebhookEndpointPage")), errors: ["400", "401", "403"]),
                 "post": operation(
                     "createWebhook", "Register an endpoint for the tenant (admins, no team_id) or a team; the signing secret is shown once",
                     tag: "Webhooks", body: ref("CreateWebhook"), ok: ("201", ref("CreatedWebhook")), errors: ["400", "401", "403", "415", "422"]),
@@ -275,8 +280,8 @@ enum OpenAPIDocument {
             ],
             "/webhooks/{webhook}/deliveries": [
                 "get": operation(
-                    "listWebhookDeliveries", "Delivery log: the 100 most recent deliveries, newest first", tag: "Webhooks", parameters: [webhookParameter],
-                    ok: ("200", ref("WebhookDeliveryPage")), errors: ["401", "403", "404"])
+                    "listWebhookDeliveries", "Delivery log, newest first", tag: "Webhooks", parameters: [webhookParameter] + pageParameters,
+                    ok: ("200", ref("WebhookDeliveryPage")), errors: ["400", "401", "403", "404"])
             ],
             "/webhooks/{webhook}/deliveries/{delivery}": [
                 "get": operation(
@@ -291,7 +296,7 @@ enum OpenAPIDocument {
             "/invoices": [
                 "get": operation(
                     "listInvoices", "Invoices you may see (finance and admins: all; team owners and admins: their teams'), newest period first",
-                    tag: "Finance", parameters: [periodQuery(required: false), uuidQuery("team_id", "Only this team"), statusQuery],
+                    tag: "Finance", parameters: [periodQuery(required: false), uuidQuery("team_id", "Only this team"), statusQuery] + pageParameters,
                     ok: ("200", ref("InvoicePage")), errors: ["400", "401", "403"])
             ],
             "/invoices/{invoice}": [
@@ -324,8 +329,8 @@ enum OpenAPIDocument {
             ],
             "/usage": [
                 "get": operation(
-                    "listUsage", "Usage by UTC day × subscription (finance, admins), up to 1,000 rows; the CSV export has all", tag: "Finance",
-                    parameters: dayQueries + ["team_id", "app_id", "api_id", "plan_id"].map { uuidQuery($0, "Only this \($0.dropLast(3))") },
+                    "listUsage", "Usage by UTC day × subscription (finance, admins), in pages; the CSV export has all rows at once", tag: "Finance",
+                    parameters: dayQueries + ["team_id", "app_id", "api_id", "plan_id"].map { uuidQuery($0, "Only this \($0.dropLast(3))") } + pageParameters,
                     ok: ("200", ref("UsageRowPage")), errors: ["400", "401", "403"])
             ],
             "/analytics": [

@@ -66,11 +66,7 @@ struct PlatformAPI: Sendable {
     }
 
     private func tenant(_ context: AppRequestContext) async throws -> Tenant {
-        let slug = context.parameters.get("slug") ?? ""
-        guard Slug.isValid(slug), let tenant = try await services.database.withPlatform({ try await services.tenants.find(slug: slug, on: $0) }) else {
-            throw AppError.notFound("Marketplace")
-        }
-        return tenant
+        try await services.tenantAdministration.find(slug: context.parameters.get("slug") ?? "")
     }
 
     /// The operator's name for audit events ("platform:<admin email>").

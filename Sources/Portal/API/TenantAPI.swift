@@ -152,8 +152,9 @@ struct TenantAPI: Sendable {
 
     /// Webhook endpoints you manage (tenant admins: all of the tenant's).
     @Sendable func listWebhooks(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let page = try Pagination(request)
         let endpoints = try await services.webhookService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal())
-        return try .json(APIModel.Page(items: endpoints.map(APIModel.WebhookEndpointBody.init), nextCursor: nil))
+        return try .json(page.page(endpoints, key: WebhookPages.sortKey, APIModel.WebhookEndpointBody.init))
     }
 
     /// Registers an endpoint for the tenant (no `team_id`, admins) or a team; the signing secret is shown once.
@@ -180,12 +181,15 @@ struct TenantAPI: Sendable {
         return Response(status: .noContent)
     }
 
-    /// The delivery log: the endpoint's 100 most recent deliveries, newest first.
+    /// The delivery log, newest first, in pages.
     @Sendable func listDeliveries(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let (_, deliveries) = try await services.webhookService.show(
-            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: try uuidParameter("webhook", context, what: "Webhook endpoint"),
-            limit: 100)
-        return try .json(APIModel.Page(items: deliveries.map(APIModel.WebhookDeliveryBody.init), nextCursor: nil))
+        let page = try Pagination(request)
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        let id = try uuidParameter("webhook", context, what: "Webhook endpoint")
+        let deliveries = try await ListPage<WebhookDelivery>.load(page.page, key: \.id.uuidString) {
+            try await services.webhookService.deliveries(tenant: tenant, actor: principal, id: id, $0, limit: $1).1
+        }
+        return try .json(APIModel.Page(items: deliveries.items.map(APIModel.WebhookDeliveryBody.init), nextCursor: deliveries.next))
     }
 
     @Sendable func showDelivery(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -217,6 +221,7 @@ struct TenantAPI: Sendable {
     /// Subscriptions of your apps and to the APIs you manage. The provider's approval queue is
     /// `awaiting=provider`: new requests (`state=pending`) and plan changes waiting for approval.
     @Sendable func listSubscriptions(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let page = try Pagination(request)
         var items = try await services.subscriptionService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal())
         if let awaiting = request.uri.queryParameters["awaiting"].map(String.init) {
             guard awaiting == "provider" else { throw AppError.badRequest("awaiting must be 'provider'.") }
@@ -228,7 +233,7 @@ struct TenantAPI: Sendable {
             }
             items = items.filter { $0.state == wanted }
         }
-        return try .json(APIModel.Page(items: items.map(APIModel.SubscriptionBody.init), nextCursor: nil))
+        return try .json(page.page(items, key: SubscriptionPages.sortKey, APIModel.SubscriptionBody.init))
     }
 
     @Sendable func showSubscription(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -254,8 +259,9 @@ struct TenantAPI: Sendable {
 
     /// Apps of the caller's teams (tenant admins: all).
     @Sendable func listApps(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let page = try Pagination(request)
         let apps = try await services.appService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal())
-        return try .json(APIModel.Page(items: apps.map(APIModel.AppBody.init), nextCursor: nil))
+        return try .json(page.page(apps, key: AppPages.sortKey, APIModel.AppBody.init))
     }
 
     /// Registers an app; the response carries its client id and first client secret (shown once).
@@ -303,8 +309,9 @@ struct TenantAPI: Sendable {
     /// Current plans of an API (hidden ones only for its provider team).
     @Sendable func listPlans(_ request: Request, context: AppRequestContext) async throws -> Response {
         let tenant = try context.requireTenant()
+        let page = try Pagination(request)
         let plans = try await services.planService.list(tenant: tenant, viewer: try context.requirePrincipal(), apiID: try uuidParameter("api", context, what: "API"))
-        return try .json(APIModel.Page(items: plans.map { APIModel.PlanBody($0, currency: tenant.currency) }, nextCursor: nil))
+        return try .json(page.page(plans, key: { SortKey.join($0.terms.name.lowercased(), $0.id.uuidString) }) { APIModel.PlanBody($0, currency: tenant.currency) })
     }
 
     /// Adds a plan to an API (provider team admins).
@@ -440,9 +447,10 @@ struct TenantAPI: Sendable {
     }
 
     @Sendable func listMembers(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let page = try Pagination(request)
         let (_, members) = try await services.teamService.show(
             tenant: try context.requireTenant(), actor: try context.requirePrincipal(), slug: context.parameters.get("team") ?? "")
-        return try .json(APIModel.Page(items: members.map(APIModel.MemberBody.init), nextCursor: nil))
+        return try .json(page.page(members, key: TeamPages.memberKey, APIModel.MemberBody.init))
     }
 
     /// Adds an existing tenant member to the team by email.
@@ -476,8 +484,9 @@ struct TenantAPI: Sendable {
     }
 
     @Sendable func listTokens(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let page = try Pagination(request)
         let tokens = try await services.tokenService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal())
-        return try .json(APIModel.Page(items: tokens.map(APIModel.TokenBody.init), nextCursor: nil))
+        return try .json(page.page(tokens, key: AccountPages.tokenKey, APIModel.TokenBody.init))
     }
 
     /// Creates a personal access token; the secret is in this response only.
@@ -499,8 +508,9 @@ struct TenantAPI: Sendable {
     @Sendable func listInvitations(_ request: Request, context: AppRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
         try Policy.authorize(principal, .inviteUsers)
+        let page = try Pagination(request)
         let open = try await services.database.withTenant(try context.requireTenant().id) { try await services.identity.invitations.listOpen(on: $0) }
-        return try .json(APIModel.Page(items: open.map(APIModel.InvitationBody.init), nextCursor: nil))
+        return try .json(page.page(open, key: AdminPages.invitationKey, APIModel.InvitationBody.init))
     }
 
     /// Invites a person by email; returns the one-time acceptance link.

@@ -50,6 +50,18 @@ struct APIRepository: Sendable {
                 logger: logger), on: connection)
     }
 
+    /// A keyset page by `slug/version`: after a key in key order, or before one nearest first.
+    func page(_ position: Keyset, limit: Int, on connection: PostgresConnection) async throws -> [APIProduct] {
+        switch position {
+        case .after(let cursor): return try await list(after: cursor, limit: limit, on: connection)
+        case .before(let cursor):
+            return try await load(
+                connection.query(
+                    "\(unescaped: Self.select) WHERE a.slug || '/' || a.version < \(cursor) ORDER BY a.slug || '/' || a.version DESC LIMIT \(limit)",
+                    logger: logger), on: connection)
+        }
+    }
+
     func updateState(id: UUID, tenantID: UUID, from: APIState, to: APIState, actor: UUID, on connection: PostgresConnection) async throws -> Bool {
         let rows = try await connection.query(
             "UPDATE apis SET state = \(to.rawValue), updated_at = now() WHERE id = \(id) AND state = \(from.rawValue) RETURNING id", logger: logger)

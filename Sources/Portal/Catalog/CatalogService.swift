@@ -12,18 +12,17 @@ struct CatalogService: Sendable {
 
     /// The catalog as this principal (or an anonymous visitor) may see it.
     func list(tenant: Tenant, viewer: Principal?, after cursor: String?, limit: Int) async throws -> [APIProduct] {
+        try await page(tenant: tenant, viewer: viewer, .after(cursor), limit: limit)
+    }
+
+    /// A keyset page (by `slug/version`) of the catalog as this viewer may see it; filtered in
+    /// batches so a viewer who can see few APIs still gets full pages.
+    func page(tenant: Tenant, viewer: Principal?, _ position: Keyset, limit: Int) async throws -> [APIProduct] {
         if let viewer { try Policy.authorize(viewer, .listTeams) }
         return try await database.withTenant(tenant.id) { connection in
-            // Filter in pages so a viewer who can see few APIs still gets full pages.
-            var visible: [APIProduct] = []
-            var position = cursor
-            while visible.count < limit {
-                let batch = try await apis.list(after: position, limit: 200, on: connection)
-                visible += batch.filter { CatalogVisibility.canSee(viewer, $0) }
-                guard batch.count == 200, let last = batch.last else { break }
-                position = last.slug + "/" + last.version
-            }
-            return Array(visible.prefix(limit))
+            try await ListPage<APIProduct>.filtered(
+                position, limit: limit, key: { $0.slug + "/" + $0.version }, include: { CatalogVisibility.canSee(viewer, $0) }
+            ) { try await apis.page($0, limit: $1, on: connection) }
         }
     }
 

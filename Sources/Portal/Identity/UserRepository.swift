@@ -63,6 +63,17 @@ struct UserRepository: Sendable {
                 "\(unescaped: Self.select) WHERE u.email > \(cursor ?? "") GROUP BY u.id ORDER BY u.email LIMIT \(limit)", logger: logger))
     }
 
+    /// A keyset page by email: after an email in email order, or before one nearest first.
+    func page(_ position: Keyset, limit: Int, on connection: PostgresConnection) async throws -> [User] {
+        switch position {
+        case .after(let cursor): return try await list(after: cursor, limit: limit, on: connection)
+        case .before(let cursor):
+            return try await decode(
+                connection.query(
+                    "\(unescaped: Self.select) WHERE u.email < \(cursor) GROUP BY u.id ORDER BY u.email DESC LIMIT \(limit)", logger: logger))
+        }
+    }
+
     private static let select = """
         SELECT u.id, u.tenant_id, u.email, u.display_name, u.created_at,
                coalesce(array_agg(r.role) FILTER (WHERE r.role IS NOT NULL), '{}')

@@ -37,6 +37,26 @@ struct TeamRepository: Sendable {
                 "\(unescaped: Self.select) WHERE t.slug > \(cursor ?? "") GROUP BY t.id ORDER BY t.slug LIMIT \(limit)", logger: logger))
     }
 
+    /// A keyset page by slug: after a slug in slug order, or before one nearest first.
+    func page(_ position: Keyset, limit: Int, on connection: PostgresConnection) async throws -> [Team] {
+        switch position {
+        case .after(let cursor): return try await list(after: cursor, limit: limit, on: connection)
+        case .before(let cursor):
+            return try await decode(
+                connection.query(
+                    "\(unescaped: Self.select) WHERE t.slug < \(cursor) GROUP BY t.id ORDER BY t.slug DESC LIMIT \(limit)", logger: logger))
+        }
+    }
+
+    /// Team id → name, for the teams named on one page of another list.
+    func names(ids: [UUID], on connection: PostgresConnection) async throws -> [UUID: String] {
+        var names: [UUID: String] = [:]
+        guard !ids.isEmpty else { return names }
+        let rows = try await connection.query("SELECT id, name FROM teams WHERE id = ANY(\(ids))", logger: logger)
+        for try await (id, name) in rows.decode((UUID, String).self) { names[id] = name }
+        return names
+    }
+
     /// Team id → the user's role in it.
     func memberships(userID: UUID, on connection: PostgresConnection) async throws -> [UUID: TeamRole] {
         var result: [UUID: TeamRole] = [:]

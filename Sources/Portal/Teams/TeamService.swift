@@ -14,6 +14,16 @@ struct TeamService: Sendable {
         return try await database.withTenant(tenant.id) { try await teams.list(after: cursor, limit: limit, on: $0) }
     }
 
+    /// A keyset page (by slug) of the teams the actor may open (admins and finance: all).
+    func page(tenant: Tenant, actor: Principal, _ position: Keyset, limit: Int) async throws -> [Team] {
+        try Policy.authorize(actor, .listTeams)
+        return try await database.withTenant(tenant.id) { connection in
+            try await ListPage<Team>.filtered(position, limit: limit, key: \.slug, include: { Policy.allows(actor, .viewTeam($0.id)) }) {
+                try await teams.page($0, limit: $1, on: connection)
+            }
+        }
+    }
+
     func create(tenant: Tenant, actor: Principal, _ new: NewTeam, clientIP: String?) async throws -> Team {
         try Policy.authorize(actor, .createTeam)
         return try await database.withTenant(tenant.id) { connection in

@@ -32,21 +32,12 @@ struct NewTenant: Sendable {
         var errors: [String: String] = [:]
         let slug = (slug ?? "").trimmingCharacters(in: .whitespaces).lowercased()
         if !Slug.isValid(slug) { errors["slug"] = Slug.rule }
-        let name = (name ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        if name.isEmpty || name.count > 200 || TextInput.hasControlCharacters(name) { errors["name"] = "Enter a name of 1 to 200 characters." }
+        let name = TenantFields.name(name ?? "", errors: &errors)
         let currency = (currency.flatMap { $0.isEmpty ? nil : $0 } ?? "USD").uppercased()
         if !ISO4217.isKnown(currency) { errors["currency"] = "Use an ISO 4217 currency code such as USD or EUR." }
-        let policyText = signupPolicy.flatMap { $0.isEmpty ? nil : $0 } ?? "open"
-        let policy = Tenant.SignupPolicy(rawValue: policyText)
-        if policy == nil { errors["signup_policy"] = "Choose open or invite_only." }
-        var customHost = customHost?.trimmingCharacters(in: .whitespaces).nilIfEmpty
-        if let text = customHost {
-            switch CustomHostRule.check(text, baseDomain: baseDomain) {
-            case .success(let host): customHost = host
-            case .failure(let refusal): errors["custom_host"] = refusal.description
-            }
-        }
-        guard errors.isEmpty, let policy else { throw AppError.validation(errors) }
+        let policy = TenantFields.signupPolicy(signupPolicy.flatMap { $0.isEmpty ? nil : $0 } ?? "open", errors: &errors)
+        let customHost = TenantFields.customHost(customHost, baseDomain: baseDomain, errors: &errors)
+        guard errors.isEmpty, let name, let policy else { throw AppError.validation(errors) }
         return NewTenant(slug: slug, name: name, currency: currency, signupPolicy: policy, customHost: customHost)
     }
 }
@@ -81,28 +72,46 @@ struct TenantChanges: Sendable {
     static func validated(name: String?, signupPolicy: String?, customHost: String??, baseDomain: String) throws -> TenantChanges {
         var errors: [String: String] = [:]
         var changes = TenantChanges()
-        if let name {
-            let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
-            if trimmed.isEmpty || trimmed.count > 200 || TextInput.hasControlCharacters(trimmed) {
-                errors["name"] = "Enter a name of 1 to 200 characters."
-            } else {
-                changes.name = trimmed
-            }
-        }
-        if let signupPolicy {
-            if let policy = Tenant.SignupPolicy(rawValue: signupPolicy) { changes.signupPolicy = policy } else { errors["signup_policy"] = "Choose open or invite_only." }
-        }
+        if let name { changes.name = TenantFields.name(name, errors: &errors) }
+        if let signupPolicy { changes.signupPolicy = TenantFields.signupPolicy(signupPolicy, errors: &errors) }
         if let customHost {
-            if let text = customHost?.trimmingCharacters(in: .whitespaces).nilIfEmpty {
-                switch CustomHostRule.check(text, baseDomain: baseDomain) {
-                case .success(let host): changes.customHost = .some(host)
-                case .failure(let refusal): errors["custom_host"] = refusal.description
-                }
-            } else {
-                changes.customHost = .some(nil)
-            }
+            let host = TenantFields.customHost(customHost, baseDomain: baseDomain, errors: &errors)
+            if errors["custom_host"] == nil { changes.customHost = .some(host) }
         }
         guard errors.isEmpty else { throw AppError.validation(errors) }
         return changes
     }
 }
+
+/// The rules of a marketplace's editable fields, one place for creating and for editing it. Each
+/// check answers the clean value, or nil and a message under the field's name in `errors`.
+enum TenantFields {
+    static func name(_ text: String, errors: inout [String: String]) -> String? {
+        let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !name.isEmpty, name.count <= 200, !TextInput.hasControlCharacters(name) else {
+            errors["name"] = "Enter a name of 1 to 200 characters."
+            return nil
+        }
+        return name
+    }
+
+    static func signupPolicy(_ text: String, errors: inout [String: String]) -> Tenant.SignupPolicy? {
+        guard let policy = Tenant.SignupPolicy(rawValue: text) else {
+            errors["signup_policy"] = "Choose open or invite_only."
+            return nil
+        }
+        return policy
+    }
+
+    /// The canonical custom host; nil when none is given (blank removes it) or it is refused.
+    static func customHost(_ text: String?, baseDomain: String, errors: inout [String: String]) -> String? {
+        guard let text = text?.trimmingCharacters(in: .whitespaces).nilIfEmpty else { return nil }
+        switch CustomHostRule.check(text, baseDomain: baseDomain) {
+        case .success(let host): return host
+        case .failure(let refusal):
+            errors["custom_host"] = refusal.description
+            return nil
+        }
+    }
+}
+

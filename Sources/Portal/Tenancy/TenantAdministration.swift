@@ -12,6 +12,14 @@ struct TenantAdministration: Sendable {
     let audit: AuditLog
     let keys: SigningKeyStore
 
+    /// The marketplace with this slug; a malformed or unknown slug is the same 404.
+    func find(slug: String) async throws -> Tenant {
+        guard Slug.isValid(slug), let tenant = try await database.withPlatform({ try await tenants.find(slug: slug, on: $0) }) else {
+            throw AppError.notFound("Marketplace")
+        }
+        return tenant
+    }
+
     /// A new marketplace, with its token signing key from the start.
     func create(_ new: NewTenant) async throws -> Tenant {
         let tenant = try await database.withPlatform { try await tenants.create(new, on: $0) }

@@ -24,6 +24,17 @@ struct TenantRepository: Sendable {
         return try await decode(rows)
     }
 
+    /// A keyset page by slug: after a slug in slug order, or before one nearest first.
+    func page(_ position: Keyset, limit: Int, on connection: PostgresConnection) async throws -> [Tenant] {
+        switch position {
+        case .after(let cursor): return try await list(after: cursor, limit: limit, on: connection)
+        case .before(let cursor):
+            return try await decode(
+                connection.query(
+                    "SELECT \(unescaped: Self.columns) FROM tenants WHERE slug < \(cursor) ORDER BY slug DESC LIMIT \(limit)", logger: logger))
+        }
+    }
+
     func create(_ new: NewTenant, on connection: PostgresConnection) async throws -> Tenant {
         do {
             let rows = try await connection.query(

@@ -17,10 +17,12 @@ struct AccountPages: Sendable {
 
     /// Profile, roles, teams, password form and the token list.
     @Sendable func account(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let flash = await services.views.takeFlash(context)
+        let flash = try await services.flashes.take(for: context)
         var extra: [String: Any] = [:]
         if let flash, let secret = flash.secret { extra["new_token"] = ["secret": secret, "name": flash.secretLabel ?? ""] }
-        return try await page(context, extra: extra, notice: flash?.notice ?? Notices.message(request.uri.queryParameters["notice"].map(String.init)))
+        return try await page(
+            context, tokens: try PageRequest(request), extra: extra,
+            notice: flash?.notice ?? Notices.message(request.uri.queryParameters["notice"].map(String.init)))
     }
 
     @Sendable func changePassword(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -50,7 +52,7 @@ struct AccountPages: Sendable {
             }
             let new = try TokenService.NewToken.validated(name: form["name"], scopes: form.values("scopes"), expiresInDays: parsedDays)
             let (token, secret) = try await services.tokenService.create(tenant: tenant, actor: principal, new, clientIP: context.clientIP)
-            await services.views.flash(Flash(secretLabel: token.name, secret: secret), for: context)
+            try await services.flashes.put(Flash(secretLabel: token.name, secret: secret), for: context)
             return .redirect(to: context.base + "/account#new-token")
         } catch let error as AppError where error.status == .unprocessableContent {
             return try await page(context, extra: ["token_errors": error.fieldErrors, "token_name": form["name"] ?? ""], status: error.status)
@@ -65,11 +67,16 @@ struct AccountPages: Sendable {
         return .redirect(to: context.base + "/account?notice=token-revoked")
     }
 
-    private func page(_ context: AppRequestContext, extra: [String: Any] = [:], notice: String? = nil, status: HTTPResponse.Status = .ok) async throws -> Response {
+    private func page(
+        _ context: AppRequestContext, tokens request: PageRequest = PageRequest(), extra: [String: Any] = [:], notice: String? = nil,
+        status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
-        let tokens = try await services.tokenService.list(tenant: tenant, actor: principal)
+        let page = ListPage.slice(try await services.tokenService.list(tenant: tenant, actor: principal), request, key: Self.tokenKey)
+        let tokens = page.items
         var values: [String: Any] = [
+            "pager": page.pager(path: context.base + "/account", size: request.size),
             "email": principal.user.email,
             "display_name": principal.user.displayName,
             "roles": principal.user.roles.sorted().map { ["label": $0.label] },
@@ -86,6 +93,9 @@ struct AccountPages: Sendable {
         for (key, value) in extra { values[key] = value }
         return services.views.render("account", values, page: services.chrome("Your account", context: context, notice: notice), status: status)
     }
+
+    /// Tokens newest first (the sort key of their pages).
+    static func tokenKey(_ token: PersonalAccessToken) -> String { SortKey.join(SortKey.date(token.createdAt, descending: true), token.id.uuidString) }
 }
 
 enum DisplayDate {

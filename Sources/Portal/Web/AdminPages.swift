@@ -14,7 +14,7 @@ struct AdminPages: Sendable {
     }
 
     @Sendable func users(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await usersPage(context, notice: Notices.message(request.uri.queryParameters["notice"].map(String.init)))
+        try await usersPage(context, page: try PageRequest(request), notice: Notices.message(request.uri.queryParameters["notice"].map(String.init)))
     }
 
     @Sendable func setRoles(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -30,11 +30,16 @@ struct AdminPages: Sendable {
         return .redirect(to: context.base + "/admin/users?notice=roles-saved")
     }
 
+    /// Open invitations and the form; an invitation created just before shows its link here once.
     @Sendable func invitations(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await invitationsPage(context)
+        var extra: [String: Any] = [:]
+        if let flash = try await services.flashes.take(for: context), let link = flash.secret {
+            extra["new_invitation"] = ["email": flash.secretLabel ?? "", "link": link]
+        }
+        return try await invitationsPage(context, page: try PageRequest(request), extra: extra)
     }
 
-    /// Creates an invitation and shows its one-time link to the inviter.
+    /// Creates an invitation; its one-time link travels in the session's flash to the page (PRG).
     @Sendable func invite(_ request: Request, context: AppRequestContext) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
@@ -46,7 +51,8 @@ struct AdminPages: Sendable {
                 tenant: tenant, actor: principal, email: form["email"] ?? "", roles: roles, teamID: teamID,
                 teamRole: form["team_role"].flatMap(TeamRole.init(rawValue:)), clientIP: context.clientIP)
             let link = services.publicBase(tenant) + "/invitations/" + token
-            return try await invitationsPage(context, extra: ["new_invitation": ["email": invitation.email, "link": link]])
+            try await services.flashes.put(Flash(secretLabel: invitation.email, secret: link), for: context)
+            return .redirect(to: context.base + "/admin/invitations#new-invitation")
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
             return try await invitationsPage(context, extra: ["errors": error.fieldErrors, "email": form["email"] ?? ""], status: error.status)
         }
@@ -76,16 +82,20 @@ struct AdminPages: Sendable {
         return services.views.render("audit", values, page: services.chrome("Audit log", context: context))
     }
 
-    private func usersPage(_ context: AppRequestContext, error: String? = nil, notice: String? = nil, status: HTTPResponse.Status = .ok) async throws -> Response {
+    private func usersPage(
+        _ context: AppRequestContext, page request: PageRequest = PageRequest(), error: String? = nil, notice: String? = nil,
+        status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
         try Policy.authorize(principal, .listUsers)
-        let users = try await services.database.withTenant(tenant.id) {
-            try await services.identity.users.list(after: nil, limit: 1000, on: $0)
+        let page = try await ListPage<User>.load(request, key: \.email) { position, limit in
+            try await services.database.withTenant(tenant.id) { try await services.identity.users.page(position, limit: limit, on: $0) }
         }
         let canManage = Policy.allows(principal, .manageUsers)
         var values: [String: Any] = [
-            "users": users.map { user -> [String: Any] in
+            "pager": page.pager(path: context.base + "/admin/users", size: request.size),
+            "users": page.items.map { user -> [String: Any] in
                 [
                     "id": user.id.uuidString, "email": user.email, "display_name": user.displayName,
                     "roles": TenantRole.allCases.map { ["name": $0.rawValue, "label": $0.label, "checked": user.roles.contains($0)] },
@@ -98,19 +108,28 @@ struct AdminPages: Sendable {
         return services.views.render("users", values, page: services.chrome("Users", context: context, notice: notice), status: status)
     }
 
-    private func invitationsPage(_ context: AppRequestContext, extra: [String: Any] = [:], status: HTTPResponse.Status = .ok) async throws -> Response {
+    /// Open invitations by email (the sort key of their pages).
+    static func invitationKey(_ invitation: Invitation) -> String { SortKey.join(invitation.email.lowercased(), invitation.id.uuidString) }
+
+    private func invitationsPage(
+        _ context: AppRequestContext, page request: PageRequest = PageRequest(), extra: [String: Any] = [:], status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
         try Policy.authorize(principal, .inviteUsers)
         let (open, teams) = try await services.database.withTenant(tenant.id) { connection in
             (
                 try await services.identity.invitations.listOpen(on: connection),
-                try await services.identity.teams.list(after: nil, limit: 500, on: connection)
+                BoundedChoices(try await services.identity.teams.list(after: nil, limit: BoundedChoices<Team>.bound + 1, on: connection))
             )
         }
+        let page = ListPage.slice(open, request, key: Self.invitationKey)
         var values: [String: Any] = [
-            "invitations": open.map { ["email": $0.email, "roles": $0.roles.map(\.rawValue).sorted().joined(separator: ", "), "expires": DisplayDate.format($0.expiresAt)] },
-            "teams": teams.map { ["id": $0.id.uuidString, "name": $0.name] },
+            "invitations": page.items.map {
+                ["email": $0.email, "roles": $0.roles.map(\.rawValue).sorted().joined(separator: ", "), "expires": DisplayDate.format($0.expiresAt)]
+            },
+            "pager": page.pager(path: context.base + "/admin/invitations", size: request.size),
+            "teams": teams.items.map { ["id": $0.id.uuidString, "name": $0.name] }, "teams_note": teams.note("teams"),
             "role_options": TenantRole.allCases.map { ["name": $0.rawValue, "label": $0.label, "checked": $0 == .developer] },
         ]
         for (key, value) in extra { values[key] = value }

@@ -19,7 +19,7 @@ struct AppPages: Sendable {
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await listPage(context)
+        try await listPage(context, page: try PageRequest(request))
     }
 
     /// Registers an app and shows its client id and first secret once.
@@ -33,7 +33,7 @@ struct AppPages: Sendable {
                 callbackURL: form["callback_url"])
             let (app, created) = try await services.appService.create(tenant: tenant, actor: principal, new, clientIP: context.clientIP)
             // post/redirect/get: the secret travels in the session's one-time flash, never in the URL
-            await services.views.flash(Flash(notice: "App created.", secretLabel: "Client secret", secret: created.secret), for: context)
+            try await services.flashes.put(Flash(notice: "App created.", secretLabel: "Client secret", secret: created.secret), for: context)
             return .redirect(to: context.base + "/apps/" + app.id.uuidString)
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
             return try await listPage(
@@ -44,7 +44,7 @@ struct AppPages: Sendable {
 
     /// The app, its credentials and subscriptions; a secret created just before shows here once.
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let flash = await services.views.takeFlash(context)
+        let flash = try await services.flashes.take(for: context)
         return try await detailPage(request, context, id: try appID(context), newSecret: flash?.secretValues, notice: flash?.notice)
     }
 
@@ -71,7 +71,7 @@ struct AppPages: Sendable {
             let created = try await services.appService.addCredential(
                 tenant: try context.requireTenant(), actor: try context.requirePrincipal(), appID: id, kind: kind, name: context.form["name"],
                 expiresInDays: days, clientIP: context.clientIP)
-            await services.views.flash(Flash(notice: "\(label) created.", secretLabel: label, secret: created.secret), for: context)
+            try await services.flashes.put(Flash(notice: "\(label) created.", secretLabel: label, secret: created.secret), for: context)
             return .redirect(to: context.base + "/apps/" + id.uuidString)
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
             return try await detailPage(request, context, id: id, error: error.detail, status: error.status)
@@ -83,22 +83,34 @@ struct AppPages: Sendable {
         return id
     }
 
-    private func listPage(_ context: AppRequestContext, extra: [String: Any] = [:], status: HTTPResponse.Status = .ok) async throws -> Response {
+    private func listPage(
+        _ context: AppRequestContext, page request: PageRequest = PageRequest(), extra: [String: Any] = [:], status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
         let apps = try await services.appService.list(tenant: tenant, actor: principal)
-        let teams = try await services.teamService.list(tenant: tenant, actor: principal, after: nil, limit: 500)
-        let names = Dictionary(uniqueKeysWithValues: teams.map { ($0.id, $0.name) })
-        let manageable = teams.filter { Policy.allows(principal, .manageApps(team: $0.id)) }
+        let page = ListPage.slice(apps, request, key: Self.sortKey)
+        // the teams this user may register apps for: a bounded choice that says when it is cut
+        let teams = BoundedChoices(
+            try await ListPage<Team>.filtered(
+                .after(nil), limit: BoundedChoices<Team>.bound + 1, key: \.slug, include: { Policy.allows(principal, .manageApps(team: $0.id)) }
+            ) { try await services.teamService.page(tenant: tenant, actor: principal, $0, limit: $1) })
+        let teamNames = try await services.database.withTenant(tenant.id) {
+            try await services.identity.teams.names(ids: Array(Set(page.items.map(\.teamID))), on: $0)
+        }
         var values: [String: Any] = [
-            "apps": apps.map { ["id": $0.id.uuidString, "name": $0.name, "team": names[$0.teamID] ?? "", "client_id": $0.clientID] },
+            "apps": page.items.map { ["id": $0.id.uuidString, "name": $0.name, "team": teamNames[$0.teamID] ?? "", "client_id": $0.clientID] },
+            "pager": page.pager(path: context.base + "/apps", size: request.size),
             "count_text": Plural.count(apps.count, "app"),
-            "teams": manageable.map { ["id": $0.id.uuidString, "name": $0.name] },
-            "can_create": !manageable.isEmpty,
+            "teams": teams.items.map { ["id": $0.id.uuidString, "name": $0.name] }, "teams_note": teams.note("teams"),
+            "can_create": !teams.items.isEmpty,
         ]
         for (key, value) in extra { values[key] = value }
         return services.views.render("apps", values, page: services.chrome("Apps", context: context), status: status)
     }
+
+    /// Apps in name order (the sort key of their pages).
+    static func sortKey(_ app: ConsumerApp) -> String { SortKey.join(app.name.lowercased(), app.id.uuidString) }
 
     private func detailPage(
         _ request: Request, _ context: AppRequestContext, id: UUID, newSecret: [String: String]? = nil, error: String? = nil, notice: String? = nil,
@@ -126,7 +138,10 @@ struct AppPages: Sendable {
         // an API this app already holds a subscription to is changed on that subscription's page,
         // not offered again here (a second subscription would only answer 409)
         let held = Set(subscriptions.filter { $0.state.isOpen }.map(\.apiID))
-        for api in try await services.catalog.list(tenant: tenant, viewer: principal, after: nil, limit: 200)
+        let apis = BoundedChoices(
+            try await services.catalog.list(tenant: tenant, viewer: principal, after: nil, limit: BoundedChoices<APIProduct>.bound + 1), bound: BoundedChoices<APIProduct>.bound)
+        values["offers_note"] = apis.truncated ? "Only plans of the first \(apis.items.count) APIs of the catalog are offered here; subscribe to others from their catalog page or the JSON API." : ""
+        for api in apis.items
         where api.state.acceptsNewSubscriptions && CatalogVisibility.isOpen(api, toTeam: app.teamID) && !held.contains(api.id) {
             for plan in try await services.planService.list(tenant: tenant, viewer: principal, apiID: api.id) where plan.terms.visibility == .public {
                 offers.append(["id": plan.id.uuidString, "label": "\(api.name) \(api.version) — \(plan.terms.name)"])

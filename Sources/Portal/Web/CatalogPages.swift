@@ -29,9 +29,13 @@ struct CatalogPages: Sendable {
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
         let tenant = try context.requireTenant()
-        let apis = try await services.catalog.list(tenant: tenant, viewer: context.principal, after: nil, limit: 500)
+        let pageRequest = try PageRequest(request)
+        let page = try await ListPage<APIProduct>.load(pageRequest, key: { $0.slug + "/" + $0.version }) {
+            try await services.catalog.page(tenant: tenant, viewer: context.principal, $0, limit: $1)
+        }
         let values: [String: Any] = [
-            "apis": apis.map { api -> [String: Any] in
+            "pager": page.pager(path: context.base + "/catalog", size: pageRequest.size),
+            "apis": page.items.map { api -> [String: Any] in
                 [
                     "id": api.id.uuidString, "name": api.name, "version": api.version, "base_path": api.basePath, "state": api.state.rawValue,
                     "summary": Markdown.summary(api.description, limit: 200), "deprecated": api.state == .deprecated,
@@ -44,7 +48,7 @@ struct CatalogPages: Sendable {
     }
 
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await detailPage(context, notice: await services.views.takeFlash(context)?.notice)
+        try await detailPage(context, notice: try await services.flashes.take(for: context)?.notice)
     }
 
     @Sendable func newForm(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -104,7 +108,7 @@ struct CatalogPages: Sendable {
                     name: form["name"], description: form["description"], visibility: visibility,
                     allowedTeamIDs: form.values("allowed_team_ids").compactMap(UUID.init(uuidString:)), targets: targets),
                 clientIP: context.clientIP)
-            return await saved("Settings saved.", id: id, context)
+            return try await saved("Settings saved.", id: id, context)
         } catch let error as AppError where error.status == .unprocessableContent {
             var typed: [String: Any] = ["description": form["description"] ?? "", "targets_text": form["targets"] ?? ""]
             typed["restricted"] = form["visibility"] == "restricted"
@@ -145,7 +149,7 @@ struct CatalogPages: Sendable {
             guard errors.isEmpty else { throw AppError.validation(errors) }
             _ = try await services.catalog.setPolicy(
                 tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, policy, clientIP: context.clientIP)
-            return await saved("Gateway policy saved.", id: id, context)
+            return try await saved("Gateway policy saved.", id: id, context)
         } catch let error as AppError where error.status == .unprocessableContent {
             // the page keeps what was typed and puts each message next to its field
             var typed: [String: Any] = [:]
@@ -187,15 +191,15 @@ struct CatalogPages: Sendable {
         do {
             let stored = try await services.catalog.uploadDocument(
                 tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, bytes: Array(text.utf8), clientIP: context.clientIP)
-            return await saved("OpenAPI document '\(stored.title)' \(stored.version) saved.", id: id, context)
+            return try await saved("OpenAPI document '\(stored.title)' \(stored.version) saved.", id: id, context)
         } catch let error as AppError where error.status == .unprocessableContent {
             return try await detailPage(context, error: "The document was not saved. " + error.detail, status: error.status)
         }
     }
 
     /// post/redirect/get after a successful save: the notice waits in the session for the page.
-    private func saved(_ notice: String, id: UUID, _ context: AppRequestContext) async -> Response {
-        await services.views.flash(Flash(notice: notice), for: context)
+    private func saved(_ notice: String, id: UUID, _ context: AppRequestContext) async throws -> Response {
+        try await services.flashes.put(Flash(notice: notice), for: context)
         return .redirect(to: context.base + "/catalog/apis/" + id.uuidString + "#saved")
     }
 
@@ -282,12 +286,16 @@ struct CatalogPages: Sendable {
 
     /// Current values for the settings and policy forms.
     private func settingsValues(_ api: APIProduct, tenant: Tenant, principal: Principal?) async throws -> [String: Any] {
-        var teams: [Team] = []
-        if let principal { teams = try await services.teamService.list(tenant: tenant, actor: principal, after: nil, limit: 500) }
+        var teams = BoundedChoices<Team>([])
+        if let principal {
+            teams = BoundedChoices(try await services.teamService.list(tenant: tenant, actor: principal, after: nil, limit: BoundedChoices<Team>.bound + 1))
+        }
         let policy = api.policy
         return [
-            "name": api.name, "description": api.description, "restricted": api.visibility == .restricted,
-            "teams": teams.map { ["id": $0.id.uuidString, "name": $0.name, "allowed": api.allowedTeamIDs.contains($0.id)] as [String: Any] },
+            "name": api.name, "description": api.description, "restricted": api.visibility == .restricted, "teams_note": teams.note("teams"),
+            // allowed teams beyond the listed ones stay allowed when the form is saved
+            "kept_teams": api.allowedTeamIDs.filter { id in !teams.items.contains { $0.id == id } }.map { ["id": $0.uuidString] },
+            "teams": teams.items.map { ["id": $0.id.uuidString, "name": $0.name, "allowed": api.allowedTeamIDs.contains($0.id)] as [String: Any] },
             "targets_text": api.targets.map { "\($0.url) \($0.weight)" }.joined(separator: "\n"),
             "cors_origins": policy.cors?.allowedOrigins.joined(separator: "\n") ?? "",
             "cors_methods": policy.cors?.allowedMethods.joined(separator: " ") ?? "",
@@ -304,10 +312,13 @@ struct CatalogPages: Sendable {
     private func formPage(_ context: AppRequestContext, values: [String: Any], status: HTTPResponse.Status = .ok) async throws -> Response {
         let mine = Set(providerTeams(context))
         guard !mine.isEmpty else { throw AppError.forbidden }
-        let teams = try await services.teamService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), after: nil, limit: 500)
+        let teams = BoundedChoices(
+            try await services.teamService.list(
+                tenant: try context.requireTenant(), actor: try context.requirePrincipal(), after: nil, limit: BoundedChoices<Team>.bound + 1))
         var values = values
-        values["teams"] = teams.filter { mine.contains($0.id) }.map { ["id": $0.id.uuidString, "name": $0.name] }
-        values["consumer_teams"] = teams.map { ["id": $0.id.uuidString, "name": $0.name] }
+        values["teams"] = teams.items.filter { mine.contains($0.id) }.map { ["id": $0.id.uuidString, "name": $0.name] }
+        values["consumer_teams"] = teams.items.map { ["id": $0.id.uuidString, "name": $0.name] }
+        values["teams_note"] = teams.note("teams")
         return services.views.render("api_new", values, page: services.chrome("New API", context: context), status: status)
     }
 

@@ -30,11 +30,15 @@ struct FinancePages: Sendable {
         let period = try query.period()
         let status = try query.status()
         let list = try await services.finance.invoices(tenant: tenant, actor: principal, period: period, team: try query.uuid("team_id"), status: status)
+        let pageRequest = try PageRequest(request)
+        let page = ListPage.slice(list, pageRequest, key: Self.invoiceKey)
         let window = UsageScope.last("30d")!
         let (report, _) = try await services.finance.analytics(tenant: tenant, actor: principal, scope: UsageScope(from: window.from, to: window.to))
         let month = Rating.month(period)!
         let values: [String: Any] = [
-            "period": period, "invoices": list.map(Self.invoiceRow), "count": Self.count(list.count, "invoice"),
+            "period": period, "invoices": page.items.map(Self.invoiceRow), "count": Self.count(list.count, "invoice"),
+            "pager": page.pager(
+                path: context.base + "/finance", query: ListPageQuery.of(request).filter { !["done", "count"].contains($0.0) }, size: pageRequest.size),
             "total": Self.totals(list), "can_manage": Policy.allows(principal, .manageBilling),
             "statuses": InvoiceSummary.Status.allCases.map { ["name": $0.rawValue, "selected": $0 == status] }, "chart": Self.chart(report, title: "Calls per day, last 30 days (errors in red)"),
             "calls": report.calls, "from": DisplayDate.day(month.start), "to": DisplayDate.day(month.end),
@@ -107,19 +111,21 @@ struct FinancePages: Sendable {
             values["invalid"] = true
             return services.views.render("finance_usage", values, page: services.chrome("Usage", context: context), status: .badRequest)
         }
-        let rows = try await services.finance.usage(tenant: tenant, actor: principal, from: days.from, to: days.to, filter: filter, limit: 501)
+        let window = try await UsageWindow.resolve(try PageRequest(query: ListPageQuery.of(request)), from: days.from) { from, limit in
+            try await services.finance.usage(tenant: tenant, actor: principal, from: from, to: days.to, filter: filter, limit: limit)
+        }
         var csvQuery = "from=\(DisplayDate.day(days.from))&to=\(DisplayDate.day(days.to))"
         for (name, id) in [("team_id", filter.teamID), ("app_id", filter.appID), ("api_id", filter.apiID), ("plan_id", filter.planID)] {
             if let id { csvQuery += "&\(name)=\(id.uuidString)" }
         }
-        values["rows"] = rows.prefix(500).map { f -> [String: Any] in
+        values["rows"] = window.rows.map { f -> [String: Any] in
             [
                 "date": f[0], "team": f[3], "team_id": f[2], "app": f[5], "app_id": f[4], "api": f[7] + (f[8].isEmpty ? "" : " " + f[8]), "api_id": f[6],
                 "plan": f[10], "plan_id": f[9], "calls": f[12], "billable": f[13], "rejected": f[14], "errors": f[15],
             ]
         }
-        values["truncated"] = rows.count > 500
         values["csv_query"] = csvQuery
+        values["pager"] = window.pager(path: context.base + "/finance/usage", query: ListPageQuery.of(request))
         return services.views.render("finance_usage", values, page: services.chrome("Usage", context: context))
     }
 
@@ -183,7 +189,12 @@ struct FinancePages: Sendable {
     @Sendable func invoices(_ request: Request, context: AppRequestContext) async throws -> Response {
         let list = try await services.finance.invoices(
             tenant: try context.requireTenant(), actor: try context.requirePrincipal(), period: nil, team: try FinanceQuery(request).uuid("team_id"), status: nil)
-        let values: [String: Any] = ["invoices": list.map(Self.invoiceRow)]
+        let pageRequest = try PageRequest(request)
+        let page = ListPage.slice(list, pageRequest, key: Self.invoiceKey)
+        let values: [String: Any] = [
+            "invoices": page.items.map(Self.invoiceRow),
+            "pager": page.pager(path: context.base + "/invoices", query: ListPageQuery.of(request), size: pageRequest.size),
+        ]
         return services.views.render("invoices", values, page: services.chrome("Invoices", context: context))
     }
 
@@ -298,6 +309,12 @@ struct FinancePages: Sendable {
             }, title: title)
     }
 
+    /// Newest period first, then team and number (the sort key of invoice pages).
+    static func invoiceKey(_ invoice: InvoiceSummary) -> String {
+        let newestFirst = String(invoice.period.map { $0.isNumber ? Character(String(9 - ($0.wholeNumberValue ?? 0))) : $0 })
+        return SortKey.join(newestFirst, invoice.teamName.lowercased(), invoice.number ?? "", invoice.id.uuidString)
+    }
+
     static func invoiceRow(_ invoice: InvoiceSummary) -> [String: Any] {
         var row: [String: Any] = [
             "id": invoice.id.uuidString, "number": invoice.number ?? "draft", "team": invoice.teamName, "period": invoice.period, "status": invoice.status.rawValue,
@@ -321,3 +338,76 @@ struct FinancePages: Sendable {
         .joined(separator: ", ")
     }
 }
+
+/// The pages of the usage table (day × subscription, in export order). A page starts at a row
+/// given by its day, how many rows of that day come before it, and its position in the whole
+/// table: `after=` that start, so reading a page reads only its own day's earlier rows. "Previous"
+/// (`before=` a start) counts back from the first day once, when it is followed.
+struct UsageWindow {
+    struct Start: Equatable {
+        var day: String
+        var skip: Int
+        var offset: Int
+
+        var cursor: String { PageRequest.encode("\(day)|\(skip)|\(offset)") }
+
+        init(day: String, skip: Int, offset: Int) {
+            self.day = day
+            self.skip = skip
+            self.offset = offset
+        }
+
+        /// From a decoded cursor (`day|skip|offset`).
+        init(key: String) throws {
+            let parts = key.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 3, DisplayDate.parseDay(parts[0]) != nil, let skip = Int(parts[1]), let offset = Int(parts[2]),
+                skip >= 0, offset >= skip, offset <= 100_000_000
+            else { throw PageRequest.invalidCursor }
+            self.init(day: parts[0], skip: skip, offset: offset)
+        }
+    }
+
+    var rows: [[String]]
+    var start: Start?
+    var next: Start?
+    var size: Int
+
+    /// `fetch(from, limit)`: up to `limit` rows from the day `from` on (fields in `UsageExport.header` order).
+    static func resolve(_ request: PageRequest, from: Date, fetch: (Date, Int) async throws -> [[String]]) async throws -> UsageWindow {
+        var start: Start?
+        switch request.position {
+        case .after(nil): start = nil
+        case .after(let key?): start = try Start(key: key)
+        case .before(let key):
+            // the start of the page before `key`: back `size` rows from it
+            let later = try Start(key: key)
+            let target = max(0, later.offset - request.size)
+            if target == 0 {
+                start = nil
+            } else if later.skip >= request.size {
+                start = Start(day: later.day, skip: later.skip - request.size, offset: target)
+            } else {
+                let rows = try await fetch(from, target + 1)
+                guard rows.count > target else { throw PageRequest.invalidCursor }
+                start = Start(day: rows[target][0], skip: rows[..<target].reversed().prefix { $0[0] == rows[target][0] }.count, offset: target)
+            }
+        }
+        let skip = start?.skip ?? 0
+        let first = max(from, start.flatMap { DisplayDate.parseDay($0.day) } ?? from)
+        let fetched = try await fetch(first, skip + request.size + 1)
+        let rows = Array(fetched.dropFirst(skip).prefix(request.size))
+        var next: Start?
+        if fetched.count > skip + request.size {
+            let following = fetched[skip + request.size]
+            let sameDay = fetched[..<(skip + request.size)].reversed().prefix { $0[0] == following[0] }.count
+            next = Start(day: following[0], skip: sameDay, offset: (start?.offset ?? 0) + request.size)
+        }
+        return UsageWindow(rows: rows, start: start, next: next, size: request.size)
+    }
+
+    func pager(path: String, query: [(String, String)]) -> [String: Any] {
+        let page = ListPage<[String]>(items: rows, next: next?.cursor, previous: start?.cursor, isFirst: start == nil)
+        return page.pager(path: path, query: query, size: size)
+    }
+}
+

@@ -24,7 +24,11 @@ struct PlatformPages: Sendable {
     @Sendable func tenantPage(_ request: Request, context: AppRequestContext) async throws -> Response {
         guard context.platformAdminID != nil else { return .redirect(to: "/platform/login") }
         let notice = request.uri.queryParameters["done"] == "saved" ? "Saved." : nil
-        return try await tenantDetail(context, tenant: try await tenant(context), notice: notice)
+        var extra: [String: Any] = [:]
+        if let flash = try await services.flashes.take(for: context), let link = flash.secret {
+            extra["new_invitation"] = ["email": flash.secretLabel ?? "", "link": link]
+        }
+        return try await tenantDetail(context, tenant: try await tenant(context), extra: extra, notice: notice)
     }
 
     @Sendable func updateTenant(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -52,8 +56,9 @@ struct PlatformPages: Sendable {
         do {
             let (invitation, token) = try await services.tenantAdministration.inviteFirstAdmin(tenant, email: email, operatorName: "platform:\(adminID)")
             let link = services.publicBase(tenant) + "/invitations/" + token
-            // Shown in this response only (the token is stored hashed); the page is no-store.
-            return try await tenantDetail(context, tenant: tenant, extra: ["new_invitation": ["email": invitation.email, "link": link]], status: .created)
+            // post/redirect/get: the link (stored hashed) waits sealed in the console session's flash
+            try await services.flashes.put(Flash(secretLabel: invitation.email, secret: link), for: context)
+            return .redirect(to: "/platform/tenants/\(tenant.slug)#new-invitation")
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .conflict {
             return try await tenantDetail(
                 context, tenant: tenant, form: ["email": email], errors: error.fieldErrors.isEmpty ? ["email": error.detail] : error.fieldErrors,
@@ -62,11 +67,7 @@ struct PlatformPages: Sendable {
     }
 
     private func tenant(_ context: AppRequestContext) async throws -> Tenant {
-        let slug = context.parameters.get("slug") ?? ""
-        guard Slug.isValid(slug), let tenant = try await services.database.withPlatform({ try await services.tenants.find(slug: slug, on: $0) }) else {
-            throw AppError.notFound("Marketplace")
-        }
-        return tenant
+        try await services.tenantAdministration.find(slug: context.parameters.get("slug") ?? "")
     }
 
     private func tenantDetail(
@@ -91,10 +92,20 @@ struct PlatformPages: Sendable {
 
     /// Lists the marketplaces on this installation.
     @Sendable func landing(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let tenants = try await services.database.withPlatform { try await services.tenants.list(after: nil, limit: 100, on: $0) }
+        let pageRequest = try PageRequest(request)
+        let tenants = try await tenantPage(pageRequest)
         var page = PageChrome(title: "Tollgate")
         page.platform = true
-        return services.views.render("landing", ["tenants": tenants.map { ["slug": $0.slug, "name": $0.name] }], page: page)
+        return services.views.render(
+            "landing", ["tenants": tenants.items.map { ["slug": $0.slug, "name": $0.name] }, "pager": tenants.pager(path: "/", size: pageRequest.size)],
+            page: page)
+    }
+
+    /// A page of the installation's marketplaces, by slug.
+    private func tenantPage(_ request: PageRequest) async throws -> ListPage<Tenant> {
+        try await ListPage<Tenant>.load(request, key: \.slug) { position, limit in
+            try await services.database.withPlatform { try await services.tenants.page(position, limit: limit, on: $0) }
+        }
     }
 
     @Sendable func loginForm(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -145,7 +156,9 @@ struct PlatformPages: Sendable {
 
     @Sendable func console(_ request: Request, context: AppRequestContext) async throws -> Response {
         guard context.platformAdminID != nil else { return .redirect(to: "/platform/login") }
-        return try await consolePage(context)
+        var extra: [String: Any] = [:]
+        if let flash = try await services.flashes.take(for: context), let secret = flash.secret { extra["new_token"] = secret }
+        return try await consolePage(context, page: try PageRequest(request), extra: extra)
     }
 
     @Sendable func createTenant(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -170,15 +183,20 @@ struct PlatformPages: Sendable {
         let secret = try await services.database.withPlatform {
             try await services.platformAdmins.createToken(adminID: adminID, name: name.isEmpty ? "api" : String(name.prefix(100)), on: $0)
         }
-        return try await consolePage(context, extra: ["new_token": secret])
+        // post/redirect/get: the token waits sealed in the console session's one-time flash
+        try await services.flashes.put(Flash(secretLabel: "Platform API token", secret: secret), for: context)
+        return .redirect(to: "/platform/#new-token")
     }
 
-    private func consolePage(_ context: AppRequestContext, extra: [String: Any] = [:], status: HTTPResponse.Status = .ok) async throws -> Response {
-        let tenants = try await services.database.withPlatform { try await services.tenants.list(after: nil, limit: 1000, on: $0) }
+    private func consolePage(
+        _ context: AppRequestContext, page request: PageRequest = PageRequest(), extra: [String: Any] = [:], status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
+        let tenants = try await tenantPage(request)
         var values: [String: Any] = [
-            "tenants": tenants.map {
+            "tenants": tenants.items.map {
                 ["slug": $0.slug, "name": $0.name, "currency": $0.currency, "signup_policy": $0.signupPolicy.rawValue, "custom_host": $0.customHost ?? ""]
-            }
+            },
+            "pager": tenants.pager(path: "/platform/", size: request.size),
         ]
         for (key, value) in extra { values[key] = value }
         return services.views.render("platform", values, page: chrome("Platform", context), status: status)

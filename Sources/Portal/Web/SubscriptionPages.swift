@@ -16,9 +16,19 @@ struct SubscriptionPages: Sendable {
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
+        let pageRequest = try PageRequest(request)
         let all = try await services.subscriptionService.list(tenant: tenant, actor: principal)
-        let rows = all.sorted { ($0.awaitsProvider ? 0 : 1, $0.createdAt) < ($1.awaitsProvider ? 0 : 1, $1.createdAt) }.map(Self.row)
-        return services.views.render("subscriptions", ["subscriptions": rows], page: services.chrome("Subscriptions", context: context))
+        let page = ListPage.slice(all, pageRequest, key: Self.sortKey)
+        let values: [String: Any] = [
+            "subscriptions": page.items.map(Self.row), "pager": page.pager(path: context.base + "/subscriptions", size: pageRequest.size),
+            "waiting": all.contains(where: \.awaitsProvider) ? Plural.count(all.filter(\.awaitsProvider).count, "request") : "",
+        ]
+        return services.views.render("subscriptions", values, page: services.chrome("Subscriptions", context: context))
+    }
+
+    /// The queue's order: what awaits the provider first, then oldest first.
+    static func sortKey(_ s: Subscription) -> String {
+        SortKey.join(s.awaitsProvider ? "0" : "1", SortKey.date(s.createdAt), s.id.uuidString)
     }
 
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {

@@ -14,7 +14,7 @@ struct TeamPages: Sendable {
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await listPage(context)
+        try await listPage(context, page: try PageRequest(request))
     }
 
     @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -31,7 +31,9 @@ struct TeamPages: Sendable {
     }
 
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await teamPage(context, slug: context.parameters.get("team") ?? "", notice: Notices.message(request.uri.queryParameters["notice"].map(String.init)))
+        try await teamPage(
+            context, slug: context.parameters.get("team") ?? "", page: try PageRequest(request),
+            notice: Notices.message(request.uri.queryParameters["notice"].map(String.init)))
     }
 
     @Sendable func setMember(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -61,13 +63,18 @@ struct TeamPages: Sendable {
         return .redirect(to: context.base + "/teams/\(slug)?notice=member-removed")
     }
 
-    private func listPage(_ context: AppRequestContext, extra: [String: Any] = [:], status: HTTPResponse.Status = .ok) async throws -> Response {
+    private func listPage(
+        _ context: AppRequestContext, page request: PageRequest = PageRequest(), extra: [String: Any] = [:], status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
-        let teams = try await services.teamService.list(tenant: tenant, actor: principal, after: nil, limit: 500)
+        // only teams this user can open: a link that answers 404 is a dead end
+        let page = try await ListPage<Team>.load(request, key: \.slug) {
+            try await services.teamService.page(tenant: tenant, actor: principal, $0, limit: $1)
+        }
         var values: [String: Any] = [
-            // only teams this user can open: a link that answers 404 is a dead end
-            "teams": teams.filter { Policy.allows(principal, .viewTeam($0.id)) }.map { team -> [String: Any] in
+            "pager": page.pager(path: context.base + "/teams", size: request.size),
+            "teams": page.items.map { team -> [String: Any] in
                 ["slug": team.slug, "name": team.name, "members": Plural.count(team.memberCount, "member"), "my_role": principal.teamRoles[team.id]?.rawValue ?? ""]
             },
             "can_create": Policy.allows(principal, .createTeam),
@@ -77,15 +84,18 @@ struct TeamPages: Sendable {
     }
 
     private func teamPage(
-        _ context: AppRequestContext, slug: String, extra: [String: Any] = [:], notice: String? = nil, status: HTTPResponse.Status = .ok
+        _ context: AppRequestContext, slug: String, page request: PageRequest = PageRequest(), extra: [String: Any] = [:], notice: String? = nil,
+        status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
         let (team, members) = try await services.teamService.show(tenant: tenant, actor: principal, slug: slug)
         let canManage = Policy.allows(principal, .manageTeamMembers(team.id))
+        let page = ListPage.slice(members, request, key: Self.memberKey)
         var values: [String: Any] = [
             "team": ["slug": team.slug, "name": team.name, "id": team.id.uuidString],
-            "members": members.map { member -> [String: Any] in
+            "pager": page.pager(path: context.base + "/teams/" + team.slug, size: request.size),
+            "members": page.items.map { member -> [String: Any] in
                 [
                     "user_id": member.userID.uuidString, "email": member.email, "display_name": member.displayName, "role": member.role.rawValue,
                     "joined": DisplayDate.format(member.joinedAt), "removable": canManage || member.userID == principal.user.id,
@@ -96,4 +106,7 @@ struct TeamPages: Sendable {
         for (key, value) in extra { values[key] = value }
         return services.views.render("team", values, page: services.chrome(team.name, context: context, notice: notice), status: status)
     }
+
+    /// Members in email order (the sort key of their pages).
+    static func memberKey(_ member: TeamMember) -> String { SortKey.join(member.email.lowercased(), member.userID.uuidString) }
 }

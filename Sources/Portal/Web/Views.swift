@@ -5,8 +5,6 @@ import Mustache
 /// Renders Mustache templates from `templates/` inside the shared layout.
 struct Views: Sendable {
     let library: MustacheLibrary
-    /// One-time messages (and secrets shown once) carried across a post/redirect/get.
-    let flashes = FlashStore()
 
     init(directory: String) async throws {
         library = try await MustacheLibrary(directory: directory)
@@ -52,23 +50,10 @@ struct Views: Sendable {
         default: return value
         }
     }
-
-    /// Stores a one-time message for the browser behind `context` (its session, or its anonymous
-    /// CSRF binding before sign-in); the next page it loads shows it once.
-    func flash(_ flash: Flash, for context: AppRequestContext) async {
-        guard let key = context.csrfBinding else { return }
-        await flashes.put(flash, key: key)
-    }
-
-    /// The pending one-time message of this browser, removed as it is read.
-    func takeFlash(_ context: AppRequestContext) async -> Flash? {
-        guard let key = context.csrfBinding else { return nil }
-        return await flashes.take(key: key)
-    }
 }
 
 /// A message for the page after a redirect; `secret` is a value shown once (a new key or secret).
-struct Flash: Sendable, Equatable {
+struct Flash: Sendable, Equatable, Codable {
     var notice: String?
     var secretLabel: String?
     var secret: String?
@@ -83,27 +68,6 @@ struct Flash: Sendable, Equatable {
     var secretValues: [String: String]? {
         guard let secret, let secretLabel else { return nil }
         return ["label": secretLabel, "value": secret]
-    }
-}
-
-/// Server-side, in-process store of one-time messages, keyed by a hash of the browser's session
-/// (never put in a URL). Entries live two minutes: long enough for the redirect that follows a
-/// form, short enough that a secret does not linger in memory. A portal restart drops them; a
-/// deployment with several portal processes needs sticky sessions for the one page that follows.
-actor FlashStore {
-    private var entries: [Data: (Flash, Date)] = [:]
-    private let lifetime: TimeInterval = 120
-    private let capacity = 10_000
-
-    func put(_ flash: Flash, key: String, now: Date = Date()) {
-        if entries.count >= capacity { entries = entries.filter { now.timeIntervalSince($0.value.1) < lifetime } }
-        if entries.count >= capacity, let oldest = entries.min(by: { $0.value.1 < $1.value.1 })?.key { entries[oldest] = nil }
-        entries[Data(SecretToken.sha256(key))] = (flash, now)
-    }
-
-    func take(key: String, now: Date = Date()) -> Flash? {
-        guard let (flash, at) = entries.removeValue(forKey: Data(SecretToken.sha256(key))), now.timeIntervalSince(at) < lifetime else { return nil }
-        return flash
     }
 }
 

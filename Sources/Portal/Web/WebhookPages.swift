@@ -15,7 +15,7 @@ struct WebhookPages: Sendable {
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
-        try await listPage(context)
+        try await listPage(context, page: try PageRequest(request))
     }
 
     /// Registers an endpoint and shows its signing secret once.
@@ -27,7 +27,7 @@ struct WebhookPages: Sendable {
                 tenant: try context.requireTenant(), actor: try context.requirePrincipal(),
                 .init(teamID: team, url: form["url"] ?? "", description: form["description"] ?? "", events: form.values("events")),
                 clientIP: context.clientIP)
-            await services.views.flash(Flash(notice: "Webhook registered.", secretLabel: "Signing secret", secret: secret), for: context)
+            try await services.flashes.put(Flash(notice: "Webhook registered.", secretLabel: "Signing secret", secret: secret), for: context)
             return .redirect(to: context.base + "/webhooks/" + endpoint.id.uuidString)
         } catch let error as AppError where error.status == .unprocessableContent || error.status == .forbidden {
             return try await listPage(
@@ -37,8 +37,8 @@ struct WebhookPages: Sendable {
     }
 
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let flash = await services.views.takeFlash(context)
-        return try await detailPage(context, id: try id("webhook", context), newSecret: flash?.secret, notice: flash?.notice)
+        let flash = try await services.flashes.take(for: context)
+        return try await detailPage(context, id: try id("webhook", context), page: try PageRequest(request), newSecret: flash?.secret, notice: flash?.notice)
     }
 
     @Sendable func delete(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -68,7 +68,7 @@ struct WebhookPages: Sendable {
         _ = try await services.webhookService.redeliver(
             tenant: try context.requireTenant(), actor: try context.requirePrincipal(), endpointID: endpointID, deliveryID: try id("delivery", context),
             clientIP: context.clientIP)
-        await services.views.flash(Flash(notice: "Queued for redelivery."), for: context)
+        try await services.flashes.put(Flash(notice: "Queued for redelivery."), for: context)
         return .redirect(to: context.base + "/webhooks/" + endpointID.uuidString)
     }
 
@@ -85,17 +85,27 @@ struct WebhookPages: Sendable {
         ]
     }
 
-    private func listPage(_ context: AppRequestContext, extra: [String: Any] = [:], status: HTTPResponse.Status = .ok) async throws -> Response {
+    /// Endpoints by owner, then address (the sort key of their pages).
+    static func sortKey(_ endpoint: WebhookEndpoint) -> String {
+        SortKey.join(endpoint.teamName?.lowercased() ?? "", endpoint.url, endpoint.id.uuidString)
+    }
+
+    private func listPage(
+        _ context: AppRequestContext, page request: PageRequest = PageRequest(), extra: [String: Any] = [:], status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
-        let endpoints = try await services.webhookService.list(tenant: tenant, actor: principal)
-        let teams = try await services.teamService.list(tenant: tenant, actor: principal, after: nil, limit: 500)
-            .filter { Policy.allows(principal, .manageWebhooks(team: $0.id)) }
+        let endpoints = ListPage.slice(try await services.webhookService.list(tenant: tenant, actor: principal), request, key: Self.sortKey)
+        let teams = BoundedChoices(
+            try await ListPage<Team>.filtered(
+                .after(nil), limit: BoundedChoices<Team>.bound + 1, key: \.slug, include: { Policy.allows(principal, .manageWebhooks(team: $0.id)) }
+            ) { try await services.teamService.page(tenant: tenant, actor: principal, $0, limit: $1) })
         var owners: [[String: Any]] = []
         if Policy.allows(principal, .manageWebhooks(team: nil)) { owners.append(["id": "", "name": "\(tenant.name) (every event)"]) }
-        owners += teams.map { ["id": $0.id.uuidString, "name": $0.name] }
+        owners += teams.items.map { ["id": $0.id.uuidString, "name": $0.name] }
         var values: [String: Any] = [
-            "endpoints": endpoints.map {
+            "pager": endpoints.pager(path: context.base + "/webhooks", size: request.size), "owners_note": teams.note("teams"),
+            "endpoints": endpoints.items.map {
                 [
                     "id": $0.id.uuidString, "url": $0.url, "owner": $0.teamName ?? "Tenant", "description": $0.description,
                     "events": $0.events.isEmpty ? "all events" : $0.events.joined(separator: ", "),
@@ -108,14 +118,25 @@ struct WebhookPages: Sendable {
         return services.views.render("webhooks", values, page: services.chrome("Webhooks", context: context), status: status)
     }
 
-    private func detailPage(_ context: AppRequestContext, id: UUID, newSecret: String? = nil, notice: String? = nil) async throws -> Response {
-        let (endpoint, deliveries) = try await services.webhookService.show(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id)
+    private func detailPage(
+        _ context: AppRequestContext, id: UUID, page request: PageRequest, newSecret: String? = nil, notice: String? = nil
+    ) async throws -> Response {
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        var found: WebhookEndpoint?
+        let page = try await ListPage<WebhookDelivery>.load(request, key: \.id.uuidString) { position, limit in
+            let (endpoint, deliveries) = try await services.webhookService.deliveries(tenant: tenant, actor: principal, id: id, position, limit: limit)
+            found = endpoint
+            return deliveries
+        }
+        guard let endpoint = found else { throw AppError.notFound("Webhook endpoint") }
+        let deliveries = page.items
         var values: [String: Any] = [
             "endpoint": [
                 "id": endpoint.id.uuidString, "url": endpoint.url, "owner": endpoint.teamName ?? "Tenant", "description": endpoint.description,
                 "events": endpoint.events.isEmpty ? "all events" : endpoint.events.joined(separator: ", "), "secret_prefix": endpoint.secretPrefix,
             ],
             "deliveries": deliveries.map(Self.row),
+            "pager": page.pager(path: context.base + "/webhooks/" + endpoint.id.uuidString, size: request.size),
         ]
         if let newSecret { values["new_secret"] = newSecret }
         return services.views.render("webhook", values, page: services.chrome("Webhook", context: context, notice: notice))

@@ -96,6 +96,28 @@ struct WebhookRepository: Sendable {
                 """, logger: logger))
     }
 
+    /// A keyset page of the delivery log (newest first): after the delivery `cursor` (older ones) or
+    /// before it (newer ones, nearest first). A cursor that is not a delivery of this endpoint gives no rows.
+    func deliveries(endpointID: UUID, after cursor: UUID, limit: Int, on connection: PostgresConnection) async throws -> [WebhookDelivery] {
+        try await decodeDeliveries(
+            connection.query(
+                """
+                \(unescaped: Self.deliverySelect), (SELECT created_at, id FROM webhook_deliveries WHERE id = \(cursor) AND endpoint_id = \(endpointID)) c
+                WHERE d.endpoint_id = \(endpointID) AND (d.created_at < c.created_at OR (d.created_at = c.created_at AND d.id > c.id))
+                ORDER BY d.created_at DESC, d.id LIMIT \(limit)
+                """, logger: logger))
+    }
+
+    func deliveries(endpointID: UUID, before cursor: UUID, limit: Int, on connection: PostgresConnection) async throws -> [WebhookDelivery] {
+        try await decodeDeliveries(
+            connection.query(
+                """
+                \(unescaped: Self.deliverySelect), (SELECT created_at, id FROM webhook_deliveries WHERE id = \(cursor) AND endpoint_id = \(endpointID)) c
+                WHERE d.endpoint_id = \(endpointID) AND (d.created_at > c.created_at OR (d.created_at = c.created_at AND d.id < c.id))
+                ORDER BY d.created_at ASC, d.id DESC LIMIT \(limit)
+                """, logger: logger))
+    }
+
     func delivery(id: UUID, on connection: PostgresConnection) async throws -> WebhookDelivery? {
         try await decodeDeliveries(connection.query("\(unescaped: Self.deliverySelect) WHERE d.id = \(id)", logger: logger)).first
     }

@@ -62,6 +62,24 @@ struct WebhookService: Sendable {
         }
     }
 
+    /// An endpoint with one keyset page of its delivery log (newest first; the cursor is a delivery id).
+    func deliveries(tenant: Tenant, actor: Principal, id: UUID, _ position: Keyset, limit: Int) async throws -> (WebhookEndpoint, [WebhookDelivery]) {
+        try await database.withTenant(tenant.id) { connection in
+            let endpoint = try await managed(id, actor: actor, on: connection)
+            func cursor(_ key: String) throws -> UUID {
+                guard let id = UUID(uuidString: key) else { throw AppError.badRequest("The page cursor is not valid; follow the page links.", fields: ["cursor": "invalid"]) }
+                return id
+            }
+            let deliveries: [WebhookDelivery] =
+                switch position {
+                case .after(nil): try await webhooks.deliveries(endpointID: endpoint.id, limit: limit, on: connection)
+                case .after(let key?): try await webhooks.deliveries(endpointID: endpoint.id, after: try cursor(key), limit: limit, on: connection)
+                case .before(let key): try await webhooks.deliveries(endpointID: endpoint.id, before: try cursor(key), limit: limit, on: connection)
+                }
+            return (endpoint, deliveries)
+        }
+    }
+
     /// One delivery with every attempt made.
     func delivery(tenant: Tenant, actor: Principal, endpointID: UUID, deliveryID: UUID) async throws -> (WebhookDelivery, [WebhookAttempt]) {
         try await database.withTenant(tenant.id) { connection in
