@@ -84,7 +84,7 @@ import Testing
 
 @Suite struct QuotaTrackerTests {
     @Test func reservationsCountUntilSettledAndOnlyBillableCallsStay() {
-        let tracker = QuotaTracker()
+        let tracker = QuotaTracker(mode: .local)
         let id = UUID()
         let tenant = UUID()
         #expect(tracker.admit(subscription: id, tenant: tenant, quota: 2, period: "2026-11") == .allowed(remaining: 1))

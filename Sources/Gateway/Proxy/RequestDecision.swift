@@ -216,6 +216,16 @@ public struct RequestGate {
                 response.app = app
                 response.grant = grant
                 return refuse(response)
+            case .pending(let retry):
+                // Not "exhausted": this gateway's lease is used up and the next block has not come
+                // (or other gateways hold the rest of the month); the database did not say it is gone.
+                var response = LocalResponse.problem(
+                    .tooManyRequests, "Quota momentarily unavailable", "This gateway is waiting for its share of the plan's \(quota) monthly requests; retry shortly.",
+                    rejection: .quotaExceeded,
+                    headers: [("Retry-After", String(retry)), ("RateLimit-Policy", policy), ("RateLimit", "\"quota\";r=0;t=\(retry)")])
+                response.app = app
+                response.grant = grant
+                return refuse(response)
             }
         }
         headers.append(("RateLimit-Policy", policy))

@@ -26,7 +26,7 @@ struct GatewayHarness: Sendable {
         let store = SnapshotStore()
         if let snapshot { store.install(snapshot) }
         let usage = InMemoryUsageSink()
-        let quotas = QuotaTracker()
+        let quotas = QuotaTracker(mode: .local)  // one process, no database: exact in-memory counts
         let metrics = TestMetrics()
         var configuration = GatewayServer.Configuration(host: "127.0.0.1", port: 0)
         configuration.metricsFactory = metrics
