@@ -22,8 +22,8 @@ live_server_start() {
     # --build-tests: the same build configuration as `swift test`, so nothing is compiled twice
     swift build --build-tests >/dev/null
   fi
-  TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" migrate >/dev/null
-  TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" seed-demo >/dev/null
+  TOLLGATE_DATA_DIR="$RUN_DIR" LOG_LEVEL=warning "$BIN" migrate >/dev/null
+  TOLLGATE_DATA_DIR="$RUN_DIR" LOG_LEVEL=warning "$BIN" seed-demo >/dev/null
   TOLLGATE_DATA_DIR="$RUN_DIR" PORTAL_ADDRESS="127.0.0.1:$portal_port" GATEWAY_ADDRESS="127.0.0.1:$gateway_port" LOG_LEVEL=warning \
     "$BIN" serve >"$RUN_DIR/server.log" 2>&1 &
   SERVER=$!

@@ -25,6 +25,18 @@ import Testing
         }
     }
 
+    /// A browser signed in as the world's developer.
+    static func developer(_ client: some TestClientProtocol) async throws -> Browser {
+        var browser = Browser()
+        _ = try await browser.signIn(client, tenant: "acme", email: "dev@example.com")
+        return browser
+    }
+
+    /// Registers an app through the form; answers the redirect.
+    static func createApp(_ browser: inout Browser, _ client: some TestClientProtocol, team: UUID, name: String) async throws -> TestResponse {
+        try await browser.submit(client, "/t/acme/apps", from: "/t/acme/apps", fields: [("team_id", team.uuidString), ("name", name)])
+    }
+
     @Test func aSecretShowsOnceToItsSessionEvenFromAnotherPortalProcess() async throws {
         try await TestPortal.with { portal in
             // setup: two portal processes on one database (as behind a load balancer), one server key
@@ -32,13 +44,10 @@ import Testing
             let other = try await TestPortal.make(portal.database)
             try await portal.application().test(.router) { first in
                 try await other.application().test(.router) { second in
-                    var dev = Browser()
-                    _ = try await dev.signIn(first, tenant: "acme", email: "dev@example.com")
-                    var sameUserElsewhere = Browser()
-                    _ = try await sameUserElsewhere.signIn(second, tenant: "acme", email: "dev@example.com")
+                    var dev = try await Self.developer(first)
+                    var sameUserElsewhere = try await Self.developer(second)
                     // act: the form posts to one process ...
-                    let created = try await dev.submit(
-                        first, "/t/acme/apps", from: "/t/acme/apps", fields: [("team_id", world.consumerTeam.uuidString), ("name", "Balanced app")])
+                    let created = try await Self.createApp(&dev, first, team: world.consumerTeam, name: "Balanced app")
                     #expect(created.status == .seeOther)
                     let page = created.headers[.location] ?? ""
                     let stored = try await Self.flashRows(portal)
@@ -65,19 +74,15 @@ import Testing
         try await TestPortal.with { portal in
             let world = try await CatalogAPITests.world(portal)
             try await portal.application().test(.router) { client in
-                var dev = Browser()
-                _ = try await dev.signIn(client, tenant: "acme", email: "dev@example.com")
-                var other = Browser()
-                _ = try await other.signIn(client, tenant: "acme", email: "dev@example.com")
+                var dev = try await Self.developer(client)
+                var other = try await Self.developer(client)
                 // setup: a flash left unread for longer than its lifetime
-                let created = try await dev.submit(
-                    client, "/t/acme/apps", from: "/t/acme/apps", fields: [("team_id", world.consumerTeam.uuidString), ("name", "Slow reader")])
+                let created = try await Self.createApp(&dev, client, team: world.consumerTeam, name: "Slow reader")
                 try await portal.database.withSystemScope { connection in
                     _ = try await connection.query("UPDATE web_flashes SET expires_at = now() - interval '1 minute'", logger: TestDatabase.logger)
                 }
                 // act: another browser's write
-                _ = try await other.submit(
-                    client, "/t/acme/apps", from: "/t/acme/apps", fields: [("team_id", world.consumerTeam.uuidString), ("name", "Fresh")])
+                _ = try await Self.createApp(&other, client, team: world.consumerTeam, name: "Fresh")
                 // assert: the expired row went with it; only the fresh one is left
                 let rows = try await Self.flashRows(portal)
                 #expect(rows.count == 1)
@@ -92,12 +97,9 @@ import Testing
             let world = try await CatalogAPITests.world(portal)
             let tenant = try #require(try await portal.database.withPlatform { try await portal.services.tenants.find(slug: "acme", on: $0) })
             try await portal.application().test(.router) { client in
-                var dev = Browser()
-                _ = try await dev.signIn(client, tenant: "acme", email: "dev@example.com")
-                var thief = Browser()
-                _ = try await thief.signIn(client, tenant: "acme", email: "dev@example.com")
-                let created = try await dev.submit(
-                    client, "/t/acme/apps", from: "/t/acme/apps", fields: [("team_id", world.consumerTeam.uuidString), ("name", "Sealed")])
+                var dev = try await Self.developer(client)
+                var thief = try await Self.developer(client)
+                let created = try await Self.createApp(&dev, client, team: world.consumerTeam, name: "Sealed")
                 // act: someone with write access to the table rebinds the row to another session
                 let thiefKey = FlashStore.key(try #require(thief.cookies["tg_session"]), secret: portal.services.secret)
                 try await portal.database.withSystemScope { connection in
