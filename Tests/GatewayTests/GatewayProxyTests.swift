@@ -90,6 +90,24 @@ import Testing
         }
     }
 
+    @Test func aTokenSignedWithAKeyTheSnapshotLacksIsDecidedAgainAfterTheReload() async throws {
+        try await Self.withWorld { world, upstream, gateway in
+            // setup: a "reloader" that installs a snapshot holding the new key once the gateway asks
+            let reloader = Task {
+                while !gateway.store.takeKeyRefreshRequest() { try await Task.sleep(for: .milliseconds(5)) }
+                try await Task.sleep(for: .milliseconds(100))  // a reload takes a moment
+                gateway.store.install(world.snapshot(targets: [.loopback(upstream.port)], version: 2, keyIDs: ["k1", "k2"]))
+            }
+            // act: the first call with a token of the rotated-in key
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("Authorization", "Bearer \(world.token(kid: "k2"))")])
+            try await reloader.value
+            // assert: answered after the reload, not refused before it
+            #expect(response.status == 200, "\(response.body)")
+            #expect(upstream.seen.count == 1)
+            #expect(gateway.usage.recent.map(\.status) == [200])
+        }
+    }
+
     @Test func noSubscriptionOrMissingScopeIs403SayingWhich() async throws {
         try await Self.withWorld({ world, upstream in world.snapshot(targets: [.loopback(upstream.port)], subscribed: false) }) { world, _, gateway in
             let response = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("Authorization", "Bearer \(world.token())")])

@@ -1,5 +1,6 @@
 import Billing
 import Foundation
+import NIOConcurrencyHelpers
 import PostgresNIO
 import Testing
 
@@ -143,34 +144,178 @@ import Testing
         }
     }
 
+    /// A write-ahead spool directory of a test's own.
+    static func spoolDirectory() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("spool-\(UUID().uuidString)").path
+    }
+
+    static func segments(_ directory: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".wal") }
+    }
+
+    static func eventually(_ what: String, seconds: Double = 20, _ condition: @Sendable () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        Issue.record("never happened: \(what)")
+    }
+
+    /// A switchable database: while `down`, writes fail (an outage) or never return (a hung
+    /// connection); otherwise they reach the real store.
+    final class Switch: Sendable {
+        enum Mode { case up, failing, hanging }
+        struct Refused: Error, CustomStringConvertible {
+            var description: String { "connection refused" }
+        }
+        let mode = NIOLockedValueBox(Mode.up)
+        let reports = NIOLockedValueBox<[UsageMeter.Progress]>([])
+
+        func write(_ batch: UsageBatch, store: UsageStore, client: PostgresClient) async throws {
+            switch mode.withLockedValue({ $0 }) {
+            case .up: try await store.write(batch, client: client)
+            case .failing: throw Refused()
+            case .hanging:
+                // never returns and ignores cancellation, as a query on a dead connection did
+                await withUnsafeContinuation { (_: UnsafeContinuation<Void, Never>) in }
+            }
+        }
+    }
+
+    static func meter(_ database: Database, _ db: Switch, directory: String, tweak: (inout UsageMeter.Configuration) -> Void = { _ in }) -> UsageMeter {
+        var configuration = UsageMeter.Configuration(gateway: "g1", spoolDirectory: directory)
+        configuration.writeTimeout = .milliseconds(300)
+        configuration.retryDelay = .milliseconds(20)
+        configuration.maxRetryDelay = .milliseconds(100)
+        configuration.shutdownTimeout = .seconds(2)
+        tweak(&configuration)
+        let store = UsageStore(logger: database.logger)
+        let client = database.client
+        return UsageMeter(
+            configuration: configuration, logger: database.logger, write: { try await db.write($0, store: store, client: client) },
+            report: { progress in
+                db.reports.withLockedValue { $0.append(progress) }
+                guard db.mode.withLockedValue({ $0 }) == .up else { throw CancellationError() }
+            })
+    }
+
     @Test func eventsWaitInTheSpoolWhilePostgresIsDownAndArriveOnceItIsBack() async throws {
         try await TestDatabase.withDatabase { database in
+            // setup: a meter whose database refuses every write
             let tenant = try await Fixtures.tenant(database, slug: "acme")
-            let spool = FileManager.default.temporaryDirectory.appendingPathComponent("spool-\(UUID().uuidString).jsonl").path
-            defer { try? FileManager.default.removeItem(atPath: spool) }
-            struct Down: Error {}
-            let configuration = UsageMeter.Configuration(gateway: "g1", spoolPath: spool)
-            // a meter whose database is unreachable spools both flushes, in order
-            let offline = UsageMeter(configuration: configuration, logger: database.logger, write: { _ in throw Down() })
-            for i in 0..<5 { offline.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(i)))) }
-            await offline.flush()
-            for i in 5..<8 { offline.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(i)))) }
-            await offline.flush()
-            #expect(offline.isSpooling)
+            let directory = Self.spoolDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let db = Switch()
+            db.mode.withLockedValue { $0 = .failing }
+            let meter = Self.meter(database, db, directory: directory)
+            let running = Task { try await meter.run() }
+            // act: calls during the outage
+            for i in 0..<8 { meter.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(i) / 1000))) }
+            // assert: all of them durable in the spool, none in Postgres, the state says why
+            try await Self.eventually("8 events spooled") { meter.status.spoolEvents == 8 && meter.status.state == .spooling }
+            #expect(meter.status.lastError == "connection refused", "\(meter.status)")
+            #expect(meter.status.spoolBytes > 8 * 100)
+            #expect(!Self.segments(directory).isEmpty)
             #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["0"])
-            // once Postgres answers, the spool is replayed first and emptied
-            let store = UsageStore(logger: database.logger)
-            let online = UsageMeter(configuration: configuration, logger: database.logger, write: { try await store.write($0, client: database.client) })
-            online.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(100)))
-            await online.flush()
-            #expect(!online.isSpooling)
-            #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["9"])
-            // the gateway-side tally came through the spool too, under the meter that counted it
-            #expect(try await Self.count(database, "SELECT sum(answered)::text FROM usage_answered") == ["9"])
-            #expect(try await Self.count(database, "SELECT count(DISTINCT meter_id)::text FROM usage_answered") == ["2"])
-            // replaying the same events again changes nothing
-            await online.flush()
-            #expect(try await Self.count(database, "SELECT sum(calls)::text FROM usage_hourly_live") == ["9"])
+            // act: Postgres is back
+            db.mode.withLockedValue { $0 = .up }
+            try await Self.eventually("the spool replayed") { try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["8"] }
+            try await Self.eventually("segments deleted once confirmed") { meter.status.spoolEvents == 0 && Self.segments(directory).isEmpty }
+            // numbered 1…8 for this tenant and month, in the order they were recorded
+            #expect(try await Self.count(database, "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM usage_events") == ["1,2,3,4,5,6,7,8"])
+            #expect(meter.status.state == .writing)
+            running.cancel()
+            try await running.value
+        }
+    }
+
+    @Test func aWriteThatNeverReturnsDoesNotStopTheMeter() async throws {
+        try await TestDatabase.withDatabase { database in
+            // setup: writes hang (and ignore cancellation) — the freeze seen in Postgres outages
+            let tenant = try await Fixtures.tenant(database, slug: "acme")
+            let directory = Self.spoolDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let db = Switch()
+            db.mode.withLockedValue { $0 = .hanging }
+            let meter = Self.meter(database, db, directory: directory)
+            let running = Task { try await meter.run() }
+            // act: calls keep coming while the writes hang, then the database recovers
+            for i in 0..<5 { meter.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(i) / 1000))) }
+            try await Self.eventually("5 spooled despite the hung write") { meter.status.spoolEvents == 5 }
+            try await Self.eventually("the hung write given up") { meter.status.lastError?.contains("did not answer") == true }
+            for i in 5..<9 { meter.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(i) / 1000))) }
+            try await Self.eventually("9 spooled") { meter.status.spoolEvents == 9 }
+            db.mode.withLockedValue { $0 = .up }
+            // assert: everything arrives once the database answers again
+            try await Self.eventually("stored after recovery") { try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["9"] }
+            running.cancel()
+            try await running.value
+        }
+    }
+
+    @Test func aShutdownWithPostgresDownEndsAndTheNextRunReplaysTheSpool() async throws {
+        try await TestDatabase.withDatabase { database in
+            let tenant = try await Fixtures.tenant(database, slug: "acme")
+            let directory = Self.spoolDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let db = Switch()
+            db.mode.withLockedValue { $0 = .failing }
+            // act: a run that answers 6 calls and shuts down while Postgres is away
+            let first = Self.meter(database, db, directory: directory)
+            let running = Task { try await first.run() }
+            for i in 0..<6 { first.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(i) / 1000))) }
+            try await Self.eventually("spooled") { first.status.spoolEvents == 6 }
+            running.cancel()
+            try await running.value  // returns: the shutdown is bounded although nothing can be written
+            #expect(Self.segments(directory).count >= 1)
+            #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["0"])
+            // the next run on the directory, with Postgres back, replays it and reports how it ended
+            db.mode.withLockedValue { $0 = .up }
+            let second = Self.meter(database, db, directory: directory)
+            let again = Task { try await second.run() }
+            try await Self.eventually("replayed") { try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["6"] }
+            try await Self.eventually("the earlier run reported as ended cleanly") {
+                db.reports.withLockedValue { $0.contains { $0.meterID == second.meterID && $0.earlierRuns.map(\.meterID) == [first.meterID] && $0.earlierRuns[0].clean } }
+            }
+            #expect(try await Self.count(database, "SELECT DISTINCT gateway FROM usage_events") == [first.meterID])
+            try await Self.eventually("segments gone") { Self.segments(directory).isEmpty }
+            again.cancel()
+            try await again.value
+        }
+    }
+
+    @Test func whenTheSpoolRefusesEventsTheyGoToPostgresFromMemoryOrAreCountedAsDropped() async throws {
+        try await TestDatabase.withDatabase { database in
+            let tenant = try await Fixtures.tenant(database, slug: "acme")
+            let directory = Self.spoolDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let db = Switch()
+            // setup: a spool that takes nothing (a full disk), memory for 10 events
+            let meter = Self.meter(database, db, directory: directory) {
+                $0.spoolCapBytes = 0
+                $0.memoryCapEvents = 10
+            }
+            let running = Task { try await meter.run() }
+            // act: with Postgres up, nothing is lost
+            for i in 0..<4 { meter.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(i) / 1000))) }
+            try await Self.eventually("stored from memory") { try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["4"] }
+            #expect(meter.status.state == .degraded)
+            // act: with Postgres down as well, what memory cannot hold is dropped, and counted
+            db.mode.withLockedValue { $0 = .failing }
+            for i in 0..<30 {
+                meter.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(4 + i) / 1000)))
+                if i % 5 == 4 { try await Task.sleep(for: .milliseconds(80)) }
+            }
+            try await Self.eventually("drops counted") { meter.status.dropped > 0 }
+            db.mode.withLockedValue { $0 = .up }
+            try await Self.eventually("the rest stored") { meter.status.backlogEvents == 0 }
+            // assert: stored + dropped = answered, and the numbers show the gap
+            let stored = Int(try await Self.count(database, "SELECT count(*)::text FROM usage_events").first ?? "") ?? -1
+            #expect(stored + meter.status.dropped == 34)
+            #expect(try await Self.count(database, "SELECT max(seq)::text FROM usage_events").first.flatMap { Int($0) } ?? 0 <= 34)
+            running.cancel()
+            try await running.value
         }
     }
 

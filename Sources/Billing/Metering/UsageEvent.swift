@@ -24,6 +24,9 @@ public struct UsageEvent: Sendable, Equatable {
     public var rejection: Rejection?
     /// Whether the call reached the upstream (rejections and failures before it did not).
     public var forwarded: Bool
+    /// The event's number in its meter's count for its tenant and UTC month (1, 2, 3, …), given by
+    /// `UsageMeter.record`; reconciliation finds lost events as gaps. 0: not numbered.
+    public var sequence: Int64 = 0
 
     public init(
         id: UUID = UUIDv7.make(), at: Date = Date(), tenantID: UUID, apiID: UUID?, appID: UUID?, subscriptionID: UUID?, planID: UUID?, method: String,
@@ -58,6 +61,12 @@ public struct UsageEvent: Sendable, Equatable {
 /// Where the gateway hands usage events. `record` is called on event loops and must not block.
 public protocol UsageSink: Sendable {
     func record(_ event: UsageEvent)
+    /// A JSON object describing the sink's state for `/readyz`, or nil.
+    var readinessJSON: String? { get }
+}
+
+extension UsageSink {
+    public var readinessJSON: String? { nil }
 }
 
 /// Keeps counts in memory (until the durable meter of the metering work replaces it) and the last

@@ -5,183 +5,417 @@ import NIOConcurrencyHelpers
 import PostgresNIO
 import ServiceLifecycle
 
-/// The durable meter: the gateway records events here without blocking; a background task writes
-/// them to Postgres in batches (every `flushInterval`, or sooner when `batchSize` are waiting).
+/// The durable meter. The gateway hands it every answered call (`record`, on event loops, a
+/// locked append); from there each event takes one path:
 ///
-/// When Postgres cannot be reached, a batch is appended to the spool file (one JSON event per line,
-/// fsync'd per batch) and the spool is replayed in order, before newer events, once Postgres
-/// answers again. Storage is idempotent on the event id, so a replay never double-counts.
-/// Bounds: after SIGTERM everything buffered is written (or spooled); after `kill -9`, what was
-/// buffered since the last flush — at most one `flushInterval` of calls — is lost. At
-/// `spoolCapBytes` the spool takes no more events: further batches are dropped and counted
-/// (`tollgate_meter_dropped_total`) while the gateway keeps serving (see docs/ARCHITECTURE.md).
+/// 1. **Spool** — a thread of the meter's own appends what was recorded to the write-ahead spool
+///    (`WriteAheadSpool`) and fsyncs, every `durabilityInterval` (50 ms) or sooner under load. An
+///    event is durable at most that long, plus one fsync, after its call was answered, whatever
+///    Postgres is doing; `kill -9` loses at most that window.
+/// 2. **Postgres** — a writer takes the spooled events in order and stores them (idempotent on the
+///    event id), each write on a connection of the meter's own with a deadline that closes the
+///    connection when it passes (`MeterConnection`). A segment of the spool is deleted only once
+///    every event in it is confirmed. While Postgres is away the writer retries with backoff and the
+///    spool grows; nothing waits on it.
 ///
-/// Beside the events the meter keeps an `AnsweredTally`: running totals of the calls it was handed,
-/// persisted with every batch (and spooled even at the cap, being tiny). The reconciliation compares
-/// them with the stored events, so a lost event shows up as a difference instead of vanishing.
+/// Besides, a reporter writes, every second and on its own connection, what the meter was *handed*
+/// (`AnsweredTally`) and that the run is alive (`meter_runs`) — a second path, so that the
+/// reconciliation can compare the calls answered with the events stored. Each event is numbered
+/// per tenant and UTC month (`EventSequences`): a lost event leaves a gap.
+///
+/// When the spool cannot take events (disk full, `spoolCapBytes`) they stay in memory for
+/// Postgres, up to `memoryCapEvents`; beyond, with Postgres away too, they are dropped and counted
+/// (`tollgate_meter_dropped_total`) — and show up in the reconciliation as missing numbers.
+///
+/// Graceful shutdown (after the gateway has drained its connections): spool what is left, write
+/// the backlog within `shutdownTimeout`, report the run as ended. What could not be written stays
+/// in the spool; the next meter started on the same directory replays it, as it replays the spool
+/// of a run that was killed, and records that run as crashed.
 public final class UsageMeter: UsageSink, Service {
     public struct Configuration: Sendable {
         public var gateway: String
-        public var spoolPath: String
-        /// Buffered events that start a write before the flush interval is up.
+        /// The spool's directory (one per gateway host; several gateway processes may share it).
+        public var spoolDirectory: String
+        /// How long a recorded event may wait in memory before it is appended to the spool.
+        public var durabilityInterval: Duration = .milliseconds(50)
+        /// Recorded events that start a spool append before the interval is up.
         public var batchSize = 5_000
         /// The most events one write (one transaction) takes. A backlog — Postgres slower than the
-        /// calls for a while — is written in chunks this large: more events share each rollup
-        /// delta, so the meter catches up (with 10,000 busy subscriptions: 51,000 events/s against
-        /// 31,000 with chunks of 10,000, docs/BENCHMARKS.md). Bounded so one write stays well
-        /// inside `writeTimeout`: a write of 25,000 events on distinct rollup rows takes ~0.6 s.
+        /// calls for a while, or a replay — is written in chunks this large: more events share each
+        /// rollup delta, so the meter catches up (docs/BENCHMARKS.md). Bounded so one write stays
+        /// well inside `writeTimeout`: 25,000 events on distinct rollup rows take ~0.6 s.
         public var maxWriteEvents = 25_000
-        /// Writes (transactions, each on its own connection) the meter keeps going at once. Two
-        /// let Postgres use both cores of the bench machine while the meter prepares the next
-        /// write; they touch no common rows (deltas are appended), so they never wait on each other.
+        /// Writes (transactions, each on its own connection) the meter keeps going at once.
         public var writesInFlight = 2
-        public var flushInterval: Duration = .milliseconds(100)
+        /// A segment is closed for appends this long after it was opened, so that confirmed
+        /// segments are deleted soon.
+        public var segmentAge: TimeInterval = 1
+        public var segmentEvents = 100_000
         public var spoolCapBytes: Int64 = 1 << 30
-        /// A write that takes longer counts as failed and its batch is spooled: Postgres' client
-        /// queues queries while it cannot connect instead of failing them, which would otherwise
-        /// hold every later batch in memory for the length of an outage. (Should the write still
-        /// land, the replay is a no-op: storage is idempotent.) Long enough for the largest write
-        /// on a busy machine, short enough that an outage is spooled within seconds.
+        /// Events kept in memory while they wait for Postgres (spooled ones are read back from disk
+        /// beyond it; unspooled ones are dropped beyond it).
+        public var memoryCapEvents = 500_000
+        /// Every database operation of the meter ends within this, answered or not.
         public var writeTimeout: Duration = .seconds(5)
-        /// How often the meter folds the rollup deltas its writes appended into the rollups
-        /// (`UsageStore.fold`). Readers that sum do not wait for it; it bounds how many deltas
-        /// pile up. The meter stops waiting for a fold after `foldTimeout` (Postgres' client
-        /// queues queries during an outage) and tries again at the next interval.
+        public var retryDelay: Duration = .milliseconds(200)
+        public var maxRetryDelay: Duration = .seconds(2)
+        /// How often the answered tally and the run's heartbeat are written.
+        public var reportInterval: Duration = .seconds(1)
+        /// How often the meter folds the rollup deltas its writes appended into the rollups.
         public var foldInterval: Duration = .seconds(1)
-        public var foldTimeout: Duration = .seconds(30)
+        /// At shutdown, the time the writer has to store the backlog before it is left in the spool.
+        public var shutdownTimeout: Duration = .seconds(10)
 
-        public init(gateway: String, spoolPath: String) {
+        public init(gateway: String, spoolDirectory: String) {
             self.gateway = gateway
-            self.spoolPath = spoolPath
+            self.spoolDirectory = spoolDirectory
         }
+    }
+
+    /// How the meter is doing, for `/readyz` and metrics.
+    public struct Status: Sendable, Equatable {
+        public enum State: String, Sendable {
+            /// Events reach Postgres as they come.
+            case writing
+            /// Postgres is not confirming; events wait in the spool.
+            case spooling
+            /// The spool refuses events too (full, or failing): events wait in memory or are dropped.
+            case degraded
+        }
+
+        public var state: State
+        public var oldestUnwrittenSeconds: Double
+        public var spoolBytes: Int64
+        public var spoolEvents: Int
+        public var backlogEvents: Int
+        public var lastWrite: Date?
+        public var lastError: String?
+        public var dropped: Int
     }
 
     private struct State {
         var buffer: [UsageEvent] = []
-        var written = 0
+        var sequences = EventSequences()
         var tally = AnsweredTally()
-        var waiter: CheckedContinuation<Void, Never>?
+        /// Totals taken from the tally that did not reach Postgres yet.
+        var unreported: [AnsweredCount] = []
+        var wakeRequested = false
+        var backlog: MeterBacklog
+        var writerWaiter: CheckedContinuation<Void, Never>?
+        var written = 0
+        var dropped = 0
+        var spoolRefusing = false
+        var lastWrite: Date?
+        var lastError: String?
+        var stopping = false
+        var stopDeadline = ContinuousClock.now
+        var deadRuns: [WriteAheadSpool.DeadRun] = []
+        var spoolClosed = false
     }
 
+    /// What the reporter writes each interval.
+    public struct Progress: Sendable {
+        public var meterID: String
+        public var gateway: String
+        public var startedAt: Date
+        public var answered: [AnsweredCount]
+        /// The run ended cleanly (the last report of a graceful shutdown).
+        public var ended: Bool
+        /// Earlier runs found in the spool directory, all of whose events are stored now:
+        /// (meter id, whether they ended cleanly).
+        public var earlierRuns: [(meterID: String, clean: Bool)]
+    }
+
+    public let meterID: String
     private let configuration: Configuration
     private let writeBatch: @Sendable (UsageBatch) async throws -> Void
+    private let reportProgress: @Sendable (Progress) async throws -> Void
     private let prepare: @Sendable () async throws -> Void
     private let fold: @Sendable () async throws -> Void
     private let logger: Logger
-    private let state = NIOLockedValueBox(State())
-    private let spool: UsageSpool
+    private let state: NIOLockedValueBox<State>
+    private let spool: WriteAheadSpool?
+    private let spoolWake = DispatchSemaphore(value: 0)
+    private let spoolStopped = DispatchSemaphore(value: 0)
+    private let spoolLock = NIOLock()
+    private let startedAt = Date()
     private let written = Counter(label: "tollgate_meter_events_written_total")
     private let spooled = Counter(label: "tollgate_meter_events_spooled_total")
     private let dropped = Counter(label: "tollgate_meter_dropped_total")
-    private let spoolBytes = Gauge(label: "tollgate_meter_spool_bytes")
-    private let spoolAge = Gauge(label: "tollgate_meter_spool_oldest_age_seconds")
+    private let writeFailures = Counter(label: "tollgate_meter_write_failures_total")
+    private let spoolBytesGauge = Gauge(label: "tollgate_meter_spool_bytes")
+    private let spoolEventsGauge = Gauge(label: "tollgate_meter_spool_events")
+    private let oldestGauge = Gauge(label: "tollgate_meter_oldest_unwritten_seconds")
+    private let lastWriteGauge = Gauge(label: "tollgate_meter_last_write_timestamp_seconds")
 
-    public convenience init(configuration: Configuration, client: PostgresClient, logger: Logger) {
+    /// The meter as the gateway runs it: its own connections to `database`.
+    public convenience init(configuration: Configuration, database: PostgresConnection.Configuration, logger: Logger) {
         let store = UsageStore(logger: logger)
+        let writers = MeterConnections(configuration: database, logger: logger)
+        let reporter = MeterConnection(configuration: database, logger: logger)
+        let folder = MeterConnection(configuration: database, logger: logger)
+        let limit = configuration.writeTimeout
         self.init(
-            configuration: configuration, logger: logger, write: { try await store.write($0, client: client) },
-            prepare: { try await store.preparePartitions(client: client) }, fold: { try await store.fold(client: client) })
+            configuration: configuration, logger: logger,
+            write: { batch in _ = try await writers.run(deadline: limit) { try await store.write(batch, on: $0) } },
+            report: { progress in try await reporter.run(deadline: limit) { try await store.report(progress, on: $0) } },
+            prepare: { try await folder.run(deadline: limit) { try await store.preparePartitions(on: $0) } },
+            fold: { _ = try await folder.run(deadline: .seconds(30)) { try await store.fold(on: $0) } })
     }
 
-    /// `write` stores one batch (idempotently); tests pass one that fails to play an outage.
+    /// `write` stores one batch of events (idempotently) and `report` one progress report; tests
+    /// pass ones that fail to play an outage.
     public init(
         configuration: Configuration, logger: Logger, write: @escaping @Sendable (UsageBatch) async throws -> Void,
-        prepare: @escaping @Sendable () async throws -> Void = {}, fold: @escaping @Sendable () async throws -> Void = {}
+        report: @escaping @Sendable (Progress) async throws -> Void = { _ in }, prepare: @escaping @Sendable () async throws -> Void = {},
+        fold: @escaping @Sendable () async throws -> Void = {}
     ) {
         self.configuration = configuration
         self.writeBatch = write
+        self.reportProgress = report
         self.prepare = prepare
         self.fold = fold
         self.logger = logger
-        self.spool = UsageSpool(path: configuration.spoolPath)
-        self.meterID = configuration.gateway + "/" + UUID().uuidString.prefix(8).lowercased()
+        let meterID = configuration.gateway + "/" + UUID().uuidString.prefix(8).lowercased()
+        self.meterID = meterID
+        self.state = NIOLockedValueBox(State(backlog: MeterBacklog(memoryCap: configuration.memoryCapEvents)))
+        do {
+            spool = try WriteAheadSpool(directory: configuration.spoolDirectory, meterID: meterID, capBytes: configuration.spoolCapBytes)
+        } catch {
+            // Served anyway: events then wait in memory for Postgres (status "degraded").
+            logger.error("meter cannot open its spool", metadata: ["directory": "\(configuration.spoolDirectory)", "error": "\(error)"])
+            spool = nil
+        }
     }
 
-    /// This process run's meter: the `gateway` of its events and the key of its tally.
-    public let meterID: String
+    // MARK: Recording (event loops)
 
     public func record(_ event: UsageEvent) {
-        let wake = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
-            state.buffer.append(event)
+        var event = event
+        let (wake, late) = state.withLockedValue { state -> (Bool, Bool) in
+            event.sequence = state.sequences.number(tenant: event.tenantID, at: event.at)
             state.tally.count(event)
-            guard state.buffer.count >= configuration.batchSize, let waiter = state.waiter else { return nil }
-            state.waiter = nil
-            return waiter
+            state.buffer.append(event)
+            guard state.buffer.count >= configuration.batchSize, !state.wakeRequested else { return (false, state.spoolClosed) }
+            state.wakeRequested = true
+            return (true, state.spoolClosed)
         }
-        wake?.resume()
+        if late {
+            // After the spool thread stopped (a call answered during the last moments of a
+            // shutdown): made durable here, on the caller's thread. Rare by construction.
+            spoolBuffered()
+        } else if wake {
+            spoolWake.signal()
+        }
     }
+
+    // MARK: Running
 
     public func run() async throws {
-        try? await prepare()
-        await cancelWhenGracefulShutdown {
-            await withTaskGroup(of: Void.self) { group in
-                // on its own connection, beside the writes: folding never holds up a batch
-                group.addTask { await self.foldPeriodically() }
-                var lastPartitionCheck = Date()
-                while !Task.isCancelled {
-                    await self.waitForWork()
-                    await self.flush()
-                    if Date().timeIntervalSince(lastPartitionCheck) > 3600 {
-                        try? await self.prepare()
-                        lastPartitionCheck = Date()
+        adoptEarlierRuns()
+        startSpoolThread()
+        let writer = Task { await self.writeLoop() }
+        let reporter = Task { await self.reportLoop() }
+        let folder = Task { await self.foldLoop() }
+        let preparer = Task { await self.preparePeriodically() }
+        try? await gracefulShutdown()
+        // Not in this (possibly cancelled) task: the drain must not be cut short by its cancellation.
+        await Task { await self.drain(writer: writer, reporter: reporter) }.value
+        folder.cancel()
+        preparer.cancel()
+    }
+
+    private func drain(writer: Task<Void, Never>, reporter: Task<Void, Never>) async {
+        stopSpoolThread()
+        spoolBuffered()
+        state.withLockedValue { state in
+            state.stopping = true
+            state.stopDeadline = ContinuousClock.now + configuration.shutdownTimeout
+        }
+        wakeWriter()
+        await writer.value
+        await reporter.value
+        spoolBuffered()
+        spool?.seal()
+        let status = self.status
+        logger.info(
+            "meter stopped",
+            metadata: [
+                "written": "\(eventsWritten)", "left_in_spool": "\(status.spoolEvents)", "dropped": "\(status.dropped)",
+            ])
+    }
+
+    // MARK: The spool thread
+
+    private func startSpoolThread() {
+        let thread = Thread { [self] in
+            while true {
+                let interval = configuration.durabilityInterval.components
+                _ = spoolWake.wait(timeout: .now() + .nanoseconds(Int(interval.seconds) * 1_000_000_000 + Int(interval.attoseconds / 1_000_000_000)))
+                let stop = state.withLockedValue { state -> Bool in
+                    state.wakeRequested = false
+                    return state.spoolClosed
+                }
+                spoolBuffered()
+                if stop { break }
+            }
+            spoolStopped.signal()
+        }
+        thread.name = "tollgate-meter-spool"
+        thread.start()
+    }
+
+    private func stopSpoolThread() {
+        state.withLockedValue { $0.spoolClosed = true }
+        spoolWake.signal()
+        spoolStopped.wait()
+    }
+
+    /// Appends what was recorded to the spool (fsync'd) and hands it to the writer.
+    private func spoolBuffered() {
+        spoolLock.withLock {
+            let events = state.withLockedValue { state -> [UsageEvent] in
+                defer { state.buffer.removeAll(keepingCapacity: true) }
+                return state.buffer
+            }
+            if !events.isEmpty {
+                var chunk = MeterBacklog.Chunk(meterID: meterID, segment: nil, first: 0, count: events.count, events: events, oldest: events[0].at)
+                var refusal: (any Error)?
+                if let spool {
+                    do {
+                        let place = try spool.append(events)
+                        chunk.segment = place.segment
+                        chunk.first = place.first
+                        spooled.increment(by: events.count)
+                    } catch {
+                        refusal = error
                     }
                 }
-                group.cancelAll()
+                let (kept, wasRefusing) = state.withLockedValue { state -> (Bool, Bool) in
+                    let was = state.spoolRefusing
+                    state.spoolRefusing = chunk.segment == nil
+                    let kept = state.backlog.add(chunk)
+                    if !kept { state.dropped += events.count }
+                    return (kept, was)
+                }
+                if let refusal, !wasRefusing {
+                    logger.error("meter spool refuses events; they wait in memory for Postgres", metadata: ["error": "\(refusal)"])
+                }
+                if !kept {
+                    dropped.increment(by: events.count)
+                    logger.error("meter cannot keep events: the spool refuses them and memory is full", metadata: ["events": "\(events.count)"])
+                }
+                wakeWriter()
+            }
+            if let spool, let sealed = spool.sealIfDue(maxEvents: configuration.segmentEvents, maxAge: configuration.segmentAge),
+                state.withLockedValue({ $0.backlog.seal(sealed) })
+            {
+                spool.delete(sealed)
             }
         }
-        // Graceful shutdown: everything buffered goes to Postgres or the spool, and what this
-        // meter wrote is folded (should that fail, the next fold anywhere picks it up).
-        await flush()
-        try? await withTimeout(configuration.writeTimeout) { try await self.fold() }
+        reportGauges()
     }
 
-    private func foldPeriodically() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.foldInterval)
-            guard !Task.isCancelled else { return }
+    /// Spool segments of runs that are gone (killed, or stopped while Postgres was away) go first.
+    private func adoptEarlierRuns() {
+        guard let spool else { return }
+        for dead in spool.deadRuns() {
+            var total = 0
+            for segment in dead.segments {
+                spool.adopt(segment)
+                guard let contents = try? spool.read(segment) else { continue }
+                if contents.torn { logger.warning("meter spool segment ends in a torn record (a crash mid-append); the intact records are replayed") }
+                guard !contents.events.isEmpty else {
+                    spool.delete(segment)
+                    continue
+                }
+                let chunk = MeterBacklog.Chunk(
+                    meterID: contents.meterID, segment: segment, first: 0, count: contents.events.count, events: contents.events, oldest: contents.events[0].at)
+                state.withLockedValue { state in
+                    _ = state.backlog.add(chunk)
+                    _ = state.backlog.seal(segment)
+                }
+                total += contents.events.count
+            }
+            state.withLockedValue { $0.deadRuns.append(dead) }
+            logger.info(
+                "meter adopts the spool of an earlier run", metadata: ["run": "\(dead.meterID)", "events": "\(total)", "ended": "\(dead.endedCleanly ? "clean" : "crashed")"])
+        }
+    }
+
+    // MARK: The writer
+
+    private func writeLoop() async {
+        var delay = configuration.retryDelay
+        while true {
+            let (work, stop) = state.withLockedValue { state -> ([MeterBacklog.Chunk], Bool) in
+                let overdue = state.stopping && ContinuousClock.now >= state.stopDeadline
+                return (overdue ? [] : state.backlog.takeForWrite(maxEvents: configuration.maxWriteEvents), state.stopping)
+            }
+            if work.isEmpty {
+                if stop { return }
+                await waitForBacklog()
+                continue
+            }
             do {
-                try await withTimeout(configuration.foldTimeout) { try await self.fold() }
+                for batch in try load(work) { try await write(batch) }
+                let deletable = state.withLockedValue { state -> [WriteAheadSpool.Segment] in
+                    state.lastWrite = Date()
+                    state.lastError = nil
+                    return state.backlog.confirmInFlight()
+                }
+                for segment in deletable { spool?.delete(segment) }
+                delay = configuration.retryDelay
+                reportGauges()
             } catch {
-                logger.debug("meter cannot fold rollup deltas now", metadata: ["error": "\(String(reflecting: error))"])
+                writeFailures.increment()
+                let text = DatabaseErrorText.describe(error)
+                let firstFailure = state.withLockedValue { state -> Bool in
+                    state.backlog.failInFlight()
+                    defer { state.lastError = text }
+                    return state.lastError == nil
+                }
+                if firstFailure { logger.warning("meter cannot write to Postgres; events wait in the spool", metadata: ["error": "\(text)"]) }
+                reportGauges()
+                // at shutdown one failure is enough: the spool keeps the rest for the next run
+                if stop { return }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, configuration.maxRetryDelay)
             }
         }
     }
 
-    /// Writes what is buffered (after replaying the spool); spools it if Postgres fails.
-    public func flush() async {
-        let batch = state.withLockedValue { state -> UsageBatch in
-            defer { state.buffer.removeAll(keepingCapacity: true) }
-            return UsageBatch(meterID: meterID, events: state.buffer, answered: state.tally.takeChanged(meterID: meterID))
-        }
-        if spool.hasContent {
-            do {
-                try await replaySpool()
-            } catch {
-                append(toSpool: batch)
-                return
+    /// The chunks' events as batches per meter run, read back from the spool where not in memory.
+    private func load(_ chunks: [MeterBacklog.Chunk]) throws -> [UsageBatch] {
+        var batches: [UsageBatch] = []
+        var segmentCache: (WriteAheadSpool.Segment, [UsageEvent])?
+        for chunk in chunks {
+            var events = chunk.events ?? []
+            if chunk.events == nil, let segment = chunk.segment, let spool {
+                if segmentCache?.0 != segment { segmentCache = (segment, try spool.read(segment).events) }
+                let all = segmentCache?.1 ?? []
+                let range = min(chunk.first, all.count)..<min(chunk.first + chunk.count, all.count)
+                events = Array(all[range])
+                if range.count < chunk.count {
+                    logger.error("meter spool segment lost events (torn or removed)", metadata: ["missing": "\(chunk.count - range.count)"])
+                }
+            }
+            if let last = batches.last, last.meterID == chunk.meterID {
+                batches[batches.count - 1].events += events
+            } else {
+                batches.append(UsageBatch(meterID: chunk.meterID, events: events))
             }
         }
-        guard !batch.isEmpty else { return }
-        do {
-            try await write(batch)
-            state.withLockedValue { $0.tally.forget(before: Date().addingTimeInterval(-7200)) }
-        } catch {
-            logger.warning("meter cannot write to Postgres; spooling", metadata: ["events": "\(batch.events.count)", "error": "\(String(reflecting: error))"])
-            append(toSpool: batch)
-        }
+        return batches
     }
 
-    /// Writes in chunks (`UsageMeter.chunks`), up to `writesInFlight` at once; the tally goes
-    /// with the first. Should any fail, the caller spools the whole batch: replaying the chunks
-    /// that did land stores nothing twice.
+    /// Writes in chunks (`UsageMeter.chunks`), up to `writesInFlight` at once. Should any fail, the
+    /// whole batch is tried again later: the chunks that did land are skipped then (idempotent).
     private func write(_ batch: UsageBatch) async throws {
         let ranges = Self.chunks(
             count: batch.events.count, smallest: configuration.batchSize / 2, largest: max(configuration.batchSize, configuration.maxWriteEvents),
             inFlight: configuration.writesInFlight)
-        // Parts are cut as they are started, not all at once: a spool replay can hold millions of events.
-        let lazyParts = (ranges.isEmpty ? [0..<0] : ranges).lazy.enumerated().map { index, range in
-            UsageBatch(meterID: batch.meterID, events: Array(batch.events[range]), answered: index == 0 ? batch.answered : [])
-        }
+        let lazyParts = ranges.lazy.map { UsageBatch(meterID: batch.meterID, events: Array(batch.events[$0])) }
         try await withThrowingTaskGroup(of: Int.self) { group in
             var pending = lazyParts.makeIterator()
             for _ in 0..<max(1, configuration.writesInFlight) {
@@ -197,7 +431,8 @@ public final class UsageMeter: UsageSink, Service {
     }
 
     private func write(part: UsageBatch) async throws -> Int {
-        try await withTimeout(configuration.writeTimeout) { try await self.writeBatch(part) }
+        let write = writeBatch
+        try await Deadline.run(configuration.writeTimeout) { try await write(part) }
         return part.events.count
     }
 
@@ -213,231 +448,172 @@ public final class UsageMeter: UsageSink, Service {
         return stride(from: 0, to: count, by: size).map { $0..<min(count, $0 + size) }
     }
 
-    struct WriteTimedOut: Error {}
-
-    private func withTimeout(_ limit: Duration, _ body: @escaping @Sendable () async throws -> Void) async throws {
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                try await body()
-                return true
-            }
-            group.addTask {
-                try await Task.sleep(for: limit)
+    private func waitForBacklog() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLockedValue { state -> Bool in
+                if !state.backlog.isEmpty || state.stopping { return true }
+                state.writerWaiter = continuation
                 return false
             }
-            defer { group.cancelAll() }
-            guard try await group.next() == true else { throw WriteTimedOut() }
+            if ready { continuation.resume() }
         }
     }
 
+    private func wakeWriter() {
+        state.withLockedValue { state in
+            defer { state.writerWaiter = nil }
+            return state.writerWaiter
+        }?.resume()
+    }
+
+    // MARK: The reporter
+
+    private func reportLoop() async {
+        while true {
+            let stopping = await sleepUnlessStopping(configuration.reportInterval)
+            if stopping {
+                // after the writer: the last report can say whether everything was stored
+                let clean = state.withLockedValue { $0.backlog.isEmpty }
+                let reported = await report(ended: true)
+                spool?.markEnded(reported: reported && clean)
+                return
+            }
+            _ = await report(ended: false)
+        }
+    }
+
+    /// Writes the tally totals that changed and the run's heartbeat; true when Postgres took them.
+    private func report(ended: Bool) async -> Bool {
+        let (answered, earlier) = state.withLockedValue { state -> ([AnsweredCount], [WriteAheadSpool.DeadRun]) in
+            let taken = state.tally.takeChanged(meterID: meterID)
+            state.unreported = AnsweredCount.latest(state.unreported + taken)
+            let done = state.deadRuns.filter { !state.backlog.holds(run: $0.run) }
+            return (state.unreported, done)
+        }
+        let progress = Progress(
+            meterID: meterID, gateway: configuration.gateway, startedAt: startedAt, answered: answered, ended: ended,
+            earlierRuns: earlier.map { ($0.meterID, $0.endedCleanly) })
+        do {
+            let report = reportProgress
+            try await Deadline.run(configuration.writeTimeout) { try await report(progress) }
+            state.withLockedValue { state in
+                state.unreported = []
+                state.deadRuns.removeAll { dead in earlier.contains { $0.run == dead.run } }
+                state.tally.forget(before: Date().addingTimeInterval(-7200))
+                state.sequences.forget(before: Date().addingTimeInterval(-86_400))
+            }
+            for dead in earlier { spool?.forget(dead) }
+            return true
+        } catch {
+            logger.debug("meter cannot report its progress now", metadata: ["error": "\(DatabaseErrorText.describe(error))"])
+            return false
+        }
+    }
+
+    /// Sleeps for `duration` or until the drain begins; true when it began.
+    private func sleepUnlessStopping(_ duration: Duration) async -> Bool {
+        let step = Duration.milliseconds(50)
+        var slept = Duration.zero
+        while slept < duration {
+            if state.withLockedValue({ $0.stopping }) {
+                // the writer goes first; wait until it is done or gave up
+                while state.withLockedValue({ !$0.backlog.isEmpty && $0.stopping && ContinuousClock.now < $0.stopDeadline && $0.lastError == nil }) {
+                    try? await Task.sleep(for: step)
+                }
+                return true
+            }
+            try? await Task.sleep(for: step)
+            slept += step
+        }
+        return state.withLockedValue { $0.stopping }
+    }
+
+    // MARK: Background upkeep
+
+    private func foldLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.foldInterval)
+            guard !Task.isCancelled else { return }
+            do {
+                try await fold()
+            } catch {
+                logger.debug("meter cannot fold rollup deltas now", metadata: ["error": "\(DatabaseErrorText.describe(error))"])
+            }
+        }
+    }
+
+    private func preparePeriodically() async {
+        while !Task.isCancelled {
+            do {
+                try await prepare()
+                try? await Task.sleep(for: .seconds(3600))
+            } catch {
+                try? await Task.sleep(for: .seconds(10))
+            }
+        }
+    }
+
+    // MARK: Status
+
+    public var status: Status {
+        let bytes = spool?.bytes ?? 0
+        return state.withLockedValue { state in
+            let oldest = min(state.backlog.oldest ?? .distantFuture, state.buffer.first?.at ?? .distantFuture)
+            let unwritten = state.backlog.events
+            return Status(
+                state: state.spoolRefusing ? .degraded : (unwritten > 0 && state.lastError != nil ? .spooling : .writing),
+                oldestUnwrittenSeconds: oldest == .distantFuture ? 0 : max(0, Date().timeIntervalSince(oldest)), spoolBytes: bytes,
+                spoolEvents: state.backlog.spooledEvents, backlogEvents: unwritten + state.buffer.count, lastWrite: state.lastWrite,
+                lastError: state.lastError, dropped: state.dropped)
+        }
+    }
+
+    /// The meter's part of `/readyz`: state, oldest unwritten event, spool size, last write, cause.
+    public var readinessJSON: String? {
+        let status = self.status
+        let lastWrite = status.lastWrite.map { "\"" + ISO8601DateFormatter().string(from: $0) + "\"" } ?? "null"
+        let error = status.lastError.map { text -> String in
+            let escaped = text.prefix(300).replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                .replacingOccurrences(of: "\n", with: " ")
+            return "\"" + escaped + "\""
+        } ?? "null"
+        return String(
+            format: "{\"state\":\"%@\",\"oldest_unwritten_seconds\":%.3f,\"spool_bytes\":%lld,\"spool_events\":%ld,\"backlog_events\":%ld,\"dropped\":%ld,\"last_write\":%@,\"last_error\":%@}",
+            status.state.rawValue, status.oldestUnwrittenSeconds, status.spoolBytes, status.spoolEvents, status.backlogEvents, status.dropped, lastWrite, error)
+    }
+
     /// Whether events wait in the spool for Postgres.
-    public var isSpooling: Bool { spool.hasContent }
+    public var isSpooling: Bool { status.spoolEvents > 0 }
 
     /// Events this meter has written to Postgres (spool replays included).
     public var eventsWritten: Int { state.withLockedValue { $0.written } }
 
-    /// Events buffered in memory right now.
-    public var buffered: Int { state.withLockedValue { $0.buffer.count } }
+    /// Events recorded and not yet written.
+    public var buffered: Int { status.backlogEvents }
 
-    private func append(toSpool batch: UsageBatch) {
-        guard !batch.isEmpty else { return }
-        var batch = batch
-        if spool.size + Int64(batch.events.count * 300) > configuration.spoolCapBytes {
-            dropped.increment(by: batch.events.count)
-            logger.error("meter spool is full; dropping events", metadata: ["events": "\(batch.events.count)"])
-            batch.events = []
-        }
-        do {
-            try spool.append(batch)
-            spooled.increment(by: batch.events.count)
-        } catch {
-            dropped.increment(by: batch.events.count)
-            logger.error("meter cannot write its spool; dropping events", metadata: ["error": "\(error)"])
-        }
-        reportSpool()
-    }
-
-    private func replaySpool() async throws {
-        let spooled = try spool.readAll()
-        // Tallies are running totals: the latest of each key is all that counts.
-        try await write(UsageBatch(meterID: meterID, events: spooled.events, answered: AnsweredCount.latest(spooled.answered)))
-        try spool.clear()
-        logger.info("meter replayed its spool", metadata: ["events": "\(spooled.events.count)"])
-        reportSpool()
-    }
-
-    private func reportSpool() {
-        spoolBytes.record(spool.size)
-        spoolAge.record(spool.oldest.map { Date().timeIntervalSince($0) } ?? 0)
-    }
-
-    private func waitForWork() async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(for: self.configuration.flushInterval) }
-            group.addTask {
-                await withCheckedContinuation { continuation in
-                    let ready = self.state.withLockedValue { state -> Bool in
-                        if state.buffer.count >= self.configuration.batchSize { return true }
-                        state.waiter = continuation
-                        return false
-                    }
-                    if ready { continuation.resume() }
-                }
-            }
-            await group.next()
-            group.cancelAll()
-            // release a waiter the timer beat
-            let waiter = self.state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
-                defer { state.waiter = nil }
-                return state.waiter
-            }
-            waiter?.resume()
-            await group.waitForAll()
-        }
+    private func reportGauges() {
+        let status = self.status
+        spoolBytesGauge.record(status.spoolBytes)
+        spoolEventsGauge.record(status.spoolEvents)
+        oldestGauge.record(status.oldestUnwrittenSeconds)
+        if let last = status.lastWrite { lastWriteGauge.record(last.timeIntervalSince1970) }
     }
 }
 
-/// The append-only spool file: one JSON object per line — an event, or a tally total (which has an
-/// `answered` field) — fsync'd after each batch.
-final class UsageSpool: Sendable {
-    let path: String
-    private let lock = NIOLock()
+/// A few `MeterConnection`s for writes that run side by side: each write takes a free one.
+final class MeterConnections: Sendable {
+    private let configuration: PostgresConnection.Configuration
+    private let logger: Logger
+    private let free = NIOLockedValueBox<[MeterConnection]>([])
 
-    init(path: String) { self.path = path }
-
-    var size: Int64 {
-        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.int64Value ?? 0
+    init(configuration: PostgresConnection.Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
     }
 
-    var hasContent: Bool { size > 0 }
-
-    /// When the oldest spooled batch was written (the file's creation time approximates it).
-    var oldest: Date? {
-        guard hasContent else { return nil }
-        return (try? FileManager.default.attributesOfItem(atPath: path))?[.creationDate] as? Date
-            ?? (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
-    }
-
-    func append(_ batch: UsageBatch) throws {
-        var data = Data()
-        let encoder = JSONEncoder()
-        for event in batch.events {
-            data.append(try encoder.encode(SpooledEvent(event)))
-            data.append(0x0a)
-        }
-        for count in batch.answered {
-            data.append(try encoder.encode(SpooledAnswered(count)))
-            data.append(0x0a)
-        }
-        try lock.withLock {
-            let directory = (path as NSString).deletingLastPathComponent
-            if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-            let fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-            guard fd >= 0 else { throw SpoolError.cannotOpen(errno) }
-            defer { close(fd) }
-            try data.withUnsafeBytes { raw in
-                var offset = 0
-                while offset < raw.count {
-                    let n = write(fd, raw.baseAddress!.advanced(by: offset), raw.count - offset)
-                    guard n > 0 else { throw SpoolError.cannotWrite(errno) }
-                    offset += n
-                }
-            }
-            guard fsync(fd) == 0 else { throw SpoolError.cannotWrite(errno) }
-        }
-    }
-
-    /// Everything spooled, in order. Tallies keep the meter id of the process run that counted
-    /// them, so a restarted gateway replays them as what they were.
-    func readAll() throws -> (events: [UsageEvent], answered: [AnsweredCount]) {
-        try lock.withLock {
-            guard let data = FileManager.default.contents(atPath: path) else { return ([], []) }
-            let decoder = JSONDecoder()
-            var events: [UsageEvent] = []
-            var answered: [AnsweredCount] = []
-            // A torn last line (crash mid-append) is skipped; everything before it is intact.
-            for line in data.split(separator: 0x0a) {
-                if let count = try? decoder.decode(SpooledAnswered.self, from: Data(line)) {
-                    answered.append(count.count)
-                } else if let event = try? decoder.decode(SpooledEvent.self, from: Data(line)) {
-                    events.append(event.event)
-                }
-            }
-            return (events, answered)
-        }
-    }
-
-    func clear() throws {
-        try lock.withLock {
-            if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
-        }
-    }
-
-    enum SpoolError: Error { case cannotOpen(Int32), cannotWrite(Int32) }
-}
-
-/// The spool's line format.
-struct SpooledEvent: Codable {
-    var id: UUID
-    var at: Double
-    var tenant: UUID
-    var api: UUID?
-    var app: UUID?
-    var subscription: UUID?
-    var plan: UUID?
-    var method: String
-    var status: Int
-    var latency: Int64
-    var bytesIn: Int64
-    var bytesOut: Int64
-    var rejection: String?
-    var forwarded: Bool
-
-    init(_ e: UsageEvent) {
-        id = e.id
-        at = e.at.timeIntervalSince1970
-        tenant = e.tenantID
-        api = e.apiID
-        app = e.appID
-        subscription = e.subscriptionID
-        plan = e.planID
-        method = e.method
-        status = e.status
-        latency = e.latencyMicroseconds
-        bytesIn = e.bytesIn
-        bytesOut = e.bytesOut
-        rejection = e.rejection?.rawValue
-        forwarded = e.forwarded
-    }
-
-    var event: UsageEvent {
-        UsageEvent(
-            id: id, at: Date(timeIntervalSince1970: at), tenantID: tenant, apiID: api, appID: app, subscriptionID: subscription, planID: plan, method: method,
-            status: status, latencyMicroseconds: latency, bytesIn: bytesIn, bytesOut: bytesOut, rejection: rejection.flatMap(UsageEvent.Rejection.init),
-            forwarded: forwarded)
-    }
-}
-
-/// The spool's line format for a tally total.
-struct SpooledAnswered: Codable {
-    var meter: String
-    var tenant: UUID
-    var subscription: UUID?
-    var hour: Double
-    var answered: Int64
-    var billable: Int64
-
-    init(_ count: AnsweredCount) {
-        meter = count.meterID
-        tenant = count.tenantID
-        subscription = count.subscriptionID
-        hour = count.hour.timeIntervalSince1970
-        answered = count.answered
-        billable = count.billable
-    }
-
-    var count: AnsweredCount {
-        AnsweredCount(
-            meterID: meter, tenantID: tenant, subscriptionID: subscription, hour: Date(timeIntervalSince1970: hour), answered: answered, billable: billable)
+    func run<T: Sendable>(deadline: Duration, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let connection = free.withLockedValue { $0.popLast() } ?? MeterConnection(configuration: configuration, logger: logger)
+        defer { free.withLockedValue { $0.append(connection) } }
+        return try await connection.run(deadline: deadline, body)
     }
 }

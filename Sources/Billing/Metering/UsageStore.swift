@@ -21,24 +21,59 @@ public struct UsageStore: Sendable {
     /// out — does the unique key refuse the batch; it is then written again, skipping those.
     @discardableResult
     public func write(_ batch: UsageBatch, client: PostgresClient) async throws -> Int {
+        try await client.withConnection { try await write(batch, on: $0) }
+    }
+
+    /// The same on a connection of the caller's (the meter's own, which it can abandon).
+    @discardableResult
+    public func write(_ batch: UsageBatch, on connection: PostgresConnection) async throws -> Int {
         guard !batch.isEmpty else { return 0 }
         do {
-            return try await write(batch, skippingStored: false, client: client)
+            return try await write(batch, skippingStored: false, on: connection)
         } catch let error as PostgresTransactionError where error.closureError is SomeAlreadyStored {
-            return try await write(batch, skippingStored: true, client: client)
+            return try await write(batch, skippingStored: true, on: connection)
         }
     }
 
     private struct SomeAlreadyStored: Error {}
 
-    private func write(_ batch: UsageBatch, skippingStored: Bool, client: PostgresClient) async throws -> Int {
-        try await client.withTransaction(logger: logger) { connection in
+    private func write(_ batch: UsageBatch, skippingStored: Bool, on connection: PostgresConnection) async throws -> Int {
+        try await connection.withTransaction(logger: logger) { connection in
             try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
             try await write(batch.answered, on: connection)
             do {
                 return try await write(batch.events, gateway: batch.meterID, skippingStored: skippingStored, on: connection)
             } catch let error as PSQLError where !skippingStored && error.serverInfo?[.sqlState] == "23505" {
                 throw SomeAlreadyStored()
+            }
+        }
+    }
+
+    /// A meter's progress report: the tally totals that changed, its own run's heartbeat (or its
+    /// clean end), and how earlier runs found in its spool directory ended. One transaction.
+    public func report(_ progress: UsageMeter.Progress, on connection: PostgresConnection) async throws {
+        try await connection.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await write(progress.answered, on: connection)
+            let state = progress.ended ? "clean" : "running"
+            try await connection.query(
+                """
+                INSERT INTO meter_runs (meter_id, gateway, started_at, last_report_at, state, ended_at)
+                VALUES (\(progress.meterID), \(progress.gateway), \(progress.startedAt), now(), \(state), CASE WHEN \(state) = 'clean' THEN now() END)
+                ON CONFLICT (meter_id) DO UPDATE SET last_report_at = now(), state = EXCLUDED.state, ended_at = EXCLUDED.ended_at
+                """, logger: logger)
+            for run in progress.earlierRuns {
+                let ended = run.clean ? "clean" : "crashed"
+                let gateway = String(run.meterID.split(separator: "/").first ?? Substring(run.meterID))
+                // A run that reported its own clean end stays clean (it may have died only after).
+                try await connection.query(
+                    """
+                    INSERT INTO meter_runs (meter_id, gateway, started_at, last_report_at, state, ended_at)
+                    VALUES (\(run.meterID), \(gateway), now(), now(), \(ended), now())
+                    ON CONFLICT (meter_id) DO UPDATE SET
+                        state = CASE WHEN meter_runs.state = 'clean' THEN 'clean' ELSE EXCLUDED.state END,
+                        ended_at = coalesce(meter_runs.ended_at, now())
+                    """, logger: logger)
             }
         }
     }
@@ -62,17 +97,17 @@ public struct UsageStore: Sendable {
         let rows = try await connection.query(
             """
             INSERT INTO usage_events (id, at, tenant_id, api_id, app_id, subscription_id, plan_id, method, status, latency_us, bytes_in, bytes_out,
-                                      rejection, forwarded, billable, gateway)
+                                      rejection, forwarded, billable, gateway, seq)
             SELECT id, at, tenant, nullif(api, \(Self.none)), nullif(app, \(Self.none)), nullif(sub, \(Self.none)), nullif(plan, \(Self.none)), method, status,
-                   latency, bytes_in, bytes_out, nullif(rejection, ''), forwarded, billable, \(gateway)
+                   latency, bytes_in, bytes_out, nullif(rejection, ''), forwarded, billable, \(gateway), seq
             FROM unnest(\(events.map(\.id))::uuid[], \(events.map(\.at))::timestamptz[], \(events.map(\.tenantID))::uuid[],
                         \(events.map { $0.apiID ?? Self.none })::uuid[], \(events.map { $0.appID ?? Self.none })::uuid[],
                         \(events.map { $0.subscriptionID ?? Self.none })::uuid[], \(events.map { $0.planID ?? Self.none })::uuid[],
                         \(events.map(\.method))::text[], \(events.map { Int16(clamping: $0.status) })::smallint[],
                         \(events.map { Int32(clamping: $0.latencyMicroseconds) })::integer[], \(events.map(\.bytesIn))::bigint[],
                         \(events.map(\.bytesOut))::bigint[], \(events.map { $0.rejection?.rawValue ?? "" })::text[],
-                        \(events.map(\.forwarded))::boolean[], \(events.map(\.isBillable))::boolean[])
-                 AS e(id, at, tenant, api, app, sub, plan, method, status, latency, bytes_in, bytes_out, rejection, forwarded, billable)
+                        \(events.map(\.forwarded))::boolean[], \(events.map(\.isBillable))::boolean[], \(events.map(\.sequence))::bigint[])
+                 AS e(id, at, tenant, api, app, sub, plan, method, status, latency, bytes_in, bytes_out, rejection, forwarded, billable, seq)
             \(unescaped: skippingStored ? "ON CONFLICT DO NOTHING RETURNING id" : "")
             """, logger: logger)
         var fresh = events
@@ -111,24 +146,29 @@ public struct UsageStore: Sendable {
     /// one row per key (the usage export) call it before they read.
     @discardableResult
     public func fold(client: PostgresClient) async throws -> Int64 {
-        try await client.withConnection { connection in
-            var folded: Int64 = 0
-            for try await count in try await connection.query("SELECT tollgate_fold_usage()", logger: logger).decode(Int64.self) { folded = count }
-            // The folded deltas are dead rows until vacuumed, and autovacuum looks at a database
-            // once a minute: meanwhile inserts extend the table and every fold scans it whole
-            // (~170 MB after a minute at 50,000 events/s). Vacuumed here, the table stays at about
-            // one second of deltas. Without truncation it never takes a lock the meters' inserts wait for.
-            if folded > 0 { try await connection.query("VACUUM (TRUNCATE false) usage_deltas", logger: logger) }
-            return folded
-        }
+        try await client.withConnection { try await fold(on: $0) }
+    }
+
+    @discardableResult
+    public func fold(on connection: PostgresConnection) async throws -> Int64 {
+        var folded: Int64 = 0
+        for try await count in try await connection.query("SELECT tollgate_fold_usage()", logger: logger).decode(Int64.self) { folded = count }
+        // The folded deltas are dead rows until vacuumed, and autovacuum looks at a database
+        // once a minute: meanwhile inserts extend the table and every fold scans it whole
+        // (~170 MB after a minute at 50,000 events/s). Vacuumed here, the table stays at about
+        // one second of deltas. Without truncation it never takes a lock the meters' inserts wait for.
+        if folded > 0 { try await connection.query("VACUUM (TRUNCATE false) usage_deltas", logger: logger) }
+        return folded
     }
 
     /// Makes sure the partitions of the current and the next month exist.
     public func preparePartitions(client: PostgresClient, now: Date = Date()) async throws {
+        try await client.withConnection { try await preparePartitions(on: $0, now: now) }
+    }
+
+    public func preparePartitions(on connection: PostgresConnection, now: Date = Date()) async throws {
         let next = now.addingTimeInterval(32 * 86_400)
-        try await client.withConnection { connection in
-            try await connection.query("SELECT tollgate_ensure_usage_partition(\(now)::date), tollgate_ensure_usage_partition(\(next)::date)", logger: logger)
-        }
+        try await connection.query("SELECT tollgate_ensure_usage_partition(\(now)::date), tollgate_ensure_usage_partition(\(next)::date)", logger: logger)
     }
 }
 

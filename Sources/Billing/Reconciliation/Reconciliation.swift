@@ -56,6 +56,69 @@ public struct ReconciliationRow: Sendable, Equatable {
     }
 }
 
+/// One meter run's events of a tenant's period, checked by their numbers: the run numbers its
+/// events 1, 2, 3, … per tenant and month, and reports how many it was handed (the tally) on a
+/// path apart from the events. Every number up to the larger of the highest stored and the tally
+/// must be stored once.
+public struct MeterSequenceRow: Sendable, Equatable {
+    public var meterID: String
+    /// Numbered events stored.
+    public var stored: Int64
+    public var highest: Int64
+    /// Calls the run reported answering.
+    public var answered: Int64
+    /// The first missing ranges (at most `MeterSequenceRow.rangesShown`).
+    public var missingRanges: [ClosedRange<Int64>]
+    /// How the run ended: running, clean, crashed; nil when it never reported.
+    public var runState: String?
+    public var lastReport: Date?
+
+    public static let rangesShown = 20
+
+    public init(
+        meterID: String, stored: Int64, highest: Int64, answered: Int64, missingRanges: [ClosedRange<Int64>], runState: String?, lastReport: Date?
+    ) {
+        self.meterID = meterID
+        self.stored = stored
+        self.highest = highest
+        self.answered = answered
+        self.missingRanges = missingRanges
+        self.runState = runState
+        self.lastReport = lastReport
+    }
+
+    /// Events the numbers say are missing. Saturating: a display figure.
+    public var missing: Int64 {
+        let expected = max(highest, answered)
+        let (difference, overflow) = expected.subtractingReportingOverflow(stored)
+        return overflow ? Int64.max : max(0, difference)
+    }
+
+    /// Each finding, in words. Pure.
+    public func differences(now: Date = Date()) -> [String] {
+        var found: [String] = []
+        if missing > 0 {
+            var ranges = missingRanges
+            if answered > highest, ranges.count < Self.rangesShown { ranges.append((highest + 1)...answered) }
+            let shown = ranges.prefix(Self.rangesShown).map { $0.lowerBound == $0.upperBound ? "#\($0.lowerBound)" : "#\($0.lowerBound)–#\($0.upperBound)" }
+            found.append(
+                "gateway \(meterID): \(missing) answered call\(missing == 1 ? "" : "s") not stored (event numbers \(shown.joined(separator: ", "))\(ranges.count > Self.rangesShown ? ", …" : ""))")
+        }
+        switch runState {
+        case "crashed":
+            found.append(
+                "gateway \(meterID) was killed or crashed (found by the run that replayed its spool): calls it answered in its last 100 ms may be missing without a number to show it")
+        case "running":
+            if let lastReport, now.timeIntervalSince(lastReport) > 120 {
+                found.append(
+                    "gateway \(meterID) has not reported since \(ISO8601DateFormatter().string(from: lastReport)) and did not shut down cleanly: calls of its last moments may be missing")
+            }
+        default: break
+        }
+        return found
+    }
+}
+
 /// The reconciliation of a tenant's period.
 public struct ReconciliationReport: Sendable, Equatable {
     public var tenant: String
@@ -64,15 +127,21 @@ public struct ReconciliationReport: Sendable, Equatable {
     /// Void invoices of the period that no issued invoice replaces, in words; each one makes the
     /// period unbalanced (what it billed is billed nowhere).
     public var unreplacedVoids: [String] = []
+    /// Per meter run: the numbers of its stored events.
+    public var meters: [MeterSequenceRow] = []
+    public var checkedAt = Date()
 
-    public init(tenant: String, period: String, rows: [ReconciliationRow], unreplacedVoids: [String] = []) {
+    public init(tenant: String, period: String, rows: [ReconciliationRow], unreplacedVoids: [String] = [], meters: [MeterSequenceRow] = []) {
         self.tenant = tenant
         self.period = period
         self.rows = rows
         self.unreplacedVoids = unreplacedVoids
+        self.meters = meters
     }
 
-    public var isBalanced: Bool { unreplacedVoids.isEmpty && rows.allSatisfy { $0.differences.isEmpty } }
+    public var isBalanced: Bool {
+        unreplacedVoids.isEmpty && rows.allSatisfy { $0.differences.isEmpty } && meters.allSatisfy { $0.differences(now: checkedAt).isEmpty }
+    }
 
     /// "balanced" or one line per difference; what the CLI prints.
     public var text: String {
@@ -82,10 +151,14 @@ public struct ReconciliationReport: Sendable, Equatable {
                 let (sum, overflow) = total.addingReportingOverflow(row.answered)
                 return overflow ? Int64.max : sum
             }
-            return "balanced: \(tenant) \(period), \(rows.count) subscriptions, \(calls) calls answered, stored, rolled up and invoiced alike\n"
+            return
+                "balanced: \(tenant) \(period), \(rows.count) subscriptions, \(calls) calls answered, stored, rolled up and invoiced alike; \(meters.count) gateway run\(meters.count == 1 ? "" : "s"), no event number missing\n"
         }
         var out = "NOT balanced: \(tenant) \(period)\n"
         for void in unreplacedVoids { out += "  \(void)\n" }
+        for meter in meters {
+            for difference in meter.differences(now: checkedAt) { out += "  \(difference)\n" }
+        }
         for row in rows where !row.differences.isEmpty {
             for difference in row.differences { out += "  \(row.label): \(difference)\n" }
         }
@@ -165,6 +238,49 @@ public struct Reconciliation: Sendable {
                     ? "invoice \(number) (\(team)) is void and its replacement is only a draft: issue it with billing close"
                     : "invoice \(number) (\(team)) is void and nothing replaces it")
         }
-        return ReconciliationReport(tenant: slug, period: period, rows: result, unreplacedVoids: unreplaced)
+        let meters = try await meterSequences(tenant: tenant, month: month, on: connection)
+        return ReconciliationReport(tenant: slug, period: period, rows: result, unreplacedVoids: unreplaced, meters: meters)
+    }
+
+    /// Per meter run with numbered events (or a tally) in the period: what it stored, the gaps in
+    /// the numbers, what it reported answering and how it ended. A sequential pass over the
+    /// month's events (a window over the numbers), which is what an offline check can afford.
+    func meterSequences(tenant: UUID, month: (start: Date, end: Date), on connection: PostgresConnection) async throws -> [MeterSequenceRow] {
+        let summary = try await connection.query(
+            """
+            WITH per_meter AS (
+                SELECT gateway AS meter_id, count(*) AS stored, max(seq) AS highest FROM usage_events
+                WHERE tenant_id = \(tenant) AND at >= \(month.start) AND at < \(month.end) AND seq > 0 GROUP BY gateway
+            ), answered AS (
+                SELECT meter_id, sum(answered)::bigint AS answered FROM usage_answered
+                WHERE tenant_id = \(tenant) AND hour >= \(month.start) AND hour < \(month.end) GROUP BY meter_id
+            ), meters AS (
+                SELECT meter_id FROM per_meter UNION SELECT a.meter_id FROM answered a JOIN meter_runs r ON r.meter_id = a.meter_id
+            )
+            SELECT m.meter_id, coalesce(p.stored, 0), coalesce(p.highest, 0), coalesce(a.answered, 0), coalesce(r.state, ''),
+                   coalesce(extract(epoch FROM r.last_report_at)::float8, 0)
+            FROM meters m LEFT JOIN per_meter p USING (meter_id) LEFT JOIN answered a USING (meter_id) LEFT JOIN meter_runs r USING (meter_id)
+            ORDER BY 1
+            """, logger: logger)
+        var rows: [MeterSequenceRow] = []
+        for try await (meter, stored, highest, answered, state, lastReport) in summary.decode((String, Int64, Int64, Int64, String, Double).self) {
+            rows.append(
+                MeterSequenceRow(
+                    meterID: meter, stored: stored, highest: highest, answered: answered, missingRanges: [], runState: state.isEmpty ? nil : state,
+                    lastReport: lastReport > 0 ? Date(timeIntervalSince1970: lastReport) : nil))
+        }
+        guard rows.contains(where: { $0.stored < $0.highest }) else { return rows }
+        let gaps = try await connection.query(
+            """
+            SELECT gateway, seq - step + 1, seq - 1 FROM (
+                SELECT gateway, seq, seq - lag(seq, 1, 0::bigint) OVER (PARTITION BY gateway ORDER BY seq) AS step FROM usage_events
+                WHERE tenant_id = \(tenant) AND at >= \(month.start) AND at < \(month.end) AND seq > 0
+            ) numbered WHERE step > 1 ORDER BY gateway, seq LIMIT 2000
+            """, logger: logger)
+        for try await (meter, from, to) in gaps.decode((String, Int64, Int64).self) {
+            guard let index = rows.firstIndex(where: { $0.meterID == meter }), rows[index].missingRanges.count <= MeterSequenceRow.rangesShown else { continue }
+            rows[index].missingRanges.append(from...to)
+        }
+        return rows
     }
 }

@@ -28,6 +28,9 @@ public struct GatewayServer: Service {
         public var requestHeadTimeout: TimeAmount = .seconds(10)
         /// A request body must be complete this long after the head (408 and close).
         public var requestBodyTimeout: TimeAmount = .seconds(120)
+        /// At graceful shutdown, how long connections with a request under way have to finish it
+        /// before they are closed (the meter is flushed only after).
+        public var drainTimeout: TimeAmount = .seconds(10)
         /// Event loops of the data plane; nil shares the process-wide group (one per core).
         public var eventLoopThreads: Int?
         /// Where the data plane's request, rejection and upstream-error metrics go; nil: the
@@ -79,12 +82,31 @@ public struct GatewayServer: Service {
         let port = channel.localAddress?.port ?? configuration.port
         logger.info("gateway listening", metadata: ["address": "\(configuration.host):\(port)"])
         onBound(port)
-        // Serve until graceful shutdown is requested, then stop accepting and close.
+        // Serve until graceful shutdown is requested, then stop accepting, and drain: the
+        // services after this one in the group (the meter) stop only once this returns.
         try await withGracefulShutdownHandler {
             try await channel.closeFuture.get()
         } onGracefulShutdown: {
             channel.close(promise: nil)
         }
+        await drain()
         try? await ownGroup?.shutdownGracefully()
+    }
+
+    /// Closes idle connections, lets the others finish their exchange (answered with
+    /// `Connection: close`), and closes what is left after `drainTimeout`.
+    func drain() async {
+        let shared = self.shared
+        await shared.loops.forEachLoop { loop in loop.idle.forEach { $0.beginDrain() } }
+        let deadline = NIODeadline.now() + configuration.drainTimeout
+        while shared.openConnections.withLockedValue({ $0 }) > 0 && NIODeadline.now() < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let left = shared.openConnections.withLockedValue { $0 }
+        if left > 0 {
+            logger.warning("gateway drain timed out; closing connections", metadata: ["connections": "\(left)"])
+            await shared.loops.forEachLoop { loop in loop.idle.forEach { $0.forceClose() } }
+        }
+        logger.info("gateway drained")
     }
 }

@@ -1,5 +1,6 @@
 import Billing
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -12,6 +13,9 @@ final class GatewayContext: Sendable {
     let loops: LoopStates
     let settings: GatewayServer.Configuration
     let metricsText: @Sendable () -> String
+    /// Client connections open now (counted at set-up and tear-down, not per request): the drain
+    /// at shutdown waits for it to reach zero.
+    let openConnections = NIOLockedValueBox(0)
 
     init(
         store: SnapshotStore, rateLimiter: RateLimiter, quotas: QuotaTracker, usage: any UsageSink, loops: LoopStates,
@@ -120,6 +124,9 @@ final class ProxyHandler: ChannelInboundHandler {
     private var pausedForPipelining = false
     /// The connection is being closed: nothing more is read or answered.
     private var closing = false
+    /// The gateway is shutting down: the exchange under way is finished and answered with
+    /// `Connection: close`; nothing after it is read.
+    private var draining = false
     private var clientAddress: [UInt8]?
     private var clientIP = ""
 
@@ -135,6 +142,7 @@ final class ProxyHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         lastActivity = DispatchTime.now().uptimeNanoseconds
+        shared.openConnections.withLockedValue { $0 += 1 }
         loop.idle.add(self, ())
         if let address = context.channel.remoteAddress?.ipAddress {
             clientIP = address
@@ -144,6 +152,28 @@ final class ProxyHandler: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        shared.openConnections.withLockedValue { $0 -= 1 }
+    }
+
+    /// Graceful shutdown: a connection between requests closes now; one with a request under way
+    /// finishes it and closes after its response (which says `Connection: close`). Requests
+    /// pipelined behind it are not answered: the client sees the close and retries them elsewhere.
+    func beginDrain() {
+        guard !closing, !draining, let context else { return }
+        draining = true
+        let between = exchange == nil && localAnswer == nil && requestBody == nil && headStartedAt == 0 && waiting == nil
+        if between {
+            closing = true
+            context.close(promise: nil)
+        }
+    }
+
+    /// The drain timed out: close whatever is still open.
+    func forceClose() {
+        guard let context, !closing else { return }
+        abortExchange(status: .serviceUnavailable, rejection: nil)
+        closing = true
+        context.close(promise: nil)
     }
 
     // MARK: Client side
@@ -236,7 +266,7 @@ final class ProxyHandler: ChannelInboundHandler {
         guard !processingInput else { return }
         processingInput = true
         defer { processingInput = false }
-        while !closing, var input = inbound, input.readableBytes > 0 {
+        while !closing, waiting == nil, var input = inbound, input.readableBytes > 0 {
             inbound = nil
             if requestBody != nil {
                 readBody(&input, context: context)
@@ -312,16 +342,51 @@ final class ProxyHandler: ChannelInboundHandler {
         bodyStartedAt = requestBody == nil ? 0 : started
         if let infrastructure = infrastructureResponse(head) {
             answer(infrastructure, head: head, started: started, requestID: requestID, context: context)
+            if requestBody == nil && !closing { requestEnded(context: context) }
         } else {
-            if shared.store.version != snapshot.version { snapshot = shared.store.snapshot }
-            switch gate.decide(head: head, clientAddress: clientAddress, snapshot: snapshot, now: Date(), monotonicNanos: started) {
-            case .respond(let response):
-                answer(response, head: head, started: started, requestID: requestID, context: context)
-            case .forward(let plan):
-                forward(plan, head: head, started: started, requestID: requestID, context: context)
+            decide(head, started: started, requestID: requestID, mayWait: true, context: context)
+        }
+    }
+
+    private func decide(_ head: HTTPRequestHead, started: UInt64, requestID: String, mayWait: Bool, context: ChannelHandlerContext) {
+        if shared.store.version != snapshot.version { snapshot = shared.store.snapshot }
+        switch gate.decide(head: head, clientAddress: clientAddress, snapshot: snapshot, now: Date(), monotonicNanos: started) {
+        case .respond(let response):
+            if mayWait && response.decideAgainAfterReload {
+                // Parked until the reload the unknown key triggered lands (at most a second); the
+                // request's body, if any, stays unread meanwhile.
+                waiting = WaitingDecision(head: head, started: started, requestID: requestID, version: snapshot.version, until: shared.store.keyRefreshWindowEnd())
+                loop.waitingDecisions.add(self, ())
+                return
             }
+            answer(response, head: head, started: started, requestID: requestID, context: context)
+        case .forward(let plan):
+            forward(plan, head: head, started: started, requestID: requestID, context: context)
         }
         if requestBody == nil && !closing { requestEnded(context: context) }
+    }
+
+    /// A request parked for a reload, decided again once the snapshot changed or the wait is over.
+    private struct WaitingDecision {
+        var head: HTTPRequestHead
+        var started: UInt64
+        var requestID: String
+        var version: Int
+        var until: UInt64
+    }
+
+    private var waiting: WaitingDecision?
+
+    /// Visited by the loop's sweep; true while the request still waits.
+    func decideIfReloaded(now: UInt64) -> Bool {
+        guard let parked = waiting, let context, !closing else { return false }
+        guard shared.store.version == parked.version && now < parked.until else {
+            waiting = nil
+            decide(parked.head, started: parked.started, requestID: parked.requestID, mayWait: false, context: context)
+            processInput(context: context)
+            return false
+        }
+        return true
     }
 
     private func answer(_ response: LocalResponse, head: HTTPRequestHead, started: UInt64, requestID: String, context: ChannelHandlerContext) {
@@ -523,7 +588,7 @@ final class ProxyHandler: ChannelInboundHandler {
                 exchange.responseBody = BodyFramer(response.framing)
                 let clientIsHTTP10 = exchange.head.version.minor == 0
                 exchange.dechunk = clientIsHTTP10 && response.framing == .chunked
-                exchange.closeClient = !exchange.keepAlive || response.framing == .untilClose || exchange.dechunk
+                exchange.closeClient = !exchange.keepAlive || response.framing == .untilClose || exchange.dechunk || draining
                 var head = input.withUnsafeReadableBytes { responseHead(response, bytes: $0, exchange, allocator: context.channel.allocator) }
                 input.moveReaderIndex(forwardBy: length)
                 // A small body that came with its head goes out in the same buffer: one write down
@@ -591,7 +656,7 @@ final class ProxyHandler: ChannelInboundHandler {
             }
         }
         finish(exchange, status: exchange.status, forwarded: true, rejection: nil)
-        if exchange.closeClient {
+        if exchange.closeClient || draining {
             closeAfterWrites(context: context)
             return
         }
@@ -730,7 +795,8 @@ final class ProxyHandler: ChannelInboundHandler {
         case "/healthz":
             return LocalResponse(status: .ok, headers: [("Content-Type", "application/json")], body: "{\"status\":\"ok\"}", rejection: nil)
         case "/readyz":
-            let (ready, body) = shared.store.readinessJSON()
+            var (ready, body) = shared.store.readinessJSON()
+            if let meter = shared.usage.readinessJSON { body = String(body.dropLast()) + ",\"meter\":" + meter + "}" }
             return LocalResponse(status: ready ? .ok : .serviceUnavailable, headers: [("Content-Type", "application/json")], body: body, rejection: nil)
         case "/metrics":
             return LocalResponse(status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: shared.metricsText(), rejection: nil)
@@ -741,6 +807,7 @@ final class ProxyHandler: ChannelInboundHandler {
 
     /// A response the gateway makes itself, as one buffer. Closing answers end the connection once written.
     private func writeLocal(_ response: LocalResponse, head: HTTPRequestHead?, requestID: String? = nil, context: ChannelHandlerContext, close: Bool) {
+        let close = close || draining
         let isHTTP10 = head?.version.minor == 0
         let body = head?.method == .HEAD ? "" : response.body
         var out = context.channel.allocator.buffer(capacity: 256 + body.utf8.count)

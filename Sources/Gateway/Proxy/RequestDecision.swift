@@ -24,6 +24,9 @@ public struct LocalResponse {
     public var grant: SubscriptionGrant?
     /// Close the connection after answering (the request body cannot be trusted to be drained).
     public var close = false
+    /// The refusal may not stand once a reload lands (a token signed by a key the snapshot does
+    /// not hold yet): the proxy decides the request again after the reload, once.
+    public var decideAgainAfterReload = false
 
     static func problem(
         _ status: HTTPResponseStatus, _ title: String, _ detail: String, rejection: UsageEvent.Rejection?, headers: [(String, String)] = []
@@ -144,8 +147,12 @@ public struct RequestGate {
                     tokenCache.store(text, verified, now: seconds)
                     token = verified
                 case .failure(let failure):
-                    if failure == .unknownKey { onUnknownKey?() }
-                    return refuse(Self.invalidToken(realm, failure.description))
+                    var refusal = Self.invalidToken(realm, failure.description)
+                    if failure == .unknownKey {
+                        onUnknownKey?()
+                        refusal.decideAgainAfterReload = true
+                    }
+                    return refuse(refusal)
                 }
             }
             guard let token else { return refuse(Self.invalidToken(realm, "The access token is invalid.")) }

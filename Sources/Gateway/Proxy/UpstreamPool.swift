@@ -121,6 +121,8 @@ final class LoopState {
     let metrics: GatewayMetrics
     let deadlines: LoopSweep<ResponseDeadline>
     let idle: LoopSweep<Void>
+    /// Requests waiting for a reload before they are decided again (an unknown signing key).
+    let waitingDecisions: LoopSweep<Void>
     private var random = BufferedRandom()
 
     /// A UUIDv7 for a request id or usage event.
@@ -132,6 +134,7 @@ final class LoopState {
         self.metrics = GatewayMetrics(factory: metricsFactory)
         self.deadlines = .responseDeadlines(eventLoop: pool.eventLoop)
         self.idle = .idleConnections(eventLoop: pool.eventLoop, timeout: idleTimeout)
+        self.waitingDecisions = LoopSweep(eventLoop: pool.eventLoop, interval: .milliseconds(20)) { handler, _, now in handler.decideIfReloaded(now: now) }
     }
 }
 
@@ -147,6 +150,14 @@ final class LoopStates: Sendable {
         self.connectTimeout = configuration.connectTimeout
         self.idleTimeout = configuration.idleTimeout
         self.metricsFactory = configuration.metricsFactory
+    }
+
+    /// Runs `body` on every loop with that loop's state (the drain at shutdown).
+    func forEachLoop(_ body: @escaping @Sendable (LoopState) -> Void) async {
+        let all = states.withLockedValue { Array($0.values) }
+        for bound in all {
+            try? await bound.eventLoop.submit { body(bound.value) }.get()
+        }
     }
 
     func state(for eventLoop: any EventLoop) -> LoopState {
@@ -251,6 +262,13 @@ final class LoopSweep<Payload> {
         eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: interval) { [self] in
             scheduled = false
             sweep(now: DispatchTime.now().uptimeNanoseconds)
+        }
+    }
+
+    /// Every live connection in the list (on the loop).
+    func forEach(_ body: (ProxyHandler) -> Void) {
+        for entry in entries {
+            if let handler = entry.handler { body(handler) }
         }
     }
 

@@ -1,3 +1,4 @@
+import Billing
 import Foundation
 import Logging
 import PostgresNIO
@@ -52,10 +53,10 @@ public struct SnapshotReloader: Service {
             GatewayGauges.snapshot(version: snapshot.version, ageSeconds: 0, databaseReachable: true)
             return true
         } catch {
-            store.markUnreachable(String(describing: error).prefix(300).description)
+            store.markUnreachable(DatabaseErrorText.describe(error).prefix(300).description)
             let snapshot = store.snapshot
             GatewayGauges.snapshot(version: snapshot.version, ageSeconds: Date().timeIntervalSince(snapshot.loadedAt), databaseReachable: false)
-            logger.warning("gateway snapshot reload failed; serving the last one", metadata: ["error": "\(String(reflecting: error))"])
+            logger.warning("gateway snapshot reload failed; serving the last one", metadata: ["error": "\(DatabaseErrorText.describe(error))"])
             return false
         }
     }
@@ -109,7 +110,7 @@ public struct SnapshotReloader: Service {
                 }
             } catch {
                 if Task.isCancelled { return }
-                store.markUnreachable(String(describing: error).prefix(300).description)
+                store.markUnreachable(DatabaseErrorText.describe(error).prefix(300).description)
                 try? await Task.sleep(for: retryInterval)
             }
         }

@@ -34,6 +34,10 @@ public final class SnapshotStore: Sendable {
         keyRefreshRequestedAt.store(now, ordering: .releasing)
     }
 
+    /// Until when a request that met an unknown key may wait for the refresh it triggered (or the
+    /// one under way): one second after the last refresh was asked for.
+    public func keyRefreshWindowEnd() -> UInt64 { lastKeyRefreshAt.load(ordering: .relaxed) &+ 1_000_000_000 }
+
     /// Whether a key refresh was asked for since the last call (the reloader polls this).
     public func takeKeyRefreshRequest() -> Bool {
         keyRefreshRequestedAt.exchange(0, ordering: .acquiringAndReleasing) != 0

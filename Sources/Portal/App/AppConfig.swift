@@ -42,6 +42,10 @@ struct AppConfig: Sendable {
     var requestBodyTimeout: TimeAmount = .seconds(120)
     /// How often draft invoices are recomputed from usage (TOLLGATE_DRAFT_REFRESH_SECONDS).
     var draftRefreshInterval: Duration = .seconds(300)
+    /// At SIGTERM, how long the gateway lets requests under way finish (TOLLGATE_DRAIN_SECONDS, default 10).
+    var drainTimeout: TimeAmount = .seconds(10)
+    /// The most bytes the meter's write-ahead spool holds (TOLLGATE_METER_SPOOL_CAP_BYTES, default 1 GiB).
+    var meterSpoolCapBytes: Int64 = 1 << 30
 
     /// The webhook target rules for this process.
     var webhookTargets: WebhookTargetPolicy {
@@ -107,6 +111,16 @@ struct AppConfig: Sendable {
             guard let text = env[name] else { continue }
             guard let seconds = Int(text), (1...3600).contains(seconds) else { throw ConfigError.invalid(name, text, "1 to 3600 seconds") }
             config[keyPath: keyPath] = .seconds(Int64(seconds))
+        }
+        if let text = env["TOLLGATE_DRAIN_SECONDS"] {
+            guard let seconds = Int(text), (1...600).contains(seconds) else { throw ConfigError.invalid("TOLLGATE_DRAIN_SECONDS", text, "1 to 600 seconds") }
+            config.drainTimeout = .seconds(Int64(seconds))
+        }
+        if let text = env["TOLLGATE_METER_SPOOL_CAP_BYTES"] {
+            guard let bytes = Int64(text), (0...(Int64(1) << 40)).contains(bytes) else {
+                throw ConfigError.invalid("TOLLGATE_METER_SPOOL_CAP_BYTES", text, "0 to 1099511627776 bytes")
+            }
+            config.meterSpoolCapBytes = bytes
         }
         if let text = env["TOLLGATE_DRAFT_REFRESH_SECONDS"] {
             guard let seconds = Int(text), (5...86_400).contains(seconds) else {

@@ -1,3 +1,4 @@
+import Billing
 import Foundation
 import Gateway
 import Logging
@@ -17,7 +18,7 @@ extension PortalServices {
             } catch let error as Migrator.MigrationError {
                 return .init(databaseReachable: true, migrationsCurrent: false, detail: error.description)
             } catch {
-                return .init(databaseReachable: false, migrationsCurrent: false, detail: "database unreachable")
+                return .init(databaseReachable: false, migrationsCurrent: false, detail: "database unreachable: " + DatabaseErrorText.describe(error))
             }
         }
     }

@@ -71,9 +71,11 @@ struct BenchMeteringCommand: AsyncParsableCommand {
                 guard let tenant = try await database.withPlatform({ try await TenantRepository(logger: runtime.logger).find(slug: slug, on: $0) }) else {
                     throw CLIError(description: "There is no tenant \(slug).")
                 }
-                let spool = runtime.config.dataDirectory + "/bench-meter-spool.jsonl"
+                let spool = runtime.config.dataDirectory + "/bench-meter-spool"
                 try? FileManager.default.removeItem(atPath: spool)
-                let meter = UsageMeter(configuration: .init(gateway: "bench", spoolPath: spool), client: database.client, logger: runtime.logger)
+                let meter = UsageMeter(
+                    configuration: .init(gateway: "bench", spoolDirectory: spool), database: try DatabaseURL(runtime.config.databaseURL).connectionConfiguration(),
+                    logger: runtime.logger)
                 let writer = Task { try await meter.run() }
                 let subscriptionIDs = (0..<subscriptions).map { _ in UUID() }
                 let planID = UUID()

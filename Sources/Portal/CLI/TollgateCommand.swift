@@ -82,15 +82,17 @@ enum Launcher {
         if gateway {
             let store = SnapshotStore()
             let quotas = QuotaTracker()
-            let meter = UsageMeter(
-                configuration: .init(gateway: ProcessInfo.processInfo.hostName + ":\(config.gatewayPort)", spoolPath: config.dataDirectory + "/usage-spool.jsonl"),
-                client: client, logger: runtime.logger)
+            var meterConfiguration = UsageMeter.Configuration(
+                gateway: ProcessInfo.processInfo.hostName + ":\(config.gatewayPort)", spoolDirectory: config.dataDirectory + "/usage-spool")
+            meterConfiguration.spoolCapBytes = config.meterSpoolCapBytes
+            let meter = UsageMeter(configuration: meterConfiguration, database: try DatabaseURL(config.databaseURL).connectionConfiguration(), logger: runtime.logger)
             services.append(.init(service: meter))
             services.append(.init(service: SnapshotReloader(
                 client: client, store: store, baseDomain: config.baseDomain, publicURL: config.publicURL, logger: runtime.logger)))
             services.append(.init(service: QuotaSyncService(tracker: quotas, client: client, logger: runtime.logger)))
             var gatewayConfiguration = GatewayServer.Configuration(host: config.gatewayHost, port: config.gatewayPort)
             gatewayConfiguration.eventLoopThreads = config.gatewayThreads
+            gatewayConfiguration.drainTimeout = config.drainTimeout
             services.append(
                 .init(
                     service: GatewayServer(

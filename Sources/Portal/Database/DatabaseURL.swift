@@ -1,4 +1,5 @@
 import Foundation
+import NIOSSL
 import PostgresNIO
 
 /// Parses `postgres://user:password@host:port/database?sslmode=...` into a client configuration.
@@ -34,6 +35,15 @@ struct DatabaseURL: Sendable, Equatable {
         self.database = path.isEmpty ? user : path
         let sslmode = components.queryItems?.first { $0.name == "sslmode" }?.value ?? "disable"
         self.requireTLS = sslmode == "require" || sslmode == "verify-full" || sslmode == "verify-ca"
+    }
+
+    /// For a connection outside the pool (the meter's own, which it can abandon at a deadline).
+    func connectionConfiguration() throws -> PostgresConnection.Configuration {
+        var configuration = PostgresConnection.Configuration(
+            host: host, port: port, username: username, password: password, database: database,
+            tls: requireTLS ? .require(try NIOSSLContext(configuration: .makeClientConfiguration())) : .disable)
+        configuration.options.additionalStartupParameters = [("application_name", "tollgate-meter")]
+        return configuration
     }
 
     func clientConfiguration(searchPath: String? = nil, maximumConnections: Int = 20) -> PostgresClient.Configuration {

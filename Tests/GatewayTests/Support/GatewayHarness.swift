@@ -137,7 +137,7 @@ struct TestWorld: Sendable {
     func snapshot(
         targets: [UpstreamTargetConfig], state: Route.State = .published, rate: Int = 1000, burst: Int = 1000, quota: Int64? = nil,
         cors: CORSPolicy? = nil, ipRules: IPAccessRules = IPAccessRules(), methods: Set<String> = [], maxRequestBytes: Int? = nil,
-        sunset: Date? = nil, revoked: Set<String> = [], subscribed: Bool = true, version: Int = 1
+        sunset: Date? = nil, revoked: Set<String> = [], subscribed: Bool = true, version: Int = 1, keyIDs: [String] = ["k1"]
     ) -> GatewaySnapshot {
         let route = Route(
             apiID: apiID, slug: "echo", version: "v1", basePath: "/echo/v1", state: state, targets: targets, cors: cors, ipRules: ipRules,
@@ -147,7 +147,7 @@ struct TestWorld: Sendable {
         let tenant = TenantConfig(
             id: tenantID, slug: "demo", customHost: nil, issuer: Self.issuer, routes: [route],
             appsByKeyHash: [Data(SHA256.hash(data: Data(Self.apiKey.utf8))): APIKeyGrant(appID: appID, expiresAt: nil)], apps: [appID: app],
-            signingKeys: ["k1": key.publicKey], revokedTokenIDs: revoked)
+            signingKeys: Dictionary(uniqueKeysWithValues: keyIDs.map { ($0, key.publicKey) }), revokedTokenIDs: revoked)
         return GatewaySnapshot(version: version, loadedAt: Date(), tenants: [tenant], baseDomain: "localhost")
     }
 
