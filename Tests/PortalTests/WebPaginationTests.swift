@@ -183,6 +183,49 @@ import Testing
         }
     }
 
+    @Test func theProvidersQueueIsPagedInSQLAwaitingFirst() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                // setup: one real subscription, then 54 more apps subscribed in SQL, 5 of them pending
+                let s = try await SubscriptionTests.setup(portal, client)
+                #expect(try await SubscriptionTests.subscribe(client, s, plan: s.freePlan).status == .created)
+                let tenant = try await Self.acme(portal)
+                try await Self.sql(
+                    portal,
+                    """
+                    WITH a AS (
+                        INSERT INTO apps (tenant_id, team_id, name, client_id)
+                        SELECT \(tenant.id), (SELECT team_id FROM apps WHERE id = \(UUID(uuidString: s.appID)!)), 'Queue app ' || i, 'queue-' || i
+                        FROM generate_series(1, 54) i RETURNING id, name
+                    )
+                    INSERT INTO subscriptions (tenant_id, app_id, api_id, plan_id, state, created_at)
+                    SELECT \(tenant.id), a.id, \(UUID(uuidString: s.apiID)!), \(UUID(uuidString: s.freePlan)!),
+                        CASE WHEN split_part(a.name, ' ', 3)::int <= 5 THEN 'pending' ELSE 'active' END,
+                        now() - make_interval(mins => 100 - split_part(a.name, ' ', 3)::int)
+                    FROM a
+                    """)
+                var admin = Browser()
+                _ = try await Fixtures.user(portal.database, tenant: tenant, email: "ada@example.com", roles: [.admin])
+                _ = try await admin.signIn(client, tenant: "acme", email: "ada@example.com")
+                // act + assert: 50, then 5; what awaits the provider first
+                let first = try await admin.get(client, "/t/acme/subscriptions").text
+                #expect(Self.count("/t/acme/subscriptions/", in: first) == 50)
+                let pending = first.components(separatedBy: "pending approval").count - 1
+                #expect(pending == 5)
+                let firstRows = first.components(separatedBy: "<tr>").dropFirst(2)
+                #expect(firstRows.prefix(5).allSatisfy { $0.contains("pending approval") })
+                let next = try #require(Self.links(first).next)
+                let second = try await admin.get(client, next).text
+                #expect(Self.count("/t/acme/subscriptions/", in: second) == 5)
+                #expect(Self.links(second).next == nil)
+                let back = try await admin.get(client, try #require(Self.links(second).previous)).text
+                #expect(Self.count("/t/acme/subscriptions/", in: back) == 50)
+                #expect(Self.links(back).previous == nil)
+                #expect(try await admin.get(client, "/t/acme/subscriptions?after=" + PageRequest.encode("not-a-uuid")).status == .badRequest)
+            }
+        }
+    }
+
     @Test func usageRowsArePagedByDayAndPosition() async throws {
         // setup: 7 days × 15 rows, pages of 50 that cross day boundaries
         let day0 = try #require(DisplayDate.parseDay("2026-11-01"))

@@ -87,6 +87,36 @@ struct SubscriptionRepository: Sendable {
                 """, logger: logger))
     }
 
+    /// A keyset page in the queue's order (awaiting the provider first, then oldest first); the
+    /// cursor is a subscription id: after it, or before it nearest first. A cursor that is not a
+    /// subscription of this tenant gives no rows.
+    func page(appIDs: [UUID]?, apiIDs: [UUID]?, _ position: Keyset, limit: Int, on connection: PostgresConnection) async throws -> [Subscription] {
+        let rank = "(CASE WHEN s.state = 'pending' OR s.requested_plan_id IS NOT NULL THEN 0 ELSE 1 END)"
+        let cursor: UUID?
+        let forward: Bool
+        switch position {
+        case .after(nil): (cursor, forward) = (nil, true)
+        case .after(let key?):
+            guard let id = UUID(uuidString: key) else { throw PageRequest.invalidCursor }
+            (cursor, forward) = (id, true)
+        case .before(let key):
+            guard let id = UUID(uuidString: key) else { throw PageRequest.invalidCursor }
+            (cursor, forward) = (id, false)
+        }
+        return try await decode(
+            connection.query(
+                """
+                \(unescaped: Self.select)
+                WHERE ((\(appIDs)::uuid[] IS NULL OR s.app_id = ANY(\(appIDs)::uuid[]))
+                   OR (\(apiIDs)::uuid[] IS NOT NULL AND s.api_id = ANY(\(apiIDs)::uuid[])))
+                  AND (\(cursor)::uuid IS NULL OR (\(unescaped: rank), s.created_at, s.id) \(unescaped: forward ? ">" : "<")
+                       (SELECT \(unescaped: rank), s.created_at, s.id FROM subscriptions s WHERE s.id = \(cursor)::uuid))
+                ORDER BY \(unescaped: rank) \(unescaped: forward ? "" : "DESC"), s.created_at \(unescaped: forward ? "" : "DESC"),
+                    s.id \(unescaped: forward ? "" : "DESC")
+                LIMIT \(limit)
+                """, logger: logger))
+    }
+
     /// Stores a transition's outcome; `requestedPlanID` is the open plan-change request (nil: none).
     func update(id: UUID, state: SubscriptionState, planID: UUID, requestedPlanID: UUID?, on connection: PostgresConnection) async throws {
         try await connection.query(

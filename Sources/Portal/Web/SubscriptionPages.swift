@@ -17,16 +17,16 @@ struct SubscriptionPages: Sendable {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
         let pageRequest = try PageRequest(request)
-        let all = try await services.subscriptionService.list(tenant: tenant, actor: principal)
-        let page = ListPage.slice(all, pageRequest, key: Self.sortKey)
+        let page = try await ListPage<Subscription>.load(pageRequest, key: \.id.uuidString) {
+            try await services.subscriptionService.page(tenant: tenant, actor: principal, $0, limit: $1)
+        }
         let values: [String: Any] = [
             "subscriptions": page.items.map(Self.row), "pager": page.pager(path: context.base + "/subscriptions", size: pageRequest.size),
-            "waiting": all.contains(where: \.awaitsProvider) ? Plural.count(all.filter(\.awaitsProvider).count, "request") : "",
         ]
         return services.views.render("subscriptions", values, page: services.chrome("Subscriptions", context: context))
     }
 
-    /// The queue's order: what awaits the provider first, then oldest first.
+    /// The queue's order: what awaits the provider first, then oldest first (the JSON API's pages).
     static func sortKey(_ s: Subscription) -> String {
         SortKey.join(s.awaitsProvider ? "0" : "1", SortKey.date(s.createdAt), s.id.uuidString)
     }
