@@ -205,7 +205,7 @@ import Testing
                     FROM a
                     """)
                 var admin = Browser()
-                _ = try await Fixtures.user(portal.database, tenant: tenant, email: "ada@example.com", roles: [.admin])
+                let ada = try await Fixtures.user(portal.database, tenant: tenant, email: "ada@example.com", roles: [.admin])
                 _ = try await admin.signIn(client, tenant: "acme", email: "ada@example.com")
                 // act + assert: 50, then 5; what awaits the provider first
                 let first = try await admin.get(client, "/t/acme/subscriptions").text
@@ -222,6 +222,20 @@ import Testing
                 #expect(Self.count("/t/acme/subscriptions/", in: back) == 50)
                 #expect(Self.links(back).previous == nil)
                 #expect(try await admin.get(client, "/t/acme/subscriptions?after=" + PageRequest.encode("not-a-uuid")).status == .badRequest)
+                // the JSON API: the same pages, the queue filter in SQL
+                let token = try await APITests.token(portal, tenant: tenant, user: ada, scopes: [.read])
+                let queue = try APITests.json(try await APITests.call(client, .get, "/t/acme/api/v1/subscriptions?awaiting=provider", token: token))
+                #expect((queue["items"] as? [Any])?.count == 5)
+                #expect(queue["next_cursor"] == nil)
+                var seen = 0
+                var cursor: String?
+                repeat {
+                    let body = try APITests.json(
+                        try await APITests.call(client, .get, "/t/acme/api/v1/subscriptions?limit=20" + (cursor.map { "&cursor=\($0)" } ?? ""), token: token))
+                    seen += (body["items"] as? [Any])?.count ?? 0
+                    cursor = body["next_cursor"] as? String
+                } while cursor != nil && seen < 200
+                #expect(seen == 55)
             }
         }
     }

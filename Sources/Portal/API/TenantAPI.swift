@@ -222,18 +222,23 @@ struct TenantAPI: Sendable {
     /// `awaiting=provider`: new requests (`state=pending`) and plan changes waiting for approval.
     @Sendable func listSubscriptions(_ request: Request, context: AppRequestContext) async throws -> Response {
         let page = try Pagination(request)
-        var items = try await services.subscriptionService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal())
-        if let awaiting = request.uri.queryParameters["awaiting"].map(String.init) {
-            guard awaiting == "provider" else { throw AppError.badRequest("awaiting must be 'provider'.") }
-            items = items.filter(\.awaitsProvider)
+        var awaiting = false
+        if let text = request.uri.queryParameters["awaiting"].map(String.init) {
+            guard text == "provider" else { throw AppError.badRequest("awaiting must be 'provider'.") }
+            awaiting = true
         }
-        if let state = request.uri.queryParameters["state"].map(String.init) {
-            guard let wanted = SubscriptionState(rawValue: state) else {
+        var state: SubscriptionState?
+        if let text = request.uri.queryParameters["state"].map(String.init) {
+            guard let wanted = SubscriptionState(rawValue: text) else {
                 throw AppError.badRequest("state must be one of \(SubscriptionState.allCases.map(\.rawValue).joined(separator: ", ")).")
             }
-            items = items.filter { $0.state == wanted }
+            state = wanted
         }
-        return try .json(page.page(items, key: SubscriptionPages.sortKey, APIModel.SubscriptionBody.init))
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        let items = try await ListPage<Subscription>.load(page.page, key: \.id.uuidString) {
+            try await services.subscriptionService.page(tenant: tenant, actor: principal, state: state, awaitingProvider: awaiting, $0, limit: $1)
+        }
+        return try .json(APIModel.Page(items: items.items.map(APIModel.SubscriptionBody.init), nextCursor: items.next))
     }
 
     @Sendable func showSubscription(_ request: Request, context: AppRequestContext) async throws -> Response {

@@ -90,7 +90,10 @@ struct SubscriptionRepository: Sendable {
     /// A keyset page in the queue's order (awaiting the provider first, then oldest first); the
     /// cursor is a subscription id: after it, or before it nearest first. A cursor that is not a
     /// subscription of this tenant gives no rows.
-    func page(appIDs: [UUID]?, apiIDs: [UUID]?, _ position: Keyset, limit: Int, on connection: PostgresConnection) async throws -> [Subscription] {
+    func page(
+        appIDs: [UUID]?, apiIDs: [UUID]?, state: SubscriptionState? = nil, awaitingProvider: Bool = false, _ position: Keyset, limit: Int,
+        on connection: PostgresConnection
+    ) async throws -> [Subscription] {
         let rank = "(CASE WHEN s.state = 'pending' OR s.requested_plan_id IS NOT NULL THEN 0 ELSE 1 END)"
         let cursor: UUID?
         let forward: Bool
@@ -109,6 +112,8 @@ struct SubscriptionRepository: Sendable {
                 \(unescaped: Self.select)
                 WHERE ((\(appIDs)::uuid[] IS NULL OR s.app_id = ANY(\(appIDs)::uuid[]))
                    OR (\(apiIDs)::uuid[] IS NOT NULL AND s.api_id = ANY(\(apiIDs)::uuid[])))
+                  AND (\(state?.rawValue)::text IS NULL OR s.state = \(state?.rawValue)::text)
+                  AND (NOT \(awaitingProvider) OR s.state = 'pending' OR s.requested_plan_id IS NOT NULL)
                   AND (\(cursor)::uuid IS NULL OR (\(unescaped: rank), s.created_at, s.id) \(unescaped: forward ? ">" : "<")
                        (SELECT \(unescaped: rank), s.created_at, s.id FROM subscriptions s WHERE s.id = \(cursor)::uuid))
                 ORDER BY \(unescaped: rank) \(unescaped: forward ? "" : "DESC"), s.created_at \(unescaped: forward ? "" : "DESC"),

@@ -130,14 +130,20 @@ struct SubscriptionService: Sendable {
 
     /// A keyset page of `list` in the provider queue's order (awaiting the provider first, then
     /// oldest first; the cursor is a subscription id).
-    func page(tenant: Tenant, actor: Principal, _ position: Keyset, limit: Int) async throws -> [Subscription] {
+    func page(
+        tenant: Tenant, actor: Principal, state: SubscriptionState? = nil, awaitingProvider: Bool = false, _ position: Keyset, limit: Int
+    ) async throws -> [Subscription] {
         try Policy.authorize(actor, .listTeams)
         return try await database.withTenant(tenant.id) { connection in
-            if actor.has(.admin) { return try await subscriptions.page(appIDs: nil, apiIDs: nil, position, limit: limit, on: connection) }
+            if actor.has(.admin) {
+                return try await subscriptions.page(
+                    appIDs: nil, apiIDs: nil, state: state, awaitingProvider: awaitingProvider, position, limit: limit, on: connection)
+            }
             let teams = Array(actor.teamRoles.keys)
             let appIDs = try await apps.list(teamIDs: teams, on: connection).map(\.id)
             let apiIDs = try await apis.list(after: nil, limit: 10_000, on: connection).filter { actor.teamRoles[$0.teamID] != nil }.map(\.id)
-            return try await subscriptions.page(appIDs: appIDs, apiIDs: apiIDs, position, limit: limit, on: connection)
+            return try await subscriptions.page(
+                appIDs: appIDs, apiIDs: apiIDs, state: state, awaitingProvider: awaitingProvider, position, limit: limit, on: connection)
         }
     }
 

@@ -26,10 +26,7 @@ struct SubscriptionPages: Sendable {
         return services.views.render("subscriptions", values, page: services.chrome("Subscriptions", context: context))
     }
 
-    /// The queue's order: what awaits the provider first, then oldest first (the JSON API's pages).
-    static func sortKey(_ s: Subscription) -> String {
-        SortKey.join(s.awaitsProvider ? "0" : "1", SortKey.date(s.createdAt), s.id.uuidString)
-    }
+
 
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> Response {
         try await detail(context, notice: Self.notice(request.uri.queryParameters["done"].map(String.init)))
