@@ -127,6 +127,27 @@ import Testing
         #expect(closed.answer.pool == 289)
     }
 
+    @Test func callsAdmittedOnCreditAreCoveredNotLost() {
+        // setup: the lease holds 10, its gateway admitted 2 more on credit and both were billable
+        let a = UUID()
+        let row = LeaseRow(id: a, granted: 10, used: 10, live: true)
+        var request = Self.request(a, used: 12, reported: 10, known: 10)
+        request.need = 1
+        // act: 290 used by others, so 300 - 290 - 12 = nothing left
+        let outcome = LeaseLedger.decide(quota: 300, usageUsed: 300, rows: [row], request: request, sizing: Self.sizing)
+        let room = LeaseLedger.decide(quota: 300, usageUsed: 298, rows: [row], request: Self.request(a, used: 12, reported: 10, known: 10), sizing: Self.sizing)
+        // assert: the 2 are counted; with no room they are the overshoot, with room the lease still gets the 2 left
+        #expect(outcome.answer.granted == 12)
+        #expect(outcome.answer.grant == 0)
+        #expect(outcome.answer.standing == .exhausted)
+        #expect(room.answer.used == 300)
+        #expect(room.answer.granted == 12)
+        #expect(room.answer.standing == .exhausted)
+        let more = LeaseLedger.decide(quota: 300, usageUsed: 290, rows: [LeaseRow(id: a, granted: 10, used: 10, live: true)], request: Self.request(a, used: 12, reported: 10, known: 10), sizing: Self.sizing)
+        #expect(more.answer.granted == 14)  // 12 used + a block of the 8 left (a quarter), not 10 + 2
+        #expect(more.answer.pool == 6)
+    }
+
     @Test func hugeNumbersSaturateInsteadOfTrapping() {
         let a = UUID()
         let rows = [LeaseRow(id: UUID(), granted: .max, used: 0, live: true), LeaseRow(id: UUID(), granted: .max, used: 0, live: true)]

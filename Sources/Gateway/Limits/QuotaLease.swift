@@ -141,11 +141,12 @@ public enum LeaseLedger {
         let total = QuotaMath.add(max(0, usageUsed), delta)
         var granted: Int64
         switch mine {
-        case .some(let row) where row.live: granted = row.granted
-        // An expired lease's unused units were already free for others: it keeps only what it used
-        // (a debt from advances stays a debt).
-        case .some(let row): granted = min(row.granted, used)
-        case .none: granted = used
+        // Calls admitted on credit that turned billable are in `total` now, so the pool below has
+        // already paid for them: the lease holds at least what it used (granting on top of a lower
+        // `granted` would lose those units for good — seen as a quota ending one call short).
+        case .some(let row) where row.live: granted = max(row.granted, used)
+        // An expired lease's unused units were already free for others: it keeps only what it used.
+        case .some, .none: granted = used
         }
         if let keep = request.keepAtMost, mine?.live == true, request.knownGranted == granted {
             granted = min(granted, max(keep, used))
@@ -280,7 +281,12 @@ public struct QuotaLease: Sendable, Equatable {
             if QuotaMath.subtract(available, demand) > 0 { keep = QuotaMath.add(consumed, demand) }
         }
         let knownGranted = granted
-        if let keep { granted = min(granted, keep) }
+        if let keep {
+            granted = min(granted, keep)
+            // Units are on their way back to the pool: until the answer says otherwise, a call
+            // this lease cannot take is "pending", never "exhausted".
+            standing = .heldElsewhere
+        }
         let want = !close && (wanted || available <= lowWater || now >= validUntil)
         wanted = false
         admittedSinceExchange = 0
