@@ -17,7 +17,8 @@ fi
 
 . "$ROOT/scripts/live_server.sh"
 PORTAL_PORT="${SCHEMATHESIS_PORTAL_PORT:-18080}"
-live_server_start tollgate_schemathesis "$PORTAL_PORT" "${SCHEMATHESIS_GATEWAY_PORT:-18000}"
+# SCHEMATHESIS_DB: another scratch database name, so that two runs on one cluster do not collide
+live_server_start "${SCHEMATHESIS_DB:-tollgate_schemathesis}" "$PORTAL_PORT" "${SCHEMATHESIS_GATEWAY_PORT:-18000}"
 TENANT_TOKEN="$(TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" token create --tenant demo --email admin@demo.test --name schemathesis --scope read --scope write --scope admin)"
 PLATFORM_TOKEN="$(TOLLGATE_DATA_DIR="$RUN_DIR" "$BIN" platform-admin token --email platform@tollgate.test --name schemathesis)"
 
