@@ -128,6 +128,13 @@ public final class MeterConnection: Sendable {
     /// Forgets the connection and closes it; the next operation opens a new one.
     public func abandon() {
         let connection = current.withLockedValue { c in defer { c = nil }; return c }
-        connection?.close().whenComplete { _ in }
+        // held until closed: a connection must not be released while still open
+        connection?.close().whenComplete { _ in withExtendedLifetime(connection) {} }
+    }
+
+    /// Closes the connection for good (at shutdown), waiting until it is closed.
+    public func close() async {
+        let connection = current.withLockedValue { c in defer { c = nil }; return c }
+        try? await connection?.close()
     }
 }

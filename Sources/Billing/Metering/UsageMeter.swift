@@ -132,6 +132,7 @@ public final class UsageMeter: UsageSink, Service {
     private let reportProgress: @Sendable (Progress) async throws -> Void
     private let prepare: @Sendable () async throws -> Void
     private let fold: @Sendable () async throws -> Void
+    private let closeConnections: @Sendable () async -> Void
     private let logger: Logger
     private let state: NIOLockedValueBox<State>
     private let spool: WriteAheadSpool?
@@ -160,7 +161,12 @@ public final class UsageMeter: UsageSink, Service {
             write: { batch in _ = try await writers.run(deadline: limit) { try await store.write(batch, on: $0) } },
             report: { progress in try await reporter.run(deadline: limit) { try await store.report(progress, on: $0) } },
             prepare: { try await folder.run(deadline: limit) { try await store.preparePartitions(on: $0) } },
-            fold: { _ = try await folder.run(deadline: .seconds(30)) { try await store.fold(on: $0) } })
+            fold: { _ = try await folder.run(deadline: .seconds(30)) { try await store.fold(on: $0) } },
+            close: {
+                await writers.closeAll()
+                await reporter.close()
+                await folder.close()
+            })
     }
 
     /// `write` stores one batch of events (idempotently) and `report` one progress report; tests
@@ -168,8 +174,9 @@ public final class UsageMeter: UsageSink, Service {
     public init(
         configuration: Configuration, logger: Logger, write: @escaping @Sendable (UsageBatch) async throws -> Void,
         report: @escaping @Sendable (Progress) async throws -> Void = { _ in }, prepare: @escaping @Sendable () async throws -> Void = {},
-        fold: @escaping @Sendable () async throws -> Void = {}
+        fold: @escaping @Sendable () async throws -> Void = {}, close: @escaping @Sendable () async -> Void = {}
     ) {
+        self.closeConnections = close
         self.configuration = configuration
         self.writeBatch = write
         self.reportProgress = report
@@ -223,6 +230,9 @@ public final class UsageMeter: UsageSink, Service {
         await Task { await self.drain(writer: writer, reporter: reporter) }.value
         folder.cancel()
         preparer.cancel()
+        _ = await folder.value
+        _ = await preparer.value
+        await closeConnections()
     }
 
     private func drain(writer: Task<Void, Never>, reporter: Task<Void, Never>) async {
@@ -236,7 +246,7 @@ public final class UsageMeter: UsageSink, Service {
         await writer.value
         await reporter.value
         spoolBuffered()
-        spool?.seal()
+        if let spool, let last = spool.seal(), state.withLockedValue({ $0.backlog.seal(last) }) { spool.delete(last) }
         let status = self.status
         logger.info(
             "meter stopped",
@@ -337,7 +347,10 @@ public final class UsageMeter: UsageSink, Service {
                 }
                 total += contents.events.count
             }
-            state.withLockedValue { $0.deadRuns.append(dead) }
+            state.withLockedValue { state in
+                state.deadRuns.append(dead)
+                state.unreported = AnsweredCount.latest(state.unreported + dead.tally)
+            }
             logger.info(
                 "meter adopts the spool of an earlier run", metadata: ["run": "\(dead.meterID)", "events": "\(total)", "ended": "\(dead.endedCleanly ? "clean" : "crashed")"])
         }
@@ -475,6 +488,7 @@ public final class UsageMeter: UsageSink, Service {
                 // after the writer: the last report can say whether everything was stored
                 let clean = state.withLockedValue { $0.backlog.isEmpty }
                 let reported = await report(ended: true)
+                if !reported { spool?.keepTally(state.withLockedValue { $0.unreported }) }
                 spool?.markEnded(reported: reported && clean)
                 return
             }
@@ -615,5 +629,9 @@ final class MeterConnections: Sendable {
         let connection = free.withLockedValue { $0.popLast() } ?? MeterConnection(configuration: configuration, logger: logger)
         defer { free.withLockedValue { $0.append(connection) } }
         return try await connection.run(deadline: deadline, body)
+    }
+
+    func closeAll() async {
+        for connection in free.withLockedValue({ $0 }) { await connection.close() }
     }
 }

@@ -24,6 +24,8 @@ final class WriteAheadSpool: @unchecked Sendable {  // state guarded by `lock`
         let meterID: String
         let endedCleanly: Bool
         let segments: [Segment]
+        /// Tally totals the run could not report before it stopped (Postgres away at shutdown).
+        let tally: [AnsweredCount]
         /// The marker, held locked by the adopting meter until it has reported the run.
         let markerDescriptor: Int32
     }
@@ -164,8 +166,51 @@ final class WriteAheadSpool: @unchecked Sendable {  // state guarded by `lock`
 
     /// Releases a dead run's marker once it is reported (its segments are gone by then).
     func forget(_ dead: DeadRun) {
+        unlink("\(directory)/\(dead.run).tally")
         unlink("\(directory)/\(dead.run).run")
         close(dead.markerDescriptor)
+    }
+
+    /// Keeps the tally totals a stopping run could not report, beside its marker (not in the
+    /// segments: the tally checks the events, so it does not travel with them).
+    func keepTally(_ counts: [AnsweredCount]) {
+        guard !counts.isEmpty else { return }
+        let lines = counts.compactMap { try? JSONEncoder().encode(KeptTally($0)) }.map { String(decoding: $0, as: UTF8.self) }
+        let path = "\(directory)/\(run).tally"
+        let bytes = Array((lines.joined(separator: "\n") + "\n").utf8)
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard descriptor >= 0 else { return }
+        defer { close(descriptor) }
+        try? Self.writeAll(bytes, to: descriptor)
+        _ = fsync(descriptor)
+    }
+
+    private static func keptTally(at path: String) -> [AnsweredCount] {
+        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        return data.split(separator: 0x0a).compactMap { try? JSONDecoder().decode(KeptTally.self, from: Data($0)).count }
+    }
+
+    private struct KeptTally: Codable {
+        var meter: String
+        var tenant: UUID
+        var subscription: UUID?
+        var hour: Double
+        var answered: Int64
+        var billable: Int64
+
+        init(_ count: AnsweredCount) {
+            meter = count.meterID
+            tenant = count.tenantID
+            subscription = count.subscriptionID
+            hour = count.hour.timeIntervalSince1970
+            answered = count.answered
+            billable = count.billable
+        }
+
+        var count: AnsweredCount {
+            AnsweredCount(
+                meterID: meter, tenantID: tenant, subscriptionID: subscription, hour: Date(timeIntervalSince1970: hour), answered: answered, billable: billable)
+        }
     }
 
     /// Runs in `directory` whose process is gone, oldest segments first; their markers come back
@@ -191,7 +236,8 @@ final class WriteAheadSpool: @unchecked Sendable {  // state guarded by `lock`
             found.append(
                 DeadRun(
                     run: runName, meterID: words.count == 2 ? words[1].trimmingCharacters(in: .whitespacesAndNewlines) : runName,
-                    endedCleanly: words.first == "clean", segments: segments, markerDescriptor: descriptor))
+                    endedCleanly: words.first == "clean", segments: segments, tally: Self.keptTally(at: "\(directory)/\(runName).tally"),
+                    markerDescriptor: descriptor))
         }
         return found
     }

@@ -97,6 +97,7 @@ public struct GatewayServer: Service {
     /// `Connection: close`), and closes what is left after `drainTimeout`.
     func drain() async {
         let shared = self.shared
+        shared.draining.withLockedValue { $0 = true }
         await shared.loops.forEachLoop { loop in loop.idle.forEach { $0.beginDrain() } }
         let deadline = NIODeadline.now() + configuration.drainTimeout
         while shared.openConnections.withLockedValue({ $0 }) > 0 && NIODeadline.now() < deadline {

@@ -16,6 +16,9 @@ final class GatewayContext: Sendable {
     /// Client connections open now (counted at set-up and tear-down, not per request): the drain
     /// at shutdown waits for it to reach zero.
     let openConnections = NIOLockedValueBox(0)
+    /// Set when the drain begins: a connection accepted just before the listener closed (set up
+    /// after the drain visited the loops) closes at once instead of being served.
+    let draining = NIOLockedValueBox(false)
 
     init(
         store: SnapshotStore, rateLimiter: RateLimiter, quotas: QuotaTracker, usage: any UsageSink, loops: LoopStates,
@@ -148,6 +151,7 @@ final class ProxyHandler: ChannelInboundHandler {
             clientIP = address
             clientAddress = IPRange.bytes(of: address)
         }
+        if shared.draining.withLockedValue({ $0 }) { beginDrain() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

@@ -31,9 +31,18 @@ struct ReadinessMonitor: Service {
     var interval: Duration = .seconds(2)
 
     func run() async throws {
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            readiness.update(await check())
-            try? await Task.sleep(for: interval)
+        let check = self.check
+        await cancelWhenGracefulShutdown {
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                // Bounded: the shared client queues a query while Postgres is away, and a check
+                // stuck there would hold up the process's shutdown.
+                do {
+                    readiness.update(try await Deadline.run(.seconds(5)) { await check() })
+                } catch {
+                    readiness.update(.init(databaseReachable: false, migrationsCurrent: false, detail: "database unreachable: " + DatabaseErrorText.describe(error)))
+                }
+                try? await Task.sleep(for: interval)
+            }
         }
     }
 }
