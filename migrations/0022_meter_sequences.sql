@@ -19,4 +19,6 @@ CREATE TABLE meter_runs (
 ALTER TABLE meter_runs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE meter_runs FORCE ROW LEVEL SECURITY;
 CREATE POLICY meter_runs_read ON meter_runs FOR SELECT USING (true);
-CREATE POLICY meter_runs_write ON meter_runs FOR ALL USING (tollgate_system_scope()) WITH CHECK (tollgate_system_scope());
+CREATE POLICY meter_runs_insert ON meter_runs FOR INSERT WITH CHECK ((SELECT tollgate_system_scope()));
+CREATE POLICY meter_runs_update ON meter_runs FOR UPDATE USING ((SELECT tollgate_system_scope())) WITH CHECK ((SELECT tollgate_system_scope()));
+CREATE POLICY meter_runs_delete ON meter_runs FOR DELETE USING ((SELECT tollgate_system_scope()));

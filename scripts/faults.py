@@ -364,7 +364,10 @@ def main():
             failed += 1
             print(f"FAIL {name} ({time.time() - started:.0f} s): {error}", flush=True)
             if case:
-                print(f"     gateway log: {case.dir}/gateway.log", flush=True)
+                case.log.flush()
+                with open(os.path.join(case.dir, "gateway.log"), errors="replace") as log:
+                    for line in log.readlines()[-15:]:
+                        print("     | " + line.rstrip()[:300], flush=True)
         finally:
             if case:
                 case.close()

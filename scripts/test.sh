@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: swift test against the private cluster, then schemathesis and the browser suite
+# `make test`: swift test against the private cluster, then schemathesis, the meter's fault suite
+# (scripts/faults.sh) and the browser suite
 # (headless Chromium, scripts/browser.sh) against live servers. Ends with one summary line
 # "total: N passed, M failed" counting Swift tests, schemathesis runs and browser tests.
 set -uo pipefail
@@ -26,6 +27,17 @@ schemathesis_runs=4  # three schemathesis runs and the stock OAuth2 client check
 passed=$swift_passed
 failed=0
 if "$ROOT/scripts/schemathesis.sh"; then passed=$((passed + schemathesis_runs)); else failed=$((failed + 1)); fi
+
+faults_log="$(mktemp)"
+"$ROOT/scripts/faults.sh" 2>&1 | tee "$faults_log"
+faults_line=$(grep -oE "^faults: [0-9]+ passed, [0-9]+ failed" "$faults_log" | tail -1)
+rm -f "$faults_log"
+if [ -n "$faults_line" ]; then
+  passed=$((passed + $(echo "$faults_line" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+")))
+  failed=$((failed + $(echo "$faults_line" | grep -oE "[0-9]+ failed" | grep -oE "[0-9]+")))
+else
+  failed=$((failed + 1))  # the suite did not get as far as running its cases
+fi
 
 browser_log="$(mktemp)"
 "$ROOT/scripts/browser.sh" 2>&1 | tee "$browser_log"

@@ -113,11 +113,21 @@ import Testing
             let policies = try await database.client.query(
                 """
                 SELECT count(*)::int, count(*) FILTER (WHERE qual LIKE '%SELECT tollgate_current_tenant()%' AND with_check LIKE '%SELECT tollgate_system_scope()%')::int
-                FROM pg_policies WHERE schemaname = current_schema() AND tablename NOT IN ('sessions', 'login_failures')
+                FROM pg_policies WHERE schemaname = current_schema() AND tablename NOT IN ('sessions', 'login_failures', 'meter_runs')
                 """, logger: database.logger)
             for try await (all, initPlan) in policies.decode((Int, Int).self) {
                 #expect(all > 20)
                 #expect(initPlan == all)
+            }
+            // meter runs are installation-wide, not tenant data: anyone reads them, only system scope writes
+            let meterRuns = try await database.client.query(
+                """
+                SELECT string_agg(cmd || ':' || coalesce(qual, '-') || ':' || coalesce(with_check, '-'), ' | ' ORDER BY cmd)
+                FROM pg_policies WHERE schemaname = current_schema() AND tablename = 'meter_runs'
+                """, logger: database.logger)
+            for try await text in meterRuns.decode(String.self) {
+                #expect(text.contains("SELECT:true"), "\(text)")
+                #expect(text.components(separatedBy: "tollgate_system_scope").count == 5, "\(text)")
             }
         }
     }
