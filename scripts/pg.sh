@@ -53,7 +53,7 @@ ensure_cluster() {
 listen_addresses = '127.0.0.1'
 port = $PGPORT
 unix_socket_directories = '$SOCKDIR'
-max_connections = 200
+max_connections = 600
 shared_buffers = 256MB
 fsync = on
 CONF
@@ -67,6 +67,12 @@ start() {
   ensure_cluster
   if ! as_owner "$(find_bin pg_ctl)" -D "$PGDATA" status >/dev/null 2>&1; then
     as_owner "$(find_bin pg_ctl)" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 start >/dev/null
+  fi
+  # The parallel test suite, with several gateway processes of its own (each a pool plus the
+  # meter's connections), needs more than the 200 an older cluster was created with.
+  if [ "$(psql_super -c "SHOW max_connections")" -lt 600 ]; then
+    psql_super -c "ALTER SYSTEM SET max_connections = 600"
+    as_owner "$(find_bin pg_ctl)" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 restart >/dev/null
   fi
   # The application role is deliberately not a superuser and has no BYPASSRLS, so row-level
   # security applies to it (tables also use FORCE ROW LEVEL SECURITY because it owns them).

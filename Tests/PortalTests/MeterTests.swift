@@ -225,8 +225,13 @@ import Testing
             // numbered 1…8 for this tenant and month, in the order they were recorded
             #expect(try await Self.count(database, "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM usage_events") == ["1,2,3,4,5,6,7,8"])
             #expect(meter.status.state == .writing)
+            // act: more calls, and a shutdown while their segment is still open for appends
+            for i in 8..<10 { meter.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(i) / 1000))) }
             running.cancel()
             try await running.value
+            // assert: stored, and no segment left behind (it was confirmed)
+            #expect(try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["10"])
+            #expect(Self.segments(directory).isEmpty)
         }
     }
 

@@ -127,7 +127,7 @@ import Testing
                 """, logger: database.logger)
             for try await text in meterRuns.decode(String.self) {
                 #expect(text.contains("SELECT:true"), "\(text)")
-                #expect(text.components(separatedBy: "tollgate_system_scope").count == 5, "\(text)")
+                #expect(text.components(separatedBy: "SELECT tollgate_system_scope()").count == 5, "\(text)")
             }
         }
     }

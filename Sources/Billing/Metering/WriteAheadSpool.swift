@@ -151,7 +151,6 @@ final class WriteAheadSpool: @unchecked Sendable {  // state guarded by `lock`
     /// one fail to), or removes its marker once Postgres knows.
     func markEnded(reported: Bool) {
         lock.withLock {
-            sealLocked()
             guard marker >= 0 else { return }
             if reported {
                 unlink("\(directory)/\(run).run")
