@@ -125,6 +125,7 @@ import Testing
         let crashed = MeterSequenceRow(meterID: "g/3", stored: 4, highest: 4, answered: 4, missingRanges: [], runState: "crashed", lastReport: now)
         #expect(crashed.differences(now: now).count == 1)
         #expect(crashed.differences(now: now)[0].contains("killed or crashed"))
+        #expect(crashed.differences(now: now)[0].contains("its durable events end at #4"))
         // a run that went silent long ago without a clean end
         let silent = MeterSequenceRow(meterID: "g/4", stored: 4, highest: 4, answered: 4, missingRanges: [], runState: "running", lastReport: now.addingTimeInterval(-600))
         #expect(silent.differences(now: now).first?.contains("has not reported since") == true)

@@ -107,7 +107,7 @@ public struct MeterSequenceRow: Sendable, Equatable {
         switch runState {
         case "crashed":
             found.append(
-                "gateway \(meterID) was killed or crashed (found by the run that replayed its spool): calls it answered in its last 100 ms may be missing without a number to show it")
+                "gateway \(meterID) was killed or crashed (found by the run that replayed its spool): its durable events end at #\(highest); calls it answered in its last ~50 ms after that may be missing without a number to show it")
         case "running":
             if let lastReport, now.timeIntervalSince(lastReport) > 120 {
                 found.append(
