@@ -310,7 +310,10 @@ import Testing
             for _ in 0..<7 {
                 statuses.append(try await gateway.request("POST", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)], body: "1").status)
             }
-            #expect(statuses == [502, 502, 502, 502, 502, 503, 503])
+            // five failures open it; then calls fail fast. (On a starved machine the 10 s open time
+            // can pass before the 6th call, which is then the half-open trial: a 502 again.)
+            #expect(Array(statuses.prefix(5)) == [502, 502, 502, 502, 502])
+            #expect(statuses.dropFirst(5).contains(503), "\(statuses)")
         }
     }
 

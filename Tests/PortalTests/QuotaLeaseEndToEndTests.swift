@@ -10,7 +10,9 @@ import Testing
 /// subscription (quota 300, rate and burst 1,000) and are hammered at once over loopback; one is
 /// killed with -9 while it holds a lease. Each test has a database of its own on the test cluster
 /// (`DATABASE_URL`), dropped afterwards. Counts, not times, are asserted; every loop is bounded.
-@Suite(.enabled(if: ProcessInfo.processInfo.environment["TOLLGATE_BIN"] != nil, "needs TOLLGATE_BIN (make test sets it)"))
+// serialized: each case runs two or three gateway processes flat out; side by side they starved
+// the rest of the parallel suite
+@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["TOLLGATE_BIN"] != nil, "needs TOLLGATE_BIN (make test sets it)"))
 struct QuotaLeaseEndToEndTests {
     typealias Child = ReconciliationEndToEndTests.Child
     static let quota = 300

@@ -357,7 +357,7 @@ final class ProxyHandler: ChannelInboundHandler {
         switch gate.decide(head: head, clientAddress: clientAddress, snapshot: snapshot, now: Date(), monotonicNanos: started) {
         case .respond(let response):
             if mayWait && response.decideAgainAfterReload {
-                // Parked until the reload the unknown key triggered lands (at most a second); the
+                // Parked until the reload the unknown key triggered lands (at most 3 s); the
                 // request's body, if any, stays unread meanwhile.
                 waiting = WaitingDecision(head: head, started: started, requestID: requestID, version: snapshot.version, until: shared.store.keyRefreshWindowEnd())
                 loop.waitingDecisions.add(self, ())

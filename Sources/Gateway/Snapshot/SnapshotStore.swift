@@ -35,8 +35,9 @@ public final class SnapshotStore: Sendable {
     }
 
     /// Until when a request that met an unknown key may wait for the refresh it triggered (or the
-    /// one under way): one second after the last refresh was asked for.
-    public func keyRefreshWindowEnd() -> UInt64 { lastKeyRefreshAt.load(ordering: .relaxed) &+ 1_000_000_000 }
+    /// one under way): three seconds after the last refresh was asked for — a full reload of a big
+    /// installation takes over a second.
+    public func keyRefreshWindowEnd() -> UInt64 { lastKeyRefreshAt.load(ordering: .relaxed) &+ 3_000_000_000 }
 
     /// Whether a key refresh was asked for since the last call (the reloader polls this).
     public func takeKeyRefreshRequest() -> Bool {
