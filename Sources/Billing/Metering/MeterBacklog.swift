@@ -141,6 +141,6 @@ struct EventSequences {
     /// Forgets months that ended before `date` (no calls for them arrive any more).
     mutating func forget(before date: Date) {
         let limit = Int64(date.timeIntervalSince1970)
-        next = next.filter { $0.key.month >= limit || $0.key.month + 32 * 86_400 > limit }
+        next = next.filter { $0.key.month + 32 * 86_400 > limit }
     }
 }

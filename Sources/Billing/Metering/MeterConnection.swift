@@ -138,3 +138,25 @@ public final class MeterConnection: Sendable {
         try? await connection?.close()
     }
 }
+
+/// A few `MeterConnection`s for writes that run side by side: each write takes a free one.
+final class MeterConnections: Sendable {
+    private let configuration: PostgresConnection.Configuration
+    private let logger: Logger
+    private let free = NIOLockedValueBox<[MeterConnection]>([])
+
+    init(configuration: PostgresConnection.Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    func run<T: Sendable>(deadline: Duration, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let connection = free.withLockedValue { $0.popLast() } ?? MeterConnection(configuration: configuration, logger: logger)
+        defer { free.withLockedValue { $0.append(connection) } }
+        return try await connection.run(deadline: deadline, body)
+    }
+
+    func closeAll() async {
+        for connection in free.withLockedValue({ $0 }) { await connection.close() }
+    }
+}
