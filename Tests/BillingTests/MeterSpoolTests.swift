@@ -43,6 +43,37 @@ import Testing
         #expect(SpoolFormat.read(Array("hello".utf8)) == nil)
     }
 
+    /// A run's marker lock says whether the run is alive. A child process started while the run
+    /// lived (a script, a database server) must not inherit the descriptor and keep a finished run
+    /// "alive": the next meter would never replay its spool (seen in CI: a test cluster's
+    /// postmaster held the lock of a stopped meter).
+    @Test func aChildProcessDoesNotKeepAFinishedRunAlive() throws {
+        // setup: a run with one segment, and a child started while it lives
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("spool-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try WriteAheadSpool(directory: directory, meterID: "g1/first", capBytes: 1 << 20)
+        _ = try first.append([Self.event(sequence: 1)])
+        var child: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sleep"), strdup("30"), nil]
+        defer { argv.forEach { free($0) } }
+        #expect(posix_spawn(&child, "/bin/sleep", nil, nil, argv, environ) == 0)
+        defer {
+            kill(child, SIGKILL)
+            var status: Int32 = 0
+            waitpid(child, &status, 0)
+        }
+        // act: the run ends while the child still runs
+        first.seal()
+        first.markEnded(reported: false)
+        let second = try WriteAheadSpool(directory: directory, meterID: "g1/second", capBytes: 1 << 20)
+        let dead = second.deadRuns()
+        // assert: the next run finds the finished one and its segment
+        #expect(dead.map(\.meterID) == ["g1/first"])
+        #expect(dead.first?.endedCleanly == true)
+        #expect(dead.first?.segments.count == 1)
+        for run in dead { second.forget(run) }
+    }
+
     @Test func theBacklogHandsOutChunksInOrderAndFreesASegmentOnlyWhenSealedAndConfirmed() {
         var backlog = MeterBacklog(memoryCap: 100)
         let first = WriteAheadSpool.Segment(run: "r", number: 1)

@@ -259,6 +259,34 @@ import Testing
         }
     }
 
+    /// A query that never answers (a half-open connection, a stopped server) inside the meter's
+    /// two deadlines — the write's and the connection's: whichever fires first, the connection is
+    /// abandoned, and the next operation runs on a new one instead of queueing behind the stuck query.
+    @Test func aQueryPastItsDeadlineGivesUpItsConnection() async throws {
+        // setup
+        let connection = MeterConnection(configuration: try DatabaseURL(TestDatabase.url).connectionConfiguration(), logger: TestDatabase.logger)
+        let backend: @Sendable (PostgresConnection) async throws -> Int32 = { connection in
+            var pid: Int32 = 0
+            for try await value in try await connection.query("SELECT pg_backend_pid()", logger: TestDatabase.logger).decode(Int32.self) { pid = value }
+            return pid
+        }
+        let first = try await connection.run(deadline: .seconds(10), backend)
+        // act: a query that outlives the deadline, wrapped in an enclosing deadline of the same length
+        // (as the meter's write is), so the outer one may be the one that fires
+        await #expect(throws: (any Error).self) {
+            try await Deadline.run(.milliseconds(300)) {
+                try await connection.run(deadline: .milliseconds(300)) { connection in
+                    for try await _ in try await connection.query("SELECT pg_sleep(30)", logger: TestDatabase.logger) {}
+                    return 0
+                }
+            }
+        }
+        let second = try await connection.run(deadline: .seconds(5), backend)
+        // assert: a new backend answered at once (the stuck one would have held the query 30 s)
+        #expect(second != first)
+        await connection.close()
+    }
+
     @Test func aShutdownWithPostgresDownEndsAndTheNextRunReplaysTheSpool() async throws {
         try await TestDatabase.withDatabase { database in
             let tenant = try await Fixtures.tenant(database, slug: "acme")

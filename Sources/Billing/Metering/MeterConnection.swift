@@ -10,6 +10,10 @@ import PostgresNIO
 /// (close its connection). A task-group timeout is not enough: a group waits for every child,
 /// and a query waiting on a connection that never answers does not return when cancelled — the
 /// way the old meter froze for good during a Postgres outage.
+///
+/// A caller that gives up first (cancellation, e.g. an enclosing deadline) abandons the operation
+/// just the same, so `onExpiry` runs then too: a connection left with a query in flight must not
+/// serve the next one.
 public enum Deadline {
     public struct Expired: Error, CustomStringConvertible {
         public let limit: Duration
@@ -45,7 +49,9 @@ public enum Deadline {
             let (work, timer) = tasks.withLockedValue { $0 }
             work?.cancel()
             timer?.cancel()
-            waiter.withLockedValue { w in defer { w = nil }; return w }?.resume(throwing: CancellationError())
+            guard let continuation = waiter.withLockedValue({ w in defer { w = nil }; return w }) else { return }
+            onExpiry()
+            continuation.resume(throwing: CancellationError())
         }
     }
 }
@@ -106,7 +112,9 @@ public final class MeterConnection: Sendable {
             do {
                 return try await body(connection)
             } catch {
-                if connection.isClosed { abandon() }
+                // only this operation's connection: an abandoned body failing late must not
+                // close the one that replaced it
+                if connection.isClosed { abandon(connection) }
                 throw error
             }
         }
@@ -125,9 +133,14 @@ public final class MeterConnection: Sendable {
         return connection
     }
 
-    /// Forgets the connection and closes it; the next operation opens a new one.
-    public func abandon() {
-        let connection = current.withLockedValue { c in defer { c = nil }; return c }
+    /// Forgets the connection (only if it is still `which`, when given) and closes it; the next
+    /// operation opens a new one.
+    public func abandon(_ which: PostgresConnection? = nil) {
+        let connection = current.withLockedValue { c -> PostgresConnection? in
+            guard let held = c, which.map({ $0 === held }) ?? true else { return nil }
+            c = nil
+            return held
+        }
         // held until closed: a connection must not be released while still open
         connection?.close().whenComplete { _ in withExtendedLifetime(connection) {} }
     }

@@ -58,7 +58,9 @@ final class WriteAheadSpool: @unchecked Sendable {  // state guarded by `lock`
         self.capBytes = capBytes
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = "\(directory)/\(run).run"
-        marker = open(path, O_RDWR | O_CREAT, 0o600)
+        // close-on-exec, like every descriptor here: a child process inheriting the marker would
+        // hold its lock and make the run look alive after it ended
+        marker = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard marker >= 0 else { throw SpoolError.cannotOpen(path, errno) }
         _ = flock(marker, LOCK_EX | LOCK_NB)
         try Self.writeMarker(marker, state: "running", meterID: meterID)
@@ -177,7 +179,7 @@ final class WriteAheadSpool: @unchecked Sendable {  // state guarded by `lock`
         let lines = counts.compactMap { try? JSONEncoder().encode(KeptTally($0)) }.map { String(decoding: $0, as: UTF8.self) }
         let path = "\(directory)/\(run).tally"
         let bytes = Array((lines.joined(separator: "\n") + "\n").utf8)
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { return }
         defer { close(descriptor) }
         try? Self.writeAll(bytes, to: descriptor)
@@ -220,7 +222,7 @@ final class WriteAheadSpool: @unchecked Sendable {  // state guarded by `lock`
         for name in names.sorted() where name.hasSuffix(".run") {
             let runName = String(name.dropLast(4))
             guard runName != run else { continue }
-            let descriptor = open("\(directory)/\(name)", O_RDWR)
+            let descriptor = open("\(directory)/\(name)", O_RDWR | O_CLOEXEC)
             guard descriptor >= 0 else { continue }
             guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
                 close(descriptor)
@@ -245,7 +247,7 @@ final class WriteAheadSpool: @unchecked Sendable {  // state guarded by `lock`
         let segment = Segment(run: run, number: nextNumber)
         nextNumber += 1
         let path = path(of: segment)
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o600)
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw SpoolError.cannotOpen(path, errno) }
         let header = SpoolFormat.header(meterID: meterID)
         do {
@@ -281,7 +283,7 @@ final class WriteAheadSpool: @unchecked Sendable {  // state guarded by `lock`
     }
 
     private static func syncDirectory(_ directory: String) {
-        let descriptor = open(directory, O_RDONLY)
+        let descriptor = open(directory, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return }
         _ = fsync(descriptor)
         close(descriptor)
