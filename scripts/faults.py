@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The meter's fault suite: the real binary, a real Postgres cluster of its own, a real client.
 
-Each case starts from a fresh database with the demo marketplace, runs a gateway process under a
-bounded load (a few threads of keep-alive HTTP/1.1 clients, ~200 calls/s), does something bad to
+Each case starts from a fresh database with the demo marketplace, runs a gateway process (or
+several sharing the database) under a bounded load (a few threads of keep-alive HTTP/1.1 clients, ~200 calls/s), does something bad to
 Postgres or to the gateway, and ends by comparing the client's count of answered calls with the
 events stored, and with `tollgate billing reconcile`, which must say "balanced" exactly when nothing
 was lost and name the loss otherwise.
@@ -84,23 +84,30 @@ class Case:
         self.upstream = subprocess.Popen([BIN, "demo-upstream", "--port", str(self.upstream_port)], env=self.env,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.gateway = None
+        self.others = []  # more gateway processes sharing the database
         self.log = open(os.path.join(self.dir, "gateway.log"), "a")
 
     def sql(self, statement):
         return pg("psql", "-d", self.db, "-qAt", "-c", statement)
 
-    def start_gateway(self, **extra):
-        self.gateway = subprocess.Popen([BIN, "gateway"], env=dict(self.env, **extra), stdout=self.log, stderr=self.log)
+    def start_gateway(self, port=None, **extra):
+        """Starts a gateway process (on the case's port unless `port` is given); returns it."""
+        port = port or self.gateway_port
+        process = subprocess.Popen([BIN, "gateway"], env=dict(self.env, GATEWAY_ADDRESS=f"127.0.0.1:{port}", **extra), stdout=self.log, stderr=self.log)
+        if port == self.gateway_port:
+            self.gateway = process
+        else:
+            self.others.append(process)
         deadline = time.time() + 40
         while time.time() < deadline:
-            if (self.readyz() or {}).get("status") == "ready":  # its first snapshot is loaded
-                return
+            if (self.readyz(port) or {}).get("status") == "ready":  # its first snapshot is loaded
+                return process
             time.sleep(0.1)
         raise RuntimeError("the gateway did not start")
 
-    def readyz(self):
+    def readyz(self, port=None):
         try:
-            c = http.client.HTTPConnection("127.0.0.1", self.gateway_port, timeout=2)
+            c = http.client.HTTPConnection("127.0.0.1", port or self.gateway_port, timeout=2)
             c.request("GET", "/readyz")
             response = c.getresponse()
             body = response.read()
@@ -141,7 +148,7 @@ class Case:
         return result.returncode, result.stdout + result.stderr
 
     def close(self):
-        for p in (self.gateway, self.upstream):
+        for p in (self.gateway, self.upstream, *self.others):
             if p and p.poll() is None:
                 p.kill()
                 p.wait()
@@ -151,13 +158,15 @@ class Case:
 class Load:
     """Keep-alive clients at a bounded rate; counts every response read whole."""
 
-    def __init__(self, port, api_key):
-        self.port, self.api_key = port, api_key
+    def __init__(self, ports, api_key):
+        """`ports`: one gateway port, or several; the workers take them in turn."""
+        self.ports = ports if isinstance(ports, list) else [ports]
+        self.api_key = api_key
         self.answered = 0
         self.statuses = {}
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(WORKERS)]
+        self.threads = [threading.Thread(target=self.run, args=(self.ports[i % len(self.ports)],), daemon=True) for i in range(WORKERS)]
 
     def __enter__(self):
         for t in self.threads:
@@ -169,7 +178,7 @@ class Load:
         for t in self.threads:
             t.join(timeout=10)
 
-    def run(self):
+    def run(self, port):
         connection = None
         interval = 1 / RATE_PER_WORKER
         next_at = time.time()
@@ -180,7 +189,7 @@ class Load:
                 time.sleep(delay)
             try:
                 if connection is None:
-                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                 connection.request("GET", "/t/demo/echo/v1/hello", headers={"X-API-Key": self.api_key})
                 response = connection.getresponse()
                 response.read()
@@ -335,6 +344,31 @@ def spool_full(case):
     return f"{load.answered} answered = stored; state degraded while the spool was full"
 
 
+QUOTA = 300
+LEASE_ADVANCE = 2  # calls a gateway may admit on credit beyond its lease (docs/ARCHITECTURE.md)
+
+
+def gateways_share_a_quota(case, count):
+    # the demo's Free plan as quota 300 at 1,000 calls/s: the quota, not the rate, ends the month
+    case.sql(f"UPDATE plans SET rate_per_second = 1000, burst = 1000, monthly_quota = {QUOTA}, included_requests = {QUOTA} WHERE name = 'Free'")
+    ports = [case.gateway_port] + [free_port() for _ in range(count - 1)]
+    for port in ports:
+        case.start_gateway(port)
+    with Load(ports, case.api_key) as load:
+        time.sleep(4)  # ~800 calls offered against a quota of 300
+    for process in [case.gateway] + case.others:
+        process.send_signal(signal.SIGTERM)
+    for process in [case.gateway] + case.others:
+        expect(process.wait(timeout=40) == 0, "a gateway did not exit cleanly")
+    admitted = load.statuses.get(200, 0)
+    expect(QUOTA <= admitted <= QUOTA + count * LEASE_ADVANCE, f"admitted {admitted} with {count} gateways, quota {QUOTA}: {load.statuses}")
+    expect(case.stored() == load.answered, f"answered {load.answered}, stored {case.stored()}")
+    used = int(case.sql("SELECT coalesce(sum(used), 0) FROM quota_usage"))
+    expect(used == admitted, f"quota_usage says {used} used, {admitted} admitted")
+    balanced(case, load.answered)
+    return f"{count} gateways: admitted {admitted} of quota {QUOTA} ({load.answered} answered = stored, the rest 429)"
+
+
 CASES = [
     ("postgres_stopped_15s_three_times", postgres_stopped_15s_three_times),
     ("postgres_killed", postgres_killed),
@@ -344,6 +378,8 @@ CASES = [
     ("gateway_killed_postgres_down", lambda c: gateway_killed(c, postgres_down=True)),
     ("postgres_restarted_during_replay", postgres_restarted_during_replay),
     ("spool_full", spool_full),
+    ("two_gateways_share_a_quota", lambda c: gateways_share_a_quota(c, 2)),
+    ("three_gateways_share_a_quota", lambda c: gateways_share_a_quota(c, 3)),
 ]
 
 
