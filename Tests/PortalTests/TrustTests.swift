@@ -161,6 +161,28 @@ import Testing
                 let token = try await OAuthTests.form(client, [("grant_type", "client_credentials"), ("scope", String(repeating: "s", count: 20_000))])
                 #expect(token.status == .contentTooLarge)
                 #expect(try APITests.json(token)["error"] as? String == "invalid_request")
+                // OpenAPI documents over 2 MiB: the JSON API, and the upload form (just over, and beyond the form's allowance)
+                let id = try await PlanAPITests.publishedAPI(client, world)
+                let document = #"{"openapi":"3.1.0","info":{"title":"Big","version":"1"},"paths":{},"x-pad":""# + String(repeating: "p", count: 2 << 20) + #""}"#
+                let put = try await APIDocumentFlowTests.put(client, "/t/acme/api/v1/apis/\(id)/openapi", token: world.provider, type: "application/json", body: document)
+                #expect(put.status == .contentTooLarge)
+                #expect(put.headers[.contentType] == "application/problem+json")
+                var provider = Browser()
+                _ = try await provider.signIn(client, tenant: "acme", email: "pat@example.com")
+                let csrf = Browser.csrfToken(in: try await provider.get(client, "/t/acme/catalog/apis/\(id)").text) ?? ""
+                for file in [document, document + String(repeating: " ", count: 1 << 20)] {
+                    let boundary = "tollgate-test-boundary"
+                    let body = "--\(boundary)\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\n\(csrf)\r\n"
+                        + "--\(boundary)\r\nContent-Disposition: form-data; name=\"document\"; filename=\"big.json\"\r\nContent-Type: application/json\r\n\r\n"
+                        + file + "\r\n--\(boundary)--\r\n"
+                    let upload = try await client.execute(
+                        uri: "/t/acme/catalog/apis/\(id)/openapi", method: .post,
+                        headers: [Browser.hostField: "localhost", .cookie: provider.cookieHeader, .contentType: "multipart/form-data; boundary=\(boundary)"],
+                        body: ByteBuffer(string: body))
+                    #expect(upload.status == .contentTooLarge, "\(file.utf8.count) bytes")
+                    #expect(upload.headers[.contentType]?.hasPrefix("text/html") == true)
+                    #expect(upload.text.contains("2 MiB"))
+                }
             }
         }
     }
@@ -236,7 +258,8 @@ import Testing
     }
 }
 
-/// A request head trickled a byte at a time ends at the portal's head deadline (slowloris).
+/// A request head trickled a byte at a time ends at the portal's head deadline, a body that stalls
+/// at its body deadline (slowloris): 408 and a close, not a silent drop.
 @Suite struct PortalSlowClientTests {
     @Test func aDribbledHeadIsAnswered408AndClosed() async throws {
         try await TestPortal.with(configure: { $0.requestHeadTimeout = .milliseconds(700) }) { portal in
@@ -255,6 +278,31 @@ import Testing
                 let text = try await socket.received.get()
                 #expect(text.hasPrefix("HTTP/1.1 408"))
                 #expect(sent < head.utf8.count)
+            }
+        }
+    }
+
+    @Test func aStalledBodyIsAnswered408AndClosed() async throws {
+        try await TestPortal.with(configure: { $0.requestBodyTimeout = .milliseconds(700) }) { portal in
+            let world = try await CatalogAPITests.world(portal)
+            try await portal.application().test(.live) { client in
+                // setup: a JSON route that reads its body; the head is whole, the body promised but not sent
+                let port = try #require(client.port)
+                let socket = try await RawSocket.connect(port: port)
+                let head = "POST /t/acme/api/v1/teams HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(world.developer)\r\n"
+                    + "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+                // act: a few bytes, 50 ms apart, well past the body deadline of 0.7 s
+                try await socket.channel.writeAndFlush(ByteBuffer(string: head))
+                for byte in #"{"name":"#.utf8 {
+                    guard socket.channel.isActive else { break }
+                    try? await socket.channel.writeAndFlush(ByteBuffer(bytes: [byte]))
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+                let text = try await socket.received.get()
+                // assert: answered, not just dropped
+                #expect(text.hasPrefix("HTTP/1.1 408"), "\(text)")
+                #expect(text.lowercased().contains("connection: close"))
+                #expect(!text.contains("HTTP/1.1 500"))
             }
         }
     }

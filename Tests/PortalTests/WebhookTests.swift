@@ -67,9 +67,12 @@ import Testing
     static func allowLoopback(_ config: inout AppConfig) { config.webhooksAllowPrivateNetworks = true }
 
     /// A dispatcher for the test's duration (its HTTP client must be shut down, even when the test throws).
-    static func withDispatcher<T: Sendable>(_ portal: TestPortal, _ body: (WebhookDispatcher) async throws -> T) async throws -> T {
+    static func withDispatcher<T: Sendable>(
+        _ portal: TestPortal, targets: WebhookTargetPolicy? = nil, _ body: (WebhookDispatcher) async throws -> T
+    ) async throws -> T {
         let dispatcher = WebhookDispatcher(
-            database: portal.database, secret: portal.services.secret, targets: portal.services.config.webhookTargets, logger: TestDatabase.logger)
+            database: portal.database, secret: portal.services.secret, targets: targets ?? portal.services.config.webhookTargets,
+            logger: TestDatabase.logger)
         do {
             let result = try await body(dispatcher)
             try await dispatcher.shutdown()
@@ -170,6 +173,40 @@ import Testing
                 let old = try APITests.json(
                     try await APITests.call(client, .get, "/t/acme/api/v1/webhooks/\(endpoint.id)/deliveries/\(deliveryID)", token: world.developer))
                 #expect((old["attempts"] as? [[String: Any]])?.count == 1)
+                }
+            }
+        }
+        await receiver.stop()
+    }
+
+    /// The address rule refuses a target on every try (here: loopback, once the dispatcher no
+    /// longer allows private networks), so the delivery fails at once instead of being retried.
+    @Test func aDeliveryTheAddressRuleRefusesFailsAfterOneAttempt() async throws {
+        let receiver = try await WebhookReceiver.start()
+        try await TestPortal.with(configure: Self.allowLoopback) { portal in
+            try await portal.application().test(.router) { client in
+                // setup: an endpoint on loopback, registered while private targets were allowed
+                let world = try await CatalogAPITests.world(portal)
+                let app = try await AppTests.createApp(client, world)
+                let appID = (app["app"] as? [String: Any])?["id"] as? String ?? ""
+                let endpoint = try await Self.register(
+                    client, token: world.developer,
+                    body: #"{"url":"\#(receiver.url)/rotations","team_id":"\#(world.consumerTeam)","events":["app.credentials_rotated"]}"#)
+                #expect(try await APITests.call(client, .post, "/t/acme/api/v1/apps/\(appID)/client-secrets", token: world.developer, body: "{}").status == .created)
+                let strict = WebhookTargetPolicy(allowPrivateNetworks: false, ownPorts: [])
+                try await Self.withDispatcher(portal, targets: strict) { dispatcher in
+                    // act
+                    #expect(try await dispatcher.deliverDue() == 1)
+                    // assert: failed for good after one attempt, nothing sent, nothing due again
+                    let log = try APITests.json(try await APITests.call(client, .get, "/t/acme/api/v1/webhooks/\(endpoint.id)/deliveries", token: world.developer))
+                    let items = (log["items"] as? [[String: Any]]) ?? []
+                    #expect(items.count == 1)
+                    let delivery = items.first ?? [:]
+                    #expect(delivery["state"] as? String == "failed")
+                    #expect(delivery["attempts"] as? Int == 1)
+                    #expect((delivery["last_error"] as? String)?.hasPrefix("refused") == true)
+                    #expect(try await dispatcher.deliverDue() == 0)
+                    #expect(receiver.received.isEmpty)
                 }
             }
         }

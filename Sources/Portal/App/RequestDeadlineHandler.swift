@@ -7,8 +7,10 @@ import NIOHTTPTypes
 /// Slow-drip clients (slowloris) on the portal listener: the idle timer restarts on every byte,
 /// so a request head trickled a byte a second would hold a connection for ever. This handler
 /// gives the head a deadline from the moment the connection may send one (its opening, or the end
-/// of the previous response), answered with 408 and a close, and the body a deadline from its head
-/// (a close: the responder is already reading it).
+/// of the previous response) and the body a deadline from its head. Either one, missed before a
+/// response has started, is answered with 408 and `Connection: close`; after that the responder's
+/// own writes are dropped (the connection is closing). Missed once a response has started, the
+/// connection is closed.
 final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -19,6 +21,8 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     let bodyTimeout: TimeAmount
     private var timer: Scheduled<Void>?
     private var answering = false
+    /// A 408 went out: whatever the responder still writes is for a connection that is closing.
+    private var timedOut = false
 
     init(headTimeout: TimeAmount, bodyTimeout: TimeAmount) {
         self.headTimeout = headTimeout
@@ -45,8 +49,11 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         switch unwrapInboundIn(data) {
         case .head:
             cancel()
-            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            timer = context.eventLoop.scheduleTask(in: bodyTimeout) { loopBound.value.close(promise: nil) }
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            timer = context.eventLoop.scheduleTask(in: bodyTimeout) {
+                let (handler, context) = loopBound.value
+                handler.bodyTimedOut(context)
+            }
         case .end:
             cancel()
         case .body:
@@ -56,6 +63,10 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard !timedOut else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
         switch unwrapOutboundIn(data) {
         case .head: answering = true
         case .end:
@@ -78,7 +89,21 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func headTimedOut(_ context: ChannelHandlerContext) {
         timer = nil
         guard !answering else { return }
-        let body = ByteBuffer(string: "The request head was not completed in time.\n")
+        answer408(context, "The request head was not completed in time.\n")
+    }
+
+    private func bodyTimedOut(_ context: ChannelHandlerContext) {
+        timer = nil
+        guard !answering else {
+            context.close(promise: nil)
+            return
+        }
+        answer408(context, "The request body was not completed in time.\n")
+    }
+
+    private func answer408(_ context: ChannelHandlerContext, _ message: String) {
+        timedOut = true
+        let body = ByteBuffer(string: message)
         var head = HTTPResponse(status: .requestTimeout)
         head.headerFields[.contentType] = "text/plain; charset=utf-8"
         head.headerFields[.contentLength] = String(body.readableBytes)

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Yams
 
 /// A JSON/YAML value with object keys in document order (reference docs follow the author's order).
@@ -86,6 +87,11 @@ struct APIDocument: Sendable {
 
     struct Invalid: Error, Sendable {
         let problems: [String]
+    }
+
+    /// Over `maximumBytes`: a size limit, so 413 on every surface (a page on the web, problem+json in the API).
+    static var tooLarge: AppError {
+        AppError(status: .contentTooLarge, title: "Document too large", detail: "An OpenAPI document can be at most 2 MiB.")
     }
 
     /// Parses and validates; the format comes from the content (JSON starts with `{`).

@@ -106,6 +106,7 @@ struct CatalogService: Sendable {
 
     /// Stores (or replaces) the API version's OpenAPI document after validating it.
     func uploadDocument(tenant: Tenant, actor: Principal, id: UUID, bytes: [UInt8], clientIP: String?) async throws -> StoredAPIDocument {
+        guard bytes.count <= APIDocument.maximumBytes else { throw APIDocument.tooLarge }
         let document: APIDocument
         do { document = try APIDocument.parse(bytes) } catch let invalid as APIDocument.Invalid {
             throw AppError(

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 
 /// Loads the browser session for HTML routes and enforces CSRF on state-changing requests.
 ///
@@ -44,7 +45,12 @@ struct BrowserSessionMiddleware: RouterMiddleware {
             let contentType = request.headers[.contentType] ?? ""
             if let boundary = MultipartForm.boundary(contentType: contentType) {
                 // file uploads (OpenAPI documents): bounded by the largest accepted document plus form overhead
-                let body = try await request.collectBody(upTo: APIDocument.maximumBytes + 64 * 1024)
+                let body: ByteBuffer
+                do {
+                    body = try await request.collectBody(upTo: APIDocument.maximumBytes + 64 * 1024)
+                } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+                    throw APIDocument.tooLarge
+                }
                 guard let pairs = MultipartForm.parse(Array(body.readableBytesView), boundary: boundary) else {
                     throw AppError.badRequest("The uploaded form is not well-formed multipart/form-data (or a file is not UTF-8 text).")
                 }
