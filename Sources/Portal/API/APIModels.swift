@@ -591,10 +591,17 @@ struct Pagination: Sendable {
         return APIModel.Page(items: page.items.map(body), nextCursor: page.next)
     }
 
-    /// The cursor for the page after `items`, when the page was full.
-    func next<T>(_ items: [T], key: (T) -> String) -> String? {
-        guard items.count == limit, let last = items.last else { return nil }
-        return Base64URL.encode(Array(key(last).utf8))
+    /// A page of a list kept by SQL: `fetch(cursor, n)` answers up to `n` items after the cursor
+    /// and is asked for one more than the page (as `ListPage.load`), so `next_cursor` is set only
+    /// when more items follow — a list of exactly one page has none.
+    func load<T, Body: Codable & Sendable>(
+        key: (T) -> String, _ body: (T) -> Body, fetch: (String?, Int) async throws -> [T]
+    ) async throws -> APIModel.Page<Body> {
+        let page = try await ListPage<T>.load(self.page, key: key) { position, limit in
+            guard case .after(let cursor) = position else { return [] }  // the API pages forward only
+            return try await fetch(cursor, limit)
+        }
+        return APIModel.Page(items: page.items.map(body), nextCursor: page.next)
     }
 }
 

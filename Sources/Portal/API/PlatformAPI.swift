@@ -25,8 +25,10 @@ struct PlatformAPI: Sendable {
     @Sendable func listTenants(_ request: Request, context: AppRequestContext) async throws -> Response {
         try await authenticate(request)
         let page = try Pagination(request)
-        let tenants = try await services.database.withPlatform { try await services.tenants.list(after: page.cursor, limit: page.limit, on: $0) }
-        return try .json(APIModel.Page(items: tenants.map(APIModel.TenantBody.init), nextCursor: page.next(tenants) { $0.slug }))
+        return try .json(
+            try await page.load(key: \.slug, APIModel.TenantBody.init) { cursor, limit in
+                try await services.database.withPlatform { try await services.tenants.list(after: cursor, limit: limit, on: $0) }
+            })
     }
 
     @Sendable func createTenant(_ request: Request, context: AppRequestContext) async throws -> Response {

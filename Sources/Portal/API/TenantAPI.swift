@@ -153,8 +153,11 @@ struct TenantAPI: Sendable {
     /// Webhook endpoints you manage (tenant admins: all of the tenant's).
     @Sendable func listWebhooks(_ request: Request, context: AppRequestContext) async throws -> Response {
         let page = try Pagination(request)
-        let endpoints = try await services.webhookService.list(tenant: try context.requireTenant(), actor: try context.requirePrincipal())
-        return try .json(page.page(endpoints, key: WebhookPages.sortKey, APIModel.WebhookEndpointBody.init))
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        let endpoints = try await ListPage<WebhookEndpoint>.load(page.page, key: \.id.uuidString) {
+            try await services.webhookService.page(tenant: tenant, actor: principal, $0, limit: $1)
+        }
+        return try .json(APIModel.Page(items: endpoints.items.map(APIModel.WebhookEndpointBody.init), nextCursor: endpoints.next))
     }
 
     /// Registers an endpoint for the tenant (no `team_id`, admins) or a team; the signing secret is shown once.
@@ -348,9 +351,11 @@ struct TenantAPI: Sendable {
     /// The catalog entries the caller can see (providers also see their own drafts).
     @Sendable func listAPIs(_ request: Request, context: AppRequestContext) async throws -> Response {
         let page = try Pagination(request)
-        let apis = try await services.catalog.list(
-            tenant: try context.requireTenant(), viewer: try context.requirePrincipal(), after: page.cursor, limit: page.limit)
-        return try .json(APIModel.Page(items: apis.map(APIModel.APIBody.init), nextCursor: page.next(apis) { $0.slug + "/" + $0.version }))
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        return try .json(
+            try await page.load(key: { $0.slug + "/" + $0.version }, APIModel.APIBody.init) {
+                try await services.catalog.list(tenant: tenant, viewer: principal, after: $0, limit: $1)
+            })
     }
 
     /// Creates a draft API version owned by a provider team.
@@ -407,10 +412,11 @@ struct TenantAPI: Sendable {
         let principal = try context.requirePrincipal()
         try Policy.authorize(principal, .listUsers)
         let page = try Pagination(request)
-        let users = try await services.database.withTenant(try context.requireTenant().id) {
-            try await services.identity.users.list(after: page.cursor, limit: page.limit, on: $0)
-        }
-        return try .json(APIModel.Page(items: users.map(APIModel.UserBody.init), nextCursor: page.next(users) { $0.email }))
+        let tenant = try context.requireTenant()
+        return try .json(
+            try await page.load(key: \.email, APIModel.UserBody.init) { cursor, limit in
+                try await services.database.withTenant(tenant.id) { try await services.identity.users.list(after: cursor, limit: limit, on: $0) }
+            })
     }
 
     /// Replaces a user's tenant roles (admins).
@@ -430,9 +436,11 @@ struct TenantAPI: Sendable {
 
     @Sendable func listTeams(_ request: Request, context: AppRequestContext) async throws -> Response {
         let page = try Pagination(request)
-        let teams = try await services.teamService.list(
-            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), after: page.cursor, limit: page.limit)
-        return try .json(APIModel.Page(items: teams.map(APIModel.TeamBody.init), nextCursor: page.next(teams) { $0.slug }))
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        return try .json(
+            try await page.load(key: \.slug, APIModel.TeamBody.init) {
+                try await services.teamService.list(tenant: tenant, actor: principal, after: $0, limit: $1)
+            })
     }
 
     /// Creates a team; the caller becomes its owner.
@@ -547,10 +555,11 @@ struct TenantAPI: Sendable {
             guard let id = UUID(uuidString: cursor) else { throw AppError.badRequest("cursor is not valid.", fields: ["cursor": "invalid"]) }
             before = id
         }
-        let events = try await services.database.withTenant(try context.requireTenant().id) {
-            try await services.identity.audit.list(before: before, limit: page.limit, on: $0)
-        }
-        return try .json(APIModel.Page(items: events.map(APIModel.AuditEventBody.init), nextCursor: page.next(events) { $0.id.uuidString.lowercased() }))
+        let tenant = try context.requireTenant()
+        return try .json(
+            try await page.load(key: { $0.id.uuidString.lowercased() }, APIModel.AuditEventBody.init) { _, limit in
+                try await services.database.withTenant(tenant.id) { try await services.identity.audit.list(before: before, limit: limit, on: $0) }
+            })
     }
 
     private func uuidParameter(_ name: String, _ context: AppRequestContext, what: String) throws -> UUID {

@@ -69,6 +69,13 @@ struct AuditLog: Sendable {
             """, logger: logger)
     }
 
+    /// Whether `id` is an event this tenant can see (a page cursor its audit log made).
+    func contains(_ id: UUID, on connection: PostgresConnection) async throws -> Bool {
+        let rows = try await connection.query("SELECT 1 FROM audit_events WHERE public_id = \(id)", logger: logger)
+        for try await _ in rows { return true }
+        return false
+    }
+
     /// Newest first, older than the event with id `cursor` (an id this tenant cannot see: from the newest).
     func list(before cursor: UUID?, limit: Int, on connection: PostgresConnection) async throws -> [AuditEvent] {
         let rows = try await connection.query(

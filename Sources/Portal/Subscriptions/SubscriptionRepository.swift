@@ -87,6 +87,18 @@ struct SubscriptionRepository: Sendable {
                 """, logger: logger))
     }
 
+    /// Subscriptions of one app (to one API when `apiID` is given), newest first; the app page and
+    /// the subscribe form's conflict answer read these instead of filtering a whole tenant's list.
+    func list(appID: UUID, apiID: UUID? = nil, on connection: PostgresConnection) async throws -> [Subscription] {
+        try await decode(
+            connection.query(
+                """
+                \(unescaped: Self.select)
+                WHERE s.app_id = \(appID) AND (\(apiID)::uuid IS NULL OR s.api_id = \(apiID)::uuid)
+                ORDER BY s.created_at DESC, s.id
+                """, logger: logger))
+    }
+
     /// A keyset page in the queue's order (awaiting the provider first, then oldest first); the
     /// cursor is a subscription id: after it, or before it nearest first. A cursor that is not a
     /// subscription of this tenant gives no rows.

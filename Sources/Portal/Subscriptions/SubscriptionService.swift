@@ -128,6 +128,15 @@ struct SubscriptionService: Sendable {
         }
     }
 
+    /// Subscriptions of one app (to one API when `apiID` is given), newest first, for whoever may
+    /// see the app (404 otherwise, as for the app itself).
+    func list(tenant: Tenant, actor: Principal, appID: UUID, apiID: UUID? = nil) async throws -> [Subscription] {
+        try await database.withTenant(tenant.id) { connection in
+            guard let app = try await apps.find(id: appID, on: connection), Policy.allows(actor, .viewTeam(app.teamID)) else { throw AppError.notFound("App") }
+            return try await subscriptions.list(appID: app.id, apiID: apiID, on: connection)
+        }
+    }
+
     /// A keyset page of `list` in the provider queue's order (awaiting the provider first, then
     /// oldest first; the cursor is a subscription id).
     func page(

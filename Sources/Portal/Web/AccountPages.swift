@@ -7,12 +7,9 @@ struct AccountPages: Sendable {
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("/account", use: account)
-        group.post("/account/password", use: changePassword)
-        group.post("/account/tokens", use: createToken)
-        group.post("/account/tokens/:id/revoke", use: revokeToken)
-        for path in ["/account/password", "/account/tokens", "/account/tokens/:id/revoke"] {
-            group.get(RouterPath(path)) { _, context in Response.redirect(to: context.base + "/account") }
-        }
+        group.form("/account/password", page: "/account", use: changePassword)
+        group.form("/account/tokens", page: "/account", use: createToken)
+        group.form("/account/tokens/:id/revoke", page: "/account", use: revokeToken)
     }
 
     /// Profile, roles, teams, password form and the token list.

@@ -7,7 +7,7 @@ struct AdminPages: Sendable {
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("/admin/users", use: users)
-        group.post("/admin/users/:user/roles", use: setRoles)
+        group.form("/admin/users/:user/roles", page: "/admin/users", use: setRoles)
         group.get("/admin/invitations", use: invitations)
         group.post("/admin/invitations", use: invite)
         group.get("/admin/audit", use: audit)
@@ -62,11 +62,18 @@ struct AdminPages: Sendable {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
         try Policy.authorize(principal, .viewAuditLog)
-        let before = request.uri.queryParameters["before"].flatMap { UUID(uuidString: String($0)) }
+        // a cursor this log did not make (not an id, or not an event of this tenant) is the 400
+        // page every list gives, not silently the newest events
+        var before: UUID?
+        if let text = request.uri.queryParameters["before"].map(String.init), !text.isEmpty {
+            guard let id = UUID(uuidString: text) else { throw PageRequest.invalidCursor }
+            before = id
+        }
         let pageSize = 100
         // one more than a page: "Older events" shows only when there are older events
-        let fetched = try await services.database.withTenant(tenant.id) {
-            try await services.identity.audit.list(before: before, limit: pageSize + 1, on: $0)
+        let fetched = try await services.database.withTenant(tenant.id) { connection in
+            if let before, try await !services.identity.audit.contains(before, on: connection) { throw PageRequest.invalidCursor }
+            return try await services.identity.audit.list(before: before, limit: pageSize + 1, on: connection)
         }
         let events = Array(fetched.prefix(pageSize))
         let values: [String: Any] = [

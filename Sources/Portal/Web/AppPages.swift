@@ -9,13 +9,9 @@ struct AppPages: Sendable {
         group.get("/apps", use: list)
         group.post("/apps", use: create)
         group.get("/apps/:app", use: show)
-        group.post("/apps/:app/client-secrets", use: addClientSecret)
-        group.post("/apps/:app/api-keys", use: addAPIKey)
-        group.post("/apps/:app/credentials/:credential/revoke", use: revoke)
-        // A form's address reloaded or bookmarked leads back to its page, not to a dead end.
-        for path in ["/apps/:app/client-secrets", "/apps/:app/api-keys", "/apps/:app/credentials/:credential/revoke", "/apps/:app/subscriptions"] {
-            group.get(RouterPath(path)) { _, context in Response.redirect(to: context.base + "/apps/" + (context.parameters.get("app") ?? "")) }
-        }
+        group.form("/apps/:app/client-secrets", page: "/apps/:app", use: addClientSecret)
+        group.form("/apps/:app/api-keys", page: "/apps/:app", use: addAPIKey)
+        group.form("/apps/:app/credentials/:credential/revoke", page: "/apps/:app", use: revoke)
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -132,7 +128,7 @@ struct AppPages: Sendable {
             "secrets": rows(.clientSecret), "keys": rows(.apiKey), "can_manage": Policy.allows(principal, .manageApps(team: app.teamID)),
             "token_url": services.publicBase(tenant) + "/oauth2/token",
         ]
-        let subscriptions = try await services.subscriptionService.list(tenant: tenant, actor: principal).filter { $0.appID == app.id }
+        let subscriptions = try await services.subscriptionService.list(tenant: tenant, actor: principal, appID: app.id)
         values["subscriptions"] = subscriptions.map(SubscriptionPages.row)
         var offers: [[String: Any]] = []
         // an API this app already holds a subscription to is changed on that subscription's page,

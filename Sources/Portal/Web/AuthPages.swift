@@ -9,7 +9,7 @@ struct AuthPages: Sendable {
         group.get("/", use: home)
         group.get("/login", use: loginForm)
         group.post("/login", use: login)
-        group.post("/logout", use: logout)
+        group.form("/logout", page: "/", use: logout)
         group.get("/signup", use: signupForm)
         group.post("/signup", use: signup)
         group.get("/invitations/:token", use: invitationForm)

@@ -16,15 +16,12 @@ struct CatalogPages: Sendable {
 
     func addProviderRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("/catalog/new", use: newForm)
-        group.post("/catalog/apis", use: create)
-        group.post("/catalog/apis/:api/transitions", use: transition)
-        group.post("/catalog/apis/:api/settings", use: updateSettings)
-        group.post("/catalog/apis/:api/policy", use: updatePolicy)
+        group.form("/catalog/apis", page: "/catalog/new", use: create)
+        group.form("/catalog/apis/:api/transitions", page: "/catalog/apis/:api", use: transition)
+        group.form("/catalog/apis/:api/settings", page: "/catalog/apis/:api", use: updateSettings)
+        group.form("/catalog/apis/:api/policy", page: "/catalog/apis/:api", use: updatePolicy)
+        // GET of this address is the public download of the document
         group.post("/catalog/apis/:api/openapi", use: upload)
-        for path in ["/catalog/apis/:api/transitions", "/catalog/apis/:api/settings", "/catalog/apis/:api/policy"] {
-            group.get(RouterPath(path)) { _, context in Response.redirect(to: context.base + "/catalog/apis/" + (context.parameters.get("api") ?? "")) }
-        }
-        group.get("/catalog/apis") { _, context in Response.redirect(to: context.base + "/catalog") }
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {

@@ -9,16 +9,16 @@ struct FinancePages: Sendable {
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("/finance", use: overview)
-        group.post("/finance/refresh", use: refresh)
-        group.post("/finance/close", use: close)
+        group.form("/finance/refresh", page: "/finance", use: refresh)
+        group.form("/finance/close", page: "/finance", use: close)
         group.get("/finance/usage", use: usage)
         group.get("/finance/usage.csv", use: usageCSV)
         group.get("/finance/invoices.csv", use: invoicesCSV)
         group.get("/finance/reconcile", use: reconcile)
         group.get("/invoices", use: invoices)
         group.get("/invoices/:invoice", use: invoice)
-        group.post("/invoices/:invoice/void", use: void)
-        group.post("/invoices/:invoice/reissue", use: reissue)
+        group.form("/invoices/:invoice/void", page: "/invoices/:invoice", use: void)
+        group.form("/invoices/:invoice/reissue", page: "/invoices/:invoice", use: reissue)
         group.get("/analytics", use: analytics)
     }
 

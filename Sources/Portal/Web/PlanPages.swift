@@ -8,9 +8,9 @@ struct PlanPages: Sendable {
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("/catalog/apis/:api/plans/new", use: newForm)
-        group.post("/catalog/apis/:api/plans", use: create)
+        group.form("/catalog/apis/:api/plans", page: "/catalog/apis/:api/plans/new", use: create)
         group.get("/catalog/plans/:plan", use: editForm)
-        group.post("/catalog/plans/:plan/versions", use: revise)
+        group.form("/catalog/plans/:plan/versions", page: "/catalog/plans/:plan", use: revise)
     }
 
     @Sendable func newForm(_ request: Request, context: AppRequestContext) async throws -> Response {

@@ -10,13 +10,13 @@ struct PlatformPages: Sendable {
         let group = router.group("/platform").add(middleware: BrowserSessionMiddleware(realm: .platform, services: services))
         group.get("/login", use: loginForm)
         group.post("/login", use: login)
-        group.post("/logout", use: logout)
+        group.form("/logout", page: "/platform/", use: logout)
         group.get("/", use: console)
-        group.post("/tenants", use: createTenant)
+        group.form("/tenants", page: "/platform/", use: createTenant)
         group.get("/tenants/:slug", use: tenantPage)
         group.post("/tenants/:slug", use: updateTenant)
-        group.post("/tenants/:slug/admin-invitations", use: inviteAdmin)
-        group.post("/tokens", use: createToken)
+        group.form("/tenants/:slug/admin-invitations", page: "/platform/tenants/:slug", use: inviteAdmin)
+        group.form("/tokens", page: "/platform/", use: createToken)
     }
 
     /// One marketplace: its settings (name, sign-up, custom host) and, while it has none, its

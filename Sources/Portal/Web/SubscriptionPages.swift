@@ -8,8 +8,8 @@ struct SubscriptionPages: Sendable {
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("/subscriptions", use: list)
         group.get("/subscriptions/:subscription", use: show)
-        group.post("/subscriptions/:subscription/actions", use: act)
-        group.post("/apps/:app/subscriptions", use: subscribe)
+        group.form("/subscriptions/:subscription/actions", page: "/subscriptions/:subscription", use: act)
+        group.form("/apps/:app/subscriptions", page: "/apps/:app", use: subscribe)
     }
 
     /// Every subscription the user is party to, pending ones first (the provider's queue).
@@ -77,8 +77,10 @@ struct SubscriptionPages: Sendable {
         } catch let error as AppError where error.status == .conflict {
             // A second subscription to the same API: the way forward is the open one's plan change.
             let planAPI = try? await services.planService.show(tenant: tenant, viewer: principal, planID: planID).0.apiID
-            let open = try await services.subscriptionService.list(tenant: tenant, actor: principal)
-                .first { $0.appID == appID && $0.apiID == planAPI && $0.state.isOpen }
+            var open: Subscription?
+            if let planAPI {
+                open = try await services.subscriptionService.list(tenant: tenant, actor: principal, appID: appID, apiID: planAPI).first { $0.state.isOpen }
+            }
             guard let open else { throw AppError(status: error.status, title: "Subscription not possible", detail: error.detail) }
             return try await detail(
                 context, id: open.id, error: "This app already has a subscription to this API (below). Change its plan here instead of subscribing again.", status: .conflict)

@@ -9,8 +9,8 @@ struct TeamPages: Sendable {
         group.get("/teams", use: list)
         group.post("/teams", use: create)
         group.get("/teams/:team", use: show)
-        group.post("/teams/:team/members", use: setMember)
-        group.post("/teams/:team/members/:user/remove", use: removeMember)
+        group.form("/teams/:team/members", page: "/teams/:team", use: setMember)
+        group.form("/teams/:team/members/:user/remove", page: "/teams/:team", use: removeMember)
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {

@@ -9,9 +9,9 @@ struct WebhookPages: Sendable {
         group.get("/webhooks", use: list)
         group.post("/webhooks", use: create)
         group.get("/webhooks/:webhook", use: show)
-        group.post("/webhooks/:webhook/delete", use: delete)
+        group.form("/webhooks/:webhook/delete", page: "/webhooks/:webhook", use: delete)
         group.get("/webhooks/:webhook/deliveries/:delivery", use: showDelivery)
-        group.post("/webhooks/:webhook/deliveries/:delivery/redeliver", use: redeliver)
+        group.form("/webhooks/:webhook/deliveries/:delivery/redeliver", page: "/webhooks/:webhook/deliveries/:delivery", use: redeliver)
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -85,17 +85,14 @@ struct WebhookPages: Sendable {
         ]
     }
 
-    /// Endpoints by owner, then address (the sort key of their pages).
-    static func sortKey(_ endpoint: WebhookEndpoint) -> String {
-        SortKey.join(endpoint.teamName?.lowercased() ?? "", endpoint.url, endpoint.id.uuidString)
-    }
-
     private func listPage(
         _ context: AppRequestContext, page request: PageRequest = PageRequest(), extra: [String: Any] = [:], status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let tenant = try context.requireTenant()
         let principal = try context.requirePrincipal()
-        let endpoints = ListPage.slice(try await services.webhookService.list(tenant: tenant, actor: principal), request, key: Self.sortKey)
+        let endpoints = try await ListPage<WebhookEndpoint>.load(request, key: \.id.uuidString) {
+            try await services.webhookService.page(tenant: tenant, actor: principal, $0, limit: $1)
+        }
         let teams = BoundedChoices(
             try await ListPage<Team>.filtered(
                 .after(nil), limit: BoundedChoices<Team>.bound + 1, key: \.slug, include: { Policy.allows(principal, .manageWebhooks(team: $0.id)) }

@@ -72,14 +72,32 @@ struct WebhookRepository: Sendable {
         try await decodeEndpoints(connection.query("\(unescaped: Self.endpointSelect) WHERE w.id = \(id)", logger: logger)).first
     }
 
-    /// Endpoints of the tenant (`teamIDs` nil) or of the given teams, newest first.
-    func list(teamIDs: [UUID]?, on connection: PostgresConnection) async throws -> [WebhookEndpoint] {
-        try await decodeEndpoints(
+    /// A keyset page of the tenant's endpoints (`teamIDs` nil) or of the given teams', by owner
+    /// (the tenant's own first, then team name) and address. The cursor is an endpoint id: after
+    /// it, or before it nearest first; one that is not an endpoint of this tenant gives no rows.
+    func page(teamIDs: [UUID]?, _ position: Keyset, limit: Int, on connection: PostgresConnection) async throws -> [WebhookEndpoint] {
+        let key = "lower(coalesce(t.name, '')), w.url, w.id"
+        let cursor: UUID?
+        let forward: Bool
+        switch position {
+        case .after(nil): (cursor, forward) = (nil, true)
+        case .after(let text?):
+            guard let id = UUID(uuidString: text) else { throw PageRequest.invalidCursor }
+            (cursor, forward) = (id, true)
+        case .before(let text):
+            guard let id = UUID(uuidString: text) else { throw PageRequest.invalidCursor }
+            (cursor, forward) = (id, false)
+        }
+        let direction = forward ? "ASC" : "DESC"
+        return try await decodeEndpoints(
             connection.query(
                 """
                 \(unescaped: Self.endpointSelect)
-                WHERE \(teamIDs)::uuid[] IS NULL OR w.team_id = ANY(\(teamIDs)::uuid[])
-                ORDER BY w.created_at DESC, w.id LIMIT 500
+                WHERE (\(teamIDs)::uuid[] IS NULL OR w.team_id = ANY(\(teamIDs)::uuid[]))
+                  AND (\(cursor)::uuid IS NULL OR (\(unescaped: key)) \(unescaped: forward ? ">" : "<")
+                       (SELECT \(unescaped: key) FROM webhook_endpoints w LEFT JOIN teams t ON t.id = w.team_id WHERE w.id = \(cursor)::uuid))
+                ORDER BY lower(coalesce(t.name, '')) \(unescaped: direction), w.url \(unescaped: direction), w.id \(unescaped: direction)
+                LIMIT \(limit)
                 """, logger: logger))
     }
 

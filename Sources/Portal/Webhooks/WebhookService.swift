@@ -47,11 +47,12 @@ struct WebhookService: Sendable {
         return (endpoint, token.value)
     }
 
-    /// The endpoints the actor manages (tenant admins: all of the tenant's).
-    func list(tenant: Tenant, actor: Principal) async throws -> [WebhookEndpoint] {
+    /// A keyset page of the endpoints the actor manages (tenant admins: all of the tenant's), by
+    /// owner then address; the cursor is an endpoint id.
+    func page(tenant: Tenant, actor: Principal, _ position: Keyset, limit: Int) async throws -> [WebhookEndpoint] {
         try Policy.authorize(actor, .listTeams)
         let teamIDs: [UUID]? = actor.has(.admin) ? nil : actor.teamRoles.filter { $0.value >= .admin }.map(\.key)
-        return try await database.withTenant(tenant.id) { try await webhooks.list(teamIDs: teamIDs, on: $0) }
+        return try await database.withTenant(tenant.id) { try await webhooks.page(teamIDs: teamIDs, position, limit: limit, on: $0) }
     }
 
     /// An endpoint with its most recent deliveries.
