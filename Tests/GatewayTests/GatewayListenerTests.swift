@@ -22,11 +22,18 @@ import Testing
     static func connect(port: Int) async throws -> (any Channel, EventLoopFuture<String>) {
         let group = MultiThreadedEventLoopGroup.singleton
         let promise = group.next().makePromise(of: String.self)
-        let channel = try await ClientBootstrap(group: group)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise)) }
-            }
-            .connect(host: "127.0.0.1", port: port).get()
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise)) }
+                }
+                .connect(host: "127.0.0.1", port: port).get()
+        } catch {
+            // refused: the collector never saw a connection, so its promise is ours to end
+            promise.fail(error)
+            throw error
+        }
         channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
         return (channel, promise.futureResult)
     }

@@ -191,4 +191,36 @@ extension InvoiceTests {
             }
         }
     }
+
+    /// The event numbers against the real database: a gap in a gateway run's numbers, and calls its
+    /// tally reported beyond the highest stored number, are named as missing, each by its numbers.
+    @Test func missingEventNumbersAreNamedPerGatewayRun() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                // setup: a run that stored #1–3, #5, #6 and #9 and reported answering 10 calls
+                let b = try await Self.proSubscription(portal, client)
+                let at = Self.october.start.addingTimeInterval(5 * 86_400)
+                let events = [1, 2, 3, 5, 6, 9].map { number -> UsageEvent in
+                    var event = UsageEvent(
+                        at: at.addingTimeInterval(Double(number)), tenantID: b.tenant, apiID: nil, appID: b.app, subscriptionID: b.subscription, planID: b.plan,
+                        method: "GET", status: 200, latencyMicroseconds: 500, bytesIn: 0, bytesOut: 10, rejection: nil, forwarded: true)
+                    event.sequence = Int64(number)
+                    return event
+                }
+                let tally = AnsweredCount(meterID: "g9/run1", tenantID: b.tenant, subscriptionID: b.subscription, hour: at, answered: 10, billable: 10)
+                try await UsageStore(logger: TestDatabase.logger).write(UsageBatch(meterID: "g9/run1", events: events, answered: [tally]), client: portal.database.client)
+                // act
+                let report = try await Self.inTenant(portal, b) { book, c in
+                    try await Reconciliation(logger: book.logger).run(tenant: b.tenant, slug: "acme", period: "2026-10", on: c)
+                }
+                // assert: not balanced, the run's row and words name the four missing numbers
+                #expect(!report.isBalanced)
+                let run = try #require(report.meters.first { $0.meterID == "g9/run1" })
+                #expect(run.stored == 6 && run.highest == 9 && run.missing == 4)
+                #expect(run.missingRanges == [4...4, 7...8])
+                #expect(report.text.contains("gateway g9/run1: 4 answered calls not stored (event numbers #4, #7–#8, #10)"), "\(report.text)")
+                #expect(report.rows.first?.differences.first == "gateway answered 10 calls, 6 events stored")
+            }
+        }
+    }
 }
