@@ -12,10 +12,14 @@ run: deps
 	@swift build $(SWIFT_BUILD_FLAGS) --product tollgate
 	@if [ -z "$$DATABASE_URL" ]; then scripts/pg.sh start tollgate; fi
 	@export DATABASE_URL="$${DATABASE_URL:-$$(scripts/pg.sh url tollgate)}"; \
-	  "$(BIN)" migrate && "$(BIN)" seed-demo && \
+	  export GATEWAY_TLS_ADDRESS="$${GATEWAY_TLS_ADDRESS-127.0.0.1:8443}"; \
+	  "$(BIN)" migrate && "$(BIN)" seed-demo && "$(BIN)" dev-certs && \
 	  portal="$${PORTAL_ADDRESS:-127.0.0.1:8080}"; gateway="$${GATEWAY_ADDRESS:-127.0.0.1:8000}"; \
 	  echo; echo "Portal:   http://$$portal/t/demo/   (platform console: http://$$portal/platform/)"; \
 	  echo "Gateway:  http://$$gateway/"; \
+	  if [ -n "$$GATEWAY_TLS_ADDRESS" ]; then \
+	    echo "Gateway (TLS): https://$$GATEWAY_TLS_ADDRESS/   e.g. curl --cacert $${TOLLGATE_TLS_DIR:-$(TOLLGATE_DATA_DIR)/tls}/ca.pem https://localhost:$${GATEWAY_TLS_ADDRESS##*:}/healthz"; \
+	  fi; \
 	  echo "API docs: http://$$portal/t/demo/api/v1/openapi.json"; \
 	  echo "Demo upstream (Echo API): http://127.0.0.1:9100/"; echo; \
 	  "$(BIN)" demo-upstream & upstream=$$!; trap 'kill $$upstream 2>/dev/null' EXIT; \

@@ -342,6 +342,39 @@ import Testing
         }
     }
 
+    /// SIGTERM's order on the listener: stop accepting, close idle keep-alive connections, let an
+    /// exchange under way finish and answer it with `Connection: close`, read no further request.
+    @Test func aGracefulShutdownFinishesTheCallUnderWayAndClosesTheRest() async throws {
+        try await GatewayProxyTests.withWorld { _, _, gateway in
+            // setup: an idle keep-alive connection, and one waiting for a slow upstream with a second request pipelined
+            let (idle, idleBytes) = try await GatewayListenerTests.connect(port: gateway.port)
+            try await idle.writeAndFlush(ByteBuffer(string: "GET /t/demo/echo/v1/ok HTTP/1.1\r\nHost: g\r\nX-API-Key: \(TestWorld.apiKey)\r\n\r\n"))
+            try await GatewayIntegrationWait.until { gateway.usage.recent.count == 1 }
+            let (busy, busyBytes) = try await GatewayListenerTests.connect(port: gateway.port)
+            try await busy.writeAndFlush(
+                ByteBuffer(
+                    string: "GET /t/demo/echo/v1/slow HTTP/1.1\r\nHost: g\r\nX-API-Key: \(TestWorld.apiKey)\r\n\r\n"
+                        + "GET /t/demo/echo/v1/ok HTTP/1.1\r\nHost: g\r\nX-API-Key: \(TestWorld.apiKey)\r\n\r\n"))
+            try await Task.sleep(for: .milliseconds(300))
+            // act: the shutdown begins while the slow call is under way
+            await gateway.beginShutdown()
+            let idleText = try await idleBytes.get()
+            let busyText = try await busyBytes.get()
+            // assert: the idle connection got its one answer and was closed; the busy one got the slow
+            // answer, marked Connection: close, and nothing for the pipelined request
+            let idleResponses = RawResponse.parseAll(idleText)
+            #expect(idleResponses.map(\.status) == [200])
+            let busyResponses = RawResponse.parseAll(busyText)
+            #expect(busyResponses.map(\.status) == [200])
+            #expect(busyResponses.first?.headers["connection"]?.lowercased() == "close")
+            #expect(gateway.usage.recent.map(\.status) == [200, 200])  // both answered calls metered, the unread one not
+            // and the listener no longer accepts
+            await #expect(throws: (any Error).self) { _ = try await GatewayListenerTests.connect(port: gateway.port) }
+            _ = idle
+            _ = busy
+        }
+    }
+
     @Test func aSlowClientIsDisconnected() async throws {
         // 1 s, not less: under the parallel suite a request can reach the gateway several hundred ms
         // after its connection opened, and a shorter timeout then closes it before the bytes arrive

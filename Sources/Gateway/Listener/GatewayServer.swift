@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 
 /// The data-plane listener: HTTP/1.1 with keep-alive, built directly on SwiftNIO channel handlers
@@ -36,6 +37,25 @@ public struct GatewayServer: Service {
         /// Where the data plane's request, rejection and upstream-error metrics go; nil: the
         /// process's `MetricsSystem` (tests pass their own to read them).
         public var metricsFactory: (any MetricsFactory)?
+        /// A second listener that speaks TLS, beside the plaintext one; nil: none.
+        public var tls: TLSListener?
+
+        /// Where the TLS listener binds and the certificates it serves (chosen by SNI).
+        public struct TLSListener: Sendable {
+            public var host: String
+            public var port: Int
+            public var certificates: CertificateStore
+            /// `Strict-Transport-Security` on every TLS response; nil: not sent.
+            public var strictTransportSecurity: String? = "max-age=31536000"
+            /// How often the certificate directory is checked for new or renewed pairs.
+            public var reloadInterval: Duration = .seconds(10)
+
+            public init(host: String, port: Int, certificates: CertificateStore) {
+                self.host = host
+                self.port = port
+                self.certificates = certificates
+            }
+        }
 
         public init(host: String, port: Int) {
             self.host = host
@@ -47,10 +67,12 @@ public struct GatewayServer: Service {
     let shared: GatewayContext
     let logger: Logger
     let onBound: @Sendable (Int) -> Void
+    let onTLSBound: @Sendable (Int) -> Void
 
     public init(
         configuration: Configuration, store: SnapshotStore, rateLimiter: RateLimiter = RateLimiter(), quotas: QuotaTracker, usage: any UsageSink,
-        logger: Logger, metricsText: @escaping @Sendable () -> String, onBound: @escaping @Sendable (Int) -> Void = { _ in }
+        logger: Logger, metricsText: @escaping @Sendable () -> String, onBound: @escaping @Sendable (Int) -> Void = { _ in },
+        onTLSBound: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
         self.configuration = configuration
         self.shared = GatewayContext(
@@ -58,12 +80,53 @@ public struct GatewayServer: Service {
             settings: configuration, metricsText: metricsText)
         self.logger = logger
         self.onBound = onBound
+        self.onTLSBound = onTLSBound
     }
 
     public func run() async throws {
-        let shared = self.shared
         let ownGroup = configuration.eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: max(1, $0)) }
-        let channel = try await ServerBootstrap(group: ownGroup ?? MultiThreadedEventLoopGroup.singleton)
+        let group = ownGroup ?? MultiThreadedEventLoopGroup.singleton
+        let plain = try await bind(group: group, host: configuration.host, port: configuration.port, tls: nil)
+        let port = plain.localAddress?.port ?? configuration.port
+        logger.info("gateway listening", metadata: ["address": "\(configuration.host):\(port)"])
+        var listeners = [plain]
+        var reloader: Task<Void, Never>?
+        do {
+            if let tls = configuration.tls {
+                let secure = try await bind(group: group, host: tls.host, port: tls.port, tls: try tls.certificates.serverContext())
+                let tlsPort = secure.localAddress?.port ?? tls.port
+                logger.info("gateway listening (TLS)", metadata: ["address": "\(tls.host):\(tlsPort)"])
+                listeners.append(secure)
+                reloader = Task {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: tls.reloadInterval)
+                        tls.certificates.reloadIfChanged()
+                    }
+                }
+                onTLSBound(tlsPort)
+            }
+        } catch {
+            try? await plain.close()
+            throw error
+        }
+        onBound(port)
+        // Serve until graceful shutdown is requested, then stop accepting, and drain: the
+        // services after this one in the group (the meter) stop only once this returns.
+        let bound = listeners
+        try await withGracefulShutdownHandler {
+            for listener in bound { try await listener.closeFuture.get() }
+        } onGracefulShutdown: {
+            for listener in bound { listener.close(promise: nil) }
+        }
+        reloader?.cancel()
+        await drain()
+        try? await ownGroup?.shutdownGracefully()
+    }
+
+    /// A listener; with `tls`, each connection speaks TLS in front of the same proxy handler.
+    private func bind(group: any EventLoopGroup, host: String, port: Int, tls: NIOSSLContext?) async throws -> any Channel {
+        let shared = self.shared
+        return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -71,26 +134,15 @@ public struct GatewayServer: Service {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let loop = shared.loops.state(for: channel.eventLoop)
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     // One handler: ProxyHandler parses request heads and writes response bytes itself
                     // (each HTTP codec handler was a hop and a boxed part per message), and the loop's
                     // idle sweep replaces an IdleStateHandler.
-                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(shared: shared, loop: loop))
+                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(shared: shared, loop: loop, secure: tls != nil))
                 }
             }
-            .bind(host: configuration.host, port: configuration.port)
+            .bind(host: host, port: port)
             .get()
-        let port = channel.localAddress?.port ?? configuration.port
-        logger.info("gateway listening", metadata: ["address": "\(configuration.host):\(port)"])
-        onBound(port)
-        // Serve until graceful shutdown is requested, then stop accepting, and drain: the
-        // services after this one in the group (the meter) stop only once this returns.
-        try await withGracefulShutdownHandler {
-            try await channel.closeFuture.get()
-        } onGracefulShutdown: {
-            channel.close(promise: nil)
-        }
-        await drain()
-        try? await ownGroup?.shutdownGracefully()
     }
 
     /// Closes idle connections, lets the others finish their exchange (answered with

@@ -13,6 +13,8 @@ final class GatewayContext: Sendable {
     let loops: LoopStates
     let settings: GatewayServer.Configuration
     let metricsText: @Sendable () -> String
+    /// The `Strict-Transport-Security` header line for responses on the TLS listener, made once.
+    let strictTransportSecurityLine: String?
     /// Client connections open now (counted at set-up and tear-down, not per request): the drain
     /// at shutdown waits for it to reach zero.
     let openConnections = NIOLockedValueBox(0)
@@ -31,6 +33,7 @@ final class GatewayContext: Sendable {
         self.loops = loops
         self.settings = settings
         self.metricsText = metricsText
+        self.strictTransportSecurityLine = settings.tls?.strictTransportSecurity.map { "Strict-Transport-Security: \($0)\r\n" }
     }
 }
 
@@ -132,10 +135,14 @@ final class ProxyHandler: ChannelInboundHandler {
     private var draining = false
     private var clientAddress: [UInt8]?
     private var clientIP = ""
+    /// The connection came in on the TLS listener: upstreams hear `X-Forwarded-Proto: https`,
+    /// clients get `Strict-Transport-Security` when it is configured.
+    private let secure: Bool
 
-    init(shared: GatewayContext, loop: LoopState) {
+    init(shared: GatewayContext, loop: LoopState, secure: Bool = false) {
         self.shared = shared
         self.loop = loop
+        self.secure = secure
         self.snapshot = shared.store.snapshot
         self.gate = RequestGate(
             rateLimiter: shared.rateLimiter, quotas: shared.quotas, tokenCache: loop.tokenCache,
@@ -473,7 +480,7 @@ final class ProxyHandler: ChannelInboundHandler {
     private func connect(_ exchange: Exchange, context: ChannelHandlerContext) {
         let target = exchange.target
         if let idle = loop.pool.takeIdle(target) { return attach(idle, to: exchange, context: context) }
-        loop.pool.connect(target).assumeIsolatedUnsafeUnchecked().whenComplete { result in
+        loop.pool.connect(target, tls: exchange.plan.route.upstreamTLS).assumeIsolatedUnsafeUnchecked().whenComplete { result in
             guard self.exchange === exchange else {
                 // The client left meanwhile.
                 if case .success(let connection) = result { connection.channel.close(promise: nil) }
@@ -486,7 +493,7 @@ final class ProxyHandler: ChannelInboundHandler {
             case .failure(let error):
                 let now = DispatchTime.now().uptimeNanoseconds
                 self.loop.pool.recordFailure(target.key, now: now)
-                self.loop.metrics.upstreamError("connect")
+                self.loop.metrics.upstreamError(UpstreamTLS.isTLSFailure(error) ? "tls" : "connect")
                 // One retry, elsewhere, for idempotent requests whose body was not streamed yet.
                 if !exchange.retried, exchange.head.method.isIdempotent, exchange.bytesIn == 0,
                     let next = self.loop.pool.pick(exchange.plan.route, now: now, excluding: target.key)
@@ -496,9 +503,12 @@ final class ProxyHandler: ChannelInboundHandler {
                     return self.connect(exchange, context: context)
                 }
                 let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
+                let tlsFailed = UpstreamTLS.isTLSFailure(error)
                 self.failBeforeResponse(
                     exchange, status: timedOut ? .gatewayTimeout : .badGateway,
-                    detail: timedOut ? "The upstream did not accept the connection in time." : "The upstream could not be reached.", context: context)
+                    detail: timedOut
+                        ? "The upstream did not accept the connection in time."
+                        : (tlsFailed ? UpstreamTLS.describe(error) : "The upstream could not be reached."), context: context)
             }
         }
     }
@@ -729,7 +739,7 @@ final class ProxyHandler: ChannelInboundHandler {
         out.writeString(target.pathPrefix)
         out.writeString(plan.upstreamURI)
         out.writeStaticString(" HTTP/1.1\r\nHost: ")
-        out.writeString(target.port == 80 ? target.host : target.key)
+        out.writeString(target.hostHeader)
         out.writeStaticString("\r\n")
         let hop = HopByHop(head.headers)
         var forwardedFor: String?
@@ -752,7 +762,11 @@ final class ProxyHandler: ChannelInboundHandler {
             out.writeStaticString(", ")
         }
         out.writeString(clientIP)
-        out.writeStaticString("\r\nX-Forwarded-Proto: http\r\n")
+        if secure {
+            out.writeStaticString("\r\nX-Forwarded-Proto: https\r\n")
+        } else {
+            out.writeStaticString("\r\nX-Forwarded-Proto: http\r\n")
+        }
         if !host.isEmpty { out.writeHeader("X-Forwarded-Host", host) }
         out.writeHeader("X-Request-Id", exchange.requestID)
         // identity lines (tenant, app, client, team, plan, subscription) come preformatted with the snapshot
@@ -782,6 +796,7 @@ final class ProxyHandler: ChannelInboundHandler {
         }
         for (name, value) in added { out.writeHeader(name, value) }
         out.writeHeader("X-Request-Id", exchange.requestID)
+        if secure, let line = shared.strictTransportSecurityLine { out.writeString(line) }
         if exchange.closeClient {
             out.writeStaticString("Connection: close\r\n")
         } else if exchange.head.version.minor == 0 {
@@ -824,6 +839,7 @@ final class ProxyHandler: ChannelInboundHandler {
         out.writeHeader("Content-Length", String(response.body.utf8.count))
         out.writeStaticString("Cache-Control: no-store\r\n")
         if let requestID { out.writeHeader("X-Request-Id", requestID) }
+        if secure, let line = shared.strictTransportSecurityLine { out.writeString(line) }
         if close {
             out.writeStaticString("Connection: close\r\n")
         } else if isHTTP10 {

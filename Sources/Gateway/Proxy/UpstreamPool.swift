@@ -4,6 +4,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// One keep-alive connection to an upstream target.
 final class UpstreamConnection {
@@ -83,24 +84,49 @@ final class UpstreamPool {
         return nil
     }
 
-    /// A new connection to the target.
-    func connect(_ target: UpstreamTargetConfig) -> EventLoopFuture<UpstreamConnection> {
+    /// A new connection to the target; for an `https://` target, handed out once its TLS
+    /// handshake is done (`tls`: the route's context; without one the connection fails).
+    func connect(_ target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<UpstreamConnection> {
         let key = target.key
         let timeout = connectTimeout
-        return ClientBootstrap(group: eventLoop)
+        if target.tls && tls == nil {
+            return eventLoop.makeFailedFuture(UpstreamTLS.Failure.invalidBundle("no TLS settings could be made for this API"))
+        }
+        let waiter = target.tls ? TLSHandshakeWaiter(eventLoop: eventLoop) : nil
+        let connected = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    if let waiter, let tls {
+                        try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: UpstreamTLS.serverName(target.host)))
+                        try pipeline.addHandler(waiter)
+                    }
                     // raw bytes both ways: the proxy writes request heads itself and parses responses
-                    try channel.pipeline.syncOperations.addHandler(UpstreamResponseHandler())
+                    try pipeline.addHandler(UpstreamResponseHandler())
                 }
             }
             .connect(host: target.host, port: target.port)
-            .flatMapThrowing { channel in
-                let handler = try channel.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self)
-                return UpstreamConnection(channel: channel, key: key, handler: handler)
+        var ready = connected
+        if let waiter {
+            connected.whenFailure { waiter.finish(.failure($0)) }
+            ready = connected.flatMap { channel in
+                // the handshake has the connect timeout too
+                let timer = channel.eventLoop.scheduleTask(in: timeout) {
+                    waiter.finish(.failure(ChannelError.connectTimeout(timeout)))
+                    channel.close(promise: nil)
+                }
+                return waiter.promise.futureResult.map { channel }.flatMapErrorThrowing { error in
+                    channel.close(promise: nil)
+                    throw error
+                }.always { _ in timer.cancel() }
             }
+        }
+        return ready.flatMapThrowing { channel in
+            let handler = try channel.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self)
+            return UpstreamConnection(channel: channel, key: key, handler: handler)
+        }
     }
 
     /// Returns a connection for reuse after a complete exchange.

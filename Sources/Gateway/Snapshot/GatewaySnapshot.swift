@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import NIOSSL
 
 /// Everything the gateway decides with, loaded from Postgres and never mutated: a request reads
 /// one snapshot from start to end; a reload builds a new one and swaps it in.
@@ -128,11 +129,15 @@ public final class Route: Sendable {
     public let sunset: Date?
     /// When it was deprecated (the `Deprecation` header's date).
     public let deprecatedAt: Date?
+    /// How its `https://` targets are reached (made once per trust configuration, see `UpstreamTLS`);
+    /// nil when it has none, or when the API's CA bundle is unusable (its https targets then answer 502).
+    public let upstreamTLS: NIOSSLContext?
 
     public init(
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
-        ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil
+        ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil
     ) {
+        self.upstreamTLS = upstreamTLS
         self.deprecatedAt = deprecatedAt
         self.apiID = apiID
         self.slug = slug
@@ -148,33 +153,40 @@ public final class Route: Sendable {
     }
 }
 
-/// An upstream target: where to connect and the path prefix to put before the forwarded path.
+/// An upstream target: where to connect, whether over TLS, and the path prefix to put before the
+/// forwarded path.
 public struct UpstreamTargetConfig: Sendable, Hashable {
     public let host: String
     public let port: Int
     public let pathPrefix: String
     public let weight: Int
-    /// `host:port`: names the target's pool, circuit breaker and metrics. Stored, not computed:
-    /// the proxy uses it several times per call.
+    /// `https://` targets: TLS with the route's `upstreamTLS` context.
+    public let tls: Bool
+    /// `host:port` (`https://host:port` for TLS): names the target's pool, circuit breaker and
+    /// metrics. Stored, not computed: the proxy uses it several times per call.
     public let key: String
+    /// The `Host` header the upstream gets: the host, with the port unless it is the scheme's default.
+    public let hostHeader: String
 
-    public init(host: String, port: Int, pathPrefix: String, weight: Int) {
+    public init(host: String, port: Int, pathPrefix: String, weight: Int, tls: Bool = false) {
         self.host = host
         self.port = port
         self.pathPrefix = pathPrefix
         self.weight = weight
-        self.key = "\(host):\(port)"
+        self.tls = tls
+        self.key = tls ? "https://\(host):\(port)" : "\(host):\(port)"
+        self.hostHeader = port == (tls ? 443 : 80) ? host : "\(host):\(port)"
     }
 
-    /// Parses `http://host:port/prefix`; https upstreams are not supported by this data plane yet.
+    /// Parses `http://host[:port]/prefix` or `https://host[:port]/prefix`.
     public init?(url: String, weight: Int) {
-        guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host, !host.isEmpty else { return nil }
-        self.host = host
-        self.port = components.port ?? 80
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            let host = components.host, !host.isEmpty
+        else { return nil }
         let path = components.path
-        self.pathPrefix = path.hasSuffix("/") ? String(path.dropLast()) : path
-        self.weight = max(1, weight)
-        self.key = "\(host):\(port)"
+        self.init(
+            host: host, port: components.port ?? (scheme == "https" ? 443 : 80), pathPrefix: path.hasSuffix("/") ? String(path.dropLast()) : path,
+            weight: max(1, weight), tls: scheme == "https")
     }
 }
 

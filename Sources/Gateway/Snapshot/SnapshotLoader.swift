@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import NIOSSL
 import PostgresNIO
 
 /// Reads the gateway's configuration for every tenant in one read-only transaction.
@@ -40,19 +41,30 @@ public struct SnapshotLoader: Sendable {
         let apiRows = try await connection.query(
             """
             SELECT a.id, a.tenant_id, a.slug, a.version, a.base_path, a.state, a.cors::text, a.ip_allow, a.ip_deny, a.methods, a.max_request_bytes,
-                a.sunset_at, (SELECT max(c.at) FROM api_state_changes c WHERE c.api_id = a.id AND c.to_state = 'deprecated')
+                a.sunset_at, (SELECT max(c.at) FROM api_state_changes c WHERE c.api_id = a.id AND c.to_state = 'deprecated'), a.upstream_ca_pem
             FROM apis a WHERE a.state IN ('published', 'deprecated', 'retired')
             """, logger: logger)
-        for try await (id, tenant, slug, apiVersion, basePath, state, cors, allow, deny, methods, maxBytes, sunset, deprecatedAt) in apiRows.decode(
-            (UUID, UUID, String, String, String, String, String?, [String], [String], [String], Int?, Date?, Date?).self)
+        for try await (id, tenant, slug, apiVersion, basePath, state, cors, allow, deny, methods, maxBytes, sunset, deprecatedAt, caBundle) in apiRows.decode(
+            (UUID, UUID, String, String, String, String, String?, [String], [String], [String], Int?, Date?, Date?, String?).self)
         {
             let policy = cors.flatMap(CORSPolicy.init(storedJSON:))
+            let apiTargets = targets[id] ?? []
+            var upstreamTLS: NIOSSLContext?
+            if apiTargets.contains(where: \.tls) {
+                do {
+                    upstreamTLS = try UpstreamTLS.context(caBundlePEM: caBundle)
+                } catch {
+                    // its https targets answer 502 saying so; the portal refuses such bundles, so
+                    // this is a bundle stored before that check or a broken trust store
+                    logger.error("an API's upstream TLS settings are unusable", metadata: ["api": "\(id)", "error": "\(error)"])
+                }
+            }
             routes[tenant, default: []].append(
                 Route(
                     apiID: id, slug: slug, version: apiVersion, basePath: basePath, state: Route.State(rawValue: state) ?? .retired,
-                    targets: targets[id] ?? [], cors: policy,
+                    targets: apiTargets, cors: policy,
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
-                    maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt))
+                    maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS))
         }
 
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]

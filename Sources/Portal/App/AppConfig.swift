@@ -46,6 +46,16 @@ struct AppConfig: Sendable {
     var drainTimeout: TimeAmount = .seconds(10)
     /// The most bytes the meter's write-ahead spool holds (TOLLGATE_METER_SPOOL_CAP_BYTES, default 1 GiB).
     var meterSpoolCapBytes: Int64 = 1 << 30
+    /// The gateway's TLS listener (GATEWAY_TLS_ADDRESS, host:port; unset: none).
+    var gatewayTLSAddress: (host: String, port: Int)?
+    /// Certificate and key pairs the TLS listener serves, chosen by SNI (TOLLGATE_TLS_DIR, default
+    /// `<data dir>/tls`; see `CertificateStore`).
+    var tlsDirectory: String?
+    /// `Strict-Transport-Security` on TLS responses (TOLLGATE_HSTS, default `max-age=31536000`; `off`: none).
+    var strictTransportSecurity: String? = "max-age=31536000"
+
+    /// Where the TLS certificate pairs are read from.
+    var certificateDirectory: String { tlsDirectory ?? dataDirectory + "/tls" }
 
     /// The webhook target rules for this process.
     var webhookTargets: WebhookTargetPolicy {
@@ -121,6 +131,21 @@ struct AppConfig: Sendable {
                 throw ConfigError.invalid("TOLLGATE_METER_SPOOL_CAP_BYTES", text, "0 to 1099511627776 bytes")
             }
             config.meterSpoolCapBytes = bytes
+        }
+        if let text = env["GATEWAY_TLS_ADDRESS"], !text.isEmpty {
+            let parsed = try address("GATEWAY_TLS_ADDRESS", text)
+            guard (parsed.0, parsed.1) != (gateway.0, gateway.1) else {
+                throw ConfigError.invalid("GATEWAY_TLS_ADDRESS", text, "an address other than GATEWAY_ADDRESS")
+            }
+            config.gatewayTLSAddress = (parsed.0, parsed.1)
+        }
+        config.tlsDirectory = env["TOLLGATE_TLS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+        if let text = env["TOLLGATE_HSTS"] {
+            // a header value: printable ASCII only, so it cannot split the response head
+            guard text == "off" || (!text.isEmpty && text.count <= 200 && text.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7f }) else {
+                throw ConfigError.invalid("TOLLGATE_HSTS", text, "a Strict-Transport-Security value such as max-age=31536000, or off")
+            }
+            config.strictTransportSecurity = text == "off" ? nil : text
         }
         if let text = env["TOLLGATE_DRAFT_REFRESH_SECONDS"] {
             guard let seconds = Int(text), (5...86_400).contains(seconds) else {

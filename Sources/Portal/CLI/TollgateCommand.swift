@@ -18,6 +18,7 @@ struct Tollgate: AsyncParsableCommand {
         subcommands: [
             Serve.self, PortalOnly.self, GatewayOnly.self, Migrate.self, SeedDemo.self, TenantCommand.self, UserCommand.self,
             TokenCommand.self, PlatformAdminCommand.self, KeysCommand.self, DemoUpstream.self, ExportCommand.self, BillingCommand.self, BenchMeteringCommand.self,
+            DevCertsCommand.self,
         ])
 }
 
@@ -93,6 +94,12 @@ enum Launcher {
             var gatewayConfiguration = GatewayServer.Configuration(host: config.gatewayHost, port: config.gatewayPort)
             gatewayConfiguration.eventLoopThreads = config.gatewayThreads
             gatewayConfiguration.drainTimeout = config.drainTimeout
+            if let address = config.gatewayTLSAddress {
+                let certificates = try CertificateStore(directory: config.certificateDirectory, logger: runtime.logger)
+                var listener = GatewayServer.Configuration.TLSListener(host: address.host, port: address.port, certificates: certificates)
+                listener.strictTransportSecurity = config.strictTransportSecurity
+                gatewayConfiguration.tls = listener
+            }
             services.append(
                 .init(
                     service: GatewayServer(

@@ -58,6 +58,8 @@ struct APIChanges: Sendable {
     var visibility: APIProduct.Visibility?
     var allowedTeamIDs: [UUID]?
     var targets: [UpstreamTarget]?
+    /// PEM certificates for the `https://` targets; "" removes the bundle (the system trust store then).
+    var upstreamCABundle: String?
 
     func validate() throws {
         var errors: [String: String] = [:]
@@ -74,6 +76,9 @@ struct APIChanges: Sendable {
             } else if let problem = targets.lazy.compactMap(UpstreamURL.problem).first {
                 errors["targets"] = problem
             }
+        }
+        if let upstreamCABundle, case .failure(let problem) = UpstreamCABundle.normalized(upstreamCABundle) {
+            errors["upstream_ca_pem"] = problem.message
         }
         guard errors.isEmpty else { throw AppError.validation(errors) }
     }

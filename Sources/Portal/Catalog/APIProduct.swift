@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 
 /// One version of an API in a tenant's catalog. Versions of the same API share a slug.
 struct APIProduct: Sendable, Equatable {
@@ -22,6 +23,34 @@ struct APIProduct: Sendable, Equatable {
     var targets: [UpstreamTarget]
     var createdAt: Date
     var policy = APIGatewayPolicy()
+    /// PEM certificates the gateway verifies the API's `https://` targets against instead of the
+    /// system trust store; nil: the system trust store.
+    var upstreamCABundle: String?
+}
+
+/// An API's own CA bundle for its `https://` targets, as providers paste or upload it.
+enum UpstreamCABundle {
+    static let maximumCharacters = 65_536
+
+    /// The bundle as stored (line ends made LF, outer whitespace trimmed; empty: none), or the
+    /// problem in words.
+    static func normalized(_ text: String) -> Result<String?, ValidationProblem> {
+        let unified = text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !unified.isEmpty else { return .success(nil) }
+        guard unified.count <= maximumCharacters else { return .failure(ValidationProblem(message: "Keep the CA bundle under 64 KiB.")) }
+        guard unified.hasPrefix("-----BEGIN CERTIFICATE-----") else {
+            return .failure(ValidationProblem(message: "Paste PEM certificates (-----BEGIN CERTIFICATE----- …), not a key or another format."))
+        }
+        if let problem = UpstreamTLS.validate(caBundlePEM: unified + "\n") {
+            return .failure(ValidationProblem(message: "The CA bundle cannot be used: \(problem)."))
+        }
+        return .success(unified + "\n")
+    }
+
+    struct ValidationProblem: Error {
+        let message: String
+    }
 }
 
 /// Where the gateway sends an API's traffic; weights drive weighted round-robin.

@@ -105,20 +105,23 @@ struct APIRepository: Sendable {
         }
         let policyRows = try await connection.query(
             """
-            SELECT id, cors::text, ip_allow, ip_deny, methods, max_request_bytes, sunset_at FROM apis WHERE id = ANY(\(apis.map(\.id)))
+            SELECT id, cors::text, ip_allow, ip_deny, methods, max_request_bytes, sunset_at, upstream_ca_pem FROM apis WHERE id = ANY(\(apis.map(\.id)))
             """, logger: logger)
         var policies: [UUID: APIGatewayPolicy] = [:]
-        for try await (apiID, cors, allow, deny, methods, maxBytes, sunset) in policyRows.decode(
-            (UUID, String?, [String], [String], [String], Int?, Date?).self)
+        var bundles: [UUID: String] = [:]
+        for try await (apiID, cors, allow, deny, methods, maxBytes, sunset, bundle) in policyRows.decode(
+            (UUID, String?, [String], [String], [String], Int?, Date?, String?).self)
         {
             policies[apiID] = APIGatewayPolicy(
                 cors: cors.flatMap(CORSPolicy.init(storedJSON:)), ipAllow: allow, ipDeny: deny,
                 methods: methods, maxRequestBytes: maxBytes, sunsetAt: sunset)
+            bundles[apiID] = bundle
         }
         return apis.map {
             var api = $0
             api.targets = targets[api.id] ?? []
             api.policy = policies[api.id] ?? APIGatewayPolicy()
+            api.upstreamCABundle = bundles[api.id]
             return api
         }
     }
@@ -132,6 +135,9 @@ struct APIRepository: Sendable {
                 updated_at = now()
             WHERE id = \(id)
             """, logger: logger)
+        if let text = changes.upstreamCABundle, case .success(let bundle) = UpstreamCABundle.normalized(text) {
+            try await connection.query("UPDATE apis SET upstream_ca_pem = \(bundle), updated_at = now() WHERE id = \(id)", logger: logger)
+        }
         if let targets = changes.targets {
             try await connection.query("DELETE FROM api_upstream_targets WHERE api_id = \(id)", logger: logger)
             for (position, target) in targets.enumerated() {

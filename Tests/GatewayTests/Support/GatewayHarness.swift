@@ -3,8 +3,10 @@ import Crypto
 import Foundation
 import Logging
 import MetricsTestKit
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import Testing
 
@@ -18,6 +20,10 @@ struct GatewayHarness: Sendable {
     let quotas: QuotaTracker
     /// This gateway's request, rejection and upstream-error metrics.
     let metrics: TestMetrics
+    /// Begins the graceful shutdown (as SIGTERM does) without waiting for it.
+    let beginShutdown: @Sendable () async -> Void
+    /// The TLS listener's port, when one is configured.
+    let tlsPort: Int?
 
     static func run(
         snapshot: GatewaySnapshot?, configure: @Sendable (inout GatewayServer.Configuration) -> Void = { _ in },
@@ -32,9 +38,11 @@ struct GatewayHarness: Sendable {
         configuration.metricsFactory = metrics
         configure(&configuration)
         let bound = AsyncStream<Int>.makeStream()
+        let tlsPort = NIOLockedValueBox<Int?>(nil)
         let server = GatewayServer(
             configuration: configuration, store: store, quotas: quotas, usage: usage, logger: Logger(label: "test"),
-            metricsText: { "# TYPE test_metric counter\ntest_metric 1\n" }, onBound: { bound.continuation.yield($0) })
+            metricsText: { "# TYPE test_metric counter\ntest_metric 1\n" }, onBound: { bound.continuation.yield($0) },
+            onTLSBound: { port in tlsPort.withLockedValue { $0 = port } })
         let group = ServiceGroup(services: [server], logger: Logger(label: "test"))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
@@ -44,7 +52,10 @@ struct GatewayHarness: Sendable {
                 break
             }
             do {
-                try await body(GatewayHarness(port: port, store: store, usage: usage, quotas: quotas, metrics: metrics))
+                try await body(
+                    GatewayHarness(
+                        port: port, store: store, usage: usage, quotas: quotas, metrics: metrics, beginShutdown: { await group.triggerGracefulShutdown() },
+                        tlsPort: tlsPort.withLockedValue { $0 }))
             } catch {
                 await group.triggerGracefulShutdown()
                 throw error
@@ -137,11 +148,13 @@ struct TestWorld: Sendable {
     func snapshot(
         targets: [UpstreamTargetConfig], state: Route.State = .published, rate: Int = 1000, burst: Int = 1000, quota: Int64? = nil,
         cors: CORSPolicy? = nil, ipRules: IPAccessRules = IPAccessRules(), methods: Set<String> = [], maxRequestBytes: Int? = nil,
-        sunset: Date? = nil, revoked: Set<String> = [], subscribed: Bool = true, version: Int = 1, keyIDs: [String] = ["k1"]
+        sunset: Date? = nil, revoked: Set<String> = [], subscribed: Bool = true, version: Int = 1, keyIDs: [String] = ["k1"],
+        upstreamTLS: NIOSSLContext? = nil
     ) -> GatewaySnapshot {
         let route = Route(
             apiID: apiID, slug: "echo", version: "v1", basePath: "/echo/v1", state: state, targets: targets, cors: cors, ipRules: ipRules,
-            methods: methods, maxRequestBytes: maxRequestBytes, sunset: sunset, deprecatedAt: state == .deprecated ? Date(timeIntervalSince1970: 1_700_000_000) : nil)
+            methods: methods, maxRequestBytes: maxRequestBytes, sunset: sunset, deprecatedAt: state == .deprecated ? Date(timeIntervalSince1970: 1_700_000_000) : nil,
+            upstreamTLS: upstreamTLS)
         let grant = SubscriptionGrant(subscriptionID: subscriptionID, planID: planID, ratePerSecond: rate, burst: burst, monthlyQuota: quota)
         let app = AppGrant(id: appID, teamID: teamID, clientID: "tgc_demo", subscriptions: subscribed ? [apiID: grant] : [:])
         let tenant = TenantConfig(

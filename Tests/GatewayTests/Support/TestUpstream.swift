@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// A real HTTP upstream on 127.0.0.1 for gateway tests. It answers with a JSON echo of what it
 /// received; a few paths misbehave on purpose: `/slow` answers after 3 s, `/close` drops the
@@ -26,13 +27,15 @@ final class TestUpstream: Sendable {
 
     private init(channel: any Channel) { self.channel = channel }
 
-    static func start() async throws -> TestUpstream {
+    /// With `tls`, the upstream speaks HTTPS (that server context's certificate).
+    static func start(tls: NIOSSLContext? = nil) async throws -> TestUpstream {
         let box = NIOLockedValueBox<TestUpstream?>(nil)
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 box.withLockedValue { $0 }?.state.withLockedValue { $0.connections += 1 }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(Handler(record: { seen in box.withLockedValue { $0 }?.state.withLockedValue { $0.seen.append(seen) } }))
                 }

@@ -1,0 +1,155 @@
+import Crypto
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOSSL
+import NIOTLS
+
+/// How the gateway speaks TLS to an API's `https://` targets: TLS 1.2 or newer, the peer's
+/// certificate verified against the system trust store (Debian's `ca-certificates`) or, when the
+/// provider gave one, the API's own CA bundle instead; the host name checked and sent as SNI.
+///
+/// A context is expensive to make (it reads the trust store) and safe to share between event
+/// loops, so there is one per distinct trust configuration in the process, made when a snapshot
+/// first needs it — never per call.
+public enum UpstreamTLS {
+    public enum Failure: Error, CustomStringConvertible {
+        case invalidBundle(String)
+        public var description: String {
+            switch self {
+            case .invalidBundle(let reason): "the API's CA bundle is not usable: \(reason)"
+            }
+        }
+    }
+
+    private static let contexts = NIOLockedValueBox<[String: NIOSSLContext]>([:])
+
+    /// The context for a CA bundle (PEM, one or more certificates), or the system trust store when nil.
+    public static func context(caBundlePEM: String?) throws -> NIOSSLContext {
+        let key = caBundlePEM.map { "sha256:" + SHA256.hash(data: Data($0.utf8)).map { String(format: "%02x", $0) }.joined() } ?? "system"
+        if let known = contexts.withLockedValue({ $0[key] }) { return known }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.certificateVerification = .fullVerification
+        if let pem = caBundlePEM {
+            let certificates: [NIOSSLCertificate]
+            do {
+                certificates = try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8))
+            } catch {
+                throw Failure.invalidBundle("it holds no PEM certificate that parses")
+            }
+            guard !certificates.isEmpty else { throw Failure.invalidBundle("it holds no certificate") }
+            configuration.trustRoots = .certificates(certificates)
+        }
+        let context = try NIOSSLContext(configuration: configuration)
+        contexts.withLockedValue { known in
+            // bounded: trust configurations come from providers; a flood of distinct bundles only
+            // costs contexts made again
+            if known.count >= 1_000 { known.removeAll() }
+            known[key] = context
+        }
+        return context
+    }
+
+    /// Checks a CA bundle as the portal receives it (the gateway would refuse it the same way).
+    public static func validate(caBundlePEM: String) -> String? {
+        do {
+            _ = try context(caBundlePEM: caBundlePEM)
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    /// The server name sent as SNI and checked against the certificate: a DNS name, never an IP
+    /// literal (those are checked against the certificate's IP addresses instead).
+    static func serverName(_ host: String) -> String? {
+        if IPv4Address(host) != nil || host.contains(":") { return nil }
+        return host
+    }
+
+    /// Words for a failed handshake, for the 502's problem detail (nothing secret in them).
+    static func describe(_ error: any Error) -> String {
+        if let ssl = error as? NIOSSLError, case .handshakeFailed(let inner) = ssl {
+            let text = "\(inner)".lowercased()
+            if text.contains("certificate_verify_failed") || text.contains("certificate verify failed") {
+                return "The upstream's TLS certificate could not be verified (untrusted issuer, expired, or not for this host)."
+            }
+            if text.contains("wrong_version_number") || text.contains("wrong version number") {
+                return "The upstream did not answer TLS (is the target http:// rather than https://?)."
+            }
+            return "The TLS handshake with the upstream failed."
+        }
+        switch error {
+        case let failure as Failure:
+            return "The upstream cannot be reached over TLS: \(failure)."
+        case is HandshakeIncomplete:
+            return "The upstream closed the connection during the TLS handshake."
+        case is NIOSSLExtraError:
+            return "The upstream's TLS certificate is not valid for the target's host name."
+        case let error as NIOSSLError:
+            return "The TLS handshake with the upstream failed (\(error))."
+        default:
+            return "The TLS handshake with the upstream failed."
+        }
+    }
+
+    static func isTLSFailure(_ error: any Error) -> Bool {
+        error is NIOSSLError || error is NIOSSLExtraError || error is BoringSSLError || error is HandshakeIncomplete || error is Failure
+    }
+
+    /// The connection closed before the handshake finished.
+    struct HandshakeIncomplete: Error {}
+}
+
+/// IPv4 literal check without Foundation's resolver.
+private struct IPv4Address {
+    init?(_ text: String) {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts.allSatisfy({ !$0.isEmpty && $0.count <= 3 && $0.allSatisfy(\.isASCII) && UInt8($0) != nil }) else { return nil }
+    }
+}
+
+/// Completes `promise` when the channel's TLS handshake is done, or fails it with the handshake's
+/// error, then steps out of the pipeline. The pool hands out a TLS connection only once it is
+/// ready, so a failed handshake is a connect failure (502, counted by the circuit breaker), not a
+/// reset in the middle of an exchange. Confined to its event loop (every path that finishes it runs
+/// there), hence `@unchecked Sendable`.
+final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    let promise: EventLoopPromise<Void>
+    private var done = false
+
+    init(eventLoop: any EventLoop) { promise = eventLoop.makePromise() }
+
+    /// Completes the promise once; later outcomes are ignored.
+    func finish(_ result: Result<Void, any Error>) {
+        guard !done else { return }
+        done = true
+        promise.completeWith(result)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls {
+            finish(.success(()))
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        finish(.failure(error))
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(.failure(UpstreamTLS.HandshakeIncomplete()))
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        finish(.failure(UpstreamTLS.HandshakeIncomplete()))
+    }
+}
