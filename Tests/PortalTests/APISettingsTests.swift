@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Hummingbird
 import HummingbirdTesting
 import PostgresNIO
@@ -112,6 +113,51 @@ import Testing
                 let settingsPage = try await provider.get(client, page)
                 #expect(settingsPage.text.contains("Settings saved."))
                 #expect(settingsPage.text.contains("http://127.0.0.1:9200 5"))
+            }
+        }
+    }
+
+    /// An API's own CA bundle for its https:// targets: pasted with the line ends a browser sends,
+    /// stored normalized, refused with a reason when it is not certificates, removed with "".
+    @Test func anHTTPSTargetsCABundleIsValidatedStoredAndRemoved() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                // setup
+                let world = try await CatalogAPITests.world(portal)
+                let id = try await PlanAPITests.publishedAPI(client, world)
+                let ca = try DevelopmentCA.create(commonName: "provider CA")
+                let pasted = ca.certificatePEM.replacingOccurrences(of: "\n", with: "\r\n")
+                let path = "/t/acme/api/v1/apis/\(id)"
+                // act + assert: the JSON API
+                let body = String(decoding: try JSONSerialization.data(withJSONObject: ["targets": [["url": "https://api.example.com/v1", "weight": 1]], "upstream_ca_pem": pasted]), as: UTF8.self)
+                let stored = try await APITests.call(client, .patch, path, token: world.provider, body: body)
+                #expect(stored.status == .ok)
+                let kept = try APITests.json(stored)["upstream_ca_pem"] as? String
+                #expect(kept == ca.certificatePEM.trimmingCharacters(in: .whitespacesAndNewlines) + "\n")  // LF line ends, one final newline
+                #expect(kept?.contains("\r") == false)
+                let refused = try await APITests.call(client, .patch, path, token: world.provider, body: #"{"upstream_ca_pem":"hello"}"#)
+                #expect(refused.status == .unprocessableContent)
+                #expect((try APITests.json(refused)["errors"] as? [String: String])?["upstream_ca_pem"]?.contains("PEM certificates") == true)
+                let broken = try await APITests.call(
+                    client, .patch, path, token: world.provider, body: #"{"upstream_ca_pem":"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"}"#)
+                #expect(broken.status == .unprocessableContent)
+                let removed = try await APITests.call(client, .patch, path, token: world.provider, body: #"{"upstream_ca_pem":""}"#)
+                #expect(removed.status == .ok)
+                #expect(try APITests.json(removed)["upstream_ca_pem"] == nil)
+                // the form: a mistake stays on the page next to the field with what was typed
+                var provider = Browser()
+                _ = try await provider.signIn(client, tenant: "acme", email: "pat@example.com")
+                let page = "/t/acme/catalog/apis/\(id)"
+                let wrong = try await provider.submit(
+                    client, page + "/settings", from: page, fields: [("targets", "https://api.example.com 1"), ("upstream_ca_pem", "not a certificate")])
+                #expect(wrong.status == .unprocessableContent)
+                #expect(wrong.text.contains("id=\"upstream_ca_pem-error\""))
+                #expect(wrong.text.contains("not a certificate</textarea>"))
+                let saved = try await provider.submit(
+                    client, page + "/settings", from: page, fields: [("targets", "https://api.example.com 1"), ("upstream_ca_pem", pasted)])
+                #expect(saved.status == .seeOther)
+                let shown = try await provider.get(client, page)
+                #expect(shown.text.contains("verified against the API&#39;s own CA bundle") || shown.text.contains("verified against the API's own CA bundle"))
             }
         }
     }

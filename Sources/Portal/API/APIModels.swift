@@ -163,6 +163,8 @@ enum APIModel {
         let visibility: String
         let allowedTeamIds: [UUID]
         let targets: [UpstreamTarget]
+        /// PEM certificates the gateway verifies https:// targets against (null: the system trust store).
+        let upstreamCaPem: String?
         let createdAt: Date
         init(_ api: APIProduct) {
             id = api.id
@@ -176,6 +178,7 @@ enum APIModel {
             visibility = api.visibility.rawValue
             allowedTeamIds = api.allowedTeamIDs
             targets = api.targets
+            upstreamCaPem = api.upstreamCABundle
             createdAt = api.createdAt
         }
     }
@@ -198,6 +201,8 @@ enum APIModel {
         let visibility: String?
         let allowedTeamIds: [UUID]?
         let targets: [UpstreamTarget]?
+        /// "" removes the bundle.
+        let upstreamCaPem: String?
     }
 
     /// An API's gateway policy, read and replaced as a whole.

@@ -166,7 +166,7 @@ enum OpenAPIDocument {
                 "get": operation(
                     "getAPI", "One API version", tag: "Catalog", parameters: [apiParameter], ok: ("200", ref("API")), errors: ["401", "403", "404"]),
                 "patch": operation(
-                    "updateAPI", "Change name, description, visibility, allowed teams or upstream targets (absent fields stay)", tag: "Catalog",
+                    "updateAPI", "Change name, description, visibility, allowed teams, upstream targets or their CA bundle (absent fields stay)", tag: "Catalog",
                     parameters: [apiParameter], body: ref("UpdateAPI"), ok: ("200", ref("API")), errors: ["400", "401", "403", "404", "415", "422"]),
             ],
             "/apis/{api}/openapi": [
@@ -408,7 +408,10 @@ enum OpenAPIDocument {
                 "state": ["type": "string", "enum": APIState.allCases.map(\.rawValue)],
                 "visibility": ["type": "string", "enum": APIProduct.Visibility.allCases.map(\.rawValue)],
                 "allowed_team_ids": ["type": "array", "items": uuid], "targets": ["type": "array", "items": ref("Target")], "created_at": dateTime,
-            ]),
+                "upstream_ca_pem": [
+                    "type": "string", "description": "PEM certificates the gateway verifies the https:// targets against; absent: the system trust store",
+                ],
+            ], optional: ["upstream_ca_pem"]),
             "APIPage": page(of: "API"),
             "APIDocument": object([
                 "format": ["type": "string", "enum": ["json", "yaml"]], "title": string, "version": string, "openapi_version": string,
@@ -420,6 +423,10 @@ enum OpenAPIDocument {
                     "visibility": ["type": "string", "enum": APIProduct.Visibility.allCases.map(\.rawValue)],
                     "allowed_team_ids": ["type": "array", "items": uuid],
                     "targets": ["type": "array", "minItems": 1, "maxItems": NewAPI.maximumTargets, "items": ref("Target")],
+                    "upstream_ca_pem": [
+                        "type": "string", "maxLength": UpstreamCABundle.maximumCharacters,
+                        "description": "PEM certificates (-----BEGIN CERTIFICATE-----) to verify https:// targets against instead of the system trust store; an empty string removes them",
+                    ],
                 ], required: []),
             "CORSPolicy": input(
                 [

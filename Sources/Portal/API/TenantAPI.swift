@@ -97,7 +97,9 @@ struct TenantAPI: Sendable {
         }
         let api = try await services.catalog.update(
             tenant: try context.requireTenant(), actor: principal, id: id,
-            APIChanges(name: body.name, description: body.description, visibility: visibility, allowedTeamIDs: body.allowedTeamIds, targets: body.targets),
+            APIChanges(
+                name: body.name, description: body.description, visibility: visibility, allowedTeamIDs: body.allowedTeamIds, targets: body.targets,
+                upstreamCABundle: body.upstreamCaPem),
             clientIP: context.clientIP)
         return try .json(APIModel.APIBody(api))
     }

@@ -82,6 +82,7 @@ struct CatalogService: Sendable {
             if changes.visibility != nil { fields.append("visibility") }
             if changes.allowedTeamIDs != nil { fields.append("allowed_teams") }
             if changes.targets != nil { fields.append("targets") }
+            if changes.upstreamCABundle != nil { fields.append("upstream_ca_pem") }
             try await audit.record(
                 tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiUpdated, target: "\(api.slug)/\(api.version)",
                 clientIP: clientIP, details: ["fields": fields.joined(separator: " ")], on: connection)

@@ -103,11 +103,14 @@ struct CatalogPages: Sendable {
                 tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id,
                 APIChanges(
                     name: form["name"], description: form["description"], visibility: visibility,
-                    allowedTeamIDs: form.values("allowed_team_ids").compactMap(UUID.init(uuidString:)), targets: targets),
+                    allowedTeamIDs: form.values("allowed_team_ids").compactMap(UUID.init(uuidString:)), targets: targets,
+                    upstreamCABundle: form["upstream_ca_pem"]),
                 clientIP: context.clientIP)
             return try await saved("Settings saved.", id: id, context)
         } catch let error as AppError where error.status == .unprocessableContent {
-            var typed: [String: Any] = ["description": form["description"] ?? "", "targets_text": form["targets"] ?? ""]
+            var typed: [String: Any] = [
+                "description": form["description"] ?? "", "targets_text": form["targets"] ?? "", "upstream_ca_pem": form["upstream_ca_pem"] ?? "",
+            ]
             typed["restricted"] = form["visibility"] == "restricted"
             return try await detailPage(
                 context, error: "The settings were not saved: correct the fields marked below.", typedSettings: typed, typedName: form["name"],
@@ -294,6 +297,7 @@ struct CatalogPages: Sendable {
             "kept_teams": api.allowedTeamIDs.filter { id in !teams.items.contains { $0.id == id } }.map { ["id": $0.uuidString] },
             "teams": teams.items.map { ["id": $0.id.uuidString, "name": $0.name, "allowed": api.allowedTeamIDs.contains($0.id)] as [String: Any] },
             "targets_text": api.targets.map { "\($0.url) \($0.weight)" }.joined(separator: "\n"),
+            "upstream_ca_pem": api.upstreamCABundle ?? "",
             "cors_origins": policy.cors?.allowedOrigins.joined(separator: "\n") ?? "",
             "cors_methods": policy.cors?.allowedMethods.joined(separator: " ") ?? "",
             "cors_headers": policy.cors?.allowedHeaders.joined(separator: " ") ?? "",
