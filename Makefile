@@ -13,7 +13,7 @@ run: deps
 	@if [ -z "$$DATABASE_URL" ]; then scripts/pg.sh start tollgate; fi
 	@export DATABASE_URL="$${DATABASE_URL:-$$(scripts/pg.sh url tollgate)}"; \
 	  export GATEWAY_TLS_ADDRESS="$${GATEWAY_TLS_ADDRESS-127.0.0.1:8443}"; \
-	  "$(BIN)" migrate && "$(BIN)" seed-demo && "$(BIN)" dev-certs && \
+	  "$(BIN)" migrate && "$(BIN)" seed-demo && "$(BIN)" dev-certs --name demo.localhost && \
 	  portal="$${PORTAL_ADDRESS:-127.0.0.1:8080}"; gateway="$${GATEWAY_ADDRESS:-127.0.0.1:8000}"; \
 	  echo; echo "Portal:   http://$$portal/t/demo/   (platform console: http://$$portal/platform/)"; \
 	  echo "Gateway:  http://$$gateway/"; \
