@@ -137,11 +137,21 @@ import Testing
                     client, .post, "/t/acme/api/v1/apps/\(usersAppID)/subscriptions", token: world.developer, body: #"{"plan_id":"\#(planID)"}"#)
                 #expect(accepted.status == .created)
                 #expect(try await Self.grantedApps(portal).contains(usersAppID.lowercased()))
-                // the provider withdraws the team: the gateway stops serving that app at once
+                // a token of the allowed team's app carries the API in its scope
+                let slug = created["slug"] as? String ?? ""
+                let credentials = ((usersApp["app"] as? [String: Any])?["client_id"] as? String ?? "", usersApp["secret"] as? String ?? "")
+                func scopes() async throws -> [String] {
+                    let token = try APITests.json(try await OAuthTests.form(client, [("grant_type", "client_credentials")], basic: credentials))
+                    return (token["scope"] as? String ?? "").split(separator: " ").map(String.init)
+                }
+                #expect(try await scopes().contains(slug))
+                // the provider withdraws the team: the gateway stops serving that app at once, and new
+                // tokens no longer name the API
                 let patched = try await APITests.call(
                     client, .patch, "/t/acme/api/v1/apis/\(apiID)", token: world.provider, body: #"{"allowed_team_ids":["\#(sideTeam)"]}"#)
                 #expect(patched.status == .ok)
                 #expect(try await !Self.grantedApps(portal).contains(usersAppID.lowercased()))
+                #expect(try await !scopes().contains(slug))
             }
         }
     }
