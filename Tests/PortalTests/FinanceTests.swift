@@ -86,6 +86,11 @@ import Testing
                 let analytics = try await browser.get(client, "/t/acme/analytics?range=custom&from=2026-10-01&to=2026-11-01")
                 #expect(analytics.status == .ok)
                 #expect(String(buffer: analytics.body).contains("<rect"))
+                #expect(String(buffer: analytics.body).contains("name=\"to\" value=\"2026-11-01\""))  // a custom window keeps its own end day
+                // the 24 h view offers tomorrow as the (excluded) end day, so pressing Custom keeps today's calls
+                let day = try await browser.get(client, "/t/acme/analytics?range=24h")
+                let tomorrow = DisplayDate.day(Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 86_400).rounded(.down) * 86_400 + 86_400))
+                #expect(String(buffer: day.body).contains("name=\"to\" value=\"\(tomorrow)\""))
                 let csv = try await browser.get(client, "/t/acme/finance/usage.csv?from=2026-10-01&to=2026-11-01")
                 #expect(csv.headers[.contentType] == "text/csv; charset=utf-8")
                 let lines = String(buffer: csv.body).components(separatedBy: "\r\n").filter { !$0.isEmpty }

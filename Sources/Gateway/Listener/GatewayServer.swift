@@ -39,6 +39,10 @@ public struct GatewayServer: Service {
         public var metricsFactory: (any MetricsFactory)?
         /// A second listener that speaks TLS, beside the plaintext one; nil: none.
         public var tls: TLSListener?
+        /// Both listeners expect a PROXY protocol header (v1 or v2) before each connection's first
+        /// byte, from a TCP load balancer in front, and take the client's address from it; a
+        /// connection without one is closed.
+        public var proxyProtocol = false
 
         /// Where the TLS listener binds and the certificates it serves (chosen by SNI).
         public struct TLSListener: Sendable {
@@ -134,6 +138,7 @@ public struct GatewayServer: Service {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let loop = shared.loops.state(for: channel.eventLoop)
+                    if shared.settings.proxyProtocol { try channel.pipeline.syncOperations.addHandler(ProxyProtocolDecoder()) }
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     // One handler: ProxyHandler parses request heads and writes response bytes itself
                     // (each HTTP codec handler was a hop and a boxed part per message), and the loop's

@@ -161,6 +161,15 @@ final class ProxyHandler: ChannelInboundHandler {
         if shared.draining.withLockedValue({ $0 }) { beginDrain() }
     }
 
+    /// A PROXY protocol header named the client (the load balancer's own address is the peer's).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let proxied = event as? ProxiedClientAddress, let bytes = IPRange.bytes(of: proxied.address) {
+            clientIP = proxied.address
+            clientAddress = bytes
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         shared.openConnections.withLockedValue { $0 -= 1 }

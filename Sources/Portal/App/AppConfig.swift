@@ -53,6 +53,9 @@ struct AppConfig: Sendable {
     var tlsDirectory: String?
     /// `Strict-Transport-Security` on TLS responses (TOLLGATE_HSTS, default `max-age=31536000`; `off`: none).
     var strictTransportSecurity: String? = "max-age=31536000"
+    /// The gateway's listeners expect a PROXY protocol v1/v2 header from a TCP load balancer
+    /// (TOLLGATE_PROXY_PROTOCOL=true); connections without one are closed.
+    var gatewayProxyProtocol = false
 
     /// Where the TLS certificate pairs are read from.
     var certificateDirectory: String { tlsDirectory ?? dataDirectory + "/tls" }
@@ -140,6 +143,10 @@ struct AppConfig: Sendable {
             config.gatewayTLSAddress = (parsed.0, parsed.1)
         }
         config.tlsDirectory = env["TOLLGATE_TLS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+        if let text = env["TOLLGATE_PROXY_PROTOCOL"] {
+            guard text == "true" || text == "false" else { throw ConfigError.invalid("TOLLGATE_PROXY_PROTOCOL", text, "true or false") }
+            config.gatewayProxyProtocol = text == "true"
+        }
         if let text = env["TOLLGATE_HSTS"] {
             // a header value: printable ASCII only, so it cannot split the response head
             guard text == "off" || (!text.isEmpty && text.count <= 200 && text.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7f }) else {

@@ -94,6 +94,7 @@ enum Launcher {
             var gatewayConfiguration = GatewayServer.Configuration(host: config.gatewayHost, port: config.gatewayPort)
             gatewayConfiguration.eventLoopThreads = config.gatewayThreads
             gatewayConfiguration.drainTimeout = config.drainTimeout
+            gatewayConfiguration.proxyProtocol = config.gatewayProxyProtocol
             if let address = config.gatewayTLSAddress {
                 let certificates = try CertificateStore(directory: config.certificateDirectory, logger: runtime.logger)
                 var listener = GatewayServer.Configuration.TLSListener(host: address.host, port: address.port, certificates: certificates)

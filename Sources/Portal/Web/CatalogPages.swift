@@ -298,6 +298,8 @@ struct CatalogPages: Sendable {
             "teams": teams.items.map { ["id": $0.id.uuidString, "name": $0.name, "allowed": api.allowedTeamIDs.contains($0.id)] as [String: Any] },
             "targets_text": api.targets.map { "\($0.url) \($0.weight)" }.joined(separator: "\n"),
             "upstream_ca_pem": api.upstreamCABundle ?? "",
+            // what is saved, not what was typed (an error page shows the typed text in the field)
+            "has_ca_bundle": api.upstreamCABundle != nil,
             "cors_origins": policy.cors?.allowedOrigins.joined(separator: "\n") ?? "",
             "cors_methods": policy.cors?.allowedMethods.joined(separator: " ") ?? "",
             "cors_headers": policy.cors?.allowedHeaders.joined(separator: " ") ?? "",

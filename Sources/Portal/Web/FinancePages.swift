@@ -265,7 +265,10 @@ struct FinancePages: Sendable {
         values["title"] = title
         values["range"] = window.range
         values["from"] = DisplayDate.day(window.from)
-        values["to"] = DisplayDate.day(window.to)
+        // the form's end day is excluded: offer the day after the window's last day, so pressing
+        // Custom straight away shows the same calls (a 24 h window ends today, not at midnight)
+        let endDay = (window.to.timeIntervalSince1970 / 86_400).rounded(.down) * 86_400
+        values["to"] = DisplayDate.day(Date(timeIntervalSince1970: endDay == window.to.timeIntervalSince1970 ? endDay : endDay + 86_400))
         var selector = ""
         if let api = scope.apiID { selector = "&api_id=\(api.uuidString)" }
         if let app = scope.appID {
