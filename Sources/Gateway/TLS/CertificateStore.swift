@@ -21,6 +21,8 @@ public final class CertificateStore: Sendable {
         public let file: String
         public let names: [String]
         public let notAfter: Date
+        /// The leaf is a certificate authority's (basic constraints CA): not served.
+        public let isAuthority: Bool
         let chain: [NIOSSLCertificate]
         let key: NIOSSLPrivateKey
     }
@@ -140,7 +142,10 @@ public final class CertificateStore: Sendable {
             let keyPath = "\(directory)/\(name).key"
             guard FileManager.default.fileExists(atPath: keyPath) else { continue }  // a CA certificate or a chain without a key
             do {
-                entries.append(try entry(name: name, chainPath: "\(directory)/\(file)", keyPath: keyPath))
+                let pair = try entry(name: name, chainPath: "\(directory)/\(file)", keyPath: keyPath)
+                // a CA's own pair (the development CA beside its certificates) is never a server identity
+                guard !pair.isAuthority else { continue }
+                entries.append(pair)
             } catch {
                 problems.append("\(file): \(error)")
             }
@@ -170,7 +175,9 @@ public final class CertificateStore: Sendable {
         if let alternatives = try leaf.extensions.subjectAlternativeNames {
             for case .dnsName(let dns) in alternatives { names.append(Table.canonical(dns)) }
         }
-        return Entry(file: name, names: names, notAfter: leaf.notValidAfter, chain: chain, key: key)
+        var authority = false
+        if case .isCertificateAuthority = try leaf.extensions.basicConstraints { authority = true }
+        return Entry(file: name, names: names, notAfter: leaf.notValidAfter, isAuthority: authority, chain: chain, key: key)
     }
 
     /// Names, sizes and modification times of the directory's files: changes when any pair does.

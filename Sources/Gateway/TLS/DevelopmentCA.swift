@@ -74,6 +74,14 @@ public struct DevelopmentCA: Sendable {
         return (try leaf.serializeAsPEM().pemString, leafKey.pemRepresentation)
     }
 
+    /// Whether a certificate (PEM) names this CA as its issuer.
+    public func issued(_ certificatePEM: String) -> Bool {
+        guard let end = certificatePEM.range(of: "-----END CERTIFICATE-----"),
+            let leaf = try? Certificate(pemEncoded: String(certificatePEM[..<end.upperBound]))
+        else { return false }
+        return leaf.issuer == certificate.subject
+    }
+
     public struct InvalidAddress: Error, CustomStringConvertible {
         public let text: String
         public var description: String { "not an IP address: \(text)" }

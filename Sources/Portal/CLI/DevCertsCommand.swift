@@ -52,7 +52,10 @@ struct DevelopmentCertificates {
             lines.append("created a development CA: \(caPath)")
         }
         let serverPath = directory + "/default.pem", serverKeyPath = directory + "/default.key"
-        if let reason = try reissueReason(serverPath, now: now) {
+        if let existing = try? String(contentsOfFile: serverPath, encoding: .utf8), !ca.issued(existing) {
+            // an operator's own certificate in the TLS directory is never replaced
+            lines.append("\(serverPath) is not from the development CA; left as it is")
+        } else if let reason = try reissueReason(serverPath, now: now) {
             let issued = try ca.issue(dnsNames: dnsNames, ipAddresses: Self.addresses, days: 365, now: now)
             try Self.write(issued.privateKeyPEM, to: serverKeyPath, secret: true)
             try Self.write(issued.certificatePEM, to: serverPath, secret: false)
