@@ -12,10 +12,11 @@ run: deps
 	@swift build $(SWIFT_BUILD_FLAGS) --product tollgate
 	@if [ -z "$$DATABASE_URL" ]; then scripts/pg.sh start tollgate; fi
 	@export DATABASE_URL="$${DATABASE_URL:-$$(scripts/pg.sh url tollgate)}"; \
-	  export GATEWAY_TLS_ADDRESS="$${GATEWAY_TLS_ADDRESS-127.0.0.1:8443}"; \
+	  export GATEWAY_TLS_ADDRESS="$${GATEWAY_TLS_ADDRESS-127.0.0.1:8443}" PORTAL_TLS_ADDRESS="$${PORTAL_TLS_ADDRESS-127.0.0.1:8444}"; \
 	  "$(BIN)" migrate && "$(BIN)" seed-demo && "$(BIN)" dev-certs --name demo.localhost && \
 	  portal="$${PORTAL_ADDRESS:-127.0.0.1:8080}"; gateway="$${GATEWAY_ADDRESS:-127.0.0.1:8000}"; \
 	  echo; echo "Portal:   http://$$portal/t/demo/   (platform console: http://$$portal/platform/)"; \
+	  if [ -n "$$PORTAL_TLS_ADDRESS" ]; then echo "Portal (TLS): https://localhost:$${PORTAL_TLS_ADDRESS##*:}/t/demo/"; fi; \
 	  echo "Gateway:  http://$$gateway/"; \
 	  if [ -n "$$GATEWAY_TLS_ADDRESS" ]; then \
 	    echo "Gateway (TLS): https://$$GATEWAY_TLS_ADDRESS/   e.g. curl --cacert $${TOLLGATE_TLS_DIR:-$(TOLLGATE_DATA_DIR)/tls}/ca.pem https://localhost:$${GATEWAY_TLS_ADDRESS##*:}/healthz"; \

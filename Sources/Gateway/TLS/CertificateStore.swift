@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
+import ServiceLifecycle
 import SwiftASN1
 import X509
 
@@ -116,6 +117,11 @@ public final class CertificateStore: Sendable {
     /// A server context: TLS 1.2 and 1.3 only, ALPN `http/1.1`, the certificate chosen per
     /// handshake from the current set.
     public func serverContext() throws -> NIOSSLContext {
+        try NIOSSLContext(configuration: serverConfiguration())
+    }
+
+    /// The configuration behind `serverContext`, for servers that make their own context (the portal's).
+    public func serverConfiguration() -> TLSConfiguration {
         let initial = select(nil)
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: initial.chain.map { .certificate($0) }, privateKey: .privateKey(initial.key))
@@ -128,7 +134,7 @@ public final class CertificateStore: Sendable {
             override.privateKey = .privateKey(entry.key)
             promise.succeed(override)
         }
-        return try NIOSSLContext(configuration: configuration)
+        return configuration
     }
 
     // MARK: Reading
@@ -189,5 +195,26 @@ public final class CertificateStore: Sendable {
             let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
             return "\(file):\(size):\(modified)"
         }.joined(separator: "|")
+    }
+}
+
+/// Checks a certificate directory every `interval` and reloads it when it changed (for listeners
+/// that do not run their own check, such as the portal's).
+public struct CertificateReloader: Service {
+    let certificates: CertificateStore
+    let interval: Duration
+
+    public init(certificates: CertificateStore, interval: Duration = .seconds(10)) {
+        self.certificates = certificates
+        self.interval = interval
+    }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try await Task.sleep(for: interval)
+                certificates.reloadIfChanged()
+            }
+        }
     }
 }

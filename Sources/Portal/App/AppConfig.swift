@@ -48,6 +48,8 @@ struct AppConfig: Sendable {
     var meterSpoolCapBytes: Int64 = 1 << 30
     /// The gateway's TLS listener (GATEWAY_TLS_ADDRESS, host:port; unset: none).
     var gatewayTLSAddress: (host: String, port: Int)?
+    /// The portal's TLS listener (PORTAL_TLS_ADDRESS, host:port; unset: none), same certificates.
+    var portalTLSAddress: (host: String, port: Int)?
     /// Certificate and key pairs the TLS listener serves, chosen by SNI (TOLLGATE_TLS_DIR, default
     /// `<data dir>/tls`; see `CertificateStore`).
     var tlsDirectory: String?
@@ -141,6 +143,14 @@ struct AppConfig: Sendable {
                 throw ConfigError.invalid("GATEWAY_TLS_ADDRESS", text, "an address other than GATEWAY_ADDRESS")
             }
             config.gatewayTLSAddress = (parsed.0, parsed.1)
+        }
+        if let text = env["PORTAL_TLS_ADDRESS"], !text.isEmpty {
+            let parsed = try address("PORTAL_TLS_ADDRESS", text)
+            let taken = [(portal.0, portal.1), (gateway.0, gateway.1)] + (config.gatewayTLSAddress.map { [($0.host, $0.port)] } ?? [])
+            guard !taken.contains(where: { $0 == (parsed.0, parsed.1) }) else {
+                throw ConfigError.invalid("PORTAL_TLS_ADDRESS", text, "an address no other listener uses")
+            }
+            config.portalTLSAddress = (parsed.0, parsed.1)
         }
         config.tlsDirectory = env["TOLLGATE_TLS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
         if let text = env["TOLLGATE_PROXY_PROTOCOL"] {

@@ -1,6 +1,9 @@
 import Foundation
 import Gateway
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import Logging
 import Prometheus
 
@@ -10,7 +13,7 @@ func buildRouter(services: PortalServices, metrics: PrometheusCollectorRegistry)
     router.add(middleware: RequestIDMiddleware())
     router.add(middleware: LogRequestsMiddleware(.info))
     router.add(middleware: MetricsMiddleware())
-    router.add(middleware: SecurityHeadersMiddleware())
+    router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: services.config.strictTransportSecurity))
     router.add(middleware: ErrorMiddleware(views: services.views))
 
     HealthRoutes(readiness: services.readiness, check: services.checkReadiness, metrics: metrics).addRoutes(to: router)
@@ -44,21 +47,61 @@ func buildApplication(
     beforeServerStarts: @escaping @Sendable () async throws -> Void = {},
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
-    let responder = TenantHostResponder(
-        inner: buildRouter(services: services, metrics: metrics).buildResponder(), baseDomain: services.config.baseDomain,
-        database: services.database, tenants: services.tenants)
+    portalApplication(
+        services: services, metrics: metrics, host: host, port: port, logger: logger, server: portalHTTP1(services), overTLS: false,
+        beforeServerStarts: beforeServerStarts, onServerRunning: onServerRunning)
+}
+
+/// The same portal on `PORTAL_TLS_ADDRESS`, speaking TLS with `tls` (the certificate store's).
+func buildTLSApplication(
+    services: PortalServices, metrics: PrometheusCollectorRegistry, host: String, port: Int, logger: Logger, tls: TLSConfiguration,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) throws -> some ApplicationProtocol {
+    portalApplication(
+        services: services, metrics: metrics, host: host, port: port, logger: logger,
+        server: try HTTPServerBuilder.tls(portalHTTP1(services), tlsConfiguration: tls), overTLS: true, onServerRunning: onServerRunning)
+}
+
+private func portalHTTP1(_ services: PortalServices) -> HTTPServerBuilder {
+    .http1(
+        configuration: .init(
+            additionalChannelHandlers: [
+                RequestDeadlineHandler(headTimeout: services.config.requestHeadTimeout, bodyTimeout: services.config.requestBodyTimeout)
+            ], idleTimeout: .seconds(120)))
+}
+
+private func portalApplication(
+    services: PortalServices, metrics: PrometheusCollectorRegistry, host: String, port: Int, logger: Logger, server: HTTPServerBuilder,
+    overTLS: Bool, beforeServerStarts: @escaping @Sendable () async throws -> Void = {},
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) -> some ApplicationProtocol {
+    let responder = ConnectionSecurityResponder(
+        inner: TenantHostResponder(
+            inner: buildRouter(services: services, metrics: metrics).buildResponder(), baseDomain: services.config.baseDomain,
+            database: services.database, tenants: services.tenants),
+        overTLS: overTLS)
     var app = Application(
-        responder: responder,
-        server: .http1(
-            configuration: .init(
-                additionalChannelHandlers: [
-                    RequestDeadlineHandler(headTimeout: services.config.requestHeadTimeout, bodyTimeout: services.config.requestBodyTimeout)
-                ], idleTimeout: .seconds(120))),
+        responder: responder, server: server,
         configuration: .init(address: .hostname(host, port: port), serverName: "tollgate-portal"),
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
         logger: logger)
     app.beforeServerStarts(perform: beforeServerStarts)
     return app
+}
+
+/// Tells the portal whether the request came over its own TLS listener: sets the internal
+/// `X-Tollgate-Connection-TLS` header on that listener and removes it on the plaintext one, so a
+/// client can never claim it. Cookies get `Secure`, responses `Strict-Transport-Security` from it.
+struct ConnectionSecurityResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Context == AppRequestContext {
+    let inner: Inner
+    let overTLS: Bool
+
+    func respond(to request: Request, context: AppRequestContext) async throws -> Response {
+        guard overTLS || request.headers[.tollgateConnectionTLS] != nil else { return try await inner.respond(to: request, context: context) }
+        var head = request.head
+        head.headerFields[.tollgateConnectionTLS] = overTLS ? "1" : nil
+        return try await inner.respond(to: Request(head: head, body: request.body), context: context)
+    }
 }
 
 /// Adds `X-Request-Id` (the id in every log line of the request) to responses.

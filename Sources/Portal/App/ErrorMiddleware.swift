@@ -113,9 +113,14 @@ enum APIDecoding {
 /// Security headers on every response (HTML pages most of all).
 struct SecurityHeadersMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
+    /// `Strict-Transport-Security` for responses on the portal's TLS listener; nil: none.
+    var strictTransportSecurity: String? = nil
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var response = try await next(request, context)
+        if let strictTransportSecurity, request.headers[.tollgateConnectionTLS] == "1" {
+            response.headers[.strictTransportSecurity] = strictTransportSecurity
+        }
         response.headers[.contentSecurityPolicy] =
             "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
         response.headers[.xFrameOptions] = "DENY"
@@ -131,4 +136,7 @@ extension HTTPField.Name {
     static let xRequestID = Self("X-Request-Id")!
     static let xForwardedFor = Self("X-Forwarded-For")!
     static let xForwardedProto = Self("X-Forwarded-Proto")!
+    static let strictTransportSecurity = Self("Strict-Transport-Security")!
+    /// Internal: the request came over the portal's own TLS listener (see `ConnectionSecurityResponder`).
+    static let tollgateConnectionTLS = Self("X-Tollgate-Connection-TLS")!
 }

@@ -61,7 +61,7 @@ struct PortalServices: Sendable {
 
     /// Session-style cookie: HttpOnly, SameSite=Lax, Secure when the client reached us over TLS.
     func cookie(name: String, value: String, path: String, request: Request, maxAge: Int? = nil) -> Cookie {
-        let secure = config.trustProxy && request.headers[.xForwardedProto] == "https"
+        let secure = request.headers[.tollgateConnectionTLS] == "1" || (config.trustProxy && request.headers[.xForwardedProto] == "https")
         return Cookie(name: name, value: value, maxAge: maxAge, path: path, secure: secure, httpOnly: true, sameSite: .lax)
     }
 

@@ -65,6 +65,9 @@ enum Launcher {
 
         let portalServices = try await runtime.portalServices(database: database, readiness: readiness)
         services.append(.init(service: ReadinessMonitor(readiness: readiness, check: portalServices.checkReadiness)))
+        // one certificate set for both TLS listeners
+        let certificates = try (config.gatewayTLSAddress != nil || config.portalTLSAddress != nil)
+            ? CertificateStore(directory: config.certificateDirectory, logger: runtime.logger) : nil
         if portal {
             let migrator = try runtime.migrator()
             let app = buildApplication(
@@ -74,6 +77,13 @@ enum Launcher {
                     await runtime.checkRowLevelSecurityApplies(database)
                 })
             services.append(.init(service: app))
+            if let address = config.portalTLSAddress, let certificates {
+                let secure = try buildTLSApplication(
+                    services: portalServices, metrics: registry, host: address.host, port: address.port, logger: runtime.logger,
+                    tls: certificates.serverConfiguration())
+                services.append(.init(service: secure))
+                services.append(.init(service: CertificateReloader(certificates: certificates)))
+            }
             services.append(
                 .init(
                     service: WebhookDispatcher(
@@ -95,8 +105,7 @@ enum Launcher {
             gatewayConfiguration.eventLoopThreads = config.gatewayThreads
             gatewayConfiguration.drainTimeout = config.drainTimeout
             gatewayConfiguration.proxyProtocol = config.gatewayProxyProtocol
-            if let address = config.gatewayTLSAddress {
-                let certificates = try CertificateStore(directory: config.certificateDirectory, logger: runtime.logger)
+            if let address = config.gatewayTLSAddress, let certificates {
                 var listener = GatewayServer.Configuration.TLSListener(host: address.host, port: address.port, certificates: certificates)
                 listener.strictTransportSecurity = config.strictTransportSecurity
                 gatewayConfiguration.tls = listener
