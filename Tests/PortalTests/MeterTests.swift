@@ -318,6 +318,32 @@ import Testing
         }
     }
 
+    /// A spool at its cap during an outage says "degraded"; once Postgres took the backlog and the
+    /// segments are gone it says "writing" again, whether or not another call comes to try it.
+    @Test func aFullSpoolIsNoLongerDegradedOnceItsBacklogIsWritten() async throws {
+        try await TestDatabase.withDatabase { database in
+            let tenant = try await Fixtures.tenant(database, slug: "acme")
+            let directory = Self.spoolDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let db = Switch()
+            db.mode.withLockedValue { $0 = .failing }
+            let meter = Self.meter(database, db, directory: directory) { $0.spoolCapBytes = 2_000 }
+            let running = Task { try await meter.run() }
+            // act: an outage long enough to fill the spool
+            for i in 0..<60 {
+                meter.record(Self.event(tenant: tenant.id, subscription: nil, at: Date().addingTimeInterval(Double(i) / 1000)))
+                if i % 10 == 9 { try await Task.sleep(for: .milliseconds(70)) }
+            }
+            try await Self.eventually("degraded") { meter.status.state == .degraded }
+            db.mode.withLockedValue { $0 = .up }
+            // assert: everything stored, and the state recovers with no further call
+            try await Self.eventually("stored") { try await Self.count(database, "SELECT count(*)::text FROM usage_events") == ["60"] }
+            try await Self.eventually("writing again") { meter.status.state == .writing }
+            running.cancel()
+            try await running.value
+        }
+    }
+
     @Test func whenTheSpoolRefusesEventsTheyGoToPostgresFromMemoryOrAreCountedAsDropped() async throws {
         try await TestDatabase.withDatabase { database in
             let tenant = try await Fixtures.tenant(database, slug: "acme")

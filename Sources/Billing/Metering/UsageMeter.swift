@@ -105,6 +105,9 @@ public final class UsageMeter: UsageSink, Service {
         var written = 0
         var dropped = 0
         var spoolRefusing = false
+        /// The refusal was the spool's cap (not a failing disk): it ends once confirmed segments
+        /// are deleted and there is room again, even if no event comes to try.
+        var spoolRefusedForCap = false
         var lastWrite: Date?
         var lastError: String?
         var stopping = false
@@ -304,6 +307,7 @@ public final class UsageMeter: UsageSink, Service {
                 let (kept, wasRefusing) = state.withLockedValue { state -> (Bool, Bool) in
                     let was = state.spoolRefusing
                     state.spoolRefusing = chunk.segment == nil
+                    if case .full = refusal as? WriteAheadSpool.SpoolError { state.spoolRefusedForCap = true } else { state.spoolRefusedForCap = false }
                     let kept = state.backlog.add(chunk)
                     if !kept { state.dropped += events.count }
                     return (kept, was)
@@ -378,6 +382,11 @@ public final class UsageMeter: UsageSink, Service {
                     return state.backlog.confirmInFlight()
                 }
                 for segment in deletable { spool?.delete(segment) }
+                if let spool, spool.bytes < spool.capBytes {
+                    state.withLockedValue { state in
+                        if state.spoolRefusing && state.spoolRefusedForCap { (state.spoolRefusing, state.spoolRefusedForCap) = (false, false) }
+                    }
+                }
                 delay = configuration.retryDelay
                 reportGauges()
             } catch {
