@@ -43,6 +43,10 @@ public struct GatewayServer: Service {
         /// byte, from a TCP load balancer in front, and take the client's address from it; a
         /// connection without one is closed.
         public var proxyProtocol = false
+        /// An open WebSocket tunnel with no byte either way for this long is closed.
+        public var webSocketIdleTimeout: TimeAmount = .seconds(300)
+        /// A WebSocket tunnel is closed once open this long; nil: no limit.
+        public var webSocketMaxDuration: TimeAmount?
 
         /// Where the TLS listener binds and the certificates it serves (chosen by SNI).
         public struct TLSListener: Sendable {

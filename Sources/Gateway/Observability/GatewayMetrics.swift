@@ -17,6 +17,7 @@ final class GatewayMetrics {
     private var apis: [String: APIMetrics] = [:]
     private var rejections: [String: Counter] = [:]
     private var upstreamErrors: [String: Counter] = [:]
+    private var tunnelsClosed: [String: Counter] = [:]
 
     init(factory: (any MetricsFactory)? = nil) {
         self.factory = factory ?? MetricsSystem.factory
@@ -52,6 +53,14 @@ final class GatewayMetrics {
             upstreamErrors[kind] = Counter(label: "tollgate_gateway_upstream_errors_total", dimensions: [("kind", kind)], factory: factory)
         }
         upstreamErrors[kind]?.increment()
+    }
+
+    /// A WebSocket tunnel ended: `client`/`upstream` closed it, or the gateway did (`idle`, `max_duration`, `shutdown`).
+    func tunnelClosed(_ reason: String) {
+        if tunnelsClosed[reason] == nil {
+            tunnelsClosed[reason] = Counter(label: "tollgate_gateway_websocket_tunnels_closed_total", dimensions: [("reason", reason)], factory: factory)
+        }
+        tunnelsClosed[reason]?.increment()
     }
 }
 

@@ -4,39 +4,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
-/// Shared, immutable pieces every client connection uses.
-final class GatewayContext: Sendable {
-    let store: SnapshotStore
-    let rateLimiter: RateLimiter
-    let quotas: QuotaTracker
-    let usage: any UsageSink
-    let loops: LoopStates
-    let settings: GatewayServer.Configuration
-    let metricsText: @Sendable () -> String
-    /// The `Strict-Transport-Security` header line for responses on the TLS listener, made once.
-    let strictTransportSecurityLine: String?
-    /// Client connections open now (counted at set-up and tear-down, not per request): the drain
-    /// at shutdown waits for it to reach zero.
-    let openConnections = NIOLockedValueBox(0)
-    /// Set when the drain begins: a connection accepted just before the listener closed (set up
-    /// after the drain visited the loops) closes at once instead of being served.
-    let draining = NIOLockedValueBox(false)
-
-    init(
-        store: SnapshotStore, rateLimiter: RateLimiter, quotas: QuotaTracker, usage: any UsageSink, loops: LoopStates,
-        settings: GatewayServer.Configuration, metricsText: @escaping @Sendable () -> String
-    ) {
-        self.store = store
-        self.rateLimiter = rateLimiter
-        self.quotas = quotas
-        self.usage = usage
-        self.loops = loops
-        self.settings = settings
-        self.metricsText = metricsText
-        self.strictTransportSecurityLine = settings.tls?.strictTransportSecurity.map { "Strict-Transport-Security: \($0)\r\n" }
-    }
-}
-
 /// One client connection: parses each request head itself, decides it against the snapshot, then
 /// either answers it or forwards it to an upstream, moving the body bytes between the two sockets
 /// as they arrive (framing included) with back-pressure both ways. The upstream's response head is
@@ -52,65 +19,12 @@ final class ProxyHandler: ChannelInboundHandler {
 
     private let shared: GatewayContext
     private let loop: LoopState
+    private let meter: CallMeter
     private var snapshot: GatewaySnapshot
     private var gate: RequestGate
     private var context: ChannelHandlerContext?
 
-    /// The request being proxied.
-    private final class Exchange {
-        let plan: ForwardPlan
-        let head: HTTPRequestHead
-        let requestID: String
-        let started: UInt64
-        let keepAlive: Bool
-        let bodyLimit: Int
-        var target: UpstreamTargetConfig
-        var upstream: UpstreamConnection?
-        /// Body bytes read before the upstream connection was ready.
-        var pending: [ByteBuffer] = []
-        var pendingBytes = 0
-        var requestEnded = false
-        /// The final response head was written to the client.
-        var responseStarted = false
-        /// A response head still arriving.
-        var responseInbound: ByteBuffer?
-        var responseBody = BodyFramer(.none)
-        /// An HTTP/1.0 client gets a chunked response's payload only, ended by closing.
-        var dechunk = false
-        var closeClient = false
-        var upstreamKeepAlive = true
-        var status: UInt = 0
-        var bytesIn: Int64 = 0
-        var bytesOut: Int64 = 0
-        var retried = false
-        /// Identifies the exchange to the loop's response deadlines; 0 until its deadline is armed.
-        var serial: UInt64 = 0
-        /// Whether reading from the client (or the upstream) was paused for back-pressure.
-        var pausedClient = false
-        var pausedUpstream = false
-
-        init(plan: ForwardPlan, head: HTTPRequestHead, requestID: String, started: UInt64, target: UpstreamTargetConfig, bodyLimit: Int) {
-            self.plan = plan
-            self.head = head
-            self.requestID = requestID
-            self.started = started
-            self.keepAlive = head.isKeepAlive
-            self.target = target
-            self.bodyLimit = bodyLimit
-        }
-    }
-
-    /// A local answer waiting for the end of the request body.
-    private struct PendingAnswer {
-        var response: LocalResponse
-        var head: HTTPRequestHead
-        var started: UInt64
-        var requestID: String
-        /// Counted and metered already (a forwarded call that failed before its response).
-        var metered = false
-    }
-
-    private var exchange: Exchange?
+    private var exchange: ProxyExchange?
     private var localAnswer: PendingAnswer?
     /// Client bytes not handled yet: a partial head, or requests pipelined behind the one being answered.
     private var inbound: ByteBuffer?
@@ -143,6 +57,7 @@ final class ProxyHandler: ChannelInboundHandler {
         self.shared = shared
         self.loop = loop
         self.secure = secure
+        self.meter = CallMeter(shared: shared, loop: loop)
         self.snapshot = shared.store.snapshot
         self.gate = RequestGate(
             rateLimiter: shared.rateLimiter, quotas: shared.quotas, tokenCache: loop.tokenCache,
@@ -181,6 +96,8 @@ final class ProxyHandler: ChannelInboundHandler {
     func beginDrain() {
         guard !closing, !draining, let context else { return }
         draining = true
+        // An open WebSocket has no end the gateway could wait for: it closes at once, metered.
+        if let exchange, exchange.isTunnel { return closeTunnel(exchange, reason: "shutdown", context: context) }
         let between = exchange == nil && localAnswer == nil && requestBody == nil && headStartedAt == 0 && waiting == nil
         if between {
             closing = true
@@ -191,6 +108,7 @@ final class ProxyHandler: ChannelInboundHandler {
     /// The drain timed out: close whatever is still open.
     func forceClose() {
         guard let context, !closing else { return }
+        if let exchange, exchange.isTunnel { return closeTunnel(exchange, reason: "shutdown", context: context) }
         abortExchange(status: .serviceUnavailable, rejection: nil)
         closing = true
         context.close(promise: nil)
@@ -218,6 +136,7 @@ final class ProxyHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
         if let exchange {
+            if exchange.isTunnel { loop.metrics.tunnelClosed("client") }
             // The client went away mid-exchange: the upstream connection is out of step now.
             exchange.upstream?.handler.delegate = nil
             exchange.upstream?.channel.close(promise: nil)
@@ -235,7 +154,7 @@ final class ProxyHandler: ChannelInboundHandler {
         context.fireChannelWritabilityChanged()
     }
 
-    private func setClientReading(_ on: Bool, context: ChannelHandlerContext, _ exchange: Exchange) {
+    private func setClientReading(_ on: Bool, context: ChannelHandlerContext, _ exchange: ProxyExchange) {
         exchange.pausedClient = !on
         context.channel.setOption(.autoRead, value: on).whenComplete { _ in }
     }
@@ -246,6 +165,12 @@ final class ProxyHandler: ChannelInboundHandler {
     func closeIfIdle(now: UInt64, timeout: UInt64) -> Bool {
         if closing { return true }
         guard let context else { return true }
+        if let exchange, exchange.isTunnel {
+            let verdict = tunnelLimits.verdict(now: now, opened: exchange.tunnelOpenedAt, lastActivity: exchange.tunnelActivity)
+            guard verdict != .open else { return false }
+            closeTunnel(exchange, reason: verdict == .idle ? "idle" : "max_duration", context: context)
+            return true
+        }
         let headLate = headStartedAt != 0 && now &- headStartedAt >= UInt64(max(1, shared.settings.requestHeadTimeout.nanoseconds))
         let bodyLate = requestBody != nil && bodyStartedAt != 0 && now &- bodyStartedAt >= UInt64(max(1, shared.settings.requestBodyTimeout.nanoseconds))
         if bodyLate && exchange == nil && localAnswer == nil {
@@ -288,6 +213,10 @@ final class ProxyHandler: ChannelInboundHandler {
         defer { processingInput = false }
         while !closing, waiting == nil, var input = inbound, input.readableBytes > 0 {
             inbound = nil
+            if let exchange, exchange.isTunnel {
+                relayIntoTunnel(input, exchange)
+                break
+            }
             if requestBody != nil {
                 readBody(&input, context: context)
                 continue
@@ -360,7 +289,9 @@ final class ProxyHandler: ChannelInboundHandler {
         let requestID = head.headers.first(name: "x-request-id").flatMap { $0.utf8.count <= 200 ? $0 : nil } ?? loop.newID().lowercasedText
         requestBody = request.framing == .none ? nil : BodyFramer(request.framing)
         bodyStartedAt = requestBody == nil ? 0 : started
-        if let infrastructure = infrastructureResponse(head) {
+        let uri = head.uri
+        let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { uri[..<$0] } ?? Substring(uri)
+        if let infrastructure = shared.infrastructureResponse(path: path) {
             answer(infrastructure, head: head, started: started, requestID: requestID, context: context)
             if requestBody == nil && !closing { requestEnded(context: context) }
         } else {
@@ -411,7 +342,7 @@ final class ProxyHandler: ChannelInboundHandler {
 
     private func answer(_ response: LocalResponse, head: HTTPRequestHead, started: UInt64, requestID: String, context: ChannelHandlerContext) {
         if response.close {
-            meterLocal(response, head: head, started: started)
+            meter.recordLocal(response, method: head.method, started: started)
             writeLocal(response, head: head, requestID: requestID, context: context, close: true)
             return
         }
@@ -419,7 +350,7 @@ final class ProxyHandler: ChannelInboundHandler {
         localAnswer = PendingAnswer(response: response, head: head, started: started, requestID: requestID)
     }
 
-    private func forwardBody(_ bytes: ByteBuffer, payload: Int, _ exchange: Exchange, context: ChannelHandlerContext) {
+    private func forwardBody(_ bytes: ByteBuffer, payload: Int, _ exchange: ProxyExchange, context: ChannelHandlerContext) {
         exchange.bytesIn += Int64(payload)
         if exchange.bytesIn > Int64(exchange.bodyLimit) {
             // The body outgrew the limit while streaming: stop here.
@@ -443,7 +374,7 @@ final class ProxyHandler: ChannelInboundHandler {
     private func requestEnded(context: ChannelHandlerContext) {
         if let pending = localAnswer {
             localAnswer = nil
-            if !pending.metered { meterLocal(pending.response, head: pending.head, started: pending.started) }
+            if !pending.metered { meter.recordLocal(pending.response, method: pending.head.method, started: pending.started) }
             writeLocal(pending.response, head: pending.head, requestID: pending.requestID, context: context, close: !pending.head.isKeepAlive)
             return
         }
@@ -479,14 +410,15 @@ final class ProxyHandler: ChannelInboundHandler {
             withIdentity.grant = plan.grant
             return answer(withIdentity, head: head, started: started, requestID: requestID, context: context)
         }
-        let exchange = Exchange(
+        let exchange = ProxyExchange(
             plan: plan, head: head, requestID: requestID, started: started, target: target,
             bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes)
+        exchange.upgrade = WebSocketHandshake.requestedUpgrade(head)
         self.exchange = exchange
         connect(exchange, context: context)
     }
 
-    private func connect(_ exchange: Exchange, context: ChannelHandlerContext) {
+    private func connect(_ exchange: ProxyExchange, context: ChannelHandlerContext) {
         let target = exchange.target
         if let idle = loop.pool.takeIdle(target) { return attach(idle, to: exchange, context: context) }
         loop.pool.connect(target, tls: exchange.plan.route.upstreamTLS).assumeIsolatedUnsafeUnchecked().whenComplete { result in
@@ -523,10 +455,13 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     /// Writes the request head and any body read so far; the caller flushes.
-    private func attach(_ connection: UpstreamConnection, to exchange: Exchange, context: ChannelHandlerContext) {
+    private func attach(_ connection: UpstreamConnection, to exchange: ProxyExchange, context: ChannelHandlerContext) {
         exchange.upstream = connection
         connection.handler.delegate = self
-        connection.channel.write(upstreamRequestHead(exchange, allocator: connection.channel.allocator), promise: nil)
+        let head = UpstreamRequestHead.write(
+            exchange.head, plan: exchange.plan, target: exchange.target, requestID: exchange.requestID,
+            connection: .init(clientIP: clientIP, secure: secure), upgrade: exchange.upgrade, allocator: connection.channel.allocator)
+        connection.channel.write(head, promise: nil)
         for part in exchange.pending { connection.channel.write(part, promise: nil) }
         exchange.pending = []
         exchange.pendingBytes = 0
@@ -534,7 +469,7 @@ final class ProxyHandler: ChannelInboundHandler {
         if exchange.requestEnded { armTimeout(exchange) }
     }
 
-    private func armTimeout(_ exchange: Exchange) {
+    private func armTimeout(_ exchange: ProxyExchange) {
         guard exchange.serial == 0 else { return }
         exchangeSerial += 1
         exchange.serial = exchangeSerial
@@ -557,7 +492,7 @@ final class ProxyHandler: ChannelInboundHandler {
         failBeforeResponse(exchange, status: .gatewayTimeout, detail: "The upstream did not answer in time.", context: context)
     }
 
-    private func failBeforeResponse(_ exchange: Exchange, status: HTTPResponseStatus, detail: String, context: ChannelHandlerContext) {
+    private func failBeforeResponse(_ exchange: ProxyExchange, status: HTTPResponseStatus, detail: String, context: ChannelHandlerContext) {
         self.exchange = nil
         finish(exchange, status: status.code, forwarded: false, rejection: .upstreamUnavailable)
         var response = LocalResponse.problem(status, status == .gatewayTimeout ? "Upstream timeout" : "Bad gateway", detail, rejection: .upstreamUnavailable)
@@ -581,6 +516,7 @@ final class ProxyHandler: ChannelInboundHandler {
             partial.writeBuffer(&input)
             input = partial
         }
+        if exchange.isTunnel { return relayOutOfTunnel(input, exchange, context: context) }
         while input.readableBytes > 0 {
             if exchange.responseStarted {
                 guard relayResponseBody(&input, exchange, context: context) else { return }
@@ -597,7 +533,15 @@ final class ProxyHandler: ChannelInboundHandler {
                 return upstreamBroke(exchange, detail: "The upstream sent a response that is not valid HTTP/1.1.", context: context)
             case .complete(let response, let length):
                 if response.status == 101 {
-                    return upstreamBroke(exchange, detail: "The upstream switched protocols, which the gateway does not relay.", context: context)
+                    let upgrades = input.withUnsafeReadableBytes { bytes in
+                        response.fields.filter { HTTPHeadParser.equals(bytes, $0.name, "upgrade") }.map {
+                            Substring(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0.value]), as: UTF8.self)
+                        }
+                    }
+                    guard exchange.upgrade != nil, WebSocketHandshake.upstreamSwitched(upgradeValues: upgrades) else {
+                        return upstreamBroke(exchange, detail: "The upstream switched protocols without being asked to open a WebSocket.", context: context)
+                    }
+                    return openTunnel(response, headLength: length, input: input, exchange, context: context)
                 }
                 if response.status < 200 {
                     // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they came.
@@ -612,7 +556,14 @@ final class ProxyHandler: ChannelInboundHandler {
                 let clientIsHTTP10 = exchange.head.version.minor == 0
                 exchange.dechunk = clientIsHTTP10 && response.framing == .chunked
                 exchange.closeClient = !exchange.keepAlive || response.framing == .untilClose || exchange.dechunk || draining
-                var head = input.withUnsafeReadableBytes { responseHead(response, bytes: $0, exchange, allocator: context.channel.allocator) }
+                let shape = ClientResponseHead.Shape(
+                    http10: clientIsHTTP10, dechunk: exchange.dechunk, close: exchange.closeClient, switching: false,
+                    strictTransportSecurityLine: secure ? shared.strictTransportSecurityLine : nil)
+                var head = input.withUnsafeReadableBytes {
+                    ClientResponseHead.write(
+                        response, bytes: $0, added: exchange.plan.responseHeaders, requestID: exchange.requestID, shape: shape,
+                        allocator: context.channel.allocator)
+                }
                 input.moveReaderIndex(forwardBy: length)
                 // A small body that came with its head goes out in the same buffer: one write down
                 // the pipeline instead of two.
@@ -629,7 +580,7 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     /// Passes response body bytes to the client; false once the exchange is over.
-    private func relayResponseBody(_ input: inout ByteBuffer, _ exchange: Exchange, context: ChannelHandlerContext) -> Bool {
+    private func relayResponseBody(_ input: inout ByteBuffer, _ exchange: ProxyExchange, context: ChannelHandlerContext) -> Bool {
         var payload: [Range<Int>] = []
         var payloadBytes = 0
         let dechunk = exchange.dechunk
@@ -662,7 +613,7 @@ final class ProxyHandler: ChannelInboundHandler {
 
     /// The response is complete: the upstream connection goes back to the pool when it is in step
     /// (whole request sent, nothing read beyond the response), and the next pipelined request may start.
-    private func completeExchange(_ exchange: Exchange, upstreamInStep: Bool, context: ChannelHandlerContext) {
+    private func completeExchange(_ exchange: ProxyExchange, upstreamInStep: Bool, context: ChannelHandlerContext) {
         self.exchange = nil
         if exchange.status >= 502 && exchange.status <= 504 {
             loop.pool.recordFailure(exchange.target.key, now: DispatchTime.now().uptimeNanoseconds)
@@ -691,7 +642,7 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     /// The upstream broke the exchange: 502 before the response started, a closed connection after.
-    private func upstreamBroke(_ exchange: Exchange, detail: String, context: ChannelHandlerContext) {
+    private func upstreamBroke(_ exchange: ProxyExchange, detail: String, context: ChannelHandlerContext) {
         exchange.upstream?.handler.delegate = nil
         exchange.upstream?.channel.close(promise: nil)
         exchange.upstream = nil
@@ -713,6 +664,7 @@ final class ProxyHandler: ChannelInboundHandler {
     func upstreamClosed() {
         guard let exchange, let context else { return }
         exchange.upstream = nil
+        if exchange.isTunnel { return closeTunnel(exchange, reason: "upstream", context: context) }
         if exchange.responseStarted && exchange.responseBody.endsAtClose {
             // A body delimited by the connection's end: this is how it ends.
             return completeExchange(exchange, upstreamInStep: false, context: context)
@@ -732,105 +684,6 @@ final class ProxyHandler: ChannelInboundHandler {
     func upstreamWritabilityChanged(_ writable: Bool) {
         guard let context, let exchange else { return }
         setClientReading(writable, context: context, exchange)
-    }
-
-    // MARK: Writing heads
-
-    /// The request line and headers for the upstream, written straight into a buffer. The body
-    /// follows with the client's own framing, so `Content-Length`/`Transfer-Encoding` stay.
-    private func upstreamRequestHead(_ exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let head = exchange.head
-        let plan = exchange.plan
-        let target = exchange.target
-        var out = allocator.buffer(capacity: 1024)
-        out.writeString(head.method.rawValue)
-        out.writeStaticString(" ")
-        out.writeString(target.pathPrefix)
-        out.writeString(plan.upstreamURI)
-        out.writeStaticString(" HTTP/1.1\r\nHost: ")
-        out.writeString(target.hostHeader)
-        out.writeStaticString("\r\n")
-        let hop = HopByHop(head.headers)
-        var forwardedFor: String?
-        var host = ""
-        for (name, value) in head.headers {
-            if name.isASCII(caseInsensitively: "host") { host = value; continue }
-            if name.isASCII(caseInsensitively: "x-forwarded-for") { forwardedFor = value; continue }
-            // credentials stay at the gateway; ids and identity headers are the gateway's to set
-            if hop.contains(name) || name.isASCII(caseInsensitively: "authorization") || name.isASCII(caseInsensitively: "x-api-key")
-                || name.isASCII(caseInsensitively: "x-request-id") || name.hasASCIIPrefix(caseInsensitively: "x-tollgate-")
-                || name.isASCII(caseInsensitively: "x-forwarded-proto") || name.isASCII(caseInsensitively: "x-forwarded-host")
-            {
-                continue
-            }
-            out.writeHeader(name, value)
-        }
-        out.writeStaticString("X-Forwarded-For: ")
-        if let forwardedFor {
-            out.writeString(forwardedFor)
-            out.writeStaticString(", ")
-        }
-        out.writeString(clientIP)
-        if secure {
-            out.writeStaticString("\r\nX-Forwarded-Proto: https\r\n")
-        } else {
-            out.writeStaticString("\r\nX-Forwarded-Proto: http\r\n")
-        }
-        if !host.isEmpty { out.writeHeader("X-Forwarded-Host", host) }
-        out.writeHeader("X-Request-Id", exchange.requestID)
-        // identity lines (tenant, app, client, team, plan, subscription) come preformatted with the snapshot
-        out.writeString(plan.tenant.identityHeaderLine)
-        out.writeString(plan.app.identityHeaderLines)
-        out.writeString(plan.grant.identityHeaderLines)
-        out.writeStaticString("\r\n")
-        return out
-    }
-
-    /// The upstream's status line and header lines as they came, less hop-by-hop ones and those the
-    /// gateway sets (rate limits, deprecation, CORS, request id), which follow.
-    private func responseHead(_ response: ParsedResponse, bytes: UnsafeRawBufferPointer, _ exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let added = exchange.plan.responseHeaders
-        var out = allocator.buffer(capacity: bytes.count + 512)
-        out.writeStaticString(exchange.head.version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[response.statusText]))
-        out.writeStaticString("\r\n")
-        for field in response.fields {
-            let name = field.name
-            if HopByHop.isStandard(bytes, name) || HTTPHeadParser.equals(bytes, name, "x-request-id") { continue }
-            if !response.connectionListed.isEmpty && response.connectionListed.contains(where: { HTTPHeadParser.equals(bytes, name, $0) }) { continue }
-            if exchange.dechunk && HTTPHeadParser.equals(bytes, name, "transfer-encoding") { continue }
-            if added.contains(where: { HTTPHeadParser.equals(bytes, name, caseFolded: $0.0) }) { continue }
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[field.line]))
-            out.writeStaticString("\r\n")
-        }
-        for (name, value) in added { out.writeHeader(name, value) }
-        out.writeHeader("X-Request-Id", exchange.requestID)
-        if secure, let line = shared.strictTransportSecurityLine { out.writeString(line) }
-        if exchange.closeClient {
-            out.writeStaticString("Connection: close\r\n")
-        } else if exchange.head.version.minor == 0 {
-            out.writeStaticString("Connection: keep-alive\r\n")
-        }
-        out.writeStaticString("\r\n")
-        return out
-    }
-
-    private func infrastructureResponse(_ head: HTTPRequestHead) -> LocalResponse? {
-        let uri = head.uri
-        let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { uri[..<$0] } ?? Substring(uri)
-        guard path.utf8.count == 7 || path.utf8.count == 8 else { return nil }
-        switch path {
-        case "/healthz":
-            return LocalResponse(status: .ok, headers: [("Content-Type", "application/json")], body: "{\"status\":\"ok\"}", rejection: nil)
-        case "/readyz":
-            var (ready, body) = shared.store.readinessJSON()
-            if let meter = shared.usage.readinessJSON { body = String(body.dropLast()) + ",\"meter\":" + meter + "}" }
-            return LocalResponse(status: ready ? .ok : .serviceUnavailable, headers: [("Content-Type", "application/json")], body: body, rejection: nil)
-        case "/metrics":
-            return LocalResponse(status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: shared.metricsText(), rejection: nil)
-        default:
-            return nil
-        }
     }
 
     /// A response the gateway makes itself, as one buffer. Closing answers end the connection once written.
@@ -884,116 +737,72 @@ final class ProxyHandler: ChannelInboundHandler {
         if inbound != nil { processInput(context: context) }
     }
 
-    private func meterLocal(_ response: LocalResponse, head: HTTPRequestHead, started: UInt64) {
-        let elapsed = DispatchTime.now().uptimeNanoseconds - started
-        if let reason = response.rejection { loop.metrics.rejected(reason.rawValue) }
-        guard let tenant = response.tenant else { return }
-        loop.metrics.request(api: response.route?.slug ?? "-", status: response.status.code, nanoseconds: elapsed)
-        shared.usage.record(
-            UsageEvent(
-                id: loop.newID(), tenantID: tenant.id, apiID: response.route?.apiID, appID: response.app?.id, subscriptionID: response.grant?.subscriptionID,
-                planID: response.grant?.planID, method: head.method.rawValue, status: Int(response.status.code), latencyMicroseconds: Int64(elapsed / 1000),
-                bytesIn: 0, bytesOut: Int64(response.body.utf8.count), rejection: response.rejection, forwarded: false))
+    // MARK: WebSocket tunnel
+
+    private var tunnelLimits: TunnelLimits {
+        TunnelLimits(
+            idle: UInt64(max(1, shared.settings.webSocketIdleTimeout.nanoseconds)),
+            maxDuration: shared.settings.webSocketMaxDuration.map { UInt64(max(1, $0.nanoseconds)) })
     }
 
-    private func finish(_ exchange: Exchange, status: UInt, forwarded: Bool, rejection: UsageEvent.Rejection?) {
-        let elapsed = DispatchTime.now().uptimeNanoseconds - exchange.started
-        let plan = exchange.plan
-        let billable = UsageEvent.isBillable(forwarded: forwarded, status: Int(status))
-        if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: billable) }
-        loop.metrics.request(api: plan.route.slug, status: status, nanoseconds: elapsed)
-        if let rejection { loop.metrics.rejected(rejection.rawValue) }
-        shared.usage.record(
-            UsageEvent(
-                id: loop.newID(), tenantID: plan.tenant.id, apiID: plan.route.apiID, appID: plan.app.id, subscriptionID: plan.grant.subscriptionID, planID: plan.grant.planID,
-                method: exchange.head.method.rawValue, status: Int(status), latencyMicroseconds: Int64(elapsed / 1000), bytesIn: exchange.bytesIn,
-                bytesOut: exchange.bytesOut, rejection: rejection, forwarded: forwarded))
-    }
-}
-
-extension ByteBuffer {
-    fileprivate mutating func writeHeader(_ name: String, _ value: String) {
-        writeString(name)
-        writeStaticString(": ")
-        writeString(value)
-        writeStaticString("\r\n")
-    }
-}
-
-/// Connection-scoped header names (RFC 9110 §7.6.1) of one message: the standard ones plus any its
-/// `Connection` header lists. `Transfer-Encoding` is kept: the body is forwarded with the framing it
-/// came with. Compares bytes without allocating: building a `Set` of lowercased names per
-/// message showed in the gateway's profile.
-struct HopByHop {
-    /// Lowercased names the `Connection` header lists (nginx sends `keep-alive` on every response).
-    private var listed: [String] = []
-
-    init(_ headers: HTTPHeaders) {
-        for value in headers["connection"] {
-            for token in value.split(separator: ",") {
-                let name = token.trimmingASCIIWhitespace().lowercased()
-                if !name.isEmpty && name != "transfer-encoding" { listed.append(name) }
-            }
+    /// The upstream accepted the WebSocket handshake: the client gets its 101 (with the gateway's
+    /// headers), and from here on bytes cross unparsed both ways until either side closes. The
+    /// call is metered once, at the close, with the bytes of both directions and its duration.
+    private func openTunnel(_ response: ParsedResponse, headLength: Int, input: ByteBuffer, _ exchange: ProxyExchange, context: ChannelHandlerContext) {
+        var input = input
+        let now = DispatchTime.now().uptimeNanoseconds
+        exchange.responseStarted = true
+        exchange.status = 101
+        exchange.tunnelOpenedAt = now
+        exchange.tunnelActivity = now
+        let shape = ClientResponseHead.Shape(
+            http10: false, dechunk: false, close: false, switching: true, strictTransportSecurityLine: secure ? shared.strictTransportSecurityLine : nil)
+        let head = input.withUnsafeReadableBytes {
+            ClientResponseHead.write(
+                response, bytes: $0, added: exchange.plan.responseHeaders, requestID: exchange.requestID, shape: shape, allocator: context.channel.allocator)
+        }
+        input.moveReaderIndex(forwardBy: headLength)
+        context.write(wrapOutboundOut(head), promise: nil)
+        if input.readableBytes > 0 { relayOutOfTunnel(input, exchange, context: context) }
+        // frames the client sent before the 101 arrived waited as if pipelined
+        if let early = inbound, early.readableBytes > 0 {
+            inbound = nil
+            relayIntoTunnel(early, exchange)
+            exchange.upstream?.channel.flush()
+        }
+        if pausedForPipelining {
+            pausedForPipelining = false
+            context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
         }
     }
 
-    func contains(_ name: String) -> Bool {
-        if Self.isStandard(name) { return true }
-        return listed.contains { name.isASCII(caseInsensitively: $0) }
+    private func relayIntoTunnel(_ bytes: ByteBuffer, _ exchange: ProxyExchange) {
+        exchange.bytesIn += Int64(bytes.readableBytes)
+        exchange.tunnelActivity = lastActivity
+        exchange.upstream?.channel.write(bytes, promise: nil)
     }
 
-    static func isStandard(_ name: String) -> Bool {
-        isStandard(length: name.utf8.count) { name.isASCII(caseInsensitively: $0) }
+    private func relayOutOfTunnel(_ bytes: ByteBuffer, _ exchange: ProxyExchange, context: ChannelHandlerContext) {
+        exchange.bytesOut += Int64(bytes.readableBytes)
+        exchange.tunnelActivity = DispatchTime.now().uptimeNanoseconds
+        context.write(wrapOutboundOut(bytes), promise: nil)
     }
 
-    /// The same for a name inside a raw head.
-    static func isStandard(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool {
-        isStandard(length: range.count) { HTTPHeadParser.equals(bytes, range, $0) }
+    /// Either side closed, or a tunnel limit was reached: the other side is closed too and the
+    /// call metered once.
+    private func closeTunnel(_ exchange: ProxyExchange, reason: String, context: ChannelHandlerContext) {
+        loop.metrics.tunnelClosed(reason)
+        self.exchange = nil
+        exchange.upstream?.handler.delegate = nil
+        exchange.upstream?.channel.close(promise: nil)
+        exchange.upstream = nil
+        finish(exchange, status: 101, forwarded: true, rejection: nil)
+        closeAfterWrites(context: context)
     }
 
-    private static func isStandard(length: Int, matches: (String) -> Bool) -> Bool {
-        switch length {
-        case 2: matches("te")
-        case 7: matches("trailer") || matches("upgrade")
-        case 10: matches("connection") || matches("keep-alive")
-        case 16: matches("proxy-connection")
-        case 18: matches("proxy-authenticate")
-        case 19: matches("proxy-authorization")
-        default: false
-        }
-    }
-}
-
-extension StringProtocol {
-    /// Equal to `lowercase` (ASCII, already lowercased) when ASCII letters are folded to lower case.
-    func isASCII(caseInsensitively lowercase: String) -> Bool {
-        utf8.count == lowercase.utf8.count && hasASCIIPrefix(caseInsensitively: lowercase)
-    }
-
-    func hasASCIIPrefix(caseInsensitively lowercase: String) -> Bool {
-        var mine = utf8.makeIterator()
-        for expected in lowercase.utf8 {
-            guard let byte = mine.next() else { return false }
-            let folded = byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte
-            if folded != expected { return false }
-        }
-        return true
-    }
-
-    fileprivate func trimmingASCIIWhitespace() -> Substring {
-        let text = Substring(self)
-        let isSpace = { (c: Character) in c == " " || c == "\t" }
-        guard let first = text.firstIndex(where: { !isSpace($0) }), let last = text.lastIndex(where: { !isSpace($0) }) else { return "" }
-        return text[first...last]
-    }
-}
-
-extension HTTPMethod {
-    /// RFC 9110 §9.2.2.
-    var isIdempotent: Bool {
-        switch self {
-        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: true
-        default: false
-        }
+    private func finish(_ exchange: ProxyExchange, status: UInt, forwarded: Bool, rejection: UsageEvent.Rejection?) {
+        meter.recordCall(
+            exchange.plan, method: exchange.head.method, started: exchange.started, status: status, forwarded: forwarded, bytesIn: exchange.bytesIn,
+            bytesOut: exchange.bytesOut, rejection: rejection)
     }
 }

@@ -58,6 +58,10 @@ struct AppConfig: Sendable {
     /// The gateway's listeners expect a PROXY protocol v1/v2 header from a TCP load balancer
     /// (TOLLGATE_PROXY_PROTOCOL=true); connections without one are closed.
     var gatewayProxyProtocol = false
+    /// An open WebSocket tunnel with no traffic for this long is closed (TOLLGATE_WEBSOCKET_IDLE_SECONDS, default 300).
+    var webSocketIdleTimeout: TimeAmount = .seconds(300)
+    /// A WebSocket tunnel is closed after this long (TOLLGATE_WEBSOCKET_MAX_SECONDS; unset: no limit).
+    var webSocketMaxDuration: TimeAmount?
 
     /// Where the TLS certificate pairs are read from.
     var certificateDirectory: String { tlsDirectory ?? dataDirectory + "/tls" }
@@ -156,6 +160,18 @@ struct AppConfig: Sendable {
         if let text = env["TOLLGATE_PROXY_PROTOCOL"] {
             guard text == "true" || text == "false" else { throw ConfigError.invalid("TOLLGATE_PROXY_PROTOCOL", text, "true or false") }
             config.gatewayProxyProtocol = text == "true"
+        }
+        if let text = env["TOLLGATE_WEBSOCKET_IDLE_SECONDS"] {
+            guard let seconds = Int(text), (1...86_400).contains(seconds) else {
+                throw ConfigError.invalid("TOLLGATE_WEBSOCKET_IDLE_SECONDS", text, "1 to 86400 seconds")
+            }
+            config.webSocketIdleTimeout = .seconds(Int64(seconds))
+        }
+        if let text = env["TOLLGATE_WEBSOCKET_MAX_SECONDS"], !text.isEmpty {
+            guard let seconds = Int(text), (1...604_800).contains(seconds) else {
+                throw ConfigError.invalid("TOLLGATE_WEBSOCKET_MAX_SECONDS", text, "1 to 604800 seconds")
+            }
+            config.webSocketMaxDuration = .seconds(Int64(seconds))
         }
         if let text = env["TOLLGATE_HSTS"] {
             // a header value: printable ASCII only, so it cannot split the response head

@@ -105,6 +105,8 @@ enum Launcher {
             gatewayConfiguration.eventLoopThreads = config.gatewayThreads
             gatewayConfiguration.drainTimeout = config.drainTimeout
             gatewayConfiguration.proxyProtocol = config.gatewayProxyProtocol
+            gatewayConfiguration.webSocketIdleTimeout = config.webSocketIdleTimeout
+            gatewayConfiguration.webSocketMaxDuration = config.webSocketMaxDuration
             if let address = config.gatewayTLSAddress, let certificates {
                 var listener = GatewayServer.Configuration.TLSListener(host: address.host, port: address.port, certificates: certificates)
                 listener.strictTransportSecurity = config.strictTransportSecurity

@@ -1,0 +1,51 @@
+import NIOHTTP1
+
+/// The gateway's part in a WebSocket handshake (RFC 6455 §4): it decides the handshake request
+/// like any other request, forwards `Connection: Upgrade` / `Upgrade: websocket` to the upstream,
+/// and once the upstream answers `101 Switching Protocols` the two connections become a byte tunnel
+/// the gateway does not parse. Other upgrades (h2c, TLS) are not relayed.
+enum WebSocketHandshake {
+    /// The `Upgrade` value to forward when `head` asks to open a WebSocket; nil otherwise. Only an
+    /// HTTP/1.1 `GET` whose `Connection` lists `upgrade` and whose `Upgrade` names `websocket` does.
+    static func requestedUpgrade(_ head: HTTPRequestHead) -> String? {
+        guard head.method == .GET, head.version.major == 1, head.version.minor >= 1 else { return nil }
+        let upgrades = head.headers["upgrade"]
+        guard !upgrades.isEmpty else { return nil }
+        let connectionListsUpgrade = head.headers["connection"].contains { value in
+            value.split(separator: ",").contains { $0.trimmingASCIIWhitespace().isASCII(caseInsensitively: "upgrade") }
+        }
+        guard connectionListsUpgrade else { return nil }
+        let asksForWebSocket = upgrades.contains { value in
+            value.split(separator: ",").contains { token in
+                // "websocket" possibly with a version ("websocket/13" is not registered, but harmless)
+                let name = token.trimmingASCIIWhitespace().split(separator: "/", maxSplits: 1).first ?? ""
+                return name.isASCII(caseInsensitively: "websocket")
+            }
+        }
+        return asksForWebSocket ? "websocket" : nil
+    }
+
+    /// Whether the upstream's `101` switches to what was asked: its `Upgrade` names `websocket`.
+    static func upstreamSwitched(upgradeValues: [Substring]) -> Bool {
+        upgradeValues.contains { $0.trimmingASCIIWhitespace().isASCII(caseInsensitively: "websocket") }
+    }
+}
+
+/// When an open tunnel is closed by the gateway: after `idle` with no byte either way, or once it
+/// has been open for `maxDuration` (when set). Durations in nanoseconds of the uptime clock.
+struct TunnelLimits: Equatable, Sendable {
+    var idle: UInt64
+    var maxDuration: UInt64?
+
+    enum Verdict: Equatable {
+        case open
+        case idle
+        case tooLong
+    }
+
+    func verdict(now: UInt64, opened: UInt64, lastActivity: UInt64) -> Verdict {
+        if let maxDuration, now &- opened >= maxDuration { return .tooLong }
+        if now &- lastActivity >= idle { return .idle }
+        return .open
+    }
+}
