@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: swift test against the private cluster, then schemathesis, the meter's fault suite
-# (scripts/faults.sh) and the browser suite
+# (scripts/faults.sh), the stock-peers suite (scripts/peers.sh: websockets, curl over TLS) and the browser suite
 # (headless Chromium, scripts/browser.sh) against live servers. Ends with one summary line
 # "total: N passed, M failed" counting Swift tests, schemathesis runs and browser tests.
 set -uo pipefail
@@ -35,6 +35,17 @@ rm -f "$faults_log"
 if [ -n "$faults_line" ]; then
   passed=$((passed + $(echo "$faults_line" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+")))
   failed=$((failed + $(echo "$faults_line" | grep -oE "[0-9]+ failed" | grep -oE "[0-9]+")))
+else
+  failed=$((failed + 1))  # the suite did not get as far as running its cases
+fi
+
+peers_log="$(mktemp)"
+TOLLGATE_BIN="$TOLLGATE_BIN" "$ROOT/scripts/peers.sh" 2>&1 | tee "$peers_log"
+peers_line=$(grep -oE "^peers: [0-9]+ passed, [0-9]+ failed" "$peers_log" | tail -1)
+rm -f "$peers_log"
+if [ -n "$peers_line" ]; then
+  passed=$((passed + $(echo "$peers_line" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+")))
+  failed=$((failed + $(echo "$peers_line" | grep -oE "[0-9]+ failed" | grep -oE "[0-9]+")))
 else
   failed=$((failed + 1))  # the suite did not get as far as running its cases
 fi

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""The gateway against peers nobody here wrote: the real binary, the demo marketplace in a
+database of its own, Python `websockets` as upstream and client, curl for TLS.
+
+Each case points the demo Echo API at an upstream it starts on 127.0.0.1, calls through a gateway
+process, and checks what the client saw and what the meter stored. Prints one line per case and
+"peers: N passed, M failed". Run by scripts/peers.sh (which `make test` runs).
+Environment: TOLLGATE_BIN (the binary), PEERS_DATABASE (default tollgate_peers, in the private
+cluster; recreated), ROOT.
+"""
+import asyncio
+import http.client
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import websockets
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+
+ROOT = os.environ.get("ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ["TOLLGATE_BIN"]
+DATABASE = os.environ.get("PEERS_DATABASE", "tollgate_peers")
+DATABASE_URL = subprocess.run([os.path.join(ROOT, "scripts", "pg.sh"), "url", DATABASE], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Installation:
+    """A migrated, seeded database, development certificates and one gateway process with a
+    plaintext and a TLS listener."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="tollgate-peers-")
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.env = dict(
+            os.environ, DATABASE_URL=DATABASE_URL, TOLLGATE_DATA_DIR=self.dir, GATEWAY_ADDRESS=f"127.0.0.1:{self.port}",
+            GATEWAY_TLS_ADDRESS=f"127.0.0.1:{self.tls_port}", TOLLGATE_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"),
+            TOLLGATE_TEMPLATES_DIR=os.path.join(ROOT, "templates"), TOLLGATE_WEBSOCKET_IDLE_SECONDS="2")
+        subprocess.run([BIN, "migrate"], env=self.env, check=True, capture_output=True)
+        seeded = subprocess.run([BIN, "seed-demo", "--json"], env=self.env, capture_output=True, text=True, check=True)
+        self.api_key = json.loads(seeded.stdout)["api_key"]
+        subprocess.run([BIN, "dev-certs"], env=self.env, check=True, capture_output=True)
+        self.ca = os.path.join(self.dir, "tls", "ca.pem")
+        self.log = open(os.path.join(self.dir, "gateway.log"), "a")
+        self.gateway = subprocess.Popen([BIN, "gateway"], env=self.env, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 40
+        while (self.readyz() or {}).get("status") != "ready":
+            if time.time() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.1)
+
+    def readyz(self):
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            c.request("GET", "/readyz")
+            response = c.getresponse()
+            body = response.read()
+            c.close()
+            return json.loads(body) if response.status in (200, 503) else None
+        except Exception:
+            return None
+
+    def sql(self, statement):
+        # as the cluster's superuser: usage rows are tenant-isolated from the application's role
+        result = subprocess.run([os.path.join(ROOT, "scripts", "pg.sh"), "psql", "-d", DATABASE, "-qAt", "-c", statement],
+                                capture_output=True, text=True, check=True)
+        return result.stdout.strip()
+
+    def route_echo_to(self, url):
+        """Points the demo Echo API at `url` and waits until the gateway's snapshot has it."""
+        before = (self.readyz() or {}).get("snapshot_version")
+        self.sql(f"UPDATE api_upstream_targets SET url = '{url}'")
+        deadline = time.time() + 10
+        while (self.readyz() or {}).get("snapshot_version") == before and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+
+    def wait_written(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            meter = (self.readyz() or {}).get("meter") or {}
+            if meter.get("backlog_events") == 0 and meter.get("state") == "writing":
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the meter did not catch up: {self.readyz()}")
+
+    def close(self):
+        self.gateway.terminate()
+        try:
+            self.gateway.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.gateway.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class EchoServer:
+    """A `websockets` echo server on its own thread and loop; keeps the handshake headers it saw."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.request_headers = []
+        self.ready = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.start(), self.loop).result(timeout=10)
+
+    async def start(self):
+        async def echo(connection):
+            self.request_headers.append(dict((k.lower(), v) for k, v in connection.request.headers.raw_items()))
+            try:
+                async for message in connection:
+                    await connection.send(message)
+            except websockets.exceptions.ConnectionClosed:
+                pass  # the gateway closing an idle tunnel sends no close frame
+
+        self.server = await serve(echo, "127.0.0.1", self.port)
+
+    def close(self):
+        async def stop():
+            self.server.close()
+            await self.server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+def expect(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def last_event(install):
+    row = install.sql("SELECT status, bytes_in, bytes_out, forwarded FROM usage_events ORDER BY at DESC, id DESC LIMIT 1")
+    status, bytes_in, bytes_out, forwarded = row.split("|")
+    return int(status), int(bytes_in), int(bytes_out), forwarded == "t"
+
+
+def websocket_echo(install):
+    """A stock WebSocket client talks to a stock WebSocket server through the gateway."""
+    upstream = EchoServer()
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{upstream.port}")
+        before = int(install.sql("SELECT count(*) FROM usage_events"))
+
+        async def talk():
+            uri = f"ws://127.0.0.1:{install.port}/t/demo/echo/v1/chat"
+            async with connect(uri, additional_headers={"X-API-Key": install.api_key}) as ws:
+                expect(ws.response.headers.get("X-Request-Id"), "the 101 carries the gateway's request id")
+                await ws.send("hello through the gateway")
+                expect(await ws.recv() == "hello through the gateway", "text frame echoed")
+                payload = os.urandom(16 * 1024)  # incompressible: permessage-deflate is on by default
+                await ws.send(payload)
+                expect(await ws.recv() == payload, "binary frame echoed whole")
+            return len(payload)
+
+        sent = asyncio.run(talk())
+        expect(len(upstream.request_headers) == 1, "the upstream saw one handshake")
+        seen = upstream.request_headers[0]
+        expect("x-api-key" not in seen, "the credential stays at the gateway")
+        expect(seen.get("x-tollgate-app-id"), "the upstream is told the app")
+        install.wait_written()
+        expect(int(install.sql("SELECT count(*) FROM usage_events")) == before + 1, "one call metered for the whole conversation")
+        status, bytes_in, bytes_out, forwarded = last_event(install)
+        expect(status == 101 and forwarded, f"metered as a forwarded 101, got {status} {forwarded}")
+        expect(bytes_in > sent and bytes_out > sent, f"frame bytes counted both ways ({bytes_in} in, {bytes_out} out)")
+    finally:
+        upstream.close()
+
+
+def websocket_refused_without_credential(install):
+    """A stock client is refused with the gateway's 401 and the upstream never sees the handshake."""
+    upstream = EchoServer()
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{upstream.port}")
+
+        async def talk():
+            try:
+                async with connect(f"ws://127.0.0.1:{install.port}/t/demo/echo/v1/chat"):
+                    return None
+            except websockets.exceptions.InvalidStatus as refused:
+                return refused.response.status_code
+
+        expect(asyncio.run(talk()) == 401, "refused with 401")
+        expect(upstream.request_headers == [], "the upstream never heard of it")
+    finally:
+        upstream.close()
+
+
+def websocket_over_tls_closed_when_idle(install):
+    """wss:// on the gateway's TLS listener (development CA); the gateway closes an idle tunnel."""
+    upstream = EchoServer()
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{upstream.port}")
+        context = ssl.create_default_context(cafile=install.ca)
+
+        async def talk():
+            uri = f"wss://localhost:{install.tls_port}/t/demo/echo/v1/chat"
+            async with connect(uri, additional_headers={"X-API-Key": install.api_key}, ssl=context, ping_interval=None) as ws:
+                await ws.send("over tls")
+                expect(await ws.recv() == "over tls", "echoed over TLS")
+                started = time.time()
+                try:
+                    await asyncio.wait_for(ws.recv(), timeout=10)
+                    return None
+                except websockets.exceptions.ConnectionClosed:
+                    return time.time() - started
+
+        idle_for = asyncio.run(talk())
+        expect(idle_for is not None and 1.5 <= idle_for <= 6, f"closed by the gateway after ~2 s idle, got {idle_for}")
+    finally:
+        upstream.close()
+
+
+def curl_over_tls(install):
+    """curl trusts the development CA and gets the demo upstream's answer over TLS."""
+    demo = subprocess.Popen([BIN, "demo-upstream", "--port", str(port := free_port())], env=install.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{port}")
+        time.sleep(0.3)
+        result = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "--cacert", install.ca, "-H", f"X-API-Key: {install.api_key}",
+             "-o", "/dev/null", "-w", "%{http_code} %{ssl_verify_result} %{scheme}",
+             f"https://localhost:{install.tls_port}/t/demo/echo/v1/hello"], capture_output=True, text=True)
+        expect(result.stdout.strip() == "200 0 HTTPS", f"curl got {result.stdout.strip()!r} {result.stderr.strip()}")
+    finally:
+        demo.kill()
+        demo.wait()
+
+
+CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls]
+
+
+def main():
+    wanted = set(sys.argv[1:])
+    install = Installation()
+    passed = failed = 0
+    try:
+        for case in CASES:
+            if wanted and case.__name__ not in wanted:
+                continue
+            started = time.time()
+            try:
+                case(install)
+                passed += 1
+                print(f"ok   {case.__name__} ({time.time() - started:.1f} s)", flush=True)
+            except Exception as error:  # a failed case is reported and the next one runs
+                failed += 1
+                print(f"FAIL {case.__name__}: {error!r}", flush=True)
+    finally:
+        install.close()
+    print(f"peers: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

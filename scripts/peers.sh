@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The gateway against stock peers (scripts/peers.py): the real binary, Python `websockets` as
+# upstream and client, curl over TLS. A fresh database `tollgate_peers` in the private cluster.
+# Prints "peers: N passed, M failed".
+#   scripts/peers.sh [CASE...]      TOLLGATE_BIN: the binary (built when unset)
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+export ROOT
+export TOLLGATE_DATA_DIR="${TOLLGATE_DATA_DIR:-$ROOT/.data}"
+if [ -z "${TOLLGATE_BIN:-}" ]; then
+  (cd "$ROOT" && swift build --product tollgate >/dev/null) || exit 1
+  TOLLGATE_BIN="$(cd "$ROOT" && swift build --show-bin-path)/tollgate"
+fi
+export TOLLGATE_BIN
+VENV="$TOLLGATE_DATA_DIR/venv"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || exit 1
+"$VENV/bin/python" -c "import websockets.asyncio.server" 2>/dev/null || "$VENV/bin/pip" install -q "websockets>=14,<16" || exit 1
+"$ROOT/scripts/pg.sh" start >/dev/null || exit 1
+"$ROOT/scripts/pg.sh" psql -d postgres -qc "DROP DATABASE IF EXISTS tollgate_peers WITH (FORCE)" || exit 1
+"$ROOT/scripts/pg.sh" start tollgate_peers >/dev/null || exit 1
+PEERS_DATABASE=tollgate_peers "$VENV/bin/python" "$ROOT/scripts/peers.py" "$@"
