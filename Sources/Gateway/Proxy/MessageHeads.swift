@@ -13,11 +13,13 @@ enum UpstreamRequestHead {
         var secure: Bool
     }
 
-    /// - Parameter upgrade: the protocol a WebSocket handshake asks for; `Connection: Upgrade` and
-    ///   this `Upgrade` are forwarded (otherwise both are hop-by-hop and dropped).
+    /// - Parameters:
+    ///   - upgrade: the protocol a WebSocket handshake asks for; `Connection: Upgrade` and this
+    ///     `Upgrade` are forwarded (otherwise both are hop-by-hop and dropped).
+    ///   - chunked: the gateway frames the body in chunks (an HTTP/2 request body of unknown length).
     static func write(
         _ head: HTTPRequestHead, plan: ForwardPlan, target: UpstreamTargetConfig, requestID: String, connection: Connection, upgrade: String?,
-        allocator: ByteBufferAllocator
+        chunked: Bool = false, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         var out = allocator.buffer(capacity: 1024)
         out.writeString(head.method.rawValue)
@@ -48,6 +50,7 @@ enum UpstreamRequestHead {
             }
             out.writeHeader(name, value)
         }
+        if chunked { out.writeStaticString("Transfer-Encoding: chunked\r\n") }
         if let upgrade {
             out.writeStaticString("Connection: Upgrade\r\n")
             out.writeHeader("Upgrade", upgrade)

@@ -1,8 +1,39 @@
 import Billing
+import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// The request being proxied.
+/// The client side of one proxied call, whichever protocol carries it (an HTTP/1 connection, an
+/// HTTP/2 stream). The exchange calls it on the event loop both share.
+protocol ExchangeClient: AnyObject {
+    var allocator: ByteBufferAllocator { get }
+    /// An interim (1xx) response head, bytes as the upstream sent them.
+    func exchange(_ exchange: ProxyExchange, receivedInterim head: ByteBuffer)
+    /// Whether the client takes the body as bare payload (chunk framing removed) rather than the
+    /// upstream's bytes as they came; asked once, when the final response head has arrived.
+    func exchangeWantsPayloadOnly(_ exchange: ProxyExchange, response: ParsedResponse) -> Bool
+    /// The final response head; `body` is the whole body when it was small and came with the head.
+    func exchange(_ exchange: ProxyExchange, receivedHead response: ParsedResponse, bytes: UnsafeRawBufferPointer, body: ByteBuffer?)
+    /// Response body bytes (or, in a tunnel, whatever the upstream sent).
+    func exchange(_ exchange: ProxyExchange, receivedBody bytes: ByteBuffer)
+    /// The upstream answered `101` to a WebSocket handshake; `rest` is what followed the head.
+    func exchange(_ exchange: ProxyExchange, switchedProtocols response: ParsedResponse, bytes: UnsafeRawBufferPointer, rest: ByteBuffer)
+    /// The response is complete (metered already).
+    func exchangeCompleted(_ exchange: ProxyExchange)
+    /// The exchange ended before a response started, metered already: the client gets `answer`.
+    func exchange(_ exchange: ProxyExchange, failedWith answer: LocalResponse)
+    /// The upstream broke the exchange after the response started (or closed a tunnel), metered
+    /// already: the client can only be told by ending its stream.
+    func exchangeBroken(_ exchange: ProxyExchange)
+    func exchangeFlush(_ exchange: ProxyExchange)
+    /// Back-pressure: stop (false) or resume reading the request body from the client.
+    func exchange(_ exchange: ProxyExchange, clientReading: Bool)
+}
+
+/// One proxied call, from admission to its metering, independent of the client's protocol: picks
+/// up an upstream connection (pooled, or new with one retry elsewhere), writes the request head and
+/// body, parses the response head, relays the body through `BodyFramer`, returns the connection to
+/// the pool when it is in step, feeds the circuit breaker and records the call once.
 final class ProxyExchange {
     let plan: ForwardPlan
     let head: HTTPRequestHead
@@ -11,38 +42,51 @@ final class ProxyExchange {
     let keepAlive: Bool
     let bodyLimit: Int
     var target: UpstreamTargetConfig
+    var upstream: UpstreamConnection?
     /// The protocol a WebSocket handshake asks to switch to (`websocket`); nil for plain requests.
     var upgrade: String?
+    /// The gateway frames the request body as chunked for the upstream (an HTTP/2 body of unknown
+    /// length); HTTP/1 bodies go with the client's own framing.
+    var chunksRequestBody = false
     /// When the upstream switched protocols and the exchange became a byte tunnel (uptime
     /// nanoseconds; 0: not a tunnel), and when a byte last crossed it either way.
     var tunnelOpenedAt: UInt64 = 0
     var tunnelActivity: UInt64 = 0
     var isTunnel: Bool { tunnelOpenedAt != 0 }
-    var upstream: UpstreamConnection?
     /// Body bytes read before the upstream connection was ready.
-    var pending: [ByteBuffer] = []
-    var pendingBytes = 0
-    var requestEnded = false
-    /// The final response head was written to the client.
-    var responseStarted = false
+    private var pending: [ByteBuffer] = []
+    private var pendingBytes = 0
+    private(set) var requestEnded = false
+    /// The final response head was handed to the client.
+    private(set) var responseStarted = false
     /// A response head still arriving.
-    var responseInbound: ByteBuffer?
-    var responseBody = BodyFramer(.none)
-    /// An HTTP/1.0 client gets a chunked response's payload only, ended by closing.
-    var dechunk = false
+    private var responseInbound: ByteBuffer?
+    private var responseBody = BodyFramer(.none)
+    private var payloadOnly = false
+    /// The client connection closes after this response (decided by the HTTP/1 client side).
     var closeClient = false
-    var upstreamKeepAlive = true
-    var status: UInt = 0
+    private var upstreamKeepAlive = true
+    private(set) var status: UInt = 0
     var bytesIn: Int64 = 0
     var bytesOut: Int64 = 0
-    var retried = false
+    private var retried = false
     /// Identifies the exchange to the loop's response deadlines; 0 until its deadline is armed.
-    var serial: UInt64 = 0
+    private(set) var serial: UInt64 = 0
     /// Whether reading from the client (or the upstream) was paused for back-pressure.
     var pausedClient = false
     var pausedUpstream = false
+    private var finished = false
 
-    init(plan: ForwardPlan, head: HTTPRequestHead, requestID: String, started: UInt64, target: UpstreamTargetConfig, bodyLimit: Int) {
+    private unowned let client: any ExchangeClient
+    private let loop: LoopState
+    private let meter: CallMeter
+    private let responseTimeout: UInt64
+    private let connection: UpstreamRequestHead.Connection
+
+    init(
+        plan: ForwardPlan, head: HTTPRequestHead, requestID: String, started: UInt64, target: UpstreamTargetConfig, bodyLimit: Int,
+        client: any ExchangeClient, loop: LoopState, meter: CallMeter, responseTimeout: TimeAmount, connection: UpstreamRequestHead.Connection
+    ) {
         self.plan = plan
         self.head = head
         self.requestID = requestID
@@ -50,15 +94,345 @@ final class ProxyExchange {
         self.keepAlive = head.isKeepAlive
         self.target = target
         self.bodyLimit = bodyLimit
+        self.client = client
+        self.loop = loop
+        self.meter = meter
+        self.responseTimeout = UInt64(max(0, responseTimeout.nanoseconds))
+        self.connection = connection
     }
-}
 
-/// A local answer waiting for the end of the request body.
-struct PendingAnswer {
-    var response: LocalResponse
-    var head: HTTPRequestHead
-    var started: UInt64
-    var requestID: String
-    /// Counted and metered already (a forwarded call that failed before its response).
-    var metered = false
+    // MARK: Request
+
+    /// Connects (or takes an idle pooled connection) and sends what the client sent so far.
+    func start() {
+        if let idle = loop.pool.takeIdle(target) { return attach(idle) }
+        let target = self.target
+        loop.pool.connect(target, tls: plan.route.upstreamTLS).assumeIsolatedUnsafeUnchecked().whenComplete { result in
+            guard !self.finished else {
+                // The client left meanwhile.
+                if case .success(let connection) = result { connection.channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .success(let connection):
+                self.attach(connection)
+                connection.channel.flush()
+            case .failure(let error):
+                let now = DispatchTime.now().uptimeNanoseconds
+                self.loop.pool.recordFailure(target.key, now: now)
+                self.loop.metrics.upstreamError(UpstreamTLS.isTLSFailure(error) ? "tls" : "connect")
+                // One retry, elsewhere, for idempotent requests whose body was not streamed yet.
+                if !self.retried, self.head.method.isIdempotent, self.bytesIn == 0,
+                    let next = self.loop.pool.pick(self.plan.route, now: now, excluding: target.key)
+                {
+                    self.retried = true
+                    self.target = next
+                    return self.start()
+                }
+                let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
+                self.failBeforeResponse(
+                    status: timedOut ? .gatewayTimeout : .badGateway,
+                    detail: timedOut
+                        ? "The upstream did not accept the connection in time."
+                        : (UpstreamTLS.isTLSFailure(error) ? UpstreamTLS.describe(error) : "The upstream could not be reached."))
+            }
+        }
+    }
+
+    /// Writes the request head and any body read so far; the caller flushes.
+    private func attach(_ connection: UpstreamConnection) {
+        upstream = connection
+        connection.handler.delegate = self
+        let requestHead = UpstreamRequestHead.write(
+            head, plan: plan, target: target, requestID: requestID, connection: self.connection, upgrade: upgrade, chunked: chunksRequestBody,
+            allocator: connection.channel.allocator)
+        connection.channel.write(requestHead, promise: nil)
+        for part in pending { connection.channel.write(part, promise: nil) }
+        pending = []
+        pendingBytes = 0
+        if requestEnded && chunksRequestBody { connection.channel.write(Self.lastChunk, promise: nil) }
+        if !connection.channel.isWritable || pausedClient { setClientReading(connection.channel.isWritable) }
+        if requestEnded { armTimeout() }
+    }
+
+    private static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
+
+    /// Request body bytes, framed as the upstream will read them (the client's framing, or
+    /// chunks the gateway makes); written once connected, buffered (then paused) before.
+    func writeBody(_ bytes: ByteBuffer) {
+        guard bytes.readableBytes > 0 else { return }
+        var framed = bytes
+        if chunksRequestBody {
+            framed = client.allocator.buffer(capacity: bytes.readableBytes + 16)
+            framed.writeString(String(bytes.readableBytes, radix: 16))
+            framed.writeStaticString("\r\n")
+            var payload = bytes
+            framed.writeBuffer(&payload)
+            framed.writeStaticString("\r\n")
+        }
+        if let upstream {
+            upstream.channel.write(framed, promise: nil)
+        } else {
+            pending.append(framed)
+            pendingBytes += framed.readableBytes
+            if pendingBytes > 256 * 1024 && !pausedClient { setClientReading(false) }
+        }
+    }
+
+    func flushUpstream() { upstream?.channel.flush() }
+
+    /// The client's request is complete: the response deadline starts once it is all sent.
+    func requestBodyEnded() {
+        requestEnded = true
+        if let upstream, chunksRequestBody { upstream.channel.write(Self.lastChunk, promise: nil) }
+        if upstream != nil { armTimeout() }
+    }
+
+    private func setClientReading(_ on: Bool) {
+        pausedClient = !on
+        client.exchange(self, clientReading: on)
+    }
+
+    // MARK: Deadline
+
+    private func armTimeout() {
+        guard serial == 0 else { return }
+        serial = loop.nextExchangeSerial()
+        loop.deadlines.add(self, ResponseDeadline(exchange: serial, deadline: DispatchTime.now().uptimeNanoseconds + responseTimeout))
+    }
+
+    /// Whether the exchange is still waiting for its response head (for the loop's deadline sweep).
+    func isAwaitingResponse(serial: UInt64) -> Bool { !finished && self.serial == serial && !responseStarted }
+
+    func responseDeadlinePassed() {
+        guard !finished, !responseStarted else { return }
+        loop.pool.recordFailure(target.key, now: DispatchTime.now().uptimeNanoseconds)
+        loop.metrics.upstreamError("timeout")
+        dropUpstream()
+        failBeforeResponse(status: .gatewayTimeout, detail: "The upstream did not answer in time.")
+    }
+
+    // MARK: Ending
+
+    /// Records the call once, with the status the client gets; the upstream connection is the
+    /// caller's to dispose of.
+    func finish(status: UInt, forwarded: Bool, rejection: UsageEvent.Rejection?) {
+        guard !finished else { return }
+        finished = true
+        meter.recordCall(
+            plan, method: head.method, started: started, status: status, forwarded: forwarded, bytesIn: bytesIn, bytesOut: bytesOut, rejection: rejection)
+    }
+
+    /// Ends the exchange from the client side (it left, timed out or sent too much): the upstream
+    /// connection is dropped and the call metered with `status`.
+    func abort(status: UInt, forwarded: Bool, rejection: UsageEvent.Rejection?) {
+        dropUpstream()
+        finish(status: status, forwarded: forwarded, rejection: rejection)
+    }
+
+    private func dropUpstream() {
+        upstream?.handler.delegate = nil
+        upstream?.channel.close(promise: nil)
+        upstream = nil
+    }
+
+    private func failBeforeResponse(status: HTTPResponseStatus, detail: String) {
+        finish(status: status.code, forwarded: false, rejection: .upstreamUnavailable)
+        var response = LocalResponse.problem(status, status == .gatewayTimeout ? "Upstream timeout" : "Bad gateway", detail, rejection: .upstreamUnavailable)
+        response.headers += plan.responseHeaders
+        client.exchange(self, failedWith: response)
+    }
+
+    /// The upstream broke the exchange: 502 before the response started, a broken stream after.
+    private func upstreamBroke(detail: String) {
+        dropUpstream()
+        loop.pool.recordFailure(target.key, now: DispatchTime.now().uptimeNanoseconds)
+        loop.metrics.upstreamError("invalid_response")
+        if responseStarted {
+            finish(status: 502, forwarded: true, rejection: nil)
+            client.exchangeBroken(self)
+        } else {
+            failBeforeResponse(status: .badGateway, detail: detail)
+        }
+    }
+
+    /// The response is complete: the upstream connection goes back to the pool when it is in step
+    /// (whole request sent, nothing read beyond the response).
+    private func complete(upstreamInStep: Bool) {
+        if status >= 502 && status <= 504 {
+            loop.pool.recordFailure(target.key, now: DispatchTime.now().uptimeNanoseconds)
+        } else {
+            loop.pool.recordSuccess(target.key)
+        }
+        if let upstream {
+            if pausedUpstream { upstream.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
+            if upstreamKeepAlive && upstreamInStep && requestEnded {
+                loop.pool.release(upstream)
+            } else {
+                upstream.handler.delegate = nil
+                upstream.channel.close(promise: nil)
+            }
+            self.upstream = nil
+        }
+        finish(status: status, forwarded: true, rejection: nil)
+        client.exchangeCompleted(self)
+    }
+
+    /// A tunnel ended (either side, or a limit): the upstream is closed and the call metered once.
+    func closeTunnel() {
+        dropUpstream()
+        finish(status: 101, forwarded: true, rejection: nil)
+    }
+
+    // MARK: Upstream side (called by UpstreamResponseHandler on this loop)
+
+    func upstreamRead(_ buffer: ByteBuffer) {
+        guard !finished else { return }
+        var input = buffer
+        if isTunnel {
+            bytesOut += Int64(input.readableBytes)
+            tunnelActivity = DispatchTime.now().uptimeNanoseconds
+            return client.exchange(self, receivedBody: input)
+        }
+        if var partial = responseInbound {
+            responseInbound = nil
+            partial.writeBuffer(&input)
+            input = partial
+        }
+        while input.readableBytes > 0 {
+            if responseStarted {
+                guard relayResponseBody(&input) else { return }
+                continue
+            }
+            let parsed = input.withUnsafeReadableBytes {
+                HTTPHeadParser.parseResponse($0, maxBytes: ProxyHandler.maxResponseHeadBytes, requestMethod: head.method)
+            }
+            switch parsed {
+            case .incomplete:
+                responseInbound = input
+                return
+            case .tooLarge, .invalid:
+                return upstreamBroke(detail: "The upstream sent a response that is not valid HTTP/1.1.")
+            case .complete(let response, let length):
+                if response.status == 101 { return switchProtocols(response, headLength: length, input: input) }
+                if response.status < 200 {
+                    client.exchange(self, receivedInterim: input.readSlice(length: length)!)
+                    continue
+                }
+                responseStarted = true
+                status = UInt(response.status)
+                upstreamKeepAlive = response.keepAlive
+                responseBody = BodyFramer(response.framing)
+                payloadOnly = client.exchangeWantsPayloadOnly(self, response: response)
+                let headBytes = input.readSlice(length: length)!
+                // A small body that came with its head goes out with it: one write instead of two.
+                var body: ByteBuffer?
+                if case .length(let size) = response.framing, size <= 16 * 1024, input.readableBytes >= size {
+                    body = input.readSlice(length: size)!
+                    bytesOut += Int64(size)
+                    responseBody = BodyFramer(.none)
+                }
+                headBytes.withUnsafeReadableBytes { client.exchange(self, receivedHead: response, bytes: $0, body: body) }
+                if responseBody.isDone { return complete(upstreamInStep: input.readableBytes == 0) }
+            }
+        }
+    }
+
+    /// Passes response body bytes to the client; false once the exchange is over.
+    private func relayResponseBody(_ input: inout ByteBuffer) -> Bool {
+        var payload: [Range<Int>] = []
+        var payloadBytes = 0
+        let payloadOnly = self.payloadOnly
+        let step: BodyFramer.Step
+        do {
+            step = try input.withUnsafeReadableBytes { bytes in
+                try responseBody.consume(bytes) { range in
+                    payloadBytes += range.count
+                    if payloadOnly { payload.append(range) }
+                }
+            }
+        } catch {
+            upstreamBroke(detail: "")
+            return false
+        }
+        bytesOut += Int64(payloadBytes)
+        if payloadOnly {
+            for range in payload { client.exchange(self, receivedBody: input.getSlice(at: input.readerIndex + range.lowerBound, length: range.count)!) }
+            input.moveReaderIndex(forwardBy: step.consumed)
+        } else if step.consumed > 0 {
+            client.exchange(self, receivedBody: input.readSlice(length: step.consumed)!)
+        }
+        if step.ended {
+            complete(upstreamInStep: input.readableBytes == 0)
+            return false
+        }
+        return true
+    }
+
+    private func switchProtocols(_ response: ParsedResponse, headLength: Int, input: ByteBuffer) {
+        let upgrades = input.withUnsafeReadableBytes { bytes in
+            response.fields.filter { HTTPHeadParser.equals(bytes, $0.name, "upgrade") }.map {
+                Substring(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0.value]), as: UTF8.self)
+            }
+        }
+        guard upgrade != nil, WebSocketHandshake.upstreamSwitched(upgradeValues: upgrades) else {
+            return upstreamBroke(detail: "The upstream switched protocols without being asked to open a WebSocket.")
+        }
+        let now = DispatchTime.now().uptimeNanoseconds
+        responseStarted = true
+        status = 101
+        tunnelOpenedAt = now
+        tunnelActivity = now
+        var rest = input
+        let headBytes = rest.readSlice(length: headLength)!
+        bytesOut += Int64(rest.readableBytes)
+        headBytes.withUnsafeReadableBytes { client.exchange(self, switchedProtocols: response, bytes: $0, rest: rest) }
+    }
+
+    /// Client bytes for an open tunnel.
+    func writeIntoTunnel(_ bytes: ByteBuffer, now: UInt64) {
+        bytesIn += Int64(bytes.readableBytes)
+        tunnelActivity = now
+        upstream?.channel.write(bytes, promise: nil)
+    }
+
+    func upstreamReadComplete() {
+        guard !finished else { return }
+        client.exchangeFlush(self)
+    }
+
+    func upstreamClosed() {
+        guard !finished else { return }
+        upstream = nil
+        if isTunnel {
+            loop.metrics.tunnelClosed("upstream")
+            finish(status: 101, forwarded: true, rejection: nil)
+            return client.exchangeBroken(self)
+        }
+        if responseStarted && responseBody.endsAtClose {
+            // A body delimited by the connection's end: this is how it ends.
+            return complete(upstreamInStep: false)
+        }
+        loop.pool.recordFailure(target.key, now: DispatchTime.now().uptimeNanoseconds)
+        loop.metrics.upstreamError("closed")
+        if responseStarted {
+            // Half a response was sent: the client cannot be told otherwise than by closing.
+            finish(status: 502, forwarded: true, rejection: nil)
+            client.exchangeBroken(self)
+        } else {
+            failBeforeResponse(status: .badGateway, detail: "The upstream closed the connection without answering.")
+        }
+    }
+
+    func upstreamWritabilityChanged(_ writable: Bool) {
+        guard !finished else { return }
+        setClientReading(writable)
+    }
+
+    /// The client's side can take more (true) or not: the upstream is read accordingly.
+    func clientWritabilityChanged(_ writable: Bool) {
+        guard let upstream else { return }
+        pausedUpstream = !writable
+        upstream.channel.setOption(.autoRead, value: writable).whenComplete { _ in }
+    }
 }

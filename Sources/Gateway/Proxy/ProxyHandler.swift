@@ -24,6 +24,16 @@ final class ProxyHandler: ChannelInboundHandler {
     private var gate: RequestGate
     private var context: ChannelHandlerContext?
 
+    /// A local answer waiting for the end of the request body.
+    private struct PendingAnswer {
+        var response: LocalResponse
+        var head: HTTPRequestHead
+        var started: UInt64
+        var requestID: String
+        /// Counted and metered already (a forwarded call that failed before its response).
+        var metered = false
+    }
+
     private var exchange: ProxyExchange?
     private var localAnswer: PendingAnswer?
     /// Client bytes not handled yet: a partial head, or requests pipelined behind the one being answered.
@@ -40,7 +50,6 @@ final class ProxyHandler: ChannelInboundHandler {
     /// nanoseconds; 0: none): slow-drip heads and bodies end at their own deadlines.
     private var headStartedAt: UInt64 = 0
     private var bodyStartedAt: UInt64 = 0
-    private var exchangeSerial: UInt64 = 0
     private var pausedForPipelining = false
     /// The connection is being closed: nothing more is read or answered.
     private var closing = false
@@ -136,27 +145,17 @@ final class ProxyHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
         if let exchange {
+            self.exchange = nil
             if exchange.isTunnel { loop.metrics.tunnelClosed("client") }
             // The client went away mid-exchange: the upstream connection is out of step now.
-            exchange.upstream?.handler.delegate = nil
-            exchange.upstream?.channel.close(promise: nil)
-            finish(exchange, status: exchange.responseStarted ? exchange.status : 499, forwarded: exchange.upstream != nil, rejection: nil)
-            self.exchange = nil
+            exchange.abort(status: exchange.responseStarted ? exchange.status : 499, forwarded: exchange.upstream != nil, rejection: nil)
         }
         context.fireChannelInactive()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if let exchange, let upstream = exchange.upstream {
-            exchange.pausedUpstream = !context.channel.isWritable
-            upstream.channel.setOption(.autoRead, value: context.channel.isWritable).whenComplete { _ in }
-        }
+        exchange?.clientWritabilityChanged(context.channel.isWritable)
         context.fireChannelWritabilityChanged()
-    }
-
-    private func setClientReading(_ on: Bool, context: ChannelHandlerContext, _ exchange: ProxyExchange) {
-        exchange.pausedClient = !on
-        context.channel.setOption(.autoRead, value: on).whenComplete { _ in }
     }
 
     /// Called by the loop's idle sweep; true once the connection is closed or closing (the sweep
@@ -214,7 +213,7 @@ final class ProxyHandler: ChannelInboundHandler {
         while !closing, waiting == nil, var input = inbound, input.readableBytes > 0 {
             inbound = nil
             if let exchange, exchange.isTunnel {
-                relayIntoTunnel(input, exchange)
+                exchange.writeIntoTunnel(input, now: lastActivity)
                 break
             }
             if requestBody != nil {
@@ -261,7 +260,7 @@ final class ProxyHandler: ChannelInboundHandler {
             if case .incomplete = parsed { break }
         }
         if inbound?.readableBytes == 0 { inbound = nil }
-        exchange?.upstream?.channel.flush()
+        exchange?.flushUpstream()
     }
 
     private func readBody(_ input: inout ByteBuffer, context: ChannelHandlerContext) {
@@ -361,14 +360,7 @@ final class ProxyHandler: ChannelInboundHandler {
                 head: exchange.head, requestID: exchange.requestID, context: context, close: true)
             return
         }
-        guard bytes.readableBytes > 0 else { return }
-        if let upstream = exchange.upstream {
-            upstream.channel.write(bytes, promise: nil)
-        } else {
-            exchange.pending.append(bytes)
-            exchange.pendingBytes += bytes.readableBytes
-            if exchange.pendingBytes > 256 * 1024 && !exchange.pausedClient { setClientReading(false, context: context, exchange) }
-        }
+        exchange.writeBody(bytes)
     }
 
     private func requestEnded(context: ChannelHandlerContext) {
@@ -379,9 +371,7 @@ final class ProxyHandler: ChannelInboundHandler {
             return
         }
         // No exchange: its response was complete before the body was.
-        guard let exchange else { return }
-        exchange.requestEnded = true
-        if exchange.upstream != nil { armTimeout(exchange) }
+        exchange?.requestBodyEnded()
     }
 
     /// Ends the current exchange without an upstream response (the client connection is about to
@@ -390,300 +380,30 @@ final class ProxyHandler: ChannelInboundHandler {
     private func abortExchange(status: HTTPResponseStatus, rejection: UsageEvent.Rejection?) {
         guard let exchange else { return }
         self.exchange = nil
-        exchange.upstream?.handler.delegate = nil
-        exchange.upstream?.channel.close(promise: nil)
-        finish(exchange, status: status.code, forwarded: false, rejection: rejection)
+        exchange.abort(status: status.code, forwarded: false, rejection: rejection)
     }
 
     // MARK: Proxying
 
     private func forward(_ plan: ForwardPlan, head: HTTPRequestHead, started: UInt64, requestID: String, context: ChannelHandlerContext) {
         guard let target = loop.pool.pick(plan.route, now: started) else {
-            let response = LocalResponse.problem(
+            var response = LocalResponse.problem(
                 .serviceUnavailable, "Upstream unavailable", "No healthy upstream target for \(plan.route.slug) right now.", rejection: .upstreamUnavailable)
             if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
             loop.metrics.upstreamError("circuit_open")
-            var withIdentity = response
-            withIdentity.tenant = plan.tenant
-            withIdentity.route = plan.route
-            withIdentity.app = plan.app
-            withIdentity.grant = plan.grant
-            return answer(withIdentity, head: head, started: started, requestID: requestID, context: context)
+            response.tenant = plan.tenant
+            response.route = plan.route
+            response.app = plan.app
+            response.grant = plan.grant
+            return answer(response, head: head, started: started, requestID: requestID, context: context)
         }
         let exchange = ProxyExchange(
             plan: plan, head: head, requestID: requestID, started: started, target: target,
-            bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes)
+            bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes, client: self, loop: loop, meter: meter,
+            responseTimeout: shared.settings.responseTimeout, connection: .init(clientIP: clientIP, secure: secure))
         exchange.upgrade = WebSocketHandshake.requestedUpgrade(head)
         self.exchange = exchange
-        connect(exchange, context: context)
-    }
-
-    private func connect(_ exchange: ProxyExchange, context: ChannelHandlerContext) {
-        let target = exchange.target
-        if let idle = loop.pool.takeIdle(target) { return attach(idle, to: exchange, context: context) }
-        loop.pool.connect(target, tls: exchange.plan.route.upstreamTLS).assumeIsolatedUnsafeUnchecked().whenComplete { result in
-            guard self.exchange === exchange else {
-                // The client left meanwhile.
-                if case .success(let connection) = result { connection.channel.close(promise: nil) }
-                return
-            }
-            switch result {
-            case .success(let connection):
-                self.attach(connection, to: exchange, context: context)
-                connection.channel.flush()
-            case .failure(let error):
-                let now = DispatchTime.now().uptimeNanoseconds
-                self.loop.pool.recordFailure(target.key, now: now)
-                self.loop.metrics.upstreamError(UpstreamTLS.isTLSFailure(error) ? "tls" : "connect")
-                // One retry, elsewhere, for idempotent requests whose body was not streamed yet.
-                if !exchange.retried, exchange.head.method.isIdempotent, exchange.bytesIn == 0,
-                    let next = self.loop.pool.pick(exchange.plan.route, now: now, excluding: target.key)
-                {
-                    exchange.retried = true
-                    exchange.target = next
-                    return self.connect(exchange, context: context)
-                }
-                let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
-                let tlsFailed = UpstreamTLS.isTLSFailure(error)
-                self.failBeforeResponse(
-                    exchange, status: timedOut ? .gatewayTimeout : .badGateway,
-                    detail: timedOut
-                        ? "The upstream did not accept the connection in time."
-                        : (tlsFailed ? UpstreamTLS.describe(error) : "The upstream could not be reached."), context: context)
-            }
-        }
-    }
-
-    /// Writes the request head and any body read so far; the caller flushes.
-    private func attach(_ connection: UpstreamConnection, to exchange: ProxyExchange, context: ChannelHandlerContext) {
-        exchange.upstream = connection
-        connection.handler.delegate = self
-        let head = UpstreamRequestHead.write(
-            exchange.head, plan: exchange.plan, target: exchange.target, requestID: exchange.requestID,
-            connection: .init(clientIP: clientIP, secure: secure), upgrade: exchange.upgrade, allocator: connection.channel.allocator)
-        connection.channel.write(head, promise: nil)
-        for part in exchange.pending { connection.channel.write(part, promise: nil) }
-        exchange.pending = []
-        exchange.pendingBytes = 0
-        if !connection.channel.isWritable || exchange.pausedClient { setClientReading(connection.channel.isWritable, context: context, exchange) }
-        if exchange.requestEnded { armTimeout(exchange) }
-    }
-
-    private func armTimeout(_ exchange: ProxyExchange) {
-        guard exchange.serial == 0 else { return }
-        exchangeSerial += 1
-        exchange.serial = exchangeSerial
-        let timeout = UInt64(max(0, shared.settings.responseTimeout.nanoseconds))
-        loop.deadlines.add(self, ResponseDeadline(exchange: exchange.serial, deadline: DispatchTime.now().uptimeNanoseconds + timeout))
-    }
-
-    /// Whether the exchange is still waiting for its response head (for the loop's deadline sweep).
-    func isAwaitingResponse(exchange serial: UInt64) -> Bool {
-        guard let exchange else { return false }
-        return exchange.serial == serial && !exchange.responseStarted
-    }
-
-    func responseDeadlinePassed(exchange serial: UInt64) {
-        guard let exchange, exchange.serial == serial, !exchange.responseStarted, let context else { return }
-        loop.pool.recordFailure(exchange.target.key, now: DispatchTime.now().uptimeNanoseconds)
-        loop.metrics.upstreamError("timeout")
-        exchange.upstream?.handler.delegate = nil
-        exchange.upstream?.channel.close(promise: nil)
-        failBeforeResponse(exchange, status: .gatewayTimeout, detail: "The upstream did not answer in time.", context: context)
-    }
-
-    private func failBeforeResponse(_ exchange: ProxyExchange, status: HTTPResponseStatus, detail: String, context: ChannelHandlerContext) {
-        self.exchange = nil
-        finish(exchange, status: status.code, forwarded: false, rejection: .upstreamUnavailable)
-        var response = LocalResponse.problem(status, status == .gatewayTimeout ? "Upstream timeout" : "Bad gateway", detail, rejection: .upstreamUnavailable)
-        response.headers += exchange.plan.responseHeaders
-        if exchange.requestEnded {
-            writeLocal(response, head: exchange.head, requestID: exchange.requestID, context: context, close: !exchange.keepAlive)
-        } else {
-            // The rest of the body is still coming; answer once it ends.
-            localAnswer = PendingAnswer(response: response, head: exchange.head, started: exchange.started, requestID: exchange.requestID, metered: true)
-            if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
-        }
-    }
-
-    // MARK: Upstream side (called by UpstreamResponseHandler on this loop)
-
-    func upstreamRead(_ buffer: ByteBuffer) {
-        guard let exchange, let context else { return }
-        var input = buffer
-        if var partial = exchange.responseInbound {
-            exchange.responseInbound = nil
-            partial.writeBuffer(&input)
-            input = partial
-        }
-        if exchange.isTunnel { return relayOutOfTunnel(input, exchange, context: context) }
-        while input.readableBytes > 0 {
-            if exchange.responseStarted {
-                guard relayResponseBody(&input, exchange, context: context) else { return }
-                continue
-            }
-            let parsed = input.withUnsafeReadableBytes {
-                HTTPHeadParser.parseResponse($0, maxBytes: Self.maxResponseHeadBytes, requestMethod: exchange.head.method)
-            }
-            switch parsed {
-            case .incomplete:
-                exchange.responseInbound = input
-                return
-            case .tooLarge, .invalid:
-                return upstreamBroke(exchange, detail: "The upstream sent a response that is not valid HTTP/1.1.", context: context)
-            case .complete(let response, let length):
-                if response.status == 101 {
-                    let upgrades = input.withUnsafeReadableBytes { bytes in
-                        response.fields.filter { HTTPHeadParser.equals(bytes, $0.name, "upgrade") }.map {
-                            Substring(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0.value]), as: UTF8.self)
-                        }
-                    }
-                    guard exchange.upgrade != nil, WebSocketHandshake.upstreamSwitched(upgradeValues: upgrades) else {
-                        return upstreamBroke(exchange, detail: "The upstream switched protocols without being asked to open a WebSocket.", context: context)
-                    }
-                    return openTunnel(response, headLength: length, input: input, exchange, context: context)
-                }
-                if response.status < 200 {
-                    // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they came.
-                    let interim = input.readSlice(length: length)!
-                    if exchange.head.version.minor >= 1 { context.write(wrapOutboundOut(interim), promise: nil) }
-                    continue
-                }
-                exchange.responseStarted = true
-                exchange.status = UInt(response.status)
-                exchange.upstreamKeepAlive = response.keepAlive
-                exchange.responseBody = BodyFramer(response.framing)
-                let clientIsHTTP10 = exchange.head.version.minor == 0
-                exchange.dechunk = clientIsHTTP10 && response.framing == .chunked
-                exchange.closeClient = !exchange.keepAlive || response.framing == .untilClose || exchange.dechunk || draining
-                let shape = ClientResponseHead.Shape(
-                    http10: clientIsHTTP10, dechunk: exchange.dechunk, close: exchange.closeClient, switching: false,
-                    strictTransportSecurityLine: secure ? shared.strictTransportSecurityLine : nil)
-                var head = input.withUnsafeReadableBytes {
-                    ClientResponseHead.write(
-                        response, bytes: $0, added: exchange.plan.responseHeaders, requestID: exchange.requestID, shape: shape,
-                        allocator: context.channel.allocator)
-                }
-                input.moveReaderIndex(forwardBy: length)
-                // A small body that came with its head goes out in the same buffer: one write down
-                // the pipeline instead of two.
-                if !exchange.dechunk, case .length(let size) = response.framing, size <= 16 * 1024, input.readableBytes >= size {
-                    var body = input.readSlice(length: size)!
-                    head.writeBuffer(&body)
-                    exchange.bytesOut += Int64(size)
-                    exchange.responseBody = BodyFramer(.none)
-                }
-                context.write(wrapOutboundOut(head), promise: nil)
-                if exchange.responseBody.isDone { return completeExchange(exchange, upstreamInStep: input.readableBytes == 0, context: context) }
-            }
-        }
-    }
-
-    /// Passes response body bytes to the client; false once the exchange is over.
-    private func relayResponseBody(_ input: inout ByteBuffer, _ exchange: ProxyExchange, context: ChannelHandlerContext) -> Bool {
-        var payload: [Range<Int>] = []
-        var payloadBytes = 0
-        let dechunk = exchange.dechunk
-        let step: BodyFramer.Step
-        do {
-            step = try input.withUnsafeReadableBytes { bytes in
-                try exchange.responseBody.consume(bytes) { range in
-                    payloadBytes += range.count
-                    if dechunk { payload.append(range) }
-                }
-            }
-        } catch {
-            // Half a response was sent: the client cannot be told otherwise than by closing.
-            upstreamBroke(exchange, detail: "", context: context)
-            return false
-        }
-        exchange.bytesOut += Int64(payloadBytes)
-        if dechunk {
-            for range in payload { context.write(wrapOutboundOut(input.getSlice(at: input.readerIndex + range.lowerBound, length: range.count)!), promise: nil) }
-            input.moveReaderIndex(forwardBy: step.consumed)
-        } else if step.consumed > 0 {
-            context.write(wrapOutboundOut(input.readSlice(length: step.consumed)!), promise: nil)
-        }
-        if step.ended {
-            completeExchange(exchange, upstreamInStep: input.readableBytes == 0, context: context)
-            return false
-        }
-        return true
-    }
-
-    /// The response is complete: the upstream connection goes back to the pool when it is in step
-    /// (whole request sent, nothing read beyond the response), and the next pipelined request may start.
-    private func completeExchange(_ exchange: ProxyExchange, upstreamInStep: Bool, context: ChannelHandlerContext) {
-        self.exchange = nil
-        if exchange.status >= 502 && exchange.status <= 504 {
-            loop.pool.recordFailure(exchange.target.key, now: DispatchTime.now().uptimeNanoseconds)
-        } else {
-            loop.pool.recordSuccess(exchange.target.key)
-        }
-        if let upstream = exchange.upstream {
-            if exchange.pausedUpstream { upstream.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
-            if exchange.upstreamKeepAlive && upstreamInStep && exchange.requestEnded {
-                loop.pool.release(upstream)
-            } else {
-                upstream.handler.delegate = nil
-                upstream.channel.close(promise: nil)
-            }
-        }
-        finish(exchange, status: exchange.status, forwarded: true, rejection: nil)
-        if exchange.closeClient || draining {
-            closeAfterWrites(context: context)
-            return
-        }
-        if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
-        // flushed here: the upstream's read-complete no longer reaches this handler once the
-        // connection is back in the pool
-        context.flush()
-        responseCompleted(context: context)
-    }
-
-    /// The upstream broke the exchange: 502 before the response started, a closed connection after.
-    private func upstreamBroke(_ exchange: ProxyExchange, detail: String, context: ChannelHandlerContext) {
-        exchange.upstream?.handler.delegate = nil
-        exchange.upstream?.channel.close(promise: nil)
-        exchange.upstream = nil
-        loop.pool.recordFailure(exchange.target.key, now: DispatchTime.now().uptimeNanoseconds)
-        loop.metrics.upstreamError("invalid_response")
-        if exchange.responseStarted {
-            self.exchange = nil
-            finish(exchange, status: 502, forwarded: true, rejection: nil)
-            closeAfterWrites(context: context)
-        } else {
-            failBeforeResponse(exchange, status: .badGateway, detail: detail, context: context)
-        }
-    }
-
-    func upstreamReadComplete() {
-        context?.flush()
-    }
-
-    func upstreamClosed() {
-        guard let exchange, let context else { return }
-        exchange.upstream = nil
-        if exchange.isTunnel { return closeTunnel(exchange, reason: "upstream", context: context) }
-        if exchange.responseStarted && exchange.responseBody.endsAtClose {
-            // A body delimited by the connection's end: this is how it ends.
-            return completeExchange(exchange, upstreamInStep: false, context: context)
-        }
-        loop.pool.recordFailure(exchange.target.key, now: DispatchTime.now().uptimeNanoseconds)
-        loop.metrics.upstreamError("closed")
-        if exchange.responseStarted {
-            // Half a response was sent: the client cannot be told otherwise than by closing.
-            self.exchange = nil
-            finish(exchange, status: 502, forwarded: true, rejection: nil)
-            closeAfterWrites(context: context)
-        } else {
-            failBeforeResponse(exchange, status: .badGateway, detail: "The upstream closed the connection without answering.", context: context)
-        }
-    }
-
-    func upstreamWritabilityChanged(_ writable: Bool) {
-        guard let context, let exchange else { return }
-        setClientReading(writable, context: context, exchange)
+        exchange.start()
     }
 
     /// A response the gateway makes itself, as one buffer. Closing answers end the connection once written.
@@ -745,30 +465,62 @@ final class ProxyHandler: ChannelInboundHandler {
             maxDuration: shared.settings.webSocketMaxDuration.map { UInt64(max(1, $0.nanoseconds)) })
     }
 
+    /// A tunnel limit was reached or the gateway shuts down: both sides close, the call is metered once.
+    private func closeTunnel(_ exchange: ProxyExchange, reason: String, context: ChannelHandlerContext) {
+        loop.metrics.tunnelClosed(reason)
+        self.exchange = nil
+        exchange.closeTunnel()
+        closeAfterWrites(context: context)
+    }
+}
+
+extension ProxyHandler: ExchangeClient {
+    var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
+
+    func exchange(_ exchange: ProxyExchange, receivedInterim head: ByteBuffer) {
+        // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they came.
+        guard let context, exchange.head.version.minor >= 1 else { return }
+        context.write(wrapOutboundOut(head), promise: nil)
+    }
+
+    func exchangeWantsPayloadOnly(_ exchange: ProxyExchange, response: ParsedResponse) -> Bool {
+        // An HTTP/1.0 client gets a chunked response's payload only, ended by closing.
+        let dechunk = exchange.head.version.minor == 0 && response.framing == .chunked
+        exchange.closeClient = !exchange.keepAlive || response.framing == .untilClose || dechunk || draining
+        return dechunk
+    }
+
+    func exchange(_ exchange: ProxyExchange, receivedHead response: ParsedResponse, bytes: UnsafeRawBufferPointer, body: ByteBuffer?) {
+        guard let context else { return }
+        let http10 = exchange.head.version.minor == 0
+        let shape = ClientResponseHead.Shape(
+            http10: http10, dechunk: http10 && response.framing == .chunked, close: exchange.closeClient, switching: false,
+            strictTransportSecurityLine: secure ? shared.strictTransportSecurityLine : nil)
+        var head = ClientResponseHead.write(
+            response, bytes: bytes, added: exchange.plan.responseHeaders, requestID: exchange.requestID, shape: shape, allocator: context.channel.allocator)
+        if var body { head.writeBuffer(&body) }
+        context.write(wrapOutboundOut(head), promise: nil)
+    }
+
+    func exchange(_ exchange: ProxyExchange, receivedBody bytes: ByteBuffer) {
+        context?.write(wrapOutboundOut(bytes), promise: nil)
+    }
+
     /// The upstream accepted the WebSocket handshake: the client gets its 101 (with the gateway's
-    /// headers), and from here on bytes cross unparsed both ways until either side closes. The
-    /// call is metered once, at the close, with the bytes of both directions and its duration.
-    private func openTunnel(_ response: ParsedResponse, headLength: Int, input: ByteBuffer, _ exchange: ProxyExchange, context: ChannelHandlerContext) {
-        var input = input
-        let now = DispatchTime.now().uptimeNanoseconds
-        exchange.responseStarted = true
-        exchange.status = 101
-        exchange.tunnelOpenedAt = now
-        exchange.tunnelActivity = now
+    /// headers), and from here on bytes cross unparsed both ways until either side closes.
+    func exchange(_ exchange: ProxyExchange, switchedProtocols response: ParsedResponse, bytes: UnsafeRawBufferPointer, rest: ByteBuffer) {
+        guard let context else { return }
         let shape = ClientResponseHead.Shape(
             http10: false, dechunk: false, close: false, switching: true, strictTransportSecurityLine: secure ? shared.strictTransportSecurityLine : nil)
-        let head = input.withUnsafeReadableBytes {
-            ClientResponseHead.write(
-                response, bytes: $0, added: exchange.plan.responseHeaders, requestID: exchange.requestID, shape: shape, allocator: context.channel.allocator)
-        }
-        input.moveReaderIndex(forwardBy: headLength)
+        let head = ClientResponseHead.write(
+            response, bytes: bytes, added: exchange.plan.responseHeaders, requestID: exchange.requestID, shape: shape, allocator: context.channel.allocator)
         context.write(wrapOutboundOut(head), promise: nil)
-        if input.readableBytes > 0 { relayOutOfTunnel(input, exchange, context: context) }
+        if rest.readableBytes > 0 { context.write(wrapOutboundOut(rest), promise: nil) }
         // frames the client sent before the 101 arrived waited as if pipelined
         if let early = inbound, early.readableBytes > 0 {
             inbound = nil
-            relayIntoTunnel(early, exchange)
-            exchange.upstream?.channel.flush()
+            exchange.writeIntoTunnel(early, now: DispatchTime.now().uptimeNanoseconds)
+            exchange.flushUpstream()
         }
         if pausedForPipelining {
             pausedForPipelining = false
@@ -776,33 +528,43 @@ final class ProxyHandler: ChannelInboundHandler {
         }
     }
 
-    private func relayIntoTunnel(_ bytes: ByteBuffer, _ exchange: ProxyExchange) {
-        exchange.bytesIn += Int64(bytes.readableBytes)
-        exchange.tunnelActivity = lastActivity
-        exchange.upstream?.channel.write(bytes, promise: nil)
-    }
-
-    private func relayOutOfTunnel(_ bytes: ByteBuffer, _ exchange: ProxyExchange, context: ChannelHandlerContext) {
-        exchange.bytesOut += Int64(bytes.readableBytes)
-        exchange.tunnelActivity = DispatchTime.now().uptimeNanoseconds
-        context.write(wrapOutboundOut(bytes), promise: nil)
-    }
-
-    /// Either side closed, or a tunnel limit was reached: the other side is closed too and the
-    /// call metered once.
-    private func closeTunnel(_ exchange: ProxyExchange, reason: String, context: ChannelHandlerContext) {
-        loop.metrics.tunnelClosed(reason)
+    func exchangeCompleted(_ exchange: ProxyExchange) {
+        guard let context, self.exchange === exchange else { return }
         self.exchange = nil
-        exchange.upstream?.handler.delegate = nil
-        exchange.upstream?.channel.close(promise: nil)
-        exchange.upstream = nil
-        finish(exchange, status: 101, forwarded: true, rejection: nil)
+        if exchange.closeClient || draining {
+            closeAfterWrites(context: context)
+            return
+        }
+        if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
+        // flushed here: the upstream's read-complete no longer reaches this connection once the
+        // upstream is back in the pool
+        context.flush()
+        responseCompleted(context: context)
+    }
+
+    func exchange(_ exchange: ProxyExchange, failedWith answer: LocalResponse) {
+        guard let context, self.exchange === exchange else { return }
+        self.exchange = nil
+        if exchange.requestEnded {
+            writeLocal(answer, head: exchange.head, requestID: exchange.requestID, context: context, close: !exchange.keepAlive)
+        } else {
+            // The rest of the body is still coming; answer once it ends.
+            localAnswer = PendingAnswer(response: answer, head: exchange.head, started: exchange.started, requestID: exchange.requestID, metered: true)
+            if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
+        }
+    }
+
+    func exchangeBroken(_ exchange: ProxyExchange) {
+        guard let context, self.exchange === exchange else { return }
+        self.exchange = nil
         closeAfterWrites(context: context)
     }
 
-    private func finish(_ exchange: ProxyExchange, status: UInt, forwarded: Bool, rejection: UsageEvent.Rejection?) {
-        meter.recordCall(
-            exchange.plan, method: exchange.head.method, started: exchange.started, status: status, forwarded: forwarded, bytesIn: exchange.bytesIn,
-            bytesOut: exchange.bytesOut, rejection: rejection)
+    func exchangeFlush(_ exchange: ProxyExchange) {
+        context?.flush()
+    }
+
+    func exchange(_ exchange: ProxyExchange, clientReading: Bool) {
+        context?.channel.setOption(.autoRead, value: clientReading).whenComplete { _ in }
     }
 }

@@ -145,11 +145,18 @@ final class LoopState {
     let pool: UpstreamPool
     let tokenCache: TokenCache
     let metrics: GatewayMetrics
-    let deadlines: LoopSweep<ResponseDeadline>
-    let idle: LoopSweep<Void>
+    let deadlines: LoopSweep<ProxyExchange, ResponseDeadline>
+    let idle: LoopSweep<ProxyHandler, Void>
     /// Requests waiting for a reload before they are decided again (an unknown signing key).
-    let waitingDecisions: LoopSweep<Void>
+    let waitingDecisions: LoopSweep<ProxyHandler, Void>
     private var random = BufferedRandom()
+    private var exchangeSerial: UInt64 = 0
+
+    /// Numbers exchanges for the deadline sweep (an entry outlives a finished exchange's reuse).
+    func nextExchangeSerial() -> UInt64 {
+        exchangeSerial &+= 1
+        return exchangeSerial
+    }
 
     /// A UUIDv7 for a request id or usage event.
     func newID() -> UUID { UUIDv7.make(using: &random) }
@@ -199,7 +206,7 @@ final class LoopStates: Sendable {
 final class UpstreamResponseHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
-    weak var delegate: ProxyHandler?
+    weak var delegate: ProxyExchange?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if let delegate {
@@ -258,26 +265,26 @@ struct BufferedRandom: RandomNumberGenerator {
 /// timeouts without a task or a handler per connection (one scheduled and cancelled per request
 /// cost ~3 % of the gateway's CPU; an `IdleStateHandler` in every pipeline ~2 %). Entries hold
 /// their connection weakly; a closed connection drops out at the next visit.
-final class LoopSweep<Payload> {
+final class LoopSweep<Member: AnyObject, Payload> {
     private struct Entry {
-        weak var handler: ProxyHandler?
+        weak var handler: Member?
         let payload: Payload
     }
 
     let eventLoop: any EventLoop
     let interval: TimeAmount
     /// Decides about one live entry at a visit (uptime nanoseconds): true keeps it for the next.
-    private let visit: (ProxyHandler, Payload, UInt64) -> Bool
+    private let visit: (Member, Payload, UInt64) -> Bool
     private var entries: [Entry] = []
     private var scheduled = false
 
-    init(eventLoop: any EventLoop, interval: TimeAmount, visit: @escaping (ProxyHandler, Payload, UInt64) -> Bool) {
+    init(eventLoop: any EventLoop, interval: TimeAmount, visit: @escaping (Member, Payload, UInt64) -> Bool) {
         self.eventLoop = eventLoop
         self.interval = interval
         self.visit = visit
     }
 
-    func add(_ handler: ProxyHandler, _ payload: Payload) {
+    func add(_ handler: Member, _ payload: Payload) {
         entries.append(Entry(handler: handler, payload: payload))
         schedule()
     }
@@ -292,7 +299,7 @@ final class LoopSweep<Payload> {
     }
 
     /// Every live connection in the list (on the loop).
-    func forEach(_ body: (ProxyHandler) -> Void) {
+    func forEach(_ body: (Member) -> Void) {
         for entry in entries {
             if let handler = entry.handler { body(handler) }
         }
@@ -310,20 +317,20 @@ final class LoopSweep<Payload> {
     }
 }
 
-extension LoopSweep where Payload == ResponseDeadline {
+extension LoopSweep where Member == ProxyExchange, Payload == ResponseDeadline {
     /// Response deadlines, checked every 100 ms: one fires up to 100 ms late. An entry is dropped
     /// once its exchange has its response (or is gone).
     static func responseDeadlines(eventLoop: any EventLoop) -> LoopSweep {
-        LoopSweep(eventLoop: eventLoop, interval: .milliseconds(100)) { handler, armed, now in
-            guard handler.isAwaitingResponse(exchange: armed.exchange) else { return false }
+        LoopSweep(eventLoop: eventLoop, interval: .milliseconds(100)) { exchange, armed, now in
+            guard exchange.isAwaitingResponse(serial: armed.exchange) else { return false }
             guard armed.deadline <= now else { return true }
-            handler.responseDeadlinePassed(exchange: armed.exchange)
+            exchange.responseDeadlinePassed()
             return false
         }
     }
 }
 
-extension LoopSweep where Payload == Void {
+extension LoopSweep where Member == ProxyHandler, Payload == Void {
     /// Idle client connections, checked every quarter of the timeout (at most every second), so a
     /// connection is closed between 1× and 1.25× the timeout after its last activity.
     static func idleConnections(eventLoop: any EventLoop, timeout: TimeAmount) -> LoopSweep {
