@@ -244,7 +244,73 @@ def curl_over_tls(install):
         demo.wait()
 
 
-CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls]
+class DemoUpstream:
+    """The binary's own demo upstream (echoes what it received as JSON) on a free port."""
+
+    def __init__(self, install):
+        self.port = free_port()
+        self.process = subprocess.Popen([BIN, "demo-upstream", "--port", str(self.port)], env=install.env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                import socket
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+
+    def close(self):
+        self.process.kill()
+        self.process.wait()
+
+
+def curl(*args, data=None):
+    result = subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True, input=data or "")
+    return result.stdout, result.stderr
+
+
+def http2_with_curl(install):
+    """curl speaks HTTP/2: prior knowledge on the plaintext listener, ALPN h2 on TLS; the answers and
+    the metering are those of HTTP/1.1, refusals included."""
+    demo = DemoUpstream(install)
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{demo.port}")
+        before = int(install.sql("SELECT count(*) FROM usage_events"))
+        out, err = curl("--http2-prior-knowledge", "-H", f"X-API-Key: {install.api_key}", "-w", "\n%{http_version} %{http_code}",
+                        f"http://127.0.0.1:{install.port}/t/demo/echo/v1/hello?x=1")
+        body, _, tail = out.rpartition("\n")
+        expect(tail == "2 200", f"h2c prior knowledge: {tail!r} {err}")
+        echoed = json.loads(body)
+        expect(echoed.get("path", "").startswith("/hello"), f"the upstream got the path: {echoed}")
+        out, err = curl("--http2", "--cacert", install.ca, "-H", f"X-API-Key: {install.api_key}", "-D", "-", "-o", "/dev/null",
+                        "-w", "%{http_version} %{http_code}", f"https://localhost:{install.tls_port}/t/demo/echo/v1/hello")
+        expect(out.strip().endswith("2 200"), f"h2 over TLS: {out!r} {err}")
+        expect("ratelimit-policy:" in out.lower() and "x-request-id:" in out.lower(), f"the gateway's headers on h2: {out}")
+        # a POST with a body of unknown length (no content-length) reaches the HTTP/1.1 upstream chunked
+        sent = json.dumps({"name": "streamed", "filler": "x" * 40000})
+        out, err = curl("--http2-prior-knowledge", "-H", f"X-API-Key: {install.api_key}", "-H", "Content-Type: application/json",
+                        "--data-binary", "@-", f"http://127.0.0.1:{install.port}/t/demo/echo/v1/items", data=sent)
+        echoed = json.loads(out)
+        expect(echoed.get("method") == "POST", f"POST over h2 reached the upstream: {out[:200]} {err}")
+        expect(echoed.get("body_bytes") == len(sent) or echoed.get("body") == sent, f"the whole body arrived: {str(echoed)[:300]}")
+        # `-T -`: a body of unknown length, so no content-length; the gateway chunks it for HTTP/1.1
+        out, err = curl("--http2-prior-knowledge", "-H", f"X-API-Key: {install.api_key}", "-X", "POST", "-T", "-",
+                        f"http://127.0.0.1:{install.port}/t/demo/echo/v1/upload", data=sent)
+        echoed = json.loads(out)
+        headers = {k.lower(): v for k, v in echoed.get("headers", {}).items()}
+        expect(echoed.get("body_bytes") == len(sent), f"the streamed body arrived whole: {str(echoed)[:300]} {err}")
+        expect("chunked" in str(headers.get("transfer-encoding", "")), f"sent chunked to the upstream: {headers}")
+        out, err = curl("--http2-prior-knowledge", "-w", "\n%{http_code}", f"http://127.0.0.1:{install.port}/t/demo/echo/v1/hello")
+        expect(out.endswith("\n401"), f"no credential over h2 is 401: {out!r}")
+        install.wait_written()
+        stored = int(install.sql("SELECT count(*) FROM usage_events"))
+        expect(stored == before + 5, f"each stream metered once ({stored - before} of 5)")
+    finally:
+        demo.close()
+
+
+CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl]
 
 
 def main():

@@ -43,6 +43,8 @@ public struct GatewayServer: Service {
         /// byte, from a TCP load balancer in front, and take the client's address from it; a
         /// connection without one is closed.
         public var proxyProtocol = false
+        /// Clients may speak HTTP/2: prior knowledge on the plaintext listener, ALPN `h2` on TLS.
+        public var http2 = true
         /// An open WebSocket tunnel with no byte either way for this long is closed.
         public var webSocketIdleTimeout: TimeAmount = .seconds(300)
         /// A WebSocket tunnel is closed once open this long; nil: no limit.
@@ -101,7 +103,7 @@ public struct GatewayServer: Service {
         var reloader: Task<Void, Never>?
         do {
             if let tls = configuration.tls {
-                let secure = try await bind(group: group, host: tls.host, port: tls.port, tls: try tls.certificates.serverContext())
+                let secure = try await bind(group: group, host: tls.host, port: tls.port, tls: try tls.certificates.serverContext(applicationProtocols: configuration.http2 ? ["h2", "http/1.1"] : ["http/1.1"]))
                 let tlsPort = secure.localAddress?.port ?? tls.port
                 logger.info("gateway listening (TLS)", metadata: ["address": "\(tls.host):\(tlsPort)"])
                 listeners.append(secure)
@@ -159,7 +161,10 @@ public struct GatewayServer: Service {
     func drain() async {
         let shared = self.shared
         shared.draining.withLockedValue { $0 = true }
-        await shared.loops.forEachLoop { loop in loop.idle.forEach { $0.beginDrain() } }
+        await shared.loops.forEachLoop { loop in
+            loop.idle.forEach { $0.beginDrain() }
+            loop.http2Idle.forEach { $0.beginDrain() }
+        }
         let deadline = NIODeadline.now() + configuration.drainTimeout
         while shared.openConnections.withLockedValue({ $0 }) > 0 && NIODeadline.now() < deadline {
             try? await Task.sleep(for: .milliseconds(20))
@@ -167,7 +172,10 @@ public struct GatewayServer: Service {
         let left = shared.openConnections.withLockedValue { $0 }
         if left > 0 {
             logger.warning("gateway drain timed out; closing connections", metadata: ["connections": "\(left)"])
-            await shared.loops.forEachLoop { loop in loop.idle.forEach { $0.forceClose() } }
+            await shared.loops.forEachLoop { loop in
+                loop.idle.forEach { $0.forceClose() }
+                loop.http2Idle.forEach { $0.forceClose() }
+            }
         }
         logger.info("gateway drained")
     }

@@ -10,7 +10,7 @@ import NIOHTTP1
 /// copied line by line with the gateway's few changes; its body passes through untouched. No
 /// per-part HTTP handlers sit in either pipeline: each request crosses two channel handlers on the
 /// client side and one on the upstream side (docs/ARCHITECTURE.md, "Data plane").
-final class ProxyHandler: ChannelInboundHandler {
+final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, ClientConnection {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -51,6 +51,8 @@ final class ProxyHandler: ChannelInboundHandler {
     private var headStartedAt: UInt64 = 0
     private var bodyStartedAt: UInt64 = 0
     private var pausedForPipelining = false
+    /// No request has been read on this connection yet: its first bytes may be the HTTP/2 preface.
+    private var firstRequest = true
     /// The connection is being closed: nothing more is read or answered.
     private var closing = false
     /// The gateway is shutting down: the exchange under way is finished and answered with
@@ -229,6 +231,16 @@ final class ProxyHandler: ChannelInboundHandler {
                     context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
                 }
                 break
+            }
+            if firstRequest && shared.settings.http2 {
+                switch input.withUnsafeReadableBytes({ HTTP2Server.matchPreface($0) }) {
+                case .yes: return switchToHTTP2(input, context: context)
+                case .undecided:
+                    inbound = input
+                    if headStartedAt == 0 { headStartedAt = DispatchTime.now().uptimeNanoseconds }
+                    return
+                case .no: firstRequest = false
+                }
             }
             let scanFrom = headScanned
             let maxBytes = shared.settings.maxHeaderBytes
@@ -455,6 +467,26 @@ final class ProxyHandler: ChannelInboundHandler {
             context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
         }
         if inbound != nil { processInput(context: context) }
+    }
+
+    // MARK: HTTP/2
+
+    /// The client spoke the HTTP/2 preface (prior knowledge, or after choosing `h2` in the TLS
+    /// handshake): the connection is handed to NIOHTTP2 with the bytes read so far, and this
+    /// handler leaves the pipeline.
+    private func switchToHTTP2(_ input: ByteBuffer, context: ChannelHandlerContext) {
+        closing = true
+        inbound = nil
+        do {
+            try HTTP2Server.install(
+                on: context.pipeline.syncOperations, shared: shared, loop: loop,
+                client: HTTP2ClientInfo(clientIP: clientIP, clientAddress: clientAddress, secure: secure))
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(NIOAny(input))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     // MARK: WebSocket tunnel

@@ -147,6 +147,8 @@ final class LoopState {
     let metrics: GatewayMetrics
     let deadlines: LoopSweep<ProxyExchange, ResponseDeadline>
     let idle: LoopSweep<ProxyHandler, Void>
+    /// HTTP/2 connections, for their idleness and the drain (their streams have no idle clock).
+    let http2Idle: LoopSweep<HTTP2ConnectionGuard, Void>
     /// Requests waiting for a reload before they are decided again (an unknown signing key).
     let waitingDecisions: LoopSweep<ProxyHandler, Void>
     private var random = BufferedRandom()
@@ -167,6 +169,7 @@ final class LoopState {
         self.metrics = GatewayMetrics(factory: metricsFactory)
         self.deadlines = .responseDeadlines(eventLoop: pool.eventLoop)
         self.idle = .idleConnections(eventLoop: pool.eventLoop, timeout: idleTimeout)
+        self.http2Idle = .idleConnections(eventLoop: pool.eventLoop, timeout: idleTimeout)
         self.waitingDecisions = LoopSweep(eventLoop: pool.eventLoop, interval: .milliseconds(20)) { handler, _, now in handler.decideIfReloaded(now: now) }
     }
 }
@@ -330,7 +333,7 @@ extension LoopSweep where Member == ProxyExchange, Payload == ResponseDeadline {
     }
 }
 
-extension LoopSweep where Member == ProxyHandler, Payload == Void {
+extension LoopSweep where Member: ClientConnection, Payload == Void {
     /// Idle client connections, checked every quarter of the timeout (at most every second), so a
     /// connection is closed between 1× and 1.25× the timeout after its last activity.
     static func idleConnections(eventLoop: any EventLoop, timeout: TimeAmount) -> LoopSweep {

@@ -114,19 +114,20 @@ public final class CertificateStore: Sendable {
         return true
     }
 
-    /// A server context: TLS 1.2 and 1.3 only, ALPN `http/1.1`, the certificate chosen per
-    /// handshake from the current set.
-    public func serverContext() throws -> NIOSSLContext {
-        try NIOSSLContext(configuration: serverConfiguration())
+    /// A server context: TLS 1.2 and 1.3 only, ALPN `applicationProtocols` in order of preference,
+    /// the certificate chosen per handshake from the current set.
+    public func serverContext(applicationProtocols: [String] = ["http/1.1"]) throws -> NIOSSLContext {
+        try NIOSSLContext(configuration: serverConfiguration(applicationProtocols: applicationProtocols))
     }
 
-    /// The configuration behind `serverContext`, for servers that make their own context (the portal's).
-    public func serverConfiguration() -> TLSConfiguration {
+    /// The configuration behind `serverContext`, for servers that make their own context (the
+    /// portal's, which speaks HTTP/1.1 only).
+    public func serverConfiguration(applicationProtocols: [String] = ["http/1.1"]) -> TLSConfiguration {
         let initial = select(nil)
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: initial.chain.map { .certificate($0) }, privateKey: .privateKey(initial.key))
         configuration.minimumTLSVersion = .tlsv12
-        configuration.applicationProtocols = ["http/1.1"]
+        configuration.applicationProtocols = applicationProtocols
         configuration.sslContextCallback = { [self] values, promise in
             let entry = select(values.serverHostname)
             var override = NIOSSLContextConfigurationOverride()

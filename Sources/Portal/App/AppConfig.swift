@@ -58,6 +58,8 @@ struct AppConfig: Sendable {
     /// The gateway's listeners expect a PROXY protocol v1/v2 header from a TCP load balancer
     /// (TOLLGATE_PROXY_PROTOCOL=true); connections without one are closed.
     var gatewayProxyProtocol = false
+    /// The gateway speaks HTTP/2 to clients that ask: prior knowledge on plaintext, ALPN `h2` on TLS (TOLLGATE_HTTP2, default true).
+    var gatewayHTTP2 = true
     /// An open WebSocket tunnel with no traffic for this long is closed (TOLLGATE_WEBSOCKET_IDLE_SECONDS, default 300).
     var webSocketIdleTimeout: TimeAmount = .seconds(300)
     /// A WebSocket tunnel is closed after this long (TOLLGATE_WEBSOCKET_MAX_SECONDS; unset: no limit).
@@ -160,6 +162,10 @@ struct AppConfig: Sendable {
         if let text = env["TOLLGATE_PROXY_PROTOCOL"] {
             guard text == "true" || text == "false" else { throw ConfigError.invalid("TOLLGATE_PROXY_PROTOCOL", text, "true or false") }
             config.gatewayProxyProtocol = text == "true"
+        }
+        if let text = env["TOLLGATE_HTTP2"] {
+            guard text == "true" || text == "false" else { throw ConfigError.invalid("TOLLGATE_HTTP2", text, "true or false") }
+            config.gatewayHTTP2 = text == "true"
         }
         if let text = env["TOLLGATE_WEBSOCKET_IDLE_SECONDS"] {
             guard let seconds = Int(text), (1...86_400).contains(seconds) else {

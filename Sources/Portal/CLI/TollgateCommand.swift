@@ -105,6 +105,7 @@ enum Launcher {
             gatewayConfiguration.eventLoopThreads = config.gatewayThreads
             gatewayConfiguration.drainTimeout = config.drainTimeout
             gatewayConfiguration.proxyProtocol = config.gatewayProxyProtocol
+            gatewayConfiguration.http2 = config.gatewayHTTP2
             gatewayConfiguration.webSocketIdleTimeout = config.webSocketIdleTimeout
             gatewayConfiguration.webSocketMaxDuration = config.webSocketMaxDuration
             if let address = config.gatewayTLSAddress, let certificates {

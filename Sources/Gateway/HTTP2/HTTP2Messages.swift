@@ -1,0 +1,95 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+
+/// Between an HTTP/2 stream's header blocks and what the rest of the gateway works with: the
+/// request head `RequestGate` decides, and the response header block made from the upstream's
+/// HTTP/1.1 head or a local answer. Pure.
+enum HTTP2Messages {
+    /// The version given to heads that came over HTTP/2 (no keep-alive or upgrade semantics apply).
+    static let version = HTTPVersion(major: 2, minor: 0)
+
+    enum RequestProblem: Error, Equatable {
+        /// 400: the header block does not describe a request the gateway can forward.
+        case malformed(String)
+        /// 405: CONNECT (and extended CONNECT) is not relayed.
+        case connectNotSupported
+    }
+
+    /// The request head from a stream's HEADERS: `:method` and `:path` become the request line,
+    /// `:authority` the `Host` (a `host` field beside it is dropped), cookie crumbs are joined
+    /// (RFC 9113 §8.2.3). NIOHTTP2 has already checked the block's form (pseudo-headers first and
+    /// once, lowercase names, no connection-specific fields).
+    static func requestHead(_ block: HPACKHeaders) -> Result<HTTPRequestHead, RequestProblem> {
+        var method: String?
+        var path: String?
+        var authority: String?
+        var headers = HTTPHeaders()
+        var cookies: [String] = []
+        for (name, value, _) in block {
+            switch name {
+            case ":method": method = value
+            case ":path": path = value
+            case ":authority": authority = value
+            case ":scheme", ":protocol": continue
+            case "host": if authority == nil { authority = value }
+            case "cookie": cookies.append(value)
+            default:
+                if name.hasPrefix(":") { return .failure(.malformed("The pseudo-header \(name) is not known.")) }
+                headers.add(name: name, value: value)
+            }
+        }
+        guard let method, !method.isEmpty else { return .failure(.malformed("The request has no :method.")) }
+        if method == "CONNECT" { return .failure(.connectNotSupported) }
+        guard let path, path.utf8.first == UInt8(ascii: "/") || (path == "*" && method == "OPTIONS") else {
+            return .failure(.malformed("The request's :path must start with /."))
+        }
+        if let authority {
+            guard !authority.isEmpty, !authority.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) else {
+                return .failure(.malformed("The request's :authority is not a host."))
+            }
+            headers.replaceOrAdd(name: "host", value: authority)
+        }
+        if !cookies.isEmpty { headers.add(name: "cookie", value: cookies.joined(separator: "; ")) }
+        return .success(HTTPRequestHead(version: version, method: HTTPMethod(rawValue: method), uri: path, headers: headers))
+    }
+
+    /// The response header block for the upstream's HTTP/1.1 head: its fields less connection-
+    /// specific ones (hop-by-hop, those its `Connection` lists, `Transfer-Encoding`) and those the
+    /// gateway sets, then the gateway's (`added`, the request id, HSTS).
+    static func responseHeaders(
+        _ response: ParsedResponse, bytes: UnsafeRawBufferPointer, added: [(String, String)], requestID: String, strictTransportSecurity: String?
+    ) -> HPACKHeaders {
+        var block = HPACKHeaders()
+        block.reserveCapacity(response.fields.count + added.count + 3)
+        block.add(name: ":status", value: String(response.status))
+        for field in response.fields {
+            let name = field.name
+            if HopByHop.isStandard(bytes, name) || HTTPHeadParser.equals(bytes, name, "x-request-id")
+                || HTTPHeadParser.equals(bytes, name, "transfer-encoding") || HTTPHeadParser.equals(bytes, name, "proxy-connection")
+            {
+                continue
+            }
+            if !response.connectionListed.isEmpty && response.connectionListed.contains(where: { HTTPHeadParser.equals(bytes, name, $0) }) { continue }
+            if added.contains(where: { HTTPHeadParser.equals(bytes, name, caseFolded: $0.0) }) { continue }
+            let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[name]), as: UTF8.self).lowercased()
+            block.add(name: text, value: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.value]), as: UTF8.self))
+        }
+        for (name, value) in added { block.add(name: name.lowercased(), value: value) }
+        block.add(name: "x-request-id", value: requestID)
+        if let strictTransportSecurity { block.add(name: "strict-transport-security", value: strictTransportSecurity) }
+        return block
+    }
+
+    /// The header block of an answer the gateway makes itself.
+    static func localHeaders(_ response: LocalResponse, requestID: String?, strictTransportSecurity: String?) -> HPACKHeaders {
+        var block = HPACKHeaders()
+        block.add(name: ":status", value: String(response.status.code))
+        for (name, value) in response.headers { block.add(name: name.lowercased(), value: value) }
+        block.add(name: "content-length", value: String(response.body.utf8.count))
+        block.add(name: "cache-control", value: "no-store")
+        if let requestID { block.add(name: "x-request-id", value: requestID) }
+        if let strictTransportSecurity { block.add(name: "strict-transport-security", value: strictTransportSecurity) }
+        return block
+    }
+}

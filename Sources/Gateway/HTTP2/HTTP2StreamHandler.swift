@@ -1,0 +1,285 @@
+import Billing
+import Foundation
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+
+/// What an HTTP/2 connection's streams share: the client, as the connection knows it.
+struct HTTP2ClientInfo: Sendable {
+    var clientIP: String
+    var clientAddress: [UInt8]?
+    var secure: Bool
+}
+
+/// One HTTP/2 stream: its request is decided by the same `RequestGate` as an HTTP/1.1 request and
+/// either answered here or proxied through a `ProxyExchange` to the route's (HTTP/1.1) upstream,
+/// with the same headers, limits and metering. DATA frames carry the body both ways; a body of
+/// unknown length reaches the upstream chunked.
+final class HTTP2StreamHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    private let shared: GatewayContext
+    private let loop: LoopState
+    private let meter: CallMeter
+    private let client: HTTP2ClientInfo
+    private var context: ChannelHandlerContext?
+    private var exchange: ProxyExchange?
+    private var head: HTTPRequestHead?
+    private var requestID = ""
+    private var started: UInt64 = 0
+    private var requestEnded = false
+    /// The stream's answer is complete (or being written): nothing more is sent.
+    private var answered = false
+    /// A small body that came with the response head, sent with the stream's end.
+    private var heldBody: ByteBuffer?
+    private var bodyBytes: Int64 = 0
+
+    init(shared: GatewayContext, loop: LoopState, client: HTTP2ClientInfo) {
+        self.shared = shared
+        self.loop = loop
+        self.client = client
+        self.meter = CallMeter(shared: shared, loop: loop)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .headers(let headers):
+            if head == nil {
+                received(headers.headers, endStream: headers.endStream, context: context)
+            } else if headers.endStream {
+                // trailers: the body ends (their fields are not forwarded to an HTTP/1.1 upstream)
+                bodyEnded()
+            }
+        case .data(let data):
+            guard case .byteBuffer(let buffer) = data.data else { return }
+            readBody(buffer, context: context)
+            if data.endStream { bodyEnded() }
+        default:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        exchange?.flushUpstream()
+        context.fireChannelReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let exchange {
+            // The client reset the stream or the connection went away.
+            self.exchange = nil
+            exchange.abort(status: exchange.responseStarted ? exchange.status : 499, forwarded: exchange.upstream != nil, rejection: nil)
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        exchange?.clientWritabilityChanged(context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: Request
+
+    private func received(_ block: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
+        started = DispatchTime.now().uptimeNanoseconds
+        requestEnded = endStream
+        let head: HTTPRequestHead
+        switch HTTP2Messages.requestHead(block) {
+        case .success(let parsed):
+            head = parsed
+        case .failure(.connectNotSupported):
+            self.head = HTTPRequestHead(version: HTTP2Messages.version, method: .CONNECT, uri: "/")
+            requestID = loop.newID().lowercasedText
+            return answer(
+                .problem(.methodNotAllowed, "Method not allowed", "The gateway does not relay CONNECT.", rejection: nil), context: context)
+        case .failure(.malformed(let reason)):
+            self.head = HTTPRequestHead(version: HTTP2Messages.version, method: .GET, uri: "/")
+            requestID = loop.newID().lowercasedText
+            return answer(.problem(.badRequest, "Malformed request", reason, rejection: nil), context: context)
+        }
+        self.head = head
+        requestID = head.headers.first(name: "x-request-id").flatMap { $0.utf8.count <= 200 ? $0 : nil } ?? loop.newID().lowercasedText
+        let uri = head.uri
+        let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { uri[..<$0] } ?? Substring(uri)
+        if let infrastructure = shared.infrastructureResponse(path: path) { return answer(infrastructure, context: context) }
+        decide(head, mayWait: true, context: context)
+    }
+
+    /// Decides the request. A refusal that may not stand once a reload lands (a token signed by a
+    /// key the snapshot lacks) waits for the reload, within the store's refresh window, once.
+    private func decide(_ head: HTTPRequestHead, mayWait: Bool, context: ChannelHandlerContext) {
+        let snapshot = shared.store.snapshot
+        let gate = RequestGate(
+            rateLimiter: shared.rateLimiter, quotas: shared.quotas, tokenCache: loop.tokenCache, defaultMaxRequestBytes: shared.settings.maxRequestBytes,
+            onUnknownKey: { [store = shared.store] in store.requestKeyRefresh() })
+        switch gate.decide(head: head, clientAddress: client.clientAddress, snapshot: snapshot, now: Date(), monotonicNanos: started) {
+        case .respond(let response):
+            if mayWait && response.decideAgainAfterReload {
+                return awaitReload(head, refusal: response, version: snapshot.version, until: shared.store.keyRefreshWindowEnd())
+            }
+            answer(response, context: context)
+        case .forward(let plan):
+            forward(plan, head: head, context: context)
+        }
+    }
+
+    private func awaitReload(_ head: HTTPRequestHead, refusal: LocalResponse, version: Int, until: UInt64) {
+        context?.eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: .milliseconds(20)) { [self] in
+            guard let context, !answered else { return }
+            if shared.store.version != version { return decide(head, mayWait: false, context: context) }
+            if DispatchTime.now().uptimeNanoseconds >= until { return answer(refusal, context: context) }
+            awaitReload(head, refusal: refusal, version: version, until: until)
+        }
+    }
+
+    private func forward(_ plan: ForwardPlan, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard let target = loop.pool.pick(plan.route, now: started) else {
+            var response = LocalResponse.problem(
+                .serviceUnavailable, "Upstream unavailable", "No healthy upstream target for \(plan.route.slug) right now.", rejection: .upstreamUnavailable)
+            if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
+            loop.metrics.upstreamError("circuit_open")
+            response.tenant = plan.tenant
+            response.route = plan.route
+            response.app = plan.app
+            response.grant = plan.grant
+            return answer(response, context: context)
+        }
+        let exchange = ProxyExchange(
+            plan: plan, head: head, requestID: requestID, started: started, target: target,
+            bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes, client: self, loop: loop, meter: meter,
+            responseTimeout: shared.settings.responseTimeout, connection: .init(clientIP: client.clientIP, secure: client.secure))
+        // A body of unknown length (no content-length) is sent to the HTTP/1.1 upstream in chunks.
+        exchange.chunksRequestBody = !requestEnded && !head.headers.contains(name: "content-length")
+        self.exchange = exchange
+        exchange.start()
+        if requestEnded { exchange.requestBodyEnded() }
+        exchange.flushUpstream()
+    }
+
+    private func readBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        guard let exchange else { return }  // answered already: the rest of the body is dropped
+        bodyBytes += Int64(buffer.readableBytes)
+        exchange.bytesIn = bodyBytes
+        if bodyBytes > Int64(exchange.bodyLimit) {
+            self.exchange = nil
+            loop.pool.recordSuccess(exchange.target.key)
+            exchange.abort(status: HTTPResponseStatus.payloadTooLarge.code, forwarded: false, rejection: .tooLarge)
+            return writeLocal(
+                .problem(.payloadTooLarge, "Request too large", "The body is larger than \(exchange.bodyLimit) bytes.", rejection: .tooLarge), context: context)
+        }
+        exchange.writeBody(buffer)
+    }
+
+    private func bodyEnded() {
+        guard !requestEnded else { return }
+        requestEnded = true
+        exchange?.requestBodyEnded()
+    }
+
+    // MARK: Answers
+
+    private var strictTransportSecurity: String? { client.secure ? shared.settings.tls?.strictTransportSecurity : nil }
+
+    /// A local answer, metered and written at once (HTTP/2 may answer before the body ends).
+    private func answer(_ response: LocalResponse, context: ChannelHandlerContext) {
+        meter.recordLocal(response, method: head?.method ?? .GET, started: started)
+        writeLocal(response, context: context)
+    }
+
+    private func writeLocal(_ response: LocalResponse, context: ChannelHandlerContext) {
+        guard !answered else { return }
+        answered = true
+        let headers = HTTP2Messages.localHeaders(response, requestID: requestID, strictTransportSecurity: strictTransportSecurity)
+        let body = head?.method == .HEAD ? "" : response.body
+        if body.isEmpty {
+            context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
+            let data = context.channel.allocator.buffer(string: body)
+            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(data), endStream: true))), promise: nil)
+        }
+        endStream(context: context)
+    }
+
+    /// The answer is written: flushed, and a stream whose request is still arriving is reset
+    /// (RFC 9113 §8.1 allows a complete response before the request's end).
+    private func endStream(context: ChannelHandlerContext) {
+        if requestEnded {
+            context.flush()
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.rstStream(.noError)), promise: nil)
+        }
+    }
+}
+
+extension HTTP2StreamHandler: ExchangeClient {
+    var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
+
+    func exchange(_ exchange: ProxyExchange, receivedInterim head: ByteBuffer) {
+        // 1xx answers are not relayed over HTTP/2 (the final response follows)
+    }
+
+    func exchangeWantsPayloadOnly(_ exchange: ProxyExchange, response: ParsedResponse) -> Bool { true }
+
+    func exchange(_ exchange: ProxyExchange, receivedHead response: ParsedResponse, bytes: UnsafeRawBufferPointer, body: ByteBuffer?) {
+        guard let context else { return }
+        let headers = HTTP2Messages.responseHeaders(
+            response, bytes: bytes, added: exchange.plan.responseHeaders, requestID: exchange.requestID, strictTransportSecurity: strictTransportSecurity)
+        context.write(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
+        heldBody = body
+    }
+
+    func exchange(_ exchange: ProxyExchange, receivedBody bytes: ByteBuffer) {
+        guard let context else { return }
+        if let held = heldBody {
+            heldBody = nil
+            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(held)))), promise: nil)
+        }
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes)))), promise: nil)
+    }
+
+    func exchange(_ exchange: ProxyExchange, switchedProtocols response: ParsedResponse, bytes: UnsafeRawBufferPointer, rest: ByteBuffer) {
+        // never asked for over HTTP/2 (`upgrade` stays nil): the exchange refuses a 101 before this
+    }
+
+    func exchangeCompleted(_ exchange: ProxyExchange) {
+        guard let context, self.exchange === exchange else { return }
+        self.exchange = nil
+        answered = true
+        let last = heldBody ?? context.channel.allocator.buffer(capacity: 0)
+        heldBody = nil
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(last), endStream: true))), promise: nil)
+        endStream(context: context)
+    }
+
+    func exchange(_ exchange: ProxyExchange, failedWith answer: LocalResponse) {
+        guard let context, self.exchange === exchange else { return }
+        self.exchange = nil
+        writeLocal(answer, context: context)
+    }
+
+    func exchangeBroken(_ exchange: ProxyExchange) {
+        guard let context, self.exchange === exchange else { return }
+        self.exchange = nil
+        answered = true
+        context.writeAndFlush(wrapOutboundOut(.rstStream(.internalError)), promise: nil)
+    }
+
+    func exchangeFlush(_ exchange: ProxyExchange) {
+        context?.flush()
+    }
+
+    func exchange(_ exchange: ProxyExchange, clientReading: Bool) {
+        context?.channel.setOption(.autoRead, value: clientReading).whenComplete { _ in }
+    }
+}
