@@ -310,7 +310,168 @@ def http2_with_curl(install):
         demo.close()
 
 
-CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl]
+class RawH2:
+    """An HTTP/2 client connection driven frame by frame with the `h2` library, for the abuse cases
+    a well-behaved client never produces."""
+
+    def __init__(self, port):
+        import socket
+        import h2.config
+        import h2.connection
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.flush()
+        self.events = []
+        self.closed = False
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def pump(self, seconds):
+        """Reads frames for up to `seconds` or until the gateway closes; returns the events."""
+        import socket
+        deadline = time.time() + seconds
+        while time.time() < deadline and not self.closed:
+            self.sock.settimeout(max(0.01, deadline - time.time()))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            except OSError:
+                self.closed = True
+                break
+            if not data:
+                self.closed = True
+                break
+            try:
+                self.events += self.conn.receive_data(data)
+                self.flush()
+            except Exception:
+                self.closed = True
+        return self.events
+
+    def close(self):
+        self.sock.close()
+
+
+class SilentUpstream:
+    """Accepts connections and never answers."""
+
+    def __init__(self):
+        import socket
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(256)
+        self.port = self.listener.getsockname()[1]
+        self.held = []
+        self.thread = threading.Thread(target=self.accept, daemon=True)
+        self.thread.start()
+
+    def accept(self):
+        while True:
+            try:
+                self.held.append(self.listener.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
+def request_headers(install, path="/t/demo/echo/v1/hello", extra=()):
+    return [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", f"127.0.0.1:{install.port}"),
+            ("x-api-key", install.api_key), *extra]
+
+
+def http2_abuse_is_bounded(install):
+    """Rapid reset, an oversized header block and more streams than allowed end the offender's
+    connection or stream, never the gateway: a well-behaved client is served throughout."""
+    import h2.events
+    import h2.errors
+    demo = DemoUpstream(install)
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{demo.port}")
+        # the advertised bounds
+        client = RawH2(install.port)
+        client.pump(0.5)
+        settings = client.conn.remote_settings
+        expect(settings.max_concurrent_streams == 100, f"max concurrent streams advertised: {settings.max_concurrent_streams}")
+        expect(settings.max_header_list_size == 16 * 1024, f"max header list size advertised: {settings.max_header_list_size}")
+        client.close()
+
+        # rapid reset (CVE-2023-44487): streams opened and cancelled at once, far beyond the limit
+        client = RawH2(install.port)
+        client.pump(0.2)
+        for _ in range(400):
+            stream = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(stream, request_headers(install))
+            client.conn.reset_stream(stream, error_code=h2.errors.ErrorCodes.CANCEL)
+            try:
+                client.flush()
+            except OSError:
+                client.closed = True
+                break
+        events = client.pump(3)
+        goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        expect(client.closed or goaway, "the resetting connection is closed")
+        client.close()
+
+        # a header block larger than the advertised list size
+        client = RawH2(install.port)
+        client.pump(0.2)
+        stream = client.conn.get_next_available_stream_id()
+        big = [(f"x-filler-{i}", "y" * 200) for i in range(120)]  # ~26 KiB decoded
+        client.conn.send_headers(stream, request_headers(install, extra=big), end_stream=True)
+        client.flush()
+        events = client.pump(3)
+        answered = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+        refused = [e for e in events if isinstance(e, (h2.events.StreamReset, h2.events.ConnectionTerminated))]
+        expect(not answered and (refused or client.closed), f"an oversized header block is refused: {events}")
+        client.close()
+
+        # more concurrent streams than advertised, against an upstream that never answers so that
+        # they stay open: the extra ones are refused
+        silent = SilentUpstream()
+        install.sql("UPDATE plans SET rate_per_second = 1000, burst = 1000")  # admitted, then waiting upstream
+        install.route_echo_to(f"http://127.0.0.1:{silent.port}")
+        client = RawH2(install.port)
+        client.pump(0.3)
+        client.conn.remote_settings.max_concurrent_streams = 1000  # pretend not to have heard the limit
+        client.conn.remote_settings.acknowledge()
+        def open_streams(count):
+            for _ in range(count):
+                stream = client.conn.get_next_available_stream_id()
+                client.conn.send_headers(stream, request_headers(install), end_stream=True)
+            client.flush()
+            return client.pump(1.5)
+
+        events = open_streams(100)
+        expect(not client.closed and not any(isinstance(e, (h2.events.StreamReset, h2.events.ConnectionTerminated)) for e in events),
+               f"100 streams waiting for the upstream are within bounds: {events[-3:]}")
+        # NIOHTTP2 answers a peer that ignores the advertised limit with a connection error
+        events = open_streams(10)
+        ended = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        expect(ended and ended[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR, f"the 101st stream ends the connection: {events[-3:]}")
+        client.close()
+        silent.close()
+        install.sql("UPDATE plans SET rate_per_second = 5, burst = 5 WHERE name = 'Free'")
+        install.route_echo_to(f"http://127.0.0.1:{demo.port}")
+
+        # and a well-behaved client is still served
+        out, err = curl("--http2-prior-knowledge", "-H", f"X-API-Key: {install.api_key}", "-o", "/dev/null", "-w", "%{http_code}",
+                        f"http://127.0.0.1:{install.port}/t/demo/echo/v1/hello")
+        expect(out == "200", f"served after the abuse: {out!r} {err}")
+    finally:
+        demo.close()
+
+
+CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl,
+         http2_abuse_is_bounded]
 
 
 def main():
