@@ -121,6 +121,39 @@ import Testing
         await upstream.stop()
     }
 
+    /// A limit per client set through the portal reaches the gateway by NOTIFY and refuses the
+    /// client before its credential is checked: a bad key gets 401 until the limit, then 429.
+    @Test func aClientLimitFromThePortalRefusesBeforeTheCredentialCheck() async throws {
+        let upstream = try await WebhookReceiver.start()
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let w = try await Self.world(portal, client, upstream: "http://127.0.0.1:\(upstream.port)")
+                try await Self.withGateways(portal) { live in
+                    let port = live.ports[0]
+                    #expect(try await Self.call(port, "/t/acme/echo/v1/x", headers: [("Authorization", "Bearer \(w.token)")]).status == 200)
+                    let version = live.stores[0].snapshot.version
+                    // act: the provider adds a limit of 2 calls a minute per client address
+                    let saved = try await APITests.call(
+                        client, .put, "/t/acme/api/v1/apis/\(w.setup.apiID)/policies", token: w.setup.world.provider,
+                        body: #"{"policies":[{"kind":"client_rate_limit","config":{"requests":2,"per_seconds":60}}]}"#)
+                    #expect(saved.status == .ok)
+                    try await Self.eventually { live.stores[0].snapshot.tenantsBySlug["acme"]?.routes.contains { !$0.preAuth.isEmpty } == true }
+                    #expect(live.stores[0].snapshot.version > version)
+                    // assert
+                    var statuses: [Int] = []
+                    for _ in 0..<3 { statuses.append(try await Self.call(port, "/t/acme/echo/v1/x", headers: [("X-API-Key", "tgk_bad")]).status) }
+                    #expect(statuses == [401, 401, 429])
+                    let good = try await Self.call(port, "/t/acme/echo/v1/x", headers: [("Authorization", "Bearer \(w.token)")])
+                    #expect(good.status == 429)
+                    #expect(good.text.contains("RateLimit-Policy: \"client\";q=2;w=60"))
+                    #expect(live.usage.recent.filter { $0.rejection == .clientRateLimited }.allSatisfy { $0.appID == nil && !$0.isBillable })
+                    #expect(live.usage.recent.filter { $0.rejection == .clientRateLimited }.count == 2)
+                }
+            }
+        }
+        await upstream.stop()
+    }
+
     @Test func revocationsAndSuspensionsApplyFromTheChangeSignal() async throws {
         let upstream = try await WebhookReceiver.start()
         try await TestPortal.with { portal in

@@ -67,7 +67,8 @@ public final class ForwardPlan {
 }
 
 /// The per-request rules in order: route, lifecycle, client address, CORS preflight, methods,
-/// body size, credentials, subscription and scope, rate limit, quota.
+/// body size, the provider's pre-authentication policies, credentials, subscription and scope,
+/// rate limit, quota.
 public struct RequestGate {
     public let rateLimiter: RateLimiter
     public let quotas: QuotaTracker
@@ -124,6 +125,15 @@ public struct RequestGate {
             var response = LocalResponse.problem(.payloadTooLarge, "Request too large", "The body is larger than \(limit) bytes.", rejection: .tooLarge)
             response.close = true
             return refuse(response)
+        }
+        // The provider's pre-authentication policies: after the built-in rules above, before any
+        // credential is looked at, so a flood of bad credentials is refused without verifying them.
+        var clientLimits: PreAuthOutcome.Limits?
+        if !route.preAuth.isEmpty {
+            switch Self.runPreAuth(route.preAuth, head: head, clientAddress: clientAddress, monotonicNanos: monotonicNanos) {
+            case .refuse(let response): return refuse(response)
+            case .pass(let limits): clientLimits = limits
+            }
         }
 
         // Credentials.
@@ -235,8 +245,14 @@ public struct RequestGate {
                 return refuse(response)
             }
         }
-        headers.append(("RateLimit-Policy", policy))
-        headers.append(("RateLimit", limits))
+        if let clientLimits {
+            // several policies in one field (RFC 9651 list): the client's first, then the plan's
+            headers.append(("RateLimit-Policy", clientLimits.policy + ", " + policy))
+            headers.append(("RateLimit", clientLimits.state + ", " + limits))
+        } else {
+            headers.append(("RateLimit-Policy", policy))
+            headers.append(("RateLimit", limits))
+        }
         if route.state == .deprecated {
             headers.append(("Deprecation", "@\(Int((route.deprecatedAt ?? now).timeIntervalSince1970))"))
             if let sunset = route.sunset { headers.append(("Sunset", HTTPDate.format(sunset))) }

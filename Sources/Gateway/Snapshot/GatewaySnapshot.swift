@@ -132,11 +132,17 @@ public final class Route: Sendable {
     /// How its `https://` targets are reached (made once per trust configuration, see `UpstreamTLS`);
     /// nil when it has none, or when the API's CA bundle is unusable (its https targets then answer 502).
     public let upstreamTLS: NIOSSLContext?
+    /// The provider's pre-authentication policies in chain order, run after the built-in ones
+    /// (address rules, CORS preflight, methods, body size) and before any credential check.
+    /// Empty for most APIs: the gate then pays one `isEmpty` check.
+    public let preAuth: [PreAuthPolicy]
 
     public init(
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
-        ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil
+        ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
+        preAuth: [PreAuthPolicy] = []
     ) {
+        self.preAuth = preAuth
         self.upstreamTLS = upstreamTLS
         self.deprecatedAt = deprecatedAt
         self.apiID = apiID
