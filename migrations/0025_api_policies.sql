@@ -19,3 +19,10 @@ SELECT tollgate_isolate_tenant_table('api_policies');
 -- gateways reload when a chain changes, like for every other table their snapshot reads
 CREATE TRIGGER notify_config AFTER INSERT OR UPDATE OR DELETE ON api_policies
     FOR EACH ROW EXECUTE FUNCTION tollgate_notify_config();
+
+-- Plan windows: requests per UTC minute, hour and day besides the rate per second and the monthly
+-- quota (NULL: no such window). Enforced per gateway process (see docs/ARCHITECTURE.md).
+ALTER TABLE plans
+    ADD COLUMN per_minute bigint CHECK (per_minute BETWEEN 1 AND 1000000000000),
+    ADD COLUMN per_hour bigint CHECK (per_hour BETWEEN 1 AND 1000000000000),
+    ADD COLUMN per_day bigint CHECK (per_day BETWEEN 1 AND 1000000000000);

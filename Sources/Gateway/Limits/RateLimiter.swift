@@ -12,6 +12,8 @@ public final class RateLimiter: Sendable {
     }
 
     private let stripes: [NIOLockedValueBox<[UUID: Entry]>]
+    /// The plans' minute, hour and day windows, per subscription.
+    public let windows = WindowLimiter()
 
     public init(stripes: Int = 64) {
         self.stripes = (0..<max(1, stripes)).map { _ in NIOLockedValueBox([:]) }

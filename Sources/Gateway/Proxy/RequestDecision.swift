@@ -217,6 +217,25 @@ public struct RequestGate {
             response.grant = grant
             return refuse(response)
         }
+        // The plan's minute, hour and day windows: every one must have room.
+        if !grant.windows.isEmpty {
+            switch rateLimiter.windows.take(subscription: grant.subscriptionID, windows: grant.windows, nowSeconds: Self.utcSeconds(now)) {
+            case .allowed(let items):
+                limits += items
+            case .refused(let window, let retry):
+                let month = UTCMonth(containing: now)
+                var response = LocalResponse.problem(
+                    .tooManyRequests, "Rate limit exceeded", "The plan allows \(window.limit) requests per \(window.span.name) (UTC); retry after \(retry) s.",
+                    rejection: .rateLimited,
+                    headers: [
+                        ("Retry-After", String(retry)), ("RateLimit-Policy", grant.policy(monthDays: month.days)),
+                        ("RateLimit", "\"\(window.span.name)\";r=0;t=\(retry)"),
+                    ])
+                response.app = app
+                response.grant = grant
+                return refuse(response)
+            }
+        }
         var reserved = false
         if let quota = grant.monthlyQuota {
             let month = UTCMonth(containing: now)
@@ -227,6 +246,7 @@ public struct RequestGate {
                 reserved = true
                 limits += ", \"quota\";r=\(remaining);t=\(untilNextMonth)"
             case .exhausted:
+                if !grant.windows.isEmpty { rateLimiter.windows.giveBack(subscription: grant.subscriptionID, nowSeconds: Self.utcSeconds(now)) }
                 var response = LocalResponse.problem(
                     .tooManyRequests, "Quota exhausted", "The plan's \(quota) requests for this month are used up.", rejection: .quotaExceeded,
                     headers: [("Retry-After", String(untilNextMonth)), ("RateLimit-Policy", policy), ("RateLimit", "\"quota\";r=0;t=\(untilNextMonth)")])
@@ -234,6 +254,7 @@ public struct RequestGate {
                 response.grant = grant
                 return refuse(response)
             case .pending(let retry):
+                if !grant.windows.isEmpty { rateLimiter.windows.giveBack(subscription: grant.subscriptionID, nowSeconds: Self.utcSeconds(now)) }
                 // Not "exhausted": this gateway's lease is used up and the next block has not come
                 // (or other gateways hold the rest of the month); the database did not say it is gone.
                 var response = LocalResponse.problem(
@@ -270,6 +291,8 @@ public struct RequestGate {
             ForwardPlan(
                 tenant: tenant, route: route, app: app, grant: grant, upstreamURI: upstreamURI, responseHeaders: headers, quotaReserved: reserved))
     }
+
+    static func utcSeconds(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970.rounded(.down)) }
 
     static func invalidToken(_ realm: String, _ description: String) -> LocalResponse {
         .problem(

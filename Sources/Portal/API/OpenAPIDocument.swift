@@ -507,6 +507,12 @@ enum OpenAPIDocument {
                     "rate_per_second": ["type": "integer", "minimum": 1, "maximum": 1_000_000],
                     "burst": ["type": "integer", "minimum": 1, "maximum": 10_000_000],
                     "monthly_quota": ["type": "integer", "minimum": 1, "description": "Requests per calendar month; omit for unlimited."],
+                    "per_minute": [
+                        "type": "integer", "minimum": 1, "maximum": PlanTerms.maximumRequests,
+                        "description": "Requests per UTC minute; omit for none. per_minute ≤ per_hour ≤ per_day ≤ monthly_quota",
+                    ],
+                    "per_hour": ["type": "integer", "minimum": 1, "maximum": PlanTerms.maximumRequests, "description": "Requests per UTC hour; omit for none"],
+                    "per_day": ["type": "integer", "minimum": 1, "maximum": PlanTerms.maximumRequests, "description": "Requests per UTC day; omit for none"],
                     "monthly_fee_minor": ["type": "integer", "minimum": 0, "description": "In minor units of the tenant's currency."],
                     "included_requests": ["type": "integer", "minimum": 0],
                     "tier_mode": ["type": "string", "enum": PlanTerms.TierMode.allCases.map(\.rawValue)],

@@ -320,7 +320,7 @@ struct CatalogPages: Sendable {
                             Money.formatUnitPrice(micros: tier.unitPriceMicros, currency: tenant.currency) + " " + tenant.currency + "/request"
                                 + (tier.upTo.map { " up to \($0)" } ?? "")
                         }.joined(separator: ", "),
-                    "rate": "\(terms.ratePerSecond)/s (burst \(terms.burst))",
+                    "rate": "\(terms.ratePerSecond)/s (burst \(terms.burst))" + (terms.windowsSummary.isEmpty ? "" : ", " + terms.windowsSummary),
                     "quota": terms.monthlyQuota.map { "\($0) requests/month" } ?? "unlimited",
                     "fee": Money.format(minor: terms.monthlyFeeMinor, currency: tenant.currency) + "/month",
                     "included": terms.includedRequests > 0 ? "\(terms.includedRequests) requests included" : "", "approval": terms.approval == .manual ? "needs approval" : "instant",
