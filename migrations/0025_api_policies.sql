@@ -26,3 +26,13 @@ ALTER TABLE plans
     ADD COLUMN per_minute bigint CHECK (per_minute BETWEEN 1 AND 1000000000000),
     ADD COLUMN per_hour bigint CHECK (per_hour BETWEEN 1 AND 1000000000000),
     ADD COLUMN per_day bigint CHECK (per_day BETWEEN 1 AND 1000000000000);
+
+-- Windows held across gateways lease like the monthly quota, in the same tables: a window's rows
+-- are named by its UTC start (`2026-12-04` a day, `2026-12-04T23` an hour, `2026-12-04T23:48` a
+-- minute) beside a month's `2026-12`.
+ALTER TABLE quota_leases DROP CONSTRAINT quota_leases_period_check;
+ALTER TABLE quota_usage DROP CONSTRAINT quota_usage_period_check;
+ALTER TABLE quota_usage ADD CONSTRAINT quota_usage_period_check
+    CHECK (period ~ '^[0-9]{4}-[0-9]{2}(-[0-9]{2}(T[0-9]{2}(:[0-9]{2})?)?)?$');
+ALTER TABLE quota_leases ADD CONSTRAINT quota_leases_period_check
+    CHECK (period ~ '^[0-9]{4}-[0-9]{2}(-[0-9]{2}(T[0-9]{2}(:[0-9]{2})?)?)?$');

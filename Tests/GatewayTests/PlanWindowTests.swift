@@ -79,3 +79,26 @@ import Testing
         }
     }
 }
+
+/// Windows are named by their UTC start, computed without a calendar: checked against one.
+@Suite struct PlanWindowPeriodTests {
+    static func formatted(_ seconds: Int64, _ format: String) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = format
+        return formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+    }
+
+    @Test(arguments: [Int64(0), 59, 86_399, 951_782_400, 951_868_799, 1_709_164_800, 1_709_251_199, 1_780_000_000, 1_796_428_110, 4_102_444_800])
+    func periodsMatchTheCalendar(seconds: Int64) {
+        #expect(PlanWindow.Span.day.period(containing: seconds) == Self.formatted(seconds, "yyyy-MM-dd"))
+        #expect(PlanWindow.Span.hour.period(containing: seconds) == Self.formatted(seconds, "yyyy-MM-dd'T'HH"))
+        #expect(PlanWindow.Span.minute.period(containing: seconds) == Self.formatted(seconds, "yyyy-MM-dd'T'HH:mm"))
+    }
+
+    @Test func negativeAndHugeTimesAreBounded() {
+        #expect(PlanWindow.Span.day.period(containing: -1) == "1970-01-01")
+        #expect(!PlanWindow.Span.minute.period(containing: .max).isEmpty)
+    }
+}

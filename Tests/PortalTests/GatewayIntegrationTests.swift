@@ -23,7 +23,7 @@ import Testing
 
     /// `count` gateway processes' worth of services (each its own snapshot, quota tracker and
     /// listener) on the test database.
-    static func withGateways(_ portal: TestPortal, count: Int = 1, _ body: @Sendable (Live) async throws -> Void) async throws {
+    static func withGateways(_ portal: TestPortal, count: Int = 1, sharedWindows: Bool = false, _ body: @Sendable (Live) async throws -> Void) async throws {
         let logger = Logger(label: "gateway-test")
         let client = portal.database.client
         let bound = AsyncStream<Int>.makeStream()
@@ -38,9 +38,17 @@ import Testing
                     client: client, store: store, baseDomain: "localhost", publicURL: portal.services.config.publicURL, logger: logger,
                     debounce: .milliseconds(20)))
             services.append(QuotaSyncService(tracker: quotas, client: client, interval: .milliseconds(100), logger: logger))
+            var windowTrackers: [PlanWindow.Span: QuotaTracker] = [:]
+            if sharedWindows {
+                for span in PlanWindow.Span.allCases {
+                    windowTrackers[span] = QuotaTracker()
+                    services.append(QuotaSyncService(tracker: windowTrackers[span]!, client: client, interval: .milliseconds(100), logger: logger))
+                }
+            }
             services.append(
                 GatewayServer(
-                    configuration: .init(host: "127.0.0.1", port: 0), store: store, quotas: quotas, usage: usage, logger: logger,
+                    configuration: .init(host: "127.0.0.1", port: 0), store: store, rateLimiter: RateLimiter(windowTrackers: windowTrackers), quotas: quotas,
+                    usage: usage, logger: logger,
                     metricsText: { "" }, onBound: { bound.continuation.yield($0) }))
         }
         let group = ServiceGroup(services: services, logger: logger)
@@ -177,6 +185,56 @@ import Testing
                         try await Self.call(port, "/t/acme/echo/v1/x", headers: [("Authorization", "Bearer \(other)")]).status == 403
                     }
                     #expect(live.stores[0].snapshot.version > 1)
+                }
+            }
+        }
+        await upstream.stop()
+    }
+
+    /// A day window held by two gateways through leases, like the monthly quota: used to the unit,
+    /// over by at most the advance of 2 per gateway.
+    @Test func twoGatewaysShareOneDayWindow() async throws {
+        let upstream = try await WebhookReceiver.start()
+        let plan = """
+            {"name":"Daily","rate_per_second":1000,"burst":1000,"per_day":30,"monthly_fee_minor":0,"included_requests":0,
+             "tier_mode":"flat","tiers":[{"unit_price_micros":0}],"approval":"automatic","visibility":"public"}
+            """
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let w = try await Self.world(portal, client, upstream: "http://127.0.0.1:\(upstream.port)", plan: plan)
+                try await Self.withGateways(portal, count: 2, sharedWindows: true) { live in
+                    let auth = [("Authorization", "Bearer \(w.token)")]
+                    var ok = 0, usedUpInARow = 0, calls = 0
+                    // act: alternate between the gateways until both say the day is used up (bounded)
+                    while usedUpInARow < 4 && calls < 1_000 {
+                        calls += 1
+                        let response = try await Self.call(live.ports[calls % 2], "/t/acme/echo/v1/x", headers: auth)
+                        if response.status == 200 {
+                            ok += 1
+                            usedUpInARow = 0
+                        } else if response.status == 429 && response.text.contains("requests per day (UTC)") {
+                            usedUpInARow += 1
+                        } else {
+                            #expect(response.status == 429 && response.text.contains("momentarily"), "\(response.text)")
+                            usedUpInARow = 0
+                            try await Task.sleep(for: .milliseconds(20))
+                        }
+                    }
+                    // assert
+                    #expect(usedUpInARow == 4)
+                    #expect(ok >= 30 && ok <= 30 + 2 * 2, "admitted \(ok)")
+                    let refused = try await Self.call(live.ports[0], "/t/acme/echo/v1/x", headers: auth)
+                    #expect(refused.text.contains("RateLimit: \"day\";r=0;t="))
+                    let day = PlanWindow.Span.day.period(containing: Int64(Date().timeIntervalSince1970))
+                    let admitted = Int64(ok)
+                    try await Self.eventually(seconds: 10) {
+                        try await portal.database.withSystemScope { connection -> Int64 in
+                            for try await n in try await connection.query(
+                                "SELECT coalesce(sum(used), 0)::bigint FROM quota_usage WHERE period = \(day)", logger: TestDatabase.logger
+                            ).decode(Int64.self) { return n }
+                            return 0
+                        } == admitted
+                    }
                 }
             }
         }

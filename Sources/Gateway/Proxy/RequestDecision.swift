@@ -219,13 +219,19 @@ public struct RequestGate {
         }
         // The plan's minute, hour and day windows: every one must have room.
         if !grant.windows.isEmpty {
-            switch rateLimiter.windows.take(subscription: grant.subscriptionID, windows: grant.windows, nowSeconds: Self.utcSeconds(now)) {
-            case .allowed(let items):
-                limits += items
-            case .refused(let window, let retry):
+            var refusal: (window: PlanWindow, retry: Int, pending: Bool)?
+            switch rateLimiter.windows.admit(subscription: grant.subscriptionID, tenant: tenant.id, windows: grant.windows, nowSeconds: Self.utcSeconds(now)) {
+            case .allowed(let items): limits += items
+            case .refused(let window, let retry): refusal = (window, retry, false)
+            case .pending(let window, let retry): refusal = (window, retry, true)
+            }
+            if let (window, retry, pending) = refusal {
                 let month = UTCMonth(containing: now)
                 var response = LocalResponse.problem(
-                    .tooManyRequests, "Rate limit exceeded", "The plan allows \(window.limit) requests per \(window.span.name) (UTC); retry after \(retry) s.",
+                    .tooManyRequests, pending ? "Rate limit momentarily unavailable" : "Rate limit exceeded",
+                    pending
+                        ? "This gateway is waiting for its share of the plan's \(window.limit) requests per \(window.span.name); retry shortly."
+                        : "The plan allows \(window.limit) requests per \(window.span.name) (UTC); retry after \(retry) s.",
                     rejection: .rateLimited,
                     headers: [
                         ("Retry-After", String(retry)), ("RateLimit-Policy", grant.policy(monthDays: month.days)),
@@ -246,7 +252,7 @@ public struct RequestGate {
                 reserved = true
                 limits += ", \"quota\";r=\(remaining);t=\(untilNextMonth)"
             case .exhausted:
-                if !grant.windows.isEmpty { rateLimiter.windows.giveBack(subscription: grant.subscriptionID, nowSeconds: Self.utcSeconds(now)) }
+                if !grant.windows.isEmpty { rateLimiter.windows.release(subscription: grant.subscriptionID, windows: grant.windows, nowSeconds: Self.utcSeconds(now)) }
                 var response = LocalResponse.problem(
                     .tooManyRequests, "Quota exhausted", "The plan's \(quota) requests for this month are used up.", rejection: .quotaExceeded,
                     headers: [("Retry-After", String(untilNextMonth)), ("RateLimit-Policy", policy), ("RateLimit", "\"quota\";r=0;t=\(untilNextMonth)")])
@@ -254,7 +260,7 @@ public struct RequestGate {
                 response.grant = grant
                 return refuse(response)
             case .pending(let retry):
-                if !grant.windows.isEmpty { rateLimiter.windows.giveBack(subscription: grant.subscriptionID, nowSeconds: Self.utcSeconds(now)) }
+                if !grant.windows.isEmpty { rateLimiter.windows.release(subscription: grant.subscriptionID, windows: grant.windows, nowSeconds: Self.utcSeconds(now)) }
                 // Not "exhausted": this gateway's lease is used up and the next block has not come
                 // (or other gateways hold the rest of the month); the database did not say it is gone.
                 var response = LocalResponse.problem(
@@ -266,6 +272,7 @@ public struct RequestGate {
                 return refuse(response)
             }
         }
+        if !grant.windows.isEmpty { rateLimiter.windows.confirm(subscription: grant.subscriptionID, windows: grant.windows) }
         if let clientLimits {
             // several policies in one field (RFC 9651 list): the client's first, then the plan's
             headers.append(("RateLimit-Policy", clientLimits.policy + ", " + policy))
