@@ -56,10 +56,16 @@ import Testing
         try await GatewayProxyTests.withWorld({ world, upstream in world.snapshot(targets: [.loopback(upstream.port)], quota: 1_000, windows: windows) }) {
             _, upstream, gateway in
             let key = ("X-API-Key", TestWorld.apiKey)
+            let startDay = PlanWindow.Span.day.period(containing: Int64(Date().timeIntervalSince1970))
             // act
             let first = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [key])
             let second = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [key])
             let third = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [key])
+            // three calls across midnight UTC met two days: nothing to check then (said, not hidden)
+            guard startDay == PlanWindow.Span.day.period(containing: Int64(Date().timeIntervalSince1970)) else {
+                print("theGateRefusesBeyondADayWindow crossed midnight UTC")
+                return
+            }
             // assert
             #expect(first.status == 200 && second.status == 200)
             let policy = try #require(first.headers["ratelimit-policy"])
