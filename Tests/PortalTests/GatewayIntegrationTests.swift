@@ -202,6 +202,15 @@ import Testing
         try await TestPortal.with { portal in
             try await portal.application().test(.router) { client in
                 let w = try await Self.world(portal, client, upstream: "http://127.0.0.1:\(upstream.port)", plan: plan)
+                // an old window's row, which the leases prune, beside a month's, which they keep
+                let subscription = try #require(UUID(uuidString: w.subscriptionID))
+                try await portal.database.withSystemScope { connection in
+                    _ = try await connection.query(
+                        """
+                        INSERT INTO quota_usage (tenant_id, subscription_id, period, used)
+                        SELECT tenant_id, id, p, 5 FROM subscriptions, unnest(ARRAY['2020-01-01T10:00', '2020-01']) AS p WHERE id = \(subscription)
+                        """, logger: TestDatabase.logger)
+                }
                 try await Self.withGateways(portal, count: 2, sharedWindows: true) { live in
                     let auth = [("Authorization", "Bearer \(w.token)")]
                     let startDay = PlanWindow.Span.day.period(containing: Int64(Date().timeIntervalSince1970))
@@ -241,6 +250,14 @@ import Testing
                             return 0
                         } == admitted
                     }
+                    let periods = try await portal.database.withSystemScope { connection in
+                        var periods: [String] = []
+                        for try await period in try await connection.query(
+                            "SELECT period FROM quota_usage WHERE period LIKE '2020%' ORDER BY period", logger: TestDatabase.logger
+                        ).decode(String.self) { periods.append(period) }
+                        return periods
+                    }
+                    #expect(periods == ["2020-01"])
                 }
             }
         }
