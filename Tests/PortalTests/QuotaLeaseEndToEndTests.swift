@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Logging
 import NIOConcurrencyHelpers
 import PostgresNIO
@@ -114,17 +115,19 @@ struct QuotaLeaseEndToEndTests {
         }
     }
 
-    /// One call; 200, "Quota exhausted" 429, other 429 (lease pending), or something else.
-    static func call(_ port: Int, apiKey: String) async -> (Int, Bool) {
+    /// One call; 200, "Quota exhausted" 429 (or `usedUp`'s refusal), other 429 (lease pending), or something else.
+    static func call(_ port: Int, apiKey: String, usedUp: String = "Quota exhausted") async -> (Int, Bool) {
         let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-API-Key: \(apiKey)\r\n\r\n"
         guard let response = try? await RawHTTP.exchange(port: port, request) else { return (0, false) }
-        return (Int(response.split(separator: " ").dropFirst().first ?? "") ?? 0, response.contains("Quota exhausted"))
+        return (Int(response.split(separator: " ").dropFirst().first ?? "") ?? 0, response.contains(usedUp))
     }
 
     /// `workers` concurrent clients per port, each until it saw `streak` "Quota exhausted" in a
     /// row or made `maxCalls` calls. A pending refusal waits a little (the next block or an
     /// expired lease will come; spinning would only burn the two cores).
-    static func hammer(_ ports: [Int], apiKey: String, workers: Int = 4, streak: Int = 10, maxCalls: Int = 3_000) async -> Tally {
+    static func hammer(
+        _ ports: [Int], apiKey: String, usedUp: String = "Quota exhausted", workers: Int = 4, streak: Int = 10, maxCalls: Int = 3_000
+    ) async -> Tally {
         await withTaskGroup(of: Tally.self) { group in
             for port in ports {
                 for _ in 0..<workers {
@@ -132,7 +135,7 @@ struct QuotaLeaseEndToEndTests {
                         var tally = Tally()
                         var run = 0
                         for _ in 0..<maxCalls {
-                            let (status, exhausted) = await call(port, apiKey: apiKey)
+                            let (status, exhausted) = await call(port, apiKey: apiKey, usedUp: usedUp)
                             if status == 200 {
                                 tally.admitted += 1
                                 run = 0
@@ -212,6 +215,56 @@ struct QuotaLeaseEndToEndTests {
                 #expect(exited.allSatisfy { $0 }, "a gateway had to be killed")
                 // used (billable calls reported) is what the clients saw admitted; every lease was given back at shutdown
                 #expect(try await world.scalar("SELECT coalesce(sum(used), 0)::bigint FROM quota_usage") == Int64(tally.admitted))
+                #expect(try await world.scalar("SELECT count(*)::bigint FROM quota_leases") == 0)
+            } catch {
+                try? await Self.stop(children)
+                throw error
+            }
+        }
+    }
+
+    /// A plan's day window held by two gateway processes through the same leases: the same bound.
+    @Test(.timeLimit(.minutes(3)))
+    func twoGatewaysSharingADayWindowAdmitAtMostAFewCallsOverIt() async throws {
+        try await Self.withWorld { world in
+            // setup: the Free plan without a monthly quota, 300 calls a day
+            _ = try await world.scalar(
+                "UPDATE plans SET monthly_quota = NULL, included_requests = 0, per_day = \(Int64(Self.quota)) WHERE name = 'Free' RETURNING 1::bigint")
+            var children: [Child] = [], ports: [Int] = [], dirs: [String] = []
+            defer { for dir in dirs { try? FileManager.default.removeItem(atPath: dir) } }
+            do {
+                for _ in 0..<2 {
+                    let (child, port, dir) = try await world.gateway()
+                    children.append(child)
+                    ports.append(port)
+                    dirs.append(dir)
+                }
+                let usedUp = "requests per day (UTC)"
+                let day = PlanWindow.Span.day.period(containing: Int64(Date().timeIntervalSince1970))
+                // act
+                let tally = await Self.hammer(ports, apiKey: world.apiKey, usedUp: usedUp)
+                var after = Tally()
+                for port in ports {
+                    for _ in 0..<10 {
+                        let (status, refused) = await Self.call(port, apiKey: world.apiKey, usedUp: usedUp)
+                        if status == 200 { after.admitted += 1 } else if status == 429 && refused { after.exhausted += 1 } else { after.other[status, default: 0] += 1 }
+                    }
+                }
+                print("day window leases: 2 gateways, \(Self.quota) a day: admitted \(tally.admitted), used-up 429 \(tally.exhausted), pending 429 \(tally.pending), other \(tally.other)")
+                let exited = try await Self.stop(children)
+                // a run across midnight UTC met two windows: its counts prove nothing (said, not hidden)
+                guard day == PlanWindow.Span.day.period(containing: Int64(Date().timeIntervalSince1970)) else {
+                    print("day window leases: the run crossed midnight UTC; bounds not checked")
+                    return
+                }
+                // assert
+                #expect(tally.endedExhausted)
+                #expect(tally.admitted >= Self.quota, "the whole window must be usable: \(tally.admitted)")
+                #expect(tally.admitted <= Self.quota + 2 * Self.advance, "admitted \(tally.admitted) with 2 gateways")
+                #expect(tally.other.isEmpty, "\(tally.other)")
+                #expect(after.admitted == 0 && after.exhausted == 20, "\(after)")
+                #expect(exited.allSatisfy { $0 }, "a gateway had to be killed")
+                #expect(try await world.scalar("SELECT coalesce(sum(used), 0)::bigint FROM quota_usage WHERE period LIKE '____-__-__'") == Int64(tally.admitted))
                 #expect(try await world.scalar("SELECT count(*)::bigint FROM quota_leases") == 0)
             } catch {
                 try? await Self.stop(children)

@@ -7,6 +7,9 @@ public struct UsageEvent: Sendable, Equatable {
     public enum Rejection: String, Sendable, CaseIterable {
         case unauthenticated, forbidden, rateLimited = "rate_limited", quotaExceeded = "quota_exceeded", ipDenied = "ip_denied"
         case methodNotAllowed = "method_not_allowed", tooLarge = "too_large", retired, upstreamUnavailable = "upstream_unavailable"
+        /// Refused by a provider's limit per client before authentication (no app known yet). Last in
+        /// the list: the spool stores a reason by its position.
+        case clientRateLimited = "client_rate_limited"
     }
 
     public var id: UUID

@@ -15,6 +15,20 @@ struct QuotaLeaseStore: Sendable {
     func exchange(_ request: LeaseRequest) async throws -> LeaseAnswer {
         try await client.withTransaction(logger: logger) { connection -> LeaseAnswer in
             try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            if request.period.utf8.count > 7 {
+                // A plan window leaves a row per window that had calls (1,440 a day for a minute
+                // window); rows of windows over two days old hold history nobody reads. Rows another
+                // gateway has locked are skipped (no deadlock between two of these), a later
+                // exchange takes them.
+                try await connection.query(
+                    """
+                    DELETE FROM quota_usage WHERE ctid IN (
+                        SELECT ctid FROM quota_usage
+                        WHERE tenant_id = \(request.tenantID) AND subscription_id = \(request.subscriptionID) AND length(period) > 7
+                          AND period < to_char(now() AT TIME ZONE 'UTC' - interval '2 days', 'YYYY-MM-DD')
+                        FOR UPDATE SKIP LOCKED)
+                    """, logger: logger)
+            }
             try await connection.query(
                 """
                 INSERT INTO quota_usage (tenant_id, subscription_id, period) VALUES (\(request.tenantID), \(request.subscriptionID), \(request.period))

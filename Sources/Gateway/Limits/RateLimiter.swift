@@ -12,9 +12,14 @@ public final class RateLimiter: Sendable {
     }
 
     private let stripes: [NIOLockedValueBox<[UUID: Entry]>]
+    /// The plans' minute, hour and day windows, per subscription.
+    public let windows: WindowLimiter
 
-    public init(stripes: Int = 64) {
+    /// - Parameter windowTrackers: a leased `QuotaTracker` per window span to hold the plans'
+    ///   windows across gateways (each needs its `QuotaSyncService`); none: each process counts alone.
+    public init(stripes: Int = 64, windowTrackers: [PlanWindow.Span: QuotaTracker] = [:]) {
         self.stripes = (0..<max(1, stripes)).map { _ in NIOLockedValueBox([:]) }
+        windows = WindowLimiter(trackers: windowTrackers)
     }
 
     /// Takes a token for the subscription; a plan change (new rate or burst) starts a fresh bucket.

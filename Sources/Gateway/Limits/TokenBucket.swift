@@ -13,6 +13,14 @@ public struct TokenBucket: Sendable, Equatable {
         updatedAt = now
     }
 
+    /// A bucket refilled at a fractional rate (`requests` per `seconds`, e.g. 100 per minute).
+    public init(rate: Double, burst: Int, now: UInt64) {
+        capacity = Double(max(1, burst))
+        ratePerSecond = rate > 0 && rate.isFinite ? rate : 1
+        tokens = capacity
+        updatedAt = now
+    }
+
     public enum Decision: Equatable, Sendable {
         /// Allowed; `remaining` whole tokens are left.
         case allowed(remaining: Int)
@@ -27,12 +35,19 @@ public struct TokenBucket: Sendable, Equatable {
             return .allowed(remaining: Int(tokens))
         }
         let wait = (1 - tokens) / ratePerSecond
-        return .refused(retryAfterSeconds: max(1, Int(wait.rounded(.up))))
+        return .refused(retryAfterSeconds: max(1, Self.wholeSeconds(wait)))
     }
 
     /// Seconds until the bucket is full again (the `t` of the `RateLimit` header).
     public func secondsUntilFull() -> Int {
-        Int(((capacity - tokens) / ratePerSecond).rounded(.up))
+        Self.wholeSeconds((capacity - tokens) / ratePerSecond)
+    }
+
+    /// Seconds rounded up, forgiving the last bits of a division (1 / (1/60) is 60.000000000000007,
+    /// which must say 60, not 61), and bounded (a day-long window at a tiny rate stays an Int).
+    static func wholeSeconds(_ seconds: Double) -> Int {
+        guard seconds.isFinite, seconds > 0 else { return 0 }
+        return Int(min((seconds - 1e-6).rounded(.up), 1e9))
     }
 
     private mutating func refill(now: UInt64) {

@@ -67,7 +67,8 @@ public final class ForwardPlan {
 }
 
 /// The per-request rules in order: route, lifecycle, client address, CORS preflight, methods,
-/// body size, credentials, subscription and scope, rate limit, quota.
+/// body size, the provider's pre-authentication policies, credentials, subscription and scope,
+/// rate limit, quota.
 public struct RequestGate {
     public let rateLimiter: RateLimiter
     public let quotas: QuotaTracker
@@ -124,6 +125,15 @@ public struct RequestGate {
             var response = LocalResponse.problem(.payloadTooLarge, "Request too large", "The body is larger than \(limit) bytes.", rejection: .tooLarge)
             response.close = true
             return refuse(response)
+        }
+        // The provider's pre-authentication policies: after the built-in rules above, before any
+        // credential is looked at, so a flood of bad credentials is refused without verifying them.
+        var clientLimits: PreAuthOutcome.Limits?
+        if !route.preAuth.isEmpty {
+            switch Self.runPreAuth(route.preAuth, head: head, clientAddress: clientAddress, monotonicNanos: monotonicNanos) {
+            case .refuse(let response): return refuse(response)
+            case .pass(let limits): clientLimits = limits
+            }
         }
 
         // Credentials.
@@ -207,6 +217,31 @@ public struct RequestGate {
             response.grant = grant
             return refuse(response)
         }
+        // The plan's minute, hour and day windows: every one must have room.
+        if !grant.windows.isEmpty {
+            var refusal: (window: PlanWindow, retry: Int, pending: Bool)?
+            switch rateLimiter.windows.admit(subscription: grant.subscriptionID, tenant: tenant.id, windows: grant.windows, nowSeconds: Self.utcSeconds(now)) {
+            case .allowed(let items): limits += items
+            case .refused(let window, let retry): refusal = (window, retry, false)
+            case .pending(let window, let retry): refusal = (window, retry, true)
+            }
+            if let (window, retry, pending) = refusal {
+                let month = UTCMonth(containing: now)
+                var response = LocalResponse.problem(
+                    .tooManyRequests, pending ? "Rate limit momentarily unavailable" : "Rate limit exceeded",
+                    pending
+                        ? "This gateway is waiting for its share of the plan's \(window.limit) requests per \(window.span.name); retry shortly."
+                        : "The plan allows \(window.limit) requests per \(window.span.name) (UTC); retry after \(retry) s.",
+                    rejection: .rateLimited,
+                    headers: [
+                        ("Retry-After", String(retry)), ("RateLimit-Policy", grant.policy(monthDays: month.days)),
+                        ("RateLimit", "\"\(window.span.name)\";r=0;t=\(retry)"),
+                    ])
+                response.app = app
+                response.grant = grant
+                return refuse(response)
+            }
+        }
         var reserved = false
         if let quota = grant.monthlyQuota {
             let month = UTCMonth(containing: now)
@@ -217,6 +252,7 @@ public struct RequestGate {
                 reserved = true
                 limits += ", \"quota\";r=\(remaining);t=\(untilNextMonth)"
             case .exhausted:
+                if !grant.windows.isEmpty { rateLimiter.windows.release(subscription: grant.subscriptionID, windows: grant.windows, nowSeconds: Self.utcSeconds(now)) }
                 var response = LocalResponse.problem(
                     .tooManyRequests, "Quota exhausted", "The plan's \(quota) requests for this month are used up.", rejection: .quotaExceeded,
                     headers: [("Retry-After", String(untilNextMonth)), ("RateLimit-Policy", policy), ("RateLimit", "\"quota\";r=0;t=\(untilNextMonth)")])
@@ -224,6 +260,7 @@ public struct RequestGate {
                 response.grant = grant
                 return refuse(response)
             case .pending(let retry):
+                if !grant.windows.isEmpty { rateLimiter.windows.release(subscription: grant.subscriptionID, windows: grant.windows, nowSeconds: Self.utcSeconds(now)) }
                 // Not "exhausted": this gateway's lease is used up and the next block has not come
                 // (or other gateways hold the rest of the month); the database did not say it is gone.
                 var response = LocalResponse.problem(
@@ -235,8 +272,15 @@ public struct RequestGate {
                 return refuse(response)
             }
         }
-        headers.append(("RateLimit-Policy", policy))
-        headers.append(("RateLimit", limits))
+        if !grant.windows.isEmpty { rateLimiter.windows.confirm(subscription: grant.subscriptionID, windows: grant.windows) }
+        if let clientLimits {
+            // several policies in one field (RFC 9651 list): the client's first, then the plan's
+            headers.append(("RateLimit-Policy", clientLimits.policy + ", " + policy))
+            headers.append(("RateLimit", clientLimits.state + ", " + limits))
+        } else {
+            headers.append(("RateLimit-Policy", policy))
+            headers.append(("RateLimit", limits))
+        }
         if route.state == .deprecated {
             headers.append(("Deprecation", "@\(Int((route.deprecatedAt ?? now).timeIntervalSince1970))"))
             if let sunset = route.sunset { headers.append(("Sunset", HTTPDate.format(sunset))) }
@@ -254,6 +298,8 @@ public struct RequestGate {
             ForwardPlan(
                 tenant: tenant, route: route, app: app, grant: grant, upstreamURI: upstreamURI, responseHeaders: headers, quotaReserved: reserved))
     }
+
+    static func utcSeconds(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970.rounded(.down)) }
 
     static func invalidToken(_ realm: String, _ description: String) -> LocalResponse {
         .problem(

@@ -132,11 +132,17 @@ public final class Route: Sendable {
     /// How its `https://` targets are reached (made once per trust configuration, see `UpstreamTLS`);
     /// nil when it has none, or when the API's CA bundle is unusable (its https targets then answer 502).
     public let upstreamTLS: NIOSSLContext?
+    /// The provider's pre-authentication policies in chain order, run after the built-in ones
+    /// (address rules, CORS preflight, methods, body size) and before any credential check.
+    /// Empty for most APIs: the gate then pays one `isEmpty` check.
+    public let preAuth: [PreAuthPolicy]
 
     public init(
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
-        ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil
+        ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
+        preAuth: [PreAuthPolicy] = []
     ) {
+        self.preAuth = preAuth
         self.upstreamTLS = upstreamTLS
         self.deprecatedAt = deprecatedAt
         self.apiID = apiID
@@ -228,6 +234,8 @@ public final class SubscriptionGrant: Sendable, Equatable {
     public let burst: Int
     /// nil: unlimited.
     public let monthlyQuota: Int64?
+    /// The plan's minute, hour and day limits, in span order (empty for most plans).
+    public let windows: [PlanWindow]
 
     /// The identity header lines for the upstream, made once per snapshot.
     let identityHeaderLines: String
@@ -243,10 +251,11 @@ public final class SubscriptionGrant: Sendable, Equatable {
 
     public static func == (lhs: SubscriptionGrant, rhs: SubscriptionGrant) -> Bool {
         lhs.subscriptionID == rhs.subscriptionID && lhs.planID == rhs.planID && lhs.ratePerSecond == rhs.ratePerSecond && lhs.burst == rhs.burst
-            && lhs.monthlyQuota == rhs.monthlyQuota
+            && lhs.monthlyQuota == rhs.monthlyQuota && lhs.windows == rhs.windows
     }
 
-    public init(subscriptionID: UUID, planID: UUID, ratePerSecond: Int, burst: Int, monthlyQuota: Int64?) {
+    public init(subscriptionID: UUID, planID: UUID, ratePerSecond: Int, burst: Int, monthlyQuota: Int64?, windows: [PlanWindow] = []) {
+        self.windows = windows
         self.subscriptionID = subscriptionID
         self.planID = planID
         identityHeaderLines =
@@ -254,7 +263,8 @@ public final class SubscriptionGrant: Sendable, Equatable {
         self.ratePerSecond = ratePerSecond
         self.burst = burst
         self.monthlyQuota = monthlyQuota
-        let rate = "\"rate\";q=\(burst);w=1"
+        // several policies in one field: the rate, the plan's windows, then (below) the month's quota
+        let rate = "\"rate\";q=\(burst);w=1" + windows.map { ", \"\($0.span.name)\";q=\($0.limit);w=\($0.span.rawValue)" }.joined()
         ratePolicy = rate
         policiesByMonthLength = monthlyQuota.map { quota in (28...31).map { "\(rate), \"quota\";q=\(quota);w=\($0 * 86_400)" } } ?? []
     }

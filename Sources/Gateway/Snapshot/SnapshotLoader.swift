@@ -13,8 +13,13 @@ public struct SnapshotLoader: Sendable {
     let baseDomain: String
     let publicURL: PublicBaseURL
     let logger: Logger
+    /// Keeps client limiters across loads (see `ClientLimiterRegistry`).
+    public let clientLimiters: ClientLimiterRegistry
 
-    public init(client: PostgresClient, baseDomain: String, publicURL: PublicBaseURL, logger: Logger) {
+    public init(
+        client: PostgresClient, baseDomain: String, publicURL: PublicBaseURL, logger: Logger, clientLimiters: ClientLimiterRegistry = ClientLimiterRegistry()
+    ) {
+        self.clientLimiters = clientLimiters
         self.client = client
         self.baseDomain = baseDomain
         self.publicURL = publicURL
@@ -35,6 +40,18 @@ public struct SnapshotLoader: Sendable {
             "SELECT api_id, url, weight FROM api_upstream_targets ORDER BY api_id, position", logger: logger
         ).decode((UUID, String, Int).self) {
             if let target = UpstreamTargetConfig(url: url, weight: weight) { targets[apiID, default: []].append(target) }
+        }
+
+        var storedPolicies: [StoredPolicy] = []
+        for try await (apiID, position, kind, config) in try await connection.query(
+            "SELECT api_id, position, kind, config::text FROM api_policies ORDER BY api_id, position", logger: logger
+        ).decode((UUID, Int, String, String).self) {
+            storedPolicies.append(StoredPolicy(apiID: apiID, position: position, kind: kind, config: config))
+        }
+        let (preAuth, skipped) = clientLimiters.compile(storedPolicies)
+        for row in skipped {
+            // the portal refuses such rows; one stored before a rule changed is left out, not half-applied
+            logger.error("an API policy is unusable and was left out", metadata: ["api": "\(row.apiID)", "kind": "\(row.kind)", "position": "\(row.position)"])
         }
 
         var routes: [UUID: [Route]] = [:]
@@ -64,18 +81,23 @@ public struct SnapshotLoader: Sendable {
                     apiID: id, slug: slug, version: apiVersion, basePath: basePath, state: Route.State(rawValue: state) ?? .retired,
                     targets: apiTargets, cors: policy,
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
-                    maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS))
+                    maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
+                    preAuth: preAuth[id] ?? []))
         }
 
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]
         let subscriptionRows = try await connection.query(
             """
-            SELECT s.app_id, s.api_id, s.id, p.id, p.rate_per_second, p.burst, p.monthly_quota
+            SELECT s.app_id, s.api_id, s.id, p.id, p.rate_per_second, p.burst, p.monthly_quota, p.per_minute, p.per_hour, p.per_day
             FROM subscriptions s JOIN plans p ON p.id = s.plan_id JOIN apps a ON a.id = s.app_id
             WHERE s.state = 'active' AND tollgate_api_open_to_team(s.api_id, a.team_id)
             """, logger: logger)
-        for try await (app, api, id, plan, rate, burst, quota) in subscriptionRows.decode((UUID, UUID, UUID, UUID, Int, Int, Int64?).self) {
-            subscriptions[app, default: [:]][api] = SubscriptionGrant(subscriptionID: id, planID: plan, ratePerSecond: rate, burst: burst, monthlyQuota: quota)
+        for try await (app, api, id, plan, rate, burst, quota, perMinute, perHour, perDay) in subscriptionRows.decode(
+            (UUID, UUID, UUID, UUID, Int, Int, Int64?, Int64?, Int64?, Int64?).self)
+        {
+            subscriptions[app, default: [:]][api] = SubscriptionGrant(
+                subscriptionID: id, planID: plan, ratePerSecond: rate, burst: burst, monthlyQuota: quota,
+                windows: PlanWindow.list(perMinute: perMinute, perHour: perHour, perDay: perDay))
         }
 
         var apps: [UUID: [UUID: AppGrant]] = [:]

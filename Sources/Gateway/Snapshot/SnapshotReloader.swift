@@ -51,6 +51,7 @@ public struct SnapshotReloader: Service {
             let snapshot = try await loader.load(version: store.version + 1)
             store.install(snapshot)
             GatewayGauges.snapshot(version: snapshot.version, ageSeconds: 0, databaseReachable: true)
+            loader.clientLimiters.recordGauges()
             return true
         } catch {
             store.markUnreachable(DatabaseErrorText.describe(error).prefix(300).description)

@@ -226,6 +226,39 @@ enum APIModel {
         }
     }
 
+    /// `GET|PUT /apis/{id}/policies`: the added policies (what `PUT` takes back) and the whole
+    /// chain in call order, built-in steps included.
+    struct PolicyChainBody: Encodable, Sendable {
+        struct PolicyBody: Encodable, Sendable {
+            let kind: String
+            let phase: String
+            let config: JSONValue
+        }
+        struct StepBody: Encodable, Sendable {
+            let phase: String
+            let kind: String
+            let title: String
+            let summary: String
+            let builtIn: Bool
+            let enabled: Bool
+            /// The policy's place in `policies`; absent for built-in steps.
+            let index: Int?
+            /// Where a built-in step is changed.
+            let configuredBy: String?
+        }
+        let policies: [PolicyBody]
+        let chain: [StepBody]
+
+        init(api: APIProduct, policies: [APIPolicy]) {
+            self.policies = policies.map { PolicyBody(kind: $0.kind.rawValue, phase: $0.phase.rawValue, config: $0.configJSON) }
+            chain = APIPolicyChain.entries(builtIn: api.policy, policies: policies).map {
+                StepBody(
+                    phase: $0.phase.rawValue, kind: $0.kind, title: $0.title, summary: $0.summary, builtIn: $0.builtIn, enabled: $0.enabled, index: $0.index,
+                    configuredBy: $0.builtIn ? ($0.kind == "plan_limits" ? "the subscription's plan" : "PUT /apis/{id}/gateway-policy") : nil)
+            }
+        }
+    }
+
     struct DocumentBody: Codable, Sendable {
         let format: String
         let title: String

@@ -1,5 +1,6 @@
 import Billing
 import Foundation
+import Gateway
 
 /// The OpenAPI 3.1 documents served at `/t/{slug}/api/v1/openapi.json` and `/api/v1/openapi.json`.
 ///
@@ -184,6 +185,16 @@ enum OpenAPIDocument {
                     "setGatewayPolicy", "Replace CORS, IP allow/deny ranges, accepted methods, body limit and sunset date", tag: "Catalog",
                     parameters: [apiParameter], body: ref("GatewayPolicy"), ok: ("200", ref("GatewayPolicy")),
                     errors: ["400", "401", "403", "404", "415", "422"]),
+            ],
+            "/apis/{api}/policies": [
+                "get": operation(
+                    "getPolicies", "The API's policy chain (provider team): the added policies, and every step in call order with the built-in ones",
+                    tag: "Catalog", parameters: [apiParameter], ok: ("200", ref("PolicyChain")), errors: ["401", "403", "404"]),
+                "put": operation(
+                    "setPolicies",
+                    "Replace the API's added policies as a whole (validated together, atomic, audited; 422 names each problem by JSON pointer in `errors`)",
+                    tag: "Catalog", parameters: [apiParameter], body: ref("PolicyList"), ok: ("200", ref("PolicyChain")),
+                    errors: ["400", "401", "403", "404", "413", "415", "422"]),
             ],
             "/apis/{api}/transitions": [
                 "post": operation(
@@ -443,12 +454,65 @@ enum OpenAPIDocument {
                     "methods": ["type": "array", "items": ["type": "string", "enum": APIGatewayPolicy.knownMethods], "description": "empty: every method"],
                     "max_request_bytes": ["type": "integer", "minimum": 1, "maximum": 1 << 30], "sunset_at": dateTime,
                 ], required: []),
+            "ClientRateLimitConfig": [
+                "type": "object", "additionalProperties": false, "required": ["requests", "per_seconds"],
+                "description": "Calls per client before authentication: a token bucket refilled at requests per per_seconds, holding burst",
+                "properties": [
+                    "requests": ["type": "integer", "minimum": ClientRateLimitConfig.requestsRange.lowerBound, "maximum": ClientRateLimitConfig.requestsRange.upperBound],
+                    "per_seconds": [
+                        "type": "integer", "minimum": ClientRateLimitConfig.perSecondsRange.lowerBound, "maximum": ClientRateLimitConfig.perSecondsRange.upperBound,
+                    ],
+                    "burst": [
+                        "type": "integer", "minimum": ClientRateLimitConfig.burstRange.lowerBound, "maximum": ClientRateLimitConfig.burstRange.upperBound,
+                        "description": "default: requests",
+                    ],
+                    "key_header": [
+                        "type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9._-]*$",
+                        "description": "Key the limit by this header (e.g. X-Real-IP); calls without it are keyed by the client address",
+                    ],
+                    "max_clients": [
+                        "type": "integer", "minimum": ClientRateLimitConfig.maxClientsRange.lowerBound, "maximum": ClientRateLimitConfig.maxClientsRange.upperBound,
+                        "description": "Clients remembered per gateway (least recently seen forgotten first); default \(ClientRateLimitConfig.defaultMaxClients)",
+                    ],
+                ],
+            ],
+            "Policy": [
+                "type": "object", "additionalProperties": false, "required": ["kind", "config"],
+                "properties": [
+                    "kind": ["type": "string", "enum": APIPolicyKind.allCases.map(\.rawValue)],
+                    "phase": ["type": "string", "enum": APIPolicyPhase.allCases.map(\.rawValue), "description": "The kind's phase; optional on input"],
+                    "config": ref("ClientRateLimitConfig"),
+                ],
+            ],
+            "PolicyList": [
+                "type": "object", "additionalProperties": false, "required": ["policies"],
+                "properties": ["policies": ["type": "array", "maxItems": APIPolicyChain.maximumPolicies, "items": ref("Policy")]],
+            ],
+            "PolicyChain": object([
+                "policies": ["type": "array", "items": ref("Policy")],
+                "chain": [
+                    "type": "array",
+                    "items": object(
+                        [
+                            "phase": ["type": "string", "enum": APIPolicyPhase.allCases.map(\.rawValue)], "kind": string, "title": string, "summary": string,
+                            "built_in": ["type": "boolean"], "enabled": ["type": "boolean"],
+                            "index": ["type": "integer", "description": "Place in policies (added policies only)"],
+                            "configured_by": ["type": "string", "description": "Where a built-in step is changed"],
+                        ], optional: ["index", "configured_by"]),
+                ],
+            ]),
             "PlanTerms": input(
                 [
                     "name": ["type": "string", "minLength": 1, "maxLength": 100],
                     "rate_per_second": ["type": "integer", "minimum": 1, "maximum": 1_000_000],
                     "burst": ["type": "integer", "minimum": 1, "maximum": 10_000_000],
                     "monthly_quota": ["type": "integer", "minimum": 1, "description": "Requests per calendar month; omit for unlimited."],
+                    "per_minute": [
+                        "type": "integer", "minimum": 1, "maximum": PlanTerms.maximumRequests,
+                        "description": "Requests per UTC minute; omit for none. per_minute ≤ per_hour ≤ per_day ≤ monthly_quota",
+                    ],
+                    "per_hour": ["type": "integer", "minimum": 1, "maximum": PlanTerms.maximumRequests, "description": "Requests per UTC hour; omit for none"],
+                    "per_day": ["type": "integer", "minimum": 1, "maximum": PlanTerms.maximumRequests, "description": "Requests per UTC day; omit for none"],
                     "monthly_fee_minor": ["type": "integer", "minimum": 0, "description": "In minor units of the tenant's currency."],
                     "included_requests": ["type": "integer", "minimum": 0],
                     "tier_mode": ["type": "string", "enum": PlanTerms.TierMode.allCases.map(\.rawValue)],

@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Hummingbird
 import HummingbirdAuth
 
@@ -61,6 +62,8 @@ struct TenantAPI: Sendable {
         authed.delete("/apis/:api/openapi", use: deleteDocument)
         authed.get("/apis/:api/gateway-policy", use: showGatewayPolicy)
         authed.put("/apis/:api/gateway-policy", use: setGatewayPolicy)
+        authed.get("/apis/:api/policies", use: showPolicies)
+        authed.put("/apis/:api/policies", use: setPolicies)
         authed.get("/apis/:api/plans", use: listPlans)
         authed.post("/apis/:api/plans", use: createPlan)
         authed.get("/plans/:plan", use: showPlan)
@@ -150,6 +153,35 @@ struct TenantAPI: Sendable {
         let body = try await request.decodeJSON(APIModel.GatewayPolicyBody.self, context: context)
         let api = try await services.catalog.setPolicy(tenant: try context.requireTenant(), actor: principal, id: id, body.policy, clientIP: context.clientIP)
         return try .json(APIModel.GatewayPolicyBody(api.policy))
+    }
+
+    /// The API's policy chain (its provider team only): the added policies, and every step in call order.
+    @Sendable func showPolicies(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (api, policies) = try await services.catalog.policies(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: try uuidParameter("api", context, what: "API"))
+        return try .json(APIModel.PolicyChainBody(api: api, policies: policies))
+    }
+
+    /// Replaces the API's added policies as a whole: validated together (422 naming each problem by
+    /// JSON pointer), stored atomically, audited, pushed to gateways.
+    @Sendable func setPolicies(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let id = try uuidParameter("api", context, what: "API")
+        guard (request.headers[.contentType] ?? "").lowercased().hasPrefix("application/json") else {
+            throw AppError(status: .unsupportedMediaType, title: "Unsupported media type", detail: "Send the body as application/json.")
+        }
+        var request = request
+        let body = try await request.collectBody(upTo: APIPolicyChain.maximumBodyBytes)
+        let policies: [APIPolicy]
+        switch APIPolicyChain.parse(Array(body.readableBytesView)) {
+        case .success(let parsed): policies = parsed
+        case .failure(let problems) where problems.list.first?.pointer == "" && problems.list.count == 1:
+            throw AppError.badRequest(problems.list[0].message)
+        case .failure(let problems): throw APIPolicyChain.invalid(problems.list)
+        }
+        let (api, stored) = try await services.catalog.setPolicies(
+            tenant: try context.requireTenant(), actor: principal, id: id, policies, clientIP: context.clientIP)
+        return try .json(APIModel.PolicyChainBody(api: api, policies: stored))
     }
 
     /// Webhook endpoints you manage (tenant admins: all of the tenant's).

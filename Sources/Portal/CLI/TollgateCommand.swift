@@ -101,6 +101,13 @@ enum Launcher {
             services.append(.init(service: SnapshotReloader(
                 client: client, store: store, baseDomain: config.baseDomain, publicURL: config.publicURL, logger: runtime.logger)))
             services.append(.init(service: QuotaSyncService(tracker: quotas, client: client, logger: runtime.logger)))
+            // the plans' minute, hour and day windows lease across gateways like the monthly quota
+            var windowTrackers: [PlanWindow.Span: QuotaTracker] = [:]
+            for span in PlanWindow.Span.allCases {
+                let tracker = QuotaTracker(holder: "\(ProcessInfo.processInfo.hostName) pid \(ProcessInfo.processInfo.processIdentifier) \(span.name)")
+                windowTrackers[span] = tracker
+                services.append(.init(service: QuotaSyncService(tracker: tracker, client: client, logger: runtime.logger)))
+            }
             var gatewayConfiguration = GatewayServer.Configuration(host: config.gatewayHost, port: config.gatewayPort)
             gatewayConfiguration.eventLoopThreads = config.gatewayThreads
             gatewayConfiguration.drainTimeout = config.drainTimeout
@@ -116,7 +123,7 @@ enum Launcher {
             services.append(
                 .init(
                     service: GatewayServer(
-                        configuration: gatewayConfiguration, store: store, quotas: quotas,
+                        configuration: gatewayConfiguration, store: store, rateLimiter: RateLimiter(windowTrackers: windowTrackers), quotas: quotas,
                         usage: meter, logger: runtime.logger, metricsText: { registry.emitToString() })))
         }
         let group = ServiceGroup(

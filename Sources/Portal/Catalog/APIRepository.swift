@@ -167,4 +167,36 @@ struct APIRepository: Sendable {
             WHERE id = \(id)
             """, logger: logger)
     }
+
+    /// The API's added policies in chain order. A stored row the current rules refuse is left out
+    /// (the gateway leaves it out too), so the page shows what is applied.
+    func policies(apiID: UUID, on connection: PostgresConnection) async throws -> [APIPolicy] {
+        var policies: [APIPolicy] = []
+        for try await (kindText, config) in try await connection.query(
+            "SELECT kind, config::text FROM api_policies WHERE api_id = \(apiID) ORDER BY position", logger: logger
+        ).decode((String, String).self) {
+            guard let kind = APIPolicyKind(rawValue: kindText), case .object(let object)? = JSONValue.parse(config),
+                case .success(let policy) = APIPolicy.make(kind: kind, config: object)
+            else { continue }
+            policies.append(policy)
+        }
+        return policies
+    }
+
+    /// Replaces the API's added policies (already validated). The caller holds the API row's lock.
+    func setPolicies(tenantID: UUID, apiID: UUID, _ policies: [APIPolicy], on connection: PostgresConnection) async throws {
+        try await connection.query("DELETE FROM api_policies WHERE api_id = \(apiID)", logger: logger)
+        for (position, policy) in policies.enumerated() {
+            try await connection.query(
+                """
+                INSERT INTO api_policies (tenant_id, api_id, position, kind, phase, config)
+                VALUES (\(tenantID), \(apiID), \(position), \(policy.kind.rawValue), \(policy.phase.rawValue), \(policy.configJSON.text)::jsonb)
+                """, logger: logger)
+        }
+    }
+
+    /// Locks the API's row for the rest of the transaction (serializes whole-list replacements).
+    func lock(id: UUID, on connection: PostgresConnection) async throws {
+        try await connection.query("SELECT id FROM apis WHERE id = \(id) FOR UPDATE", logger: logger)
+    }
 }

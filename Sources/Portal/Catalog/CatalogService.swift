@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Logging
 import PostgresNIO
 
@@ -102,6 +103,32 @@ struct CatalogService: Sendable {
                 clientIP: clientIP, details: ["fields": "gateway_policy"], on: connection)
             guard let updated = try await apis.find(id: id, on: connection) else { throw AppError.notFound("API") }
             return updated
+        }
+    }
+
+    /// The API's added policies and its built-in settings (its provider team only).
+    func policies(tenant: Tenant, actor: Principal, id: UUID) async throws -> (APIProduct, [APIPolicy]) {
+        try await database.withTenant(tenant.id) { connection in
+            let api = try await managed(id, actor: actor, on: connection)
+            return (api, try await apis.policies(apiID: api.id, on: connection))
+        }
+    }
+
+    /// Replaces the API's added policies as a whole, in one transaction, audited; gateways hear of
+    /// it through the table's NOTIFY trigger when it commits.
+    func setPolicies(tenant: Tenant, actor: Principal, id: UUID, _ policies: [APIPolicy], clientIP: String?) async throws -> (APIProduct, [APIPolicy]) {
+        guard policies.count <= APIPolicyChain.maximumPolicies else {
+            throw APIPolicyChain.invalid([PolicyConfigProblem("/policies", "An API takes at most \(APIPolicyChain.maximumPolicies) added policies.")])
+        }
+        return try await database.withTenant(tenant.id) { connection in
+            let api = try await managed(id, actor: actor, on: connection)
+            try await apis.lock(id: api.id, on: connection)
+            try await apis.setPolicies(tenantID: tenant.id, apiID: api.id, policies, on: connection)
+            try await connection.query("UPDATE apis SET updated_at = now() WHERE id = \(api.id)", logger: apis.logger)
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiUpdated, target: "\(api.slug)/\(api.version)",
+                clientIP: clientIP, details: ["fields": "policies", "policies": policies.map(\.kind.rawValue).joined(separator: " ")], on: connection)
+            return (api, try await apis.policies(apiID: api.id, on: connection))
         }
     }
 

@@ -33,6 +33,10 @@ struct PlanTerms: Sendable, Equatable, Codable {
     var tiers: [Tier]
     var approval: Approval
     var visibility: Visibility
+    /// Requests per UTC minute, hour and day; nil: no such window.
+    var perMinute: Int64? = nil
+    var perHour: Int64? = nil
+    var perDay: Int64? = nil
 
     static let maximumTiers = 10
     /// Bounds that keep rating's 64-bit arithmetic far from overflow for any plausible month
@@ -58,7 +62,36 @@ struct PlanTerms: Sendable, Equatable, Codable {
         if !(0...Self.maximumRequests).contains(includedRequests) { errors["included_requests"] = "Include 0 to 1,000,000,000,000 requests." }
         if let quota = monthlyQuota, includedRequests > quota { errors["included_requests"] = "Cannot include more requests than the quota allows." }
         if let problem = Self.tierProblem(tierMode, tiers) { errors["tiers"] = problem }
+        for (field, problem) in windowProblems() { errors[field] = problem }
         return errors
+    }
+
+    /// Each window is 1 to 10^12 requests, and a longer window allows at least as many as a shorter
+    /// one (otherwise the shorter one could never be reached), and no more than the monthly quota.
+    func windowProblems() -> [String: String] {
+        var errors: [String: String] = [:]
+        let windows: [(String, String, Int64?)] = [("per_minute", "minute", perMinute), ("per_hour", "hour", perHour), ("per_day", "day", perDay)]
+        for (field, _, value) in windows {
+            if let value, !(1...Self.maximumRequests).contains(value) {
+                errors[field] = "Allow 1 to 1,000,000,000,000 requests, or leave it empty for no limit."
+            }
+        }
+        var shorter: (name: String, limit: Int64)?
+        for (field, name, value) in windows {
+            guard let value, errors[field] == nil else { continue }
+            if let shorter, value < shorter.limit {
+                errors[field] = "A \(name) allows at least the \(shorter.limit) requests of a \(shorter.name)."
+            } else if let quota = monthlyQuota, value > quota {
+                errors[field] = "A \(name) cannot allow more than the monthly quota (\(quota))."
+            }
+            shorter = (name, value)
+        }
+        return errors
+    }
+
+    /// "500/min, 10000/day" for people; "" without windows.
+    var windowsSummary: String {
+        [(perMinute, "min"), (perHour, "hour"), (perDay, "day")].compactMap { limit, unit in limit.map { "\($0)/\(unit)" } }.joined(separator: ", ")
     }
 
     static func tierProblem(_ mode: TierMode, _ tiers: [Tier]) -> String? {

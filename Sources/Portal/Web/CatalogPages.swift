@@ -20,6 +20,7 @@ struct CatalogPages: Sendable {
         group.form("/catalog/apis/:api/transitions", page: "/catalog/apis/:api", use: transition)
         group.form("/catalog/apis/:api/settings", page: "/catalog/apis/:api", use: updateSettings)
         group.form("/catalog/apis/:api/policy", page: "/catalog/apis/:api", use: updatePolicy)
+        group.form("/catalog/apis/:api/policies", page: "/catalog/apis/:api", use: editPolicies)
         // GET of this address is the public download of the document
         group.post("/catalog/apis/:api/openapi", use: upload)
     }
@@ -165,6 +166,68 @@ struct CatalogPages: Sendable {
         }
     }
 
+    /// The policy chain's forms: `op` add, save, remove, up or down, on the added policy at `index`.
+    /// The change is applied to the stored list and the whole list saved, like `PUT /apis/{id}/policies`.
+    @Sendable func editPolicies(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let form = context.form
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        let (tenant, principal) = (try context.requireTenant(), try context.requirePrincipal())
+        let (_, current) = try await services.catalog.policies(tenant: tenant, actor: principal, id: id)
+        let op = form["op"] ?? ""
+        let index = form["index"].flatMap { Int($0) } ?? -1
+        let edit: APIPolicyEdit
+        switch op {
+        case "add", "save":
+            guard let kind = APIPolicyKind(rawValue: form["kind"] ?? "") else { throw AppError.badRequest("Unknown policy kind.") }
+            switch Self.policy(kind, from: form) {
+            case .success(let policy): edit = op == "add" ? .add(policy) : .replace(index, policy)
+            case .failure(let problems):
+                var errors: [String: String] = [:]
+                for problem in problems.list where errors[problem.field] == nil { errors[problem.field] = problem.message }
+                var typed: [String: Any] = ["errors": errors]
+                for field in Self.clientLimitFields { typed[field] = form[field] ?? "" }
+                return try await detailPage(
+                    context, error: "The policy was not saved: correct the fields marked below.",
+                    typedPolicy: (op == "add" ? nil : index, typed), status: .unprocessableContent)
+            }
+        case "remove": edit = .remove(index)
+        case "up": edit = .moveUp(index)
+        case "down": edit = .moveDown(index)
+        default: throw AppError.badRequest("Unknown change to the policy chain.")
+        }
+        guard let next = edit.applied(to: current) else {
+            let message =
+                op == "add" && current.count >= APIPolicyChain.maximumPolicies
+                ? "An API takes at most \(APIPolicyChain.maximumPolicies) added policies; remove one first."
+                : "The policy list changed meanwhile; nothing was saved. Check it and try again."
+            return try await detailPage(context, error: message, status: .conflict)
+        }
+        _ = try await services.catalog.setPolicies(tenant: tenant, actor: principal, id: id, next, clientIP: context.clientIP)
+        return try await saved("Policies saved.", id: id, context)
+    }
+
+    static let clientLimitFields = ["requests", "per_seconds", "burst", "key_header", "max_clients"]
+
+    /// A policy from its form's fields: empty fields are left out (defaults), numbers are read
+    /// strictly, and the kind's own parser checks the rest, as for JSON.
+    static func policy(_ kind: APIPolicyKind, from form: FormData) -> Result<APIPolicy, PolicyConfigProblems> {
+        var config: [String: JSONValue] = [:]
+        switch kind {
+        case .clientRateLimit:
+            for field in clientLimitFields {
+                let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
+                guard !text.isEmpty else { continue }
+                if field == "key_header" {
+                    config[field] = .string(text)
+                } else {
+                    // not a whole number: kept as text, which the parser refuses with the range
+                    config[field] = Int64(text).map(JSONValue.integer) ?? .string(text)
+                }
+            }
+        }
+        return APIPolicy.make(kind: kind, config: config)
+    }
+
     /// Reference docs rendered from the uploaded OpenAPI document.
     @Sendable func reference(_ request: Request, context: AppRequestContext) async throws -> Response {
         guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
@@ -229,7 +292,8 @@ struct CatalogPages: Sendable {
 
     private func detailPage(
         _ context: AppRequestContext, notice: String? = nil, error: String? = nil, typedSettings: [String: Any] = [:], typedName: String? = nil,
-        settingsErrors: [String: String] = [:], policyErrors: [String: String] = [:], status: HTTPResponse.Status = .ok
+        settingsErrors: [String: String] = [:], policyErrors: [String: String] = [:], typedPolicy: (index: Int?, values: [String: Any])? = nil,
+        status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let tenant = try context.requireTenant()
         guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
@@ -256,7 +320,7 @@ struct CatalogPages: Sendable {
                             Money.formatUnitPrice(micros: tier.unitPriceMicros, currency: tenant.currency) + " " + tenant.currency + "/request"
                                 + (tier.upTo.map { " up to \($0)" } ?? "")
                         }.joined(separator: ", "),
-                    "rate": "\(terms.ratePerSecond)/s (burst \(terms.burst))",
+                    "rate": "\(terms.ratePerSecond)/s (burst \(terms.burst))" + (terms.windowsSummary.isEmpty ? "" : ", " + terms.windowsSummary),
                     "quota": terms.monthlyQuota.map { "\($0) requests/month" } ?? "unlimited",
                     "fee": Money.format(minor: terms.monthlyFeeMinor, currency: tenant.currency) + "/month",
                     "included": terms.includedRequests > 0 ? "\(terms.includedRequests) requests included" : "", "approval": terms.approval == .manual ? "needs approval" : "instant",
@@ -273,10 +337,59 @@ struct CatalogPages: Sendable {
             if let typedName { settings["name"] = typedName }
             values["settings"] = settings
         }
+        if canManage, let principal = context.principal {
+            values["chain"] = try await chainValues(api, tenant: tenant, principal: principal, typed: typedPolicy)
+        }
         values["settings_errors"] = settingsErrors
         values["policy_errors"] = policyErrors
         if let error { values["error"] = error }
         return services.views.render("api", values, page: services.chrome(api.name, context: context, notice: notice), status: status)
+    }
+
+    /// The policy chain section: every step by phase, a form per added policy and one to add.
+    /// On an error page the form that was sent shows what was typed, with its fields marked.
+    private func chainValues(_ api: APIProduct, tenant: Tenant, principal: Principal, typed: (index: Int?, values: [String: Any])?) async throws
+        -> [String: Any]
+    {
+        let (_, policies) = try await services.catalog.policies(tenant: tenant, actor: principal, id: api.id)
+        let entries = APIPolicyChain.entries(builtIn: api.policy, policies: policies)
+        func fields(_ config: ClientRateLimitConfig?) -> [String: Any] {
+            [
+                "requests": config.map { String($0.requests) } ?? "", "per_seconds": config.map { String($0.perSeconds) } ?? "",
+                "burst": config.map { String($0.burst) } ?? "", "key_header": config?.keyHeader ?? "",
+                "max_clients": config.map { String($0.maxClients) } ?? "", "errors": [String: String](),
+            ]
+        }
+        let phases = APIPolicyPhase.allCases.compactMap { phase -> [String: Any]? in
+            let steps = entries.filter { $0.phase == phase }
+            guard !steps.isEmpty else { return nil }
+            return [
+                "title": phase.title, "name": phase.rawValue,
+                "steps": steps.map { step -> [String: Any] in
+                    var row: [String: Any] = ["title": step.title, "summary": step.summary, "built_in": step.builtIn, "off": !step.enabled]
+                    if let index = step.index, policies.indices.contains(index) {
+                        var form: [String: Any]
+                        switch policies[index].config {
+                        case .clientRateLimit(let config): form = fields(config)
+                        }
+                        if let typed, typed.index == index { form = typed.values }
+                        form["index"] = index
+                        form["prefix"] = "p\(index)"
+                        form["kind"] = policies[index].kind.rawValue
+                        form["first"] = index == 0
+                        form["last"] = index == policies.count - 1
+                        form["open"] = typed?.index == index
+                        row["added"] = form
+                    }
+                    return row
+                },
+            ]
+        }
+        var add = fields(nil)
+        add["per_seconds"] = "60"
+        if let typed, typed.index == nil { add = typed.values }
+        add["prefix"] = "new"
+        return ["phases": phases, "add": add, "full": policies.count >= APIPolicyChain.maximumPolicies, "max": APIPolicyChain.maximumPolicies]
     }
 
     private func documentSummary(_ api: APIProduct, tenant: Tenant, viewer: Principal?) async throws -> [String: Any]? {

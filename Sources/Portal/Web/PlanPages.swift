@@ -115,6 +115,16 @@ enum PlanForm {
         let fee = Money.parseDecimal(form["monthly_fee"] ?? "0", digits: ISO4217.minorUnits[currency] ?? 2)
         if fee == nil { errors["monthly_fee_minor"] = "Enter an amount such as 49.00." }
         let included = integer("included_requests", "Enter a number of requests (0 for none).")
+        func optional(_ field: String) -> Int64? {
+            let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
+            guard !text.isEmpty else { return nil }
+            guard let value = Int64(text) else {
+                errors[field] = "Enter a number of requests, or leave it empty for no limit."
+                return nil
+            }
+            return value
+        }
+        let (perMinute, perHour, perDay) = (optional("per_minute"), optional("per_hour"), optional("per_day"))
         var tiers: [PlanTerms.Tier] = []
         for line in TextLines.split(form["tiers"] ?? "") {
             let parts = line.split(whereSeparator: \.isWhitespace)
@@ -137,7 +147,7 @@ enum PlanForm {
         else { throw AppError.validation(errors) }
         return PlanTerms(
             name: form["name"] ?? "", ratePerSecond: rateInt, burst: burstInt, monthlyQuota: quota, monthlyFeeMinor: fee, includedRequests: included,
-            tierMode: mode, tiers: tiers, approval: approval, visibility: visibility)
+            tierMode: mode, tiers: tiers, approval: approval, visibility: visibility, perMinute: perMinute, perHour: perHour, perDay: perDay)
     }
 
     /// Form values showing `terms`.
@@ -157,13 +167,17 @@ enum PlanForm {
             "monthly_quota": terms.monthlyQuota.map(String.init) ?? "", "monthly_fee": fee, "included_requests": "\(terms.includedRequests)",
             "tiers": tiers.joined(separator: "\n"), "modes": modes(selected: terms.tierMode.rawValue),
             "manual": terms.approval == .manual, "hidden": terms.visibility == .hidden,
+            "per_minute": terms.perMinute.map(String.init) ?? "", "per_hour": terms.perHour.map(String.init) ?? "",
+            "per_day": terms.perDay.map(String.init) ?? "",
         ]
     }
 
     /// What the user typed, to show the form again with errors.
     static func echo(_ form: FormData) -> [String: Any] {
         var values: [String: Any] = [:]
-        for key in ["name", "rate_per_second", "burst", "monthly_quota", "monthly_fee", "included_requests", "tiers"] { values[key] = form[key] ?? "" }
+        for key in ["name", "rate_per_second", "burst", "monthly_quota", "monthly_fee", "included_requests", "tiers", "per_minute", "per_hour", "per_day"] {
+            values[key] = form[key] ?? ""
+        }
         values["modes"] = modes(selected: form["tier_mode"] ?? "flat")
         values["manual"] = form["approval"] == "manual"
         values["hidden"] = form["visibility"] == "hidden"

@@ -1,0 +1,117 @@
+import CoreMetrics
+import Foundation
+import NIOConcurrencyHelpers
+import NIOHTTP1
+
+/// A policy of the pre-authentication phase as the gateway runs it: built once per snapshot from
+/// the API's stored chain, in the chain's order (see docs/ARCHITECTURE.md, "Policy chain").
+public enum PreAuthPolicy: Sendable {
+    case clientRateLimit(ClientRateLimit)
+}
+
+/// A compiled `client_rate_limit` policy: its limiter (which outlives snapshots, see
+/// `ClientLimiterRegistry`) and the header text it adds, made once.
+public final class ClientRateLimit: Sendable {
+    public let limiter: ClientRateLimiter
+    /// The `RateLimit-Policy` item, `"client";q=<requests>;w=<seconds>`.
+    let policyItem: String
+    /// The lowercased header that keys the limit, if any.
+    let keyHeader: String?
+
+    public init(limiter: ClientRateLimiter) {
+        self.limiter = limiter
+        let config = limiter.config
+        policyItem = "\"client\";q=\(config.requests);w=\(config.perSeconds)"
+        keyHeader = config.keyHeader?.lowercased()
+    }
+
+    public var config: ClientRateLimitConfig { limiter.config }
+
+    /// The configured header's value (cut to `maximumKeyBytes`) when the call carries a non-empty
+    /// one, else the client address (no address: one shared bucket).
+    func key(head: HTTPRequestHead, clientAddress: [UInt8]?) -> ClientKey {
+        if let keyHeader, let value = head.headers.first(name: keyHeader) {
+            let bytes = value.utf8.prefix(ClientRateLimitConfig.maximumKeyBytes)
+            // a header key cannot collide with an address key: addresses are 4 or 16 bytes with
+            // no prefix, header keys start with 0xFF (never in a header value)
+            if !bytes.isEmpty { return ClientKey([0xFF] + bytes) }
+        }
+        return ClientKey(clientAddress ?? [])
+    }
+}
+
+/// A stored policy row, as the loader reads it.
+public struct StoredPolicy: Sendable {
+    public var apiID: UUID
+    public var position: Int
+    public var kind: String
+    public var config: String
+
+    public init(apiID: UUID, position: Int, kind: String, config: String) {
+        self.apiID = apiID
+        self.position = position
+        self.kind = kind
+        self.config = config
+    }
+}
+
+/// Compiles the stored chains into per-route values, and keeps each client limiter across
+/// snapshots: a reload (every 30 s, and after any change) must not hand every client a fresh bucket.
+/// A limiter is kept while its API has a policy with the same place and configuration; a changed
+/// configuration starts afresh, and a removed policy's limiter is dropped with its memory.
+public final class ClientLimiterRegistry: Sendable {
+    private struct Key: Hashable {
+        var apiID: UUID
+        var position: Int
+        var config: ClientRateLimitConfig
+    }
+
+    private let limiters = NIOLockedValueBox<[Key: ClientRateLimiter]>([:])
+    private let evictions: Counter
+
+    public init(metricsFactory: (any MetricsFactory)? = nil) {
+        evictions = Counter(label: "tollgate_gateway_client_limit_evictions_total", factory: metricsFactory ?? MetricsSystem.factory)
+    }
+
+    /// The pre-authentication policies per API, in chain order. Rows of unknown kinds or with a
+    /// configuration the parser refuses are skipped and reported in `skipped`.
+    public func compile(_ rows: [StoredPolicy]) -> (byAPI: [UUID: [PreAuthPolicy]], skipped: [StoredPolicy]) {
+        var byAPI: [UUID: [PreAuthPolicy]] = [:]
+        var skipped: [StoredPolicy] = []
+        limiters.withLockedValue { table in
+            var next: [Key: ClientRateLimiter] = [:]
+            for row in rows.sorted(by: { ($0.apiID.uuidString, $0.position) < ($1.apiID.uuidString, $1.position) }) {
+                guard let kind = APIPolicyKind(rawValue: row.kind), case .object(let object)? = JSONValue.parse(row.config) else {
+                    skipped.append(row)
+                    continue
+                }
+                switch kind {
+                case .clientRateLimit:
+                    guard case .success(let config) = ClientRateLimitConfig.parse(object) else {
+                        skipped.append(row)
+                        continue
+                    }
+                    let key = Key(apiID: row.apiID, position: row.position, config: config)
+                    let limiter = table[key] ?? ClientRateLimiter(config: config, evictions: evictions)
+                    next[key] = limiter
+                    byAPI[row.apiID, default: []].append(.clientRateLimit(ClientRateLimit(limiter: limiter)))
+                }
+            }
+            table = next
+        }
+        return (byAPI, skipped)
+    }
+
+    /// Clients remembered and the most that may be, over every API (for the gauges).
+    public var usage: (clients: Int, capacity: Int) {
+        let all = limiters.withLockedValue { Array($0.values) }
+        return all.reduce((0, 0)) { ($0.0 + $1.count, $0.1 + $1.capacity) }
+    }
+
+    /// Records the gauges `tollgate_gateway_client_limit_clients` and `..._capacity`.
+    public func recordGauges(factory: (any MetricsFactory)? = nil) {
+        let (clients, capacity) = usage
+        Gauge(label: "tollgate_gateway_client_limit_clients", factory: factory ?? MetricsSystem.factory).record(clients)
+        Gauge(label: "tollgate_gateway_client_limit_capacity", factory: factory ?? MetricsSystem.factory).record(capacity)
+    }
+}

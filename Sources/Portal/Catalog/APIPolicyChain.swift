@@ -1,0 +1,203 @@
+import Foundation
+import Gateway
+
+/// A policy a provider added to an API's chain: its kind (which fixes its phase) and its validated
+/// configuration.
+struct APIPolicy: Sendable, Equatable {
+    enum Config: Sendable, Equatable {
+        case clientRateLimit(ClientRateLimitConfig)
+    }
+
+    var config: Config
+
+    var kind: APIPolicyKind {
+        switch config {
+        case .clientRateLimit: .clientRateLimit
+        }
+    }
+
+    var phase: APIPolicyPhase { kind.phase }
+
+    /// The configuration as stored and shown (defaults written out).
+    var configJSON: JSONValue {
+        switch config {
+        case .clientRateLimit(let limit): limit.json
+        }
+    }
+
+    var summary: String {
+        switch config {
+        case .clientRateLimit(let limit): limit.summary
+        }
+    }
+
+    /// Checks a kind's configuration object; pointers in the problems are relative to it.
+    static func make(kind: APIPolicyKind, config: [String: JSONValue]) -> Result<APIPolicy, PolicyConfigProblems> {
+        switch kind {
+        case .clientRateLimit: ClientRateLimitConfig.parse(config).map { APIPolicy(config: .clientRateLimit($0)) }
+        }
+    }
+}
+
+/// One step of an API's chain as the portal lists it: a built-in setting (edited in the gateway
+/// policy form / `PUT /apis/{id}/gateway-policy`) or an added policy (`index` in the added list).
+struct APIPolicyChainEntry: Sendable, Equatable {
+    var phase: APIPolicyPhase
+    var kind: String
+    var title: String
+    var summary: String
+    var builtIn: Bool
+    var enabled: Bool
+    var index: Int?
+}
+
+/// The policy chain's rules: how a whole list is read and checked, and how the chain is shown.
+enum APIPolicyChain {
+    static let maximumPolicies = 20
+    /// A `PUT` body beyond this is 413 (a full chain of 20 policies is under 4 KiB).
+    static let maximumBodyBytes = 64 * 1024
+
+    /// Reads `{"policies": [{"kind": ..., "config": {...}}, ...]}`, validated as a whole. Every
+    /// problem comes with the JSON pointer of the value at fault (`/policies/1/config/requests`).
+    static func parse(_ bytes: [UInt8]) -> Result<[APIPolicy], PolicyConfigProblems> {
+        guard let document = try? JSONDecoder().decode(JSONValue.self, from: Data(bytes)) else {
+            return .failure(PolicyConfigProblems([PolicyConfigProblem("", "The body is not valid JSON.")]))
+        }
+        guard case .object(let body) = document else { return .failure(PolicyConfigProblems([PolicyConfigProblem("", "Send an object: {\"policies\": [...]}.")])) }
+        var problems: [PolicyConfigProblem] = []
+        for key in body.keys.sorted() where key != "policies" {
+            problems.append(PolicyConfigProblem("/" + JSONPointer.escape(key), "Unknown field; the body has one field, policies."))
+        }
+        guard case .array(let entries)? = body["policies"] else {
+            return .failure(PolicyConfigProblems(problems + [PolicyConfigProblem("/policies", "Required: the whole chain as an array (empty: no added policies).")]))
+        }
+        switch validate(entries) {
+        case .success(let policies) where problems.isEmpty: return .success(policies)
+        case .success: return .failure(PolicyConfigProblems(problems))
+        case .failure(let more): return .failure(PolicyConfigProblems(problems + more.list))
+        }
+    }
+
+    /// Checks each entry of the list; pointers start at `/policies`.
+    static func validate(_ entries: [JSONValue]) -> Result<[APIPolicy], PolicyConfigProblems> {
+        var problems: [PolicyConfigProblem] = []
+        if entries.count > maximumPolicies {
+            return .failure(PolicyConfigProblems([PolicyConfigProblem("/policies", "An API takes at most \(maximumPolicies) added policies.")]))
+        }
+        var policies: [APIPolicy] = []
+        for (position, entry) in entries.enumerated() {
+            let at = "/policies/\(position)"
+            guard case .object(let object) = entry else {
+                problems.append(PolicyConfigProblem(at, "Each policy is an object with kind and config."))
+                continue
+            }
+            for key in object.keys.sorted() where !["kind", "phase", "config"].contains(key) {
+                problems.append(PolicyConfigProblem(at + "/" + JSONPointer.escape(key), "Unknown field; a policy has kind, phase and config."))
+            }
+            let kinds = APIPolicyKind.allCases.map(\.rawValue).joined(separator: ", ")
+            guard case .string(let kindText)? = object["kind"], let kind = APIPolicyKind(rawValue: kindText) else {
+                problems.append(PolicyConfigProblem(at + "/kind", "Required: one of \(kinds)."))
+                continue
+            }
+            if let phase = object["phase"], phase != .string(kind.phase.rawValue) {
+                problems.append(PolicyConfigProblem(at + "/phase", "\(kind.rawValue) acts in phase \(kind.phase.rawValue); leave phase out or give that."))
+            }
+            let config: [String: JSONValue]
+            switch object["config"] {
+            case .object(let given)?: config = given
+            case nil, .null?: config = [:]
+            default:
+                problems.append(PolicyConfigProblem(at + "/config", "Give the configuration as an object."))
+                continue
+            }
+            switch APIPolicy.make(kind: kind, config: config) {
+            case .success(let policy): policies.append(policy)
+            case .failure(let found): problems += found.list.map { PolicyConfigProblem(at + "/config" + $0.pointer, $0.message) }
+            }
+        }
+        return problems.isEmpty ? .success(policies) : .failure(PolicyConfigProblems(problems))
+    }
+
+    /// A 422 naming every problem by pointer (`errors`) and the first one in the detail.
+    static func invalid(_ problems: [PolicyConfigProblem]) -> AppError {
+        let first = problems.first.map { "\($0.pointer.isEmpty ? "the body" : $0.pointer): \($0.message)" } ?? "The policies are not valid."
+        var fields: [String: String] = [:]
+        for problem in problems where fields[problem.pointer] == nil { fields[problem.pointer] = problem.message }
+        return AppError(status: .unprocessableContent, title: "Invalid policy chain", detail: "The chain was not saved: " + first, fieldErrors: fields)
+    }
+
+    /// The whole chain in call order: per phase, the built-in steps first (they keep today's order
+    /// and behaviour), then the added policies of that phase in their order.
+    static func entries(builtIn settings: APIGatewayPolicy, policies: [APIPolicy]) -> [APIPolicyChainEntry] {
+        var entries: [APIPolicyChainEntry] = []
+        func builtIn(_ phase: APIPolicyPhase, _ kind: String, _ title: String, _ summary: String, enabled: Bool) {
+            entries.append(APIPolicyChainEntry(phase: phase, kind: kind, title: title, summary: summary, builtIn: true, enabled: enabled, index: nil))
+        }
+        for phase in APIPolicyPhase.allCases {
+            switch phase {
+            case .preAuth:
+                let ranges = settings.ipAllow.count + settings.ipDeny.count
+                builtIn(
+                    phase, "ip_access", "Client addresses",
+                    ranges == 0 ? "every address" : "\(settings.ipAllow.count) allowed, \(settings.ipDeny.count) denied ranges (deny wins)", enabled: ranges > 0)
+                builtIn(
+                    phase, "cors", "CORS",
+                    settings.cors.map { "preflights answered for \($0.allowedOrigins.joined(separator: " "))" } ?? "not handled (preflights are forwarded)",
+                    enabled: settings.cors != nil)
+                builtIn(
+                    phase, "methods", "Accepted methods", settings.methods.isEmpty ? "every method" : settings.methods.joined(separator: " "),
+                    enabled: !settings.methods.isEmpty)
+                builtIn(
+                    phase, "body_limit", "Request body limit", settings.maxRequestBytes.map { "\($0) bytes" } ?? "the gateway's default",
+                    enabled: settings.maxRequestBytes != nil)
+            case .postAuth:
+                builtIn(phase, "plan_limits", "Subscription and plan limits", "the subscription's plan: rate per second, burst, monthly quota", enabled: true)
+            case .response:
+                builtIn(
+                    phase, "deprecation", "Deprecation and sunset headers",
+                    settings.sunsetAt.map { "sunset \(DisplayDate.day($0)) announced while deprecated" } ?? "Deprecation while deprecated", enabled: true)
+            case .preForward, .afterCall:
+                break
+            }
+            for (index, policy) in policies.enumerated() where policy.phase == phase {
+                entries.append(
+                    APIPolicyChainEntry(
+                        phase: phase, kind: policy.kind.rawValue, title: policy.kind.title, summary: policy.summary, builtIn: false, enabled: true, index: index))
+            }
+        }
+        return entries
+    }
+}
+
+/// One change made from the API page's policy forms, applied to the current list.
+enum APIPolicyEdit: Sendable, Equatable {
+    case add(APIPolicy)
+    case replace(Int, APIPolicy)
+    case remove(Int)
+    case moveUp(Int)
+    case moveDown(Int)
+
+    /// The list after the change; nil when the index no longer names a policy (the list changed
+    /// meanwhile) or the list would outgrow its bound.
+    func applied(to policies: [APIPolicy]) -> [APIPolicy]? {
+        var list = policies
+        switch self {
+        case .add(let policy):
+            guard list.count < APIPolicyChain.maximumPolicies else { return nil }
+            list.append(policy)
+        case .replace(let index, let policy):
+            guard list.indices.contains(index) else { return nil }
+            list[index] = policy
+        case .remove(let index):
+            guard list.indices.contains(index) else { return nil }
+            list.remove(at: index)
+        case .moveUp(let index):
+            guard list.indices.contains(index) else { return nil }
+            if index > 0 { list.swapAt(index, index - 1) }
+        case .moveDown(let index):
+            guard list.indices.contains(index) else { return nil }
+            if index < list.count - 1 { list.swapAt(index, index + 1) }
+        }
+        return list
+    }
+}
