@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 import websockets
 from websockets.asyncio.client import connect
@@ -470,8 +471,111 @@ def http2_abuse_is_bounded(install):
         demo.close()
 
 
+class GRPCServer:
+    """A grpcio server (h2c) with one service of raw-bytes methods, one per call kind."""
+
+    def __init__(self):
+        import grpc
+        from concurrent import futures
+
+        def unary(request, context):
+            if request == b"missing":
+                context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+            if request == b"slow":
+                time.sleep(2)
+            context.set_trailing_metadata((("x-served-by", "peers"),))
+            return b"echo:" + request
+
+        def server_stream(request, context):
+            for i in range(5):
+                yield b"%s-%d" % (request, i)
+
+        def client_stream(requests, context):
+            return b"%d" % sum(len(r) for r in requests)
+
+        def bidi(requests, context):
+            for r in requests:
+                yield r.upper()
+
+        handlers = {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+        }
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("peers.Echo", handlers),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def close(self):
+        self.server.stop(0)
+
+
+def grpc_pass_through(install):
+    """A stock gRPC client reaches a stock gRPC server through the gateway (grpc:// target):
+    every call kind, trailers, upstream errors and the gateway's own refusals as gRPC statuses."""
+    import grpc
+    upstream = GRPCServer()
+    try:
+        install.sql("UPDATE plans SET rate_per_second = 1000, burst = 1000")
+        install.route_echo_to(f"grpc://127.0.0.1:{upstream.port}")
+        channel = grpc.insecure_channel(f"127.0.0.1:{install.port}")
+        key = (("x-api-key", install.api_key),)
+        prefix = "/t/demo/echo/v1/peers.Echo/"
+
+        unary = channel.unary_unary(prefix + "Unary")
+        deadline = time.time() + 5
+        while True:  # the first call of a subscription may wait for this gateway's quota lease ("retry shortly")
+            try:
+                reply, call = unary.with_call(b"hello", metadata=key, timeout=10)
+                break
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        expect(reply == b"echo:hello", f"unary through the gateway: {reply!r}")
+        initial = dict(call.initial_metadata())
+        trailing = dict(call.trailing_metadata())
+        expect(initial.get("x-request-id") and "ratelimit-policy" in initial, f"the gateway's headers on the response: {initial}")
+        expect(trailing.get("x-served-by") == "peers", f"the upstream's trailers arrive: {trailing}")
+
+        streamed = list(channel.unary_stream(prefix + "ServerStream")(b"n", metadata=key, timeout=10))
+        expect(streamed == [b"n-%d" % i for i in range(5)], f"server streaming: {streamed}")
+        total = channel.stream_unary(prefix + "ClientStream")(iter([b"ab", b"cde", b"f"]), metadata=key, timeout=10)
+        expect(total == b"6", f"client streaming: {total!r}")
+        echoed = list(channel.stream_stream(prefix + "Bidi")(iter([b"x", b"yz"]), metadata=key, timeout=10))
+        expect(echoed == [b"X", b"YZ"], f"bidirectional streaming: {echoed}")
+
+        def status_of(method, request, metadata, timeout=10):
+            try:
+                channel.unary_unary(prefix + method)(request, metadata=metadata, timeout=timeout)
+                return grpc.StatusCode.OK, ""
+            except grpc.RpcError as error:
+                return error.code(), error.details()
+
+        code, details = status_of("Unary", b"missing", key)
+        expect(code == grpc.StatusCode.NOT_FOUND and details == "no such thing", f"the upstream's status passes: {code} {details}")
+        code, details = status_of("Unary", b"hello", ())
+        expect(code == grpc.StatusCode.UNAUTHENTICATED, f"no credential: {code} {details}")
+        code, details = status_of("Unary", b"slow", key, timeout=0.5)
+        expect(code == grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline: {code} {details}")
+
+        install.wait_written()
+        statuses = install.sql(
+            "SELECT status FROM usage_events WHERE method = 'POST' ORDER BY at DESC, id DESC LIMIT 7").split()
+        expect("404" in statuses and statuses.count("200") >= 4, f"gRPC statuses metered as HTTP equivalents: {statuses}")
+        out, _ = curl("-H", f"X-API-Key: {install.api_key}", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                      f"http://127.0.0.1:{install.port}{prefix}Unary")
+        expect(out == "505", f"HTTP/1.1 to a gRPC API is refused: {out}")
+        channel.close()
+    finally:
+        install.sql("UPDATE plans SET rate_per_second = 5, burst = 5 WHERE name = 'Free'")
+        upstream.close()
+
+
 CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl,
-         http2_abuse_is_bounded]
+         http2_abuse_is_bounded, grpc_pass_through]
 
 
 def main():
@@ -489,7 +593,8 @@ def main():
                 print(f"ok   {case.__name__} ({time.time() - started:.1f} s)", flush=True)
             except Exception as error:  # a failed case is reported and the next one runs
                 failed += 1
-                print(f"FAIL {case.__name__}: {error!r}", flush=True)
+                where = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == __file__][-1]
+                print(f"FAIL {case.__name__} (line {where.lineno}): {error!r}", flush=True)
     finally:
         install.close()
     print(f"peers: {passed} passed, {failed} failed")

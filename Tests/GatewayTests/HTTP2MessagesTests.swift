@@ -61,5 +61,29 @@ import Testing
         #expect(Array("GET / HTTP/1.1\r\n".utf8).withUnsafeBytes { HTTP2Server.matchPreface($0) } == .no)
     }
 
+    @Test func aRelayedStreamsHeadersLoseCredentialsAndGainTheGatewaysOwn() {
+        let block = HPACKHeaders([
+            (":method", "POST"), (":scheme", "http"), (":authority", "gw.example.com"), (":path", "/t/demo/echo/v1/pkg.Svc/Call"),
+            ("content-type", "application/grpc"), ("te", "trailers"), ("authorization", "Bearer secret"), ("x-api-key", "tgk_secret"),
+            ("x-tollgate-app-id", "forged"), ("x-forwarded-for", "10.1.1.1"), ("grpc-timeout", "5S"),
+        ])
+        let target = UpstreamTargetConfig(host: "10.0.0.5", port: 50051, pathPrefix: "/base", weight: 1, http2: true)
+        let out = HTTP2Messages.upstreamRequestHeaders(
+            block, method: "POST", target: target, path: "/pkg.Svc/Call", requestID: "req-9", clientIP: "127.0.0.1", secure: true,
+            identityLines: ["X-Tollgate-Tenant: demo\r\n", "X-Tollgate-App-Id: app-1\r\nX-Tollgate-Team-Id: team-1\r\n"])
+        #expect(out[":authority"] == ["10.0.0.5:50051"])
+        #expect(out[":path"] == ["/base/pkg.Svc/Call"])
+        #expect(out[":scheme"] == ["http"])
+        #expect(out["te"] == ["trailers"])
+        #expect(out["grpc-timeout"] == ["5S"])
+        #expect(out["authorization"].isEmpty && out["x-api-key"].isEmpty)
+        #expect(out["x-tollgate-app-id"] == ["app-1"])
+        #expect(out["x-tollgate-tenant"] == ["demo"])
+        #expect(out["x-forwarded-for"] == ["10.1.1.1, 127.0.0.1"])
+        #expect(out["x-forwarded-proto"] == ["https"])
+        #expect(out["x-forwarded-host"] == ["gw.example.com"])
+        #expect(out["x-request-id"] == ["req-9"])
+    }
+
     struct HeadNotParsed: Error {}
 }

@@ -119,6 +119,33 @@ import Testing
 
     /// An API's own CA bundle for its https:// targets: pasted with the line ends a browser sends,
     /// stored normalized, refused with a reason when it is not certificates, removed with "".
+    @Test func gRPCTargetsAreAcceptedAllOrNone() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let world = try await CatalogAPITests.world(portal)
+                let id = try await PlanAPITests.publishedAPI(client, world)
+                let path = "/t/acme/api/v1/apis/\(id)"
+                let grpc = try await APITests.call(
+                    client, .patch, path, token: world.provider,
+                    body: #"{"targets":[{"url":"grpc://10.0.0.5:50051","weight":1},{"url":"grpcs://grpc.example.com","weight":2}]}"#)
+                #expect(grpc.status == .ok)
+                let urls = (try APITests.json(grpc)["targets"] as? [[String: Any]])?.compactMap { $0["url"] as? String }
+                #expect(urls == ["grpc://10.0.0.5:50051", "grpcs://grpc.example.com"])
+                let mixed = try await APITests.call(
+                    client, .patch, path, token: world.provider,
+                    body: #"{"targets":[{"url":"grpc://10.0.0.5:50051","weight":1},{"url":"https://api.example.com","weight":1}]}"#)
+                #expect(mixed.status == .unprocessableContent)
+                #expect((try APITests.json(mixed)["errors"] as? [String: String])?["targets"]?.contains("all gRPC") == true)
+                let unknown = try await APITests.call(client, .patch, path, token: world.provider, body: #"{"targets":[{"url":"ftp://x.example.com","weight":1}]}"#)
+                #expect(unknown.status == .unprocessableContent)
+                // a callback URL is still http(s) only
+                #expect(UpstreamURL.problem(UpstreamTarget(url: "grpc://x.example.com", weight: 1)) != nil)
+                #expect(UpstreamTargetConfig(url: "grpcs://grpc.example.com/base", weight: 1).map { ($0.http2, $0.tls, $0.port, $0.key) } ?? (false, false, 0, "")
+                    == (true, true, 443, "grpcs://grpc.example.com:443"))
+            }
+        }
+    }
+
     @Test func anHTTPSTargetsCABundleIsValidatedStoredAndRemoved() async throws {
         try await TestPortal.with { portal in
             try await portal.application().test(.router) { client in

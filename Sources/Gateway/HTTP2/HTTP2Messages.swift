@@ -92,4 +92,49 @@ enum HTTP2Messages {
         if let strictTransportSecurity { block.add(name: "strict-transport-security", value: strictTransportSecurity) }
         return block
     }
+
+    /// The header block an HTTP/2 upstream gets for a relayed stream: the request's own fields less
+    /// credentials, the gateway's headers and connection-specific ones, the path rewritten for the
+    /// target, then the forwarding headers, the request id and the caller's identity (the
+    /// snapshot's preformatted `Name: value` lines, split back into fields).
+    static func upstreamRequestHeaders(
+        _ block: HPACKHeaders, method: String, target: UpstreamTargetConfig, path: String, requestID: String, clientIP: String, secure: Bool,
+        identityLines: [String]
+    ) -> HPACKHeaders {
+        var out = HPACKHeaders()
+        out.add(name: ":method", value: method)
+        out.add(name: ":scheme", value: target.tls ? "https" : "http")
+        out.add(name: ":authority", value: target.hostHeader)
+        out.add(name: ":path", value: target.pathPrefix + path)
+        var forwardedFor: String?
+        var authority: String?
+        for (name, value, indexing) in block {
+            switch name {
+            case ":authority", "host":
+                if authority == nil { authority = value }
+                continue
+            case "x-forwarded-for":
+                forwardedFor = value
+                continue
+            case "authorization", "x-api-key", "x-request-id", "x-forwarded-proto", "x-forwarded-host", "connection", "keep-alive",
+                "proxy-connection", "transfer-encoding", "upgrade":
+                continue
+            default:
+                if name.hasPrefix(":") || name.hasPrefix("x-tollgate-") { continue }
+                if name == "te" && value != "trailers" { continue }
+                out.add(name: name, value: value, indexing: indexing)
+            }
+        }
+        out.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientIP)" } ?? clientIP)
+        out.add(name: "x-forwarded-proto", value: secure ? "https" : "http")
+        if let authority { out.add(name: "x-forwarded-host", value: authority) }
+        out.add(name: "x-request-id", value: requestID)
+        for lines in identityLines {
+            for line in lines.split(separator: "\r\n") {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                out.add(name: line[..<colon].lowercased(), value: String(line[line.index(after: colon)...].drop { $0 == " " }))
+            }
+        }
+        return out
+    }
 }

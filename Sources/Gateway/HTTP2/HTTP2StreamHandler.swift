@@ -26,7 +26,13 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     private let client: HTTP2ClientInfo
     private var context: ChannelHandlerContext?
     private var exchange: ProxyExchange?
+    /// The stream relayed to an HTTP/2 (gRPC) upstream, instead of an exchange.
+    private var call: HTTP2UpstreamCall?
     private var head: HTTPRequestHead?
+    /// The request's header block as it came (relayed calls forward its fields).
+    private var block = HPACKHeaders()
+    /// The request is a gRPC call: the gateway's own answers are gRPC statuses.
+    private var grpc = false
     private var requestID = ""
     private var started: UInt64 = 0
     private var requestEnded = false
@@ -53,12 +59,13 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             if head == nil {
                 received(headers.headers, endStream: headers.endStream, context: context)
             } else if headers.endStream {
-                // trailers: the body ends (their fields are not forwarded to an HTTP/1.1 upstream)
+                // trailers: the body ends (their fields are not forwarded)
+                if let call { call.send(context.channel.allocator.buffer(capacity: 0), endStream: true) }
                 bodyEnded()
             }
         case .data(let data):
             guard case .byteBuffer(let buffer) = data.data else { return }
-            readBody(buffer, context: context)
+            readBody(buffer, endStream: data.endStream, context: context)
             if data.endStream { bodyEnded() }
         default:
             break
@@ -67,6 +74,7 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         exchange?.flushUpstream()
+        call?.flush()
         context.fireChannelReadComplete()
     }
 
@@ -76,11 +84,13 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             self.exchange = nil
             exchange.abort(status: exchange.responseStarted ? exchange.status : 499, forwarded: exchange.upstream != nil, rejection: nil)
         }
+        call?.cancel()
         context.fireChannelInactive()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         exchange?.clientWritabilityChanged(context.channel.isWritable)
+        call?.clientWritabilityChanged(context.channel.isWritable)
         context.fireChannelWritabilityChanged()
     }
 
@@ -93,6 +103,8 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     private func received(_ block: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
         started = DispatchTime.now().uptimeNanoseconds
         requestEnded = endStream
+        self.block = block
+        grpc = GRPCStatus.isGRPC(block.first(name: "content-type"))
         let head: HTTPRequestHead
         switch HTTP2Messages.requestHead(block) {
         case .success(let parsed):
@@ -154,6 +166,7 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             response.grant = plan.grant
             return answer(response, context: context)
         }
+        if target.http2 { return relay(plan, head: head, target: target) }
         let exchange = ProxyExchange(
             plan: plan, head: head, requestID: requestID, started: started, target: target,
             bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes, client: self, loop: loop, meter: meter,
@@ -166,7 +179,31 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
         exchange.flushUpstream()
     }
 
-    private func readBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+    /// Relays the stream to a stream of the HTTP/2 upstream.
+    private func relay(_ plan: ForwardPlan, head: HTTPRequestHead, target: UpstreamTargetConfig) {
+        let headers = HTTP2Messages.upstreamRequestHeaders(
+            block, method: head.method.rawValue, target: target, path: plan.upstreamURI, requestID: requestID, clientIP: client.clientIP,
+            secure: client.secure, identityLines: [plan.tenant.identityHeaderLine, plan.app.identityHeaderLines, plan.grant.identityHeaderLines])
+        let call = HTTP2UpstreamCall(
+            plan: plan, method: head.method, requestID: requestID, started: started, target: target, client: self, loop: loop, meter: meter)
+        self.call = call
+        call.start(
+            headers: headers, endStream: requestEnded, grpcTimeout: block.first(name: "grpc-timeout").flatMap(GRPCStatus.timeout),
+            responseTimeout: shared.settings.responseTimeout)
+    }
+
+    private func readBody(_ buffer: ByteBuffer, endStream: Bool, context: ChannelHandlerContext) {
+        if let call {
+            bodyBytes += Int64(buffer.readableBytes)
+            let limit = call.plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes
+            guard bodyBytes <= Int64(limit) else {
+                call.cancel()
+                self.call = nil
+                return writeLocal(
+                    .problem(.payloadTooLarge, "Request too large", "The body is larger than \(limit) bytes.", rejection: .tooLarge), context: context)
+            }
+            return call.send(buffer, endStream: endStream)
+        }
         guard let exchange else { return }  // answered already: the rest of the body is dropped
         bodyBytes += Int64(buffer.readableBytes)
         exchange.bytesIn = bodyBytes
@@ -199,6 +236,12 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     private func writeLocal(_ response: LocalResponse, context: ChannelHandlerContext) {
         guard !answered else { return }
         answered = true
+        if grpc {
+            let headers = GRPCStatus.trailersOnly(
+                response, detail: Self.detail(of: response), requestID: requestID, strictTransportSecurity: strictTransportSecurity)
+            context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
+            return finishStream(context: context)
+        }
         let headers = HTTP2Messages.localHeaders(response, requestID: requestID, strictTransportSecurity: strictTransportSecurity)
         let body = head?.method == .HEAD ? "" : response.body
         if body.isEmpty {
@@ -208,17 +251,66 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             let data = context.channel.allocator.buffer(string: body)
             context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(data), endStream: true))), promise: nil)
         }
-        endStream(context: context)
+        finishStream(context: context)
     }
 
     /// The answer is written: flushed, and a stream whose request is still arriving is reset
     /// (RFC 9113 §8.1 allows a complete response before the request's end).
-    private func endStream(context: ChannelHandlerContext) {
+    private func finishStream(context: ChannelHandlerContext) {
         if requestEnded {
             context.flush()
         } else {
             context.writeAndFlush(wrapOutboundOut(.rstStream(.noError)), promise: nil)
         }
+    }
+}
+
+extension HTTP2StreamHandler {
+    /// The problem's `detail` (or `title`) for a gRPC message.
+    static func detail(of response: LocalResponse) -> String {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any] else { return response.status.reasonPhrase }
+        return (object["detail"] as? String) ?? (object["title"] as? String) ?? response.status.reasonPhrase
+    }
+
+    // MARK: Relay (called by HTTP2UpstreamCall)
+
+    func relay(headers: HPACKHeaders, endStream: Bool) {
+        guard let context else { return }
+        var headers = headers
+        // HSTS on the response head (not on trailers)
+        if let hsts = strictTransportSecurity, headers.first(name: ":status") != nil { headers.add(name: "strict-transport-security", value: hsts) }
+        context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: endStream))), promise: nil)
+        if endStream {
+            answered = true
+            finishStream(context: context)
+        }
+    }
+
+    func relay(data: ByteBuffer, endStream: Bool) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(data), endStream: endStream))), promise: nil)
+        if endStream {
+            answered = true
+            finishStream(context: context)
+        }
+    }
+
+    func relayFlush() { context?.flush() }
+
+    func relayClientReading(_ on: Bool) {
+        context?.channel.setOption(.autoRead, value: on).whenComplete { _ in }
+    }
+
+    /// The relayed call failed before its response: a gRPC status (or, for a non-gRPC request, a problem).
+    func relayFailed(grpcStatus: Int, message: String, httpStatus: HTTPResponseStatus, headers: [(String, String)]) {
+        guard let context else { return }
+        var response = LocalResponse.problem(httpStatus, httpStatus == .gatewayTimeout ? "Upstream timeout" : "Bad gateway", message, rejection: .upstreamUnavailable)
+        response.headers += headers
+        writeLocal(response, context: context)
+    }
+
+    func relayEnded(_ call: HTTP2UpstreamCall) {
+        if self.call === call { self.call = nil }
     }
 }
 
@@ -259,7 +351,7 @@ extension HTTP2StreamHandler: ExchangeClient {
         let last = heldBody ?? context.channel.allocator.buffer(capacity: 0)
         heldBody = nil
         context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(last), endStream: true))), promise: nil)
-        endStream(context: context)
+        finishStream(context: context)
     }
 
     func exchange(_ exchange: ProxyExchange, failedWith answer: LocalResponse) {

@@ -409,6 +409,17 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
             response.grant = plan.grant
             return answer(response, head: head, started: started, requestID: requestID, context: context)
         }
+        if target.http2 {
+            // gRPC needs HTTP/2 end to end; the call is refused, its quota unit given back
+            var response = LocalResponse.problem(
+                .httpVersionNotSupported, "HTTP/2 required", "\(plan.route.slug) is a gRPC API: call it over HTTP/2.", rejection: nil)
+            if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
+            response.tenant = plan.tenant
+            response.route = plan.route
+            response.app = plan.app
+            response.grant = plan.grant
+            return answer(response, head: head, started: started, requestID: requestID, context: context)
+        }
         let exchange = ProxyExchange(
             plan: plan, head: head, requestID: requestID, started: started, target: target,
             bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes, client: self, loop: loop, meter: meter,

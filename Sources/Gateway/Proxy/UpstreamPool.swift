@@ -149,6 +149,8 @@ final class LoopState {
     let idle: LoopSweep<ProxyHandler, Void>
     /// HTTP/2 connections, for their idleness and the drain (their streams have no idle clock).
     let http2Idle: LoopSweep<HTTP2ConnectionGuard, Void>
+    /// HTTP/2 connections to `grpc://` and `grpcs://` targets.
+    let http2Upstreams: UpstreamHTTP2Pool
     /// Requests waiting for a reload before they are decided again (an unknown signing key).
     let waitingDecisions: LoopSweep<ProxyHandler, Void>
     private var random = BufferedRandom()
@@ -170,6 +172,7 @@ final class LoopState {
         self.deadlines = .responseDeadlines(eventLoop: pool.eventLoop)
         self.idle = .idleConnections(eventLoop: pool.eventLoop, timeout: idleTimeout)
         self.http2Idle = .idleConnections(eventLoop: pool.eventLoop, timeout: idleTimeout)
+        self.http2Upstreams = UpstreamHTTP2Pool(eventLoop: pool.eventLoop, connectTimeout: pool.connectTimeout)
         self.waitingDecisions = LoopSweep(eventLoop: pool.eventLoop, interval: .milliseconds(20)) { handler, _, now in handler.decideIfReloaded(now: now) }
     }
 }

@@ -166,33 +166,39 @@ public struct UpstreamTargetConfig: Sendable, Hashable {
     public let port: Int
     public let pathPrefix: String
     public let weight: Int
-    /// `https://` targets: TLS with the route's `upstreamTLS` context.
+    /// `https://` and `grpcs://` targets: TLS with the route's `upstreamTLS` context.
     public let tls: Bool
+    /// `grpc://` and `grpcs://` targets: calls are relayed as HTTP/2 streams (prior knowledge on
+    /// cleartext, ALPN `h2` over TLS), so gRPC's framing and trailers pass.
+    public let http2: Bool
     /// `host:port` (`https://host:port` for TLS): names the target's pool, circuit breaker and
     /// metrics. Stored, not computed: the proxy uses it several times per call.
     public let key: String
     /// The `Host` header the upstream gets: the host, with the port unless it is the scheme's default.
     public let hostHeader: String
 
-    public init(host: String, port: Int, pathPrefix: String, weight: Int, tls: Bool = false) {
+    public init(host: String, port: Int, pathPrefix: String, weight: Int, tls: Bool = false, http2: Bool = false) {
         self.host = host
         self.port = port
         self.pathPrefix = pathPrefix
         self.weight = weight
         self.tls = tls
-        self.key = tls ? "https://\(host):\(port)" : "\(host):\(port)"
+        self.http2 = http2
+        let scheme = http2 ? (tls ? "grpcs://" : "grpc://") : (tls ? "https://" : "")
+        self.key = "\(scheme)\(host):\(port)"
         self.hostHeader = port == (tls ? 443 : 80) ? host : "\(host):\(port)"
     }
 
-    /// Parses `http://host[:port]/prefix` or `https://host[:port]/prefix`.
+    /// Parses `http://`, `https://`, `grpc://` or `grpcs://` `host[:port]/prefix`.
     public init?(url: String, weight: Int) {
-        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https",
-            let host = components.host, !host.isEmpty
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
+            ["http", "https", "grpc", "grpcs"].contains(scheme), let host = components.host, !host.isEmpty
         else { return nil }
         let path = components.path
+        let tls = scheme == "https" || scheme == "grpcs"
         self.init(
-            host: host, port: components.port ?? (scheme == "https" ? 443 : 80), pathPrefix: path.hasSuffix("/") ? String(path.dropLast()) : path,
-            weight: max(1, weight), tls: scheme == "https")
+            host: host, port: components.port ?? (tls ? 443 : 80), pathPrefix: path.hasSuffix("/") ? String(path.dropLast()) : path,
+            weight: max(1, weight), tls: tls, http2: scheme.hasPrefix("grpc"))
     }
 }
 

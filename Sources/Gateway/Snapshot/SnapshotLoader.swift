@@ -69,7 +69,8 @@ public struct SnapshotLoader: Sendable {
             var upstreamTLS: NIOSSLContext?
             if apiTargets.contains(where: \.tls) {
                 do {
-                    upstreamTLS = try UpstreamTLS.context(caBundlePEM: caBundle)
+                    // gRPC targets negotiate h2 by ALPN (an API's targets are all gRPC or none)
+                    upstreamTLS = try UpstreamTLS.context(caBundlePEM: caBundle, http2: apiTargets.contains(where: \.http2))
                 } catch {
                     // its https targets answer 502 saying so; the portal refuses such bundles, so
                     // this is a bundle stored before that check or a broken trust store

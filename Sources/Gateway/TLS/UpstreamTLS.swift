@@ -25,11 +25,13 @@ public enum UpstreamTLS {
     private static let contexts = NIOLockedValueBox<[String: NIOSSLContext]>([:])
 
     /// The context for a CA bundle (PEM, one or more certificates), or the system trust store when nil.
-    public static func context(caBundlePEM: String?) throws -> NIOSSLContext {
-        let key = caBundlePEM.map { "sha256:" + SHA256.hash(data: Data($0.utf8)).map { String(format: "%02x", $0) }.joined() } ?? "system"
+    /// With `http2`, the context offers ALPN `h2` only (for `grpcs://` targets).
+    public static func context(caBundlePEM: String?, http2: Bool = false) throws -> NIOSSLContext {
+        let key = (caBundlePEM.map { "sha256:" + SHA256.hash(data: Data($0.utf8)).map { String(format: "%02x", $0) }.joined() } ?? "system") + (http2 ? "+h2" : "")
         if let known = contexts.withLockedValue({ $0[key] }) { return known }
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
+        if http2 { configuration.applicationProtocols = ["h2"] }
         configuration.certificateVerification = .fullVerification
         if let pem = caBundlePEM {
             let certificates: [NIOSSLCertificate]

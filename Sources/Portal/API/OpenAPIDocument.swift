@@ -413,7 +413,12 @@ enum OpenAPIDocument {
                     "details": ["type": "object", "additionalProperties": string],
                 ], optional: ["target", "client_ip"]),
             "AuditEventPage": page(of: "AuditEvent"),
-            "Target": object(["url": ["type": "string", "format": "uri"], "weight": ["type": "integer", "minimum": 1, "maximum": 100]]),
+            "Target": object([
+                "url": [
+                    "type": "string", "format": "uri",
+                    "description": "http:// or https://; grpc:// or grpcs:// for a gRPC service reached over HTTP/2 (an API's targets are all gRPC or none)",
+                ], "weight": ["type": "integer", "minimum": 1, "maximum": 100],
+            ]),
             "API": object([
                 "id": uuid, "team_id": uuid, "slug": string, "version": string, "name": string, "description": string, "base_path": string,
                 "state": ["type": "string", "enum": APIState.allCases.map(\.rawValue)],

@@ -73,7 +73,7 @@ struct APIChanges: Sendable {
         if let targets {
             if targets.isEmpty || targets.count > NewAPI.maximumTargets {
                 errors["targets"] = "Give 1 to \(NewAPI.maximumTargets) upstream targets."
-            } else if let problem = targets.lazy.compactMap(UpstreamURL.problem).first {
+            } else if let problem = UpstreamURL.problem(targets: targets) {
                 errors["targets"] = problem
             }
         }

@@ -95,7 +95,7 @@ struct NewAPI: Sendable {
         if visibility == nil { errors["visibility"] = "Choose public or restricted." }
         if targets.isEmpty || targets.count > maximumTargets {
             errors["targets"] = "Give 1 to \(maximumTargets) upstream targets."
-        } else if let problem = targets.lazy.compactMap(UpstreamURL.problem).first {
+        } else if let problem = UpstreamURL.problem(targets: targets) {
             errors["targets"] = problem
         }
         if teamID == nil { errors["team_id"] = "Choose the provider team that owns this API." }
@@ -143,12 +143,27 @@ enum BasePath {
 }
 
 enum UpstreamURL {
-    static func problem(_ target: UpstreamTarget) -> String? {
+    /// - Parameter grpc: `grpc://` and `grpcs://` (HTTP/2 upstreams for gRPC APIs) are accepted too.
+    static func problem(_ target: UpstreamTarget, grpc: Bool = false) -> String? {
         guard (1...100).contains(target.weight) else { return "Target weights are 1 to 100." }
+        let schemes = grpc ? ["http", "https", "grpc", "grpcs"] : ["http", "https"]
         guard target.url.count <= 500, let components = URLComponents(string: target.url),
-            components.scheme == "http" || components.scheme == "https", let host = components.host, !host.isEmpty,
+            let scheme = components.scheme?.lowercased(), schemes.contains(scheme), let host = components.host, !host.isEmpty,
             components.query == nil, components.fragment == nil, components.user == nil
-        else { return "Targets are http:// or https:// URLs without query, fragment or credentials." }
+        else {
+            return grpc
+                ? "Targets are http://, https://, grpc:// or grpcs:// URLs without query, fragment or credentials."
+                : "Targets are http:// or https:// URLs without query, fragment or credentials."
+        }
+        return nil
+    }
+
+    /// An API's targets, checked together: each as above, and all gRPC (HTTP/2) or none, since a
+    /// call is relayed as frames to one kind and as HTTP/1.1 to the other.
+    static func problem(targets: [UpstreamTarget]) -> String? {
+        if let problem = targets.lazy.compactMap({ problem($0, grpc: true) }).first { return problem }
+        let grpc = targets.map { $0.url.lowercased().hasPrefix("grpc") }
+        if grpc.contains(true) && grpc.contains(false) { return "Targets are all gRPC (grpc://, grpcs://) or all HTTP (http://, https://)." }
         return nil
     }
 }

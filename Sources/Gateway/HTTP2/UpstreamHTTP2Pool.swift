@@ -1,0 +1,114 @@
+import NIOCore
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+
+/// The event loop's HTTP/2 connections to `grpc://` and `grpcs://` targets: one per target,
+/// multiplexing every call to it as a stream (prior knowledge on cleartext, ALPN `h2` over TLS),
+/// opened on first use and forgotten when it closes or is refused.
+final class UpstreamHTTP2Pool {
+    let eventLoop: any EventLoop
+    private let connectTimeout: TimeAmount
+    private var connections: [String: NIOHTTP2Handler.StreamMultiplexer] = [:]
+    private var connecting: [String: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
+
+    init(eventLoop: any EventLoop, connectTimeout: TimeAmount) {
+        self.eventLoop = eventLoop
+        self.connectTimeout = connectTimeout
+    }
+
+    /// A new stream to `target` with an `UpstreamStreamHandler` in its pipeline.
+    func openStream(to target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<(any Channel, UpstreamStreamHandler)> {
+        multiplexer(for: target, tls: tls).flatMap { multiplexer in
+            multiplexer.createStreamChannel { stream in
+                stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(UpstreamStreamHandler()) }
+            }
+        }.flatMapThrowing { stream in
+            (stream, try stream.pipeline.syncOperations.handler(type: UpstreamStreamHandler.self))
+        }
+    }
+
+    private func multiplexer(for target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
+        let key = target.key
+        if let known = connections[key] { return eventLoop.makeSucceededFuture(known) }
+        if let pending = connecting[key] { return pending }
+        if target.tls && tls == nil {
+            return eventLoop.makeFailedFuture(UpstreamTLS.Failure.invalidBundle("no TLS settings could be made for this API"))
+        }
+        let timeout = connectTimeout
+        let waiter = target.tls ? TLSHandshakeWaiter(eventLoop: eventLoop) : nil
+        let connected = ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let waiter, let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: UpstreamTLS.serverName(target.host)))
+                        try channel.pipeline.syncOperations.addHandler(waiter)
+                    }
+                }
+            }
+            .connect(host: target.host, port: target.port)
+        let ready: EventLoopFuture<any Channel>
+        if let waiter {
+            connected.whenFailure { waiter.finish(.failure($0)) }
+            ready = connected.flatMap { channel in
+                let timer = channel.eventLoop.scheduleTask(in: timeout) {
+                    waiter.finish(.failure(ChannelError.connectTimeout(timeout)))
+                    channel.close(promise: nil)
+                }
+                return waiter.promise.futureResult.map { channel }.flatMapErrorThrowing { error in
+                    channel.close(promise: nil)
+                    throw error
+                }.always { _ in timer.cancel() }
+            }
+        } else {
+            ready = connected
+        }
+        let made = ready.flatMapThrowing { channel in
+            let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
+            ) { pushed in
+                // servers may not push to the gateway: such a stream is closed at once
+                pushed.close()
+            }
+            // a GOAWAY-ed or broken connection is forgotten; the next call opens a new one
+            channel.closeFuture.assumeIsolatedUnsafeUnchecked().whenComplete { [self] _ in connections[key] = nil }
+            return multiplexer
+        }
+        connecting[key] = made
+        made.assumeIsolatedUnsafeUnchecked().whenComplete { [self] result in
+            connecting[key] = nil
+            if case .success(let multiplexer) = result { connections[key] = multiplexer }
+        }
+        return made
+    }
+}
+
+/// The upstream end of one relayed HTTP/2 stream: hands its frames to the call that owns it.
+final class UpstreamStreamHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+
+    weak var call: HTTP2UpstreamCall?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        call?.upstreamFrame(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        call?.upstreamReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        call?.upstreamClosed()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        call?.upstreamWritabilityChanged(context.channel.isWritable)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
