@@ -22,7 +22,8 @@ run: deps
 	    echo "Gateway (TLS): https://$$GATEWAY_TLS_ADDRESS/   e.g. curl --cacert $${TOLLGATE_TLS_DIR:-$(TOLLGATE_DATA_DIR)/tls}/ca.pem https://localhost:$${GATEWAY_TLS_ADDRESS##*:}/healthz"; \
 	  fi; \
 	  echo "API docs: http://$$portal/t/demo/api/v1/openapi.json"; \
-	  echo "Demo upstream (Echo API): http://127.0.0.1:9100/"; echo; \
+	  echo "Demo upstream (Echo API): http://127.0.0.1:9100/"; \
+	  echo "Demo gRPC API (Greeter): demo.Greeter/SayHello at 127.0.0.1:$${gateway##*:} path /t/demo/greeter/v1/demo.Greeter/SayHello over HTTP/2"; echo; \
 	  "$(BIN)" demo-upstream & upstream=$$!; trap 'kill $$upstream 2>/dev/null' EXIT; \
 	  "$(BIN)" serve
 

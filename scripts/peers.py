@@ -80,10 +80,10 @@ class Installation:
                                 capture_output=True, text=True, check=True)
         return result.stdout.strip()
 
-    def route_echo_to(self, url):
-        """Points the demo Echo API at `url` and waits until the gateway's snapshot has it."""
+    def route_echo_to(self, url, slug="echo"):
+        """Points the demo API `slug` at `url` and waits until the gateway's snapshot has it."""
         before = (self.readyz() or {}).get("snapshot_version")
-        self.sql(f"UPDATE api_upstream_targets SET url = '{url}'")
+        self.sql(f"UPDATE api_upstream_targets SET url = '{url}' WHERE api_id IN (SELECT id FROM apis WHERE slug = '{slug}')")
         deadline = time.time() + 10
         while (self.readyz() or {}).get("snapshot_version") == before and time.time() < deadline:
             time.sleep(0.05)
@@ -246,11 +246,13 @@ def curl_over_tls(install):
 
 
 class DemoUpstream:
-    """The binary's own demo upstream (echoes what it received as JSON) on a free port."""
+    """The binary's own demo upstreams on free ports: Echo (answers with what it received, as JSON)
+    and the Greeter gRPC service."""
 
     def __init__(self, install):
         self.port = free_port()
-        self.process = subprocess.Popen([BIN, "demo-upstream", "--port", str(self.port)], env=install.env,
+        self.grpc_port = free_port()
+        self.process = subprocess.Popen([BIN, "demo-upstream", "--port", str(self.port), "--grpc-port", str(self.grpc_port)], env=install.env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -574,8 +576,37 @@ def grpc_pass_through(install):
         upstream.close()
 
 
+def grpc_demo_greeter(install):
+    """The seeded gRPC API: a stock client calls demo.Greeter/SayHello through the gateway."""
+    import grpc
+    demo = DemoUpstream(install)
+    try:
+        install.route_echo_to(f"grpc://127.0.0.1:{demo.grpc_port}", slug="greeter")
+        channel = grpc.insecure_channel(f"127.0.0.1:{install.port}")
+        say_hello = channel.unary_unary("/t/demo/greeter/v1/demo.Greeter/SayHello")
+        request = b"\x0a\x05peers"  # HelloRequest { name: "peers" }
+        deadline = time.time() + 5
+        while True:  # the subscription's first call may wait for this gateway's quota lease
+            try:
+                reply = say_hello(request, metadata=(("x-api-key", install.api_key),), timeout=10)
+                break
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        expect(reply == b"\x0a\x0dHello, peers!", f"HelloReply through the gateway: {reply!r}")
+        try:
+            channel.unary_unary("/t/demo/greeter/v1/demo.Greeter/Missing")(b"", metadata=(("x-api-key", install.api_key),), timeout=10)
+            expect(False, "an unknown method is refused")
+        except grpc.RpcError as error:
+            expect(error.code() == grpc.StatusCode.UNIMPLEMENTED, f"unknown method: {error.code()}")
+        channel.close()
+    finally:
+        demo.close()
+
+
 CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl,
-         http2_abuse_is_bounded, grpc_pass_through]
+         http2_abuse_is_bounded, grpc_pass_through, grpc_demo_greeter]
 
 
 def main():

@@ -26,17 +26,19 @@ import Testing
                     SELECT a.name || ' ' || api.slug || ' ' || p.name || ' ' || s.state || ' ' || t.name || ' ' || u.url
                     FROM subscriptions s JOIN apps a ON a.id = s.app_id JOIN apis api ON api.id = s.api_id JOIN plans p ON p.id = s.plan_id
                     JOIN teams t ON t.id = api.team_id JOIN api_upstream_targets u ON u.api_id = api.id
+                    ORDER BY api.slug
                     """
                 for try await row in try await connection.query(query, logger: database.logger).decode(String.self) { result.append(row) }
                 return result
             }
-            #expect(rows == ["demo-app echo Free active Acme APIs http://127.0.0.1:9100"])
+            // Echo over HTTP and the Greeter gRPC service, both on their Free plans
+            #expect(rows == ["demo-app echo Free active Acme APIs http://127.0.0.1:9100", "demo-app greeter Free active Acme APIs grpc://127.0.0.1:9101"])
             let plans = try await database.withTenant(try #require(tenant).id) { connection -> [String] in
                 var result: [String] = []
                 let query: PostgresQuery = """
-                    SELECT name || ' ' || rate_per_second || '/s quota ' || monthly_quota || ' fee ' || monthly_fee_minor || ' incl ' || included_requests
+                    SELECT plans.name || ' ' || rate_per_second || '/s quota ' || monthly_quota || ' fee ' || monthly_fee_minor || ' incl ' || included_requests
                         || ' ' || approval || ' ' || (tiers->0->>'unit_price_micros')
-                    FROM plans ORDER BY name
+                    FROM plans JOIN apis ON apis.id = plans.api_id WHERE apis.slug = 'echo' ORDER BY plans.name
                     """
                 for try await row in try await connection.query(query, logger: database.logger).decode(String.self) { result.append(row) }
                 return result

@@ -27,15 +27,19 @@ enum EchoResponder {
 
 struct DemoUpstream: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "demo-upstream", abstract: "Serve the demo Echo API's upstream (what `make run` starts on 127.0.0.1:9100).")
+        commandName: "demo-upstream",
+        abstract: "Serve the demo upstreams: the Echo API's (HTTP, 127.0.0.1:9100) and the Greeter API's gRPC service (h2c, 127.0.0.1:9101), as `make run` starts them.")
 
     @Option(help: "Listen address.") var host = "127.0.0.1"
-    @Option(help: "Listen port.") var port = 9100
+    @Option(help: "Listen port of the Echo upstream.") var port = 9100
+    @Option(help: "Listen port of the demo gRPC service (0: none).") var grpcPort = 9101
 
     func run() async throws {
+        let greeter = grpcPort == 0 ? nil : try await DemoGreeter.serve(host: host, port: grpcPort)
         let app = Application(
             responder: EchoResponder.responder(), configuration: .init(address: .hostname(host, port: port), serverName: "tollgate-demo-upstream"),
             logger: Logger(label: "demo-upstream"))
         try await app.runService()
+        try? await greeter?.close()
     }
 }

@@ -102,7 +102,7 @@ struct DemoSeed {
             lines.append("  \(demo.roles.map(\.rawValue).sorted().joined(separator: ",").padding(toLength: 10, withPad: " ", startingAt: 0)) \(demo.email)  \(credentials[demo.email] ?? "")")
         }
         lines.append("  platform   \(Self.platformAdminEmail)  \(adminPassword)  (at /platform/)")
-        lines.append("demo-app (team Demo Devs, subscribed to Echo v1 on the Free plan):")
+        lines.append("demo-app (team Demo Devs, subscribed to Echo v1 and Greeter v1 on their Free plans):")
         for key in ["demo-app.client_id", "demo-app.client_secret", "demo-app.api_key"] {
             lines.append("  \(key.dropFirst("demo-app.".count).padding(toLength: 14, withPad: " ", startingAt: 0)) \(credentials[key] ?? "(lost: revoke and create a new one in the portal)")")
         }
@@ -123,19 +123,33 @@ struct DemoSeed {
             tierMode: .flat, tiers: [.init(upTo: nil, unitPriceMicros: 200_000)], approval: .manual, visibility: .public),
     ]
 
+    /// The demo gRPC API: "Greeter" v1 at `/greeter/v1`, the `demo.Greeter` service that
+    /// `tollgate demo-upstream` serves over cleartext HTTP/2 next to the Echo upstream.
+    static let greeterUpstream = "grpc://127.0.0.1:9101"
+
     private func seedEchoAPI(tenant: Tenant) async throws {
+        try await seedAPI(
+            tenant: tenant, slug: "echo", name: "Echo", description: "Returns what you send: a safe API to try the portal and the gateway with.",
+            basePath: "/echo/v1", upstream: Self.echoUpstream)
+        try await seedAPI(
+            tenant: tenant, slug: "greeter", name: "Greeter (gRPC)",
+            description: "A gRPC service, demo.Greeter/SayHello: call it with any gRPC client over HTTP/2 at /greeter/v1/demo.Greeter/SayHello.",
+            basePath: "/greeter/v1", upstream: Self.greeterUpstream)
+    }
+
+    /// A published demo API of Acme APIs with the demo plans, made once.
+    private func seedAPI(tenant: Tenant, slug: String, name: String, description: String, basePath: String, upstream: String) async throws {
         let logger = database.logger
         try await database.withTenant(tenant.id) { connection in
             let apis = APIRepository(logger: logger)
             guard let team = try await TeamRepository(logger: logger).find(slug: "acme-apis", on: connection),
                 let provider = try await UserRepository(logger: logger).find(email: "provider@demo.test", on: connection)
             else { return }
-            var api = try await apis.list(after: nil, limit: 1000, on: connection).first { $0.slug == "echo" && $0.version == "v1" }
+            var api = try await apis.list(after: nil, limit: 1000, on: connection).first { $0.slug == slug && $0.version == "v1" }
             if api == nil {
                 let new = NewAPI(
-                    teamID: team.id, slug: "echo", version: "v1", name: "Echo",
-                    description: "Returns what you send: a safe API to try the portal and the gateway with.", basePath: "/echo/v1",
-                    visibility: .public, allowedTeamIDs: [], targets: [UpstreamTarget(url: Self.echoUpstream, weight: 1)])
+                    teamID: team.id, slug: slug, version: "v1", name: name, description: description, basePath: basePath,
+                    visibility: .public, allowedTeamIDs: [], targets: [UpstreamTarget(url: upstream, weight: 1)])
                 let created = try await apis.create(tenantID: tenant.id, new, actor: provider.id, on: connection)
                 _ = try await apis.updateState(id: created.id, tenantID: tenant.id, from: .draft, to: .published, actor: provider.id, on: connection)
                 api = created
@@ -149,8 +163,8 @@ struct DemoSeed {
         }
     }
 
-    /// "demo-app" of Demo Devs with a client secret and an API key, actively subscribed to Echo's
-    /// Free plan. Its secrets exist in clear only in the credentials file; if that file was lost
+    /// "demo-app" of Demo Devs with a client secret and an API key, actively subscribed to Echo and Greeter on their
+    /// Free plans. Its secrets exist in clear only in the credentials file; if that file was lost
     /// they cannot be shown again.
     private func seedDemoApp(tenant: Tenant, known: [String: String]) async throws -> [String: String] {
         let logger = database.logger
@@ -169,9 +183,9 @@ struct DemoSeed {
             _ = try await apps.addCredential(
                 tenantID: tenant.id, appID: app.id, kind: .clientSecret, name: "demo", secret: secret, expiresInDays: nil, on: connection)
             _ = try await apps.addCredential(tenantID: tenant.id, appID: app.id, kind: .apiKey, name: "demo", secret: key, expiresInDays: nil, on: connection)
-            if let api = try await APIRepository(logger: logger).list(after: nil, limit: 1000, on: connection).first(where: { $0.slug == "echo" }),
-                let free = try await PlanRepository(logger: logger).current(apiID: api.id, on: connection).first(where: { $0.terms.name == "Free" })
-            {
+            for api in try await APIRepository(logger: logger).list(after: nil, limit: 1000, on: connection) where ["echo", "greeter"].contains(api.slug) {
+                guard let free = try await PlanRepository(logger: logger).current(apiID: api.id, on: connection).first(where: { $0.terms.name == "Free" })
+                else { continue }
                 let subscriptions = SubscriptionRepository(logger: logger)
                 let id = try await subscriptions.create(tenantID: tenant.id, appID: app.id, apiID: api.id, planID: free.id, state: .active, on: connection)
                 try await subscriptions.record(
