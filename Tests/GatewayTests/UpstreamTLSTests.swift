@@ -63,6 +63,43 @@ import Testing
         }
     }
 
+    @Test func anUpstreamThatAsksForAClientCertificateGetsTheAPIsAndRefusesCallsWithout() async throws {
+        let ca = try DevelopmentCA.create(commonName: "mutual CA")
+        let leaf = try ca.issue(dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
+        let clientIdentity = try ca.issue(dnsNames: ["gateway.example.com"], client: true)
+        var server = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(leaf.certificatePEM.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(leaf.privateKeyPEM.utf8), format: .pem)))
+        server.minimumTLSVersion = .tlsv12
+        // the upstream requires a client certificate from its CA
+        server.certificateVerification = .noHostnameVerification
+        server.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.certificatePEM.utf8)))
+        let upstream = try await TestUpstream.start(tls: try NIOSSLContext(configuration: server))
+        let world = TestWorld()
+        let target = try #require(UpstreamTargetConfig(url: "https://localhost:\(upstream.port)", weight: 1))
+        let withIdentity = try UpstreamTLS.context(
+            caBundlePEM: ca.certificatePEM,
+            client: UpstreamTLS.ClientIdentity(certificatePEM: clientIdentity.certificatePEM, privateKeyPEM: Array(clientIdentity.privateKeyPEM.utf8)))
+        try await GatewayHarness.run(snapshot: world.snapshot(targets: [target], upstreamTLS: withIdentity)) { gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/hello", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(response.status == 200, "\(response.body)")
+        }
+        try await GatewayHarness.run(snapshot: world.snapshot(targets: [target], upstreamTLS: try UpstreamTLS.context(caBundlePEM: ca.certificatePEM))) {
+            gateway in
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/hello", headers: [("X-API-Key", TestWorld.apiKey)])
+            #expect(response.status == 502)
+            #expect(gateway.usage.recent.last?.isBillable == false)
+        }
+        #expect(upstream.seen.count == 1)
+        // the portal's check: a key that is not the certificate's, an expired certificate
+        let other = try ca.issue(dnsNames: ["x"], client: true)
+        #expect(UpstreamTLS.validate(clientCertificatePEM: clientIdentity.certificatePEM, privateKeyPEM: clientIdentity.privateKeyPEM) == nil)
+        #expect(UpstreamTLS.validate(clientCertificatePEM: clientIdentity.certificatePEM, privateKeyPEM: other.privateKeyPEM)?.contains("does not belong") == true)
+        let expired = try ca.issue(dnsNames: ["x"], days: 1, now: Date().addingTimeInterval(-3 * 86_400), client: true)
+        #expect(UpstreamTLS.validate(clientCertificatePEM: expired.certificatePEM, privateKeyPEM: expired.privateKeyPEM)?.contains("expired") == true)
+        await upstream.stop()
+    }
+
     @Test func anUntrustedCertificateIsA502SayingSoAndNotBillable() async throws {
         try await Self.withTLSUpstream { _, upstream in
             let world = TestWorld()

@@ -146,6 +146,66 @@ import Testing
         }
     }
 
+    @Test func anUpstreamClientCertificateIsValidatedSealedAndRemoved() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let world = try await CatalogAPITests.world(portal)
+                let id = try await PlanAPITests.publishedAPI(client, world)
+                let ca = try DevelopmentCA.create(commonName: "client CA")
+                let identity = try ca.issue(dnsNames: ["gateway.example.com"], client: true)
+                let other = try ca.issue(dnsNames: ["other.example.com"], client: true)
+                let path = "/t/acme/api/v1/apis/\(id)/upstream-client-certificate"
+                func body(_ certificate: String, _ key: String) throws -> String {
+                    String(decoding: try JSONSerialization.data(withJSONObject: ["certificate_pem": certificate, "private_key_pem": key]), as: UTF8.self)
+                }
+                // a key that is not the certificate's is refused, saying so
+                let mismatched = try await APITests.call(client, .put, path, token: world.provider, body: try body(identity.certificatePEM, other.privateKeyPEM))
+                #expect(mismatched.status == .unprocessableContent)
+                #expect((try APITests.json(mismatched)["errors"] as? [String: String])?["upstream_client_certificate"]?.contains("does not belong") == true)
+                let garbage = try await APITests.call(client, .put, path, token: world.provider, body: try body("hello", identity.privateKeyPEM))
+                #expect(garbage.status == .unprocessableContent)
+                // pasted from a browser (CRLF): stored, summarised, the key never returned
+                let stored = try await APITests.call(
+                    client, .put, path, token: world.provider,
+                    body: try body(identity.certificatePEM.replacingOccurrences(of: "\n", with: "\r\n"), identity.privateKeyPEM))
+                #expect(stored.status == .ok)
+                let summary = try #require(try APITests.json(stored)["upstream_client_certificate"] as? [String: Any])
+                #expect((summary["subject"] as? String)?.contains("gateway.example.com") == true)
+                #expect(!String(buffer: stored.body).contains("PRIVATE KEY"))
+                // sealed at rest: the stored bytes are not the key
+                let sealed = try await portal.database.withSystemScope { connection -> Data? in
+                    for try await (bytes) in try await connection.query("SELECT upstream_client_key_sealed FROM apis WHERE id = \(UUID(uuidString: id))", logger: portal.database.logger)
+                        .decode(Data?.self)
+                    {
+                        return bytes
+                    }
+                    return nil
+                }
+                let sealedBytes = Array(try #require(sealed))
+                #expect(!String(decoding: sealedBytes, as: UTF8.self).contains("PRIVATE KEY"))
+                let apiID = try #require(UUID(uuidString: id))
+                #expect(UpstreamClientKeySeal(secret: portal.services.secret).open(sealedBytes, apiID: apiID) == Array(identity.privateKeyPEM.utf8) + (identity.privateKeyPEM.hasSuffix("\n") ? [] : [10]))
+                #expect(UpstreamClientKeySeal(secret: portal.services.secret).open(sealedBytes, apiID: UUID()) == nil)  // bound to its API
+                // the form: a mistake is marked and the key is not put back into the page
+                var provider = Browser()
+                _ = try await provider.signIn(client, tenant: "acme", email: "pat@example.com")
+                let page = "/t/acme/catalog/apis/\(id)"
+                let wrong = try await provider.submit(
+                    client, page + "/client-certificate", from: page,
+                    fields: [("client_certificate_pem", identity.certificatePEM), ("client_private_key_pem", other.privateKeyPEM)])
+                #expect(wrong.status == .unprocessableContent)
+                #expect(wrong.text.contains("id=\"upstream_client_certificate-error\""))
+                #expect(!wrong.text.contains(other.privateKeyPEM.split(separator: "\n")[1]))
+                let shown = try await provider.get(client, page)
+                #expect(shown.text.contains("gateway.example.com"))
+                let removed = try await provider.submit(client, page + "/client-certificate/remove", from: page, fields: [])
+                #expect(removed.status == .seeOther)
+                let gone = try await APITests.call(client, .get, "/t/acme/api/v1/apis/\(id)", token: world.provider)
+                #expect(try APITests.json(gone)["upstream_client_certificate"] == nil)
+            }
+        }
+    }
+
     @Test func anHTTPSTargetsCABundleIsValidatedStoredAndRemoved() async throws {
         try await TestPortal.with { portal in
             try await portal.application().test(.router) { client in

@@ -53,6 +53,8 @@ import Testing
                     ("pat@example.com", "\(t)/catalog/apis/\(apiID)/transitions", "\(t)/catalog/apis/\(apiID)"),
                     ("pat@example.com", "\(t)/catalog/apis/\(apiID)/settings", "\(t)/catalog/apis/\(apiID)"),
                     ("pat@example.com", "\(t)/catalog/apis/\(apiID)/policy", "\(t)/catalog/apis/\(apiID)"),
+                    ("pat@example.com", "\(t)/catalog/apis/\(apiID)/client-certificate", "\(t)/catalog/apis/\(apiID)"),
+                    ("pat@example.com", "\(t)/catalog/apis/\(apiID)/client-certificate/remove", "\(t)/catalog/apis/\(apiID)"),
                     ("pat@example.com", "\(t)/catalog/apis/\(apiID)/plans", "\(t)/catalog/apis/\(apiID)/plans/new"),
                     ("pat@example.com", "\(t)/catalog/plans/\(plan)/versions", "\(t)/catalog/plans/\(plan)"),
                     ("fin@example.com", "\(t)/finance/close", "\(t)/finance"),

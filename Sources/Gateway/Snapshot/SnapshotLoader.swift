@@ -15,11 +15,18 @@ public struct SnapshotLoader: Sendable {
     let logger: Logger
     /// Keeps client limiters across loads (see `ClientLimiterRegistry`).
     public let clientLimiters: ClientLimiterRegistry
+    /// Opens an API's sealed upstream client key (the installation's server key, bound to the
+    /// API's id); nil: this process cannot, and such APIs' TLS targets answer 502.
+    public let clientKeyOpener: ClientKeyOpener?
+
+    public typealias ClientKeyOpener = @Sendable (_ sealed: [UInt8], _ apiID: UUID) -> [UInt8]?
 
     public init(
-        client: PostgresClient, baseDomain: String, publicURL: PublicBaseURL, logger: Logger, clientLimiters: ClientLimiterRegistry = ClientLimiterRegistry()
+        client: PostgresClient, baseDomain: String, publicURL: PublicBaseURL, logger: Logger, clientLimiters: ClientLimiterRegistry = ClientLimiterRegistry(),
+        clientKeyOpener: ClientKeyOpener? = nil
     ) {
         self.clientLimiters = clientLimiters
+        self.clientKeyOpener = clientKeyOpener
         self.client = client
         self.baseDomain = baseDomain
         self.publicURL = publicURL
@@ -58,11 +65,12 @@ public struct SnapshotLoader: Sendable {
         let apiRows = try await connection.query(
             """
             SELECT a.id, a.tenant_id, a.slug, a.version, a.base_path, a.state, a.cors::text, a.ip_allow, a.ip_deny, a.methods, a.max_request_bytes,
-                a.sunset_at, (SELECT max(c.at) FROM api_state_changes c WHERE c.api_id = a.id AND c.to_state = 'deprecated'), a.upstream_ca_pem
+                a.sunset_at, (SELECT max(c.at) FROM api_state_changes c WHERE c.api_id = a.id AND c.to_state = 'deprecated'), a.upstream_ca_pem,
+                a.upstream_client_cert_pem, a.upstream_client_key_sealed
             FROM apis a WHERE a.state IN ('published', 'deprecated', 'retired')
             """, logger: logger)
-        for try await (id, tenant, slug, apiVersion, basePath, state, cors, allow, deny, methods, maxBytes, sunset, deprecatedAt, caBundle) in apiRows.decode(
-            (UUID, UUID, String, String, String, String, String?, [String], [String], [String], Int?, Date?, Date?, String?).self)
+        for try await (id, tenant, slug, apiVersion, basePath, state, cors, allow, deny, methods, maxBytes, sunset, deprecatedAt, caBundle, clientCertificate, sealedKey)
+            in apiRows.decode((UUID, UUID, String, String, String, String, String?, [String], [String], [String], Int?, Date?, Date?, String?, String?, Data?).self)
         {
             let policy = cors.flatMap(CORSPolicy.init(storedJSON:))
             let apiTargets = targets[id] ?? []
@@ -70,7 +78,12 @@ public struct SnapshotLoader: Sendable {
             if apiTargets.contains(where: \.tls) {
                 do {
                     // gRPC targets negotiate h2 by ALPN (an API's targets are all gRPC or none)
-                    upstreamTLS = try UpstreamTLS.context(caBundlePEM: caBundle, http2: apiTargets.contains(where: \.http2))
+                    var identity: UpstreamTLS.ClientIdentity?
+                    if let clientCertificate, let sealedKey {
+                        guard let key = clientKeyOpener?(Array(sealedKey), id) else { throw UpstreamTLS.Failure.invalidBundle("its client key cannot be unsealed here") }
+                        identity = UpstreamTLS.ClientIdentity(certificatePEM: clientCertificate, privateKeyPEM: key)
+                    }
+                    upstreamTLS = try UpstreamTLS.context(caBundlePEM: caBundle, http2: apiTargets.contains(where: \.http2), client: identity)
                 } catch {
                     // its https targets answer 502 saying so; the portal refuses such bundles, so
                     // this is a bundle stored before that check or a broken trust store

@@ -48,7 +48,10 @@ public struct DevelopmentCA: Sendable {
 
     /// A server certificate (and its new key) for DNS names (`*.localhost` allowed) and IP
     /// addresses, valid for `days`.
-    public func issue(dnsNames: [String], ipAddresses: [String] = [], days: Int = 825, now: Date = Date()) throws -> (certificatePEM: String, privateKeyPEM: String) {
+    /// A leaf certificate for a server (or, with `client`, for a client presenting it in mutual TLS).
+    public func issue(
+        dnsNames: [String], ipAddresses: [String] = [], days: Int = 825, now: Date = Date(), client: Bool = false
+    ) throws -> (certificatePEM: String, privateKeyPEM: String) {
         let leafKey = P256.Signing.PrivateKey()
         let subjectKey = Certificate.PrivateKey(leafKey)
         var names: [GeneralName] = dnsNames.map { .dnsName($0) }
@@ -63,7 +66,7 @@ public struct DevelopmentCA: Sendable {
         let extensions = try Certificate.Extensions {
             Critical(BasicConstraints.notCertificateAuthority)
             Critical(KeyUsage(digitalSignature: true))
-            try ExtendedKeyUsage([.serverAuth])
+            try ExtendedKeyUsage([client ? .clientAuth : .serverAuth])
             SubjectAlternativeNames(names)
             SubjectKeyIdentifier(hash: subjectKey.publicKey)
         }

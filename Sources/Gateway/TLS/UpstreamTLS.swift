@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import NIOTLS
+import X509
 
 /// How the gateway speaks TLS to an API's `https://` targets: TLS 1.2 or newer, the peer's
 /// certificate verified against the system trust store (Debian's `ca-certificates`) or, when the
@@ -25,13 +26,35 @@ public enum UpstreamTLS {
     private static let contexts = NIOLockedValueBox<[String: NIOSSLContext]>([:])
 
     /// The context for a CA bundle (PEM, one or more certificates), or the system trust store when nil.
-    /// With `http2`, the context offers ALPN `h2` only (for `grpcs://` targets).
-    public static func context(caBundlePEM: String?, http2: Bool = false) throws -> NIOSSLContext {
-        let key = (caBundlePEM.map { "sha256:" + SHA256.hash(data: Data($0.utf8)).map { String(format: "%02x", $0) }.joined() } ?? "system") + (http2 ? "+h2" : "")
+    /// The certificate chain and private key an API's targets are shown for mutual TLS.
+    public struct ClientIdentity: Sendable {
+        public let certificatePEM: String
+        public let privateKeyPEM: [UInt8]
+
+        public init(certificatePEM: String, privateKeyPEM: [UInt8]) {
+            self.certificatePEM = certificatePEM
+            self.privateKeyPEM = privateKeyPEM
+        }
+    }
+
+    /// With `http2`, the context offers ALPN `h2` only (for `grpcs://` targets); with `client`, it
+    /// presents that certificate when the upstream asks for one.
+    public static func context(caBundlePEM: String?, http2: Bool = false, client: ClientIdentity? = nil) throws -> NIOSSLContext {
+        func digest(_ bytes: [UInt8]) -> String { SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined() }
+        let key = (caBundlePEM.map { "sha256:" + digest(Array($0.utf8)) } ?? "system") + (http2 ? "+h2" : "")
+            + (client.map { "+client:" + digest(Array($0.certificatePEM.utf8) + $0.privateKeyPEM) } ?? "")
         if let known = contexts.withLockedValue({ $0[key] }) { return known }
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
         if http2 { configuration.applicationProtocols = ["h2"] }
+        if let client {
+            do {
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(client.certificatePEM.utf8)).map { .certificate($0) }
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: client.privateKeyPEM, format: .pem))
+            } catch {
+                throw Failure.invalidBundle("its client certificate or key does not parse")
+            }
+        }
         configuration.certificateVerification = .fullVerification
         if let pem = caBundlePEM {
             let certificates: [NIOSSLCertificate]
@@ -61,6 +84,38 @@ public enum UpstreamTLS {
         } catch {
             return "\(error)"
         }
+    }
+
+    /// Checks a client certificate chain and its key as the portal receives them: both parse, the
+    /// leaf certificate is current and the key is the one it certifies. Nil when usable; else why not.
+    public static func validate(clientCertificatePEM: String, privateKeyPEM: String, now: Date = Date()) -> String? {
+        let leaf: Certificate
+        do {
+            leaf = try Certificate(pemEncoded: clientCertificatePEM)
+        } catch {
+            return "The client certificate is not a PEM certificate (-----BEGIN CERTIFICATE----- …)."
+        }
+        let key: Certificate.PrivateKey
+        do {
+            key = try Certificate.PrivateKey(pemEncoded: privateKeyPEM)
+        } catch {
+            return "The private key is not a PEM private key (PKCS#8, RSA or EC, unencrypted)."
+        }
+        guard key.publicKey == leaf.publicKey else { return "The private key does not belong to the (first) client certificate." }
+        guard leaf.notValidAfter > now else { return "The client certificate expired on \(leaf.notValidAfter.formatted(.iso8601))." }
+        guard leaf.notValidBefore <= now else { return "The client certificate is not valid before \(leaf.notValidBefore.formatted(.iso8601))." }
+        do {
+            _ = try context(caBundlePEM: nil, client: ClientIdentity(certificatePEM: clientCertificatePEM, privateKeyPEM: Array(privateKeyPEM.utf8)))
+        } catch {
+            return "The client certificate cannot be used: \(error)."
+        }
+        return nil
+    }
+
+    /// The subject and expiry of a stored client certificate, for the API page.
+    public static func summary(clientCertificatePEM: String) -> (subject: String, notAfter: Date)? {
+        guard let leaf = try? Certificate(pemEncoded: clientCertificatePEM) else { return nil }
+        return ("\(leaf.subject)", leaf.notValidAfter)
     }
 
     /// The server name sent as SNI and checked against the certificate: a DNS name, never an IP

@@ -165,6 +165,8 @@ enum APIModel {
         let targets: [UpstreamTarget]
         /// PEM certificates the gateway verifies https:// targets against (null: the system trust store).
         let upstreamCaPem: String?
+        /// The client certificate shown to TLS targets (mutual TLS); its key is never returned.
+        let upstreamClientCertificate: ClientCertificateSummary?
         let createdAt: Date
         init(_ api: APIProduct) {
             id = api.id
@@ -179,8 +181,25 @@ enum APIModel {
             allowedTeamIds = api.allowedTeamIDs
             targets = api.targets
             upstreamCaPem = api.upstreamCABundle
+            upstreamClientCertificate = api.upstreamClientCertificatePEM.flatMap(ClientCertificateSummary.init(pem:))
             createdAt = api.createdAt
         }
+    }
+
+    struct ClientCertificateSummary: Codable, Sendable {
+        let subject: String
+        let notAfter: Date
+        init?(pem: String) {
+            guard let summary = UpstreamTLS.summary(clientCertificatePEM: pem) else { return nil }
+            subject = summary.subject
+            notAfter = summary.notAfter
+        }
+    }
+
+    /// An upstream client certificate and its private key (PEM), set together.
+    struct ClientCertificateBody: Decodable, Sendable {
+        let certificatePem: String
+        let privateKeyPem: String
     }
 
     struct CreateAPI: Decodable, Sendable {

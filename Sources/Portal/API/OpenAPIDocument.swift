@@ -177,6 +177,16 @@ enum OpenAPIDocument {
                     "deleteAPIDocument", "Remove the API version's OpenAPI document", tag: "Catalog", parameters: [apiParameter], ok: ("204", nil),
                     errors: ["401", "403", "404"]),
             ],
+            "/apis/{api}/upstream-client-certificate": [
+                "put": operation(
+                    "setUpstreamClientCertificate",
+                    "Set the client certificate and key the gateway shows the API's https:// and grpcs:// targets (upstream mutual TLS); the key is stored sealed and never returned",
+                    tag: "Catalog", parameters: [apiParameter], body: ref("ClientCertificate"), ok: ("200", ref("API")),
+                    errors: ["400", "401", "403", "404", "415", "422"]),
+                "delete": operation(
+                    "removeUpstreamClientCertificate", "Remove the upstream client certificate and its key", tag: "Catalog", parameters: [apiParameter],
+                    ok: ("200", ref("API")), errors: ["401", "403", "404"]),
+            ],
             "/apis/{api}/gateway-policy": [
                 "get": operation(
                     "getGatewayPolicy", "The API's gateway policy (provider team)", tag: "Catalog", parameters: [apiParameter],
@@ -427,7 +437,19 @@ enum OpenAPIDocument {
                 "upstream_ca_pem": [
                     "type": "string", "description": "PEM certificates the gateway verifies the https:// targets against; absent: the system trust store",
                 ],
-            ], optional: ["upstream_ca_pem"]),
+                "upstream_client_certificate": object(["subject": string, "not_after": dateTime]),
+            ], optional: ["upstream_ca_pem", "upstream_client_certificate"]),
+            "ClientCertificate": input(
+                [
+                    "certificate_pem": [
+                        "type": "string", "maxLength": UpstreamClientCertificate.maximumCharacters,
+                        "description": "The client certificate (PEM), followed by its intermediates",
+                    ],
+                    "private_key_pem": [
+                        "type": "string", "maxLength": UpstreamClientCertificate.maximumCharacters,
+                        "description": "Its private key (PEM: PKCS#8, RSA or EC, unencrypted)",
+                    ],
+                ], required: ["certificate_pem", "private_key_pem"]),
             "APIPage": page(of: "API"),
             "APIDocument": object([
                 "format": ["type": "string", "enum": ["json", "yaml"]], "title": string, "version": string, "openapi_version": string,

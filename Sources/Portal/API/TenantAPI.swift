@@ -57,6 +57,8 @@ struct TenantAPI: Sendable {
         authed.get("/apis/:api", use: showAPI)
         authed.patch("/apis/:api", use: updateAPI)
         authed.post("/apis/:api/transitions", use: transitionAPI)
+        authed.put("/apis/:api/upstream-client-certificate", use: setUpstreamClientCertificate)
+        authed.delete("/apis/:api/upstream-client-certificate", use: removeUpstreamClientCertificate)
         authed.get("/apis/:api/openapi", use: downloadDocument)
         authed.put("/apis/:api/openapi", use: uploadDocument)
         authed.delete("/apis/:api/openapi", use: deleteDocument)
@@ -89,6 +91,24 @@ struct TenantAPI: Sendable {
     }
 
     /// Changes name, description, visibility, allowed teams or targets (absent fields stay).
+    /// Sets the client certificate and key shown to the API's TLS targets (upstream mutual TLS).
+    @Sendable func setUpstreamClientCertificate(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let id = try uuidParameter("api", context, what: "API")
+        let body = try await request.decodeJSON(APIModel.ClientCertificateBody.self, context: context)
+        let api = try await services.catalog.setClientCertificate(
+            tenant: try context.requireTenant(), actor: principal, id: id, certificatePEM: body.certificatePem, privateKeyPEM: body.privateKeyPem,
+            clientIP: context.clientIP)
+        return try .json(APIModel.APIBody(api))
+    }
+
+    @Sendable func removeUpstreamClientCertificate(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let id = try uuidParameter("api", context, what: "API")
+        let api = try await services.catalog.removeClientCertificate(tenant: try context.requireTenant(), actor: principal, id: id, clientIP: context.clientIP)
+        return try .json(APIModel.APIBody(api))
+    }
+
     @Sendable func updateAPI(_ request: Request, context: AppRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
         let id = try uuidParameter("api", context, what: "API")

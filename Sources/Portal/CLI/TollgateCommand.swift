@@ -98,8 +98,10 @@ enum Launcher {
             meterConfiguration.spoolCapBytes = config.meterSpoolCapBytes
             let meter = UsageMeter(configuration: meterConfiguration, database: try DatabaseURL(config.databaseURL).connectionConfiguration(), logger: runtime.logger)
             services.append(.init(service: meter))
+            let seal = UpstreamClientKeySeal(secret: try SecretKey.load(environmentValue: config.secretKeyValue, dataDirectory: config.dataDirectory))
             services.append(.init(service: SnapshotReloader(
-                client: client, store: store, baseDomain: config.baseDomain, publicURL: config.publicURL, logger: runtime.logger)))
+                client: client, store: store, baseDomain: config.baseDomain, publicURL: config.publicURL, logger: runtime.logger,
+                clientKeyOpener: { sealed, apiID in seal.open(sealed, apiID: apiID) })))
             services.append(.init(service: QuotaSyncService(tracker: quotas, client: client, logger: runtime.logger)))
             // the plans' minute, hour and day windows lease across gateways like the monthly quota
             var windowTrackers: [PlanWindow.Span: QuotaTracker] = [:]

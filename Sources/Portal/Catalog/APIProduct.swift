@@ -26,6 +26,28 @@ struct APIProduct: Sendable, Equatable {
     /// PEM certificates the gateway verifies the API's `https://` targets against instead of the
     /// system trust store; nil: the system trust store.
     var upstreamCABundle: String?
+    /// The certificate chain shown to TLS targets that ask for a client certificate (its key is
+    /// stored sealed and never read back); nil: none.
+    var upstreamClientCertificatePEM: String?
+}
+
+/// A client certificate and key for upstream mutual TLS, as providers paste them.
+enum UpstreamClientCertificate {
+    static let maximumCharacters = 65_536
+
+    /// Both normalized (LF line ends, trimmed, one final newline) once they are usable together.
+    static func validated(certificatePEM: String, privateKeyPEM: String) -> Result<(certificate: String, key: String), UpstreamCABundle.ValidationProblem> {
+        func normalized(_ text: String) -> String {
+            text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n").trimmingCharacters(in: .whitespacesAndNewlines) + "\n"
+        }
+        let certificate = normalized(certificatePEM)
+        let key = normalized(privateKeyPEM)
+        guard certificate.count <= maximumCharacters, key.count <= maximumCharacters else {
+            return .failure(.init(message: "Keep the certificate chain and the key under 64 KiB each."))
+        }
+        if let problem = UpstreamTLS.validate(clientCertificatePEM: certificate, privateKeyPEM: key) { return .failure(.init(message: problem)) }
+        return .success((certificate, key))
+    }
 }
 
 /// An API's own CA bundle for its `https://` targets, as providers paste or upload it.

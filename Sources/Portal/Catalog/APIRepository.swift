@@ -105,13 +105,16 @@ struct APIRepository: Sendable {
         }
         let policyRows = try await connection.query(
             """
-            SELECT id, cors::text, ip_allow, ip_deny, methods, max_request_bytes, sunset_at, upstream_ca_pem FROM apis WHERE id = ANY(\(apis.map(\.id)))
+            SELECT id, cors::text, ip_allow, ip_deny, methods, max_request_bytes, sunset_at, upstream_ca_pem, upstream_client_cert_pem
+            FROM apis WHERE id = ANY(\(apis.map(\.id)))
             """, logger: logger)
         var policies: [UUID: APIGatewayPolicy] = [:]
         var bundles: [UUID: String] = [:]
-        for try await (apiID, cors, allow, deny, methods, maxBytes, sunset, bundle) in policyRows.decode(
-            (UUID, String?, [String], [String], [String], Int?, Date?, String?).self)
+        var clientCertificates: [UUID: String] = [:]
+        for try await (apiID, cors, allow, deny, methods, maxBytes, sunset, bundle, clientCertificate) in policyRows.decode(
+            (UUID, String?, [String], [String], [String], Int?, Date?, String?, String?).self)
         {
+            clientCertificates[apiID] = clientCertificate
             policies[apiID] = APIGatewayPolicy(
                 cors: cors.flatMap(CORSPolicy.init(storedJSON:)), ipAllow: allow, ipDeny: deny,
                 methods: methods, maxRequestBytes: maxBytes, sunsetAt: sunset)
@@ -122,8 +125,16 @@ struct APIRepository: Sendable {
             api.targets = targets[api.id] ?? []
             api.policy = policies[api.id] ?? APIGatewayPolicy()
             api.upstreamCABundle = bundles[api.id]
+            api.upstreamClientCertificatePEM = clientCertificates[api.id]
             return api
         }
+    }
+
+    /// Stores the upstream client certificate with its sealed key, or removes both (nil).
+    func setClientIdentity(id: UUID, certificatePEM: String?, sealedKey: [UInt8]?, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            "UPDATE apis SET upstream_client_cert_pem = \(certificatePEM), upstream_client_key_sealed = \(sealedKey.map { Data($0) }), updated_at = now() WHERE id = \(id)",
+            logger: logger)
     }
 
     /// Applies catalog changes (nil fields untouched).

@@ -10,6 +10,7 @@ struct CatalogService: Sendable {
     let teams: TeamRepository
     let audit: AuditLog
     let documents: APIDocumentRepository
+    let keySeal: UpstreamClientKeySeal
 
     /// The catalog as this principal (or an anonymous visitor) may see it.
     func list(tenant: Tenant, viewer: Principal?, after cursor: String?, limit: Int) async throws -> [APIProduct] {
@@ -87,6 +88,38 @@ struct CatalogService: Sendable {
             try await audit.record(
                 tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiUpdated, target: "\(api.slug)/\(api.version)",
                 clientIP: clientIP, details: ["fields": fields.joined(separator: " ")], on: connection)
+            guard let updated = try await apis.find(id: id, on: connection) else { throw AppError.notFound("API") }
+            return updated
+        }
+    }
+
+    /// Sets the certificate and key the gateway shows TLS targets that ask for a client certificate
+    /// (upstream mutual TLS); the key is sealed before it is stored and never shown again.
+    func setClientCertificate(
+        tenant: Tenant, actor: Principal, id: UUID, certificatePEM: String, privateKeyPEM: String, clientIP: String?
+    ) async throws -> APIProduct {
+        let pair: (certificate: String, key: String)
+        switch UpstreamClientCertificate.validated(certificatePEM: certificatePEM, privateKeyPEM: privateKeyPEM) {
+        case .success(let valid): pair = valid
+        case .failure(let problem): throw AppError.validation(["upstream_client_certificate": problem.message])
+        }
+        return try await changeClientIdentity(tenant: tenant, actor: actor, id: id, certificate: pair.certificate, key: pair.key, clientIP: clientIP)
+    }
+
+    /// Removes the upstream client certificate and its key.
+    func removeClientCertificate(tenant: Tenant, actor: Principal, id: UUID, clientIP: String?) async throws -> APIProduct {
+        try await changeClientIdentity(tenant: tenant, actor: actor, id: id, certificate: nil, key: nil, clientIP: clientIP)
+    }
+
+    private func changeClientIdentity(tenant: Tenant, actor: Principal, id: UUID, certificate: String?, key: String?, clientIP: String?) async throws -> APIProduct {
+        try await database.withTenant(tenant.id) { connection in
+            let api = try await managed(id, actor: actor, on: connection)
+            let sealed = try key.map { try keySeal.seal($0, apiID: api.id) }
+            try await apis.setClientIdentity(id: api.id, certificatePEM: certificate, sealedKey: sealed, on: connection)
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiUpdated, target: "\(api.slug)/\(api.version)",
+                clientIP: clientIP, details: ["fields": certificate == nil ? "upstream_client_certificate removed" : "upstream_client_certificate"],
+                on: connection)
             guard let updated = try await apis.find(id: id, on: connection) else { throw AppError.notFound("API") }
             return updated
         }

@@ -42,3 +42,22 @@ struct CSRFProtection: Sendable {
         return constantTimeEquals(bytes, secret.mac("csrf|" + binding))
     }
 }
+
+/// Upstream client keys at rest: AES-GCM under the server key with the API's id as associated
+/// data, so a sealed key copied onto another API's row does not open. Gateways open them with the
+/// same server key (`TOLLGATE_SECRET_KEY` on every process of an installation).
+struct UpstreamClientKeySeal: Sendable {
+    let secret: SecretKey
+
+    func seal(_ privateKeyPEM: String, apiID: UUID) throws -> [UInt8] {
+        Array(try AES.GCM.seal(Data(privateKeyPEM.utf8), using: secret.key, authenticating: Self.binding(apiID)).combined ?? Data())
+    }
+
+    func open(_ sealed: [UInt8], apiID: UUID) -> [UInt8]? {
+        guard let box = try? AES.GCM.SealedBox(combined: sealed), let plain = try? AES.GCM.open(box, using: secret.key, authenticating: Self.binding(apiID))
+        else { return nil }
+        return Array(plain)
+    }
+
+    private static func binding(_ apiID: UUID) -> Data { Data("upstream-client-key|\(apiID.uuidString.lowercased())".utf8) }
+}

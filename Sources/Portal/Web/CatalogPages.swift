@@ -20,6 +20,8 @@ struct CatalogPages: Sendable {
         group.form("/catalog/apis/:api/transitions", page: "/catalog/apis/:api", use: transition)
         group.form("/catalog/apis/:api/settings", page: "/catalog/apis/:api", use: updateSettings)
         group.form("/catalog/apis/:api/policy", page: "/catalog/apis/:api", use: updatePolicy)
+        group.form("/catalog/apis/:api/client-certificate", page: "/catalog/apis/:api", use: setClientCertificate)
+        group.form("/catalog/apis/:api/client-certificate/remove", page: "/catalog/apis/:api", use: removeClientCertificate)
         group.form("/catalog/apis/:api/policies", page: "/catalog/apis/:api", use: editPolicies)
         // GET of this address is the public download of the document
         group.post("/catalog/apis/:api/openapi", use: upload)
@@ -117,6 +119,30 @@ struct CatalogPages: Sendable {
                 context, error: "The settings were not saved: correct the fields marked below.", typedSettings: typed, typedName: form["name"],
                 settingsErrors: error.fieldErrors, status: error.status)
         }
+    }
+
+    /// Upstream mutual TLS: the certificate and key shown to the API's TLS targets. The key is
+    /// never put back into a page, not even when the form comes back with a mistake marked.
+    @Sendable func setClientCertificate(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let form = context.form
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        do {
+            _ = try await services.catalog.setClientCertificate(
+                tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, certificatePEM: form["client_certificate_pem"] ?? "",
+                privateKeyPEM: form["client_private_key_pem"] ?? "", clientIP: context.clientIP)
+            return try await saved("Client certificate saved: the gateway shows it to this API's TLS targets.", id: id, context)
+        } catch let error as AppError where error.status == .unprocessableContent {
+            return try await detailPage(
+                context, error: "The client certificate was not saved: correct the fields marked below.",
+                typedSettings: ["client_certificate_pem": form["client_certificate_pem"] ?? ""], settingsErrors: error.fieldErrors, status: error.status)
+        }
+    }
+
+    @Sendable func removeClientCertificate(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        _ = try await services.catalog.removeClientCertificate(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, clientIP: context.clientIP)
+        return try await saved("Client certificate removed.", id: id, context)
     }
 
     /// Gateway policy: CORS, IP ranges, methods, body limit, sunset date.
@@ -404,6 +430,7 @@ struct CatalogPages: Sendable {
             teams = BoundedChoices(try await services.teamService.list(tenant: tenant, actor: principal, after: nil, limit: BoundedChoices<Team>.bound + 1))
         }
         let policy = api.policy
+        let clientCertificate = api.upstreamClientCertificatePEM.flatMap { UpstreamTLS.summary(clientCertificatePEM: $0) }
         return [
             "name": api.name, "description": api.description, "restricted": api.visibility == .restricted, "teams_note": teams.note("teams"),
             // allowed teams beyond the listed ones stay allowed when the form is saved
@@ -413,6 +440,10 @@ struct CatalogPages: Sendable {
             "upstream_ca_pem": api.upstreamCABundle ?? "",
             // what is saved, not what was typed (an error page shows the typed text in the field)
             "has_ca_bundle": api.upstreamCABundle != nil,
+            "has_client_certificate": clientCertificate != nil,
+            "client_certificate_subject": clientCertificate?.subject ?? "",
+            "client_certificate_not_after": clientCertificate.map { $0.notAfter.formatted(.iso8601.year().month().day()) } ?? "",
+            "client_certificate_pem": "",
             "cors_origins": policy.cors?.allowedOrigins.joined(separator: "\n") ?? "",
             "cors_methods": policy.cors?.allowedMethods.joined(separator: " ") ?? "",
             "cors_headers": policy.cors?.allowedHeaders.joined(separator: " ") ?? "",
