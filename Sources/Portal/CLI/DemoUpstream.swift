@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 
 /// The demo API's upstream: answers every request with a JSON description of what it received
 /// (method, path, query, headers, body), so a caller can see what the gateway forwarded.
@@ -35,10 +36,19 @@ struct DemoUpstream: AsyncParsableCommand {
     @Option(help: "Listen port of the demo gRPC service (0: none).") var grpcPort = 9101
 
     func run() async throws {
-        let greeter = grpcPort == 0 ? nil : try await DemoGreeter.serve(host: host, port: grpcPort)
+        let logger = Logger(label: "demo-upstream")
+        var greeter: (any Channel)?
+        if grpcPort != 0 {
+            // the Echo upstream is what most callers want: a taken gRPC port only costs the Greeter
+            do {
+                greeter = try await DemoGreeter.serve(host: host, port: grpcPort)
+            } catch {
+                logger.warning("the demo gRPC service is not served", metadata: ["port": "\(grpcPort)", "error": "\(error)"])
+            }
+        }
         let app = Application(
             responder: EchoResponder.responder(), configuration: .init(address: .hostname(host, port: port), serverName: "tollgate-demo-upstream"),
-            logger: Logger(label: "demo-upstream"))
+            logger: logger)
         try await app.runService()
         try? await greeter?.close()
     }
