@@ -4,6 +4,10 @@
 # (set above the load) + metering. The proxy under test is pinned to core 1, wrk and the upstream
 # to core 0. Rounds are interleaved; medians are printed with the ratio gateway/nginx. A fourth
 # row, "local", is the gateway answering /healthz itself: its HTTP server side without auth or proxying.
+# With TLS=1, two more rows: nginx with `listen … ssl` in front of the same upstream ("nginx-tls")
+# and the gateway's TLS listener ("tollgate-tls"), both with the same development certificate
+# (P-256, from `tollgate dev-certs`), TLS 1.3, keep-alive connections (so handshakes are amortised
+# as with any long-lived client).
 #
 #   bench/gateway.sh [rounds=3] [seconds=10] [connections=32]
 #
@@ -33,12 +37,36 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
   [ -f "$WORK/proxy.pid" ] && kill "$(cat "$WORK/proxy.pid")" 2>/dev/null || true
+  [ -f "$WORK/tls.pid" ] && kill "$(cat "$WORK/tls.pid")" 2>/dev/null || true
 }
 trap cleanup EXIT
 
 # upstream (core 0) and nginx proxy (core 1)
 taskset -c 0 nginx -c "$REF/upstream.conf" -p "$WORK" -e "$WORK/upstream.err"
 taskset -c 1 nginx -c "$REF/nginx-proxy.conf" -p "$WORK" -e "$WORK/proxy.err"
+if [ "${TLS:-}" = 1 ]; then
+  # one certificate for both proxies, so the handshake and record costs compare
+  TOLLGATE_TLS_DIR="$WORK/tls" "$BIN" dev-certs >/dev/null
+  cat >"$WORK/nginx-tls.conf" <<CONF
+worker_processes 1;
+pid tls.pid;
+error_log tls.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  client_body_temp_path t-body; proxy_temp_path t-proxy; fastcgi_temp_path t-fcgi; uwsgi_temp_path t-uwsgi; scgi_temp_path t-scgi;
+  upstream bench_upstream { server 127.0.0.1:9001; keepalive 64; keepalive_requests 100000; }
+  server {
+    listen 127.0.0.1:9442 ssl;
+    ssl_certificate $WORK/tls/default.pem; ssl_certificate_key $WORK/tls/default.key; ssl_protocols TLSv1.2 TLSv1.3;
+    location / { proxy_pass http://bench_upstream; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; }
+  }
+}
+CONF
+  taskset -c 1 nginx -c "$WORK/nginx-tls.conf" -p "$WORK" -e "$WORK/tls.err"
+  export GATEWAY_TLS_ADDRESS=127.0.0.1:9443 TOLLGATE_TLS_DIR="$WORK/tls"
+fi
 
 # the demo marketplace, with Echo routed to the nginx upstream and a plan whose limits exceed the load
 "$BIN" migrate >/dev/null
@@ -78,10 +106,10 @@ cpu_ticks() {  # user and system clock ticks a process has used (fields 14 and 1
 core1_ticks() {  # busy and total clock ticks of core 1, the proxy's core (from /proc/stat)
   awk '$1 == "cpu1" {total = 0; for (i = 2; i <= NF; i++) total += $i; print total - $5 - $6, total}' /proc/stat
 }
-nginx_worker() { pgrep -P "$(cat "$WORK/proxy.pid")" | head -1; }
+nginx_worker() { pgrep -P "$(cat "$WORK/${1:-proxy}.pid")" | head -1; }
 run() {  # name round url [header]; also records the proxy's CPU ticks over the run for the CPU columns
   local out="$WORK/wrk-$1-$2.txt" pid=""
-  case "$1" in nginx) pid="$(nginx_worker)";; tollgate|local) pid="${gateway_pid:-}";; esac
+  case "$1" in nginx) pid="$(nginx_worker)";; nginx-tls) pid="$(nginx_worker tls)";; tollgate|local|tollgate-tls) pid="${gateway_pid:-}";; esac
   local before core_before; before="$(cpu_ticks "$pid")"; core_before="$(core1_ticks)"
   if [ -n "${4:-}" ]; then taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$4" "$3" >"$out"
   else taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$3" >"$out"; fi
@@ -122,9 +150,13 @@ for round in $(seq "$ROUNDS"); do
   run tollgate "$round" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"
   # the gateway answering by itself (no auth, no upstream): what its HTTP server side costs alone
   run local "$round" "http://$GATEWAY_ADDRESS/healthz"
+  if [ "${TLS:-}" = 1 ]; then
+    run nginx-tls "$round" "https://127.0.0.1:9442/"
+    run tollgate-tls "$round" "https://127.0.0.1:9443/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"
+  fi
 done
 
-python3 - "$WORK" "$ROUNDS" "$CONNECTIONS" <<'PY'
+python3 - "$WORK" "$ROUNDS" "$CONNECTIONS" "${TLS:-}" <<'PY'
 import re, statistics, sys
 work, rounds, conns = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def ms(text):
@@ -144,15 +176,17 @@ def parse(path):
     others = busy - 100 * ((u1 - u0) + (s1 - s0)) / max(1, t1 - t0) if u1 + s1 else 0
     return rps, p50, p99, user, system, busy, others, int(errors.group(1)) if errors else 0
 results = {}
-for name in ["upstream", "nginx", "tollgate", "local"]:
+for name in ["upstream", "nginx", "tollgate", "local"] + (["nginx-tls", "tollgate-tls"] if sys.argv[4] == "1" else []):
     runs = [parse(f"{work}/wrk-{name}-{r}.txt") for r in range(1, rounds + 1)]
     results[name] = [statistics.median(x[i] for x in runs) for i in range(7)] + [sum(x[7] for x in runs)]
-print(f"{'target':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'user us':>8} {'sys us':>8} {'core1 %':>8} {'other %':>8} {'non-2xx':>8}")
+print(f"{'target':<13} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'user us':>8} {'sys us':>8} {'core1 %':>8} {'other %':>8} {'non-2xx':>8}")
 print(f"  (median of {rounds} rounds, {conns} connections; user/sys: CPU of the proxy per request; core1: how busy the proxy's core was, other: by something else)")
 for name, (rps, p50, p99, user, system, busy, others, errors) in results.items():
-    print(f"{name:<10} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {user:>8.1f} {system:>8.1f} {busy:>8.1f} {others:>8.1f} {errors:>8}")
+    print(f"{name:<13} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {user:>8.1f} {system:>8.1f} {busy:>8.1f} {others:>8.1f} {errors:>8}")
 ratio = results["tollgate"][0] / results["nginx"][0]
 added = results["tollgate"][2] - results["upstream"][2]
 print(f"gateway/nginx req/s ratio: {ratio:.2f} (target >= 0.5)")
 print(f"gateway p99 added over the upstream: {added:.3f} ms (target <= 1 ms); nginx adds {results['nginx'][2] - results['upstream'][2]:.3f} ms")
+if "tollgate-tls" in results:
+    print(f"TLS: gateway/nginx req/s ratio: {results['tollgate-tls'][0] / results['nginx-tls'][0]:.2f} (plaintext: {ratio:.2f})")
 PY
