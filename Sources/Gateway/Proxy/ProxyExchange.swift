@@ -324,6 +324,15 @@ final class ProxyExchange {
                 upstreamKeepAlive = response.keepAlive
                 responseBody = BodyFramer(response.framing)
                 payloadOnly = client.exchangeWantsPayloadOnly(self, response: response)
+                var response = response
+                if let transform = plan.route.responseTransform {
+                    let transformed = input.withUnsafeReadableBytes { bytes in
+                        transform.apply(
+                            &response, bytes: UnsafeRawBufferPointer(rebasing: bytes[0..<length]),
+                            context: TransformContext(plan: plan, requestID: requestID, clientIP: connection.clientIP))
+                    }
+                    for field in transformed { plan.responseHeaders.append((field.name, field.value)) }
+                }
                 let headBytes = input.readSlice(length: length)!
                 // A small body that came with its head goes out with it: one write instead of two.
                 var body: ByteBuffer?

@@ -73,11 +73,23 @@ public final class ClientLimiterRegistry: Sendable {
         evictions = Counter(label: "tollgate_gateway_client_limit_evictions_total", factory: metricsFactory ?? MetricsSystem.factory)
     }
 
-    /// The pre-authentication policies per API, in chain order. Rows of unknown kinds or with a
-    /// configuration the parser refuses are skipped and reported in `skipped`.
-    public func compile(_ rows: [StoredPolicy]) -> (byAPI: [UUID: [PreAuthPolicy]], skipped: [StoredPolicy]) {
+    /// The stored chains compiled per API.
+    public struct Compiled {
+        /// The pre-authentication policies per API, in chain order.
+        public var byAPI: [UUID: [PreAuthPolicy]] = [:]
+        public var requestTransforms: [UUID: RequestTransform] = [:]
+        public var responseTransforms: [UUID: ResponseTransform] = [:]
+        /// Rows of unknown kinds or with a configuration the parser refuses (left out).
+        public var skipped: [StoredPolicy] = []
+    }
+
+    /// Compiles every API's chain. Rows of unknown kinds or with a configuration the parser
+    /// refuses are skipped and reported in `skipped`.
+    public func compile(_ rows: [StoredPolicy]) -> Compiled {
         var byAPI: [UUID: [PreAuthPolicy]] = [:]
         var skipped: [StoredPolicy] = []
+        var requestSteps: [UUID: [TransformConfig]] = [:]
+        var responseSteps: [UUID: [TransformConfig.FieldOps]] = [:]
         limiters.withLockedValue { table in
             var next: [Key: ClientRateLimiter] = [:]
             for row in rows.sorted(by: { ($0.apiID.uuidString, $0.position) < ($1.apiID.uuidString, $1.position) }) {
@@ -95,11 +107,25 @@ public final class ClientLimiterRegistry: Sendable {
                     let limiter = table[key] ?? ClientRateLimiter(config: config, evictions: evictions)
                     next[key] = limiter
                     byAPI[row.apiID, default: []].append(.clientRateLimit(ClientRateLimit(limiter: limiter)))
+                case .requestTransform, .responseTransform:
+                    let side: TransformConfig.Side = kind == .requestTransform ? .request : .response
+                    guard case .success(let config) = TransformConfig.parse(object, side: side) else {
+                        skipped.append(row)
+                        continue
+                    }
+                    if side == .request {
+                        requestSteps[row.apiID, default: []].append(config)
+                    } else {
+                        responseSteps[row.apiID, default: []].append(config.headers)
+                    }
                 }
             }
             table = next
         }
-        return (byAPI, skipped)
+        var compiled = Compiled(byAPI: byAPI, skipped: skipped)
+        for (api, steps) in requestSteps { compiled.requestTransforms[api] = RequestTransform(steps) }
+        for (api, steps) in responseSteps { compiled.responseTransforms[api] = ResponseTransform(steps) }
+        return compiled
     }
 
     /// Clients remembered and the most that may be, over every API (for the gauges).

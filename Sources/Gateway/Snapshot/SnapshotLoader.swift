@@ -48,8 +48,8 @@ public struct SnapshotLoader: Sendable {
         ).decode((UUID, Int, String, String).self) {
             storedPolicies.append(StoredPolicy(apiID: apiID, position: position, kind: kind, config: config))
         }
-        let (preAuth, skipped) = clientLimiters.compile(storedPolicies)
-        for row in skipped {
+        let chains = clientLimiters.compile(storedPolicies)
+        for row in chains.skipped {
             // the portal refuses such rows; one stored before a rule changed is left out, not half-applied
             logger.error("an API policy is unusable and was left out", metadata: ["api": "\(row.apiID)", "kind": "\(row.kind)", "position": "\(row.position)"])
         }
@@ -83,7 +83,7 @@ public struct SnapshotLoader: Sendable {
                     targets: apiTargets, cors: policy,
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
                     maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
-                    preAuth: preAuth[id] ?? []))
+                    preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id]))
         }
 
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]

@@ -481,12 +481,42 @@ enum OpenAPIDocument {
                     ],
                 ],
             ],
+            "TransformFieldOps": [
+                "type": "object", "additionalProperties": false,
+                "description": "Applied in this order: remove, rename, set (replaces every field of the name), add (another field). Values may use $app_id, $client_id, $team_id, $plan, $request_id, $client_ip; $$ is a literal $",
+                "properties": [
+                    "remove": ["type": "array", "items": ["type": "string", "maxLength": TransformConfig.maximumNameBytes]],
+                    "rename": ["type": "object", "additionalProperties": ["type": "string"], "description": "old name: new name"],
+                    "set": ["type": "object", "additionalProperties": ["type": "string", "maxLength": TransformConfig.maximumValueBytes]],
+                    "add": ["type": "object", "additionalProperties": ["type": "string", "maxLength": TransformConfig.maximumValueBytes]],
+                ],
+            ],
+            "RequestTransformConfig": [
+                "type": "object", "additionalProperties": false,
+                "description": "request_transform: headers and query parameters the upstream hears, and a path rewrite. Hop-by-hop headers, Host, Content-Length, Transfer-Encoding, Authorization, X-API-Key, X-Request-Id, Forwarded, X-Forwarded-* and X-Tollgate-* are refused. At most \(TransformConfig.maximumOperations) operations",
+                "properties": [
+                    "headers": ref("TransformFieldOps"), "query": ref("TransformFieldOps"),
+                    "path": [
+                        "type": "object", "additionalProperties": false, "required": ["match", "replace"],
+                        "description": "match: the path after the base path, {name} capturing a segment (e.g. /users/{id}); replace: the upstream path using the captures (e.g. /v2/people/{id}); other paths pass unchanged",
+                        "properties": ["match": ["type": "string", "maxLength": PathRewrite.maximumBytes], "replace": ["type": "string", "maxLength": PathRewrite.maximumBytes]],
+                    ],
+                ],
+            ],
+            "ResponseTransformConfig": [
+                "type": "object", "additionalProperties": false,
+                "description": "response_transform: headers of the response the client gets. Hop-by-hop and framing headers, X-Request-Id, RateLimit*, Retry-After, Deprecation, Sunset, Cache-Status, Strict-Transport-Security, Access-Control-* and X-Tollgate-* are refused",
+                "properties": ["headers": ref("TransformFieldOps")],
+            ],
             "Policy": [
                 "type": "object", "additionalProperties": false, "required": ["kind", "config"],
                 "properties": [
                     "kind": ["type": "string", "enum": APIPolicyKind.allCases.map(\.rawValue)],
                     "phase": ["type": "string", "enum": APIPolicyPhase.allCases.map(\.rawValue), "description": "The kind's phase; optional on input"],
-                    "config": ref("ClientRateLimitConfig"),
+                    "config": [
+                        "description": "The kind's configuration: client_rate_limit ClientRateLimitConfig, request_transform RequestTransformConfig, response_transform ResponseTransformConfig",
+                        "oneOf": [ref("ClientRateLimitConfig"), ref("RequestTransformConfig"), ref("ResponseTransformConfig")],
+                    ],
                 ],
             ],
             "PolicyList": [

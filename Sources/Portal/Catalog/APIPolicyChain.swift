@@ -6,6 +6,8 @@ import Gateway
 struct APIPolicy: Sendable, Equatable {
     enum Config: Sendable, Equatable {
         case clientRateLimit(ClientRateLimitConfig)
+        case requestTransform(TransformConfig)
+        case responseTransform(TransformConfig)
     }
 
     var config: Config
@@ -13,6 +15,8 @@ struct APIPolicy: Sendable, Equatable {
     var kind: APIPolicyKind {
         switch config {
         case .clientRateLimit: .clientRateLimit
+        case .requestTransform: .requestTransform
+        case .responseTransform: .responseTransform
         }
     }
 
@@ -22,12 +26,14 @@ struct APIPolicy: Sendable, Equatable {
     var configJSON: JSONValue {
         switch config {
         case .clientRateLimit(let limit): limit.json
+        case .requestTransform(let transform), .responseTransform(let transform): transform.json
         }
     }
 
     var summary: String {
         switch config {
         case .clientRateLimit(let limit): limit.summary
+        case .requestTransform(let transform), .responseTransform(let transform): transform.summary
         }
     }
 
@@ -35,6 +41,8 @@ struct APIPolicy: Sendable, Equatable {
     static func make(kind: APIPolicyKind, config: [String: JSONValue]) -> Result<APIPolicy, PolicyConfigProblems> {
         switch kind {
         case .clientRateLimit: ClientRateLimitConfig.parse(config).map { APIPolicy(config: .clientRateLimit($0)) }
+        case .requestTransform: TransformConfig.parse(config, side: .request).map { APIPolicy(config: .requestTransform($0)) }
+        case .responseTransform: TransformConfig.parse(config, side: .response).map { APIPolicy(config: .responseTransform($0)) }
         }
     }
 }

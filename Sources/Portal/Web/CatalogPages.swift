@@ -181,11 +181,10 @@ struct CatalogPages: Sendable {
             guard let kind = APIPolicyKind(rawValue: form["kind"] ?? "") else { throw AppError.badRequest("Unknown policy kind.") }
             switch Self.policy(kind, from: form) {
             case .success(let policy): edit = op == "add" ? .add(policy) : .replace(index, policy)
-            case .failure(let problems):
-                var errors: [String: String] = [:]
-                for problem in problems.list where errors[problem.field] == nil { errors[problem.field] = problem.message }
-                var typed: [String: Any] = ["errors": errors]
-                for field in Self.clientLimitFields { typed[field] = form[field] ?? "" }
+            case .failure(let errors):
+                var typed: [String: Any] = ["errors": errors.fields]
+                for field in Self.formFields(kind) { typed[field] = form[field] ?? "" }
+                typed.merge(Self.kindFlags(kind)) { $1 }
                 return try await detailPage(
                     context, error: "The policy was not saved: correct the fields marked below.",
                     typedPolicy: (op == "add" ? nil : index, typed), status: .unprocessableContent)
@@ -208,11 +207,31 @@ struct CatalogPages: Sendable {
 
     static let clientLimitFields = ["requests", "per_seconds", "burst", "key_header", "max_clients"]
 
-    /// A policy from its form's fields: empty fields are left out (defaults), numbers are read
-    /// strictly, and the kind's own parser checks the rest, as for JSON.
-    static func policy(_ kind: APIPolicyKind, from form: FormData) -> Result<APIPolicy, PolicyConfigProblems> {
+    static func formFields(_ kind: APIPolicyKind) -> [String] {
+        switch kind {
+        case .clientRateLimit: clientLimitFields
+        case .requestTransform: TransformForm.requestFields
+        case .responseTransform: TransformForm.responseFields
+        }
+    }
+
+    /// Which of `policy_fields`' sections a form shows (every flag set, so an outer context's
+    /// value never leaks into a section).
+    static func kindFlags(_ kind: APIPolicyKind) -> [String: Any] {
+        [
+            "is_client_rate_limit": kind == .clientRateLimit, "is_transform": kind != .clientRateLimit,
+            "is_request_transform": kind == .requestTransform, "kind": kind.rawValue,
+        ]
+    }
+
+    /// A policy from its form's fields, or the problems keyed by form field: empty fields are left
+    /// out (defaults), numbers are read strictly, and the kind's own parser checks the rest, as for JSON.
+    static func policy(_ kind: APIPolicyKind, from form: FormData) -> Result<APIPolicy, FormFieldErrors> {
         var config: [String: JSONValue] = [:]
         switch kind {
+        case .requestTransform, .responseTransform:
+            let side: TransformConfig.Side = kind == .requestTransform ? .request : .response
+            return TransformForm.config(side, from: form).map { APIPolicy(config: kind == .requestTransform ? .requestTransform($0) : .responseTransform($0)) }
         case .clientRateLimit:
             for field in clientLimitFields {
                 let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
@@ -225,7 +244,11 @@ struct CatalogPages: Sendable {
                 }
             }
         }
-        return APIPolicy.make(kind: kind, config: config)
+        return APIPolicy.make(kind: kind, config: config).mapError { problems in
+            var errors: [String: String] = [:]
+            for problem in problems.list where errors[problem.field] == nil { errors[problem.field] = problem.message }
+            return FormFieldErrors(fields: errors)
+        }
     }
 
     /// Reference docs rendered from the uploaded OpenAPI document.
@@ -371,7 +394,10 @@ struct CatalogPages: Sendable {
                         var form: [String: Any]
                         switch policies[index].config {
                         case .clientRateLimit(let config): form = fields(config)
+                        case .requestTransform(let config): form = TransformForm.values(config, side: .request)
+                        case .responseTransform(let config): form = TransformForm.values(config, side: .response)
                         }
+                        form.merge(Self.kindFlags(policies[index].kind)) { $1 }
                         if let typed, typed.index == index { form = typed.values }
                         form["index"] = index
                         form["prefix"] = "p\(index)"
@@ -387,9 +413,29 @@ struct CatalogPages: Sendable {
         }
         var add = fields(nil)
         add["per_seconds"] = "60"
-        if let typed, typed.index == nil { add = typed.values }
+        var addRequest = TransformForm.values(nil, side: .request)
+        var addResponse = TransformForm.values(nil, side: .response)
+        // the form that was sent comes back with what was typed, open, its fields marked
+        if let typed, typed.index == nil {
+            switch typed.values["kind"] as? String {
+            case APIPolicyKind.requestTransform.rawValue?: addRequest = typed.values
+            case APIPolicyKind.responseTransform.rawValue?: addResponse = typed.values
+            default: add = typed.values
+            }
+        }
+        add.merge(Self.kindFlags(.clientRateLimit)) { $1 }
+        addRequest.merge(Self.kindFlags(.requestTransform)) { $1 }
+        addResponse.merge(Self.kindFlags(.responseTransform)) { $1 }
         add["prefix"] = "new"
-        return ["phases": phases, "add": add, "full": policies.count >= APIPolicyChain.maximumPolicies, "max": APIPolicyChain.maximumPolicies]
+        addRequest["prefix"] = "newreq"
+        addResponse["prefix"] = "newres"
+        add["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.clientRateLimit.rawValue } ?? false
+        addRequest["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.requestTransform.rawValue } ?? false
+        addResponse["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.responseTransform.rawValue } ?? false
+        return [
+            "phases": phases, "add": add, "add_request_transform": addRequest, "add_response_transform": addResponse,
+            "full": policies.count >= APIPolicyChain.maximumPolicies, "max": APIPolicyChain.maximumPolicies,
+        ]
     }
 
     private func documentSummary(_ api: APIProduct, tenant: Tenant, viewer: Principal?) async throws -> [String: Any]? {
