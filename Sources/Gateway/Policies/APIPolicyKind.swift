@@ -31,12 +31,15 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
     case requestTransform = "request_transform"
     /// Headers of the response the client gets.
     case responseTransform = "response_transform"
+    /// GET/HEAD responses kept by the gateway and served again within their lifetime.
+    case responseCache = "response_cache"
 
     public var phase: APIPolicyPhase {
         switch self {
         case .clientRateLimit: .preAuth
         case .requestTransform: .preForward
         case .responseTransform: .response
+        case .responseCache: .preForward
         }
     }
 
@@ -45,6 +48,7 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
         case .clientRateLimit: "Rate limit per client"
         case .requestTransform: "Request transformation"
         case .responseTransform: "Response transformation"
+        case .responseCache: "Response cache"
         }
     }
 }

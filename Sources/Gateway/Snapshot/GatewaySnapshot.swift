@@ -140,12 +140,16 @@ public final class Route: Sendable {
     /// order); nil for most APIs, which then pay one nil check per call.
     public let requestTransform: RequestTransform?
     public let responseTransform: ResponseTransform?
+    /// The API's response cache; nil (one check per call) for APIs without.
+    public let responseCache: ResponseCachePolicy?
 
     public init(
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
         ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
-        preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil
+        preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil,
+        responseCache: ResponseCachePolicy? = nil
     ) {
+        self.responseCache = responseCache
         self.preAuth = preAuth
         self.requestTransform = requestTransform
         self.responseTransform = responseTransform

@@ -55,6 +55,7 @@ public struct SnapshotLoader: Sendable {
         }
 
         var routes: [UUID: [Route]] = [:]
+        var cacheFingerprints: [UUID: Int] = [:]
         let apiRows = try await connection.query(
             """
             SELECT a.id, a.tenant_id, a.slug, a.version, a.base_path, a.state, a.cors::text, a.ip_allow, a.ip_deny, a.methods, a.max_request_bytes,
@@ -77,14 +78,33 @@ public struct SnapshotLoader: Sendable {
                     logger.error("an API's upstream TLS settings are unusable", metadata: ["api": "\(id)", "error": "\(error)"])
                 }
             }
+            var cache: ResponseCachePolicy?
+            if let config = chains.caches[id] {
+                // everything the loader read about the API: a change to any of it purges its entries
+                var hasher = Hasher()
+                for part in [slug, apiVersion, basePath, state, cors ?? "", caBundle ?? ""] + allow + deny + methods { hasher.combine(part) }
+                hasher.combine(maxBytes)
+                hasher.combine(sunset)
+                for target in apiTargets { hasher.combine(target) }
+                for row in storedPolicies where row.apiID == id {
+                    hasher.combine(row.kind)
+                    hasher.combine(row.config)
+                }
+                let fingerprint = hasher.finalize()
+                cacheFingerprints[id] = fingerprint
+                cache = ResponseCachePolicy(config: config, store: clientLimiters.responseCache, fingerprint: fingerprint)
+            }
             routes[tenant, default: []].append(
                 Route(
                     apiID: id, slug: slug, version: apiVersion, basePath: basePath, state: Route.State(rawValue: state) ?? .retired,
                     targets: apiTargets, cors: policy,
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
                     maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
-                    preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id]))
+                    preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache))
         }
+
+        // an API whose configuration changed (or that lost its cache) keeps no entries
+        clientLimiters.responseCache.retain(current: cacheFingerprints)
 
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]
         let subscriptionRows = try await connection.query(

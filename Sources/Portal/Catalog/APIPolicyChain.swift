@@ -8,6 +8,7 @@ struct APIPolicy: Sendable, Equatable {
         case clientRateLimit(ClientRateLimitConfig)
         case requestTransform(TransformConfig)
         case responseTransform(TransformConfig)
+        case responseCache(ResponseCacheConfig)
     }
 
     var config: Config
@@ -17,6 +18,7 @@ struct APIPolicy: Sendable, Equatable {
         case .clientRateLimit: .clientRateLimit
         case .requestTransform: .requestTransform
         case .responseTransform: .responseTransform
+        case .responseCache: .responseCache
         }
     }
 
@@ -27,6 +29,7 @@ struct APIPolicy: Sendable, Equatable {
         switch config {
         case .clientRateLimit(let limit): limit.json
         case .requestTransform(let transform), .responseTransform(let transform): transform.json
+        case .responseCache(let cache): cache.json
         }
     }
 
@@ -34,6 +37,7 @@ struct APIPolicy: Sendable, Equatable {
         switch config {
         case .clientRateLimit(let limit): limit.summary
         case .requestTransform(let transform), .responseTransform(let transform): transform.summary
+        case .responseCache(let cache): cache.summary
         }
     }
 
@@ -43,6 +47,7 @@ struct APIPolicy: Sendable, Equatable {
         case .clientRateLimit: ClientRateLimitConfig.parse(config).map { APIPolicy(config: .clientRateLimit($0)) }
         case .requestTransform: TransformConfig.parse(config, side: .request).map { APIPolicy(config: .requestTransform($0)) }
         case .responseTransform: TransformConfig.parse(config, side: .response).map { APIPolicy(config: .responseTransform($0)) }
+        case .responseCache: ResponseCacheConfig.parse(config).map { APIPolicy(config: .responseCache($0)) }
         }
     }
 }
@@ -116,6 +121,10 @@ enum APIPolicyChain {
             case nil, .null?: config = [:]
             default:
                 problems.append(PolicyConfigProblem(at + "/config", "Give the configuration as an object."))
+                continue
+            }
+            if kind == .responseCache, policies.contains(where: { $0.kind == .responseCache }) {
+                problems.append(PolicyConfigProblem(at + "/kind", "An API has one response cache."))
                 continue
             }
             switch APIPolicy.make(kind: kind, config: config) {
@@ -192,6 +201,7 @@ enum APIPolicyEdit: Sendable, Equatable {
         switch self {
         case .add(let policy):
             guard list.count < APIPolicyChain.maximumPolicies else { return nil }
+            if policy.kind == .responseCache, list.contains(where: { $0.kind == .responseCache }) { return nil }
             list.append(policy)
         case .replace(let index, let policy):
             guard list.indices.contains(index) else { return nil }
