@@ -14,6 +14,14 @@ import Testing
 @Suite struct ResponseCachePolicyTests {
     static let cache = #"{"kind":"response_cache","config":{"ttl_seconds":30,"vary":["Accept-Language"]}}"#
 
+    @Test func theGatewaysCacheSizeComesFromTheEnvironmentWithinBounds() throws {
+        #expect(try AppConfig.fromEnvironment([:]).gatewayCacheMaxBytes == 64 << 20)
+        #expect(try AppConfig.fromEnvironment(["TOLLGATE_CACHE_MAX_MB": "8"]).gatewayCacheMaxBytes == 8 << 20)
+        for bad in ["0", "4097", "lots", "-1"] {
+            #expect(throws: AppConfig.ConfigError.self) { try AppConfig.fromEnvironment(["TOLLGATE_CACHE_MAX_MB": bad]) }
+        }
+    }
+
     @Test func oneCachePerAPIAndItsConfigurationIsChecked() async throws {
         try await TestPortal.with { portal in
             try await portal.application().test(.router) { client in

@@ -20,10 +20,11 @@ public struct SnapshotReloader: Service {
     public init(
         client: PostgresClient, store: SnapshotStore, baseDomain: String, publicURL: PublicBaseURL, logger: Logger,
         debounce: Duration = .milliseconds(100),
-        fullReloadInterval: Duration = .seconds(30), retryInterval: Duration = .seconds(1)
+        fullReloadInterval: Duration = .seconds(30), retryInterval: Duration = .seconds(1), responseCache: ResponseCacheStore? = nil
     ) {
         self.client = client
-        self.loader = SnapshotLoader(client: client, baseDomain: baseDomain, publicURL: publicURL, logger: logger)
+        self.loader = SnapshotLoader(
+            client: client, baseDomain: baseDomain, publicURL: publicURL, logger: logger, clientLimiters: ClientLimiterRegistry(responseCache: responseCache))
         self.store = store
         self.logger = logger
         self.debounce = debounce

@@ -99,7 +99,8 @@ enum Launcher {
             let meter = UsageMeter(configuration: meterConfiguration, database: try DatabaseURL(config.databaseURL).connectionConfiguration(), logger: runtime.logger)
             services.append(.init(service: meter))
             services.append(.init(service: SnapshotReloader(
-                client: client, store: store, baseDomain: config.baseDomain, publicURL: config.publicURL, logger: runtime.logger)))
+                client: client, store: store, baseDomain: config.baseDomain, publicURL: config.publicURL, logger: runtime.logger,
+                responseCache: ResponseCacheStore(maxBytes: config.gatewayCacheMaxBytes))))
             services.append(.init(service: QuotaSyncService(tracker: quotas, client: client, logger: runtime.logger)))
             // the plans' minute, hour and day windows lease across gateways like the monthly quota
             var windowTrackers: [PlanWindow.Span: QuotaTracker] = [:]
