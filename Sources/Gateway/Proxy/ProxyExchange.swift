@@ -107,7 +107,8 @@ final class ProxyExchange {
 
     /// Connects (or takes an idle pooled connection) and sends what the client sent so far.
     func start() {
-        if cache == nil, let policy = plan.route.responseCache {
+        // a WebSocket handshake is never answered from the cache (nor stored: a 101 is not kept)
+        if cache == nil, upgrade == nil, let policy = plan.route.responseCache {
             // after the gate admitted the call (auth, subscription, limits), before any upstream
             var call = CacheCall(policy: policy)
             switch policy.lookup(head, plan: plan, now: DispatchTime.now().uptimeNanoseconds) {
@@ -316,8 +317,7 @@ final class ProxyExchange {
     private func noteResponseForCache(_ response: ParsedResponse, head bytes: UnsafeRawBufferPointer) {
         guard var call = cache else { return }
         var value = "tollgate; fwd=" + call.forward
-        if let key = call.key {
-            _ = key
+        if call.key != nil {
             let fields = response.fields.map { field in
                 (
                     name: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.name]), as: UTF8.self).lowercased(),
