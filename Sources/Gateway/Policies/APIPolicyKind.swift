@@ -27,16 +27,28 @@ public enum APIPolicyPhase: String, Sendable, CaseIterable, Codable {
 public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
     /// Calls per client (address, or a configured header) before any credential check.
     case clientRateLimit = "client_rate_limit"
+    /// Headers, query parameters and path of the request the upstream hears.
+    case requestTransform = "request_transform"
+    /// Headers of the response the client gets.
+    case responseTransform = "response_transform"
+    /// GET/HEAD responses kept by the gateway and served again within their lifetime.
+    case responseCache = "response_cache"
 
     public var phase: APIPolicyPhase {
         switch self {
         case .clientRateLimit: .preAuth
+        case .requestTransform: .preForward
+        case .responseTransform: .response
+        case .responseCache: .preForward
         }
     }
 
     public var title: String {
         switch self {
         case .clientRateLimit: "Rate limit per client"
+        case .requestTransform: "Request transformation"
+        case .responseTransform: "Response transformation"
+        case .responseCache: "Response cache"
         }
     }
 }

@@ -22,10 +22,18 @@ enum UpstreamRequestHead {
         chunked: Bool = false, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         var out = allocator.buffer(capacity: 1024)
+        // a transformed API collects the passing headers first, so its operations see them all
+        let transform = plan.route.requestTransform
+        let context = transform.map { _ in TransformContext(plan: plan, requestID: requestID, clientIP: connection.clientIP) }
+        var passing: [(name: String, value: String)] = []
         out.writeString(head.method.rawValue)
         out.writeStaticString(" ")
         out.writeString(target.pathPrefix)
-        out.writeString(plan.upstreamURI)
+        if let transform, let context {
+            out.writeString(transform.uri(plan.upstreamURI, context: context))
+        } else {
+            out.writeString(plan.upstreamURI)
+        }
         out.writeStaticString(" HTTP/1.1\r\nHost: ")
         out.writeString(target.hostHeader)
         out.writeStaticString("\r\n")
@@ -48,7 +56,17 @@ enum UpstreamRequestHead {
             {
                 continue
             }
-            out.writeHeader(name, value)
+            if transform != nil {
+                passing.append((name, value))
+            } else {
+                out.writeHeader(name, value)
+            }
+        }
+        if let transform, let context {
+            // names the gateway sets (credentials, ids, forwarding, framing) are refused at
+            // validation, so the operations cannot reach what follows
+            transform.headers(&passing, context: context)
+            for (name, value) in passing { out.writeHeader(name, value) }
         }
         if chunked { out.writeStaticString("Transfer-Encoding: chunked\r\n") }
         if let upgrade {

@@ -70,6 +70,8 @@ final class ProxyExchange {
     var bytesIn: Int64 = 0
     var bytesOut: Int64 = 0
     private var retried = false
+    /// The response cache's part in this call; nil for APIs without a `response_cache` policy.
+    private var cache: CacheCall?
     /// Identifies the exchange to the loop's response deadlines; 0 until its deadline is armed.
     private(set) var serial: UInt64 = 0
     /// Whether reading from the client (or the upstream) was paused for back-pressure.
@@ -105,6 +107,24 @@ final class ProxyExchange {
 
     /// Connects (or takes an idle pooled connection) and sends what the client sent so far.
     func start() {
+        // a WebSocket handshake is never answered from the cache (nor stored: a 101 is not kept)
+        if cache == nil, upgrade == nil, let policy = plan.route.responseCache {
+            // after the gate admitted the call (auth, subscription, limits), before any upstream
+            var call = CacheCall(policy: policy)
+            switch policy.lookup(head, plan: plan, now: DispatchTime.now().uptimeNanoseconds) {
+            case .hit(let found):
+                // served once the request is complete, as an upstream would answer
+                call.hit = found
+                cache = call
+                return
+            case .miss(let key): call.key = key
+            case .bypass(let key):
+                call.key = key
+                call.forward = "request"
+            case .notApplicable: call.forward = "method"
+            }
+            cache = call
+        }
         if let idle = loop.pool.takeIdle(target) { return attach(idle) }
         let target = self.target
         loop.pool.connect(target, tls: plan.route.upstreamTLS).assumeIsolatedUnsafeUnchecked().whenComplete { result in
@@ -184,6 +204,7 @@ final class ProxyExchange {
     /// The client's request is complete: the response deadline starts once it is all sent.
     func requestBodyEnded() {
         requestEnded = true
+        if cache?.hit != nil { return serveFromCache() }
         if let upstream, chunksRequestBody { upstream.channel.write(Self.lastChunk, promise: nil) }
         if upstream != nil { armTimeout() }
     }
@@ -274,6 +295,108 @@ final class ProxyExchange {
             }
             self.upstream = nil
         }
+        if let call = cache, let key = call.key, let pending = call.pending, pending.body.readableBytes == call.expectedBody {
+            call.policy.store.store(key, pending)
+        }
+        finish(status: status, forwarded: true, rejection: nil)
+        client.exchangeCompleted(self)
+    }
+
+    // MARK: Response cache and transformation
+
+    /// Applies the route's response transformation: the touched upstream fields leave the head and
+    /// come back, transformed, among the headers the gateway adds.
+    private func transformResponse(_ response: inout ParsedResponse, bytes: UnsafeRawBufferPointer) {
+        guard let transform = plan.route.responseTransform else { return }
+        let transformed = transform.apply(&response, bytes: bytes, context: TransformContext(plan: plan, requestID: requestID, clientIP: connection.clientIP))
+        for field in transformed { plan.responseHeaders.append((field.name, field.value)) }
+    }
+
+    /// Decides whether the upstream's response is kept (RFC 9111 rules, the policy's bounds) and
+    /// says so in `Cache-Status` (RFC 9211).
+    private func noteResponseForCache(_ response: ParsedResponse, head bytes: UnsafeRawBufferPointer) {
+        guard var call = cache else { return }
+        var value = "tollgate; fwd=" + call.forward
+        if call.key != nil {
+            let fields = response.fields.map { field in
+                (
+                    name: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.name]), as: UTF8.self).lowercased(),
+                    value: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.value]), as: UTF8.self)
+                )
+            }
+            switch call.policy.verdict(status: response.status, headers: fields, now: Date()) {
+            case .store(let ttl):
+                let size: Int? =
+                    switch response.framing {
+                    case .none: 0
+                    case .length(let length) where length <= call.policy.config.maxBodyBytes: length
+                    default: nil
+                    }
+                if let size {
+                    let now = DispatchTime.now().uptimeNanoseconds
+                    let lifetime = UInt64(ttl).multipliedReportingOverflow(by: 1_000_000_000)
+                    call.pending = CachedResponse(
+                        apiID: plan.route.apiID, fingerprint: call.policy.fingerprint, status: response.status, head: ByteBuffer(bytes: bytes),
+                        body: ByteBuffer(), storedAt: now, expiresAt: lifetime.overflow ? .max : now &+ lifetime.partialValue)
+                    call.pending?.body.reserveCapacity(size)
+                    call.expectedBody = size
+                    value += "; stored"
+                } else {
+                    value += "; detail=size"
+                }
+            case .skip(let reason): value += "; detail=" + reason
+            }
+        }
+        value += "; fwd-status=\(response.status)"
+        plan.responseHeaders.append(("Cache-Status", value))
+        cache = call
+    }
+
+    private func keepForCache(_ part: ByteBuffer) {
+        guard var call = cache, var pending = call.pending else { return }
+        cache = nil  // the body buffer is uniquely referenced while it grows
+        var bytes = part
+        if pending.body.readableBytes + bytes.readableBytes <= call.expectedBody {
+            pending.body.writeBuffer(&bytes)
+            call.pending = pending
+        } else {
+            call.pending = nil
+        }
+        cache = call
+    }
+
+    /// Answers from the cache: the kept head goes through the same writers (and transformation)
+    /// as an upstream's, then the call is metered — forwarded, so billable like any answer.
+    private func serveFromCache() {
+        guard var call = cache, let hit = call.hit else { return }
+        call.hit = nil
+        cache = call
+        let now = DispatchTime.now().uptimeNanoseconds
+        let parsed = hit.head.withUnsafeReadableBytes {
+            HTTPHeadParser.parseResponse($0, maxBytes: ProxyHandler.maxResponseHeadBytes, requestMethod: head.method)
+        }
+        guard case .complete(var response, _) = parsed else {
+            // it parsed when it was stored; should it not now, the client still gets an answer
+            return failBeforeResponse(status: .badGateway, detail: "A kept response could not be read.")
+        }
+        responseStarted = true
+        status = UInt(hit.status)
+        let left = hit.expiresAt > now ? (hit.expiresAt - now) / 1_000_000_000 : 0
+        let age = now > hit.storedAt ? (now - hit.storedAt) / 1_000_000_000 : 0
+        plan.responseHeaders.append(("Cache-Status", "tollgate; hit; ttl=\(left)"))
+        plan.responseHeaders.append(("Age", String(age)))
+        payloadOnly = client.exchangeWantsPayloadOnly(self, response: response)
+        let body: ByteBuffer? = head.method == .HEAD || hit.body.readableBytes == 0 ? nil : hit.body
+        bytesOut = Int64(body?.readableBytes ?? 0)
+        hit.head.withUnsafeReadableBytes { bytes in
+            transformResponse(&response, bytes: bytes)
+            if let body, body.readableBytes > 16 * 1024 {
+                client.exchange(self, receivedHead: response, bytes: bytes, body: nil)
+                client.exchange(self, receivedBody: body)
+            } else {
+                client.exchange(self, receivedHead: response, bytes: bytes, body: body)
+            }
+        }
         finish(status: status, forwarded: true, rejection: nil)
         client.exchangeCompleted(self)
     }
@@ -324,6 +447,15 @@ final class ProxyExchange {
                 upstreamKeepAlive = response.keepAlive
                 responseBody = BodyFramer(response.framing)
                 payloadOnly = client.exchangeWantsPayloadOnly(self, response: response)
+                var response = response
+                if cache != nil || plan.route.responseTransform != nil {
+                    input.withUnsafeReadableBytes { all in
+                        let bytes = UnsafeRawBufferPointer(rebasing: all[0..<length])
+                        // the cache judges (and keeps) the upstream's own head, before any transformation
+                        if cache != nil { noteResponseForCache(response, head: bytes) }
+                        transformResponse(&response, bytes: bytes)
+                    }
+                }
                 let headBytes = input.readSlice(length: length)!
                 // A small body that came with its head goes out with it: one write instead of two.
                 var body: ByteBuffer?
@@ -331,6 +463,7 @@ final class ProxyExchange {
                     body = input.readSlice(length: size)!
                     bytesOut += Int64(size)
                     responseBody = BodyFramer(.none)
+                    if var kept = body, cache?.pending != nil { cache?.pending?.body.writeBuffer(&kept) }
                 }
                 headBytes.withUnsafeReadableBytes { client.exchange(self, receivedHead: response, bytes: $0, body: body) }
                 if responseBody.isDone { return complete(upstreamInStep: input.readableBytes == 0) }
@@ -360,7 +493,10 @@ final class ProxyExchange {
             for range in payload { client.exchange(self, receivedBody: input.getSlice(at: input.readerIndex + range.lowerBound, length: range.count)!) }
             input.moveReaderIndex(forwardBy: step.consumed)
         } else if step.consumed > 0 {
-            client.exchange(self, receivedBody: input.readSlice(length: step.consumed)!)
+            let part = input.readSlice(length: step.consumed)!
+            // a kept response has a length, so its bytes as relayed are its payload
+            if cache?.pending != nil { keepForCache(part) }
+            client.exchange(self, receivedBody: part)
         }
         if step.ended {
             complete(upstreamInStep: input.readableBytes == 0)
@@ -435,4 +571,21 @@ final class ProxyExchange {
         pausedUpstream = !writable
         upstream.channel.setOption(.autoRead, value: writable).whenComplete { _ in }
     }
+}
+
+/// The response cache's state for one call.
+struct CacheCall {
+    let policy: ResponseCachePolicy
+    /// Where a storable response is kept (nil: not stored, e.g. the request said `no-store`).
+    var key: String?
+    /// `Cache-Status`'s `fwd` for a forwarded call: `miss`, `request` (the client asked for a fresh
+    /// answer) or `method` (not GET/HEAD, or with a body).
+    var forward = "miss"
+    /// Found fresh: served when the request is complete.
+    var hit: CachedResponse?
+    /// Being kept: the head and the body so far.
+    var pending: CachedResponse?
+    var expectedBody = 0
+
+    init(policy: ResponseCachePolicy) { self.policy = policy }
 }

@@ -47,8 +47,9 @@ public final class ForwardPlan {
     public let grant: SubscriptionGrant
     /// Path and query for the upstream, without the target's prefix.
     public let upstreamURI: String
-    /// Headers added to the response (rate limits, deprecation, CORS).
-    public let responseHeaders: [(String, String)]
+    /// Headers added to the response (rate limits, deprecation, CORS; a response transformation's
+    /// results are appended when the response head arrives, before a client writer reads them).
+    public internal(set) var responseHeaders: [(String, String)]
     /// Whether a quota unit was reserved (settled when the outcome is known).
     public let quotaReserved: Bool
 

@@ -136,13 +136,23 @@ public final class Route: Sendable {
     /// (address rules, CORS preflight, methods, body size) and before any credential check.
     /// Empty for most APIs: the gate then pays one `isEmpty` check.
     public let preAuth: [PreAuthPolicy]
+    /// The provider's request and response transformations (every such policy of the chain, in
+    /// order); nil for most APIs, which then pay one nil check per call.
+    public let requestTransform: RequestTransform?
+    public let responseTransform: ResponseTransform?
+    /// The API's response cache; nil (one check per call) for APIs without.
+    public let responseCache: ResponseCachePolicy?
 
     public init(
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
         ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
-        preAuth: [PreAuthPolicy] = []
+        preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil,
+        responseCache: ResponseCachePolicy? = nil
     ) {
+        self.responseCache = responseCache
         self.preAuth = preAuth
+        self.requestTransform = requestTransform
+        self.responseTransform = responseTransform
         self.upstreamTLS = upstreamTLS
         self.deprecatedAt = deprecatedAt
         self.apiID = apiID

@@ -68,16 +68,34 @@ public final class ClientLimiterRegistry: Sendable {
 
     private let limiters = NIOLockedValueBox<[Key: ClientRateLimiter]>([:])
     private let evictions: Counter
+    /// The process's response cache, which every loaded snapshot's cached routes share.
+    public let responseCache: ResponseCacheStore
 
-    public init(metricsFactory: (any MetricsFactory)? = nil) {
+    public init(metricsFactory: (any MetricsFactory)? = nil, responseCache: ResponseCacheStore? = nil) {
         evictions = Counter(label: "tollgate_gateway_client_limit_evictions_total", factory: metricsFactory ?? MetricsSystem.factory)
+        self.responseCache = responseCache ?? ResponseCacheStore(metricsFactory: metricsFactory)
     }
 
-    /// The pre-authentication policies per API, in chain order. Rows of unknown kinds or with a
-    /// configuration the parser refuses are skipped and reported in `skipped`.
-    public func compile(_ rows: [StoredPolicy]) -> (byAPI: [UUID: [PreAuthPolicy]], skipped: [StoredPolicy]) {
+    /// The stored chains compiled per API.
+    public struct Compiled {
+        /// The pre-authentication policies per API, in chain order.
+        public var byAPI: [UUID: [PreAuthPolicy]] = [:]
+        public var requestTransforms: [UUID: RequestTransform] = [:]
+        public var responseTransforms: [UUID: ResponseTransform] = [:]
+        /// An API's response cache (the first such policy; the portal allows one).
+        public var caches: [UUID: ResponseCacheConfig] = [:]
+        /// Rows of unknown kinds or with a configuration the parser refuses (left out).
+        public var skipped: [StoredPolicy] = []
+    }
+
+    /// Compiles every API's chain. Rows of unknown kinds or with a configuration the parser
+    /// refuses are skipped and reported in `skipped`.
+    public func compile(_ rows: [StoredPolicy]) -> Compiled {
         var byAPI: [UUID: [PreAuthPolicy]] = [:]
         var skipped: [StoredPolicy] = []
+        var requestSteps: [UUID: [TransformConfig]] = [:]
+        var responseSteps: [UUID: [TransformConfig.FieldOps]] = [:]
+        var caches: [UUID: ResponseCacheConfig] = [:]
         limiters.withLockedValue { table in
             var next: [Key: ClientRateLimiter] = [:]
             for row in rows.sorted(by: { ($0.apiID.uuidString, $0.position) < ($1.apiID.uuidString, $1.position) }) {
@@ -95,11 +113,32 @@ public final class ClientLimiterRegistry: Sendable {
                     let limiter = table[key] ?? ClientRateLimiter(config: config, evictions: evictions)
                     next[key] = limiter
                     byAPI[row.apiID, default: []].append(.clientRateLimit(ClientRateLimit(limiter: limiter)))
+                case .responseCache:
+                    guard case .success(let config) = ResponseCacheConfig.parse(object), caches[row.apiID] == nil else {
+                        skipped.append(row)
+                        continue
+                    }
+                    caches[row.apiID] = config
+                case .requestTransform, .responseTransform:
+                    let side: TransformConfig.Side = kind == .requestTransform ? .request : .response
+                    guard case .success(let config) = TransformConfig.parse(object, side: side) else {
+                        skipped.append(row)
+                        continue
+                    }
+                    if side == .request {
+                        requestSteps[row.apiID, default: []].append(config)
+                    } else {
+                        responseSteps[row.apiID, default: []].append(config.headers)
+                    }
                 }
             }
             table = next
         }
-        return (byAPI, skipped)
+        var compiled = Compiled(byAPI: byAPI, skipped: skipped)
+        compiled.caches = caches
+        for (api, steps) in requestSteps { compiled.requestTransforms[api] = RequestTransform(steps) }
+        for (api, steps) in responseSteps { compiled.responseTransforms[api] = ResponseTransform(steps) }
+        return compiled
     }
 
     /// Clients remembered and the most that may be, over every API (for the gauges).

@@ -55,13 +55,14 @@ public struct SnapshotLoader: Sendable {
         ).decode((UUID, Int, String, String).self) {
             storedPolicies.append(StoredPolicy(apiID: apiID, position: position, kind: kind, config: config))
         }
-        let (preAuth, skipped) = clientLimiters.compile(storedPolicies)
-        for row in skipped {
+        let chains = clientLimiters.compile(storedPolicies)
+        for row in chains.skipped {
             // the portal refuses such rows; one stored before a rule changed is left out, not half-applied
             logger.error("an API policy is unusable and was left out", metadata: ["api": "\(row.apiID)", "kind": "\(row.kind)", "position": "\(row.position)"])
         }
 
         var routes: [UUID: [Route]] = [:]
+        var cacheFingerprints: [UUID: Int] = [:]
         let apiRows = try await connection.query(
             """
             SELECT a.id, a.tenant_id, a.slug, a.version, a.base_path, a.state, a.cors::text, a.ip_allow, a.ip_deny, a.methods, a.max_request_bytes,
@@ -90,14 +91,33 @@ public struct SnapshotLoader: Sendable {
                     logger.error("an API's upstream TLS settings are unusable", metadata: ["api": "\(id)", "error": "\(error)"])
                 }
             }
+            var cache: ResponseCachePolicy?
+            if let config = chains.caches[id] {
+                // everything the loader read about the API: a change to any of it purges its entries
+                var hasher = Hasher()
+                for part in [slug, apiVersion, basePath, state, cors ?? "", caBundle ?? ""] + allow + deny + methods { hasher.combine(part) }
+                hasher.combine(maxBytes)
+                hasher.combine(sunset)
+                for target in apiTargets { hasher.combine(target) }
+                for row in storedPolicies where row.apiID == id {
+                    hasher.combine(row.kind)
+                    hasher.combine(row.config)
+                }
+                let fingerprint = hasher.finalize()
+                cacheFingerprints[id] = fingerprint
+                cache = ResponseCachePolicy(config: config, store: clientLimiters.responseCache, fingerprint: fingerprint)
+            }
             routes[tenant, default: []].append(
                 Route(
                     apiID: id, slug: slug, version: apiVersion, basePath: basePath, state: Route.State(rawValue: state) ?? .retired,
                     targets: apiTargets, cors: policy,
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
                     maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
-                    preAuth: preAuth[id] ?? []))
+                    preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache))
         }
+
+        // an API whose configuration changed (or that lost its cache) keeps no entries
+        clientLimiters.responseCache.retain(current: cacheFingerprints)
 
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]
         let subscriptionRows = try await connection.query(

@@ -20,10 +20,13 @@ public struct SnapshotReloader: Service {
     public init(
         client: PostgresClient, store: SnapshotStore, baseDomain: String, publicURL: PublicBaseURL, logger: Logger,
         debounce: Duration = .milliseconds(100),
-        fullReloadInterval: Duration = .seconds(30), retryInterval: Duration = .seconds(1), clientKeyOpener: SnapshotLoader.ClientKeyOpener? = nil
+        fullReloadInterval: Duration = .seconds(30), retryInterval: Duration = .seconds(1), responseCache: ResponseCacheStore? = nil,
+        clientKeyOpener: SnapshotLoader.ClientKeyOpener? = nil
     ) {
         self.client = client
-        self.loader = SnapshotLoader(client: client, baseDomain: baseDomain, publicURL: publicURL, logger: logger, clientKeyOpener: clientKeyOpener)
+        self.loader = SnapshotLoader(
+            client: client, baseDomain: baseDomain, publicURL: publicURL, logger: logger, clientLimiters: ClientLimiterRegistry(responseCache: responseCache),
+            clientKeyOpener: clientKeyOpener)
         self.store = store
         self.logger = logger
         self.debounce = debounce
@@ -52,6 +55,7 @@ public struct SnapshotReloader: Service {
             store.install(snapshot)
             GatewayGauges.snapshot(version: snapshot.version, ageSeconds: 0, databaseReachable: true)
             loader.clientLimiters.recordGauges()
+            loader.clientLimiters.responseCache.recordGauges()
             return true
         } catch {
             store.markUnreachable(DatabaseErrorText.describe(error).prefix(300).description)
@@ -97,7 +101,10 @@ public struct SnapshotReloader: Service {
                     try await connection.listen(on: "tollgate_config") { notifications in
                         await signal.fire()  // we may have missed changes while not listening
                         for try await notification in notifications {
-                            if let revoked = Self.revocation(notification.payload) {
+                            if let api = Self.cachePurge(notification.payload) {
+                                // a provider emptied the API's cache: nothing else changed
+                                loader.clientLimiters.responseCache.purge(api: api)
+                            } else if let revoked = Self.revocation(notification.payload) {
                                 store.update { snapshot in
                                     if let tenant = snapshot.tenantsBySlug.values.first(where: { $0.id == revoked.tenant }) {
                                         snapshot.tenantsBySlug[tenant.slug] = tenant.revoking([revoked.jti])
@@ -115,6 +122,13 @@ public struct SnapshotReloader: Service {
                 try? await Task.sleep(for: retryInterval)
             }
         }
+    }
+
+    /// `{"table": "cache_purge", "api_id": ...}`, sent by `DELETE /apis/{id}/cache`.
+    static func cachePurge(_ payload: String) -> UUID? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any], object["table"] as? String == "cache_purge"
+        else { return nil }
+        return (object["api_id"] as? String).flatMap(UUID.init(uuidString:))
     }
 
     static func revocation(_ payload: String) -> (tenant: UUID, jti: String)? {

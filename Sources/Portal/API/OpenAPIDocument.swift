@@ -206,6 +206,12 @@ enum OpenAPIDocument {
                     tag: "Catalog", parameters: [apiParameter], body: ref("PolicyList"), ok: ("200", ref("PolicyChain")),
                     errors: ["400", "401", "403", "404", "413", "415", "422"]),
             ],
+            "/apis/{api}/cache": [
+                "delete": operation(
+                    "purgeCache",
+                    "Drop the API's kept responses on every gateway (provider team, audited); 202: the gateways act on a notification within moments",
+                    tag: "Catalog", parameters: [apiParameter], ok: ("202", nil), errors: ["401", "403", "404"])
+            ],
             "/apis/{api}/transitions": [
                 "post": operation(
                     "transitionAPI", "Move an API through draft → published → deprecated → retired", tag: "Catalog", parameters: [apiParameter],
@@ -503,12 +509,58 @@ enum OpenAPIDocument {
                     ],
                 ],
             ],
+            "TransformFieldOps": [
+                "type": "object", "additionalProperties": false,
+                "description": "Applied in this order: remove, rename, set (replaces every field of the name), add (another field). Values may use $app_id, $client_id, $team_id, $plan, $request_id, $client_ip; $$ is a literal $",
+                "properties": [
+                    "remove": ["type": "array", "items": ["type": "string", "maxLength": TransformConfig.maximumNameBytes]],
+                    "rename": ["type": "object", "additionalProperties": ["type": "string"], "description": "old name: new name"],
+                    "set": ["type": "object", "additionalProperties": ["type": "string", "maxLength": TransformConfig.maximumValueBytes]],
+                    "add": ["type": "object", "additionalProperties": ["type": "string", "maxLength": TransformConfig.maximumValueBytes]],
+                ],
+            ],
+            "RequestTransformConfig": [
+                "type": "object", "additionalProperties": false,
+                "description": "request_transform: headers and query parameters the upstream hears, and a path rewrite. Hop-by-hop headers, Host, Content-Length, Transfer-Encoding, Authorization, X-API-Key, X-Request-Id, Forwarded, X-Forwarded-* and X-Tollgate-* are refused. At most \(TransformConfig.maximumOperations) operations",
+                "properties": [
+                    "headers": ref("TransformFieldOps"), "query": ref("TransformFieldOps"),
+                    "path": [
+                        "type": "object", "additionalProperties": false, "required": ["match", "replace"],
+                        "description": "match: the path after the base path, {name} capturing a segment (e.g. /users/{id}); replace: the upstream path using the captures (e.g. /v2/people/{id}); other paths pass unchanged",
+                        "properties": ["match": ["type": "string", "maxLength": PathRewrite.maximumBytes], "replace": ["type": "string", "maxLength": PathRewrite.maximumBytes]],
+                    ],
+                ],
+            ],
+            "ResponseTransformConfig": [
+                "type": "object", "additionalProperties": false,
+                "description": "response_transform: headers of the response the client gets. Hop-by-hop and framing headers, X-Request-Id, RateLimit*, Retry-After, Deprecation, Sunset, Cache-Status, Strict-Transport-Security, Access-Control-* and X-Tollgate-* are refused",
+                "properties": ["headers": ref("TransformFieldOps")],
+            ],
+            "ResponseCacheConfig": [
+                "type": "object", "additionalProperties": false, "required": ["ttl_seconds"],
+                "description": "response_cache: GET/HEAD responses kept up to ttl_seconds, never longer than the upstream's Cache-Control (s-maxage, max-age)/Expires allow; no-store, private, no-cache, Set-Cookie, Vary beyond the configured headers and statuses other than 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501 are never kept. One per API",
+                "properties": [
+                    "ttl_seconds": ["type": "integer", "minimum": ResponseCacheConfig.ttlRange.lowerBound, "maximum": ResponseCacheConfig.ttlRange.upperBound],
+                    "vary": [
+                        "type": "array", "maxItems": ResponseCacheConfig.maximumVary, "items": ["type": "string", "maxLength": 64],
+                        "description": "Request headers whose values key the cache (credentials refused)",
+                    ],
+                    "shared": ["type": "boolean", "description": "Every app gets the same responses; default false (kept per app)"],
+                    "max_body_bytes": [
+                        "type": "integer", "minimum": ResponseCacheConfig.maxBodyRange.lowerBound, "maximum": ResponseCacheConfig.maxBodyRange.upperBound,
+                        "description": "Larger bodies are not kept; default \(ResponseCacheConfig.defaultMaxBodyBytes)",
+                    ],
+                ],
+            ],
             "Policy": [
                 "type": "object", "additionalProperties": false, "required": ["kind", "config"],
                 "properties": [
                     "kind": ["type": "string", "enum": APIPolicyKind.allCases.map(\.rawValue)],
                     "phase": ["type": "string", "enum": APIPolicyPhase.allCases.map(\.rawValue), "description": "The kind's phase; optional on input"],
-                    "config": ref("ClientRateLimitConfig"),
+                    "config": [
+                        "description": "The kind's configuration: client_rate_limit ClientRateLimitConfig, request_transform RequestTransformConfig, response_transform ResponseTransformConfig, response_cache ResponseCacheConfig",
+                        "oneOf": [ref("ClientRateLimitConfig"), ref("RequestTransformConfig"), ref("ResponseTransformConfig"), ref("ResponseCacheConfig")],
+                    ],
                 ],
             ],
             "PolicyList": [

@@ -66,6 +66,7 @@ struct TenantAPI: Sendable {
         authed.put("/apis/:api/gateway-policy", use: setGatewayPolicy)
         authed.get("/apis/:api/policies", use: showPolicies)
         authed.put("/apis/:api/policies", use: setPolicies)
+        authed.delete("/apis/:api/cache", use: purgeCache)
         authed.get("/apis/:api/plans", use: listPlans)
         authed.post("/apis/:api/plans", use: createPlan)
         authed.get("/plans/:plan", use: showPlan)
@@ -202,6 +203,15 @@ struct TenantAPI: Sendable {
         let (api, stored) = try await services.catalog.setPolicies(
             tenant: try context.requireTenant(), actor: principal, id: id, policies, clientIP: context.clientIP)
         return try .json(APIModel.PolicyChainBody(api: api, policies: stored))
+    }
+
+    /// Empties the API's response cache on every gateway (provider only, audited). 202: the
+    /// gateways drop the entries when the notification reaches them, within moments.
+    @Sendable func purgeCache(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let id = try uuidParameter("api", context, what: "API")
+        let api = try await services.catalog.purgeCache(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, clientIP: context.clientIP)
+        return try .json(["api_id": api.id.uuidString.lowercased(), "purge": "sent to every gateway"], status: .accepted)
     }
 
     /// Webhook endpoints you manage (tenant admins: all of the tenant's).

@@ -60,6 +60,8 @@ struct AppConfig: Sendable {
     var gatewayProxyProtocol = false
     /// The gateway speaks HTTP/2 to clients that ask: prior knowledge on plaintext, ALPN `h2` on TLS (TOLLGATE_HTTP2, default true).
     var gatewayHTTP2 = true
+    /// The gateway's response cache holds at most this many bytes (TOLLGATE_CACHE_MAX_MB, 1 to 4096, default 64).
+    var gatewayCacheMaxBytes = ResponseCacheStore.defaultMaxBytes
     /// An open WebSocket tunnel with no traffic for this long is closed (TOLLGATE_WEBSOCKET_IDLE_SECONDS, default 300).
     var webSocketIdleTimeout: TimeAmount = .seconds(300)
     /// A WebSocket tunnel is closed after this long (TOLLGATE_WEBSOCKET_MAX_SECONDS; unset: no limit).
@@ -166,6 +168,10 @@ struct AppConfig: Sendable {
         if let text = env["TOLLGATE_HTTP2"] {
             guard text == "true" || text == "false" else { throw ConfigError.invalid("TOLLGATE_HTTP2", text, "true or false") }
             config.gatewayHTTP2 = text == "true"
+        }
+        if let text = env["TOLLGATE_CACHE_MAX_MB"] {
+            guard let megabytes = Int(text), (1...4096).contains(megabytes) else { throw ConfigError.invalid("TOLLGATE_CACHE_MAX_MB", text, "1 to 4096") }
+            config.gatewayCacheMaxBytes = megabytes << 20
         }
         if let text = env["TOLLGATE_WEBSOCKET_IDLE_SECONDS"] {
             guard let seconds = Int(text), (1...86_400).contains(seconds) else {

@@ -101,6 +101,7 @@ enum Launcher {
             let seal = UpstreamClientKeySeal(secret: try SecretKey.load(environmentValue: config.secretKeyValue, dataDirectory: config.dataDirectory))
             services.append(.init(service: SnapshotReloader(
                 client: client, store: store, baseDomain: config.baseDomain, publicURL: config.publicURL, logger: runtime.logger,
+                responseCache: ResponseCacheStore(maxBytes: config.gatewayCacheMaxBytes),
                 clientKeyOpener: { sealed, apiID in seal.open(sealed, apiID: apiID) })))
             services.append(.init(service: QuotaSyncService(tracker: quotas, client: client, logger: runtime.logger)))
             // the plans' minute, hour and day windows lease across gateways like the monthly quota

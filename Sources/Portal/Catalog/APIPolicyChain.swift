@@ -6,6 +6,9 @@ import Gateway
 struct APIPolicy: Sendable, Equatable {
     enum Config: Sendable, Equatable {
         case clientRateLimit(ClientRateLimitConfig)
+        case requestTransform(TransformConfig)
+        case responseTransform(TransformConfig)
+        case responseCache(ResponseCacheConfig)
     }
 
     var config: Config
@@ -13,6 +16,9 @@ struct APIPolicy: Sendable, Equatable {
     var kind: APIPolicyKind {
         switch config {
         case .clientRateLimit: .clientRateLimit
+        case .requestTransform: .requestTransform
+        case .responseTransform: .responseTransform
+        case .responseCache: .responseCache
         }
     }
 
@@ -22,12 +28,16 @@ struct APIPolicy: Sendable, Equatable {
     var configJSON: JSONValue {
         switch config {
         case .clientRateLimit(let limit): limit.json
+        case .requestTransform(let transform), .responseTransform(let transform): transform.json
+        case .responseCache(let cache): cache.json
         }
     }
 
     var summary: String {
         switch config {
         case .clientRateLimit(let limit): limit.summary
+        case .requestTransform(let transform), .responseTransform(let transform): transform.summary
+        case .responseCache(let cache): cache.summary
         }
     }
 
@@ -35,6 +45,9 @@ struct APIPolicy: Sendable, Equatable {
     static func make(kind: APIPolicyKind, config: [String: JSONValue]) -> Result<APIPolicy, PolicyConfigProblems> {
         switch kind {
         case .clientRateLimit: ClientRateLimitConfig.parse(config).map { APIPolicy(config: .clientRateLimit($0)) }
+        case .requestTransform: TransformConfig.parse(config, side: .request).map { APIPolicy(config: .requestTransform($0)) }
+        case .responseTransform: TransformConfig.parse(config, side: .response).map { APIPolicy(config: .responseTransform($0)) }
+        case .responseCache: ResponseCacheConfig.parse(config).map { APIPolicy(config: .responseCache($0)) }
         }
     }
 }
@@ -108,6 +121,10 @@ enum APIPolicyChain {
             case nil, .null?: config = [:]
             default:
                 problems.append(PolicyConfigProblem(at + "/config", "Give the configuration as an object."))
+                continue
+            }
+            if kind == .responseCache, policies.contains(where: { $0.kind == .responseCache }) {
+                problems.append(PolicyConfigProblem(at + "/kind", "An API has one response cache."))
                 continue
             }
             switch APIPolicy.make(kind: kind, config: config) {
@@ -184,6 +201,7 @@ enum APIPolicyEdit: Sendable, Equatable {
         switch self {
         case .add(let policy):
             guard list.count < APIPolicyChain.maximumPolicies else { return nil }
+            if policy.kind == .responseCache, list.contains(where: { $0.kind == .responseCache }) { return nil }
             list.append(policy)
         case .replace(let index, let policy):
             guard list.indices.contains(index) else { return nil }

@@ -165,6 +165,20 @@ struct CatalogService: Sendable {
         }
     }
 
+    /// Asks every gateway to drop the API's kept responses: a `cache_purge` notification on the
+    /// gateways' channel, sent when the audited transaction commits.
+    func purgeCache(tenant: Tenant, actor: Principal, id: UUID, clientIP: String?) async throws -> APIProduct {
+        try await database.withTenant(tenant.id) { connection in
+            let api = try await managed(id, actor: actor, on: connection)
+            let payload = "{\"table\":\"cache_purge\",\"tenant_id\":\"\(tenant.id.uuidString.lowercased())\",\"api_id\":\"\(api.id.uuidString.lowercased())\"}"
+            try await connection.query("SELECT pg_notify('tollgate_config', \(payload))", logger: apis.logger)
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiUpdated, target: "\(api.slug)/\(api.version)",
+                clientIP: clientIP, details: ["fields": "cache_purge"], on: connection)
+            return api
+        }
+    }
+
     /// Stores (or replaces) the API version's OpenAPI document after validating it.
     func uploadDocument(tenant: Tenant, actor: Principal, id: UUID, bytes: [UInt8], clientIP: String?) async throws -> StoredAPIDocument {
         guard bytes.count <= APIDocument.maximumBytes else { throw APIDocument.tooLarge }

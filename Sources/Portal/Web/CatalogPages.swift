@@ -23,6 +23,7 @@ struct CatalogPages: Sendable {
         group.form("/catalog/apis/:api/client-certificate", page: "/catalog/apis/:api", use: setClientCertificate)
         group.form("/catalog/apis/:api/client-certificate/remove", page: "/catalog/apis/:api", use: removeClientCertificate)
         group.form("/catalog/apis/:api/policies", page: "/catalog/apis/:api", use: editPolicies)
+        group.form("/catalog/apis/:api/cache/purge", page: "/catalog/apis/:api", use: purgeCache)
         // GET of this address is the public download of the document
         group.post("/catalog/apis/:api/openapi", use: upload)
     }
@@ -207,11 +208,10 @@ struct CatalogPages: Sendable {
             guard let kind = APIPolicyKind(rawValue: form["kind"] ?? "") else { throw AppError.badRequest("Unknown policy kind.") }
             switch Self.policy(kind, from: form) {
             case .success(let policy): edit = op == "add" ? .add(policy) : .replace(index, policy)
-            case .failure(let problems):
-                var errors: [String: String] = [:]
-                for problem in problems.list where errors[problem.field] == nil { errors[problem.field] = problem.message }
-                var typed: [String: Any] = ["errors": errors]
-                for field in Self.clientLimitFields { typed[field] = form[field] ?? "" }
+            case .failure(let errors):
+                var typed: [String: Any] = ["errors": errors.fields]
+                for field in Self.formFields(kind) { typed[field] = form[field] ?? "" }
+                typed.merge(Self.kindFlags(kind)) { $1 }
                 return try await detailPage(
                     context, error: "The policy was not saved: correct the fields marked below.",
                     typedPolicy: (op == "add" ? nil : index, typed), status: .unprocessableContent)
@@ -232,13 +232,61 @@ struct CatalogPages: Sendable {
         return try await saved("Policies saved.", id: id, context)
     }
 
-    static let clientLimitFields = ["requests", "per_seconds", "burst", "key_header", "max_clients"]
+    /// The API page's "Purge the cache" button (post/redirect/get).
+    @Sendable func purgeCache(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        _ = try await services.catalog.purgeCache(tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, clientIP: context.clientIP)
+        return try await saved("Cache purge sent to every gateway.", id: id, context)
+    }
 
-    /// A policy from its form's fields: empty fields are left out (defaults), numbers are read
-    /// strictly, and the kind's own parser checks the rest, as for JSON.
-    static func policy(_ kind: APIPolicyKind, from form: FormData) -> Result<APIPolicy, PolicyConfigProblems> {
+    static let clientLimitFields = ["requests", "per_seconds", "burst", "key_header", "max_clients"]
+    static let cacheFields = ["ttl_seconds", "vary", "shared", "max_body_bytes"]
+
+    static func formFields(_ kind: APIPolicyKind) -> [String] {
+        switch kind {
+        case .clientRateLimit: clientLimitFields
+        case .requestTransform: TransformForm.requestFields
+        case .responseTransform: TransformForm.responseFields
+        case .responseCache: cacheFields
+        }
+    }
+
+    /// The response cache form's values (nil: a new one's defaults).
+    static func cacheValues(_ config: ResponseCacheConfig?) -> [String: Any] {
+        [
+            "ttl_seconds": config.map { String($0.ttlSeconds) } ?? "60", "vary": config?.vary.joined(separator: " ") ?? "",
+            "shared": config?.shared ?? false, "max_body_bytes": String(config?.maxBodyBytes ?? ResponseCacheConfig.defaultMaxBodyBytes),
+            "errors": [String: String](),
+        ]
+    }
+
+    /// Which of `policy_fields`' sections a form shows (every flag set, so an outer context's
+    /// value never leaks into a section).
+    static func kindFlags(_ kind: APIPolicyKind) -> [String: Any] {
+        [
+            "is_client_rate_limit": kind == .clientRateLimit, "is_transform": kind == .requestTransform || kind == .responseTransform,
+            "is_response_cache": kind == .responseCache,
+            "is_request_transform": kind == .requestTransform, "kind": kind.rawValue,
+        ]
+    }
+
+    /// A policy from its form's fields, or the problems keyed by form field: empty fields are left
+    /// out (defaults), numbers are read strictly, and the kind's own parser checks the rest, as for JSON.
+    static func policy(_ kind: APIPolicyKind, from form: FormData) -> Result<APIPolicy, FormFieldErrors> {
         var config: [String: JSONValue] = [:]
         switch kind {
+        case .requestTransform, .responseTransform:
+            let side: TransformConfig.Side = kind == .requestTransform ? .request : .response
+            return TransformForm.config(side, from: form).map { APIPolicy(config: kind == .requestTransform ? .requestTransform($0) : .responseTransform($0)) }
+        case .responseCache:
+            for field in ["ttl_seconds", "max_body_bytes"] {
+                let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
+                if !text.isEmpty { config[field] = Int64(text).map(JSONValue.integer) ?? .string(text) }
+            }
+            // a checkbox: present means shared
+            config["shared"] = .bool(form["shared"] == "on")
+            let vary = TextLines.split((form["vary"] ?? "").replacingOccurrences(of: ",", with: "\n").replacingOccurrences(of: " ", with: "\n"))
+            config["vary"] = .array(vary.map(JSONValue.string))
         case .clientRateLimit:
             for field in clientLimitFields {
                 let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
@@ -251,7 +299,11 @@ struct CatalogPages: Sendable {
                 }
             }
         }
-        return APIPolicy.make(kind: kind, config: config)
+        return APIPolicy.make(kind: kind, config: config).mapError { problems in
+            var errors: [String: String] = [:]
+            for problem in problems.list where errors[problem.field] == nil { errors[problem.field] = problem.message }
+            return FormFieldErrors(fields: errors)
+        }
     }
 
     /// Reference docs rendered from the uploaded OpenAPI document.
@@ -397,7 +449,11 @@ struct CatalogPages: Sendable {
                         var form: [String: Any]
                         switch policies[index].config {
                         case .clientRateLimit(let config): form = fields(config)
+                        case .requestTransform(let config): form = TransformForm.values(config, side: .request)
+                        case .responseTransform(let config): form = TransformForm.values(config, side: .response)
+                        case .responseCache(let config): form = Self.cacheValues(config)
                         }
+                        form.merge(Self.kindFlags(policies[index].kind)) { $1 }
                         if let typed, typed.index == index { form = typed.values }
                         form["index"] = index
                         form["prefix"] = "p\(index)"
@@ -413,9 +469,35 @@ struct CatalogPages: Sendable {
         }
         var add = fields(nil)
         add["per_seconds"] = "60"
-        if let typed, typed.index == nil { add = typed.values }
+        var addRequest = TransformForm.values(nil, side: .request)
+        var addResponse = TransformForm.values(nil, side: .response)
+        var addCache = Self.cacheValues(nil)
+        // the form that was sent comes back with what was typed, open, its fields marked
+        if let typed, typed.index == nil {
+            switch typed.values["kind"] as? String {
+            case APIPolicyKind.requestTransform.rawValue?: addRequest = typed.values
+            case APIPolicyKind.responseTransform.rawValue?: addResponse = typed.values
+            case APIPolicyKind.responseCache.rawValue?: addCache = typed.values
+            default: add = typed.values
+            }
+        }
+        add.merge(Self.kindFlags(.clientRateLimit)) { $1 }
+        addRequest.merge(Self.kindFlags(.requestTransform)) { $1 }
+        addResponse.merge(Self.kindFlags(.responseTransform)) { $1 }
+        addCache.merge(Self.kindFlags(.responseCache)) { $1 }
+        addCache["prefix"] = "newcache"
+        addCache["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.responseCache.rawValue } ?? false
         add["prefix"] = "new"
-        return ["phases": phases, "add": add, "full": policies.count >= APIPolicyChain.maximumPolicies, "max": APIPolicyChain.maximumPolicies]
+        addRequest["prefix"] = "newreq"
+        addResponse["prefix"] = "newres"
+        add["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.clientRateLimit.rawValue } ?? false
+        addRequest["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.requestTransform.rawValue } ?? false
+        addResponse["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.responseTransform.rawValue } ?? false
+        return [
+            "phases": phases, "add": add, "add_request_transform": addRequest, "add_response_transform": addResponse,
+            "add_response_cache": addCache, "has_cache": policies.contains { $0.kind == .responseCache },
+            "full": policies.count >= APIPolicyChain.maximumPolicies, "max": APIPolicyChain.maximumPolicies,
+        ]
     }
 
     private func documentSummary(_ api: APIProduct, tenant: Tenant, viewer: Principal?) async throws -> [String: Any]? {

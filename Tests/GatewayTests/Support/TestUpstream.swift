@@ -106,6 +106,13 @@ final class TestUpstream: Sendable {
             headers.add(name: "Content-Length", value: String(body.readableBytes))
             headers.add(name: "Keep-Alive", value: "timeout=5")
             headers.add(name: "X-Upstream", value: "test")
+            // a test asks for response headers: `X-Respond-With: Name=value|Other=value`
+            if let spec = head.headers.first(name: "x-respond-with") {
+                for item in spec.split(separator: "|") {
+                    guard let equals = item.firstIndex(of: "=") else { continue }
+                    headers.add(name: String(item[..<equals]), value: String(item[item.index(after: equals)...]))
+                }
+            }
             let write = {
                 context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
                 context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
