@@ -254,14 +254,15 @@ class DemoUpstream:
         self.grpc_port = free_port()
         self.process = subprocess.Popen([BIN, "demo-upstream", "--port", str(self.port), "--grpc-port", str(self.grpc_port)], env=install.env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import socket
         deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                import socket
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
+        for port in (self.grpc_port, self.port):  # the gRPC service is bound first
+            while time.time() < deadline:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        break
+                except OSError:
+                    time.sleep(0.05)
 
     def close(self):
         self.process.kill()

@@ -206,11 +206,12 @@ private final class SteppedClient: Sendable {
             }
         ) { _, _, gateway in
             let client = try await SteppedClient.connect(port: gateway.port)
+            // the tunnel opens after this write, so it cannot have lasted its maximum before `started` + 1 s
+            let started = ContinuousClock.now
             try await client.write(Self.handshake + "X-API-Key: \(TestWorld.apiKey)\r\n\r\n")
             #expect(try await client.read(until: "\r\n\r\n"))
             // busy: a byte every 50 ms each way, so the idle limit never applies
             var sent = 0
-            let started = ContinuousClock.now
             while ContinuousClock.now - started < .seconds(6) {
                 try? await client.write("x")
                 sent += 1

@@ -161,7 +161,7 @@ import Testing
                 // a key that is not the certificate's is refused, saying so
                 let mismatched = try await APITests.call(client, .put, path, token: world.provider, body: try body(identity.certificatePEM, other.privateKeyPEM))
                 #expect(mismatched.status == .unprocessableContent)
-                #expect((try APITests.json(mismatched)["errors"] as? [String: String])?["upstream_client_certificate"]?.contains("does not belong") == true)
+                #expect((try APITests.json(mismatched)["errors"] as? [String: String])?["upstream_client_key"]?.contains("does not belong") == true)
                 let garbage = try await APITests.call(client, .put, path, token: world.provider, body: try body("hello", identity.privateKeyPEM))
                 #expect(garbage.status == .unprocessableContent)
                 // pasted from a browser (CRLF): stored, summarised, the key never returned
@@ -194,8 +194,23 @@ import Testing
                     client, page + "/client-certificate", from: page,
                     fields: [("client_certificate_pem", identity.certificatePEM), ("client_private_key_pem", other.privateKeyPEM)])
                 #expect(wrong.status == .unprocessableContent)
-                #expect(wrong.text.contains("id=\"upstream_client_certificate-error\""))
+                #expect(wrong.text.contains("id=\"upstream_client_key-error\""))
                 #expect(!wrong.text.contains(other.privateKeyPEM.split(separator: "\n")[1]))
+                // a key pasted into the certificate field is refused and not shown back either
+                let swapped = try await provider.submit(
+                    client, page + "/client-certificate", from: page,
+                    fields: [("client_certificate_pem", identity.certificatePEM + identity.privateKeyPEM), ("client_private_key_pem", "")])
+                #expect(swapped.status == .unprocessableContent)
+                #expect(swapped.text.contains("Remove the private key from the certificate field"))
+                #expect(!swapped.text.contains(identity.privateKeyPEM.split(separator: "\n")[1]))
+                // a certificate for servers only is not one a client can present
+                let serverOnly = try ca.issue(dnsNames: ["server.example.com"])
+                let refusedUsage = try await APITests.call(
+                    client, .put, path, token: world.provider, body: try body(serverOnly.certificatePEM, serverOnly.privateKeyPEM))
+                #expect((try APITests.json(refusedUsage)["errors"] as? [String: String])?["upstream_client_certificate"]?.contains("clientAuth") == true)
+                // and a developer is told no before anything is judged
+                let developer = try await APITests.call(client, .put, path, token: world.developer, body: try body("garbage", "garbage"))
+                #expect(developer.status == .forbidden)
                 let shown = try await provider.get(client, page)
                 #expect(shown.text.contains("gateway.example.com"))
                 let removed = try await provider.submit(client, page + "/client-certificate/remove", from: page, fields: [])

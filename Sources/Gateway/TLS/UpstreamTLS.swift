@@ -102,6 +102,11 @@ public enum UpstreamTLS {
             return "The private key is not a PEM private key (PKCS#8, RSA or EC, unencrypted)."
         }
         guard key.publicKey == leaf.publicKey else { return "The private key does not belong to the (first) client certificate." }
+        // a certificate limited to other uses (serverAuth only, say) is refused by the upstream's
+        // handshake: say so now rather than as 502s later
+        if let usages = try? leaf.extensions.extendedKeyUsage, !usages.contains(.clientAuth), !usages.contains(.any) {
+            return "The client certificate is not for client authentication: its extended key usage lacks clientAuth."
+        }
         guard leaf.notValidAfter > now else { return "The client certificate expired on \(leaf.notValidAfter.formatted(.iso8601))." }
         guard leaf.notValidBefore <= now else { return "The client certificate is not valid before \(leaf.notValidBefore.formatted(.iso8601))." }
         do {

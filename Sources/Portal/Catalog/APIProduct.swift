@@ -35,17 +35,33 @@ struct APIProduct: Sendable, Equatable {
 enum UpstreamClientCertificate {
     static let maximumCharacters = 65_536
 
+    /// The form and JSON field a problem belongs to: the certificate's, or the key's.
+    struct Problem: Error {
+        let field: String
+        let message: String
+    }
+
+    /// Text that holds a private key anywhere in it (pasted into the certificate field, or a
+    /// combined file): never shown back.
+    static func holdsPrivateKey(_ text: String) -> Bool { text.contains("PRIVATE KEY-----") }
+
     /// Both normalized (LF line ends, trimmed, one final newline) once they are usable together.
-    static func validated(certificatePEM: String, privateKeyPEM: String) -> Result<(certificate: String, key: String), UpstreamCABundle.ValidationProblem> {
+    static func validated(certificatePEM: String, privateKeyPEM: String) -> Result<(certificate: String, key: String), Problem> {
         func normalized(_ text: String) -> String {
             text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n").trimmingCharacters(in: .whitespacesAndNewlines) + "\n"
         }
         let certificate = normalized(certificatePEM)
         let key = normalized(privateKeyPEM)
         guard certificate.count <= maximumCharacters, key.count <= maximumCharacters else {
-            return .failure(.init(message: "Keep the certificate chain and the key under 64 KiB each."))
+            return .failure(.init(field: "upstream_client_certificate", message: "Keep the certificate chain and the key under 64 KiB each."))
         }
-        if let problem = UpstreamTLS.validate(clientCertificatePEM: certificate, privateKeyPEM: key) { return .failure(.init(message: problem)) }
+        if holdsPrivateKey(certificate) {
+            return .failure(
+                .init(field: "upstream_client_certificate", message: "Remove the private key from the certificate field: paste it into the key field below."))
+        }
+        if let problem = UpstreamTLS.validate(clientCertificatePEM: certificate, privateKeyPEM: key) {
+            return .failure(.init(field: problem.hasPrefix("The private key") ? "upstream_client_key" : "upstream_client_certificate", message: problem))
+        }
         return .success((certificate, key))
     }
 }

@@ -98,10 +98,12 @@ struct CatalogService: Sendable {
     func setClientCertificate(
         tenant: Tenant, actor: Principal, id: UUID, certificatePEM: String, privateKeyPEM: String, clientIP: String?
     ) async throws -> APIProduct {
+        // who may change it is settled before what was sent is judged
+        _ = try await database.withTenant(tenant.id) { try await managed(id, actor: actor, on: $0) }
         let pair: (certificate: String, key: String)
         switch UpstreamClientCertificate.validated(certificatePEM: certificatePEM, privateKeyPEM: privateKeyPEM) {
         case .success(let valid): pair = valid
-        case .failure(let problem): throw AppError.validation(["upstream_client_certificate": problem.message])
+        case .failure(let problem): throw AppError.validation([problem.field: problem.message])
         }
         return try await changeClientIdentity(tenant: tenant, actor: actor, id: id, certificate: pair.certificate, key: pair.key, clientIP: clientIP)
     }

@@ -133,7 +133,7 @@ struct DemoSeed {
             basePath: "/echo/v1", upstream: Self.echoUpstream)
         try await seedAPI(
             tenant: tenant, slug: "greeter", name: "Greeter (gRPC)",
-            description: "A gRPC service, demo.Greeter/SayHello: call it with any gRPC client over HTTP/2 at /greeter/v1/demo.Greeter/SayHello.",
+            description: "A gRPC service: `demo.Greeter/SayHello` takes a `HelloRequest { string name = 1; }` and answers a `HelloReply { string message = 1; }`. Call it with any gRPC client over HTTP/2 at the gateway address below followed by `/demo.Greeter/SayHello`.",
             basePath: "/greeter/v1", upstream: Self.greeterUpstream)
     }
 

@@ -135,7 +135,9 @@ struct CatalogPages: Sendable {
         } catch let error as AppError where error.status == .unprocessableContent {
             return try await detailPage(
                 context, error: "The client certificate was not saved: correct the fields marked below.",
-                typedSettings: ["client_certificate_pem": form["client_certificate_pem"] ?? ""], settingsErrors: error.fieldErrors, status: error.status)
+                // the certificate text comes back to be corrected, unless a key was pasted into it
+                typedSettings: ["client_certificate_pem": (form["client_certificate_pem"] ?? "").flatMapKeyless],
+                settingsErrors: error.fieldErrors, status: error.status)
         }
     }
 
@@ -387,6 +389,8 @@ struct CatalogPages: Sendable {
                 "deprecated": api.state == .deprecated, "retired": api.state == .retired,
             ],
             "gateway_url": "http://\(services.config.gatewayHost):\(services.config.gatewayPort)/t/\(tenant.slug)\(api.basePath)",
+            // a gRPC API is called over HTTP/2 at the base path followed by the method's path
+            "grpc": !api.targets.isEmpty && api.targets.allSatisfy { $0.url.lowercased().hasPrefix("grpc") },
             "versions": versions.map { ["id": $0.id.uuidString, "version": $0.version, "state": $0.state.rawValue] },
             "has_versions": !versions.isEmpty,
             "plans": plans.map { plan -> [String: Any] in
@@ -556,4 +560,9 @@ struct CatalogPages: Sendable {
         guard let principal = context.principal else { return [] }
         return principal.teamRoles.keys.filter { Policy.allows(principal, .manageAPIs(team: $0)) }.sorted { $0.uuidString < $1.uuidString }
     }
+}
+
+extension String {
+    /// The text, or "" when it holds a private key (never put back into a page).
+    fileprivate var flatMapKeyless: String { UpstreamClientCertificate.holdsPrivateKey(self) ? "" : self }
 }
