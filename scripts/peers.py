@@ -87,7 +87,9 @@ class Installation:
         deadline = time.time() + 10
         while (self.readyz() or {}).get("snapshot_version") == before and time.time() < deadline:
             time.sleep(0.05)
-        time.sleep(0.1)
+        # the version may have moved for an earlier change (a plan edit, say) whose reload began
+        # before this one: give the reload this change caused time to land too
+        time.sleep(0.5)
 
     def wait_written(self, timeout=30):
         deadline = time.time() + timeout
