@@ -382,7 +382,7 @@ import Testing
             // half a request head, then silence: the gateway closes the connection
             let started = Date()
             let text = try await GatewayListenerTests.exchange(port: gateway.port, "GET /t/demo/echo/v1/x HTTP/1.1\r\nHost: x\r\n")
-            #expect(Date().timeIntervalSince(started) < 5)
+            #expect(Date().timeIntervalSince(started) < 9)  // closed by the gateway, not by the harness's 10 s cap; a loaded suite delays sweeps by seconds
             #expect(text.isEmpty || text.hasPrefix("HTTP/1.1 408"))
         }
     }
@@ -395,7 +395,7 @@ import Testing
             let started = Date()
             let text = try await GatewayListenerTests.exchange(port: gateway.port, "")
             #expect(text.isEmpty)
-            #expect(Date().timeIntervalSince(started) < 5)
+            #expect(Date().timeIntervalSince(started) < 9)  // closed by the gateway, not by the harness's 10 s cap; a loaded suite delays sweeps by seconds
         }
     }
 
