@@ -44,6 +44,20 @@ import Testing
                 return result
             }
             #expect(plans == ["Free 5/s quota 1000 fee 0 incl 1000 automatic 0", "Pro 50/s quota 100000 fee 4900 incl 50000 manual 200000"])
+            // an installation seeded before the Greeter existed: its demo-app is subscribed on the next seed
+            try await database.withTenant(try #require(tenant).id) { connection in
+                try await connection.query(
+                    "DELETE FROM subscriptions WHERE api_id IN (SELECT id FROM apis WHERE slug = 'greeter')", logger: database.logger)
+            }
+            _ = try await seed.run()
+            let again = try await database.withTenant(try #require(tenant).id) { connection -> Int in
+                var count = 0
+                for try await _ in try await connection.query(
+                    "SELECT 1 FROM subscriptions s JOIN apis a ON a.id = s.api_id WHERE a.slug = 'greeter' AND s.state = 'active'", logger: database.logger
+                ).decode(Int.self) { count += 1 }
+                return count
+            }
+            #expect(again == 1)
         }
     }
 }

@@ -174,6 +174,8 @@ struct DemoSeed {
                 let developer = try await UserRepository(logger: logger).find(email: "developer@demo.test", on: connection)
             else { return [:] }
             if let app = try await apps.list(teamIDs: [team.id], on: connection).first(where: { $0.name == "demo-app" }) {
+                // an installation seeded before an API joined the demo gets its subscription now
+                try await subscribeToFreePlans(app: app, tenant: tenant, developer: developer.id, on: connection)
                 return ["demo-app.client_id": app.clientID]
             }
             let app = try await apps.create(
@@ -183,16 +185,23 @@ struct DemoSeed {
             _ = try await apps.addCredential(
                 tenantID: tenant.id, appID: app.id, kind: .clientSecret, name: "demo", secret: secret, expiresInDays: nil, on: connection)
             _ = try await apps.addCredential(tenantID: tenant.id, appID: app.id, kind: .apiKey, name: "demo", secret: key, expiresInDays: nil, on: connection)
-            for api in try await APIRepository(logger: logger).list(after: nil, limit: 1000, on: connection) where ["echo", "greeter"].contains(api.slug) {
-                guard let free = try await PlanRepository(logger: logger).current(apiID: api.id, on: connection).first(where: { $0.terms.name == "Free" })
-                else { continue }
-                let subscriptions = SubscriptionRepository(logger: logger)
-                let id = try await subscriptions.create(tenantID: tenant.id, appID: app.id, apiID: api.id, planID: free.id, state: .active, on: connection)
-                try await subscriptions.record(
-                    tenantID: tenant.id, subscriptionID: id, event: "request", from: nil, to: .active, fromPlan: nil, toPlan: free.id,
-                    actorUserID: developer.id, side: .developer, reason: "demo seed", on: connection)
-            }
+            try await subscribeToFreePlans(app: app, tenant: tenant, developer: developer.id, on: connection)
             return ["demo-app.client_id": app.clientID, "demo-app.client_secret": secret.value, "demo-app.api_key": key.value]
+        }
+    }
+
+    /// Active subscriptions of `app` to the demo APIs' Free plans, for those it has none with.
+    private func subscribeToFreePlans(app: ConsumerApp, tenant: Tenant, developer: UUID, on connection: PostgresConnection) async throws {
+        let logger = database.logger
+        let subscriptions = SubscriptionRepository(logger: logger)
+        for api in try await APIRepository(logger: logger).list(after: nil, limit: 1000, on: connection) where ["echo", "greeter"].contains(api.slug) {
+            guard try await subscriptions.list(appID: app.id, apiID: api.id, on: connection).isEmpty,
+                let free = try await PlanRepository(logger: logger).current(apiID: api.id, on: connection).first(where: { $0.terms.name == "Free" })
+            else { continue }
+            let id = try await subscriptions.create(tenantID: tenant.id, appID: app.id, apiID: api.id, planID: free.id, state: .active, on: connection)
+            try await subscriptions.record(
+                tenantID: tenant.id, subscriptionID: id, event: "request", from: nil, to: .active, fromPlan: nil, toPlan: free.id,
+                actorUserID: developer, side: .developer, reason: "demo seed", on: connection)
         }
     }
 
