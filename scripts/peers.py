@@ -49,7 +49,8 @@ class Installation:
         self.env = dict(
             os.environ, DATABASE_URL=DATABASE_URL, TOLLGATE_DATA_DIR=self.dir, GATEWAY_ADDRESS=f"127.0.0.1:{self.port}",
             GATEWAY_TLS_ADDRESS=f"127.0.0.1:{self.tls_port}", TOLLGATE_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"),
-            TOLLGATE_TEMPLATES_DIR=os.path.join(ROOT, "templates"), TOLLGATE_WEBSOCKET_IDLE_SECONDS="2")
+            TOLLGATE_TEMPLATES_DIR=os.path.join(ROOT, "templates"), TOLLGATE_WEBSOCKET_IDLE_SECONDS="2",
+            TOLLGATE_REQUEST_BODY_SECONDS="3")
         subprocess.run([BIN, "migrate"], env=self.env, check=True, capture_output=True)
         seeded = subprocess.run([BIN, "seed-demo", "--json"], env=self.env, capture_output=True, text=True, check=True)
         self.api_key = json.loads(seeded.stdout)["api_key"]
@@ -464,6 +465,18 @@ def http2_abuse_is_bounded(install):
         ended = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
         expect(ended and ended[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR, f"the 101st stream ends the connection: {events[-3:]}")
         client.close()
+
+        # (still admitted by the raised plan, towards the silent upstream) a stream whose body never ends is answered 408 and reset when the body deadline passes
+        client = RawH2(install.port)
+        client.pump(0.2)
+        stream = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(stream, request_headers(install, path="/t/demo/echo/v1/upload"), end_stream=False)
+        client.flush()
+        events = client.pump(6)
+        statuses = [dict(e.headers).get(":status") for e in events if isinstance(e, h2.events.ResponseReceived)]
+        expect(statuses == ["408"], f"a body that never ends is 408 after the deadline: {statuses} {events[-3:]}")
+        client.close()
+
         silent.close()
         install.sql("UPDATE plans SET rate_per_second = 5, burst = 5 WHERE name = 'Free'")
         install.route_echo_to(f"http://127.0.0.1:{demo.port}")

@@ -41,6 +41,9 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     /// A small body that came with the response head, sent with the stream's end.
     private var heldBody: ByteBuffer?
     private var bodyBytes: Int64 = 0
+    /// The request body must end `requestBodyTimeout` after the headers, as on HTTP/1.1: a stream
+    /// that never ends its body would otherwise hold its exchange (and a stream slot) for good.
+    private var bodyDeadline: Scheduled<Void>?
 
     init(shared: GatewayContext, loop: LoopState, client: HTTP2ClientInfo) {
         self.shared = shared
@@ -79,6 +82,7 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        bodyDeadline?.cancel()
         if let exchange {
             // The client reset the stream or the connection went away.
             self.exchange = nil
@@ -104,6 +108,11 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
         started = DispatchTime.now().uptimeNanoseconds
         requestEnded = endStream
         self.block = block
+        if !endStream {
+            bodyDeadline = context.eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: shared.settings.requestBodyTimeout) { [self] in
+                bodyTimedOut()
+            }
+        }
         grpc = GRPCStatus.isGRPC(block.first(name: "content-type"))
         let head: HTTPRequestHead
         switch HTTP2Messages.requestHead(block) {
@@ -220,7 +229,30 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     private func bodyEnded() {
         guard !requestEnded else { return }
         requestEnded = true
+        bodyDeadline?.cancel()
         exchange?.requestBodyEnded()
+    }
+
+    /// The body did not end in time: the call ends as a 408 (DEADLINE_EXCEEDED for gRPC), metered,
+    /// and the stream is reset.
+    private func bodyTimedOut() {
+        guard !requestEnded, let context else { return }
+        if let exchange {
+            self.exchange = nil
+            let started = exchange.responseStarted
+            exchange.abort(status: started ? exchange.status : HTTPResponseStatus.requestTimeout.code, forwarded: started, rejection: nil)
+            if started {
+                // the response is under way: the stream can only be reset
+                answered = true
+                context.writeAndFlush(wrapOutboundOut(.rstStream(.cancel)), promise: nil)
+                return
+            }
+        }
+        if let call {
+            self.call = nil
+            call.cancel()
+        }
+        writeLocal(.problem(.requestTimeout, "Request timeout", "The request body was not completed in time.", rejection: nil), context: context)
     }
 
     // MARK: Answers

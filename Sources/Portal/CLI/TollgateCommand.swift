@@ -116,6 +116,7 @@ enum Launcher {
             gatewayConfiguration.drainTimeout = config.drainTimeout
             gatewayConfiguration.proxyProtocol = config.gatewayProxyProtocol
             gatewayConfiguration.http2 = config.gatewayHTTP2
+            gatewayConfiguration.requestBodyTimeout = config.requestBodyTimeout
             gatewayConfiguration.webSocketIdleTimeout = config.webSocketIdleTimeout
             gatewayConfiguration.webSocketMaxDuration = config.webSocketMaxDuration
             if let address = config.gatewayTLSAddress, let certificates {
