@@ -257,11 +257,16 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
 
     // MARK: Answers
 
+    /// The stream's caller as the access log names it.
+    var logCaller: CallMeter.Caller {
+        CallMeter.Caller(requestID: requestID, clientIP: client.clientIP, target: head?.uri ?? "/", protocolName: grpc ? .grpc : .http2)
+    }
+
     private var strictTransportSecurity: String? { client.secure ? shared.settings.tls?.strictTransportSecurity : nil }
 
     /// A local answer, metered and written at once (HTTP/2 may answer before the body ends).
     private func answer(_ response: LocalResponse, context: ChannelHandlerContext) {
-        meter.recordLocal(response, method: head?.method ?? .GET, started: started)
+        meter.recordLocal(response, method: head?.method ?? .GET, started: started, caller: logCaller)
         writeLocal(response, context: context)
     }
 

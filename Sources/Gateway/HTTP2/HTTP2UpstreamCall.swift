@@ -195,7 +195,9 @@ final class HTTP2UpstreamCall {
         guard !finished else { return }
         finished = true
         deadline?.cancel()
-        meter.recordCall(plan, method: method, started: started, status: status, forwarded: forwarded, bytesIn: bytesIn, bytesOut: bytesOut, rejection: rejection)
+        meter.recordCall(
+            plan, method: method, started: started, status: status, forwarded: forwarded, bytesIn: bytesIn, bytesOut: bytesOut, rejection: rejection,
+            caller: client.logCaller)
         client.relayEnded(self)
     }
 }

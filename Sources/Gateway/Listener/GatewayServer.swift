@@ -82,12 +82,12 @@ public struct GatewayServer: Service {
     public init(
         configuration: Configuration, store: SnapshotStore, rateLimiter: RateLimiter = RateLimiter(), quotas: QuotaTracker, usage: any UsageSink,
         logger: Logger, metricsText: @escaping @Sendable () -> String, onBound: @escaping @Sendable (Int) -> Void = { _ in },
-        onTLSBound: @escaping @Sendable (Int) -> Void = { _ in }
+        onTLSBound: @escaping @Sendable (Int) -> Void = { _ in }, accessLogs: AccessLogs? = nil
     ) {
         self.configuration = configuration
         self.shared = GatewayContext(
             store: store, rateLimiter: rateLimiter, quotas: quotas, usage: usage, loops: LoopStates(configuration),
-            settings: configuration, metricsText: metricsText)
+            settings: configuration, metricsText: metricsText, accessLog: accessLogs?.installationWide == true ? accessLogs : nil)
         self.logger = logger
         self.onBound = onBound
         self.onTLSBound = onTLSBound

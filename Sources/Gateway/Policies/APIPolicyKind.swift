@@ -33,6 +33,8 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
     case responseTransform = "response_transform"
     /// GET/HEAD responses kept by the gateway and served again within their lifetime.
     case responseCache = "response_cache"
+    /// Access-log records of the API's calls, POSTed in batches to a collector.
+    case httpLog = "http_log"
 
     public var phase: APIPolicyPhase {
         switch self {
@@ -40,6 +42,7 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
         case .requestTransform: .preForward
         case .responseTransform: .response
         case .responseCache: .preForward
+        case .httpLog: .afterCall
         }
     }
 
@@ -49,6 +52,7 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
         case .requestTransform: "Request transformation"
         case .responseTransform: "Response transformation"
         case .responseCache: "Response cache"
+        case .httpLog: "HTTP log sink"
         }
     }
 }

@@ -10,6 +10,9 @@ final class GatewayContext: Sendable {
     let loops: LoopStates
     let settings: GatewayServer.Configuration
     let metricsText: @Sendable () -> String
+    /// The installation's access-log sinks when every call is logged; nil otherwise, so a call
+    /// of an API without its own sink builds no record.
+    let accessLog: AccessLogs?
     /// The `Strict-Transport-Security` header line for responses on the TLS listener, made once.
     let strictTransportSecurityLine: String?
     /// Client connections open now (counted at set-up and tear-down, not per request): the drain
@@ -21,8 +24,9 @@ final class GatewayContext: Sendable {
 
     init(
         store: SnapshotStore, rateLimiter: RateLimiter, quotas: QuotaTracker, usage: any UsageSink, loops: LoopStates,
-        settings: GatewayServer.Configuration, metricsText: @escaping @Sendable () -> String
+        settings: GatewayServer.Configuration, metricsText: @escaping @Sendable () -> String, accessLog: AccessLogs? = nil
     ) {
+        self.accessLog = accessLog
         self.store = store
         self.rateLimiter = rateLimiter
         self.quotas = quotas

@@ -78,6 +78,12 @@ final class ProxyExchange {
     var pausedClient = false
     var pausedUpstream = false
     private var finished = false
+    /// For the access log, set only when the call is logged: when the request head went to the
+    /// upstream (uptime nanoseconds, 0: not logged or not sent), the wait for its response head,
+    /// and whether the cache answered.
+    private var upstreamSentAt: UInt64 = 0
+    private var upstreamMicroseconds: Int64?
+    private var servedFromCache = false
 
     private unowned let client: any ExchangeClient
     private let loop: LoopState
@@ -167,6 +173,7 @@ final class ProxyExchange {
             head, plan: plan, target: target, requestID: requestID, connection: self.connection, upgrade: upgrade, chunked: chunksRequestBody,
             allocator: connection.channel.allocator)
         connection.channel.write(requestHead, promise: nil)
+        if meter.logs(plan.route) { upstreamSentAt = DispatchTime.now().uptimeNanoseconds }
         for part in pending { connection.channel.write(part, promise: nil) }
         pending = []
         pendingBytes = 0
@@ -241,7 +248,10 @@ final class ProxyExchange {
         guard !finished else { return }
         finished = true
         meter.recordCall(
-            plan, method: head.method, started: started, status: status, forwarded: forwarded, bytesIn: bytesIn, bytesOut: bytesOut, rejection: rejection)
+            plan, method: head.method, started: started, status: status, forwarded: forwarded, bytesIn: bytesIn, bytesOut: bytesOut, rejection: rejection,
+            caller: CallMeter.Caller(
+                requestID: requestID, clientIP: connection.clientIP, target: head.uri, protocolName: head.version.major == 2 ? .http2 : .http1),
+            upstreamMicroseconds: upstreamMicroseconds, cache: self.servedFromCache ? "hit" : self.cache?.forward)
     }
 
     /// Ends the exchange from the client side (it left, timed out or sent too much): the upstream
@@ -380,6 +390,7 @@ final class ProxyExchange {
             return failBeforeResponse(status: .badGateway, detail: "A kept response could not be read.")
         }
         responseStarted = true
+        servedFromCache = true
         status = UInt(hit.status)
         let left = hit.expiresAt > now ? (hit.expiresAt - now) / 1_000_000_000 : 0
         let age = now > hit.storedAt ? (now - hit.storedAt) / 1_000_000_000 : 0
@@ -437,6 +448,9 @@ final class ProxyExchange {
             case .tooLarge, .invalid:
                 return upstreamBroke(detail: "The upstream sent a response that is not valid HTTP/1.1.")
             case .complete(let response, let length):
+                if upstreamSentAt != 0 && upstreamMicroseconds == nil {
+                    upstreamMicroseconds = Int64((DispatchTime.now().uptimeNanoseconds &- upstreamSentAt) / 1000)
+                }
                 if response.status == 101 { return switchProtocols(response, headLength: length, input: input) }
                 if response.status < 200 {
                     client.exchange(self, receivedInterim: input.readSlice(length: length)!)

@@ -353,12 +353,17 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
 
     private func answer(_ response: LocalResponse, head: HTTPRequestHead, started: UInt64, requestID: String, context: ChannelHandlerContext) {
         if response.close {
-            meter.recordLocal(response, method: head.method, started: started)
+            meter.recordLocal(response, method: head.method, started: started, caller: logCaller(head, requestID: requestID))
             writeLocal(response, head: head, requestID: requestID, context: context, close: true)
             return
         }
         // Answer once the body has been read, so the connection stays in step for keep-alive.
         localAnswer = PendingAnswer(response: response, head: head, started: started, requestID: requestID)
+    }
+
+    /// A call on this connection as the access log names its caller.
+    private func logCaller(_ head: HTTPRequestHead, requestID: String) -> CallMeter.Caller {
+        CallMeter.Caller(requestID: requestID, clientIP: clientIP, target: head.uri, protocolName: .http1)
     }
 
     private func forwardBody(_ bytes: ByteBuffer, payload: Int, _ exchange: ProxyExchange, context: ChannelHandlerContext) {
@@ -378,7 +383,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
     private func requestEnded(context: ChannelHandlerContext) {
         if let pending = localAnswer {
             localAnswer = nil
-            if !pending.metered { meter.recordLocal(pending.response, method: pending.head.method, started: pending.started) }
+            if !pending.metered {
+                meter.recordLocal(
+                    pending.response, method: pending.head.method, started: pending.started, caller: logCaller(pending.head, requestID: pending.requestID))
+            }
             writeLocal(pending.response, head: pending.head, requestID: pending.requestID, context: context, close: !pending.head.isKeepAlive)
             return
         }

@@ -142,14 +142,18 @@ public final class Route: Sendable {
     public let responseTransform: ResponseTransform?
     /// The API's response cache; nil (one check per call) for APIs without.
     public let responseCache: ResponseCachePolicy?
+    /// The API's own access-log collector (`http_log`); nil (one check per call, and no record
+    /// built) for APIs without.
+    public let httpLog: HTTPLogSink?
 
     public init(
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
         ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
         preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil,
-        responseCache: ResponseCachePolicy? = nil
+        responseCache: ResponseCachePolicy? = nil, httpLog: HTTPLogSink? = nil
     ) {
         self.responseCache = responseCache
+        self.httpLog = httpLog
         self.preAuth = preAuth
         self.requestTransform = requestTransform
         self.responseTransform = responseTransform

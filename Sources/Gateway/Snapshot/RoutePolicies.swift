@@ -70,10 +70,14 @@ public final class ClientLimiterRegistry: Sendable {
     private let evictions: Counter
     /// The process's response cache, which every loaded snapshot's cached routes share.
     public let responseCache: ResponseCacheStore
+    /// The process's access-log sinks, which hold the per-API `http_log` sinks across snapshots;
+    /// nil (such policies are then left out) where nothing ships logs, as in most tests.
+    public let accessLogs: AccessLogs?
 
-    public init(metricsFactory: (any MetricsFactory)? = nil, responseCache: ResponseCacheStore? = nil) {
+    public init(metricsFactory: (any MetricsFactory)? = nil, responseCache: ResponseCacheStore? = nil, accessLogs: AccessLogs? = nil) {
         evictions = Counter(label: "tollgate_gateway_client_limit_evictions_total", factory: metricsFactory ?? MetricsSystem.factory)
         self.responseCache = responseCache ?? ResponseCacheStore(metricsFactory: metricsFactory)
+        self.accessLogs = accessLogs
     }
 
     /// The stored chains compiled per API.
@@ -84,6 +88,8 @@ public final class ClientLimiterRegistry: Sendable {
         public var responseTransforms: [UUID: ResponseTransform] = [:]
         /// An API's response cache (the first such policy; the portal allows one).
         public var caches: [UUID: ResponseCacheConfig] = [:]
+        /// An API's HTTP log sink configuration (the first such policy; the portal allows one).
+        public var httpLogs: [UUID: HTTPLogConfig] = [:]
         /// Rows of unknown kinds or with a configuration the parser refuses (left out).
         public var skipped: [StoredPolicy] = []
     }
@@ -96,6 +102,7 @@ public final class ClientLimiterRegistry: Sendable {
         var requestSteps: [UUID: [TransformConfig]] = [:]
         var responseSteps: [UUID: [TransformConfig.FieldOps]] = [:]
         var caches: [UUID: ResponseCacheConfig] = [:]
+        var httpLogs: [UUID: HTTPLogConfig] = [:]
         limiters.withLockedValue { table in
             var next: [Key: ClientRateLimiter] = [:]
             for row in rows.sorted(by: { ($0.apiID.uuidString, $0.position) < ($1.apiID.uuidString, $1.position) }) {
@@ -119,6 +126,12 @@ public final class ClientLimiterRegistry: Sendable {
                         continue
                     }
                     caches[row.apiID] = config
+                case .httpLog:
+                    guard case .success(let config) = HTTPLogConfig.parse(object), httpLogs[row.apiID] == nil else {
+                        skipped.append(row)
+                        continue
+                    }
+                    httpLogs[row.apiID] = config
                 case .requestTransform, .responseTransform:
                     let side: TransformConfig.Side = kind == .requestTransform ? .request : .response
                     guard case .success(let config) = TransformConfig.parse(object, side: side) else {
@@ -136,6 +149,7 @@ public final class ClientLimiterRegistry: Sendable {
         }
         var compiled = Compiled(byAPI: byAPI, skipped: skipped)
         compiled.caches = caches
+        compiled.httpLogs = httpLogs
         for (api, steps) in requestSteps { compiled.requestTransforms[api] = RequestTransform(steps) }
         for (api, steps) in responseSteps { compiled.responseTransforms[api] = ResponseTransform(steps) }
         return compiled

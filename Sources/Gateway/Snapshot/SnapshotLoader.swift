@@ -61,6 +61,8 @@ public struct SnapshotLoader: Sendable {
             logger.error("an API policy is unusable and was left out", metadata: ["api": "\(row.apiID)", "kind": "\(row.kind)", "position": "\(row.position)"])
         }
 
+        // sinks of unchanged policies are the ones already shipping: a reload loses no record
+        let httpLogs = clientLimiters.accessLogs?.apiSinks(for: chains.httpLogs) ?? [:]
         var routes: [UUID: [Route]] = [:]
         var cacheFingerprints: [UUID: Int] = [:]
         let apiRows = try await connection.query(
@@ -113,7 +115,8 @@ public struct SnapshotLoader: Sendable {
                     targets: apiTargets, cors: policy,
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
                     maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
-                    preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache))
+                    preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache,
+                    httpLog: httpLogs[id]))
         }
 
         // an API whose configuration changed (or that lost its cache) keeps no entries

@@ -21,11 +21,12 @@ public struct SnapshotReloader: Service {
         client: PostgresClient, store: SnapshotStore, baseDomain: String, publicURL: PublicBaseURL, logger: Logger,
         debounce: Duration = .milliseconds(100),
         fullReloadInterval: Duration = .seconds(30), retryInterval: Duration = .seconds(1), responseCache: ResponseCacheStore? = nil,
-        clientKeyOpener: SnapshotLoader.ClientKeyOpener? = nil
+        clientKeyOpener: SnapshotLoader.ClientKeyOpener? = nil, accessLogs: AccessLogs? = nil
     ) {
         self.client = client
         self.loader = SnapshotLoader(
-            client: client, baseDomain: baseDomain, publicURL: publicURL, logger: logger, clientLimiters: ClientLimiterRegistry(responseCache: responseCache),
+            client: client, baseDomain: baseDomain, publicURL: publicURL, logger: logger,
+            clientLimiters: ClientLimiterRegistry(responseCache: responseCache, accessLogs: accessLogs),
             clientKeyOpener: clientKeyOpener)
         self.store = store
         self.logger = logger

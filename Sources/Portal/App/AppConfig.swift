@@ -66,6 +66,10 @@ struct AppConfig: Sendable {
     var webSocketIdleTimeout: TimeAmount = .seconds(300)
     /// A WebSocket tunnel is closed after this long (TOLLGATE_WEBSOCKET_MAX_SECONDS; unset: no limit).
     var webSocketMaxDuration: TimeAmount?
+    /// The gateway's access-log sinks for every call: a JSON-lines file (TOLLGATE_ACCESS_LOG,
+    /// reopened on SIGUSR1) and an HTTP collector (TOLLGATE_HTTP_LOG_URL, with
+    /// TOLLGATE_HTTP_LOG_AUTHORIZATION, TOLLGATE_HTTP_LOG_BATCH_SIZE, TOLLGATE_HTTP_LOG_FLUSH_SECONDS).
+    var accessLog = AccessLogs.Configuration()
 
     /// Where the TLS certificate pairs are read from.
     var certificateDirectory: String { tlsDirectory ?? dataDirectory + "/tls" }
@@ -192,6 +196,7 @@ struct AppConfig: Sendable {
             }
             config.strictTransportSecurity = text == "off" ? nil : text
         }
+        try config.readAccessLog(env)
         if let text = env["TOLLGATE_DRAFT_REFRESH_SECONDS"] {
             guard let seconds = Int(text), (5...86_400).contains(seconds) else {
                 throw ConfigError.invalid("TOLLGATE_DRAFT_REFRESH_SECONDS", text, "5 to 86400 seconds")
@@ -199,6 +204,42 @@ struct AppConfig: Sendable {
             config.draftRefreshInterval = .seconds(seconds)
         }
         return config
+    }
+
+    /// The installation's access-log sinks from the environment. The collector URL and the
+    /// authorization value are never repeated in an error (either may carry a secret).
+    private mutating func readAccessLog(_ env: [String: String]) throws {
+        if let path = env["TOLLGATE_ACCESS_LOG"], !path.isEmpty {
+            guard path.hasPrefix("/"), !path.hasSuffix("/"), path.utf8.count <= 1024, !path.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
+                throw ConfigError.invalid("TOLLGATE_ACCESS_LOG", path, "an absolute path to a file such as /var/log/tollgate/access.jsonl")
+            }
+            accessLog.filePath = path
+        }
+        if let text = env["TOLLGATE_HTTP_LOG_URL"], !text.isEmpty {
+            guard HTTPLogConfig.urlProblem(text) == nil, let url = URL(string: text) else {
+                throw ConfigError.invalid("TOLLGATE_HTTP_LOG_URL", "(not shown)", "an http:// or https:// URL with a host and no credentials, query or fragment")
+            }
+            accessLog.httpURL = url
+        }
+        if let text = env["TOLLGATE_HTTP_LOG_AUTHORIZATION"], !text.isEmpty {
+            // a header value: printable ASCII only, so it cannot split the request head
+            guard text.utf8.count <= 4096, text.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value < 0x7f }) else {
+                throw ConfigError.invalid("TOLLGATE_HTTP_LOG_AUTHORIZATION", "(not shown)", "an Authorization header value of printable ASCII")
+            }
+            accessLog.httpAuthorization = text
+        }
+        if let text = env["TOLLGATE_HTTP_LOG_BATCH_SIZE"] {
+            guard let size = Int(text), HTTPLogConfig.batchSizeRange.contains(size) else {
+                throw ConfigError.invalid("TOLLGATE_HTTP_LOG_BATCH_SIZE", text, "1 to 1000 records")
+            }
+            accessLog.httpLimits.batchSize = size
+        }
+        if let text = env["TOLLGATE_HTTP_LOG_FLUSH_SECONDS"] {
+            guard let seconds = Int(text), HTTPLogConfig.flushSecondsRange.contains(seconds) else {
+                throw ConfigError.invalid("TOLLGATE_HTTP_LOG_FLUSH_SECONDS", text, "1 to 60 seconds")
+            }
+            accessLog.httpLimits.flushNanoseconds = UInt64(seconds) * 1_000_000_000
+        }
     }
 
     enum ConfigError: Error, CustomStringConvertible {

@@ -98,11 +98,15 @@ enum Launcher {
             meterConfiguration.spoolCapBytes = config.meterSpoolCapBytes
             let meter = UsageMeter(configuration: meterConfiguration, database: try DatabaseURL(config.databaseURL).connectionConfiguration(), logger: runtime.logger)
             services.append(.init(service: meter))
+            // before the gateway in the list: the group stops services in reverse, so the sinks
+            // write and send the last records after the gateway drained
+            let accessLogs = AccessLogs(configuration: config.accessLog, logger: runtime.logger)
+            services.append(.init(service: accessLogs))
             let seal = UpstreamClientKeySeal(secret: try SecretKey.load(environmentValue: config.secretKeyValue, dataDirectory: config.dataDirectory))
             services.append(.init(service: SnapshotReloader(
                 client: client, store: store, baseDomain: config.baseDomain, publicURL: config.publicURL, logger: runtime.logger,
                 responseCache: ResponseCacheStore(maxBytes: config.gatewayCacheMaxBytes),
-                clientKeyOpener: { sealed, apiID in seal.open(sealed, apiID: apiID) })))
+                clientKeyOpener: { sealed, apiID in seal.open(sealed, apiID: apiID) }, accessLogs: accessLogs)))
             services.append(.init(service: QuotaSyncService(tracker: quotas, client: client, logger: runtime.logger)))
             // the plans' minute, hour and day windows lease across gateways like the monthly quota
             var windowTrackers: [PlanWindow.Span: QuotaTracker] = [:]
@@ -128,7 +132,7 @@ enum Launcher {
                 .init(
                     service: GatewayServer(
                         configuration: gatewayConfiguration, store: store, rateLimiter: RateLimiter(windowTrackers: windowTrackers), quotas: quotas,
-                        usage: meter, logger: runtime.logger, metricsText: { registry.emitToString() })))
+                        usage: meter, logger: runtime.logger, metricsText: { registry.emitToString() }, accessLogs: accessLogs)))
         }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: runtime.logger))

@@ -9,6 +9,7 @@ struct APIPolicy: Sendable, Equatable {
         case requestTransform(TransformConfig)
         case responseTransform(TransformConfig)
         case responseCache(ResponseCacheConfig)
+        case httpLog(HTTPLogConfig)
     }
 
     var config: Config
@@ -19,6 +20,7 @@ struct APIPolicy: Sendable, Equatable {
         case .requestTransform: .requestTransform
         case .responseTransform: .responseTransform
         case .responseCache: .responseCache
+        case .httpLog: .httpLog
         }
     }
 
@@ -30,6 +32,7 @@ struct APIPolicy: Sendable, Equatable {
         case .clientRateLimit(let limit): limit.json
         case .requestTransform(let transform), .responseTransform(let transform): transform.json
         case .responseCache(let cache): cache.json
+        case .httpLog(let sink): sink.json
         }
     }
 
@@ -38,6 +41,7 @@ struct APIPolicy: Sendable, Equatable {
         case .clientRateLimit(let limit): limit.summary
         case .requestTransform(let transform), .responseTransform(let transform): transform.summary
         case .responseCache(let cache): cache.summary
+        case .httpLog(let sink): sink.summary
         }
     }
 
@@ -48,7 +52,18 @@ struct APIPolicy: Sendable, Equatable {
         case .requestTransform: TransformConfig.parse(config, side: .request).map { APIPolicy(config: .requestTransform($0)) }
         case .responseTransform: TransformConfig.parse(config, side: .response).map { APIPolicy(config: .responseTransform($0)) }
         case .responseCache: ResponseCacheConfig.parse(config).map { APIPolicy(config: .responseCache($0)) }
+        case .httpLog: HTTPLogConfig.parse(config).map { APIPolicy(config: .httpLog($0)) }
         }
+    }
+
+    /// Kinds an API holds at most once (one cache; one log collector, whose records already
+    /// hold every call).
+    static let singleKinds: Set<APIPolicyKind> = [.responseCache, .httpLog]
+
+    /// Why `kind` cannot join `policies`, or nil.
+    static func duplicateProblem(_ kind: APIPolicyKind, in policies: [APIPolicy]) -> String? {
+        guard singleKinds.contains(kind), policies.contains(where: { $0.kind == kind }) else { return nil }
+        return kind == .responseCache ? "An API has one response cache." : "An API has one HTTP log sink."
     }
 }
 
@@ -123,8 +138,8 @@ enum APIPolicyChain {
                 problems.append(PolicyConfigProblem(at + "/config", "Give the configuration as an object."))
                 continue
             }
-            if kind == .responseCache, policies.contains(where: { $0.kind == .responseCache }) {
-                problems.append(PolicyConfigProblem(at + "/kind", "An API has one response cache."))
+            if let problem = APIPolicy.duplicateProblem(kind, in: policies) {
+                problems.append(PolicyConfigProblem(at + "/kind", problem))
                 continue
             }
             switch APIPolicy.make(kind: kind, config: config) {
@@ -201,7 +216,7 @@ enum APIPolicyEdit: Sendable, Equatable {
         switch self {
         case .add(let policy):
             guard list.count < APIPolicyChain.maximumPolicies else { return nil }
-            if policy.kind == .responseCache, list.contains(where: { $0.kind == .responseCache }) { return nil }
+            if APIPolicy.duplicateProblem(policy.kind, in: list) != nil { return nil }
             list.append(policy)
         case .replace(let index, let policy):
             guard list.indices.contains(index) else { return nil }

@@ -243,6 +243,7 @@ struct CatalogPages: Sendable {
 
     static let clientLimitFields = ["requests", "per_seconds", "burst", "key_header", "max_clients"]
     static let cacheFields = ["ttl_seconds", "vary", "shared", "max_body_bytes"]
+    static let httpLogFields = ["url", "batch_size", "flush_seconds"]
 
     static func formFields(_ kind: APIPolicyKind) -> [String] {
         switch kind {
@@ -250,7 +251,16 @@ struct CatalogPages: Sendable {
         case .requestTransform: TransformForm.requestFields
         case .responseTransform: TransformForm.responseFields
         case .responseCache: cacheFields
+        case .httpLog: httpLogFields
         }
+    }
+
+    /// The HTTP log sink form's values (nil: a new one's defaults).
+    static func httpLogValues(_ config: HTTPLogConfig?) -> [String: Any] {
+        [
+            "url": config?.url ?? "", "batch_size": String(config?.batchSize ?? HTTPLogConfig.defaultBatchSize),
+            "flush_seconds": String(config?.flushSeconds ?? HTTPLogConfig.defaultFlushSeconds), "errors": [String: String](),
+        ]
     }
 
     /// The response cache form's values (nil: a new one's defaults).
@@ -267,7 +277,7 @@ struct CatalogPages: Sendable {
     static func kindFlags(_ kind: APIPolicyKind) -> [String: Any] {
         [
             "is_client_rate_limit": kind == .clientRateLimit, "is_transform": kind == .requestTransform || kind == .responseTransform,
-            "is_response_cache": kind == .responseCache,
+            "is_response_cache": kind == .responseCache, "is_http_log": kind == .httpLog,
             "is_request_transform": kind == .requestTransform, "kind": kind.rawValue,
         ]
     }
@@ -289,6 +299,12 @@ struct CatalogPages: Sendable {
             config["shared"] = .bool(form["shared"] == "on")
             let vary = TextLines.split((form["vary"] ?? "").replacingOccurrences(of: ",", with: "\n").replacingOccurrences(of: " ", with: "\n"))
             config["vary"] = .array(vary.map(JSONValue.string))
+        case .httpLog:
+            config["url"] = .string(form["url"] ?? "")
+            for field in ["batch_size", "flush_seconds"] {
+                let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
+                if !text.isEmpty { config[field] = Int64(text).map(JSONValue.integer) ?? .string(text) }
+            }
         case .clientRateLimit:
             for field in clientLimitFields {
                 let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
@@ -456,6 +472,7 @@ struct CatalogPages: Sendable {
                         case .requestTransform(let config): form = TransformForm.values(config, side: .request)
                         case .responseTransform(let config): form = TransformForm.values(config, side: .response)
                         case .responseCache(let config): form = Self.cacheValues(config)
+                        case .httpLog(let config): form = Self.httpLogValues(config)
                         }
                         form.merge(Self.kindFlags(policies[index].kind)) { $1 }
                         if let typed, typed.index == index { form = typed.values }
@@ -476,12 +493,14 @@ struct CatalogPages: Sendable {
         var addRequest = TransformForm.values(nil, side: .request)
         var addResponse = TransformForm.values(nil, side: .response)
         var addCache = Self.cacheValues(nil)
+        var addHTTPLog = Self.httpLogValues(nil)
         // the form that was sent comes back with what was typed, open, its fields marked
         if let typed, typed.index == nil {
             switch typed.values["kind"] as? String {
             case APIPolicyKind.requestTransform.rawValue?: addRequest = typed.values
             case APIPolicyKind.responseTransform.rawValue?: addResponse = typed.values
             case APIPolicyKind.responseCache.rawValue?: addCache = typed.values
+            case APIPolicyKind.httpLog.rawValue?: addHTTPLog = typed.values
             default: add = typed.values
             }
         }
@@ -490,6 +509,9 @@ struct CatalogPages: Sendable {
         addResponse.merge(Self.kindFlags(.responseTransform)) { $1 }
         addCache.merge(Self.kindFlags(.responseCache)) { $1 }
         addCache["prefix"] = "newcache"
+        addHTTPLog.merge(Self.kindFlags(.httpLog)) { $1 }
+        addHTTPLog["prefix"] = "newlog"
+        addHTTPLog["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.httpLog.rawValue } ?? false
         addCache["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.responseCache.rawValue } ?? false
         add["prefix"] = "new"
         addRequest["prefix"] = "newreq"
@@ -500,6 +522,7 @@ struct CatalogPages: Sendable {
         return [
             "phases": phases, "add": add, "add_request_transform": addRequest, "add_response_transform": addResponse,
             "add_response_cache": addCache, "has_cache": policies.contains { $0.kind == .responseCache },
+            "add_http_log": addHTTPLog, "has_http_log": policies.contains { $0.kind == .httpLog },
             "full": policies.count >= APIPolicyChain.maximumPolicies, "max": APIPolicyChain.maximumPolicies,
         ]
     }
