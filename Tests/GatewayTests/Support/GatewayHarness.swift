@@ -26,7 +26,7 @@ struct GatewayHarness: Sendable {
     let tlsPort: Int?
 
     static func run(
-        snapshot: GatewaySnapshot?, configure: @Sendable (inout GatewayServer.Configuration) -> Void = { _ in },
+        snapshot: GatewaySnapshot?, configure: @Sendable (inout GatewayServer.Configuration) -> Void = { _ in }, accessLogs: AccessLogs? = nil,
         _ body: @Sendable (GatewayHarness) async throws -> Void
     ) async throws {
         let store = SnapshotStore()
@@ -42,8 +42,10 @@ struct GatewayHarness: Sendable {
         let server = GatewayServer(
             configuration: configuration, store: store, quotas: quotas, usage: usage, logger: Logger(label: "test"),
             metricsText: { "# TYPE test_metric counter\ntest_metric 1\n" }, onBound: { bound.continuation.yield($0) },
-            onTLSBound: { port in tlsPort.withLockedValue { $0 = port } })
-        let group = ServiceGroup(services: [server], logger: Logger(label: "test"))
+            onTLSBound: { port in tlsPort.withLockedValue { $0 = port } }, accessLogs: accessLogs)
+        // the sinks first: the group stops services in reverse order, so they flush after the gateway drained
+        let services: [any Service] = accessLogs.map { [$0, server] } ?? [server]
+        let group = ServiceGroup(services: services, logger: Logger(label: "test"))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             var port = 0
@@ -150,13 +152,14 @@ struct TestWorld: Sendable {
         cors: CORSPolicy? = nil, ipRules: IPAccessRules = IPAccessRules(), methods: Set<String> = [], maxRequestBytes: Int? = nil,
         sunset: Date? = nil, revoked: Set<String> = [], subscribed: Bool = true, version: Int = 1, keyIDs: [String] = ["k1"],
         upstreamTLS: NIOSSLContext? = nil, preAuth: [PreAuthPolicy] = [], windows: [PlanWindow] = [],
-        requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil, responseCache: ResponseCachePolicy? = nil
+        requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil, responseCache: ResponseCachePolicy? = nil,
+        httpLog: HTTPLogSink? = nil
     ) -> GatewaySnapshot {
         let route = Route(
             apiID: apiID, slug: "echo", version: "v1", basePath: "/echo/v1", state: state, targets: targets, cors: cors, ipRules: ipRules,
             methods: methods, maxRequestBytes: maxRequestBytes, sunset: sunset, deprecatedAt: state == .deprecated ? Date(timeIntervalSince1970: 1_700_000_000) : nil,
             upstreamTLS: upstreamTLS, preAuth: preAuth, requestTransform: requestTransform, responseTransform: responseTransform,
-            responseCache: responseCache)
+            responseCache: responseCache, httpLog: httpLog)
         let grant = SubscriptionGrant(subscriptionID: subscriptionID, planID: planID, ratePerSecond: rate, burst: burst, monthlyQuota: quota, windows: windows)
         let app = AppGrant(id: appID, teamID: teamID, clientID: "tgc_demo", subscriptions: subscribed ? [apiID: grant] : [:])
         let tenant = TenantConfig(
