@@ -552,14 +552,35 @@ enum OpenAPIDocument {
                     ],
                 ],
             ],
+            "HTTPLogConfig": [
+                "type": "object", "additionalProperties": false, "required": ["url"],
+                "description": "http_log: every call of the API as one access-log record (JSON: request_id, client_ip, time, protocol, method, route without the query string, status, latency_ms, upstream_latency_ms, bytes_in, bytes_out, tenant_id, tenant, api_id, app_id, client_id, plan_id, rejection, cache), POSTed in NDJSON batches (Content-Type application/x-ndjson) to url; retried with exponential backoff and jitter on 5xx, 408, 429 and connection failures, dropped (and counted) after 5 attempts or when the gateway's buffer is full. No header, credential or query string is ever sent, and the policy holds no secret. One per API",
+                "properties": [
+                    "url": [
+                        "type": "string", "format": "uri", "maxLength": HTTPLogConfig.maximumURLBytes,
+                        "description": "The collector: http:// or https:// with a host; no credentials, query or fragment",
+                    ],
+                    "batch_size": [
+                        "type": "integer", "minimum": HTTPLogConfig.batchSizeRange.lowerBound, "maximum": HTTPLogConfig.batchSizeRange.upperBound,
+                        "description": "Records per POST at most; default \(HTTPLogConfig.defaultBatchSize)",
+                    ],
+                    "flush_seconds": [
+                        "type": "integer", "minimum": HTTPLogConfig.flushSecondsRange.lowerBound, "maximum": HTTPLogConfig.flushSecondsRange.upperBound,
+                        "description": "A record waits at most this long for its batch; default \(HTTPLogConfig.defaultFlushSeconds)",
+                    ],
+                ],
+            ],
             "Policy": [
                 "type": "object", "additionalProperties": false, "required": ["kind", "config"],
                 "properties": [
                     "kind": ["type": "string", "enum": APIPolicyKind.allCases.map(\.rawValue)],
                     "phase": ["type": "string", "enum": APIPolicyPhase.allCases.map(\.rawValue), "description": "The kind's phase; optional on input"],
                     "config": [
-                        "description": "The kind's configuration: client_rate_limit ClientRateLimitConfig, request_transform RequestTransformConfig, response_transform ResponseTransformConfig, response_cache ResponseCacheConfig",
-                        "oneOf": [ref("ClientRateLimitConfig"), ref("RequestTransformConfig"), ref("ResponseTransformConfig"), ref("ResponseCacheConfig")],
+                        "description": "The kind's configuration: client_rate_limit ClientRateLimitConfig, request_transform RequestTransformConfig, response_transform ResponseTransformConfig, response_cache ResponseCacheConfig, http_log HTTPLogConfig",
+                        "oneOf": [
+                            ref("ClientRateLimitConfig"), ref("RequestTransformConfig"), ref("ResponseTransformConfig"), ref("ResponseCacheConfig"),
+                            ref("HTTPLogConfig"),
+                        ],
                     ],
                 ],
             ],
