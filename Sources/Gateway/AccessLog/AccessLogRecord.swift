@@ -8,7 +8,7 @@ import Foundation
 /// and no query string (query parameters may carry keys and tokens); `route` is the path alone.
 public struct AccessLogRecord: Sendable, Equatable {
     /// The protocol the client spoke.
-    public enum Protocol: String, Sendable {
+    public enum CallProtocol: String, Sendable {
         case http1 = "HTTP/1.1"
         case http2 = "HTTP/2"
         case grpc
@@ -21,7 +21,7 @@ public struct AccessLogRecord: Sendable, Equatable {
     public var clientIP: String
     /// Milliseconds since 1970 (UTC) when the call ended.
     public var epochMilliseconds: Int64
-    public var protocolName: Protocol
+    public var protocolName: CallProtocol
     public var method: String
     /// The path the client called, without the query string.
     public var route: String
@@ -44,7 +44,7 @@ public struct AccessLogRecord: Sendable, Equatable {
     public var cache: String?
 
     public init(
-        requestID: String, clientIP: String, epochMilliseconds: Int64, protocolName: Protocol, method: String, route: String, status: Int,
+        requestID: String, clientIP: String, epochMilliseconds: Int64, protocolName: CallProtocol, method: String, route: String, status: Int,
         latencyMicroseconds: Int64, upstreamLatencyMicroseconds: Int64? = nil, bytesIn: Int64, bytesOut: Int64, tenantID: UUID? = nil,
         tenant: String? = nil, apiID: UUID? = nil, appID: UUID? = nil, clientID: String? = nil, planID: UUID? = nil, rejection: String? = nil,
         cache: String? = nil

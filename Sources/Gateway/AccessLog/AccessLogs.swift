@@ -133,7 +133,7 @@ public final class AccessLogs: Service, Sendable {
                     }
                 }
                 group.addTask { await self.tickLoop() }
-                await group.next()
+                _ = await group.next()
                 group.cancelAll()
             }
         } onGracefulShutdown: {

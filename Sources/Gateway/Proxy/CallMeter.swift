@@ -17,7 +17,7 @@ struct CallMeter {
         var clientIP: String
         /// The request target as the client sent it (the query is cut before logging).
         var target: String
-        var protocolName: AccessLogRecord.Protocol
+        var protocolName: AccessLogRecord.CallProtocol
     }
 
     /// Whether a call of `route` is logged: the installation logs every call, an API with an
