@@ -71,6 +71,12 @@ public final class AccessLogs: Service, Sendable {
         http?.start()
     }
 
+    deinit {
+        // never run as a Service (tests, a failed start): the client must still be shut down, and
+        // this does not wait; after `run` it is already down and this fails quietly
+        client.shutdown().whenComplete { _ in }
+    }
+
     /// Whether every call is logged (a sink for the whole installation is configured); when not,
     /// the gateway builds records only for APIs with an `http_log` policy.
     public var installationWide: Bool { file != nil || http != nil }
