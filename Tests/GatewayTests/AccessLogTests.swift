@@ -232,10 +232,10 @@ import Testing
         let logs = Self.logs(metrics, http: collector.url)
         try await GatewayHarness.run(snapshot: world.snapshot(targets: [.loopback(upstream.port)]), accessLogs: logs) { gateway in
             // act: a key call with a secret in the query, a token call, a refused call
-            let keyed = try await gateway.request("/t/demo/echo/v1/a?api_key=\(Self.querySecret)", headers: [("X-API-Key", TestWorld.apiKey)])
+            let keyed = try await gateway.request("GET", "/t/demo/echo/v1/a?api_key=\(AccessLogTests.querySecret)", headers: [("X-API-Key", TestWorld.apiKey)])
             let token = world.token()
-            let bearer = try await gateway.request("/t/demo/echo/v1/b", headers: [("Authorization", "Bearer \(token)"), ("Cookie", "session=cookie-secret")])
-            let refused = try await gateway.request("/t/demo/echo/v1/c", headers: [("Authorization", "Bearer \(Self.bearer)")])
+            let bearer = try await gateway.request("GET", "/t/demo/echo/v1/b", headers: [("Authorization", "Bearer \(token)"), ("Cookie", "session=cookie-secret")])
+            let refused = try await gateway.request("GET", "/t/demo/echo/v1/c", headers: [("Authorization", "Bearer \(Self.bearer)")])
             #expect(keyed.status == 200)
             #expect(bearer.status == 200)
             #expect(refused.status == 401)
@@ -277,7 +277,7 @@ import Testing
         #expect(logs.apiSinks(for: [world.apiID: config])[world.apiID] === sink)  // a reload keeps the sink and what it holds
         try await GatewayHarness.run(snapshot: world.snapshot(targets: [.loopback(upstream.port)], httpLog: sink), accessLogs: logs) { gateway in
             // act
-            let response = try await gateway.request("/t/demo/echo/v1/x?token=\(Self.querySecret)", headers: [("X-API-Key", TestWorld.apiKey)])
+            let response = try await gateway.request("GET", "/t/demo/echo/v1/x?token=\(AccessLogTests.querySecret)", headers: [("X-API-Key", TestWorld.apiKey)])
             #expect(response.status == 200)
             // assert
             try await Self.waitFor { collector.lines.count >= 1 }
@@ -302,9 +302,9 @@ import Testing
         let logs = Self.logs(metrics, http: collector.url, attempts: 3)
         try await GatewayHarness.run(snapshot: world.snapshot(targets: [.loopback(upstream.port)]), accessLogs: logs) { gateway in
             // act: one batch of two
-            for _ in 0..<2 { #expect(try await gateway.request("/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)]).status == 200) }
+            for _ in 0..<2 { #expect(try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)]).status == 200) }
             // assert: sent three times, then dropped as retries_exhausted
-            let dropped = { metrics.counters(label: "tollgate_gateway_log_records_dropped_total", dimensions: [("sink", "http"), ("reason", "retries_exhausted")]).map(\.totalValue).reduce(0, +) }
+            let dropped: @Sendable () -> Int64 = { metrics.counters(label: "tollgate_gateway_log_records_dropped_total", dimensions: [("sink", "http"), ("reason", "retries_exhausted")]).map(\.totalValue).reduce(0, +) }
             try await Self.waitFor { dropped() == 2 }
             #expect(collector.received.count == 3)
             #expect(Set(collector.received.map(\.body)).count == 1)  // the same batch each time
@@ -325,9 +325,9 @@ import Testing
         let logs = Self.logs(metrics, http: url, attempts: 2)
         try await GatewayHarness.run(snapshot: world.snapshot(targets: [.loopback(upstream.port)]), accessLogs: logs) { gateway in
             // act: the calls are answered as usual
-            for _ in 0..<4 { #expect(try await gateway.request("/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)]).status == 200) }
+            for _ in 0..<4 { #expect(try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)]).status == 200) }
             // assert
-            let dropped = { metrics.counters(label: "tollgate_gateway_log_records_dropped_total", dimensions: [("sink", "http"), ("reason", "retries_exhausted")]).map(\.totalValue).reduce(0, +) }
+            let dropped: @Sendable () -> Int64 = { metrics.counters(label: "tollgate_gateway_log_records_dropped_total", dimensions: [("sink", "http"), ("reason", "retries_exhausted")]).map(\.totalValue).reduce(0, +) }
             try await Self.waitFor { dropped() == 4 }
             #expect(gateway.usage.count == 4)  // metering is untouched
         }
@@ -342,8 +342,8 @@ import Testing
         let metrics = TestMetrics()
         let logs = Self.logs(metrics, http: collector.url, attempts: 5)
         try await GatewayHarness.run(snapshot: world.snapshot(targets: [.loopback(upstream.port)]), accessLogs: logs) { gateway in
-            for _ in 0..<2 { _ = try await gateway.request("/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)]) }
-            let dropped = { metrics.counters(label: "tollgate_gateway_log_records_dropped_total", dimensions: [("sink", "http"), ("reason", "rejected")]).map(\.totalValue).reduce(0, +) }
+            for _ in 0..<2 { _ = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)]) }
+            let dropped: @Sendable () -> Int64 = { metrics.counters(label: "tollgate_gateway_log_records_dropped_total", dimensions: [("sink", "http"), ("reason", "rejected")]).map(\.totalValue).reduce(0, +) }
             try await Self.waitFor { dropped() == 2 }
             #expect(collector.received.count == 1)
         }
@@ -391,8 +391,8 @@ import Testing
         let world = TestWorld()
         let logs = Self.logs(TestMetrics(), file: path)
         try await GatewayHarness.run(snapshot: world.snapshot(targets: [.loopback(upstream.port)]), accessLogs: logs) { gateway in
-            _ = try await gateway.request("/t/demo/echo/v1/f?k=\(Self.querySecret)", headers: [("X-API-Key", TestWorld.apiKey)])
-            _ = try await gateway.request("/t/demo/echo/v1/g", headers: [("X-API-Key", "tgk_wrong")])
+            _ = try await gateway.request("GET", "/t/demo/echo/v1/f?k=\(AccessLogTests.querySecret)", headers: [("X-API-Key", TestWorld.apiKey)])
+            _ = try await gateway.request("GET", "/t/demo/echo/v1/g", headers: [("X-API-Key", "tgk_wrong")])
             try await Self.waitFor { ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").count >= 2 }
         }
         let text = try String(contentsOfFile: path, encoding: .utf8)

@@ -58,7 +58,8 @@ public final class AccessLogs: Service, Sendable {
         self.logger = logger
         var clientConfiguration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: .seconds(10)))
         clientConfiguration.connectionPool.idleTimeout = .seconds(30)
-        client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: clientConfiguration)
+        let client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: clientConfiguration)
+        self.client = client
         file = configuration.filePath.map {
             AccessLogFile(path: $0, capacityBytes: configuration.fileBufferBytes, metrics: LogSinkMetrics(sink: "file", factory: configuration.metricsFactory))
         }
