@@ -58,6 +58,9 @@ public final class AccessLogs: Service, Sendable {
         self.logger = logger
         var clientConfiguration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: .seconds(10)))
         clientConfiguration.connectionPool.idleTimeout = .seconds(30)
+        // a refused connection fails the attempt at once: the batcher owns retries and their
+        // backoff (the pool would otherwise keep reconnecting until the request's deadline)
+        clientConfiguration.connectionPool.retryConnectionEstablishment = false
         let client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: clientConfiguration)
         self.client = client
         file = configuration.filePath.map {
