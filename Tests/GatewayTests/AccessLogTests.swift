@@ -402,4 +402,33 @@ import Testing
         #expect(!text.contains(Self.querySecret) && !text.contains(TestWorld.apiKey) && !text.contains("tgk_wrong"))
         await upstream.stop()
     }
+
+    @Test func anHTTP2CallIsLoggedWithItsProtocolAndACachedAPIWithItsCacheStatus() async throws {
+        // setup: a cached API, the installation's collector
+        let upstream = try await TestUpstream.start()
+        let collector = try await TestCollector.start()
+        let world = TestWorld()
+        let logs = Self.logs(TestMetrics(), http: collector.url)
+        let store = ResponseCacheStore()
+        let cache = ResponseCachePolicy(config: ResponseCacheConfig(ttlSeconds: 60), store: store, fingerprint: 1)
+        try await GatewayHarness.run(snapshot: world.snapshot(targets: [.loopback(upstream.port)], responseCache: cache), accessLogs: logs) { gateway in
+            // act: the same GET twice over h2c (a miss, then a hit), with a key in the query
+            for _ in 0..<2 {
+                _ = try TransformTests.curl([
+                    "--http2-prior-knowledge", "-s", "-o", "/dev/null", "-H", "X-API-Key: \(TestWorld.apiKey)", "-H", "Host: gateway.test",
+                    "http://127.0.0.1:\(gateway.port)/t/demo/echo/v1/h2?key=\(AccessLogTests.querySecret)",
+                ])
+            }
+            // assert
+            try await Self.waitFor { collector.lines.count >= 2 }
+            let records = try collector.lines.map(Self.object)
+            #expect(records.map { $0["protocol"] as? String } == ["HTTP/2", "HTTP/2"])
+            #expect(records.map { $0["cache"] as? String } == ["miss", "hit"])
+            #expect(records[1]["upstream_latency_ms"] is NSNull)  // the cache answered
+            #expect(records.allSatisfy { $0["route"] as? String == "/t/demo/echo/v1/h2" })
+            #expect(!collector.lines.contains { $0.contains(AccessLogTests.querySecret) || $0.contains(TestWorld.apiKey) })
+        }
+        await collector.stop()
+        await upstream.stop()
+    }
 }
