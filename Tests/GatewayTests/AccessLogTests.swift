@@ -431,4 +431,29 @@ import Testing
         await collector.stop()
         await upstream.stop()
     }
+
+    @Test func whatASinkHoldsAtShutdownIsSentAfterTheGatewayDrained() async throws {
+        // setup: batches that would wait a minute
+        let upstream = try await TestUpstream.start()
+        let collector = try await TestCollector.start()
+        let world = TestWorld()
+        let metrics = TestMetrics()
+        var configuration = AccessLogs.Configuration(httpURL: collector.url)
+        configuration.httpLimits = LogBatcher.Limits(capacity: 100, batchSize: 100, flushNanoseconds: 60_000_000_000)
+        configuration.metricsFactory = metrics
+        let logs = AccessLogs(configuration: configuration, logger: Logger(label: "test"))
+        try await GatewayHarness.run(snapshot: world.snapshot(targets: [.loopback(upstream.port)]), accessLogs: logs) { gateway in
+            // act
+            for _ in 0..<3 { _ = try await gateway.request("GET", "/t/demo/echo/v1/s", headers: [("X-API-Key", TestWorld.apiKey)]) }
+            logs.recordGauges()
+            #expect(metrics.recorders.first { $0.label == "tollgate_gateway_log_buffer_records" && $0.dimensions.contains { $0 == ("sink", "http") } }?.lastValue == 3)
+            #expect(collector.received.isEmpty)
+        }
+        // assert: the harness stopped the gateway, then the sinks, which sent the three at once
+        #expect(collector.lines.count == 3)
+        #expect(collector.received.count == 1)
+        #expect(metrics.counters(label: "tollgate_gateway_log_records_sent_total", dimensions: [("sink", "http")]).map(\.totalValue).reduce(0, +) == 3)
+        await collector.stop()
+        await upstream.stop()
+    }
 }
