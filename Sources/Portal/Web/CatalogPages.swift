@@ -213,6 +213,8 @@ struct CatalogPages: Sendable {
             case .failure(let errors):
                 var typed: [String: Any] = ["errors": errors.fields]
                 for field in Self.formFields(kind) { typed[field] = form[field] ?? "" }
+                // credentials typed into a collector URL are refused and not shown again
+                if kind == .httpLog, (form["url"] ?? "").contains("@") { typed["url"] = "" }
                 typed.merge(Self.kindFlags(kind)) { $1 }
                 return try await detailPage(
                     context, error: "The policy was not saved: correct the fields marked below.",
