@@ -252,6 +252,8 @@ public final class SubscriptionGrant: Sendable, Equatable {
     public let monthlyQuota: Int64?
     /// The plan's minute, hour and day limits, in span order (empty for most plans).
     public let windows: [PlanWindow]
+    /// Whether a call answered from the response cache is billable (the plan's choice).
+    public let cacheHitsBillable: Bool
 
     /// The identity header lines for the upstream, made once per snapshot.
     let identityHeaderLines: String
@@ -267,11 +269,14 @@ public final class SubscriptionGrant: Sendable, Equatable {
 
     public static func == (lhs: SubscriptionGrant, rhs: SubscriptionGrant) -> Bool {
         lhs.subscriptionID == rhs.subscriptionID && lhs.planID == rhs.planID && lhs.ratePerSecond == rhs.ratePerSecond && lhs.burst == rhs.burst
-            && lhs.monthlyQuota == rhs.monthlyQuota && lhs.windows == rhs.windows
+            && lhs.monthlyQuota == rhs.monthlyQuota && lhs.windows == rhs.windows && lhs.cacheHitsBillable == rhs.cacheHitsBillable
     }
 
-    public init(subscriptionID: UUID, planID: UUID, ratePerSecond: Int, burst: Int, monthlyQuota: Int64?, windows: [PlanWindow] = []) {
+    public init(
+        subscriptionID: UUID, planID: UUID, ratePerSecond: Int, burst: Int, monthlyQuota: Int64?, windows: [PlanWindow] = [], cacheHitsBillable: Bool = true
+    ) {
         self.windows = windows
+        self.cacheHitsBillable = cacheHitsBillable
         self.subscriptionID = subscriptionID
         self.planID = planID
         identityHeaderLines =

@@ -122,16 +122,16 @@ public struct SnapshotLoader: Sendable {
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]
         let subscriptionRows = try await connection.query(
             """
-            SELECT s.app_id, s.api_id, s.id, p.id, p.rate_per_second, p.burst, p.monthly_quota, p.per_minute, p.per_hour, p.per_day
+            SELECT s.app_id, s.api_id, s.id, p.id, p.rate_per_second, p.burst, p.monthly_quota, p.per_minute, p.per_hour, p.per_day, p.cache_hits_billable
             FROM subscriptions s JOIN plans p ON p.id = s.plan_id JOIN apps a ON a.id = s.app_id
             WHERE s.state = 'active' AND tollgate_api_open_to_team(s.api_id, a.team_id)
             """, logger: logger)
-        for try await (app, api, id, plan, rate, burst, quota, perMinute, perHour, perDay) in subscriptionRows.decode(
-            (UUID, UUID, UUID, UUID, Int, Int, Int64?, Int64?, Int64?, Int64?).self)
+        for try await (app, api, id, plan, rate, burst, quota, perMinute, perHour, perDay, cacheHitsBillable) in subscriptionRows.decode(
+            (UUID, UUID, UUID, UUID, Int, Int, Int64?, Int64?, Int64?, Int64?, Bool).self)
         {
             subscriptions[app, default: [:]][api] = SubscriptionGrant(
                 subscriptionID: id, planID: plan, ratePerSecond: rate, burst: burst, monthlyQuota: quota,
-                windows: PlanWindow.list(perMinute: perMinute, perHour: perHour, perDay: perDay))
+                windows: PlanWindow.list(perMinute: perMinute, perHour: perHour, perDay: perDay), cacheHitsBillable: cacheHitsBillable)
         }
 
         var apps: [UUID: [UUID: AppGrant]] = [:]

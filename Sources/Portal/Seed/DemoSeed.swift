@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Logging
 import PostgresNIO
 
@@ -127,18 +128,28 @@ struct DemoSeed {
     /// `tollgate demo-upstream` serves over cleartext HTTP/2 next to the Echo upstream.
     static let greeterUpstream = "grpc://127.0.0.1:9101"
 
+    /// The policies a new Echo starts with, to show the chain: the upstream hears who calls (Echo
+    /// shows it back) and the client sees a header the gateway added.
+    static let echoPolicies: [(APIPolicyKind, String)] = [
+        (.requestTransform, #"{"headers": {"set": {"X-Demo-Consumer": "$app_id", "X-Demo-Plan": "$plan"}}}"#),
+        (.responseTransform, #"{"headers": {"set": {"X-Demo-Policy": "response_transform on Echo v1"}}}"#),
+    ]
+
     private func seedEchoAPI(tenant: Tenant) async throws {
         try await seedAPI(
             tenant: tenant, slug: "echo", name: "Echo", description: "Returns what you send: a safe API to try the portal and the gateway with.",
-            basePath: "/echo/v1", upstream: Self.echoUpstream)
+            basePath: "/echo/v1", upstream: Self.echoUpstream, policies: Self.echoPolicies)
         try await seedAPI(
             tenant: tenant, slug: "greeter", name: "Greeter (gRPC)",
             description: "A gRPC service: `demo.Greeter/SayHello` takes a `HelloRequest { string name = 1; }` and answers a `HelloReply { string message = 1; }`. Call it with any gRPC client over HTTP/2 at the gateway address below followed by `/demo.Greeter/SayHello`.",
             basePath: "/greeter/v1", upstream: Self.greeterUpstream)
     }
 
-    /// A published demo API of Acme APIs with the demo plans, made once.
-    private func seedAPI(tenant: Tenant, slug: String, name: String, description: String, basePath: String, upstream: String) async throws {
+    /// A published demo API of Acme APIs with the demo plans, made once. `policies` are added
+    /// when the API is made, not later: a provider who changed the chain keeps their change.
+    private func seedAPI(
+        tenant: Tenant, slug: String, name: String, description: String, basePath: String, upstream: String, policies: [(APIPolicyKind, String)] = []
+    ) async throws {
         let logger = database.logger
         try await database.withTenant(tenant.id) { connection in
             let apis = APIRepository(logger: logger)
@@ -152,6 +163,11 @@ struct DemoSeed {
                     visibility: .public, allowedTeamIDs: [], targets: [UpstreamTarget(url: upstream, weight: 1)])
                 let created = try await apis.create(tenantID: tenant.id, new, actor: provider.id, on: connection)
                 _ = try await apis.updateState(id: created.id, tenantID: tenant.id, from: .draft, to: .published, actor: provider.id, on: connection)
+                let chain = try policies.map { kind, config in
+                    guard case .object(let object)? = JSONValue.parse(config) else { throw SeedError.invalidPolicy(kind.rawValue) }
+                    return try APIPolicy.make(kind: kind, config: object).get()
+                }
+                if !chain.isEmpty { try await apis.setPolicies(tenantID: tenant.id, apiID: created.id, chain, on: connection) }
                 api = created
             }
             guard let api else { return }
@@ -223,5 +239,16 @@ struct DemoSeed {
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         let body = "# demo logins: email password\n" + credentials.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "\n") + "\n"
         FileManager.default.createFile(atPath: credentialsPath, contents: Data(body.utf8), attributes: [.posixPermissions: 0o600])
+    }
+}
+
+/// A demo seed that cannot be made as written (a bug in the seed, found by its test).
+enum SeedError: Error, CustomStringConvertible {
+    case invalidPolicy(String)
+
+    var description: String {
+        switch self {
+        case .invalidPolicy(let kind): "the demo seed's \(kind) policy is not valid"
+        }
     }
 }

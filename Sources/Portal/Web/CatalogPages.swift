@@ -406,6 +406,7 @@ struct CatalogPages: Sendable {
                     "quota": terms.monthlyQuota.map { "\($0) requests/month" } ?? "unlimited",
                     "fee": Money.format(minor: terms.monthlyFeeMinor, currency: tenant.currency) + "/month",
                     "included": terms.includedRequests > 0 ? "\(terms.includedRequests) requests included" : "", "approval": terms.approval == .manual ? "needs approval" : "instant",
+                    "cache_hits_free": !terms.billsCacheHits,
                 ]
             },
             "can_manage": canManage,
