@@ -197,6 +197,22 @@ enum APIModel {
     }
 
     /// An upstream client certificate and its private key (PEM), set together.
+    /// A tenant's custom-host certificate as the platform API shows it: never the key.
+    struct TenantCertificateBody: Codable, Sendable {
+        let host: String?
+        let names: [String]
+        let notAfter: Date
+        let updatedAt: Date
+        let servesCurrentHost: Bool
+        init(_ info: TenantCertificateInfo, tenant: Tenant) {
+            host = tenant.customHost
+            names = info.names
+            notAfter = info.notAfter
+            updatedAt = info.updatedAt
+            servesCurrentHost = info.servesCurrentHost
+        }
+    }
+
     struct ClientCertificateBody: Decodable, Sendable {
         let certificatePem: String
         let privateKeyPem: String

@@ -56,8 +56,30 @@ enum OpenAPIDocument {
                         tag: "Tenants", parameters: [tenantSlugParameter], body: ref("InviteAdmin"), ok: ("201", ref("CreatedInvitation")),
                         errors: ["400", "401", "404", "409", "415", "422"])
                 ],
+                "/tenants/{slug}/certificate": [
+                    "get": operation(
+                        "getTenantCertificate", "The TLS certificate served for the tenant's custom host (never its key)", tag: "Tenants",
+                        parameters: [tenantSlugParameter], ok: ("200", ref("TenantCertificate")), errors: ["401", "404"]),
+                    "put": operation(
+                        "storeTenantCertificate",
+                        "Store or replace the certificate chain and private key for the tenant's custom host: checked (it parses, the key belongs to it, it is current, it names the host, serverAuth), the key sealed and never shown again; TLS listeners serve it within seconds",
+                        tag: "Tenants", parameters: [tenantSlugParameter], body: ref("TenantCertificateUpload"), ok: ("200", ref("TenantCertificate")),
+                        errors: ["400", "401", "404", "413", "415", "422"]),
+                    "delete": operation(
+                        "removeTenantCertificate", "Remove it (the host is then served the installation's certificates)", tag: "Tenants",
+                        parameters: [tenantSlugParameter], ok: ("204", nil), errors: ["401", "404"]),
+                ],
             ],
             "components": components(extraSchemas: [
+                "TenantCertificate": object([
+                    "host": ["type": ["string", "null"]], "names": ["type": "array", "items": string], "not_after": dateTime, "updated_at": dateTime,
+                    "serves_current_host": ["type": "boolean"],
+                ]),
+                "TenantCertificateUpload": input(
+                    [
+                        "certificate_pem": ["type": "string", "maxLength": 65536, "description": "PEM chain, the host's certificate first"],
+                        "private_key_pem": ["type": "string", "maxLength": 65536, "description": "PEM private key, unencrypted"],
+                    ], required: ["certificate_pem", "private_key_pem"]),
                 "Tenant": tenantSchema, "TenantPage": page(of: "Tenant"), "CreateTenant": createTenantSchema,
                 "UpdateTenant": [
                     "type": "object", "additionalProperties": false,

@@ -23,6 +23,7 @@ struct PortalServices: Sendable {
     let tenants: TenantRepository
     let platformAdmins: PlatformAdminRepository
     let tenantAdministration: TenantAdministration
+    let tenantCertificates: TenantCertificates
     let readiness: Readiness
     let logger: Logger
 
@@ -55,6 +56,7 @@ struct PortalServices: Sendable {
         self.platformAdmins = PlatformAdminRepository(logger: logger)
         self.tenantAdministration = TenantAdministration(
             database: database, tenants: tenants, identity: identity, audit: audit, keys: SigningKeyStore(secret: secret, logger: logger))
+        self.tenantCertificates = TenantCertificates(database: database, audit: audit, seal: HostCertificateKeySeal(secret: secret))
         self.readiness = readiness
         self.logger = logger
     }

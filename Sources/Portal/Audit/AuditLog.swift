@@ -55,6 +55,8 @@ struct AuditLog: Sendable {
         case invoiceVoided = "invoice.voided"
         case invoiceReissued = "invoice.reissued"
         case tenantUpdated = "tenant.updated"
+        case tenantCertificateStored = "tenant.certificate_stored"
+        case tenantCertificateRemoved = "tenant.certificate_removed"
     }
 
     func record(
