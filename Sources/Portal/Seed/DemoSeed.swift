@@ -133,12 +133,14 @@ struct DemoSeed {
             basePath: "/echo/v1", upstream: Self.echoUpstream)
         try await seedAPI(
             tenant: tenant, slug: "greeter", name: "Greeter (gRPC)",
-            description: "A gRPC service: `demo.Greeter/SayHello` takes a `HelloRequest { string name = 1; }` and answers a `HelloReply { string message = 1; }`. Call it with any gRPC client over HTTP/2 at the gateway address below followed by `/demo.Greeter/SayHello`.",
-            basePath: "/greeter/v1", upstream: Self.greeterUpstream)
+            description: "A gRPC service: `demo.Greeter/SayHello` takes a `HelloRequest { string name = 1; }` and answers a `HelloReply { string message = 1; }`. Call it with any gRPC client over HTTP/2 at the gateway address below followed by `/demo.Greeter/SayHello` — or with JSON over HTTP/1.1 or HTTP/2: `POST …/demo.Greeter/SayHello` with `{\"name\": \"Ada\"}`, or `GET …/v1/hello/Ada` (its descriptor set is uploaded).",
+            basePath: "/greeter/v1", upstream: Self.greeterUpstream, descriptorSet: Array(Data(base64Encoded: DemoGreeterDescriptor.base64) ?? Data()))
     }
 
     /// A published demo API of Acme APIs with the demo plans, made once.
-    private func seedAPI(tenant: Tenant, slug: String, name: String, description: String, basePath: String, upstream: String) async throws {
+    private func seedAPI(
+        tenant: Tenant, slug: String, name: String, description: String, basePath: String, upstream: String, descriptorSet: [UInt8]? = nil
+    ) async throws {
         let logger = database.logger
         try await database.withTenant(tenant.id) { connection in
             let apis = APIRepository(logger: logger)
@@ -155,6 +157,11 @@ struct DemoSeed {
                 api = created
             }
             guard let api else { return }
+            // the descriptor set JSON clients are translated with, validated like any upload
+            let descriptors = APIDescriptorSetRepository(logger: logger)
+            if let descriptorSet, try await descriptors.find(apiID: api.id, on: connection) == nil {
+                try await descriptors.save(tenantID: tenant.id, apiID: api.id, try APIDescriptorSet.parse(descriptorSet), uploadedBy: provider.id, on: connection)
+            }
             let plans = PlanRepository(logger: logger)
             let existing = Set(try await plans.current(apiID: api.id, on: connection).map(\.terms.name))
             for terms in Self.echoPlans where !existing.contains(terms.name) {
