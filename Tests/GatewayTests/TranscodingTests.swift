@@ -358,20 +358,20 @@ enum TranscodingFixtures {
         ("9999-12-31T23:59:59Z", 253_402_300_799, 0), ("2024-01-01T01:00:00+01:00", 1_704_067_200, 0),
     ])
     func timestampsRoundTrip(text: String, seconds: Int64, nanos: Int32) throws {
-        let parsed = try #require(CivilDate.parseTimestamp(text))
+        let parsed = try #require(ProtoCalendar.parseTimestamp(text))
         #expect(parsed.seconds == seconds && parsed.nanos == nanos)
-        let formatted = try #require(CivilDate.formatTimestamp(seconds: seconds, nanos: nanos))
-        #expect(CivilDate.parseTimestamp(formatted).map { $0.seconds == seconds && $0.nanos == nanos } == true)
+        let formatted = try #require(ProtoCalendar.formatTimestamp(seconds: seconds, nanos: nanos))
+        #expect(ProtoCalendar.parseTimestamp(formatted).map { $0.seconds == seconds && $0.nanos == nanos } == true)
     }
 
     @Test func impossibleDatesAndDurationsAreRefused() {
         for bad in ["2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-01-01T24:00:00Z", "2024-01-01T00:00:00", "2024-01-01T00:00:00.Z", "2024-01-01T00:00:00.1234567890Z", "0000-12-31T00:00:00Z"] {
-            #expect(CivilDate.parseTimestamp(bad) == nil, "\(bad)")
+            #expect(ProtoCalendar.parseTimestamp(bad) == nil, "\(bad)")
         }
-        for bad in ["1", "s", "-s", "1.s", "1.0000000001s", "+1s", "1e3s"] { #expect(CivilDate.parseDuration(bad) == nil, "\(bad)") }
-        #expect(CivilDate.formatDuration(seconds: 1, nanos: -1) == nil)
-        #expect(CivilDate.formatDuration(seconds: -1, nanos: -500_000_000) == "-1.500s")
-        #expect(CivilDate.formatTimestamp(seconds: CivilDate.maximumSeconds + 1, nanos: 0) == nil)
+        for bad in ["1", "s", "-s", "1.s", "1.0000000001s", "+1s", "1e3s"] { #expect(ProtoCalendar.parseDuration(bad) == nil, "\(bad)") }
+        #expect(ProtoCalendar.formatDuration(seconds: 1, nanos: -1) == nil)
+        #expect(ProtoCalendar.formatDuration(seconds: -1, nanos: -500_000_000) == "-1.500s")
+        #expect(ProtoCalendar.formatTimestamp(seconds: ProtoCalendar.maximumSeconds + 1, nanos: 0) == nil)
     }
 
     @Test func varintsAndZigzagRoundTrip() throws {
@@ -382,5 +382,67 @@ enum TranscodingFixtures {
             #expect(ProtoWire.unzigzag(try reader.varint()) == value)
             #expect(reader.isAtEnd)
         }
+    }
+}
+
+@Suite struct GRPCTranscodingRouteTests {
+    let transcoding: GRPCTranscoding
+
+    init() throws {
+        transcoding = GRPCTranscoding(schema: try TranscodingFixtures.kitchen())
+    }
+
+    private func message(_ method: String, _ uri: String, body: String = "") throws -> String {
+        let call = try #require(transcoding.resolve(httpMethod: method, uri: uri))
+        let wire = try transcoding.requestMessage(call, body: Array(body.utf8))
+        return String(decoding: try transcoding.transcoder.json(wire: wire, message: call.method.inputType), as: UTF8.self)
+    }
+
+    @Test func theGRPCPathIsAPostWithTheWholeMessage() throws {
+        let call = try #require(transcoding.resolve(httpMethod: "POST", uri: "/tollgate.test.Kitchen/Echo"))
+        #expect(call.method.name == "Echo")
+        #expect(call.body == "*")
+        #expect(transcoding.resolve(httpMethod: "GET", uri: "/tollgate.test.Kitchen/Echo") == nil)
+        // client streaming has no JSON form; unknown methods resolve to nothing
+        #expect(transcoding.resolve(httpMethod: "POST", uri: "/tollgate.test.Kitchen/Upload") == nil)
+        #expect(transcoding.resolve(httpMethod: "POST", uri: "/tollgate.test.Kitchen/Missing") == nil)
+        #expect(TranscodingFixtures.sameJSON(Array(try message("POST", "/tollgate.test.Kitchen/Echo", body: #"{"fInt32": 3}"#).utf8), #"{"fInt32":3}"#))
+        // an empty body is the empty message
+        #expect(try message("POST", "/tollgate.test.Kitchen/Count") == "{}")
+    }
+
+    @Test func httpRoutesFillFieldsFromThePathAndTheQuery() throws {
+        #expect(TranscodingFixtures.sameJSON(Array(try message("GET", "/v1/inners/42?label=a+b%21").utf8), #"{"id":42,"label":"a b!"}"#))
+        #expect(TranscodingFixtures.sameJSON(Array(try message("GET", "/v1/labels/x%2Fy").utf8), #"{"label":"x/y"}"#))
+        #expect(transcoding.resolve(httpMethod: "GET", uri: "/v1/inners") == nil)
+        #expect(transcoding.resolve(httpMethod: "GET", uri: "/v1/inners/1/extra") == nil)
+        // a path value that does not fit its field is the client's error, located
+        let call = try #require(transcoding.resolve(httpMethod: "GET", uri: "/v1/inners/abc"))
+        #expect(throws: ProtoJSONTranscoder.Failure.self) { try transcoding.requestMessage(call, body: []) }
+        let unknown = try #require(transcoding.resolve(httpMethod: "GET", uri: "/v1/inners/1?nope=1"))
+        #expect {
+            try transcoding.requestMessage(unknown, body: [])
+        } throws: { error in
+            (error as? ProtoJSONTranscoder.Failure)?.pointer == "/nope"
+        }
+    }
+
+    @Test(arguments: [
+        ("/v1/{name=shelves/*}/books/{book}", "/v1/shelves/s1/books/b2", [["name"]: "shelves/s1", ["book"]: "b2"]),
+        ("/v1/{a.b}:publish", "/v1/x:publish", [["a", "b"]: "x"]),
+        ("/v1/files/{path=**}", "/v1/files/a/b%2Fc/d", [["path"]: "a/b%2Fc/d"]),
+        ("/v1/*/x", "/v1/anything/x", [:]),
+    ])
+    func pathTemplatesMatchAndCapture(template: String, path: String, expected: [[String]: String]) throws {
+        let parsed = try #require(PathTemplate(template))
+        let values = try #require(parsed.match(Substring(path)))
+        #expect(Dictionary(uniqueKeysWithValues: values.map { ($0.fieldPath, $0.value) }) == expected)
+    }
+
+    @Test func malformedTemplatesAndMismatchesAreRefused() {
+        for bad in ["v1/x", "/v1/{x", "/v1/**/y", "/v1//x", "/v1/{=x}", "/v1/x/"] { #expect(PathTemplate(bad) == nil, "\(bad)") }
+        #expect(PathTemplate("/v1/{name}:publish")?.match("/v1/x") == nil)
+        #expect(PathTemplate("/v1/{name}")?.match("/v1/") == nil)
+        #expect(PathTemplate("/v1/{name}")?.match("/v2/x") == nil)
     }
 }

@@ -295,9 +295,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         let collect = translated != nil
         do {
             step = try input.withUnsafeReadableBytes { bytes in
-                try framer.consume(bytes) { chunk in
-                    payload += chunk.count
-                    if collect { translatedPayload.append(contentsOf: chunk) }
+                try framer.consume(bytes) { run in
+                    payload += run.count
+                    if collect { translatedPayload.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[run])) }
                 }
             }
         } catch {

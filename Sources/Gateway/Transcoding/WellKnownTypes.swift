@@ -41,7 +41,7 @@ enum WellKnownType: String {
 }
 
 /// Calendar arithmetic for RFC 3339 timestamps, proleptic Gregorian, UTC (days from 1970-01-01).
-enum CivilDate {
+enum ProtoCalendar {
     static let minimumSeconds: Int64 = -62_135_596_800  // 0001-01-01T00:00:00Z
     static let maximumSeconds: Int64 = 253_402_300_799  // 9999-12-31T23:59:59Z
 
@@ -199,12 +199,12 @@ extension ProtoJSONTranscoder {
         }
         switch type {
         case .timestamp:
-            guard case .string(let text) = tree, let (seconds, nanos) = CivilDate.parseTimestamp(text) else {
+            guard case .string(let text) = tree, let (seconds, nanos) = ProtoCalendar.parseTimestamp(text) else {
                 throw Failure(pointer, "Expected an RFC 3339 timestamp between 0001-01-01 and 9999-12-31 (\"2024-05-01T12:00:00Z\"), found \(Self.describe(tree)).")
             }
             try writeSecondsNanos(seconds, nanos, into: &writer)
         case .duration:
-            guard case .string(let text) = tree, let (seconds, nanos) = CivilDate.parseDuration(text) else {
+            guard case .string(let text) = tree, let (seconds, nanos) = ProtoCalendar.parseDuration(text) else {
                 throw Failure(pointer, "Expected a duration in seconds with an \"s\" suffix (\"1.5s\"), found \(Self.describe(tree)).")
             }
             try writeSecondsNanos(seconds, nanos, into: &writer)
@@ -325,7 +325,7 @@ extension ProtoJSONTranscoder {
         case .timestamp, .duration:
             let seconds = Int64(bitPattern: last(1)?.scalar ?? 0)
             let nanos = Int32(truncatingIfNeeded: last(2)?.scalar ?? 0)
-            let text = type == .timestamp ? CivilDate.formatTimestamp(seconds: seconds, nanos: nanos) : CivilDate.formatDuration(seconds: seconds, nanos: nanos)
+            let text = type == .timestamp ? ProtoCalendar.formatTimestamp(seconds: seconds, nanos: nanos) : ProtoCalendar.formatDuration(seconds: seconds, nanos: nanos)
             guard let text else { throw Failure("", "The \(type.rawValue) at \(path) is out of range.") }
             json.string(text)
         case .empty:
