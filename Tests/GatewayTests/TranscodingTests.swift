@@ -316,7 +316,7 @@ enum TranscodingFixtures {
 
     @Test func aSetWithoutAServiceHasNothingToTranslate() throws {
         #expect(problems(try Self.descriptorSet(fieldType: ".t.Req", service: false)).first?.contains("no service") == true)
-        #expect(problems(try Self.descriptorSet(fieldType: ".t.Req", syntax: "editions")).contains { $0.contains("not supported") })
+        #expect(problems(try Self.descriptorSet(fieldType: ".t.Req", syntax: "proto4")).contains { $0.contains("not supported") })
         #expect(problems(try Self.descriptorSet(fieldType: ".t.Req")).isEmpty)
     }
 

@@ -130,8 +130,8 @@ final class GRPCTranscodedCall {
             self.upstream = nil
             upstream.cancel()
         } else {
+            // settles the quota unit too (not billable: never forwarded)
             meter.recordCall(plan, method: head.method, started: started, status: status, forwarded: false, bytesIn: Int64(body.count), bytesOut: 0, rejection: nil)
-            if plan.quotaReserved { quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
         }
     }
 

@@ -119,6 +119,7 @@ public struct ProtoJSONTranscoder: Sendable {
                 guard !items.isEmpty else { return }
                 var packed = ProtoWire.Writer()
                 for (offset, item) in items.enumerated() {
+                    if case .null = item { throw Failure(pointer + "/\(offset)", "An element of \(field.name) cannot be null.") }
                     let scalar = try scalarValue(field.kind, item, pointer: pointer + "/\(offset)")
                     scalar.write(into: &packed)
                 }

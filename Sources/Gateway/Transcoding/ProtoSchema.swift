@@ -64,16 +64,16 @@ public struct ProtoSchema: Sendable {
             for file in set.file {
                 if !fileNames.insert(file.name).inserted { problem("The file \(file.name) appears twice.") }
                 let syntax = file.syntax.isEmpty ? "proto2" : file.syntax
-                guard syntax == "proto2" || syntax == "proto3" else {
-                    problem("\(file.name): syntax \"\(file.syntax)\" is not supported (proto2 and proto3 are).")
+                guard let rules = FieldRules(syntax: syntax) else {
+                    problem("\(file.name): syntax \"\(file.syntax)\" is not supported (proto2, proto3 and editions are).")
                     continue
                 }
                 let prefix = file.package.isEmpty ? "" : file.package + "."
-                for message in file.messageType { declare(message, prefix: prefix, proto3: syntax == "proto3", file: file.name) }
+                for message in file.messageType { declare(message, prefix: prefix, rules: rules, file: file.name) }
                 for enumeration in file.enumType { declare(enumeration, prefix: prefix, file: file.name) }
             }
             resolveFields()
-            for file in set.file where file.syntax.isEmpty || file.syntax == "proto2" || file.syntax == "proto3" {
+            for file in set.file where FieldRules(syntax: file.syntax.isEmpty ? "proto2" : file.syntax) != nil {
                 let prefix = file.package.isEmpty ? "" : file.package + "."
                 for service in file.service { declare(service, prefix: prefix, file: file.name) }
             }
@@ -82,7 +82,24 @@ public struct ProtoSchema: Sendable {
             }
         }
 
-        mutating func declare(_ message: Google_Protobuf_DescriptorProto, prefix: String, proto3: Bool, file: String) {
+        /// What a file's syntax makes of fields that say nothing: proto3 packs repeated scalars and
+        /// gives singular scalars no presence; proto2 the opposite; editions (2023) pack and keep
+        /// presence (their per-field features are not read: they only refine these defaults).
+        struct FieldRules {
+            var packedByDefault: Bool
+            var implicitPresence: Bool
+
+            init?(syntax: String) {
+                switch syntax {
+                case "proto3": (packedByDefault, implicitPresence) = (true, true)
+                case "proto2": (packedByDefault, implicitPresence) = (false, false)
+                case "editions": (packedByDefault, implicitPresence) = (true, false)
+                default: return nil
+                }
+            }
+        }
+
+        mutating func declare(_ message: Google_Protobuf_DescriptorProto, prefix: String, rules: FieldRules, file: String) {
             let fullName = prefix + message.name
             guard schema.messages[fullName] == nil, schema.enums[fullName] == nil else {
                 problem("\(file): the type \(fullName) is defined twice.")
@@ -103,8 +120,8 @@ public struct ProtoSchema: Sendable {
                 let inOneof = field.hasOneofIndex && Int(field.oneofIndex) < message.oneofDecl.count
                 let kind = ProtoFieldKind(field.type)
                 let packable = repeated && (kind?.isPackable ?? false)
-                let packed = proto3 ? packable && !(field.options.hasPacked && !field.options.packed) : packable && field.options.packed
-                let presence = !repeated && (field.type == .message || inOneof || !proto3)
+                let packed = packable && (field.options.hasPacked ? field.options.packed : rules.packedByDefault)
+                let presence = !repeated && (field.type == .message || inOneof || !rules.implicitPresence)
                 let protoField = ProtoField(
                     name: field.name, jsonName: field.hasJsonName ? field.jsonName : ProtoField.lowerCamelCase(field.name), number: field.number,
                     kind: kind ?? .bool, isRepeated: repeated, isPacked: packed, hasPresence: presence,
@@ -116,7 +133,7 @@ public struct ProtoSchema: Sendable {
                 type.add(protoField)
             }
             schema.messages[fullName] = type
-            for nested in message.nestedType { declare(nested, prefix: fullName + ".", proto3: proto3, file: file) }
+            for nested in message.nestedType { declare(nested, prefix: fullName + ".", rules: rules, file: file) }
             for enumeration in message.enumType { declare(enumeration, prefix: fullName + ".", file: file) }
         }
 
