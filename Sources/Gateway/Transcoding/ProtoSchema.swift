@@ -119,7 +119,8 @@ public struct ProtoSchema: Sendable {
                 let repeated = field.label == .repeated
                 let inOneof = field.hasOneofIndex && Int(field.oneofIndex) < message.oneofDecl.count
                 let kind = ProtoFieldKind(field.type)
-                let packable = repeated && (kind?.isPackable ?? false)
+                // enums are packable too (their kind is resolved later, so the declared type decides)
+                let packable = repeated && (kind?.isPackable ?? (field.type == .enum))
                 let packed = packable && (field.options.hasPacked ? field.options.packed : rules.packedByDefault)
                 let presence = !repeated && (field.type == .message || inOneof || !rules.implicitPresence)
                 let protoField = ProtoField(
