@@ -291,6 +291,7 @@ enum TranscodingFixtures {
         #expect(everything.fields.first { $0.name == "counts" }?.isMap == true)
         #expect(everything.fields.first { $0.name == "packed_ints" }?.isPacked == true)
         #expect(everything.fields.first { $0.name == "unpacked_ints" }?.isPacked == false)
+        #expect(everything.fields.first { $0.name == "colors" }?.isPacked == true)
         #expect(everything.fields.first { $0.name == "maybe" }.map { $0.hasPresence && $0.oneofIndex == nil } == true)
         #expect(everything.fields.first { $0.name == "f_int32" }?.hasPresence == false)
     }

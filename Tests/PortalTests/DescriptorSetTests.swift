@@ -35,7 +35,11 @@ import Testing
                 let refusedForHTTP = try await Self.put(client, "/t/acme/api/v1/apis/\(httpAPI)/descriptor-set", token: world.provider, body: Self.greeter)
                 #expect(refusedForHTTP.status == .unprocessableContent)
                 #expect(try APITests.json(refusedForHTTP)["title"] as? String == "Not a gRPC API")
-                let id = try await Self.grpcAPI(client, world)
+                // the same API once its targets are gRPC
+                let patched = try await APITests.call(
+                    client, .patch, "/t/acme/api/v1/apis/\(httpAPI)", token: world.provider, body: #"{"targets":[{"url":"grpc://127.0.0.1:50051","weight":1}]}"#)
+                #expect(patched.status == .ok)
+                let id = httpAPI
                 let path = "/t/acme/api/v1/apis/\(id)/descriptor-set"
                 #expect(try await APITests.call(client, .get, path, token: world.developer).status == .notFound)
                 // act
