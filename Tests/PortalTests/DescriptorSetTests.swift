@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import PostgresNIO
 import HummingbirdTesting
 import Testing
 
@@ -64,6 +65,12 @@ import Testing
                 #expect(reference.text.contains("GET http://"))
                 #expect(reference.text.contains("/echo/v1/v1/hello/{name}"))
                 #expect(!reference.text.contains("Download the OpenAPI document"))
+                // the endpoint is in the tenant API's OpenAPI document, as a binary upload
+                let document = try APITests.json(try await client.execute(uri: "/t/acme/api/v1/openapi.json", method: .get))
+                let endpoint = (document["paths"] as? [String: Any])?["/apis/{api}/descriptor-set"] as? [String: Any]
+                let put = endpoint?["put"] as? [String: Any]
+                #expect(((put?["requestBody"] as? [String: Any])?["content"] as? [String: Any])?["application/octet-stream"] != nil)
+                #expect(endpoint?["get"] != nil && endpoint?["delete"] != nil)
             }
         }
     }
@@ -132,6 +139,32 @@ import Testing
                 #expect(shown.text.contains("1 translated operations"))
                 #expect(shown.text.contains("Remove the descriptor set"))
             }
+        }
+    }
+}
+
+/// The demo seed uploads the Greeter's descriptor set once, so JSON clients reach it after `make run`.
+@Suite struct DemoGreeterDescriptorSeedTests {
+    @Test func theSeedStoresTheGreetersSetOnce() async throws {
+        try await TestDatabase.withDatabase { database in
+            // setup
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("seed-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let seed = DemoSeed(database: database, dataDirectory: directory)
+            // act
+            _ = try await seed.run()
+            _ = try await seed.run()
+            // assert
+            let tenant = try #require(try await database.withPlatform { try await TenantRepository(logger: database.logger).find(slug: "demo", on: $0) })
+            let rows = try await database.withTenant(tenant.id) { connection -> [String] in
+                var result: [String] = []
+                for try await row in try await connection.query(
+                    "SELECT a.slug || ' ' || array_to_string(d.services, ',') || ' ' || d.method_count FROM api_descriptor_sets d JOIN apis a ON a.id = d.api_id",
+                    logger: database.logger
+                ).decode(String.self) { result.append(row) }
+                return result
+            }
+            #expect(rows == ["greeter demo.Greeter 1"])
         }
     }
 }
