@@ -371,6 +371,10 @@ enum TranscodingFixtures {
         }
         for bad in ["1", "s", "-s", "1.s", "1.0000000001s", "+1s", "1e3s"] { #expect(ProtoCalendar.parseDuration(bad) == nil, "\(bad)") }
         #expect(ProtoCalendar.formatDuration(seconds: 1, nanos: -1) == nil)
+        // extreme values from the wire are refused, not trapped on
+        #expect(ProtoCalendar.formatDuration(seconds: .min, nanos: 0) == nil)
+        #expect(ProtoCalendar.formatDuration(seconds: 0, nanos: .min) == nil)
+        #expect(ProtoCalendar.formatTimestamp(seconds: .min, nanos: .min) == nil)
         #expect(ProtoCalendar.formatDuration(seconds: -1, nanos: -500_000_000) == "-1.500s")
         #expect(ProtoCalendar.formatTimestamp(seconds: ProtoCalendar.maximumSeconds + 1, nanos: 0) == nil)
     }

@@ -162,11 +162,12 @@ enum ProtoCalendar {
     }
 
     static func formatDuration(seconds: Int64, nanos: Int32) -> String? {
-        guard abs(seconds) <= maximumDurationSeconds, abs(nanos) <= 999_999_999, seconds == 0 || nanos == 0 || (seconds < 0) == (nanos < 0) else {
-            return nil
-        }
+        // compared without abs(): Int64.min and Int32.min from the wire would trap it
+        guard seconds >= -maximumDurationSeconds, seconds <= maximumDurationSeconds, nanos >= -999_999_999, nanos <= 999_999_999,
+            seconds == 0 || nanos == 0 || (seconds < 0) == (nanos < 0)
+        else { return nil }
         let negative = seconds < 0 || nanos < 0
-        return (negative ? "-" : "") + String(abs(seconds)) + fraction(abs(nanos)) + "s"
+        return (negative ? "-" : "") + String(seconds.magnitude) + fraction(Int32(nanos.magnitude)) + "s"
     }
 }
 
