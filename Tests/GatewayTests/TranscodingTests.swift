@@ -211,6 +211,15 @@ enum TranscodingFixtures {
         for bytes in cases {
             #expect(throws: ProtoJSONTranscoder.Failure.self, "\(bytes)") { try transcoder.json(wire: bytes, message: "tollgate.test.Everything") }
         }
+        // a Duration and a Timestamp far outside their ranges (Int64.min seconds) are refused, not trapped on
+        for number: Int32 in [40, 41] {
+            var inner = ProtoWire.Writer()
+            inner.tag(1, .varint)
+            inner.varint(UInt64(bitPattern: Int64.min))
+            var outer = ProtoWire.Writer()
+            outer.lengthDelimited(number, inner.bytes)
+            #expect(throws: ProtoJSONTranscoder.Failure.self) { try transcoder.json(wire: outer.bytes, message: "tollgate.test.Everything") }
+        }
     }
 
     @Test func anyIsRefusedRatherThanGuessed() throws {
