@@ -728,6 +728,20 @@ def json_to_grpc_translation(install):
                f"server streaming: {status} {content_type} {body!r}")
         status, _, body = json_call(install, "POST", f"{base}/tollgate.test.Kitchen/Count", '{"id": 2}', http2=True)
         expect(status == 200 and len(body.splitlines()) == 2, f"server streaming over h2c: {status} {body!r}")
+        # a chunked request body is read as its payload
+        status, _, body = json_call(install, "POST", f"{base}/tollgate.test.Kitchen/Echo", '{"fString": "chunked"}', headers=("Transfer-Encoding: chunked",))
+        expect(status == 200 and json.loads(body) == {"fString": "chunked"}, f"chunked request body: {status} {body}")
+        # one kept-alive connection (python http.client): unary, a stream, a route, a problem, in turn
+        connection = http.client.HTTPConnection("127.0.0.1", install.port, timeout=10)
+        answers = []
+        for method, path, sent in [("POST", f"{base}/tollgate.test.Kitchen/Echo", '{"fInt32": 1}'), ("POST", f"{base}/tollgate.test.Kitchen/Count", '{"id": 2}'),
+                                   ("GET", f"{base}/v1/inners/5", None), ("GET", f"{base}/v1/inners/404", None), ("POST", f"{base}/tollgate.test.Kitchen/Echo", '{}')]:
+            connection.request(method, path, body=sent, headers={"X-API-Key": install.api_key, "Content-Type": "application/json"})
+            response = connection.getresponse()
+            answers.append((response.status, response.read().decode()))
+        connection.close()
+        expect([status for status, _ in answers] == [200, 200, 200, 404, 200] and answers[1][1].count("\n") == 2 and answers[4][1] == "{}",
+               f"keep-alive sequence: {answers}")
         # bad JSON is the client's error, located; unknown methods and client streams are not translated
         status, content_type, body = json_call(install, "POST", f"{base}/tollgate.test.Kitchen/Echo", '{"inner": {"nope": 1}}')
         problem = json.loads(body)
