@@ -648,6 +648,8 @@ class KitchenServer:
         def count(request, context):
             for i in range(request.id):
                 yield Inner(id=i, label=request.label)
+            if request.label == "fail":
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "stopped after the messages")
 
         handlers = {
             "Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request, self.Everything.FromString, self.Everything.SerializeToString),
@@ -728,6 +730,11 @@ def json_to_grpc_translation(install):
                f"server streaming: {status} {content_type} {body!r}")
         status, _, body = json_call(install, "POST", f"{base}/tollgate.test.Kitchen/Count", '{"id": 2}', http2=True)
         expect(status == 200 and len(body.splitlines()) == 2, f"server streaming over h2c: {status} {body!r}")
+        # a status that ends a stream after its messages is the stream's last line
+        status, _, body = json_call(install, "POST", f"{base}/tollgate.test.Kitchen/Count", '{"id": 1, "label": "fail"}')
+        lines = [json.loads(line) for line in body.splitlines() if line]
+        expect(status == 200 and lines == [{"label": "fail"}, {"error": {"code": 9, "status": "FAILED_PRECONDITION", "message": "stopped after the messages"}}],
+               f"a stream's failure: {status} {body!r}")
         # a chunked request body is read as its payload
         status, _, body = json_call(install, "POST", f"{base}/tollgate.test.Kitchen/Echo", '{"fString": "chunked"}', headers=("Transfer-Encoding: chunked",))
         expect(status == 200 and json.loads(body) == {"fString": "chunked"}, f"chunked request body: {status} {body}")
@@ -768,6 +775,10 @@ def json_to_grpc_translation(install):
         install.wait_written()
         statuses = install.sql("SELECT status FROM usage_events WHERE forwarded ORDER BY at DESC, id DESC LIMIT 10").split()
         expect("404" in statuses and statuses.count("200") >= 5, f"translated calls metered with their gRPC status's HTTP equivalent: {statuses}")
+        # an upstream that cannot be reached is a 502 problem for a JSON client
+        install.route_echo_to(f"grpc://127.0.0.1:{free_port()}")
+        status, content_type, body = json_call(install, "POST", f"{base}/tollgate.test.Kitchen/Echo", "{}")
+        expect(status == 502 and content_type.startswith("application/problem+json"), f"upstream down: {status} {content_type} {body}")
     finally:
         install.sql("DELETE FROM api_descriptor_sets WHERE api_id IN (SELECT id FROM apis WHERE slug = 'echo')")
         install.sql("UPDATE plans SET rate_per_second = 5, burst = 5 WHERE name = 'Free'")
