@@ -138,6 +138,13 @@ import Testing
                 #expect(shown.text.contains("Descriptor set saved: demo.Greeter, 1 methods."))
                 #expect(shown.text.contains("1 translated operations"))
                 #expect(shown.text.contains("Remove the descriptor set"))
+                // removal from the page: post/redirect/get, and the API is gRPC-only again
+                let removed = try await provider.post(
+                    client, "/t/acme/catalog/apis/\(id)/descriptor-set/remove", fields: [("_csrf", Browser.csrfToken(in: shown.text) ?? "")])
+                #expect(removed.status == .seeOther)
+                let after = try await provider.get(client, "/t/acme/catalog/apis/\(id)")
+                #expect(after.text.contains("Descriptor set removed"))
+                #expect(after.text.contains("None: only gRPC clients (HTTP/2) can call this API."))
             }
         }
     }
