@@ -735,6 +735,11 @@ def json_to_grpc_translation(install):
         lines = [json.loads(line) for line in body.splitlines() if line]
         expect(status == 200 and lines == [{"label": "fail"}, {"error": {"code": 9, "status": "FAILED_PRECONDITION", "message": "stopped after the messages"}}],
                f"a stream's failure: {status} {body!r}")
+        # a client that waits for 100 Continue is invited to send its body
+        out, err = curl("-v", "-X", "POST", "-H", f"X-API-Key: {install.api_key}", "-H", "Expect: 100-continue", "-H", "Content-Type: application/json",
+                        "--data-binary", "@-", f"http://127.0.0.1:{install.port}{base}/tollgate.test.Kitchen/Echo",
+                        data=json.dumps({"fString": "x" * 3000}))
+        expect("< HTTP/1.1 100 Continue" in err and json.loads(out) == {"fString": "x" * 3000}, f"Expect: 100-continue: {err[-600:]}")
         # a chunked request body is read as its payload
         status, _, body = json_call(install, "POST", f"{base}/tollgate.test.Kitchen/Echo", '{"fString": "chunked"}', headers=("Transfer-Encoding: chunked",))
         expect(status == 200 and json.loads(body) == {"fString": "chunked"}, f"chunked request body: {status} {body}")

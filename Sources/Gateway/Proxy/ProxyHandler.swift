@@ -462,6 +462,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
                     plan: plan, call: call, transcoding: transcoding, head: head, requestID: requestID, started: started, target: target, loop: loop,
                     meter: meter, quotas: shared.quotas, bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes,
                     responseTimeout: shared.settings.responseTimeout, clientIP: clientIP, secure: secure, writer: self)
+                // the gateway reads the body itself here (no upstream to say it), so it invites it
+                if requestBody != nil, head.version.minor >= 1, head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                    context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
+                }
                 return
             }
             // gRPC needs HTTP/2 end to end; the call is refused, its quota unit given back
