@@ -61,6 +61,21 @@ public struct SnapshotLoader: Sendable {
             logger.error("an API policy is unusable and was left out", metadata: ["api": "\(row.apiID)", "kind": "\(row.kind)", "position": "\(row.position)"])
         }
 
+        // descriptor sets of gRPC APIs, compiled once per content (kept across loads by their digest)
+        var transcodings: [UUID: GRPCTranscoding] = [:]
+        for try await (apiID, sha256, content) in try await connection.query(
+            "SELECT api_id, sha256, content FROM api_descriptor_sets", logger: logger
+        ).decode((UUID, String, ByteBuffer).self) {
+            guard targets[apiID]?.allSatisfy(\.http2) == true else { continue }
+            if let compiled = clientLimiters.transcodings.compiled(sha256: sha256, content: Array(content.readableBytesView)) {
+                transcodings[apiID] = compiled
+            } else {
+                // the portal refuses such sets; one stored before a rule changed is not translated
+                logger.error("an API's descriptor set no longer compiles and is not translated", metadata: ["api": "\(apiID)"])
+            }
+        }
+        clientLimiters.transcodings.retain(Set(transcodings.values.map(\.sha256)))
+
         var routes: [UUID: [Route]] = [:]
         var cacheFingerprints: [UUID: Int] = [:]
         let apiRows = try await connection.query(
@@ -113,7 +128,8 @@ public struct SnapshotLoader: Sendable {
                     targets: apiTargets, cors: policy,
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
                     maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
-                    preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache))
+                    preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache,
+                    transcoding: transcodings[id]))
         }
 
         // an API whose configuration changed (or that lost its cache) keeps no entries

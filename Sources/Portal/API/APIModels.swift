@@ -294,6 +294,43 @@ enum APIModel {
         }
     }
 
+    /// A stored descriptor set as the JSON API shows it.
+    struct DescriptorSetBody: Codable, Sendable {
+        static let acceptedUploadTypes = ["application/octet-stream", "application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf"]
+
+        struct Operation: Codable, Sendable {
+            let grpcPath: String
+            let kind: String
+            let inputType: String
+            let outputType: String
+            let translated: Bool
+            let routes: [Route]
+        }
+
+        struct Route: Codable, Sendable {
+            let method: String
+            let path: String
+        }
+
+        let sha256: String
+        let sizeBytes: Int
+        let services: [String]
+        let operations: [Operation]
+        let uploadedAt: Date
+
+        init(_ stored: StoredDescriptorSet, basePath: String) {
+            sha256 = stored.sha256
+            sizeBytes = stored.content.count
+            services = stored.services
+            operations = (stored.schema.map { TranslatedOperation.list($0, basePath: basePath) } ?? []).map { operation in
+                Operation(
+                    grpcPath: operation.grpcPath, kind: operation.kind, inputType: operation.inputType, outputType: operation.outputType,
+                    translated: operation.translated, routes: operation.routes.map { Route(method: $0.method, path: $0.path) })
+            }
+            uploadedAt = stored.uploadedAt
+        }
+    }
+
     struct DocumentBody: Codable, Sendable {
         let format: String
         let title: String

@@ -199,6 +199,15 @@ enum OpenAPIDocument {
                     "deleteAPIDocument", "Remove the API version's OpenAPI document", tag: "Catalog", parameters: [apiParameter], ok: ("204", nil),
                     errors: ["401", "403", "404"]),
             ],
+            "/apis/{api}/descriptor-set": [
+                "get": operation(
+                    "getDescriptorSet", "The gRPC API version's protobuf descriptor set: its services and the operations HTTP/JSON clients can call",
+                    tag: "Catalog", parameters: [apiParameter], ok: ("200", ref("DescriptorSet")), errors: ["401", "403", "404"]),
+                "put": descriptorSetUpload(apiParameter),
+                "delete": operation(
+                    "deleteDescriptorSet", "Remove the descriptor set: HTTP/1.1 calls to the gRPC API are answered 505 again", tag: "Catalog",
+                    parameters: [apiParameter], ok: ("204", nil), errors: ["401", "403", "404"]),
+            ],
             "/apis/{api}/upstream-client-certificate": [
                 "put": operation(
                     "setUpstreamClientCertificate",
@@ -481,6 +490,23 @@ enum OpenAPIDocument {
             "APIPage": page(of: "API"),
             "APIDocument": object([
                 "format": ["type": "string", "enum": ["json", "yaml"]], "title": string, "version": string, "openapi_version": string,
+                "uploaded_at": dateTime,
+            ]),
+            "DescriptorSet": object([
+                "sha256": string, "size_bytes": ["type": "integer", "minimum": 1], "services": ["type": "array", "items": string],
+                "operations": [
+                    "type": "array",
+                    "items": object([
+                        "grpc_path": string,
+                        "kind": ["type": "string", "enum": ["unary", "server streaming", "client streaming", "bidirectional streaming"]],
+                        "input_type": string, "output_type": string,
+                        "translated": ["type": "boolean", "description": "Whether HTTP/JSON clients can call it (unary and server streaming)"],
+                        "routes": [
+                            "type": "array", "description": "POST {base path}/{package.Service}/{Method}, then the method's google.api.http routes",
+                            "items": object(["method": string, "path": string]),
+                        ],
+                    ]),
+                ],
                 "uploaded_at": dateTime,
             ]),
             "UpdateAPI": input(
@@ -889,6 +915,20 @@ enum OpenAPIDocument {
         op["requestBody"] = [
             "required": true,
             "content": ["application/json": ["schema": ["type": "object"]], "application/yaml": ["schema": ["type": "string"]]],
+        ]
+        return op
+    }
+
+    /// Binary upload: the body is a serialized google.protobuf.FileDescriptorSet.
+    private static func descriptorSetUpload(_ apiParameter: [String: Any]) -> [String: Any] {
+        var op = operation(
+            "putDescriptorSet",
+            "Upload (or replace) a gRPC API version's protobuf descriptor set (`protoc --include_imports --descriptor_set_out`, or `buf build`), up to 4 MiB; "
+                + "422 lists the problems (not a descriptor set, a referenced type missing, no service, a malformed google.api.http option, not a gRPC API)",
+            tag: "Catalog", parameters: [apiParameter], ok: ("200", ref("DescriptorSet")), errors: ["400", "401", "403", "404", "413", "415", "422"])
+        op["requestBody"] = [
+            "required": true,
+            "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary", "maxLength": APIDescriptorSet.maximumBytes]]],
         ]
         return op
     }

@@ -141,8 +141,9 @@ struct DemoSeed {
             basePath: "/echo/v1", upstream: Self.echoUpstream, policies: Self.echoPolicies)
         try await seedAPI(
             tenant: tenant, slug: "greeter", name: "Greeter (gRPC)",
-            description: "A gRPC service: `demo.Greeter/SayHello` takes a `HelloRequest { string name = 1; }` and answers a `HelloReply { string message = 1; }`. Call it with any gRPC client over HTTP/2 at the gateway address below followed by `/demo.Greeter/SayHello`.",
+            description: "A gRPC service: `demo.Greeter/SayHello` takes a `HelloRequest { string name = 1; }` and answers a `HelloReply { string message = 1; }`. Call it with any gRPC client over HTTP/2 at the gateway address below followed by `/demo.Greeter/SayHello` — or with JSON over HTTP/1.1 or HTTP/2: `POST …/demo.Greeter/SayHello` with `{\"name\": \"Ada\"}`, or `GET …/v1/hello/Ada` (its descriptor set is uploaded).",
             basePath: "/greeter/v1", upstream: Self.greeterUpstream)
+        try await seedGreeterDescriptorSet(tenant: tenant)
     }
 
     /// A published demo API of Acme APIs with the demo plans, made once. `policies` are added
@@ -176,6 +177,21 @@ struct DemoSeed {
             for terms in Self.echoPlans where !existing.contains(terms.name) {
                 _ = try await plans.insert(tenantID: tenant.id, apiID: api.id, family: nil, terms: terms, actor: provider.id, on: connection)
             }
+        }
+    }
+
+    /// The Greeter's descriptor set (`DemoGreeterDescriptor`), validated like any upload and stored
+    /// once (a set the provider replaced stays), so JSON clients can call it after `make run`.
+    private func seedGreeterDescriptorSet(tenant: Tenant) async throws {
+        let logger = database.logger
+        let set = try APIDescriptorSet.parse(Array(Data(base64Encoded: DemoGreeterDescriptor.base64) ?? Data()))
+        try await database.withTenant(tenant.id) { connection in
+            let descriptors = APIDescriptorSetRepository(logger: logger)
+            guard let api = try await APIRepository(logger: logger).list(after: nil, limit: 1000, on: connection).first(where: { $0.slug == "greeter" && $0.version == "v1" }),
+                let provider = try await UserRepository(logger: logger).find(email: "provider@demo.test", on: connection),
+                try await descriptors.find(apiID: api.id, on: connection) == nil
+            else { return }
+            try await descriptors.save(tenantID: tenant.id, apiID: api.id, set, uploadedBy: provider.id, on: connection)
         }
     }
 
