@@ -116,7 +116,10 @@ final class GRPCTranscodedCall {
         let upstream = HTTP2UpstreamCall(
             plan: plan, method: head.method, requestID: requestID, started: started, target: target, client: self, loop: loop, meter: meter)
         self.upstream = upstream
-        upstream.start(headers: headers, endStream: false, grpcTimeout: nil, responseTimeout: responseTimeout)
+        // a unary answer is bounded as a whole by the response timeout (a relayed stream only until
+        // its headers): its JSON cannot be written before the trailers, so a stalled one would hang
+        let wholeCall = isStreaming ? nil : UInt64(max(1, responseTimeout.nanoseconds))
+        upstream.start(headers: headers, endStream: false, grpcTimeout: wholeCall, responseTimeout: responseTimeout)
         upstream.send(frame, endStream: true)
         upstream.flush()
     }
