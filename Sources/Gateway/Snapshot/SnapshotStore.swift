@@ -48,10 +48,17 @@ public final class SnapshotStore: Sendable {
 
     public var currentStatus: Status { status.withLockedValue { $0 } }
 
-    /// Installs a freshly loaded snapshot.
+    /// Installs a freshly loaded snapshot. Its version is raised above the current one if need
+    /// be: an in-place update (a revocation) may have taken the number the load was given, and
+    /// event loops only pick up a snapshot whose version differs from the one they hold.
     public func install(_ snapshot: GatewaySnapshot) {
-        current.withLockedValue { $0 = snapshot }
-        versionCounter.store(snapshot.version, ordering: .releasing)
+        let version = current.withLockedValue { installed -> Int in
+            var next = snapshot
+            next.version = max(snapshot.version, installed.version + 1)
+            installed = next
+            return next.version
+        }
+        versionCounter.store(version, ordering: .releasing)
         status.withLockedValue {
             $0.loaded = true
             $0.databaseReachable = true
