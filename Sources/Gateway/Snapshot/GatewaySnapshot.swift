@@ -33,8 +33,9 @@ public struct GatewaySnapshot: Sendable {
     /// tenant's part is the same object as in `self`. The host index is rebuilt: the tenant's
     /// custom host or slug may be what changed.
     public func replacingTenant(_ id: UUID, with tenant: TenantConfig?) -> GatewaySnapshot {
-        var tenants = tenantsBySlug.values.filter { $0.id != id }
-        if let tenant { tenants.append(tenant) }
+        // the reloaded part first: if a stale part still holds its slug or host (a slug moved from
+        // one tenant to another, the other's notification not handled yet), the fresh one wins
+        let tenants = (tenant.map { [$0] } ?? []) + tenantsBySlug.values.filter { $0.id != id }
         return GatewaySnapshot(version: version, loadedAt: loadedAt, tenants: tenants, baseDomain: baseDomain)
     }
 

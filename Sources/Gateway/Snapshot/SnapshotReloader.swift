@@ -29,6 +29,12 @@ public struct SnapshotReloader: Service {
         /// The tenant reloaded (`.tenant` and `.revocation`).
         public var tenant: UUID?
         public var succeeded: Bool
+
+        public init(kind: SnapshotMetrics.Kind, tenant: UUID?, succeeded: Bool) {
+            self.kind = kind
+            self.tenant = tenant
+            self.succeeded = succeeded
+        }
     }
 
     public init(
