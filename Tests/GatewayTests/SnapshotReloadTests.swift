@@ -47,8 +47,9 @@ import Testing
         pending.add(.revocation(tenant: Self.tenantB, jti: "j"))
         pending.add(.cachePurge(api: Self.tenantA))
         // assert
-        #expect(pending.take() == .tenants([Self.tenantA, Self.tenantB]))
-        #expect(pending.take() == nil)
+        #expect(pending.takeFull() == false)
+        #expect(pending.takeTenants() == [Self.tenantA, Self.tenantB])
+        #expect(pending.takeTenants().isEmpty)
         #expect(pending.isEmpty)
     }
 
@@ -57,25 +58,28 @@ import Testing
         pending.add(.revocation(tenant: Self.tenantA, jti: "j"))
         pending.add(.cachePurge(api: Self.tenantA))
         #expect(pending.isEmpty)
-        #expect(pending.take() == nil)
     }
 
-    @Test func aFullLoadCoversEveryTenant() {
+    @Test func aFullLoadAskedForDoesNotHoldTenantsBack() {
         var pending = PendingReloads()
         pending.add(.tenant(Self.tenantA))
         pending.add(.everything)
-        pending.add(.tenant(Self.tenantB))  // already covered
-        #expect(pending.take() == .full)
+        pending.add(.everything)
         pending.add(.tenant(Self.tenantB))
-        #expect(pending.take() == .tenants([Self.tenantB]))
+        #expect(pending.takeTenants() == [Self.tenantA, Self.tenantB])
+        #expect(pending.takeFull() == true)
+        #expect(pending.takeFull() == false)
+        #expect(pending.isEmpty)
     }
 
     @Test func tooManyTenantsAtOnceBecomeOneFullLoad() {
         var pending = PendingReloads(maximumTenants: 3)
         for _ in 0..<3 { pending.add(.tenant(UUID())) }
         #expect(pending.tenants.count == 3)
+        #expect(!pending.full)
         pending.add(.tenant(UUID()))
-        #expect(pending.take() == .full)
+        #expect(pending.takeTenants().isEmpty)
+        #expect(pending.takeFull() == true)
         #expect(PendingReloads(maximumTenants: 0).maximumTenants == 1)
     }
 
@@ -137,21 +141,59 @@ import Testing
         #expect(added.tenantsBySlug.keys.sorted() == ["acme", "beta"])
     }
 
-    @Test func revocationsHeardDuringALoadAreAppliedToWhatItRead() {
-        // setup: a load began, then a revocation was heard
-        let log = RevocationLog()
-        log.record(tenant: Self.tenantA, jti: "before")
-        log.begin()
-        log.record(tenant: Self.tenantA, jti: "during")
-        let loaded = GatewaySnapshot(
-            version: 1, loadedAt: Date(), tenants: [Self.tenant(Self.tenantA, slug: "acme"), Self.tenant(Self.tenantB, slug: "beta")], baseDomain: "gw.example")
+    @Test func aFullLoadKeepsWhatChangedWhileItRan() {
+        // setup: a full load begins; then tenant A is reloaded and a token of B revoked
+        var ledger = ReloadLedger()
+        let full = ledger.begin()
+        let tenantLoad = ledger.begin()
+        let freshA = Self.tenant(Self.tenantA, slug: "acme", keys: 2)
+        ledger.tenantInstalled(Self.tenantA, start: tenantLoad)
+        ledger.end(tenantLoad)
+        ledger.heard(tenant: Self.tenantB, jti: "late")
+        let current = GatewaySnapshot(version: 5, loadedAt: Date(), tenants: [freshA, Self.tenant(Self.tenantB, slug: "beta")], baseDomain: "gw.example")
+        // what the full load read: A and B as they were when it began, and C
+        let staleA = Self.tenant(Self.tenantA, slug: "acme", keys: 1)
+        let tenantC = UUID()
+        let read = GatewaySnapshot(
+            version: 6, loadedAt: Date(),
+            tenants: [staleA, Self.tenant(Self.tenantB, slug: "beta"), Self.tenant(tenantC, slug: "gamma")], baseDomain: "gw.example")
         // act
-        let installed = log.applied(to: loaded)
+        let kept = ledger.tenantsLoaded(after: full)
+        let merged = read.merging(current: current, keep: kept, revocations: ledger.revocations(since: full))
+        ledger.end(full)
         // assert
-        #expect(installed.tenantsBySlug["acme"]?.revokedTokenIDs == ["during"])
-        #expect(installed.tenantsBySlug["beta"] === loaded.tenantsBySlug["beta"])
-        #expect(log.pending(tenant: Self.tenantA) == ["during"])
-        #expect(log.pending(tenant: Self.tenantB).isEmpty)
+        #expect(kept == [Self.tenantA])
+        #expect(merged.tenantsBySlug["acme"] === freshA)
+        #expect(merged.tenantsBySlug["beta"]?.revokedTokenIDs == ["late"])
+        #expect(merged.tenantsBySlug["gamma"]?.id == tenantC)
+        #expect(merged.version == 6)
+        // nothing in flight: nothing is remembered
+        let next = ledger.begin()
+        #expect(ledger.tenantsLoaded(after: 0).isEmpty)
+        #expect(ledger.revocations(since: 0).isEmpty)
+        ledger.end(next)
+    }
+
+    @Test func aTenantLoadBegunBeforeTheFullOneIsNotKept() {
+        var ledger = ReloadLedger()
+        let tenantLoad = ledger.begin()
+        let full = ledger.begin()
+        ledger.heard(tenant: Self.tenantA, jti: "during-both")
+        ledger.tenantInstalled(Self.tenantA, start: tenantLoad)
+        #expect(ledger.tenantsLoaded(after: full).isEmpty)
+        // a revocation heard after both began is owed to both
+        #expect(ledger.revocations(since: tenantLoad) == [Self.tenantA: ["during-both"]])
+        #expect(ledger.revocations(since: full) == [Self.tenantA: ["during-both"]])
+        ledger.end(tenantLoad)
+        #expect(ledger.revocations(since: full) == [Self.tenantA: ["during-both"]])  // the full load still needs it
+    }
+
+    @Test func aTenantDeletedWhileAFullLoadRanStaysDeleted() {
+        let read = GatewaySnapshot(
+            version: 2, loadedAt: Date(), tenants: [Self.tenant(Self.tenantA, slug: "acme"), Self.tenant(Self.tenantB, slug: "beta")], baseDomain: "gw.example")
+        let current = GatewaySnapshot(version: 1, loadedAt: Date(), tenants: [Self.tenant(Self.tenantB, slug: "beta")], baseDomain: "gw.example")
+        let merged = read.merging(current: current, keep: [Self.tenantA], revocations: [:])
+        #expect(merged.tenantsBySlug.keys.sorted() == ["beta"])
     }
 
     @Test func aTenantsCompileKeepsTheOtherTenantsLimiters() throws {

@@ -50,16 +50,12 @@ public enum ConfigChange: Sendable, Equatable {
     }
 }
 
-/// The reloads asked for and not yet done: a burst of notifications becomes one load per tenant
-/// named, or one full load when a full one was asked for or too many tenants changed at once
-/// (reading them one by one would then cost more than reading everything once).
+/// The reloads asked for and not yet done. A burst of notifications becomes one load per tenant
+/// named, however many rows changed. A full load asked for does not hold the tenants back: the
+/// reloader runs it beside them (see `ReloadLedger`), so a change reaches the gateway in the time
+/// its tenant takes to load, not the installation. More tenants than `maximumTenants` at once
+/// become one full load (reading them one by one would cost more than reading everything).
 public struct PendingReloads: Sendable, Equatable {
-    /// What the reload loop does next.
-    public enum Work: Sendable, Equatable {
-        case full
-        case tenants(Set<UUID>)
-    }
-
     /// More tenants than this in one burst: one full load instead.
     public static let defaultMaximumTenants = 64
 
@@ -77,26 +73,25 @@ public struct PendingReloads: Sendable, Equatable {
     public mutating func add(_ change: ConfigChange) {
         switch change {
         case .revocation, .cachePurge: return
-        case .everything: requestFull()
+        case .everything: full = true
         case .tenant(let id):
-            guard !full else { return }
             tenants.insert(id)
-            if tenants.count > maximumTenants { requestFull() }
+            if tenants.count > maximumTenants {
+                full = true
+                tenants = []
+            }
         }
     }
 
-    public mutating func requestFull() {
-        full = true
-        tenants = []
+    /// Whether a full load was asked for, taken.
+    public mutating func takeFull() -> Bool {
+        defer { full = false }
+        return full
     }
 
-    /// The work to do now, leaving nothing pending; nil when nothing is.
-    public mutating func take() -> Work? {
-        defer {
-            full = false
-            tenants = []
-        }
-        if full { return .full }
-        return tenants.isEmpty ? nil : .tenants(tenants)
+    /// The tenants to load, taken.
+    public mutating func takeTenants() -> Set<UUID> {
+        defer { tenants = [] }
+        return tenants
     }
 }

@@ -9,8 +9,10 @@ import ServiceLifecycle
 /// after each `NOTIFY tollgate_config`, a reload of the part the notification names (see
 /// `ConfigChange`: one tenant's part, rebuilt and swapped in alone), and a periodic full load that
 /// catches anything a lost notification missed. A burst of notifications is coalesced: each tenant
-/// named is read once (`PendingReloads`). Revocations apply in place from the notification itself.
-/// If Postgres is unreachable the last snapshot stays in service and the status says so.
+/// named is read once (`PendingReloads`). Full loads run beside tenant loads, not before them
+/// (`ReloadLedger` keeps the newer parts when a full load ends). Revocations apply in place from the
+/// notification itself. If Postgres is unreachable the last snapshot stays in service and the
+/// status says so.
 public struct SnapshotReloader: Service {
     let client: PostgresClient
     let loader: SnapshotLoader
@@ -21,7 +23,7 @@ public struct SnapshotReloader: Service {
     let retryInterval: Duration
     let metrics: SnapshotMetrics
     let onReload: (@Sendable (Reload) -> Void)?
-    let revocations = RevocationLog()
+    let ledger = NIOLockedValueBox(ReloadLedger())
 
     /// One reload done (or failed), for observers such as tests.
     public struct Reload: Sendable, Equatable {
@@ -63,7 +65,8 @@ public struct SnapshotReloader: Service {
                 group.addTask { await self.listen(signal) }
                 group.addTask { await self.tick(signal) }
                 group.addTask { await self.pollKeyRefreshes(signal) }
-                group.addTask { await self.reloadLoop(signal) }
+                group.addTask { await self.fullLoop(signal) }
+                group.addTask { await self.tenantLoop(signal) }
                 await group.waitForAll()
             }
         }
@@ -71,40 +74,40 @@ public struct SnapshotReloader: Service {
 
     /// One full load; returns whether it succeeded.
     @discardableResult
-    public func reloadNow() async -> Bool { await reload(.full) }
+    public func reloadNow() async -> Bool {
+        let start = ledger.withLockedValue { $0.begin() }
+        defer { ledger.withLockedValue { $0.end(start) } }
+        return await timed(.full, tenant: nil) {
+            let read = try await loader.load(version: store.version + 1)
+            store.install { current in
+                ledger.withLockedValue { ledger in
+                    read.merging(current: current, keep: ledger.tenantsLoaded(after: start), revocations: ledger.revocations(since: start))
+                }
+            }
+        }
+    }
 
-    /// Does one piece of work; returns whether all of it succeeded.
-    func reload(_ work: PendingReloads.Work) async -> Bool {
-        switch work {
-        case .full:
-            return await timed(.full, tenant: nil) {
-                let snapshot = try await loader.load(version: store.version + 1)
-                store.install(revocations.applied(to: snapshot))
-            }
-        case .tenants(let ids):
-            var succeeded = true
-            for id in ids.sorted(by: { $0.uuidString < $1.uuidString }) {
-                let loaded = await timed(.tenant, tenant: id) {
-                    let tenant = try await loader.loadTenant(id, previous: store.snapshot.tenant(id: id))
-                    let revoked = revocations.pending(tenant: id)
-                    store.update { snapshot in
-                        snapshot = snapshot.replacingTenant(id, with: revoked.isEmpty ? tenant : tenant?.revoking(Array(revoked)))
-                    }
-                }
-                if !loaded {
-                    succeeded = false
-                    break  // the database is likely gone: the loop retries with a full load
+    /// Reloads one tenant's part; returns whether it succeeded.
+    @discardableResult
+    func reloadTenant(_ id: UUID) async -> Bool {
+        let start = ledger.withLockedValue { $0.begin() }
+        defer { ledger.withLockedValue { $0.end(start) } }
+        return await timed(.tenant, tenant: id) {
+            let tenant = try await loader.loadTenant(id, previous: store.snapshot.tenant(id: id))
+            store.update { snapshot in
+                ledger.withLockedValue { ledger in
+                    let revoked = ledger.revocations(since: start)[id] ?? []
+                    snapshot = snapshot.replacingTenant(id, with: revoked.isEmpty ? tenant : tenant?.revoking(Array(revoked)))
+                    // in the same critical section: a full load ending now must see that this part is newer
+                    ledger.tenantInstalled(id, start: start)
                 }
             }
-            return succeeded
         }
     }
 
     /// Runs a load (which installs what it read), then records its duration and the gauges.
     private func timed(_ kind: SnapshotMetrics.Kind, tenant: UUID?, _ load: () async throws -> Void) async -> Bool {
         let started = DispatchTime.now().uptimeNanoseconds
-        // revocations heard from now on may be missing from what this load reads: it re-applies them
-        revocations.begin()
         do {
             try await load()
             let snapshot = store.snapshot
@@ -127,19 +130,31 @@ public struct SnapshotReloader: Service {
         }
     }
 
-    private func reloadLoop(_ signal: ReloadSignal) async {
-        var work = PendingReloads.Work.full
+    /// Full loads: at start (retried until one succeeds), then whenever one is asked for.
+    private func fullLoop(_ signal: ReloadSignal) async {
         while !Task.isCancelled {
-            if !(await reload(work)) {
-                // what failed is not worth tracking: the next attempt reads everything
-                work = .full
+            if !(await reloadNow()) {
                 try? await Task.sleep(for: retryInterval)
                 continue
             }
-            guard await signal.wait() else { return }
-            try? await Task.sleep(for: debounce)  // let a burst of changes gather into one piece of work
-            guard let next = await signal.take() else { continue }
-            work = next
+            guard await signal.waitForFull() else { return }
+            try? await Task.sleep(for: debounce)
+            _ = await signal.takeFull()
+        }
+    }
+
+    /// Tenant loads, each tenant of a burst once; a failed one asks for a full load (which the
+    /// full loop retries until the database answers) instead of being tracked.
+    private func tenantLoop(_ signal: ReloadSignal) async {
+        while !Task.isCancelled {
+            guard await signal.waitForTenants() else { return }
+            try? await Task.sleep(for: debounce)  // let a burst of changes gather
+            for id in await signal.takeTenants().sorted(by: { $0.uuidString < $1.uuidString }) {
+                guard await reloadTenant(id) else {
+                    await signal.add(.everything)
+                    break
+                }
+            }
         }
     }
 
@@ -185,8 +200,9 @@ public struct SnapshotReloader: Service {
             // a provider emptied the API's cache: nothing else changed
             loader.clientLimiters.responseCache.purge(api: api)
         case .revocation(let tenant, let jti):
-            revocations.record(tenant: tenant, jti: jti)  // before the update: see `RevocationLog`
             store.update { snapshot in
+                // recorded with the update: a load that ends later re-applies it (see `ReloadLedger`)
+                ledger.withLockedValue { $0.heard(tenant: tenant, jti: jti) }
                 if let config = snapshot.tenant(id: tenant) { snapshot.tenantsBySlug[config.slug] = config.revoking([jti]) }
             }
             metrics.reloaded(.revocation, nanoseconds: nil, succeeded: true)
@@ -208,57 +224,49 @@ public struct SnapshotReloader: Service {
     }
 }
 
-/// The revocations heard while a load runs. A load's transaction may have started before a
-/// revocation committed (its notification comes after the commit), so what it read can miss one
-/// that was already applied in place; installing it would bring the token back. The load re-applies
-/// what this log heard since it began. One load runs at a time, so `begin` may forget the rest:
-/// anything heard before a load began had committed before its transaction started.
-final class RevocationLog: Sendable {
-    private let heard = NIOLockedValueBox<[UUID: Set<String>]>([:])
-
-    func begin() { heard.withLockedValue { $0.removeAll() } }
-
-    func record(tenant: UUID, jti: String) { heard.withLockedValue { _ = $0[tenant, default: []].insert(jti) } }
-
-    func pending(tenant: UUID) -> Set<String> { heard.withLockedValue { $0[tenant] ?? [] } }
-
-    /// `snapshot` with every revocation heard since `begin`.
-    func applied(to snapshot: GatewaySnapshot) -> GatewaySnapshot {
-        var result = snapshot
-        for (tenant, jtis) in heard.withLockedValue({ $0 }) {
-            if let config = result.tenant(id: tenant) { result.tenantsBySlug[config.slug] = config.revoking(Array(jtis)) }
-        }
-        return result
-    }
-}
-
 /// The reloads asked for and not yet done: filled by notifications and the periodic tick, emptied
-/// by the reload loop.
+/// by the full loop and the tenant loop, each waiting for its own kind.
 actor ReloadSignal {
     private var pending = PendingReloads()
     private var finished = false
-    private var waiter: CheckedContinuation<Bool, Never>?
+    private var fullWaiter: CheckedContinuation<Bool, Never>?
+    private var tenantsWaiter: CheckedContinuation<Bool, Never>?
 
     func add(_ change: ConfigChange) {
         pending.add(change)
-        guard !pending.isEmpty, let waiter else { return }
-        self.waiter = nil
-        waiter.resume(returning: true)
+        if pending.full, let waiter = fullWaiter {
+            fullWaiter = nil
+            waiter.resume(returning: true)
+        }
+        if !pending.tenants.isEmpty, let waiter = tenantsWaiter {
+            tenantsWaiter = nil
+            waiter.resume(returning: true)
+        }
     }
 
     func finish() {
         finished = true
-        waiter?.resume(returning: false)
-        waiter = nil
+        fullWaiter?.resume(returning: false)
+        tenantsWaiter?.resume(returning: false)
+        fullWaiter = nil
+        tenantsWaiter = nil
     }
 
-    /// True once something is pending; false once finished.
-    func wait() async -> Bool {
-        if !pending.isEmpty { return true }
+    /// True once a full load is pending; false once finished.
+    func waitForFull() async -> Bool {
+        if pending.full { return true }
         if finished { return false }
-        return await withCheckedContinuation { waiter = $0 }
+        return await withCheckedContinuation { fullWaiter = $0 }
     }
 
-    /// The pending work, taken.
-    func take() -> PendingReloads.Work? { pending.take() }
+    /// True once a tenant is pending; false once finished.
+    func waitForTenants() async -> Bool {
+        if !pending.tenants.isEmpty { return true }
+        if finished { return false }
+        return await withCheckedContinuation { tenantsWaiter = $0 }
+    }
+
+    func takeFull() -> Bool { pending.takeFull() }
+
+    func takeTenants() -> Set<UUID> { pending.takeTenants() }
 }
