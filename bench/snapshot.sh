@@ -91,7 +91,7 @@ INSERT INTO app_credentials (tenant_id, app_id, kind, name, prefix, secret_hash)
         LIMIT $CREDENTIALS
     ) keys;
 COMMIT;
-ANALYZE;
+ANALYZE tenants, teams, apis, api_upstream_targets, apps, app_credentials;
 SQL
 fi
 sql -c "SELECT set_config('tollgate.scope', 'system', false)" \
@@ -174,7 +174,10 @@ for kind in ("full", "tenant"):
     count = value("tollgate_gateway_snapshot_reload_duration_seconds_count", kind)
     total = value("tollgate_gateway_snapshot_reload_duration_seconds_sum", kind)
     line.append(f"{kind}: {int(count)} loads, mean {1000 * total / count:.1f} ms" if count else f"{kind}: none")
-sizes = {k: re.search(r"^tollgate_gateway_snapshot_" + k + r" (\S+)", text, re.M) for k in ("tenants", "apis", "apps", "api_keys")}
-print(sys.argv[1] + " reloads " + "; ".join(line) + " | snapshot " + ", ".join(f"{k} {m.group(1) if m else \"?\"}" for k, m in sizes.items()))
+sizes = []
+for k in ("tenants", "apis", "apps", "api_keys"):
+    m = re.search(r"^tollgate_gateway_snapshot_" + k + r" (\S+)", text, re.M)
+    sizes.append(k + " " + (m.group(1) if m else "?"))
+print(sys.argv[1] + " reloads " + "; ".join(line) + " | snapshot " + ", ".join(sizes))
 ' "$gw"
 done
