@@ -98,7 +98,7 @@ public struct SnapshotLoader: Sendable {
         // descriptor sets of gRPC APIs, compiled once per content (kept across loads by their digest)
         var transcodings: [UUID: GRPCTranscoding] = [:]
         for try await (apiID, sha256, content) in try await connection.query(
-            "SELECT api_id, sha256, content FROM api_descriptor_sets", logger: logger
+            "SELECT api_id, sha256, content FROM api_descriptor_sets WHERE (\(only)::uuid IS NULL OR tenant_id = \(only))", logger: logger
         ).decode((UUID, String, ByteBuffer).self) {
             guard targets[apiID]?.allSatisfy(\.http2) == true else { continue }
             if let compiled = clientLimiters.transcodings.compiled(sha256: sha256, content: Array(content.readableBytesView)) {
@@ -108,7 +108,8 @@ public struct SnapshotLoader: Sendable {
                 logger.error("an API's descriptor set no longer compiles and is not translated", metadata: ["api": "\(apiID)"])
             }
         }
-        clientLimiters.transcodings.retain(Set(transcodings.values.map(\.sha256)))
+        // only a full load sees every set in use; a tenant's load leaves the other tenants' alone
+        if only == nil { clientLimiters.transcodings.retain(Set(transcodings.values.map(\.sha256))) }
 
         var routes: [UUID: [Route]] = [:]
         let apiRows = try await connection.query(
