@@ -46,11 +46,13 @@ public final class AccessLogs: Service, Sendable {
     private let logger: Logger
 
     private struct Key: Hashable {
+        var tenantID: UUID
         var apiID: UUID
         var config: HTTPLogConfig
     }
 
     private let apiSinks = NIOLockedValueBox<[Key: HTTPLogSink]>([:])
+    private static let unknownTenant = UUID(uuidString: "00000000-0000-0000-0000-000000000000")!
     private let stopped = NIOLockedValueBox(false)
 
     public init(configuration: Configuration, logger: Logger) {
@@ -92,14 +94,16 @@ public final class AccessLogs: Service, Sendable {
     }
 
     /// The per-API sinks for a snapshot's `http_log` policies (one per API: the first of its
-    /// chain). A sink whose API and configuration are unchanged is the same object as before, so
-    /// a reload loses nothing it holds; a sink no longer wanted is flushed and stopped.
-    public func apiSinks(for configs: [UUID: HTTPLogConfig]) -> [UUID: HTTPLogSink] {
+    /// chain; `tenants` names each API's tenant). A sink whose API and configuration are
+    /// unchanged is the same object as before, so a reload loses nothing it holds; a sink no
+    /// longer wanted is flushed and stopped. With `onlyTenant` (a tenant's reload) the other
+    /// tenants' sinks are left as they are.
+    public func apiSinks(for configs: [UUID: HTTPLogConfig], tenants: [UUID: UUID] = [:], onlyTenant: UUID? = nil) -> [UUID: HTTPLogSink] {
         var result: [UUID: HTTPLogSink] = [:]
         let removed: [HTTPLogSink] = apiSinks.withLockedValue { table in
-            var next: [Key: HTTPLogSink] = [:]
+            var next: [Key: HTTPLogSink] = onlyTenant.map { only in table.filter { $0.key.tenantID != only } } ?? [:]
             for (apiID, config) in configs {
-                let key = Key(apiID: apiID, config: config)
+                let key = Key(tenantID: tenants[apiID] ?? onlyTenant ?? Self.unknownTenant, apiID: apiID, config: config)
                 if let kept = table[key] {
                     next[key] = kept
                 } else if let url = URL(string: config.url) {

@@ -51,21 +51,25 @@ struct CallMeter {
     }
 
     /// An admitted call ended with `status`: its quota unit is settled (billable or given back).
-    /// `upstreamMicroseconds` and `cache` are read only when the call is logged.
+    /// `cacheHit`: the gateway answered from its response cache; the plan says whether that bills.
+    /// `upstreamMicroseconds` and `cacheStatus` are read only when the call is logged.
     func recordCall(
         _ plan: ForwardPlan, method: HTTPMethod, started: UInt64, status: UInt, forwarded: Bool, bytesIn: Int64, bytesOut: Int64,
-        rejection: UsageEvent.Rejection?, caller: @autoclosure () -> Caller, upstreamMicroseconds: Int64? = nil, cache: @autoclosure () -> String? = nil
+        rejection: UsageEvent.Rejection?, cacheHit: Bool = false, caller: @autoclosure () -> Caller, upstreamMicroseconds: Int64? = nil,
+        cacheStatus: @autoclosure () -> String? = nil
     ) {
         let elapsed = DispatchTime.now().uptimeNanoseconds &- started
-        let billable = UsageEvent.isBillable(forwarded: forwarded, status: Int(status))
+        let cache: UsageEvent.CacheUse? = cacheHit ? (plan.grant.cacheHitsBillable ? .hit : .unbilledHit) : nil
+        let billable = UsageEvent.isBillable(forwarded: forwarded, status: Int(status), cache: cache)
         if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: billable) }
         loop.metrics.request(api: plan.route.slug, status: status, nanoseconds: elapsed)
         if let rejection { loop.metrics.rejected(rejection.rawValue) }
-        shared.usage.record(
-            UsageEvent(
-                id: loop.newID(), tenantID: plan.tenant.id, apiID: plan.route.apiID, appID: plan.app.id, subscriptionID: plan.grant.subscriptionID,
-                planID: plan.grant.planID, method: method.rawValue, status: Int(status), latencyMicroseconds: Int64(elapsed / 1000), bytesIn: bytesIn,
-                bytesOut: bytesOut, rejection: rejection, forwarded: forwarded))
+        var event = UsageEvent(
+            id: loop.newID(), tenantID: plan.tenant.id, apiID: plan.route.apiID, appID: plan.app.id, subscriptionID: plan.grant.subscriptionID,
+            planID: plan.grant.planID, method: method.rawValue, status: Int(status), latencyMicroseconds: Int64(elapsed / 1000), bytesIn: bytesIn,
+            bytesOut: bytesOut, rejection: rejection, forwarded: forwarded)
+        event.cache = cache
+        shared.usage.record(event)
         if logs(plan.route) {
             let caller = caller()
             write(
@@ -74,7 +78,7 @@ struct CallMeter {
                     method: method.rawValue, route: AccessLogRecord.route(ofTarget: caller.target), status: Int(status),
                     latencyMicroseconds: Int64(elapsed / 1000), upstreamLatencyMicroseconds: upstreamMicroseconds, bytesIn: bytesIn, bytesOut: bytesOut,
                     tenantID: plan.tenant.id, tenant: plan.tenant.slug, apiID: plan.route.apiID, appID: plan.app.id, clientID: plan.app.clientID,
-                    planID: plan.grant.planID, rejection: rejection?.rawValue, cache: plan.route.responseCache != nil ? cache() ?? "none" : nil),
+                    planID: plan.grant.planID, rejection: rejection?.rawValue, cache: plan.route.responseCache != nil ? cacheStatus() ?? "none" : nil),
                 route: plan.route)
         }
     }

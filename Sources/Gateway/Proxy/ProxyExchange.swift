@@ -78,12 +78,12 @@ final class ProxyExchange {
     var pausedClient = false
     var pausedUpstream = false
     private var finished = false
+    /// The answer came from the response cache (metered as a hit).
+    private var answeredFromCache = false
     /// For the access log, set only when the call is logged: when the request head went to the
-    /// upstream (uptime nanoseconds, 0: not logged or not sent), the wait for its response head,
-    /// and whether the cache answered.
+    /// upstream (uptime nanoseconds, 0: not logged or not sent) and the wait for its response head.
     private var upstreamSentAt: UInt64 = 0
     private var upstreamMicroseconds: Int64?
-    private var servedFromCache = false
 
     private unowned let client: any ExchangeClient
     private let loop: LoopState
@@ -249,9 +249,10 @@ final class ProxyExchange {
         finished = true
         meter.recordCall(
             plan, method: head.method, started: started, status: status, forwarded: forwarded, bytesIn: bytesIn, bytesOut: bytesOut, rejection: rejection,
+            cacheHit: answeredFromCache,
             caller: CallMeter.Caller(
                 requestID: requestID, clientIP: connection.clientIP, target: head.uri, protocolName: head.version.major == 2 ? .http2 : .http1),
-            upstreamMicroseconds: upstreamMicroseconds, cache: self.servedFromCache ? "hit" : self.cache?.forward)
+            upstreamMicroseconds: upstreamMicroseconds, cacheStatus: self.answeredFromCache ? "hit" : self.cache?.forward)
     }
 
     /// Ends the exchange from the client side (it left, timed out or sent too much): the upstream
@@ -376,7 +377,8 @@ final class ProxyExchange {
     }
 
     /// Answers from the cache: the kept head goes through the same writers (and transformation)
-    /// as an upstream's, then the call is metered — forwarded, so billable like any answer.
+    /// as an upstream's, then the call is metered as answered (`forwarded`) with its cache flag;
+    /// the plan says whether a hit bills.
     private func serveFromCache() {
         guard var call = cache, let hit = call.hit else { return }
         call.hit = nil
@@ -390,7 +392,7 @@ final class ProxyExchange {
             return failBeforeResponse(status: .badGateway, detail: "A kept response could not be read.")
         }
         responseStarted = true
-        servedFromCache = true
+        answeredFromCache = true
         status = UInt(hit.status)
         let left = hit.expiresAt > now ? (hit.expiresAt - now) / 1_000_000_000 : 0
         let age = now > hit.storedAt ? (now - hit.storedAt) / 1_000_000_000 : 0

@@ -4,8 +4,12 @@ import NIOSSL
 
 /// Everything the gateway decides with, loaded from Postgres and never mutated: a request reads
 /// one snapshot from start to end; a reload builds a new one and swaps it in.
+///
+/// Each tenant's part is one immutable `TenantConfig`: a reload of one tenant builds that part
+/// alone and swaps it in with `replacingTenant`, and the other parts are shared, not copied.
 public struct GatewaySnapshot: Sendable {
     public var version: Int
+    /// When the last full load read it (a tenant's reload does not change it).
     public var loadedAt: Date
     public var tenantsBySlug: [String: TenantConfig]
     /// Lowercased custom host → tenant slug.
@@ -23,6 +27,39 @@ public struct GatewaySnapshot: Sendable {
             tenants.compactMap { t in
                 t.customHost.flatMap { try? CustomHostRule.check($0, baseDomain: baseDomain).get() }.map { ($0, t.slug) }
             }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// A copy in which tenant `id`'s part is `tenant` (nil: the tenant is gone); every other
+    /// tenant's part is the same object as in `self`. The host index is rebuilt: the tenant's
+    /// custom host or slug may be what changed.
+    public func replacingTenant(_ id: UUID, with tenant: TenantConfig?) -> GatewaySnapshot {
+        // the reloaded part first: if a stale part still holds its slug or host (a slug moved from
+        // one tenant to another, the other's notification not handled yet), the fresh one wins
+        let tenants = (tenant.map { [$0] } ?? []) + tenantsBySlug.values.filter { $0.id != id }
+        return GatewaySnapshot(version: version, loadedAt: loadedAt, tenants: tenants, baseDomain: baseDomain)
+    }
+
+    /// The tenant with this id (notifications name tenants by id); a scan, made off the hot path.
+    public func tenant(id: UUID) -> TenantConfig? { tenantsBySlug.values.first { $0.id == id } }
+
+    /// How much the snapshot holds, for the size gauges.
+    public struct Size: Sendable, Equatable {
+        public var tenants = 0
+        public var apis = 0
+        public var apps = 0
+        public var apiKeys = 0
+        public var subscriptions = 0
+    }
+
+    public var size: Size {
+        var size = Size(tenants: tenantsBySlug.count)
+        for tenant in tenantsBySlug.values {
+            size.apis += tenant.routes.count
+            size.apps += tenant.apps.count
+            size.apiKeys += tenant.appsByKeyHash.count
+            for app in tenant.apps.values { size.subscriptions += app.subscriptions.count }
+        }
+        return size
     }
 
     public static let empty = GatewaySnapshot(version: 0, loadedAt: .distantPast, tenants: [], baseDomain: "localhost")
@@ -142,6 +179,9 @@ public final class Route: Sendable {
     public let responseTransform: ResponseTransform?
     /// The API's response cache; nil (one check per call) for APIs without.
     public let responseCache: ResponseCachePolicy?
+    /// HTTP/JSON → gRPC translation, from the descriptor set of a gRPC API; nil for every other
+    /// API (checked only where a gRPC target was picked, never on the HTTP/1.1 proxy path).
+    public let transcoding: GRPCTranscoding?
     /// The API's own access-log collector (`http_log`); nil (one check per call, and no record
     /// built) for APIs without.
     public let httpLog: HTTPLogSink?
@@ -150,8 +190,9 @@ public final class Route: Sendable {
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
         ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
         preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil,
-        responseCache: ResponseCachePolicy? = nil, httpLog: HTTPLogSink? = nil
+        responseCache: ResponseCachePolicy? = nil, transcoding: GRPCTranscoding? = nil, httpLog: HTTPLogSink? = nil
     ) {
+        self.transcoding = transcoding
         self.responseCache = responseCache
         self.httpLog = httpLog
         self.preAuth = preAuth
@@ -256,6 +297,8 @@ public final class SubscriptionGrant: Sendable, Equatable {
     public let monthlyQuota: Int64?
     /// The plan's minute, hour and day limits, in span order (empty for most plans).
     public let windows: [PlanWindow]
+    /// Whether a call answered from the response cache is billable (the plan's choice).
+    public let cacheHitsBillable: Bool
 
     /// The identity header lines for the upstream, made once per snapshot.
     let identityHeaderLines: String
@@ -271,11 +314,14 @@ public final class SubscriptionGrant: Sendable, Equatable {
 
     public static func == (lhs: SubscriptionGrant, rhs: SubscriptionGrant) -> Bool {
         lhs.subscriptionID == rhs.subscriptionID && lhs.planID == rhs.planID && lhs.ratePerSecond == rhs.ratePerSecond && lhs.burst == rhs.burst
-            && lhs.monthlyQuota == rhs.monthlyQuota && lhs.windows == rhs.windows
+            && lhs.monthlyQuota == rhs.monthlyQuota && lhs.windows == rhs.windows && lhs.cacheHitsBillable == rhs.cacheHitsBillable
     }
 
-    public init(subscriptionID: UUID, planID: UUID, ratePerSecond: Int, burst: Int, monthlyQuota: Int64?, windows: [PlanWindow] = []) {
+    public init(
+        subscriptionID: UUID, planID: UUID, ratePerSecond: Int, burst: Int, monthlyQuota: Int64?, windows: [PlanWindow] = [], cacheHitsBillable: Bool = true
+    ) {
         self.windows = windows
+        self.cacheHitsBillable = cacheHitsBillable
         self.subscriptionID = subscriptionID
         self.planID = planID
         identityHeaderLines =

@@ -40,9 +40,7 @@ struct PlanPages: Sendable {
         let api = try await services.catalog.show(tenant: tenant, viewer: context.principal, id: plan.apiID)
         try Policy.authorize(try context.requirePrincipal(), .manageAPIs(team: api.teamID))
         var values = PlanForm.values(for: plan.terms, currency: tenant.currency)
-        values["versions"] = versions.map {
-            ["version": $0.version, "created": DisplayDate.format($0.createdAt), "current": $0.isCurrent] as [String: Any]
-        }
+        values["versions"] = Self.versionLines(versions)
         values["revising"] = true
         return render(context, api: api, values: values, action: "/catalog/plans/\(plan.id)/versions")
     }
@@ -50,7 +48,7 @@ struct PlanPages: Sendable {
     @Sendable func revise(_ request: Request, context: AppRequestContext) async throws -> Response {
         let tenant = try context.requireTenant()
         let id = try planID(context)
-        let (plan, _) = try await services.planService.show(tenant: tenant, viewer: try context.requirePrincipal(), planID: id)
+        let (plan, versions) = try await services.planService.show(tenant: tenant, viewer: try context.requirePrincipal(), planID: id)
         let api = try await services.catalog.show(tenant: tenant, viewer: context.principal, id: plan.apiID)
         do {
             let terms = try PlanForm.terms(from: context.form, currency: tenant.currency)
@@ -61,8 +59,13 @@ struct PlanPages: Sendable {
             values["errors"] = error.fieldErrors
             values["error"] = error.detail
             values["revising"] = true
+            values["versions"] = Self.versionLines(versions)  // the page keeps its history on an error
             return render(context, api: api, values: values, action: "/catalog/plans/\(id)/versions", status: error.status)
         }
+    }
+
+    static func versionLines(_ versions: [Plan]) -> [[String: Any]] {
+        versions.map { ["version": $0.version, "created": DisplayDate.format($0.createdAt), "current": $0.isCurrent] as [String: Any] }
     }
 
     private func render(
@@ -142,12 +145,16 @@ enum PlanForm {
         if mode == nil { errors["tier_mode"] = "Choose flat, graduated or volume." }
         if approval == nil { errors["approval"] = "Choose automatic or manual approval." }
         if visibility == nil { errors["visibility"] = "Choose public or hidden." }
+        // a form from before the field existed bills hits, as the plan did then
+        let cacheHits = form["cache_hits"] ?? "billed"
+        if cacheHits != "billed" && cacheHits != "free" { errors["cache_hits"] = "Choose whether cache hits are billed." }
         guard errors.isEmpty, let rate, let burst, let fee, let included, let mode, let approval, let visibility,
             let rateInt = Int(exactly: rate), let burstInt = Int(exactly: burst)
         else { throw AppError.validation(errors) }
         return PlanTerms(
             name: form["name"] ?? "", ratePerSecond: rateInt, burst: burstInt, monthlyQuota: quota, monthlyFeeMinor: fee, includedRequests: included,
-            tierMode: mode, tiers: tiers, approval: approval, visibility: visibility, perMinute: perMinute, perHour: perHour, perDay: perDay)
+            tierMode: mode, tiers: tiers, approval: approval, visibility: visibility, perMinute: perMinute, perHour: perHour, perDay: perDay,
+            cacheHitsBillable: cacheHits == "billed")
     }
 
     /// Form values showing `terms`.
@@ -166,7 +173,7 @@ enum PlanForm {
             "name": terms.name, "rate_per_second": "\(terms.ratePerSecond)", "burst": "\(terms.burst)",
             "monthly_quota": terms.monthlyQuota.map(String.init) ?? "", "monthly_fee": fee, "included_requests": "\(terms.includedRequests)",
             "tiers": tiers.joined(separator: "\n"), "modes": modes(selected: terms.tierMode.rawValue),
-            "manual": terms.approval == .manual, "hidden": terms.visibility == .hidden,
+            "manual": terms.approval == .manual, "hidden": terms.visibility == .hidden, "cache_hits_free": !terms.billsCacheHits,
             "per_minute": terms.perMinute.map(String.init) ?? "", "per_hour": terms.perHour.map(String.init) ?? "",
             "per_day": terms.perDay.map(String.init) ?? "",
         ]
@@ -181,6 +188,7 @@ enum PlanForm {
         values["modes"] = modes(selected: form["tier_mode"] ?? "flat")
         values["manual"] = form["approval"] == "manual"
         values["hidden"] = form["visibility"] == "hidden"
+        values["cache_hits_free"] = form["cache_hits"] == "free"
         return values
     }
 
