@@ -456,4 +456,20 @@ import Testing
         await collector.stop()
         await upstream.stop()
     }
+
+    @Test func aTenantsReloadReplacesOnlyThatTenantsSinks() {
+        // setup: two tenants' APIs with sinks
+        let logs = Self.logs(TestMetrics())
+        let (tenantA, tenantB, apiA, apiB) = (UUID(), UUID(), UUID(), UUID())
+        let config = HTTPLogConfig(url: "http://127.0.0.1:9/logs")
+        let first = logs.apiSinks(for: [apiA: config, apiB: config], tenants: [apiA: tenantA, apiB: tenantB])
+        // act: tenant A's reload finds its sink removed; tenant B's is not in that load at all
+        let afterA = logs.apiSinks(for: [:], tenants: [:], onlyTenant: tenantA)
+        let full = logs.apiSinks(for: [apiB: config], tenants: [apiB: tenantB])
+        // assert
+        #expect(afterA.isEmpty)
+        #expect(full[apiB] === first[apiB])  // tenant B's sink survived tenant A's reload
+        #expect(full[apiA] == nil)
+        #expect(logs.apiSinks(for: [apiB: HTTPLogConfig(url: "http://127.0.0.1:9/other")], tenants: [apiB: tenantB])[apiB] !== first[apiB])
+    }
 }
