@@ -33,6 +33,8 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
     case responseTransform = "response_transform"
     /// GET/HEAD responses kept by the gateway and served again within their lifetime.
     case responseCache = "response_cache"
+    /// Calls checked against the API's uploaded OpenAPI document before the upstream sees them.
+    case requestValidation = "request_validation"
 
     public var phase: APIPolicyPhase {
         switch self {
@@ -40,6 +42,7 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
         case .requestTransform: .preForward
         case .responseTransform: .response
         case .responseCache: .preForward
+        case .requestValidation: .preForward
         }
     }
 
@@ -49,6 +52,7 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
         case .requestTransform: "Request transformation"
         case .responseTransform: "Response transformation"
         case .responseCache: "Response cache"
+        case .requestValidation: "Request validation"
         }
     }
 }

@@ -142,14 +142,18 @@ public final class Route: Sendable {
     public let responseTransform: ResponseTransform?
     /// The API's response cache; nil (one check per call) for APIs without.
     public let responseCache: ResponseCachePolicy?
+    /// The API's request validation, compiled from its document; nil (one check per call) for
+    /// APIs without.
+    public let requestValidation: RequestValidationPolicy?
 
     public init(
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
         ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
         preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil,
-        responseCache: ResponseCachePolicy? = nil
+        responseCache: ResponseCachePolicy? = nil, requestValidation: RequestValidationPolicy? = nil
     ) {
         self.responseCache = responseCache
+        self.requestValidation = requestValidation
         self.preAuth = preAuth
         self.requestTransform = requestTransform
         self.responseTransform = responseTransform

@@ -61,6 +61,28 @@ public struct SnapshotLoader: Sendable {
             logger.error("an API policy is unusable and was left out", metadata: ["api": "\(row.apiID)", "kind": "\(row.kind)", "position": "\(row.position)"])
         }
 
+        // documents are read only for APIs with a validation policy, and compiled only when they
+        // or the policy changed (see `ClientLimiterRegistry.validation`)
+        var validations: [UUID: RequestValidationPolicy] = [:]
+        if !chains.validations.isEmpty {
+            var documents: [UUID: String] = [:]
+            for try await (apiID, document) in try await connection.query(
+                "SELECT api_id, document_json::text FROM api_documents WHERE api_id = ANY(\(Array(chains.validations.keys))) AND document_json IS NOT NULL",
+                logger: logger
+            ).decode((UUID, String).self) {
+                documents[apiID] = document
+            }
+            for (apiID, config) in chains.validations {
+                let policy = clientLimiters.validation(api: apiID, config: config, document: documents[apiID])
+                if case .unusable(let reason) = policy {
+                    // fail closed: the API's calls are refused with 503 until the document or the policy is fixed
+                    logger.error("an API's request validation cannot be compiled; its calls are refused", metadata: ["api": "\(apiID)", "reason": "\(reason)"])
+                }
+                validations[apiID] = policy
+            }
+        }
+        clientLimiters.retainValidations(Set(chains.validations.keys))
+
         var routes: [UUID: [Route]] = [:]
         var cacheFingerprints: [UUID: Int] = [:]
         let apiRows = try await connection.query(
@@ -113,7 +135,8 @@ public struct SnapshotLoader: Sendable {
                     targets: apiTargets, cors: policy,
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
                     maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
-                    preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache))
+                    preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache,
+                    requestValidation: validations[id]))
         }
 
         // an API whose configuration changed (or that lost its cache) keeps no entries

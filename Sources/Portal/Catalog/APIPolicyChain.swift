@@ -9,6 +9,7 @@ struct APIPolicy: Sendable, Equatable {
         case requestTransform(TransformConfig)
         case responseTransform(TransformConfig)
         case responseCache(ResponseCacheConfig)
+        case requestValidation(RequestValidationConfig)
     }
 
     var config: Config
@@ -19,6 +20,7 @@ struct APIPolicy: Sendable, Equatable {
         case .requestTransform: .requestTransform
         case .responseTransform: .responseTransform
         case .responseCache: .responseCache
+        case .requestValidation: .requestValidation
         }
     }
 
@@ -30,6 +32,7 @@ struct APIPolicy: Sendable, Equatable {
         case .clientRateLimit(let limit): limit.json
         case .requestTransform(let transform), .responseTransform(let transform): transform.json
         case .responseCache(let cache): cache.json
+        case .requestValidation(let validation): validation.json
         }
     }
 
@@ -38,6 +41,7 @@ struct APIPolicy: Sendable, Equatable {
         case .clientRateLimit(let limit): limit.summary
         case .requestTransform(let transform), .responseTransform(let transform): transform.summary
         case .responseCache(let cache): cache.summary
+        case .requestValidation(let validation): validation.summary
         }
     }
 
@@ -48,6 +52,7 @@ struct APIPolicy: Sendable, Equatable {
         case .requestTransform: TransformConfig.parse(config, side: .request).map { APIPolicy(config: .requestTransform($0)) }
         case .responseTransform: TransformConfig.parse(config, side: .response).map { APIPolicy(config: .responseTransform($0)) }
         case .responseCache: ResponseCacheConfig.parse(config).map { APIPolicy(config: .responseCache($0)) }
+        case .requestValidation: RequestValidationConfig.parse(config).map { APIPolicy(config: .requestValidation($0)) }
         }
     }
 }
@@ -127,6 +132,10 @@ enum APIPolicyChain {
                 problems.append(PolicyConfigProblem(at + "/kind", "An API has one response cache."))
                 continue
             }
+            if kind == .requestValidation, policies.contains(where: { $0.kind == .requestValidation }) {
+                problems.append(PolicyConfigProblem(at + "/kind", "An API has one request validation."))
+                continue
+            }
             switch APIPolicy.make(kind: kind, config: config) {
             case .success(let policy): policies.append(policy)
             case .failure(let found): problems += found.list.map { PolicyConfigProblem(at + "/config" + $0.pointer, $0.message) }
@@ -141,6 +150,35 @@ enum APIPolicyChain {
         var fields: [String: String] = [:]
         for problem in problems where fields[problem.pointer] == nil { fields[problem.pointer] = problem.message }
         return AppError(status: .unprocessableContent, title: "Invalid policy chain", detail: "The chain was not saved: " + first, fieldErrors: fields)
+    }
+
+    /// Checks a chain's `request_validation` against the API it is for: not a gRPC API, and the
+    /// API's document compiles (pointers name the policy: `/policies/2/kind`, `/policies/2/config`).
+    /// Returns the document's JSON form for the gateways, or the problems.
+    static func validationProblems(
+        _ policies: [APIPolicy], api: APIProduct, document: StoredAPIDocument?
+    ) -> Result<JSONValue?, PolicyConfigProblems> {
+        guard let index = policies.firstIndex(where: { $0.kind == .requestValidation }), case .requestValidation(let config) = policies[index].config else {
+            return .success(nil)
+        }
+        let at = "/policies/\(index)"
+        if api.targets.contains(where: { $0.url.lowercased().hasPrefix("grpc://") || $0.url.lowercased().hasPrefix("grpcs://") }) {
+            return .failure(PolicyConfigProblems([PolicyConfigProblem(at + "/kind", "A gRPC API cannot take request_validation: its calls are protobuf messages, not described by an OpenAPI document.")]))
+        }
+        guard let document else {
+            return .failure(PolicyConfigProblems([PolicyConfigProblem(at + "/kind", "Upload the API's OpenAPI document first: request_validation checks calls against it.")]))
+        }
+        let parsed: APIDocument
+        do { parsed = try APIDocument.parse(Array(document.content.utf8)) } catch {
+            return .failure(PolicyConfigProblems([PolicyConfigProblem(at + "/kind", "The API's OpenAPI document can no longer be read; upload it again.")]))
+        }
+        let json = parsed.root.jsonValue
+        switch RequestValidator.compile(document: json, config: config) {
+        case .success: return .success(json)
+        case .failure(let error):
+            let place = error.pointer.isEmpty ? "the document" : "#" + error.pointer
+            return .failure(PolicyConfigProblems([PolicyConfigProblem(at + "/config", "The API's OpenAPI document cannot be used for validation (\(place)): \(error.message)")]))
+        }
     }
 
     /// The whole chain in call order: per phase, the built-in steps first (they keep today's order
@@ -202,6 +240,7 @@ enum APIPolicyEdit: Sendable, Equatable {
         case .add(let policy):
             guard list.count < APIPolicyChain.maximumPolicies else { return nil }
             if policy.kind == .responseCache, list.contains(where: { $0.kind == .responseCache }) { return nil }
+            if policy.kind == .requestValidation, list.contains(where: { $0.kind == .requestValidation }) { return nil }
             list.append(policy)
         case .replace(let index, let policy):
             guard list.indices.contains(index) else { return nil }

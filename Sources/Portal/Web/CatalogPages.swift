@@ -230,7 +230,19 @@ struct CatalogPages: Sendable {
                 : "The policy list changed meanwhile; nothing was saved. Check it and try again."
             return try await detailPage(context, error: message, status: .conflict)
         }
-        _ = try await services.catalog.setPolicies(tenant: tenant, actor: principal, id: id, next, clientIP: context.clientIP)
+        do {
+            _ = try await services.catalog.setPolicies(tenant: tenant, actor: principal, id: id, next, clientIP: context.clientIP)
+        } catch let refused as AppError where refused.status == .unprocessableContent && (op == "add" || op == "save") && form["kind"] == APIPolicyKind.requestValidation.rawValue {
+            // checked against the API (its document, gRPC): the form comes back marked
+            var typed: [String: Any] = ["errors": ["validate": refused.fieldErrors.values.first ?? refused.detail]]
+            for field in Self.formFields(.requestValidation) { typed[field] = form[field] ?? "" }
+            typed["refuse_unknown_query"] = form["refuse_unknown_query"] == "on"
+            typed.merge(Self.validationChoices(form["validate"])) { $1 }
+            typed.merge(Self.kindFlags(.requestValidation)) { $1 }
+            return try await detailPage(
+                context, error: "The policy was not saved: correct the fields marked below.", typedPolicy: (op == "add" ? nil : index, typed),
+                status: .unprocessableContent)
+        }
         return try await saved("Policies saved.", id: id, context)
     }
 
@@ -243,6 +255,7 @@ struct CatalogPages: Sendable {
 
     static let clientLimitFields = ["requests", "per_seconds", "burst", "key_header", "max_clients"]
     static let cacheFields = ["ttl_seconds", "vary", "shared", "max_body_bytes"]
+    static let validationFields = ["validate", "refuse_unknown_query"]
 
     static func formFields(_ kind: APIPolicyKind) -> [String] {
         switch kind {
@@ -250,7 +263,26 @@ struct CatalogPages: Sendable {
         case .requestTransform: TransformForm.requestFields
         case .responseTransform: TransformForm.responseFields
         case .responseCache: cacheFields
+        case .requestValidation: validationFields
         }
+    }
+
+    /// The request validation form's values (nil: a new one's defaults).
+    static func validationValues(_ config: RequestValidationConfig?) -> [String: Any] {
+        var values: [String: Any] = ["refuse_unknown_query": config?.refuseUnknownQuery ?? false, "errors": [String: String]()]
+        values.merge(validationChoices(config?.scope.rawValue)) { $1 }
+        return values
+    }
+
+    /// The scope select's options, the given one selected (unknown: both).
+    static func validationChoices(_ selected: String?) -> [String: Any] {
+        let chosen = RequestValidationConfig.Scope(rawValue: selected ?? "") ?? .both
+        let labels: [RequestValidationConfig.Scope: String] = [
+            .both: "Parameters and JSON body", .parameters: "Parameters only (path, query, headers)", .body: "JSON body only",
+        ]
+        return [
+            "scopes": [RequestValidationConfig.Scope.both, .parameters, .body].map { ["value": $0.rawValue, "label": labels[$0]!, "selected": $0 == chosen] }
+        ]
     }
 
     /// The response cache form's values (nil: a new one's defaults).
@@ -267,7 +299,7 @@ struct CatalogPages: Sendable {
     static func kindFlags(_ kind: APIPolicyKind) -> [String: Any] {
         [
             "is_client_rate_limit": kind == .clientRateLimit, "is_transform": kind == .requestTransform || kind == .responseTransform,
-            "is_response_cache": kind == .responseCache,
+            "is_response_cache": kind == .responseCache, "is_request_validation": kind == .requestValidation,
             "is_request_transform": kind == .requestTransform, "kind": kind.rawValue,
         ]
     }
@@ -289,6 +321,11 @@ struct CatalogPages: Sendable {
             config["shared"] = .bool(form["shared"] == "on")
             let vary = TextLines.split((form["vary"] ?? "").replacingOccurrences(of: ",", with: "\n").replacingOccurrences(of: " ", with: "\n"))
             config["vary"] = .array(vary.map(JSONValue.string))
+        case .requestValidation:
+            let scope = (form["validate"] ?? "").trimmingCharacters(in: .whitespaces)
+            if !scope.isEmpty { config["validate"] = .string(scope) }
+            // a checkbox: present means refused
+            config["refuse_unknown_query"] = .bool(form["refuse_unknown_query"] == "on")
         case .clientRateLimit:
             for field in clientLimitFields {
                 let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
@@ -456,6 +493,7 @@ struct CatalogPages: Sendable {
                         case .requestTransform(let config): form = TransformForm.values(config, side: .request)
                         case .responseTransform(let config): form = TransformForm.values(config, side: .response)
                         case .responseCache(let config): form = Self.cacheValues(config)
+                        case .requestValidation(let config): form = Self.validationValues(config)
                         }
                         form.merge(Self.kindFlags(policies[index].kind)) { $1 }
                         if let typed, typed.index == index { form = typed.values }
@@ -476,12 +514,14 @@ struct CatalogPages: Sendable {
         var addRequest = TransformForm.values(nil, side: .request)
         var addResponse = TransformForm.values(nil, side: .response)
         var addCache = Self.cacheValues(nil)
+        var addValidation = Self.validationValues(nil)
         // the form that was sent comes back with what was typed, open, its fields marked
         if let typed, typed.index == nil {
             switch typed.values["kind"] as? String {
             case APIPolicyKind.requestTransform.rawValue?: addRequest = typed.values
             case APIPolicyKind.responseTransform.rawValue?: addResponse = typed.values
             case APIPolicyKind.responseCache.rawValue?: addCache = typed.values
+            case APIPolicyKind.requestValidation.rawValue?: addValidation = typed.values
             default: add = typed.values
             }
         }
@@ -490,6 +530,9 @@ struct CatalogPages: Sendable {
         addResponse.merge(Self.kindFlags(.responseTransform)) { $1 }
         addCache.merge(Self.kindFlags(.responseCache)) { $1 }
         addCache["prefix"] = "newcache"
+        addValidation.merge(Self.kindFlags(.requestValidation)) { $1 }
+        addValidation["prefix"] = "newvalidation"
+        addValidation["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.requestValidation.rawValue } ?? false
         addCache["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.responseCache.rawValue } ?? false
         add["prefix"] = "new"
         addRequest["prefix"] = "newreq"
@@ -500,6 +543,7 @@ struct CatalogPages: Sendable {
         return [
             "phases": phases, "add": add, "add_request_transform": addRequest, "add_response_transform": addResponse,
             "add_response_cache": addCache, "has_cache": policies.contains { $0.kind == .responseCache },
+            "add_request_validation": addValidation, "has_validation": policies.contains { $0.kind == .requestValidation },
             "full": policies.count >= APIPolicyChain.maximumPolicies, "max": APIPolicyChain.maximumPolicies,
         ]
     }

@@ -150,13 +150,14 @@ struct TestWorld: Sendable {
         cors: CORSPolicy? = nil, ipRules: IPAccessRules = IPAccessRules(), methods: Set<String> = [], maxRequestBytes: Int? = nil,
         sunset: Date? = nil, revoked: Set<String> = [], subscribed: Bool = true, version: Int = 1, keyIDs: [String] = ["k1"],
         upstreamTLS: NIOSSLContext? = nil, preAuth: [PreAuthPolicy] = [], windows: [PlanWindow] = [],
-        requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil, responseCache: ResponseCachePolicy? = nil
+        requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil, responseCache: ResponseCachePolicy? = nil,
+        requestValidation: RequestValidationPolicy? = nil
     ) -> GatewaySnapshot {
         let route = Route(
             apiID: apiID, slug: "echo", version: "v1", basePath: "/echo/v1", state: state, targets: targets, cors: cors, ipRules: ipRules,
             methods: methods, maxRequestBytes: maxRequestBytes, sunset: sunset, deprecatedAt: state == .deprecated ? Date(timeIntervalSince1970: 1_700_000_000) : nil,
             upstreamTLS: upstreamTLS, preAuth: preAuth, requestTransform: requestTransform, responseTransform: responseTransform,
-            responseCache: responseCache)
+            responseCache: responseCache, requestValidation: requestValidation)
         let grant = SubscriptionGrant(subscriptionID: subscriptionID, planID: planID, ratePerSecond: rate, burst: burst, monthlyQuota: quota, windows: windows)
         let app = AppGrant(id: appID, teamID: teamID, clientID: "tgc_demo", subscriptions: subscribed ? [apiID: grant] : [:])
         let tenant = TenantConfig(
