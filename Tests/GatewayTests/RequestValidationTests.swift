@@ -106,7 +106,7 @@ import Testing
 
     @Test func pointersLeadIntoTheBodyAndMessagesSayWhy() throws {
         // setup
-        let schema = #"{"type":"object","required":["items"],"properties":{"items":{"type":"array","items":{"$ref":"#/components/schemas/Line"}}}}"#
+        let schema = ##"{"type":"object","required":["items"],"properties":{"items":{"type":"array","items":{"$ref":"#/components/schemas/Line"}}}}"##
         let components = #"{"Line":{"type":"object","required":["sku","price"],"properties":{"sku":{"type":"string","format":"uuid"},"price":{"type":"number","minimum":0},"a/b~c":{"type":"integer"}}}}"#
         // act
         let found = try Self.bodyViolations(
@@ -142,13 +142,13 @@ import Testing
 
     @Test func aRecursiveSchemaValidatesTreesAndAPureCycleEndsWithAViolation() throws {
         // setup: a tree whose children are trees
-        let components = #"{"Node":{"type":"object","required":["name"],"properties":{"name":{"type":"string"},"children":{"type":"array","items":{"$ref":"#/components/schemas/Node"}}}},"A":{"$ref":"#/components/schemas/B"},"B":{"allOf":[{"$ref":"#/components/schemas/A"}]}}"#
+        let components = ##"{"Node":{"type":"object","required":["name"],"properties":{"name":{"type":"string"},"children":{"type":"array","items":{"$ref":"#/components/schemas/Node"}}}},"A":{"$ref":"#/components/schemas/B"},"B":{"allOf":[{"$ref":"#/components/schemas/A"}]}}"##
         // act + assert: descending the value, the cycle is fine
-        #expect(try Self.pointers(#"{"$ref":"#/components/schemas/Node"}"#, #"{"name":"a","children":[{"name":"b","children":[{"children":[]}]}]}"#, components: components) == [
+        #expect(try Self.pointers(##"{"$ref":"#/components/schemas/Node"}"##, ##"{"name":"a","children":[{"name":"b","children":[{"children":[]}]}]}"##, components: components) == [
             "/body/children/0/children/0/name"
         ])
         // a cycle that never descends into the value compiles (indices) and ends, refused
-        let found = try Self.bodyViolations(#"{"$ref":"#/components/schemas/A"}"#, "1", components: components)
+        let found = try Self.bodyViolations(##"{"$ref":"#/components/schemas/A"}"##, "1", components: components)
         #expect(found.count == 1)
         #expect(found.first?.message.contains("too deeply nested or too costly") == true)
     }
@@ -160,7 +160,7 @@ import Testing
             }
             return error
         }
-        #expect(failure(Self.document(body: #"{"$ref":"#/components/schemas/Missing"}"#))?.message.contains("points at nothing") == true)
+        #expect(failure(Self.document(body: ##"{"$ref":"#/components/schemas/Missing"}"##))?.message.contains("points at nothing") == true)
         #expect(failure(Self.document(body: #"{"type":"strnig"}"#))?.pointer == "/paths/~1things/post/requestBody/content/application~1json/schema/type")
         #expect(failure(Self.document(body: #"{"pattern":"(unclosed"}"#))?.message.contains("regular expression") == true)
         #expect(failure(Self.document(body: #"{"pattern":"\#(String(repeating: "a", count: 513))"}"#))?.message.contains("512") == true)
@@ -179,7 +179,7 @@ import Testing
 
     @Test func aCompiledDocumentCountsItsNodesOnceEachReference() throws {
         let components = #"{"Money":{"type":"object","properties":{"amount":{"type":"integer"},"currency":{"type":"string"}}}}"#
-        let schema = #"{"type":"object","properties":{"price":{"$ref":"#/components/schemas/Money"},"tax":{"$ref":"#/components/schemas/Money"}}}"#
+        let schema = ##"{"type":"object","properties":{"price":{"$ref":"#/components/schemas/Money"},"tax":{"$ref":"#/components/schemas/Money"}}}"##
         let validator = try Self.validator(Self.document(body: schema, components: components))
         // the body object, the reference's slot, Money and its two properties: Money is compiled once
         #expect(validator.nodeCount == 5)
@@ -333,12 +333,12 @@ import Testing
         // act
         let first = registry.validation(api: api, config: RequestValidationConfig(), document: document)
         let again = registry.validation(api: api, config: RequestValidationConfig(), document: document)
-        let broken = registry.validation(api: UUID(), config: RequestValidationConfig(), document: #"{"openapi":"3.1.0","paths":{"/a":{"post":{"requestBody":{"content":{"application/json":{"schema":{"$ref":"#/nope"}}}}}}}}"#)
+        let broken = registry.validation(api: UUID(), config: RequestValidationConfig(), document: ##"{"openapi":"3.1.0","paths":{"/a":{"post":{"requestBody":{"content":{"application/json":{"schema":{"$ref":"#/nope"}}}}}}}}"##)
         registry.recordGauges(factory: metrics)
         // assert
-        guard case .ready(let a) = first, case .ready(let b) = again else { return Issue.record("not compiled") }
+        guard case .ready(let a) = first, case .ready(let b) = again else { Issue.record("not compiled"); return }
         #expect(a === b)
-        guard case .unusable(let reason) = broken else { return Issue.record("compiled") }
+        guard case .unusable(let reason) = broken else { Issue.record("compiled"); return }
         #expect(reason.contains("points at nothing"))
         #expect(try metrics.expectGauge("tollgate_gateway_validation_schemas").lastValue == 1)
         #expect(try metrics.expectGauge("tollgate_gateway_validation_schema_nodes").lastValue == Double(a.nodeCount))
@@ -378,7 +378,7 @@ import Testing
             #expect(invalid.status == 400)
             #expect(invalid.headers["content-type"] == "application/problem+json")
             let problem = try #require(JSONValue.parse(invalid.body))
-            guard case .object(let fields) = problem, case .array(let errors)? = fields["errors"] else { return Issue.record("no errors: \(invalid.body)") }
+            guard case .object(let fields) = problem, case .array(let errors)? = fields["errors"] else { Issue.record("no errors: \(invalid.body)"); return }
             #expect(errors.compactMap { if case .object(let e) = $0, case .string(let p)? = e["pointer"] { p } else { nil } } == ["/body/items/0/price", "/body/x"])
             #expect(invalid.headers["ratelimit"] != nil)  // the gate ran first
             #expect(unknownPath.status == 404)

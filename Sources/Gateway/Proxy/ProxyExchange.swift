@@ -260,7 +260,9 @@ final class ProxyExchange {
             let violations = check.violations(in: pending)
             if !violations.isEmpty { return refuse(ValidationRefusal(violations: violations).response) }
             // the buffered body goes upstream as it came (the same framing, the same bytes)
-            return startForwarding()
+            startForwarding()
+            if cache?.hit != nil { serveFromCache() }
+            return
         }
         if cache?.hit != nil { return serveFromCache() }
         if let upstream, chunksRequestBody { upstream.channel.write(Self.lastChunk, promise: nil) }

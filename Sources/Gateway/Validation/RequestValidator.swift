@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import NIOHTTP1
 
 /// A `request_validation` policy compiled from an API's OpenAPI document, once per snapshot: its
@@ -9,7 +10,7 @@ import NIOHTTP1
 public final class RequestValidator: Sendable {
     public let config: RequestValidationConfig
     let schemas: CompiledSchemas
-    /// Concrete paths before templated ones (OpenAPI's matching rule), then in document order.
+    /// Concrete paths before templated ones (OpenAPI's matching rule), then by path text.
     let paths: [PathTemplate]
 
     /// Violations named in one answer.
@@ -137,7 +138,10 @@ public final class RequestValidator: Sendable {
             switch parameter.location {
             case .path: raw = pathValues[parameter.name].map { [$0] } ?? []
             case .query: raw = queryValues[parameter.name] ?? []
-            case .header: raw = headers[canonicalForm: parameter.name].map(String.init)
+            case .header:
+                // every field line of the name, as one list (RFC 9110 §5.3)
+                let lines = headers[parameter.name]
+                raw = lines.isEmpty ? [] : [lines.joined(separator: ", ")]
             }
             guard !raw.isEmpty else {
                 if parameter.required { validator.append(Violation(at, "Required.")) }
@@ -147,7 +151,13 @@ public final class RequestValidator: Sendable {
             let value: JSONValue
             if let items = parameter.arrayItems {
                 let parts: [String] =
-                    parameter.location == .query && parameter.explode ? raw : raw.flatMap { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+                    parameter.location == .query && parameter.explode
+                    ? raw
+                    : raw.flatMap { text in
+                        text.split(separator: ",", omittingEmptySubsequences: false).map {
+                            parameter.location == .header ? $0.trimmingCharacters(in: .whitespaces) : String($0)
+                        }
+                    }
                 value = .array(parts.map { coerce($0, node: items) })
             } else {
                 if raw.count > 1, parameter.location == .query {

@@ -13,7 +13,7 @@ public struct Violation: Sendable, Equatable {
 }
 
 /// Checks values against `CompiledSchemas`. Collects at most `limit` violations (the first ones,
-/// in document order of the value); the walk is bounded by `maximumSteps` node visits and a
+/// array items in order, object members by name); the walk is bounded by `maximumSteps` node visits and a
 /// `maximumDepth` of nested checks, so a cyclic reference that never descends into the value, or
 /// a value built to make `uniqueItems`/`oneOf` expensive, ends with a violation rather than a hang.
 struct SchemaValidator {
