@@ -450,6 +450,33 @@ import Testing
         }
     }
 
+    @Test func anUnreadableStoredConfigurationFailsClosedInsteadOfBeingLeftOut() {
+        // setup
+        let api = UUID()
+        let rows = [StoredPolicy(apiID: api, position: 0, kind: "request_validation", config: #"{"validate":"sometimes"}"#)]
+        // act
+        let compiled = ClientLimiterRegistry().compile(rows)
+        // assert
+        #expect(compiled.validations[api] == nil)
+        #expect(compiled.unreadableValidations == [api])
+        #expect(compiled.skipped.count == 1)
+    }
+
+    @Test func aRouteWhoseTargetsBecameGRPCFailsClosed() async throws {
+        let policy = try Self.shop()
+        try await GatewayProxyTests.withWorld({ world, upstream in
+            world.snapshot(targets: [UpstreamTargetConfig(host: "127.0.0.1", port: upstream.port, pathPrefix: "", weight: 1, http2: true)], requestValidation: policy)
+        }) { _, upstream, gateway in
+            let output = try TransformTests.curl([
+                "--http2-prior-knowledge", "-s", "-D", "-", "-H", "X-API-Key: \(TestWorld.apiKey)", "-H", "Host: gateway.test",
+                "http://127.0.0.1:\(gateway.port)/t/demo/echo/v1/orders/1",
+            ])
+            #expect(output.hasPrefix("HTTP/2 503"))
+            #expect(output.contains("Validation unavailable"))
+            #expect(upstream.seen.isEmpty)
+        }
+    }
+
     @Test func anUnusableDocumentFailsClosedWith503() async throws {
         try await GatewayProxyTests.withWorld({ world, upstream in
             world.snapshot(targets: [.loopback(upstream.port)], requestValidation: .unusable("the API has no OpenAPI document"))

@@ -175,7 +175,20 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             response.grant = plan.grant
             return answer(response, context: context)
         }
-        if target.http2 { return relay(plan, head: head, target: target) }
+        if target.http2 {
+            // a gRPC API cannot be validated against an OpenAPI document (the portal refuses the
+            // policy for one); should its targets have become gRPC since, its calls fail closed
+            if plan.route.requestValidation != nil {
+                var response = RequestValidationPolicy.unavailable
+                if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
+                response.tenant = plan.tenant
+                response.route = plan.route
+                response.app = plan.app
+                response.grant = plan.grant
+                return answer(response, context: context)
+            }
+            return relay(plan, head: head, target: target)
+        }
         let exchange = ProxyExchange(
             plan: plan, head: head, requestID: requestID, started: started, target: target,
             bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes, client: self, loop: loop, meter: meter,

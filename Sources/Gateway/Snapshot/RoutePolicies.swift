@@ -87,6 +87,8 @@ public final class ClientLimiterRegistry: Sendable {
         /// An API's request validation (the first such policy; the portal allows one), compiled
         /// with the API's document by `validation(api:config:document:)`.
         public var validations: [UUID: RequestValidationConfig] = [:]
+        /// APIs whose validation policy's stored configuration the parser refuses (fail closed).
+        public var unreadableValidations: Set<UUID> = []
         /// Rows of unknown kinds or with a configuration the parser refuses (left out).
         public var skipped: [StoredPolicy] = []
     }
@@ -100,6 +102,7 @@ public final class ClientLimiterRegistry: Sendable {
         var responseSteps: [UUID: [TransformConfig.FieldOps]] = [:]
         var caches: [UUID: ResponseCacheConfig] = [:]
         var validations: [UUID: RequestValidationConfig] = [:]
+        var unreadableValidations: Set<UUID> = []
         limiters.withLockedValue { table in
             var next: [Key: ClientRateLimiter] = [:]
             for row in rows.sorted(by: { ($0.apiID.uuidString, $0.position) < ($1.apiID.uuidString, $1.position) }) {
@@ -124,8 +127,15 @@ public final class ClientLimiterRegistry: Sendable {
                     }
                     caches[row.apiID] = config
                 case .requestValidation:
-                    guard case .success(let config) = RequestValidationConfig.parse(object), validations[row.apiID] == nil else {
+                    guard validations[row.apiID] == nil else {
                         skipped.append(row)
+                        continue
+                    }
+                    guard case .success(let config) = RequestValidationConfig.parse(object) else {
+                        // unlike other kinds, not left out: an API that asked for checks is not
+                        // forwarded unchecked (its calls answer 503 until the policy is fixed)
+                        skipped.append(row)
+                        unreadableValidations.insert(row.apiID)
                         continue
                     }
                     validations[row.apiID] = config
@@ -147,6 +157,7 @@ public final class ClientLimiterRegistry: Sendable {
         var compiled = Compiled(byAPI: byAPI, skipped: skipped)
         compiled.caches = caches
         compiled.validations = validations
+        compiled.unreadableValidations = unreadableValidations.subtracting(validations.keys)
         for (api, steps) in requestSteps { compiled.requestTransforms[api] = RequestTransform(steps) }
         for (api, steps) in responseSteps { compiled.responseTransforms[api] = ResponseTransform(steps) }
         return compiled

@@ -81,6 +81,7 @@ public struct SnapshotLoader: Sendable {
                 validations[apiID] = policy
             }
         }
+        for apiID in chains.unreadableValidations { validations[apiID] = .unusable("the policy's stored configuration is unreadable") }
         clientLimiters.retainValidations(Set(chains.validations.keys))
 
         var routes: [UUID: [Route]] = [:]
