@@ -192,6 +192,10 @@ import Testing
         // a pattern is not run over very long text
         let long = "\"" + String(repeating: "a", count: SchemaValidator.maximumPatternInput + 1) + "\""
         #expect(try Self.bodyViolations(#"{"pattern":"^a+$"}"#, long).first?.message.contains("Too long") == true)
+        // a pattern that backtracks exponentially gives up within its budget, refused
+        let evil = "\"" + String(repeating: "a", count: 40) + "b\""
+        #expect(try Self.bodyViolations(#"{"pattern":"^(a+)+$"}"#, evil).first?.message.contains("Too costly") == true)
+        #expect(try Self.bodyViolations(#"{"pattern":"^(a+)+$"}"#, "\"aaaa\"") == [])
         // not JSON
         #expect(try Self.bodyViolations(#"{"type":"object"}"#, "{nope").map(\.message) == ["The body is not valid JSON."])
     }

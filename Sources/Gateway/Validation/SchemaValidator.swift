@@ -98,8 +98,12 @@ struct SchemaValidator {
                 let units = text.utf16.count
                 if units > Self.maximumPatternInput {
                     fail("Too long (over \(Self.maximumPatternInput) characters) to match the pattern \(compiled.source).")
-                } else if compiled.expression.firstMatch(in: text, range: NSRange(location: 0, length: units)) == nil {
-                    fail("Must match the pattern \(compiled.source).")
+                } else {
+                    switch Self.search(compiled.expression, in: text, units: units) {
+                    case true?: break
+                    case false?: fail("Must match the pattern \(compiled.source).")
+                    case nil: fail("Too costly to match against the pattern \(compiled.source).")
+                    }
                 }
             }
             if let format = node.format, !format.accepts(string: text) { fail("Must be a valid \(format.rawValue).") }
@@ -169,6 +173,31 @@ struct SchemaValidator {
         }
         if let not = node.not, check(value, not, pointer, depth: depth + 1, record: false) { fail("Must not match the schema under not.") }
         return ok && !exhausted
+    }
+
+    /// ICU's progress callbacks a pattern search may take before it is given up (each comes after
+    /// a fixed number of the matcher's steps, so the bound is on work, not time): a pattern that
+    /// backtracks exponentially (`^(a+)+$`) cannot hold an event loop.
+    static let maximumPatternTicks = 8
+
+    /// Whether `expression` finds a match in `text`; nil when the search ran out of its budget.
+    static func search(_ expression: NSRegularExpression, in text: String, units: Int) -> Bool? {
+        var found = false
+        var ticks = 0
+        var exhausted = false
+        expression.enumerateMatches(in: text, options: [.reportProgress], range: NSRange(location: 0, length: units)) { result, flags, stop in
+            if result != nil {
+                found = true
+                stop.pointee = true
+            } else if flags.contains(.progress) {
+                ticks += 1
+                if ticks > maximumPatternTicks {
+                    exhausted = true
+                    stop.pointee = true
+                }
+            }
+        }
+        return found ? true : (exhausted ? nil : false)
     }
 
     // MARK: Values
