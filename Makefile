@@ -23,7 +23,8 @@ run: deps
 	  fi; \
 	  echo "API docs: http://$$portal/t/demo/api/v1/openapi.json"; \
 	  echo "Demo upstream (Echo API): http://127.0.0.1:9100/"; \
-	  echo "Demo gRPC API (Greeter): demo.Greeter/SayHello at 127.0.0.1:$${gateway##*:} path /t/demo/greeter/v1/demo.Greeter/SayHello over HTTP/2"; echo; \
+	  echo "Demo gRPC API (Greeter): demo.Greeter/SayHello at 127.0.0.1:$${gateway##*:} path /t/demo/greeter/v1/demo.Greeter/SayHello over HTTP/2"; \
+	  echo "  ...or with JSON (its descriptor set is seeded): curl -X POST http://$$gateway/t/demo/greeter/v1/demo.Greeter/SayHello -H 'X-API-Key: <demo-app api_key>' -d '{\"name\":\"Ada\"}'"; echo; \
 	  "$(BIN)" demo-upstream & upstream=$$!; trap 'kill $$upstream 2>/dev/null' EXIT; \
 	  "$(BIN)" serve
 

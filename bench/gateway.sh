@@ -8,6 +8,12 @@
 # and the gateway's TLS listener ("tollgate-tls"), both with the same development certificate
 # (P-256, from `tollgate dev-certs`), TLS 1.3, keep-alive connections (so handshakes are amortised
 # as with any long-lived client).
+# With POLICIES=1, rows for Echo with one policy chain each, run right after the plain gateway row
+# of the same round: "cache-hit" (a shared response cache: every call after the first is a hit),
+# "transform" (a request transformation setting two headers from the call's context and a response
+# transformation setting one) and, when the gateway has it, "validate" (request validation of a
+# small JSON body against an OpenAPI document, POSTed). The table's last column then reads as the
+# policy's cost: CPU per call above the plain row's.
 #
 #   bench/gateway.sh [rounds=3] [seconds=10] [connections=32]
 #
@@ -96,8 +102,24 @@ TOKEN="$(curl -sf -u "$(field client_id):$(field client_secret)" -d grant_type=c
 # the gateway alone on core 1
 TOLLGATE_GATEWAY_THREADS=1 taskset -c 1 "$BIN" gateway & gateway_pid=$!; pids+=($gateway_pid)
 for _ in $(seq 50); do curl -sf "http://$GATEWAY_ADDRESS/readyz" >/dev/null && break; sleep 0.2; done
+
+# Echo's policy chain: the plain rows measure none (the demo seed gives Echo two transformations).
+# A change reaches the gateway by NOTIFY; wait until its answers show it.
+set_policies() {  # policies-json header-to-wait-for (empty: wait until no Cache-Status/X-Served-By)
+  curl -sf -X PUT -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' -d "{\"policies\":$1}" "$api/apis/$echo_id/policies" >/dev/null
+  for _ in $(seq 100); do
+    local heads; heads="$(curl -s -D - -o /dev/null -H "Authorization: Bearer $TOKEN" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" | tr -d '\r' | tr 'A-Z' 'a-z')"
+    if [ -n "$2" ]; then grep -q "^$2" <<<"$heads" && return 0
+    elif ! grep -qE '^(cache-status|x-served-by):' <<<"$heads"; then return 0; fi
+    sleep 0.1
+  done
+  echo "the gateway did not take the policies $1" >&2; exit 1
+}
+set_policies '[]' ''
 check="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/")"
 [ "$check" = 200 ] || { echo "gateway answered $check, not 200" >&2; exit 1; }
+CACHE_POLICY='[{"kind":"response_cache","config":{"ttl_seconds":3600,"shared":true}}]'
+TRANSFORM_POLICY='[{"kind":"request_transform","config":{"headers":{"set":{"X-Caller":"$app_id","X-Plan":"$plan"}}}},{"kind":"response_transform","config":{"headers":{"set":{"X-Served-By":"tollgate"}}}}]'
 
 cpu_ticks() {  # user and system clock ticks a process has used (fields 14 and 15 of /proc/PID/stat)
   [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || { echo "0 0"; return; }
@@ -109,9 +131,10 @@ core1_ticks() {  # busy and total clock ticks of core 1, the proxy's core (from 
 nginx_worker() { pgrep -P "$(cat "$WORK/${1:-proxy}.pid")" | head -1; }
 run() {  # name round url [header]; also records the proxy's CPU ticks over the run for the CPU columns
   local out="$WORK/wrk-$1-$2.txt" pid=""
-  case "$1" in nginx) pid="$(nginx_worker)";; nginx-tls) pid="$(nginx_worker tls)";; tollgate|local|tollgate-tls) pid="${gateway_pid:-}";; esac
+  case "$1" in nginx) pid="$(nginx_worker)";; nginx-tls) pid="$(nginx_worker tls)";; *) [ "$1" = upstream ] || pid="${gateway_pid:-}";; esac
   local before core_before; before="$(cpu_ticks "$pid")"; core_before="$(core1_ticks)"
-  if [ -n "${4:-}" ]; then taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$4" "$3" >"$out"
+  if [ -n "${5:-}" ]; then taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$4" -s "$5" "$3" >"$out"
+  elif [ -n "${4:-}" ]; then taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -H "$4" "$3" >"$out"
   else taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$3" >"$out"; fi
   echo "$before $(cpu_ticks "$pid") $(getconf CLK_TCK) $core_before $(core1_ticks)" >"$out.cpu"
 }
@@ -154,9 +177,16 @@ for round in $(seq "$ROUNDS"); do
     run nginx-tls "$round" "https://127.0.0.1:9442/"
     run tollgate-tls "$round" "https://127.0.0.1:9443/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"
   fi
+  if [ "${POLICIES:-}" = 1 ]; then
+    set_policies "$CACHE_POLICY" "cache-status: tollgate; hit"
+    run cache-hit "$round" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"
+    set_policies "$TRANSFORM_POLICY" "x-served-by: tollgate"
+    run transform "$round" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"
+    set_policies '[]' ''
+  fi
 done
 
-python3 - "$WORK" "$ROUNDS" "$CONNECTIONS" "${TLS:-}" <<'PY'
+python3 - "$WORK" "$ROUNDS" "$CONNECTIONS" "${TLS:-}" "${POLICIES:-}" <<'PY'
 import re, statistics, sys
 work, rounds, conns = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def ms(text):
@@ -176,7 +206,8 @@ def parse(path):
     others = busy - 100 * ((u1 - u0) + (s1 - s0)) / max(1, t1 - t0) if u1 + s1 else 0
     return rps, p50, p99, user, system, busy, others, int(errors.group(1)) if errors else 0
 results = {}
-for name in ["upstream", "nginx", "tollgate", "local"] + (["nginx-tls", "tollgate-tls"] if sys.argv[4] == "1" else []):
+policy_rows = [n for n in ["cache-hit", "transform", "validate"] if sys.argv[5] == "1" and __import__("os").path.exists(f"{work}/wrk-{n}-1.txt")]
+for name in ["upstream", "nginx", "tollgate", "local"] + (["nginx-tls", "tollgate-tls"] if sys.argv[4] == "1" else []) + policy_rows:
     runs = [parse(f"{work}/wrk-{name}-{r}.txt") for r in range(1, rounds + 1)]
     results[name] = [statistics.median(x[i] for x in runs) for i in range(7)] + [sum(x[7] for x in runs)]
 print(f"{'target':<13} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'user us':>8} {'sys us':>8} {'core1 %':>8} {'other %':>8} {'non-2xx':>8}")
@@ -187,6 +218,9 @@ ratio = results["tollgate"][0] / results["nginx"][0]
 added = results["tollgate"][2] - results["upstream"][2]
 print(f"gateway/nginx req/s ratio: {ratio:.2f} (target >= 0.5)")
 print(f"gateway p99 added over the upstream: {added:.3f} ms (target <= 1 ms); nginx adds {results['nginx'][2] - results['upstream'][2]:.3f} ms")
+for name in policy_rows:
+    plain = results["tollgate"][3] + results["tollgate"][4]
+    print(f"{name}: {results[name][3] + results[name][4] - plain:+.1f} us CPU per call against the plain gateway row ({results[name][0] / results['tollgate'][0]:.2f}x its req/s)")
 if "tollgate-tls" in results:
     print(f"TLS: gateway/nginx req/s ratio: {results['tollgate-tls'][0] / results['nginx-tls'][0]:.2f} (plaintext: {ratio:.2f})")
 PY

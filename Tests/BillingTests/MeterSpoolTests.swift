@@ -25,6 +25,54 @@ import Testing
         #expect(contents == SpoolFormat.Contents(meterID: "host:8081/abc123", events: events, torn: false))
     }
 
+    @Test func cacheHitsRoundTripAndDecideBilling() {
+        // setup: a plain answer, a billed hit and an unbilled hit
+        var events = [Self.event(sequence: 1), Self.event(sequence: 2), Self.event(sequence: 3)]
+        events[1].cache = .hit
+        events[2].cache = .unbilledHit
+        var bytes = SpoolFormat.header(meterID: "m")
+        for event in events { SpoolFormat.append(event, to: &bytes) }
+        // act
+        let read = SpoolFormat.read(bytes)?.events
+        // assert: the flag survives the spool, and only the unbilled hit is not billable
+        #expect(read == events)
+        #expect(read?.map(\.cache) == [nil, .hit, .unbilledHit])
+        #expect(events.map(\.isBillable) == [true, true, false])
+        // a hit is never billable when it is a server error, whatever the plan
+        #expect(!UsageEvent.isBillable(forwarded: true, status: 503, cache: .hit))
+        // the hourly rollup counts both kinds of hit, and bills as the events say
+        let rollups = HourlyRollup.aggregate(events)
+        #expect(rollups.map(\.cacheHits).reduce(0, +) == 2)
+        #expect(rollups.map(\.billable).reduce(0, +) == 2)
+    }
+
+    /// A spool written by the version before the cache flag (magic TGWAL1, no cache byte) is still
+    /// replayed after an upgrade: its events read as they were written.
+    @Test func aVersionOneSegmentIsStillRead() throws {
+        // setup: write version 2, then rewrite it as version 1 would have written it
+        let events = [Self.event(sequence: 1), Self.event(status: 429, rejection: .rateLimited, sequence: 2)]
+        var old = SpoolFormat.magicVersion1
+        let id = Array("old-run".utf8)
+        old += [UInt8(id.count), 0] + id
+        for event in events {
+            var record: [UInt8] = []
+            SpoolFormat.append(event, to: &record)
+            // drop the cache byte: the payload is 1 shorter, and its checksum is recomputed
+            let payload = Array(record[4..<(record.count - 5)])
+            let length = UInt32(payload.count)
+            old += withUnsafeBytes(of: length.littleEndian, Array.init) + payload
+            old += withUnsafeBytes(of: SpoolFormat.checksum(payload[...]).littleEndian, Array.init)
+        }
+        // act
+        let contents = try #require(SpoolFormat.read(old))
+        // assert
+        #expect(contents == SpoolFormat.Contents(meterID: "old-run", events: events, torn: false))
+        // and a version-2 record inside a version-1 segment is not trusted (one byte too long)
+        var mixed = SpoolFormat.magicVersion1 + [UInt8(id.count), 0] + id
+        SpoolFormat.append(events[0], to: &mixed)
+        #expect(SpoolFormat.read(mixed)?.events == [])
+    }
+
     @Test func aTornTailKeepsEveryIntactRecordBeforeIt() throws {
         var bytes = SpoolFormat.header(meterID: "m")
         let events = (1...3).map { Self.event(sequence: Int64($0)) }

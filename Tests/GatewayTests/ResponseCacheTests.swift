@@ -168,10 +168,11 @@ import Testing
             #expect(otherQuery.headers["cache-status"]?.contains("fwd=miss") == true)
             #expect(anonymous.status == 401)  // no credentials: no cached answer either
             #expect(upstream.seen.count == 2)
-            // metered: the hit is a forwarded, billable call like the first
+            // metered: the hit is an answered, billable call like the first, flagged as a hit
             let events = gateway.usage.recent.filter { $0.status == 200 }
             #expect(events.count == 3)
             #expect(events.allSatisfy { $0.isBillable && $0.appID == world.appID })
+            #expect(events.map(\.cache) == [nil, .hit, nil])
             #expect(metrics.counters(label: "tollgate_gateway_cache_hits_total").map(\.totalValue).reduce(0, +) == 1)
             #expect(metrics.counters(label: "tollgate_gateway_cache_misses_total").map(\.totalValue).reduce(0, +) == 2)
             #expect(store.usage.entries == 2)
@@ -180,6 +181,33 @@ import Testing
             let afterPurge = try await gateway.request("GET", "/t/demo/echo/v1/items?page=1", headers: [Self.key])
             #expect(afterPurge.headers["cache-status"]?.contains("fwd=miss; stored") == true)
             #expect(upstream.seen.count == 3)
+        }
+    }
+
+    /// A plan may make cache hits free: they are still answered and metered (flagged), but not
+    /// billable, and they give their quota unit back.
+    @Test func aPlanThatDoesNotBillHitsLeavesThemOutOfTheQuota() async throws {
+        let store = ResponseCacheStore()
+        let cache = try Self.policy(store: store)
+        try await GatewayProxyTests.withWorld({ world, upstream in
+            world.snapshot(targets: [.loopback(upstream.port)], quota: 2, responseCache: cache, cacheHitsBillable: false)
+        }) { world, upstream, gateway in
+            // act: one miss, three hits, a second miss (the quota's last unit), then a third miss
+            let first = try await gateway.request("GET", "/t/demo/echo/v1/a", headers: [Self.key])
+            var hits: [Int] = []
+            for _ in 0..<3 { hits.append(try await gateway.request("GET", "/t/demo/echo/v1/a", headers: [Self.key]).status) }
+            let second = try await gateway.request("GET", "/t/demo/echo/v1/b", headers: [Self.key])
+            let third = try await gateway.request("GET", "/t/demo/echo/v1/c", headers: [Self.key])
+            // assert: the hits cost nothing, so the second miss still fits the quota of 2
+            #expect(first.status == 200)
+            #expect(hits == [200, 200, 200])
+            #expect(second.status == 200)
+            #expect(third.status == 429)
+            #expect(upstream.seen.count == 2)
+            let answered = gateway.usage.recent.filter { $0.status == 200 }
+            #expect(answered.map(\.cache) == [nil, .unbilledHit, .unbilledHit, .unbilledHit, nil])
+            #expect(answered.map(\.isBillable) == [true, false, false, false, true])
+            #expect(gateway.usage.billableCount == 2)
         }
     }
 

@@ -44,6 +44,33 @@ import Testing
                 return result
             }
             #expect(plans == ["Free 5/s quota 1000 fee 0 incl 1000 automatic 0", "Pro 50/s quota 100000 fee 4900 incl 50000 manual 200000"])
+            // Echo shows the policy chain with two policies, each valid (the seed made them through APIPolicy.make)
+            let policies = try await database.withTenant(try #require(tenant).id) { connection -> [String] in
+                var result: [String] = []
+                for try await row in try await connection.query(
+                    "SELECT p.kind || ' ' || p.config::text FROM api_policies p JOIN apis a ON a.id = p.api_id WHERE a.slug = 'echo' ORDER BY p.position",
+                    logger: database.logger
+                ).decode(String.self) { result.append(row) }
+                return result
+            }
+            #expect(policies.count == 2)
+            #expect(policies.first?.hasPrefix("request_transform ") == true)
+            #expect(policies.first?.contains("$app_id") == true)
+            #expect(policies.last?.hasPrefix("response_transform ") == true)
+            // a provider's change of the chain survives the next seed (make run seeds every time)
+            try await database.withTenant(try #require(tenant).id) { connection in
+                try await connection.query(
+                    "DELETE FROM api_policies WHERE api_id IN (SELECT id FROM apis WHERE slug = 'echo')", logger: database.logger)
+            }
+            _ = try await seed.run()
+            let afterEdit = try await database.withTenant(try #require(tenant).id) { connection -> Int in
+                var count = 0
+                for try await _ in try await connection.query(
+                    "SELECT 1 FROM api_policies p JOIN apis a ON a.id = p.api_id WHERE a.slug = 'echo'", logger: database.logger
+                ).decode(Int.self) { count += 1 }
+                return count
+            }
+            #expect(afterEdit == 0)
             // an installation seeded before the Greeter existed: its demo-app is subscribed on the next seed
             try await database.withTenant(try #require(tenant).id) { connection in
                 try await connection.query(

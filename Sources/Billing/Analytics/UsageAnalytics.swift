@@ -65,9 +65,18 @@ public struct UsageReport: Sendable, Equatable {
     public var rejections: [String: Int64]
     public var latency: [Int64]
     public var topApps: [TopApp]
+    /// Calls the gateway answered from its response cache.
+    public var cacheHits: Int64 = 0
 
     /// Share of answered calls that were server errors (0…1).
     public var errorRate: Double { calls == 0 ? 0 : Double(errors) / Double(calls) }
+
+    /// Share of the calls that got an answer (not refused by the gateway) answered from the
+    /// response cache (0…1).
+    public var cacheHitRatio: Double {
+        let answered = calls - rejections.values.reduce(0, +)
+        return answered <= 0 ? 0 : min(1, Double(cacheHits) / Double(answered))
+    }
     public func latencyPercentile(_ quantile: Double) -> Int64? { LatencyHistogram.percentile(latency, quantile) }
 }
 
@@ -103,15 +112,16 @@ public struct UsageAnalytics: Sendable {
             """
             SELECT ARRAY[coalesce(sum(h.calls), 0)::text, coalesce(sum(h.billable), 0)::text, coalesce(sum(h.errors), 0)::text,
                          coalesce(sum(h.status_2xx), 0)::text, coalesce(sum(h.status_3xx), 0)::text, coalesce(sum(h.status_4xx), 0)::text,
-                         coalesce(sum(h.status_5xx), 0)::text, coalesce(sum(h.bytes_in), 0)::text, coalesce(sum(h.bytes_out), 0)::text]
+                         coalesce(sum(h.status_5xx), 0)::text, coalesce(sum(h.bytes_in), 0)::text, coalesce(sum(h.bytes_out), 0)::text,
+                         coalesce(sum(h.cache_hits), 0)::text]
             FROM usage_hourly_live h WHERE \(unescaped: filter)
             """, logger: logger)
         for try await f in totals.decode([String].self) {
             let n = f.map { Int64($0) ?? 0 }
-            guard n.count == 9 else { continue }
+            guard n.count == 10 else { continue }
             (report.calls, report.billable, report.errors) = (n[0], n[1], n[2])
             report.statusClasses = Array(n[3...6])
-            (report.bytesIn, report.bytesOut) = (n[7], n[8])
+            (report.bytesIn, report.bytesOut, report.cacheHits) = (n[7], n[8], n[9])
         }
         let latency = try await connection.query(
             """

@@ -3,15 +3,23 @@ import Foundation
 /// The write-ahead spool's file format. A segment starts with a header naming the meter (gateway
 /// process run) whose events it holds, followed by framed records, one per event:
 ///
-///     header:  "TGWAL1\n"  u16 length  meter id (UTF-8)
+///     header:  "TGWAL2\n"  u16 length  meter id (UTF-8)
 ///     record:  u32 length  payload  u32 FNV-1a of the payload      (little-endian)
+///
+/// Version 2 added one byte at the end of each payload (how the response cache answered the call).
+/// Segments are written by one process run and replayed by a later one, so after an upgrade the
+/// reader meets version-1 segments: it takes both. The reverse is not supported: a version-1
+/// reader cannot read a version-2 segment, so drain the spool (stop cleanly with Postgres up)
+/// before downgrading.
 ///
 /// The frame makes a torn tail — a crash in the middle of an append — detectable: reading stops at
 /// the first record that is short or fails its check, and everything before it is intact (each
 /// append is fsync'd before the events it holds count as durable). Binary rather than JSON: the
 /// spool thread encodes every event the gateway answers, ~15× faster this way. Pure.
 enum SpoolFormat {
-    static let magic: [UInt8] = Array("TGWAL1\n".utf8)
+    static let magic: [UInt8] = Array("TGWAL2\n".utf8)
+    /// Segments written before the cache byte; still read on replay.
+    static let magicVersion1: [UInt8] = Array("TGWAL1\n".utf8)
 
     static func header(meterID: String) -> [UInt8] {
         let id = Array(meterID.utf8.prefix(Int(UInt16.max)))
@@ -41,6 +49,7 @@ enum SpoolFormat {
         let method = Array(event.method.utf8.prefix(255))
         bytes.append(UInt8(method.count))
         bytes += method
+        bytes.append(cacheCode(event.cache))
         let length = UInt32(bytes.count - start)
         withUnsafeBytes(of: length.littleEndian) { raw in
             for (offset, byte) in raw.enumerated() { bytes[lengthAt + offset] = byte }
@@ -59,26 +68,38 @@ enum SpoolFormat {
     /// nil when the bytes do not start with a header (not a spool segment, or torn inside it).
     static func read(_ bytes: [UInt8]) -> Contents? {
         var reader = Reader(bytes: bytes)
-        guard reader.take(magic.count).map(Array.init) == magic, let idLength = reader.uint16(), let id = reader.take(Int(idLength)),
+        let version: Int
+        switch reader.take(magic.count).map(Array.init) {
+        case magic?: version = 2
+        case magicVersion1?: version = 1
+        default: return nil
+        }
+        guard let idLength = reader.uint16(), let id = reader.take(Int(idLength)),
             let meterID = String(bytes: id, encoding: .utf8)
         else { return nil }
         var events: [UsageEvent] = []
         while !reader.atEnd {
             guard let length = reader.uint32(), length <= 4096, let payload = reader.take(Int(length)), let sum = reader.uint32(),
-                sum == checksum(payload), let event = decode(payload)
+                sum == checksum(payload), let event = decode(payload, version: version)
             else { return Contents(meterID: meterID, events: events, torn: true) }
             events.append(event)
         }
         return Contents(meterID: meterID, events: events, torn: false)
     }
 
-    private static func decode(_ payload: ArraySlice<UInt8>) -> UsageEvent? {
+    private static func decode(_ payload: ArraySlice<UInt8>, version: Int) -> UsageEvent? {
         var r = Reader(bytes: Array(payload))
         guard let id = r.uuid(), let at = r.uint64(), let tenant = r.uuid(), let api = r.uuid(), let app = r.uuid(), let subscription = r.uuid(),
             let plan = r.uuid(), let sequence = r.uint64(), let status = r.uint16(), let latency = r.uint64(), let bytesIn = r.uint64(),
             let bytesOut = r.uint64(), let rejection = r.take(1)?.first, let forwarded = r.take(1)?.first, let methodLength = r.take(1)?.first,
-            let method = r.take(Int(methodLength)), r.atEnd
+            let method = r.take(Int(methodLength))
         else { return nil }
+        var cache: UsageEvent.CacheUse?
+        if version >= 2 {
+            guard let code = r.take(1)?.first, let use = cacheUse(code) else { return nil }
+            cache = use
+        }
+        guard r.atEnd else { return nil }
         let reasons = UsageEvent.Rejection.allCases
         guard rejection == 0 || Int(rejection) <= reasons.count else { return nil }
         func optional(_ id: UUID) -> UUID? { id == nilUUID ? nil : id }
@@ -88,7 +109,20 @@ enum SpoolFormat {
             latencyMicroseconds: Int64(bitPattern: latency), bytesIn: Int64(bitPattern: bytesIn), bytesOut: Int64(bitPattern: bytesOut),
             rejection: rejection == 0 ? nil : reasons[Int(rejection) - 1], forwarded: forwarded == 1)
         event.sequence = Int64(bitPattern: sequence)
+        event.cache = cache
         return event
+    }
+
+    /// 0: the cache took no part; 1, 2, …: `CacheUse.allCases` by position (append new cases last).
+    private static func cacheCode(_ use: UsageEvent.CacheUse?) -> UInt8 {
+        use.flatMap { UsageEvent.CacheUse.allCases.firstIndex(of: $0) }.map { UInt8($0 + 1) } ?? 0
+    }
+
+    /// nil for a code this version does not know (the record is then not trusted).
+    private static func cacheUse(_ code: UInt8) -> UsageEvent.CacheUse?? {
+        if code == 0 { return .some(nil) }
+        let uses = UsageEvent.CacheUse.allCases
+        return Int(code) <= uses.count ? .some(uses[Int(code) - 1]) : nil
     }
 
     static let nilUUID = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))

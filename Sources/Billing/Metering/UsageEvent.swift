@@ -31,6 +31,8 @@ public struct UsageEvent: Sendable, Equatable {
     public var rejection: Rejection?
     /// Whether the call reached the upstream (rejections and failures before it did not).
     public var forwarded: Bool
+    /// Set when the gateway answered from its response cache instead of the upstream.
+    public var cache: CacheUse? = nil
     /// The event's number in its meter's count for its tenant and UTC month (1, 2, 3, …), given by
     /// `UsageMeter.record`; reconciliation finds lost events as gaps. 0: not numbered.
     public var sequence: Int64 = 0
@@ -55,14 +57,26 @@ public struct UsageEvent: Sendable, Equatable {
         self.forwarded = forwarded
     }
 
-    /// The one definition of a billable call, used by quotas, rollups and invoices alike: the
-    /// gateway forwarded it to the upstream and the answer was not a server error (status < 500).
-    /// Rejections by the gateway and upstream failures are never billed.
-    public static func isBillable(forwarded: Bool, status: Int) -> Bool {
-        forwarded && status < 500
+    /// How the gateway's response cache answered a call. A hit passed auth, subscription and
+    /// limits like any call and counts as answered (`forwarded`); whether it is billable is its
+    /// plan's choice, decided when the call ends and kept with the event (as `billable` is), so a
+    /// later change of the plan does not rewrite past usage.
+    public enum CacheUse: String, Sendable, CaseIterable {
+        /// Answered from the cache; the plan bills hits (the default).
+        case hit
+        /// Answered from the cache; the plan does not bill hits.
+        case unbilledHit = "unbilled_hit"
     }
 
-    public var isBillable: Bool { Self.isBillable(forwarded: forwarded, status: status) }
+    /// The one definition of a billable call, used by quotas, rollups and invoices alike: the
+    /// gateway forwarded it to the upstream (or answered it from its cache) and the answer was not
+    /// a server error (status < 500), unless it was a cache hit its plan does not bill. Rejections
+    /// by the gateway and upstream failures are never billed.
+    public static func isBillable(forwarded: Bool, status: Int, cache: CacheUse? = nil) -> Bool {
+        forwarded && status < 500 && cache != .unbilledHit
+    }
+
+    public var isBillable: Bool { Self.isBillable(forwarded: forwarded, status: status, cache: cache) }
 }
 
 /// Where the gateway hands usage events. `record` is called on event loops and must not block.

@@ -97,17 +97,18 @@ public struct UsageStore: Sendable {
         let rows = try await connection.query(
             """
             INSERT INTO usage_events (id, at, tenant_id, api_id, app_id, subscription_id, plan_id, method, status, latency_us, bytes_in, bytes_out,
-                                      rejection, forwarded, billable, gateway, seq)
+                                      rejection, forwarded, billable, gateway, seq, cache)
             SELECT id, at, tenant, nullif(api, \(Self.none)), nullif(app, \(Self.none)), nullif(sub, \(Self.none)), nullif(plan, \(Self.none)), method, status,
-                   latency, bytes_in, bytes_out, nullif(rejection, ''), forwarded, billable, \(gateway), seq
+                   latency, bytes_in, bytes_out, nullif(rejection, ''), forwarded, billable, \(gateway), seq, nullif(cache, '')
             FROM unnest(\(events.map(\.id))::uuid[], \(events.map(\.at))::timestamptz[], \(events.map(\.tenantID))::uuid[],
                         \(events.map { $0.apiID ?? Self.none })::uuid[], \(events.map { $0.appID ?? Self.none })::uuid[],
                         \(events.map { $0.subscriptionID ?? Self.none })::uuid[], \(events.map { $0.planID ?? Self.none })::uuid[],
                         \(events.map(\.method))::text[], \(events.map { Int16(clamping: $0.status) })::smallint[],
                         \(events.map { Int32(clamping: $0.latencyMicroseconds) })::integer[], \(events.map(\.bytesIn))::bigint[],
                         \(events.map(\.bytesOut))::bigint[], \(events.map { $0.rejection?.rawValue ?? "" })::text[],
-                        \(events.map(\.forwarded))::boolean[], \(events.map(\.isBillable))::boolean[], \(events.map(\.sequence))::bigint[])
-                 AS e(id, at, tenant, api, app, sub, plan, method, status, latency, bytes_in, bytes_out, rejection, forwarded, billable, seq)
+                        \(events.map(\.forwarded))::boolean[], \(events.map(\.isBillable))::boolean[], \(events.map(\.sequence))::bigint[],
+                        \(events.map { $0.cache?.rawValue ?? "" })::text[])
+                 AS e(id, at, tenant, api, app, sub, plan, method, status, latency, bytes_in, bytes_out, rejection, forwarded, billable, seq, cache)
             \(unescaped: skippingStored ? "ON CONFLICT DO NOTHING RETURNING id" : "")
             """, logger: logger)
         var fresh = events
@@ -126,17 +127,17 @@ public struct UsageStore: Sendable {
         try await connection.query(
             """
             INSERT INTO usage_deltas (tenant_id, subscription_id, hour, plan_id, api_id, app_id, calls, billable, errors, rejected,
-                                      status_2xx, status_3xx, status_4xx, status_5xx, bytes_in, bytes_out, latency)
+                                      status_2xx, status_3xx, status_4xx, status_5xx, bytes_in, bytes_out, latency, cache_hits)
             SELECT tenant, sub, hour, plan, nullif(api, \(Self.none)), nullif(app, \(Self.none)), calls, billable, errors, rejected::jsonb,
-                   s2, s3, s4, s5, bytes_in, bytes_out, latency::bigint[]
+                   s2, s3, s4, s5, bytes_in, bytes_out, latency::bigint[], cache_hits
             FROM unnest(\(rollups.map(\.tenantID))::uuid[], \(rollups.map { $0.subscriptionID ?? Self.none })::uuid[], \(rollups.map(\.hour))::timestamptz[],
                         \(rollups.map { $0.planID ?? Self.none })::uuid[], \(rollups.map { $0.apiID ?? Self.none })::uuid[],
                         \(rollups.map { $0.appID ?? Self.none })::uuid[], \(rollups.map(\.calls))::bigint[], \(rollups.map(\.billable))::bigint[],
                         \(rollups.map(\.errors))::bigint[], \(rollups.map(\.rejectedJSON))::text[], \(rollups.map { $0.statusClasses[0] })::bigint[],
                         \(rollups.map { $0.statusClasses[1] })::bigint[], \(rollups.map { $0.statusClasses[2] })::bigint[],
                         \(rollups.map { $0.statusClasses[3] })::bigint[], \(rollups.map(\.bytesIn))::bigint[], \(rollups.map(\.bytesOut))::bigint[],
-                        \(rollups.map(\.latencyLiteral))::text[])
-                 AS r(tenant, sub, hour, plan, api, app, calls, billable, errors, rejected, s2, s3, s4, s5, bytes_in, bytes_out, latency)
+                        \(rollups.map(\.latencyLiteral))::text[], \(rollups.map(\.cacheHits))::bigint[])
+                 AS r(tenant, sub, hour, plan, api, app, calls, billable, errors, rejected, s2, s3, s4, s5, bytes_in, bytes_out, latency, cache_hits)
             """, logger: logger)
         return fresh.count
     }
@@ -188,6 +189,7 @@ struct HourlyRollup: Equatable {
     var bytesIn: Int64 = 0
     var bytesOut: Int64 = 0
     var latency: [Int64] = Array(repeating: 0, count: LatencyHistogram.bounds.count)
+    var cacheHits: Int64 = 0
 
     /// `{1,0,3,…}`: the histogram as a Postgres array literal.
     var latencyLiteral: String { "{" + latency.map(String.init).joined(separator: ",") + "}" }
@@ -212,6 +214,7 @@ struct HourlyRollup: Equatable {
                 appID: event.appID, planID: event.planID)
             rollup.calls += 1
             if event.isBillable { rollup.billable += 1 }
+            if event.cache != nil { rollup.cacheHits += 1 }
             if event.status >= 500 { rollup.errors += 1 }
             if let reason = event.rejection { rollup.rejected[reason.rawValue, default: 0] += 1 }
             let statusClass = min(max(event.status / 100 - 2, 0), 3)

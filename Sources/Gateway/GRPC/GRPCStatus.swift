@@ -60,6 +60,16 @@ enum GRPCStatus {
         }
     }
 
+    /// The status's canonical name (`NOT_FOUND`), the title of a translated call's problem.
+    static func name(_ code: Int) -> String {
+        let names = [
+            "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+            "UNAUTHENTICATED",
+        ]
+        return names.indices.contains(code) ? names[code] : "UNKNOWN"
+    }
+
     /// A `grpc-timeout` value ("100m", "5S", up to 8 digits and a unit), in nanoseconds; nil when
     /// malformed (the call then has no deadline of its own).
     static func timeout(_ value: String) -> UInt64? {

@@ -28,6 +28,8 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     private var exchange: ProxyExchange?
     /// The stream relayed to an HTTP/2 (gRPC) upstream, instead of an exchange.
     private var call: HTTP2UpstreamCall?
+    /// A JSON request to a gRPC API with a descriptor set, translated (instead of relayed).
+    private var translated: GRPCTranscodedCall?
     private var head: HTTPRequestHead?
     /// The request's header block as it came (relayed calls forward its fields).
     private var block = HPACKHeaders()
@@ -89,6 +91,10 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             exchange.abort(status: exchange.responseStarted ? exchange.status : 499, forwarded: exchange.upstream != nil, rejection: nil)
         }
         call?.cancel()
+        if let translated {
+            self.translated = nil
+            translated.cancel()
+        }
         context.fireChannelInactive()
     }
 
@@ -187,6 +193,28 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
                 response.grant = plan.grant
                 return answer(response, context: context)
             }
+            // a JSON request to an API with a descriptor set is translated; gRPC requests pass through
+            if !grpc, let transcoding = plan.route.transcoding {
+                guard let resolved = transcoding.resolve(httpMethod: head.method.rawValue, uri: plan.upstreamURI) else {
+                    var response = LocalResponse.problem(
+                        .notFound, "No such method",
+                        "\(plan.route.slug) translates POST {base path}/{package.Service}/{Method} with a JSON body, and the routes of its methods' google.api.http options.",
+                        rejection: nil)
+                    if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
+                    response.tenant = plan.tenant
+                    response.route = plan.route
+                    response.app = plan.app
+                    response.grant = plan.grant
+                    return answer(response, context: context)
+                }
+                let translated = GRPCTranscodedCall(
+                    plan: plan, call: resolved, transcoding: transcoding, head: head, requestID: requestID, started: started, target: target, loop: loop,
+                    meter: meter, quotas: shared.quotas, bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes,
+                    responseTimeout: shared.settings.responseTimeout, clientIP: client.clientIP, secure: client.secure, writer: self)
+                self.translated = translated
+                if requestEnded { translated.endRequest() }
+                return
+            }
             return relay(plan, head: head, target: target)
         }
         let exchange = ProxyExchange(
@@ -215,6 +243,11 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     }
 
     private func readBody(_ buffer: ByteBuffer, endStream: Bool, context: ChannelHandlerContext) {
+        if let translated {
+            // over the body limit the call answers 413 itself
+            _ = buffer.withUnsafeReadableBytes { translated.receive($0) }
+            return
+        }
         if let call {
             bodyBytes += Int64(buffer.readableBytes)
             let limit = call.plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes
@@ -244,6 +277,7 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
         requestEnded = true
         bodyDeadline?.cancel()
         exchange?.requestBodyEnded()
+        translated?.endRequest()
     }
 
     /// The body did not end in time: the call ends as a 408 (DEADLINE_EXCEEDED for gRPC), metered,
@@ -264,6 +298,10 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
         if let call {
             self.call = nil
             call.cancel()
+        }
+        if let translated {
+            self.translated = nil
+            translated.cancel(status: HTTPResponseStatus.requestTimeout.code)
         }
         writeLocal(.problem(.requestTimeout, "Request timeout", "The request body was not completed in time.", rejection: nil), context: context)
     }
@@ -310,7 +348,7 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     }
 }
 
-extension HTTP2StreamHandler {
+extension HTTP2StreamHandler: GRPCRelayClient {
     /// The problem's `detail` (or `title`) for a gRPC message.
     static func detail(of response: LocalResponse) -> String {
         guard let object = try? JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any] else { return response.status.reasonPhrase }
@@ -419,4 +457,45 @@ extension HTTP2StreamHandler: ExchangeClient {
     func exchange(_ exchange: ProxyExchange, clientReading: Bool) {
         context?.channel.setOption(.autoRead, value: clientReading).whenComplete { _ in }
     }
+}
+
+extension HTTP2StreamHandler: TranscodedResponseWriter {
+    func transcodedHead(status: HTTPResponseStatus, headers: [(String, String)], contentLength: Int?) {
+        guard let context, let translated else { return }
+        var block = HPACKHeaders()
+        block.add(name: ":status", value: String(status.code))
+        for (name, value) in headers { block.add(name: name.lowercased(), value: value) }
+        if let contentLength { block.add(name: "content-length", value: String(contentLength)) }
+        block.add(name: "x-request-id", value: translated.requestID)
+        if let hsts = strictTransportSecurity { block.add(name: "strict-transport-security", value: hsts) }
+        context.write(wrapOutboundOut(.headers(.init(headers: block))), promise: nil)
+    }
+
+    func transcodedBody(_ bytes: ByteBuffer) {
+        guard let context, translated != nil else { return }
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes)))), promise: nil)
+    }
+
+    func transcodedEnd() {
+        guard let context, translated != nil else { return }
+        translated = nil
+        answered = true
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(context.channel.allocator.buffer(capacity: 0)), endStream: true))), promise: nil)
+        finishStream(context: context)
+    }
+
+    func transcodedFailed(_ response: LocalResponse) {
+        guard let context, translated != nil else { return }
+        translated = nil
+        writeLocal(response, context: context)
+    }
+
+    func transcodedBroken() {
+        guard let context, translated != nil else { return }
+        translated = nil
+        answered = true
+        context.writeAndFlush(wrapOutboundOut(.rstStream(.internalError)), promise: nil)
+    }
+
+    func transcodedFlush() { context?.flush() }
 }

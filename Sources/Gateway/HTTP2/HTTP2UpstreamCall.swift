@@ -5,6 +5,18 @@ import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 
+/// The side an `HTTP2UpstreamCall` relays its upstream's frames to: an HTTP/2 client stream
+/// (pass-through), or a `GRPCTranscodedCall` that turns them into JSON for an HTTP client.
+protocol GRPCRelayClient: AnyObject {
+    func relay(headers: HPACKHeaders, endStream: Bool)
+    func relay(data: ByteBuffer, endStream: Bool)
+    func relayFlush()
+    func relayClientReading(_ on: Bool)
+    /// The call failed before its response: the gateway's own answer, metered already.
+    func relayFailed(grpcStatus: Int, message: String, httpStatus: HTTPResponseStatus, headers: [(String, String)])
+    func relayEnded(_ call: HTTP2UpstreamCall)
+}
+
 /// A client stream relayed to a stream of an HTTP/2 upstream (`grpc://`, `grpcs://` targets):
 /// frames pass as frames — request DATA up, response HEADERS, DATA and trailers down — so gRPC's
 /// streaming calls of every kind and its trailers survive. The same target choice, circuit breaker
@@ -16,7 +28,7 @@ final class HTTP2UpstreamCall {
     private let method: HTTPMethod
     private let started: UInt64
     private let target: UpstreamTargetConfig
-    private unowned let client: HTTP2StreamHandler
+    private unowned let client: any GRPCRelayClient
     private let loop: LoopState
     private let meter: CallMeter
     private var upstream: (any Channel)?
@@ -30,7 +42,7 @@ final class HTTP2UpstreamCall {
     private var bytesOut: Int64 = 0
     private var deadline: Scheduled<Void>?
 
-    init(plan: ForwardPlan, method: HTTPMethod, requestID: String, started: UInt64, target: UpstreamTargetConfig, client: HTTP2StreamHandler, loop: LoopState, meter: CallMeter) {
+    init(plan: ForwardPlan, method: HTTPMethod, requestID: String, started: UInt64, target: UpstreamTargetConfig, client: any GRPCRelayClient, loop: LoopState, meter: CallMeter) {
         self.plan = plan
         self.method = method
         self.requestID = requestID

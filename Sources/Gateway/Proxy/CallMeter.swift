@@ -23,19 +23,22 @@ struct CallMeter {
     }
 
     /// An admitted call ended with `status`: its quota unit is settled (billable or given back).
+    /// `cacheHit`: the gateway answered from its response cache; the plan says whether that bills.
     func recordCall(
         _ plan: ForwardPlan, method: HTTPMethod, started: UInt64, status: UInt, forwarded: Bool, bytesIn: Int64, bytesOut: Int64,
-        rejection: UsageEvent.Rejection?
+        rejection: UsageEvent.Rejection?, cacheHit: Bool = false
     ) {
         let elapsed = DispatchTime.now().uptimeNanoseconds &- started
-        let billable = UsageEvent.isBillable(forwarded: forwarded, status: Int(status))
+        let cache: UsageEvent.CacheUse? = cacheHit ? (plan.grant.cacheHitsBillable ? .hit : .unbilledHit) : nil
+        let billable = UsageEvent.isBillable(forwarded: forwarded, status: Int(status), cache: cache)
         if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: billable) }
         loop.metrics.request(api: plan.route.slug, status: status, nanoseconds: elapsed)
         if let rejection { loop.metrics.rejected(rejection.rawValue) }
-        shared.usage.record(
-            UsageEvent(
-                id: loop.newID(), tenantID: plan.tenant.id, apiID: plan.route.apiID, appID: plan.app.id, subscriptionID: plan.grant.subscriptionID,
-                planID: plan.grant.planID, method: method.rawValue, status: Int(status), latencyMicroseconds: Int64(elapsed / 1000), bytesIn: bytesIn,
-                bytesOut: bytesOut, rejection: rejection, forwarded: forwarded))
+        var event = UsageEvent(
+            id: loop.newID(), tenantID: plan.tenant.id, apiID: plan.route.apiID, appID: plan.app.id, subscriptionID: plan.grant.subscriptionID,
+            planID: plan.grant.planID, method: method.rawValue, status: Int(status), latencyMicroseconds: Int64(elapsed / 1000), bytesIn: bytesIn,
+            bytesOut: bytesOut, rejection: rejection, forwarded: forwarded)
+        event.cache = cache
+        shared.usage.record(event)
     }
 }

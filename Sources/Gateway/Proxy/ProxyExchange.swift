@@ -81,6 +81,8 @@ final class ProxyExchange {
     var pausedClient = false
     var pausedUpstream = false
     private var finished = false
+    /// The answer came from the response cache (metered as a hit).
+    private var answeredFromCache = false
 
     private unowned let client: any ExchangeClient
     private let loop: LoopState
@@ -301,7 +303,8 @@ final class ProxyExchange {
         guard !finished else { return }
         finished = true
         meter.recordCall(
-            plan, method: head.method, started: started, status: status, forwarded: forwarded, bytesIn: bytesIn, bytesOut: bytesOut, rejection: rejection)
+            plan, method: head.method, started: started, status: status, forwarded: forwarded, bytesIn: bytesIn, bytesOut: bytesOut, rejection: rejection,
+            cacheHit: answeredFromCache)
     }
 
     /// Ends the exchange from the client side (it left, timed out or sent too much): the upstream
@@ -426,7 +429,8 @@ final class ProxyExchange {
     }
 
     /// Answers from the cache: the kept head goes through the same writers (and transformation)
-    /// as an upstream's, then the call is metered — forwarded, so billable like any answer.
+    /// as an upstream's, then the call is metered as answered (`forwarded`) with its cache flag;
+    /// the plan says whether a hit bills.
     private func serveFromCache() {
         guard var call = cache, let hit = call.hit else { return }
         call.hit = nil
@@ -440,6 +444,7 @@ final class ProxyExchange {
             return failBeforeResponse(status: .badGateway, detail: "A kept response could not be read.")
         }
         responseStarted = true
+        answeredFromCache = true
         status = UInt(hit.status)
         let left = hit.expiresAt > now ? (hit.expiresAt - now) / 1_000_000_000 : 0
         let age = now > hit.storedAt ? (now - hit.storedAt) / 1_000_000_000 : 0

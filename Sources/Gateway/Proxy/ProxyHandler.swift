@@ -35,6 +35,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
     }
 
     private var exchange: ProxyExchange?
+    /// An HTTP/JSON call translated to gRPC (an API with a descriptor set), instead of an exchange.
+    private var translated: GRPCTranscodedCall?
+    /// How the translated call's answer is framed: chunked (a server stream), and whether the
+    /// connection closes after it.
+    private var translatedChunked = false
+    private var translatedClose = false
     private var localAnswer: PendingAnswer?
     /// Client bytes not handled yet: a partial head, or requests pipelined behind the one being answered.
     private var inbound: ByteBuffer?
@@ -109,7 +115,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         draining = true
         // An open WebSocket has no end the gateway could wait for: it closes at once, metered.
         if let exchange, exchange.isTunnel { return closeTunnel(exchange, reason: "shutdown", context: context) }
-        let between = exchange == nil && localAnswer == nil && requestBody == nil && headStartedAt == 0 && waiting == nil
+        let between = exchange == nil && translated == nil && localAnswer == nil && requestBody == nil && headStartedAt == 0 && waiting == nil
         if between {
             closing = true
             context.close(promise: nil)
@@ -121,6 +127,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         guard let context, !closing else { return }
         if let exchange, exchange.isTunnel { return closeTunnel(exchange, reason: "shutdown", context: context) }
         abortExchange(status: .serviceUnavailable, rejection: nil)
+        abortTranslated(status: .serviceUnavailable)
         closing = true
         context.close(promise: nil)
     }
@@ -152,6 +159,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
             // The client went away mid-exchange: the upstream connection is out of step now.
             exchange.abort(status: exchange.responseStarted ? exchange.status : 499, forwarded: exchange.upstream != nil, rejection: nil)
         }
+        abortTranslated(status: HTTPResponseStatus(statusCode: 499))
         context.fireChannelInactive()
     }
 
@@ -174,7 +182,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         }
         let headLate = headStartedAt != 0 && now &- headStartedAt >= UInt64(max(1, shared.settings.requestHeadTimeout.nanoseconds))
         let bodyLate = requestBody != nil && bodyStartedAt != 0 && now &- bodyStartedAt >= UInt64(max(1, shared.settings.requestBodyTimeout.nanoseconds))
-        if bodyLate && exchange == nil && localAnswer == nil {
+        if bodyLate && exchange == nil && translated == nil && localAnswer == nil {
             // Answered already; the rest of the body was being read and dropped.
             closing = true
             context.close(promise: nil)
@@ -182,6 +190,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         }
         if headLate || bodyLate {
             abortExchange(status: .requestTimeout, rejection: nil)
+            abortTranslated(status: .requestTimeout)
             writeLocal(
                 .problem(.requestTimeout, "Request timeout", headLate ? "The request head was not completed in time." : "The request body was not completed in time.",
                     rejection: nil), head: nil, context: context, close: true)
@@ -189,9 +198,11 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         }
         guard now &- lastActivity >= timeout else { return false }
         if let exchange, exchange.requestEnded { return false }
-        let midRequest = exchange != nil || localAnswer != nil || requestBody != nil || (inbound?.readableBytes ?? 0) > 0
+        if let translated, translated.requestEnded { return false }
+        let midRequest = exchange != nil || translated != nil || localAnswer != nil || requestBody != nil || (inbound?.readableBytes ?? 0) > 0
         if midRequest {
             abortExchange(status: .requestTimeout, rejection: nil)
+            abortTranslated(status: .requestTimeout)
             writeLocal(.problem(.requestTimeout, "Request timeout", "The request was not completed in time.", rejection: nil), head: nil, context: context, close: true)
         } else {
             closing = true
@@ -222,7 +233,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
                 readBody(&input, context: context)
                 continue
             }
-            if exchange != nil || localAnswer != nil {
+            if exchange != nil || translated != nil || localAnswer != nil {
                 // A pipelined request waits for the current response; a client that sends a lot of
                 // them ahead is read no further until they are answered.
                 inbound = input
@@ -279,10 +290,19 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         guard var framer = requestBody else { return }
         var payload = 0
         let step: BodyFramer.Step
+        // a translated call reads the payload itself (without chunk framing); others relay the bytes framed
+        var translatedPayload: [UInt8] = []
+        let collect = translated != nil
         do {
-            step = try input.withUnsafeReadableBytes { bytes in try framer.consume(bytes) { payload += $0.count } }
+            step = try input.withUnsafeReadableBytes { bytes in
+                try framer.consume(bytes) { run in
+                    payload += run.count
+                    if collect { translatedPayload.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[run])) }
+                }
+            }
         } catch {
             abortExchange(status: .badRequest, rejection: nil)
+            abortTranslated(status: .badRequest)
             writeLocal(.problem(.badRequest, "Malformed request", "The request body's chunked framing is invalid.", rejection: nil), head: nil, context: context, close: true)
             return
         }
@@ -291,6 +311,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         let bodyBytes = input.readSlice(length: step.consumed)!
         inbound = input
         if let exchange { forwardBody(bodyBytes, payload: payload, exchange, context: context) }
+        if let translated, !translatedPayload.isEmpty {
+            // over the body limit the call answers 413 itself (and the connection closes)
+            _ = translatedPayload.withUnsafeBytes { translated.receive($0) }
+        }
         if step.ended && !closing { requestEnded(context: context) }
     }
 
@@ -384,6 +408,14 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         }
         // No exchange: its response was complete before the body was.
         exchange?.requestBodyEnded()
+        translated?.endRequest()
+    }
+
+    /// Ends the translated call under way without its answer (the client connection is about to close).
+    private func abortTranslated(status: HTTPResponseStatus) {
+        guard let translated else { return }
+        self.translated = nil
+        translated.cancel(status: status.code)
     }
 
     /// Ends the current exchange without an upstream response (the client connection is about to
@@ -410,6 +442,43 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
             return answer(response, head: head, started: started, requestID: requestID, context: context)
         }
         if target.http2 {
+            // a gRPC API cannot be validated against an OpenAPI document (the portal refuses the
+            // policy for one); should its targets have become gRPC since, its calls fail closed
+            if plan.route.requestValidation != nil {
+                var response = RequestValidationPolicy.unavailable
+                if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
+                response.tenant = plan.tenant
+                response.route = plan.route
+                response.app = plan.app
+                response.grant = plan.grant
+                return answer(response, head: head, started: started, requestID: requestID, context: context)
+            }
+            // an API with a descriptor set is called with JSON too: the call is translated to gRPC
+            if let transcoding = plan.route.transcoding {
+                guard let call = transcoding.resolve(httpMethod: head.method.rawValue, uri: plan.upstreamURI) else {
+                    var response = LocalResponse.problem(
+                        .notFound, "No such method",
+                        "\(plan.route.slug) translates POST {base path}/{package.Service}/{Method} with a JSON body, and the routes of its methods' google.api.http options.",
+                        rejection: nil)
+                    if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
+                    response.tenant = plan.tenant
+                    response.route = plan.route
+                    response.app = plan.app
+                    response.grant = plan.grant
+                    return answer(response, head: head, started: started, requestID: requestID, context: context)
+                }
+                translatedChunked = call.method.serverStreaming && head.version.minor >= 1
+                translatedClose = !head.isKeepAlive || (call.method.serverStreaming && head.version.minor == 0)
+                translated = GRPCTranscodedCall(
+                    plan: plan, call: call, transcoding: transcoding, head: head, requestID: requestID, started: started, target: target, loop: loop,
+                    meter: meter, quotas: shared.quotas, bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes,
+                    responseTimeout: shared.settings.responseTimeout, clientIP: clientIP, secure: secure, writer: self)
+                // the gateway reads the body itself here (no upstream to say it), so it invites it
+                if requestBody != nil, head.version.minor >= 1, head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                    context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
+                }
+                return
+            }
             // gRPC needs HTTP/2 end to end; the call is refused, its quota unit given back
             var response = LocalResponse.problem(
                 .httpVersionNotSupported, "HTTP/2 required", "\(plan.route.slug) is a gRPC API: call it over HTTP/2.", rejection: nil)
@@ -610,4 +679,68 @@ extension ProxyHandler: ExchangeClient {
     func exchange(_ exchange: ProxyExchange, clientReading: Bool) {
         context?.channel.setOption(.autoRead, value: clientReading).whenComplete { _ in }
     }
+}
+
+extension ProxyHandler: TranscodedResponseWriter {
+    func transcodedHead(status: HTTPResponseStatus, headers: [(String, String)], contentLength: Int?) {
+        guard let context, let translated else { return }
+        let http10 = translated.head.version.minor == 0
+        var out = context.channel.allocator.buffer(capacity: 256)
+        out.writeString(http10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        out.writeString(String(status.code))
+        out.writeStaticString(" ")
+        out.writeString(status.reasonPhrase)
+        out.writeStaticString("\r\n")
+        for (name, value) in headers { out.writeHeader(name, value) }
+        if let contentLength {
+            out.writeHeader("Content-Length", String(contentLength))
+        } else if translatedChunked {
+            out.writeStaticString("Transfer-Encoding: chunked\r\n")
+        }
+        out.writeHeader("X-Request-Id", translated.requestID)
+        if secure, let line = shared.strictTransportSecurityLine { out.writeString(line) }
+        if translatedClose || draining {
+            out.writeStaticString("Connection: close\r\n")
+        } else if http10 {
+            out.writeStaticString("Connection: keep-alive\r\n")
+        }
+        out.writeStaticString("\r\n")
+        context.write(wrapOutboundOut(out), promise: nil)
+    }
+
+    func transcodedBody(_ bytes: ByteBuffer) {
+        guard let context, translated != nil, bytes.readableBytes > 0 else { return }
+        guard translatedChunked else { return context.write(wrapOutboundOut(bytes), promise: nil) }
+        var out = context.channel.allocator.buffer(capacity: bytes.readableBytes + 16)
+        out.writeString(String(bytes.readableBytes, radix: 16))
+        out.writeStaticString("\r\n")
+        var bytes = bytes
+        out.writeBuffer(&bytes)
+        out.writeStaticString("\r\n")
+        context.write(wrapOutboundOut(out), promise: nil)
+    }
+
+    func transcodedEnd() {
+        guard let context, translated != nil else { return }
+        translated = nil
+        if translatedChunked { context.write(wrapOutboundOut(context.channel.allocator.buffer(staticString: "0\r\n\r\n")), promise: nil) }
+        if translatedClose || draining { return closeAfterWrites(context: context) }
+        context.flush()
+        responseCompleted(context: context)
+    }
+
+    func transcodedFailed(_ response: LocalResponse) {
+        guard let context, let translated else { return }
+        self.translated = nil
+        // an answer before the body ended (413) cannot wait for the rest: the connection closes
+        writeLocal(response, head: translated.head, requestID: translated.requestID, context: context, close: !translated.requestEnded || translatedClose)
+    }
+
+    func transcodedBroken() {
+        guard let context, translated != nil else { return }
+        translated = nil
+        closeAfterWrites(context: context)
+    }
+
+    func transcodedFlush() { context?.flush() }
 }

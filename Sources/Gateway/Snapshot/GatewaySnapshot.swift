@@ -145,13 +145,17 @@ public final class Route: Sendable {
     /// The API's request validation, compiled from its document; nil (one check per call) for
     /// APIs without.
     public let requestValidation: RequestValidationPolicy?
+    /// HTTP/JSON → gRPC translation, from the descriptor set of a gRPC API; nil for every other
+    /// API (checked only where a gRPC target was picked, never on the HTTP/1.1 proxy path).
+    public let transcoding: GRPCTranscoding?
 
     public init(
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
         ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
         preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil,
-        responseCache: ResponseCachePolicy? = nil, requestValidation: RequestValidationPolicy? = nil
+        responseCache: ResponseCachePolicy? = nil, transcoding: GRPCTranscoding? = nil, requestValidation: RequestValidationPolicy? = nil
     ) {
+        self.transcoding = transcoding
         self.responseCache = responseCache
         self.requestValidation = requestValidation
         self.preAuth = preAuth
@@ -256,6 +260,8 @@ public final class SubscriptionGrant: Sendable, Equatable {
     public let monthlyQuota: Int64?
     /// The plan's minute, hour and day limits, in span order (empty for most plans).
     public let windows: [PlanWindow]
+    /// Whether a call answered from the response cache is billable (the plan's choice).
+    public let cacheHitsBillable: Bool
 
     /// The identity header lines for the upstream, made once per snapshot.
     let identityHeaderLines: String
@@ -271,11 +277,14 @@ public final class SubscriptionGrant: Sendable, Equatable {
 
     public static func == (lhs: SubscriptionGrant, rhs: SubscriptionGrant) -> Bool {
         lhs.subscriptionID == rhs.subscriptionID && lhs.planID == rhs.planID && lhs.ratePerSecond == rhs.ratePerSecond && lhs.burst == rhs.burst
-            && lhs.monthlyQuota == rhs.monthlyQuota && lhs.windows == rhs.windows
+            && lhs.monthlyQuota == rhs.monthlyQuota && lhs.windows == rhs.windows && lhs.cacheHitsBillable == rhs.cacheHitsBillable
     }
 
-    public init(subscriptionID: UUID, planID: UUID, ratePerSecond: Int, burst: Int, monthlyQuota: Int64?, windows: [PlanWindow] = []) {
+    public init(
+        subscriptionID: UUID, planID: UUID, ratePerSecond: Int, burst: Int, monthlyQuota: Int64?, windows: [PlanWindow] = [], cacheHitsBillable: Bool = true
+    ) {
         self.windows = windows
+        self.cacheHitsBillable = cacheHitsBillable
         self.subscriptionID = subscriptionID
         self.planID = planID
         identityHeaderLines =

@@ -70,6 +70,8 @@ public final class ClientLimiterRegistry: Sendable {
     private let evictions: Counter
     /// The process's response cache, which every loaded snapshot's cached routes share.
     public let responseCache: ResponseCacheStore
+    /// Descriptor sets compiled for translation, kept across loads by their digest.
+    public let transcodings = TranscodingCache()
 
     public init(metricsFactory: (any MetricsFactory)? = nil, responseCache: ResponseCacheStore? = nil) {
         evictions = Counter(label: "tollgate_gateway_client_limit_evictions_total", factory: metricsFactory ?? MetricsSystem.factory)

@@ -61,6 +61,21 @@ public struct SnapshotLoader: Sendable {
             logger.error("an API policy is unusable and was left out", metadata: ["api": "\(row.apiID)", "kind": "\(row.kind)", "position": "\(row.position)"])
         }
 
+        // descriptor sets of gRPC APIs, compiled once per content (kept across loads by their digest)
+        var transcodings: [UUID: GRPCTranscoding] = [:]
+        for try await (apiID, sha256, content) in try await connection.query(
+            "SELECT api_id, sha256, content FROM api_descriptor_sets", logger: logger
+        ).decode((UUID, String, ByteBuffer).self) {
+            guard targets[apiID]?.allSatisfy(\.http2) == true else { continue }
+            if let compiled = clientLimiters.transcodings.compiled(sha256: sha256, content: Array(content.readableBytesView)) {
+                transcodings[apiID] = compiled
+            } else {
+                // the portal refuses such sets; one stored before a rule changed is not translated
+                logger.error("an API's descriptor set no longer compiles and is not translated", metadata: ["api": "\(apiID)"])
+            }
+        }
+        clientLimiters.transcodings.retain(Set(transcodings.values.map(\.sha256)))
+
         // documents are read only for APIs with a validation policy, and compiled only when they
         // or the policy changed (see `ClientLimiterRegistry.validation`)
         var validations: [UUID: RequestValidationPolicy] = [:]
@@ -137,7 +152,7 @@ public struct SnapshotLoader: Sendable {
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
                     maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
                     preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache,
-                    requestValidation: validations[id]))
+                    transcoding: transcodings[id], requestValidation: validations[id]))
         }
 
         // an API whose configuration changed (or that lost its cache) keeps no entries
@@ -146,16 +161,16 @@ public struct SnapshotLoader: Sendable {
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]
         let subscriptionRows = try await connection.query(
             """
-            SELECT s.app_id, s.api_id, s.id, p.id, p.rate_per_second, p.burst, p.monthly_quota, p.per_minute, p.per_hour, p.per_day
+            SELECT s.app_id, s.api_id, s.id, p.id, p.rate_per_second, p.burst, p.monthly_quota, p.per_minute, p.per_hour, p.per_day, p.cache_hits_billable
             FROM subscriptions s JOIN plans p ON p.id = s.plan_id JOIN apps a ON a.id = s.app_id
             WHERE s.state = 'active' AND tollgate_api_open_to_team(s.api_id, a.team_id)
             """, logger: logger)
-        for try await (app, api, id, plan, rate, burst, quota, perMinute, perHour, perDay) in subscriptionRows.decode(
-            (UUID, UUID, UUID, UUID, Int, Int, Int64?, Int64?, Int64?, Int64?).self)
+        for try await (app, api, id, plan, rate, burst, quota, perMinute, perHour, perDay, cacheHitsBillable) in subscriptionRows.decode(
+            (UUID, UUID, UUID, UUID, Int, Int, Int64?, Int64?, Int64?, Int64?, Bool).self)
         {
             subscriptions[app, default: [:]][api] = SubscriptionGrant(
                 subscriptionID: id, planID: plan, ratePerSecond: rate, burst: burst, monthlyQuota: quota,
-                windows: PlanWindow.list(perMinute: perMinute, perHour: perHour, perDay: perDay))
+                windows: PlanWindow.list(perMinute: perMinute, perHour: perHour, perDay: perDay), cacheHitsBillable: cacheHitsBillable)
         }
 
         var apps: [UUID: [UUID: AppGrant]] = [:]

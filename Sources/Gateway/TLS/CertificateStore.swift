@@ -79,7 +79,24 @@ public final class CertificateStore: Sendable {
     }
 
     public let directory: String
-    private let state: NIOLockedValueBox<(table: Table, fingerprint: String)>
+    /// The directory's pairs, the certificates managed in the database (tenants' custom hosts,
+    /// see `ManagedCertificateLoader`), and the table made from both.
+    private struct State {
+        var files: [Entry]
+        var managed: [Entry]
+        var fingerprint: String
+        var table: Table
+
+        init(files: [Entry], managed: [Entry], fingerprint: String) {
+            self.files = files
+            self.managed = managed
+            self.fingerprint = fingerprint
+            // a managed certificate serves exactly its tenant's host: it comes first for that name,
+            // and the directory's `default` stays the fallback
+            table = Table(entries: managed + files)
+        }
+    }
+    private let state: NIOLockedValueBox<State>
     private let logger: Logger
 
     /// Reads the directory; throws when it holds no usable pair.
@@ -89,11 +106,16 @@ public final class CertificateStore: Sendable {
         let (entries, problems) = Self.read(directory)
         for problem in problems { logger.error("TLS certificate not loaded", metadata: ["problem": "\(problem)"]) }
         guard !entries.isEmpty else { throw LoadError.empty(directory) }
-        state = NIOLockedValueBox((Table(entries: entries), Self.fingerprint(directory)))
+        state = NIOLockedValueBox(State(files: entries, managed: [], fingerprint: Self.fingerprint(directory)))
     }
 
     /// The certificates loaded now.
     public var entries: [Entry] { state.withLockedValue { $0.table.entries } }
+
+    /// Replaces the certificates managed in the database; the next handshake uses them.
+    public func setManaged(_ managed: [Entry]) {
+        state.withLockedValue { $0 = State(files: $0.files, managed: managed, fingerprint: $0.fingerprint) }
+    }
 
     func select(_ serverName: String?) -> Entry { state.withLockedValue { $0.table }.select(serverName) }
 
@@ -109,7 +131,7 @@ public final class CertificateStore: Sendable {
             logger.error("TLS certificates unchanged: the directory holds no usable pair now", metadata: ["directory": "\(directory)"])
             return false
         }
-        state.withLockedValue { $0 = (Table(entries: entries), fingerprint) }
+        state.withLockedValue { $0 = State(files: entries, managed: $0.managed, fingerprint: fingerprint) }
         logger.info("TLS certificates reloaded", metadata: ["pairs": "\(entries.count)", "names": "\(entries.flatMap(\.names).joined(separator: ","))"])
         return true
     }
@@ -166,10 +188,13 @@ public final class CertificateStore: Sendable {
 
     /// One pair read and checked (the key belongs to the certificate); its names and expiry.
     public static func entry(name: String, chainPath: String, keyPath: String) throws -> Entry {
-        let chainText = try String(contentsOfFile: chainPath, encoding: .utf8)
+        try entry(name: name, chainText: try String(contentsOfFile: chainPath, encoding: .utf8), keyText: try String(contentsOfFile: keyPath, encoding: .utf8))
+    }
+
+    /// One pair from PEM text, checked as `entry(name:chainPath:keyPath:)` checks files.
+    public static func entry(name: String, chainText: String, keyText: String) throws -> Entry {
         let chain = try NIOSSLCertificate.fromPEMBytes(Array(chainText.utf8))
         guard !chain.isEmpty else { throw PairError(description: "no certificate in the file") }
-        let keyText = try String(contentsOfFile: keyPath, encoding: .utf8)
         let key = try NIOSSLPrivateKey(bytes: Array(keyText.utf8), format: .pem)
         // the names and expiry from the leaf (the first certificate of the chain)
         guard let end = chainText.range(of: "-----END CERTIFICATE-----") else { throw PairError(description: "no certificate in the file") }

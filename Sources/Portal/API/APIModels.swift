@@ -197,6 +197,22 @@ enum APIModel {
     }
 
     /// An upstream client certificate and its private key (PEM), set together.
+    /// A tenant's custom-host certificate as the platform API shows it: never the key.
+    struct TenantCertificateBody: Codable, Sendable {
+        let host: String?
+        let names: [String]
+        let notAfter: Date
+        let updatedAt: Date
+        let servesCurrentHost: Bool
+        init(_ info: TenantCertificateInfo, tenant: Tenant) {
+            host = tenant.customHost
+            names = info.names
+            notAfter = info.notAfter
+            updatedAt = info.updatedAt
+            servesCurrentHost = info.servesCurrentHost
+        }
+    }
+
     struct ClientCertificateBody: Decodable, Sendable {
         let certificatePem: String
         let privateKeyPem: String
@@ -275,6 +291,43 @@ enum APIModel {
                     phase: $0.phase.rawValue, kind: $0.kind, title: $0.title, summary: $0.summary, builtIn: $0.builtIn, enabled: $0.enabled, index: $0.index,
                     configuredBy: $0.builtIn ? ($0.kind == "plan_limits" ? "the subscription's plan" : "PUT /apis/{id}/gateway-policy") : nil)
             }
+        }
+    }
+
+    /// A stored descriptor set as the JSON API shows it.
+    struct DescriptorSetBody: Codable, Sendable {
+        static let acceptedUploadTypes = ["application/octet-stream", "application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf"]
+
+        struct Operation: Codable, Sendable {
+            let grpcPath: String
+            let kind: String
+            let inputType: String
+            let outputType: String
+            let translated: Bool
+            let routes: [Route]
+        }
+
+        struct Route: Codable, Sendable {
+            let method: String
+            let path: String
+        }
+
+        let sha256: String
+        let sizeBytes: Int
+        let services: [String]
+        let operations: [Operation]
+        let uploadedAt: Date
+
+        init(_ stored: StoredDescriptorSet, basePath: String) {
+            sha256 = stored.sha256
+            sizeBytes = stored.content.count
+            services = stored.services
+            operations = (stored.schema.map { TranslatedOperation.list($0, basePath: basePath) } ?? []).map { operation in
+                Operation(
+                    grpcPath: operation.grpcPath, kind: operation.kind, inputType: operation.inputType, outputType: operation.outputType,
+                    translated: operation.translated, routes: operation.routes.map { Route(method: $0.method, path: $0.path) })
+            }
+            uploadedAt = stored.uploadedAt
         }
     }
 

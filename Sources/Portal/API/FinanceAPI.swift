@@ -232,6 +232,8 @@ struct FinanceAPI: Sendable {
         let billable: Int64
         let errors: Int64
         let errorRate: Double
+        let cacheHits: Int64
+        let cacheHitRatio: Double
         let latencyP50Us: Int64?
         let latencyP95Us: Int64?
         let latencyP99Us: Int64?
@@ -248,6 +250,8 @@ struct FinanceAPI: Sendable {
             billable = r.billable
             errors = r.errors
             errorRate = r.errorRate
+            cacheHits = r.cacheHits
+            cacheHitRatio = r.cacheHitRatio
             // the open last bucket has no finite bound
             func bound(_ q: Double) -> Int64? { r.latencyPercentile(q).flatMap { $0 == Int64.max ? nil : $0 } }
             latencyP50Us = bound(0.5)

@@ -56,8 +56,30 @@ enum OpenAPIDocument {
                         tag: "Tenants", parameters: [tenantSlugParameter], body: ref("InviteAdmin"), ok: ("201", ref("CreatedInvitation")),
                         errors: ["400", "401", "404", "409", "415", "422"])
                 ],
+                "/tenants/{slug}/certificate": [
+                    "get": operation(
+                        "getTenantCertificate", "The TLS certificate served for the tenant's custom host (never its key)", tag: "Tenants",
+                        parameters: [tenantSlugParameter], ok: ("200", ref("TenantCertificate")), errors: ["401", "404"]),
+                    "put": operation(
+                        "storeTenantCertificate",
+                        "Store or replace the certificate chain and private key for the tenant's custom host: checked (it parses, the key belongs to it, it is current, it names the host, serverAuth), the key sealed and never shown again; TLS listeners serve it within seconds",
+                        tag: "Tenants", parameters: [tenantSlugParameter], body: ref("TenantCertificateUpload"), ok: ("200", ref("TenantCertificate")),
+                        errors: ["400", "401", "404", "413", "415", "422"]),
+                    "delete": operation(
+                        "removeTenantCertificate", "Remove it (the host is then served the installation's certificates)", tag: "Tenants",
+                        parameters: [tenantSlugParameter], ok: ("204", nil), errors: ["401", "404"]),
+                ],
             ],
             "components": components(extraSchemas: [
+                "TenantCertificate": object([
+                    "host": ["type": ["string", "null"]], "names": ["type": "array", "items": string], "not_after": dateTime, "updated_at": dateTime,
+                    "serves_current_host": ["type": "boolean"],
+                ]),
+                "TenantCertificateUpload": input(
+                    [
+                        "certificate_pem": ["type": "string", "maxLength": 65536, "description": "PEM chain, the host's certificate first"],
+                        "private_key_pem": ["type": "string", "maxLength": 65536, "description": "PEM private key, unencrypted"],
+                    ], required: ["certificate_pem", "private_key_pem"]),
                 "Tenant": tenantSchema, "TenantPage": page(of: "Tenant"), "CreateTenant": createTenantSchema,
                 "UpdateTenant": [
                     "type": "object", "additionalProperties": false,
@@ -176,6 +198,15 @@ enum OpenAPIDocument {
                 "delete": operation(
                     "deleteAPIDocument", "Remove the API version's OpenAPI document", tag: "Catalog", parameters: [apiParameter], ok: ("204", nil),
                     errors: ["401", "403", "404"]),
+            ],
+            "/apis/{api}/descriptor-set": [
+                "get": operation(
+                    "getDescriptorSet", "The gRPC API version's protobuf descriptor set: its services and the operations HTTP/JSON clients can call",
+                    tag: "Catalog", parameters: [apiParameter], ok: ("200", ref("DescriptorSet")), errors: ["401", "403", "404"]),
+                "put": descriptorSetUpload(apiParameter),
+                "delete": operation(
+                    "deleteDescriptorSet", "Remove the descriptor set: HTTP/1.1 calls to the gRPC API are answered 505 again", tag: "Catalog",
+                    parameters: [apiParameter], ok: ("204", nil), errors: ["401", "403", "404"]),
             ],
             "/apis/{api}/upstream-client-certificate": [
                 "put": operation(
@@ -461,6 +492,23 @@ enum OpenAPIDocument {
                 "format": ["type": "string", "enum": ["json", "yaml"]], "title": string, "version": string, "openapi_version": string,
                 "uploaded_at": dateTime,
             ]),
+            "DescriptorSet": object([
+                "sha256": string, "size_bytes": ["type": "integer", "minimum": 1], "services": ["type": "array", "items": string],
+                "operations": [
+                    "type": "array",
+                    "items": object([
+                        "grpc_path": string,
+                        "kind": ["type": "string", "enum": ["unary", "server streaming", "client streaming", "bidirectional streaming"]],
+                        "input_type": string, "output_type": string,
+                        "translated": ["type": "boolean", "description": "Whether HTTP/JSON clients can call it (unary and server streaming)"],
+                        "routes": [
+                            "type": "array", "description": "POST {base path}/{package.Service}/{Method}, then the method's google.api.http routes",
+                            "items": object(["method": string, "path": string]),
+                        ],
+                    ]),
+                ],
+                "uploaded_at": dateTime,
+            ]),
             "UpdateAPI": input(
                 [
                     "name": ["type": "string", "minLength": 1, "maxLength": 200], "description": ["type": "string", "maxLength": 20000],
@@ -606,6 +654,10 @@ enum OpenAPIDocument {
                     ],
                     "per_hour": ["type": "integer", "minimum": 1, "maximum": PlanTerms.maximumRequests, "description": "Requests per UTC hour; omit for none"],
                     "per_day": ["type": "integer", "minimum": 1, "maximum": PlanTerms.maximumRequests, "description": "Requests per UTC day; omit for none"],
+                    "cache_hits_billable": [
+                        "type": "boolean",
+                        "description": "Whether calls the gateway answers from an API's response cache are billable (and count against the quota); default true",
+                    ],
                     "monthly_fee_minor": ["type": "integer", "minimum": 0, "description": "In minor units of the tenant's currency."],
                     "included_requests": ["type": "integer", "minimum": 0],
                     "tier_mode": ["type": "string", "enum": PlanTerms.TierMode.allCases.map(\.rawValue)],
@@ -690,6 +742,8 @@ enum OpenAPIDocument {
                         ]),
                     ],
                     "calls": ["type": "integer"], "billable": ["type": "integer"], "errors": ["type": "integer"], "error_rate": ["type": "number"],
+                    "cache_hits": ["type": "integer", "description": "Calls answered from the gateway's response cache"],
+                    "cache_hit_ratio": ["type": "number", "description": "cache_hits over the calls not refused by the gateway (0…1)"],
                     "latency_p50_us": ["type": "integer"], "latency_p95_us": ["type": "integer"], "latency_p99_us": ["type": "integer"],
                     "status_classes": ["type": "object", "additionalProperties": ["type": "integer"]],
                     "rejections": ["type": "object", "additionalProperties": ["type": "integer"]],
@@ -875,6 +929,20 @@ enum OpenAPIDocument {
         op["requestBody"] = [
             "required": true,
             "content": ["application/json": ["schema": ["type": "object"]], "application/yaml": ["schema": ["type": "string"]]],
+        ]
+        return op
+    }
+
+    /// Binary upload: the body is a serialized google.protobuf.FileDescriptorSet.
+    private static func descriptorSetUpload(_ apiParameter: [String: Any]) -> [String: Any] {
+        var op = operation(
+            "putDescriptorSet",
+            "Upload (or replace) a gRPC API version's protobuf descriptor set (`protoc --include_imports --descriptor_set_out`, or `buf build`), up to 4 MiB; "
+                + "422 lists the problems (not a descriptor set, a referenced type missing, no service, a malformed google.api.http option, not a gRPC API)",
+            tag: "Catalog", parameters: [apiParameter], ok: ("200", ref("DescriptorSet")), errors: ["400", "401", "403", "404", "413", "415", "422"])
+        op["requestBody"] = [
+            "required": true,
+            "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary", "maxLength": APIDescriptorSet.maximumBytes]]],
         ]
         return op
     }

@@ -13,6 +13,35 @@ struct PlatformAPI: Sendable {
         api.get("/tenants/:slug", use: showTenant)
         api.patch("/tenants/:slug", use: updateTenant)
         api.post("/tenants/:slug/admin-invitations", use: inviteAdmin)
+        api.get("/tenants/:slug/certificate", use: showCertificate)
+        api.put("/tenants/:slug/certificate", use: storeCertificate)
+        api.delete("/tenants/:slug/certificate", use: removeCertificate)
+    }
+
+    /// The certificate served for the marketplace's custom host (404 when none is stored).
+    @Sendable func showCertificate(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await authenticate(request)
+        let tenant = try await tenant(context)
+        guard let info = try await services.tenantCertificates.info(tenant) else { throw AppError.notFound("Certificate") }
+        return try .json(APIModel.TenantCertificateBody(info, tenant: tenant))
+    }
+
+    /// Stores or replaces it: `{"certificate_pem": chain, "private_key_pem": key}`; the key is
+    /// sealed and never shown again.
+    @Sendable func storeCertificate(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let operatorName = try await authenticate(request)
+        let tenant = try await tenant(context)
+        let body = try await request.decodeJSON(APIModel.ClientCertificateBody.self, context: context)
+        let info = try await services.tenantCertificates.store(tenant, chainPEM: body.certificatePem, keyPEM: body.privateKeyPem, operatorName: operatorName)
+        return try .json(APIModel.TenantCertificateBody(info, tenant: tenant))
+    }
+
+    @Sendable func removeCertificate(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let operatorName = try await authenticate(request)
+        guard try await services.tenantCertificates.remove(try await tenant(context), operatorName: operatorName) else {
+            throw AppError.notFound("Certificate")
+        }
+        return Response(status: .noContent)
     }
 
     /// The OpenAPI document for the platform endpoints.

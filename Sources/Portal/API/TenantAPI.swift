@@ -62,6 +62,9 @@ struct TenantAPI: Sendable {
         authed.get("/apis/:api/openapi", use: downloadDocument)
         authed.put("/apis/:api/openapi", use: uploadDocument)
         authed.delete("/apis/:api/openapi", use: deleteDocument)
+        authed.get("/apis/:api/descriptor-set", use: showDescriptorSet)
+        authed.put("/apis/:api/descriptor-set", use: uploadDescriptorSet)
+        authed.delete("/apis/:api/descriptor-set", use: deleteDescriptorSet)
         authed.get("/apis/:api/gateway-policy", use: showGatewayPolicy)
         authed.put("/apis/:api/gateway-policy", use: setGatewayPolicy)
         authed.get("/apis/:api/policies", use: showPolicies)
@@ -143,6 +146,42 @@ struct TenantAPI: Sendable {
         let stored = try await services.catalog.uploadDocument(
             tenant: try context.requireTenant(), actor: principal, id: id, bytes: Array(body.readableBytesView), clientIP: context.clientIP)
         return try .json(APIModel.DocumentBody(stored))
+    }
+
+    /// Uploads a gRPC API version's protobuf descriptor set (`application/octet-stream`, up to 4 MiB),
+    /// compiled as the gateway will before it is stored; answers with the operations JSON clients can call.
+    @Sendable func uploadDescriptorSet(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let id = try uuidParameter("api", context, what: "API")
+        let type = (request.headers[.contentType] ?? "").lowercased()
+        guard APIModel.DescriptorSetBody.acceptedUploadTypes.contains(where: { type.hasPrefix($0) }) else {
+            throw AppError(
+                status: .unsupportedMediaType, title: "Unsupported media type",
+                detail: "Send the descriptor set (protoc --include_imports --descriptor_set_out, or buf build) as application/octet-stream.")
+        }
+        var request = request
+        let body: ByteBuffer
+        do { body = try await request.collectBody(upTo: APIDescriptorSet.maximumBytes) } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw APIDescriptorSet.tooLarge
+        }
+        let (api, stored) = try await services.catalog.uploadDescriptorSet(
+            tenant: try context.requireTenant(), actor: principal, id: id, bytes: Array(body.readableBytesView), clientIP: context.clientIP)
+        return try .json(APIModel.DescriptorSetBody(stored, basePath: api.basePath))
+    }
+
+    /// The descriptor set's summary: services, and each method with the HTTP routes that call it.
+    @Sendable func showDescriptorSet(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (api, stored) = try await services.catalog.descriptorSet(
+            tenant: try context.requireTenant(), viewer: try context.requirePrincipal(), id: try uuidParameter("api", context, what: "API"))
+        guard let stored else { throw AppError.notFound("Descriptor set") }
+        return try .json(APIModel.DescriptorSetBody(stored, basePath: api.basePath))
+    }
+
+    @Sendable func deleteDescriptorSet(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try await services.catalog.deleteDescriptorSet(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: try uuidParameter("api", context, what: "API"),
+            clientIP: context.clientIP)
+        return Response(status: .noContent)
     }
 
     /// The API version's OpenAPI document exactly as uploaded.

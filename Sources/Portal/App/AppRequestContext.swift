@@ -76,7 +76,13 @@ struct FormData: Sendable {
 
     init() {}
 
-    init(pairs: [(String, String)]) { self.pairs = pairs }
+    /// File inputs by name with their raw bytes (multipart forms only), e.g. a binary descriptor set.
+    private(set) var files: [String: [UInt8]] = [:]
+
+    init(pairs: [(String, String)], files: [String: [UInt8]] = [:]) {
+        self.pairs = pairs
+        self.files = files
+    }
 
     init(urlencoded body: String) {
         for part in body.split(separator: "&", omittingEmptySubsequences: true) {

@@ -40,6 +40,7 @@ struct AuditLog: Sendable {
         case apiStateChanged = "api.state_changed"
         case apiUpdated = "api.updated"
         case apiDocumentUploaded = "api.document_uploaded"
+        case apiDescriptorSetUploaded = "api.descriptor_set_uploaded"
         case planCreated = "plan.created"
         case planRevised = "plan.revised"
         case appCreated = "app.created"
@@ -55,6 +56,8 @@ struct AuditLog: Sendable {
         case invoiceVoided = "invoice.voided"
         case invoiceReissued = "invoice.reissued"
         case tenantUpdated = "tenant.updated"
+        case tenantCertificateStored = "tenant.certificate_stored"
+        case tenantCertificateRemoved = "tenant.certificate_removed"
     }
 
     func record(

@@ -68,6 +68,14 @@ enum Launcher {
         // one certificate set for both TLS listeners
         let certificates = try (config.gatewayTLSAddress != nil || config.portalTLSAddress != nil)
             ? CertificateStore(directory: config.certificateDirectory, logger: runtime.logger) : nil
+        if let certificates {
+            // tenants' custom-host certificates stored by the operator, next to the directory's
+            let hostKeys = HostCertificateKeySeal(secret: try SecretKey.load(environmentValue: config.secretKeyValue, dataDirectory: config.dataDirectory))
+            services.append(
+                .init(
+                    service: ManagedCertificateLoader(
+                        client: client, store: certificates, openKey: { sealed, tenant in hostKeys.open(sealed, tenantID: tenant) }, logger: runtime.logger)))
+        }
         if portal {
             let migrator = try runtime.migrator()
             let app = buildApplication(

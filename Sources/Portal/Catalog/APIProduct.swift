@@ -29,6 +29,9 @@ struct APIProduct: Sendable, Equatable {
     /// The certificate chain shown to TLS targets that ask for a client certificate (its key is
     /// stored sealed and never read back); nil: none.
     var upstreamClientCertificatePEM: String?
+
+    /// A gRPC API: its targets are all `grpc://`/`grpcs://` (mixed target lists are refused).
+    var isGRPC: Bool { !targets.isEmpty && targets.allSatisfy { $0.url.lowercased().hasPrefix("grpc") } }
 }
 
 /// A client certificate and key for upstream mutual TLS, as providers paste them.

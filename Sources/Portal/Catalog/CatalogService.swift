@@ -10,6 +10,7 @@ struct CatalogService: Sendable {
     let teams: TeamRepository
     let audit: AuditLog
     let documents: APIDocumentRepository
+    let descriptorSets: APIDescriptorSetRepository
     let keySeal: UpstreamClientKeySeal
 
     /// The catalog as this principal (or an anonymous visitor) may see it.
@@ -221,6 +222,52 @@ struct CatalogService: Sendable {
         try await database.withTenant(tenant.id) { connection in
             let api = try await managed(id, actor: actor, on: connection)
             guard try await documents.delete(apiID: api.id, on: connection) else { throw AppError.notFound("Document") }
+        }
+    }
+
+    /// Stores (or replaces) a gRPC API version's protobuf descriptor set after compiling it as the
+    /// gateway will; gateways hear of it through the table's NOTIFY trigger when it commits.
+    func uploadDescriptorSet(tenant: Tenant, actor: Principal, id: UUID, bytes: [UInt8], clientIP: String?) async throws -> (APIProduct, StoredDescriptorSet) {
+        guard bytes.count <= APIDescriptorSet.maximumBytes else { throw APIDescriptorSet.tooLarge }
+        let set: APIDescriptorSet
+        do { set = try APIDescriptorSet.parse(bytes) } catch {
+            throw AppError(
+                status: .unprocessableContent, title: "Invalid descriptor set", detail: error.problems.joined(separator: " "),
+                fieldErrors: ["descriptor_set": error.problems.joined(separator: "\n")])
+        }
+        return try await database.withTenant(tenant.id) { connection in
+            let api = try await managed(id, actor: actor, on: connection)
+            guard api.isGRPC else {
+                throw AppError(
+                    status: .unprocessableContent, title: "Not a gRPC API",
+                    detail: "A descriptor set describes a gRPC API: give this API grpc:// or grpcs:// targets first.",
+                    fieldErrors: ["descriptor_set": "This API's targets are not grpc:// or grpcs://."])
+            }
+            try await descriptorSets.save(tenantID: tenant.id, apiID: api.id, set, uploadedBy: actor.user.id, on: connection)
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiDescriptorSetUploaded, target: "\(api.slug)/\(api.version)",
+                clientIP: clientIP, details: ["sha256": set.sha256, "services": set.schema.services.map(\.name).joined(separator: " ")], on: connection)
+            guard let stored = try await descriptorSets.find(apiID: api.id, on: connection) else { throw AppError.notFound("Descriptor set") }
+            return (api, stored)
+        }
+    }
+
+    /// The descriptor set of an API the viewer can see (nil when none was uploaded).
+    func descriptorSet(tenant: Tenant, viewer: Principal?, id: UUID) async throws -> (APIProduct, StoredDescriptorSet?) {
+        try await database.withTenant(tenant.id) { connection in
+            guard let api = try await apis.find(id: id, on: connection), CatalogVisibility.canSee(viewer, api) else { throw AppError.notFound("API") }
+            return (api, try await descriptorSets.find(apiID: api.id, on: connection))
+        }
+    }
+
+    /// Removes the descriptor set: JSON clients get 505 again, as for any gRPC API.
+    func deleteDescriptorSet(tenant: Tenant, actor: Principal, id: UUID, clientIP: String?) async throws {
+        try await database.withTenant(tenant.id) { connection in
+            let api = try await managed(id, actor: actor, on: connection)
+            guard try await descriptorSets.delete(apiID: api.id, on: connection) else { throw AppError.notFound("Descriptor set") }
+            try await audit.record(
+                tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiUpdated, target: "\(api.slug)/\(api.version)",
+                clientIP: clientIP, details: ["fields": "descriptor_set", "descriptor_set": "removed"], on: connection)
         }
     }
 

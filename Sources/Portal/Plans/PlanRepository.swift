@@ -23,10 +23,10 @@ struct PlanRepository: Sendable {
             let rows = try await connection.query(
                 """
                 INSERT INTO plans (tenant_id, api_id, family_id, version, name, rate_per_second, burst, monthly_quota, monthly_fee_minor,
-                                   included_requests, tier_mode, tiers, approval, visibility, created_by, per_minute, per_hour, per_day)
+                                   included_requests, tier_mode, tiers, approval, visibility, created_by, per_minute, per_hour, per_day, cache_hits_billable)
                 VALUES (\(tenantID), \(apiID), \(familyID), \(version), \(terms.name), \(terms.ratePerSecond), \(terms.burst), \(terms.monthlyQuota),
                         \(terms.monthlyFeeMinor), \(terms.includedRequests), \(terms.tierMode.rawValue), \(tiers)::jsonb, \(terms.approval.rawValue),
-                        \(terms.visibility.rawValue), \(actor), \(terms.perMinute), \(terms.perHour), \(terms.perDay))
+                        \(terms.visibility.rawValue), \(actor), \(terms.perMinute), \(terms.perHour), \(terms.perDay), \(terms.billsCacheHits))
                 RETURNING id
                 """, logger: logger)
             for try await id in rows.decode(UUID.self) {
@@ -56,7 +56,7 @@ struct PlanRepository: Sendable {
 
     private static let select = """
         SELECT id, api_id, family_id, version, name, rate_per_second, burst, monthly_quota, monthly_fee_minor, included_requests,
-               tier_mode, tiers::text, approval, visibility, created_at, superseded_at, per_minute, per_hour, per_day
+               tier_mode, tiers::text, approval, visibility, created_at, superseded_at, per_minute, per_hour, per_day, cache_hits_billable
         FROM plans
         """
 
@@ -66,17 +66,17 @@ struct PlanRepository: Sendable {
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         for try await (
             id, api, family, version, name, rate, burst, quota, fee, included, mode, tiersJSON, approval, visibility, created, superseded, perMinute, perHour,
-            perDay
+            perDay, cacheHitsBillable
         )
             in rows.decode(
-                (UUID, UUID, UUID, Int, String, Int, Int, Int64?, Int64, Int64, String, String, String, String, Date, Date?, Int64?, Int64?, Int64?).self)
+                (UUID, UUID, UUID, Int, String, Int, Int, Int64?, Int64, Int64, String, String, String, String, Date, Date?, Int64?, Int64?, Int64?, Bool).self)
         {
             let terms = PlanTerms(
                 name: name, ratePerSecond: rate, burst: burst, monthlyQuota: quota, monthlyFeeMinor: fee, includedRequests: included,
                 tierMode: PlanTerms.TierMode(rawValue: mode) ?? .flat,
                 tiers: (try? decoder.decode([PlanTerms.Tier].self, from: Data(tiersJSON.utf8))) ?? [],
                 approval: PlanTerms.Approval(rawValue: approval) ?? .manual, visibility: PlanTerms.Visibility(rawValue: visibility) ?? .hidden,
-                perMinute: perMinute, perHour: perHour, perDay: perDay)
+                perMinute: perMinute, perHour: perHour, perDay: perDay, cacheHitsBillable: cacheHitsBillable)
             plans.append(Plan(id: id, apiID: api, familyID: family, version: version, terms: terms, createdAt: created, supersededAt: superseded))
         }
         return plans

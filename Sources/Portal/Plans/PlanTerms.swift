@@ -37,6 +37,12 @@ struct PlanTerms: Sendable, Equatable, Codable {
     var perMinute: Int64? = nil
     var perHour: Int64? = nil
     var perDay: Int64? = nil
+    /// Whether calls answered from the gateway's response cache count as billable; absent from a
+    /// request body: yes (stored and shown as a value).
+    var cacheHitsBillable: Bool? = nil
+
+    /// Cache hits bill like any answered call unless the plan says otherwise.
+    var billsCacheHits: Bool { cacheHitsBillable ?? true }
 
     static let maximumTiers = 10
     /// Bounds that keep rating's 64-bit arithmetic far from overflow for any plausible month

@@ -61,3 +61,21 @@ struct UpstreamClientKeySeal: Sendable {
 
     private static func binding(_ apiID: UUID) -> Data { Data("upstream-client-key|\(apiID.uuidString.lowercased())".utf8) }
 }
+
+/// Seals the private key of a tenant's custom-host certificate, bound to the tenant: a sealed key
+/// copied to another tenant's row does not open.
+struct HostCertificateKeySeal: Sendable {
+    let secret: SecretKey
+
+    func seal(_ privateKeyPEM: String, tenantID: UUID) throws -> [UInt8] {
+        Array(try AES.GCM.seal(Data(privateKeyPEM.utf8), using: secret.key, authenticating: Self.binding(tenantID)).combined ?? Data())
+    }
+
+    func open(_ sealed: [UInt8], tenantID: UUID) -> [UInt8]? {
+        guard let box = try? AES.GCM.SealedBox(combined: sealed), let plain = try? AES.GCM.open(box, using: secret.key, authenticating: Self.binding(tenantID))
+        else { return nil }
+        return Array(plain)
+    }
+
+    private static func binding(_ tenantID: UUID) -> Data { Data("host-certificate-key|\(tenantID.uuidString.lowercased())".utf8) }
+}

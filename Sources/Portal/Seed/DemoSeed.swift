@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Logging
 import PostgresNIO
 
@@ -127,18 +128,29 @@ struct DemoSeed {
     /// `tollgate demo-upstream` serves over cleartext HTTP/2 next to the Echo upstream.
     static let greeterUpstream = "grpc://127.0.0.1:9101"
 
+    /// The policies a new Echo starts with, to show the chain: the upstream hears who calls (Echo
+    /// shows it back) and the client sees a header the gateway added.
+    static let echoPolicies: [(APIPolicyKind, String)] = [
+        (.requestTransform, #"{"headers": {"set": {"X-Demo-Consumer": "$app_id", "X-Demo-Plan": "$plan"}}}"#),
+        (.responseTransform, #"{"headers": {"set": {"X-Demo-Policy": "response_transform on Echo v1"}}}"#),
+    ]
+
     private func seedEchoAPI(tenant: Tenant) async throws {
         try await seedAPI(
             tenant: tenant, slug: "echo", name: "Echo", description: "Returns what you send: a safe API to try the portal and the gateway with.",
-            basePath: "/echo/v1", upstream: Self.echoUpstream)
+            basePath: "/echo/v1", upstream: Self.echoUpstream, policies: Self.echoPolicies)
         try await seedAPI(
             tenant: tenant, slug: "greeter", name: "Greeter (gRPC)",
-            description: "A gRPC service: `demo.Greeter/SayHello` takes a `HelloRequest { string name = 1; }` and answers a `HelloReply { string message = 1; }`. Call it with any gRPC client over HTTP/2 at the gateway address below followed by `/demo.Greeter/SayHello`.",
+            description: "A gRPC service: `demo.Greeter/SayHello` takes a `HelloRequest { string name = 1; }` and answers a `HelloReply { string message = 1; }`. Call it with any gRPC client over HTTP/2 at the gateway address below followed by `/demo.Greeter/SayHello` — or with JSON over HTTP/1.1 or HTTP/2: `POST …/demo.Greeter/SayHello` with `{\"name\": \"Ada\"}`, or `GET …/v1/hello/Ada` (its descriptor set is uploaded).",
             basePath: "/greeter/v1", upstream: Self.greeterUpstream)
+        try await seedGreeterDescriptorSet(tenant: tenant)
     }
 
-    /// A published demo API of Acme APIs with the demo plans, made once.
-    private func seedAPI(tenant: Tenant, slug: String, name: String, description: String, basePath: String, upstream: String) async throws {
+    /// A published demo API of Acme APIs with the demo plans, made once. `policies` are added
+    /// when the API is made, not later: a provider who changed the chain keeps their change.
+    private func seedAPI(
+        tenant: Tenant, slug: String, name: String, description: String, basePath: String, upstream: String, policies: [(APIPolicyKind, String)] = []
+    ) async throws {
         let logger = database.logger
         try await database.withTenant(tenant.id) { connection in
             let apis = APIRepository(logger: logger)
@@ -152,6 +164,11 @@ struct DemoSeed {
                     visibility: .public, allowedTeamIDs: [], targets: [UpstreamTarget(url: upstream, weight: 1)])
                 let created = try await apis.create(tenantID: tenant.id, new, actor: provider.id, on: connection)
                 _ = try await apis.updateState(id: created.id, tenantID: tenant.id, from: .draft, to: .published, actor: provider.id, on: connection)
+                let chain = try policies.map { kind, config in
+                    guard case .object(let object)? = JSONValue.parse(config) else { throw SeedError.invalidPolicy(kind.rawValue) }
+                    return try APIPolicy.make(kind: kind, config: object).get()
+                }
+                if !chain.isEmpty { try await apis.setPolicies(tenantID: tenant.id, apiID: created.id, chain, on: connection) }
                 api = created
             }
             guard let api else { return }
@@ -160,6 +177,21 @@ struct DemoSeed {
             for terms in Self.echoPlans where !existing.contains(terms.name) {
                 _ = try await plans.insert(tenantID: tenant.id, apiID: api.id, family: nil, terms: terms, actor: provider.id, on: connection)
             }
+        }
+    }
+
+    /// The Greeter's descriptor set (`DemoGreeterDescriptor`), validated like any upload and stored
+    /// once (a set the provider replaced stays), so JSON clients can call it after `make run`.
+    private func seedGreeterDescriptorSet(tenant: Tenant) async throws {
+        let logger = database.logger
+        let set = try APIDescriptorSet.parse(Array(Data(base64Encoded: DemoGreeterDescriptor.base64) ?? Data()))
+        try await database.withTenant(tenant.id) { connection in
+            let descriptors = APIDescriptorSetRepository(logger: logger)
+            guard let api = try await APIRepository(logger: logger).list(after: nil, limit: 1000, on: connection).first(where: { $0.slug == "greeter" && $0.version == "v1" }),
+                let provider = try await UserRepository(logger: logger).find(email: "provider@demo.test", on: connection),
+                try await descriptors.find(apiID: api.id, on: connection) == nil
+            else { return }
+            try await descriptors.save(tenantID: tenant.id, apiID: api.id, set, uploadedBy: provider.id, on: connection)
         }
     }
 
@@ -223,5 +255,16 @@ struct DemoSeed {
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         let body = "# demo logins: email password\n" + credentials.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "\n") + "\n"
         FileManager.default.createFile(atPath: credentialsPath, contents: Data(body.utf8), attributes: [.posixPermissions: 0o600])
+    }
+}
+
+/// A demo seed that cannot be made as written (a bug in the seed, found by its test).
+enum SeedError: Error, CustomStringConvertible {
+    case invalidPolicy(String)
+
+    var description: String {
+        switch self {
+        case .invalidPolicy(let kind): "the demo seed's \(kind) policy is not valid"
+        }
     }
 }

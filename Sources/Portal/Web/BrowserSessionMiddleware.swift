@@ -44,17 +44,19 @@ struct BrowserSessionMiddleware: RouterMiddleware {
             var request = request
             let contentType = request.headers[.contentType] ?? ""
             if let boundary = MultipartForm.boundary(contentType: contentType) {
-                // file uploads (OpenAPI documents): bounded by the largest accepted document plus form overhead
+                // file uploads (OpenAPI documents, descriptor sets): bounded by the largest accepted file plus form overhead
                 let body: ByteBuffer
                 do {
-                    body = try await request.collectBody(upTo: APIDocument.maximumBytes + 64 * 1024)
+                    body = try await request.collectBody(upTo: max(APIDocument.maximumBytes, APIDescriptorSet.maximumBytes) + 64 * 1024)
                 } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-                    throw APIDocument.tooLarge
+                    throw request.uri.path.hasSuffix("/descriptor-set") ? APIDescriptorSet.tooLarge : APIDocument.tooLarge
                 }
-                guard let pairs = MultipartForm.parse(Array(body.readableBytesView), boundary: boundary) else {
-                    throw AppError.badRequest("The uploaded form is not well-formed multipart/form-data (or a file is not UTF-8 text).")
+                guard let parts = MultipartForm.parts(Array(body.readableBytesView), boundary: boundary), let pairs = MultipartForm.textFields(parts) else {
+                    throw AppError.badRequest("The uploaded form is not well-formed multipart/form-data (or a text field is not UTF-8).")
                 }
-                context.form = FormData(pairs: pairs)
+                var files: [String: [UInt8]] = [:]
+                for part in parts where part.isFile { files[part.name] = part.bytes }
+                context.form = FormData(pairs: pairs, files: files)
             } else {
                 guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
                     throw AppError(

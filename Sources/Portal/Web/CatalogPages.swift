@@ -24,6 +24,8 @@ struct CatalogPages: Sendable {
         group.form("/catalog/apis/:api/client-certificate/remove", page: "/catalog/apis/:api", use: removeClientCertificate)
         group.form("/catalog/apis/:api/policies", page: "/catalog/apis/:api", use: editPolicies)
         group.form("/catalog/apis/:api/cache/purge", page: "/catalog/apis/:api", use: purgeCache)
+        group.form("/catalog/apis/:api/descriptor-set", page: "/catalog/apis/:api", use: uploadDescriptorSet)
+        group.form("/catalog/apis/:api/descriptor-set/remove", page: "/catalog/apis/:api", use: removeDescriptorSet)
         // GET of this address is the public download of the document
         group.post("/catalog/apis/:api/openapi", use: upload)
     }
@@ -348,11 +350,29 @@ struct CatalogPages: Sendable {
     /// Reference docs rendered from the uploaded OpenAPI document.
     @Sendable func reference(_ request: Request, context: AppRequestContext) async throws -> Response {
         guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
-        let (api, stored) = try await services.catalog.document(tenant: try context.requireTenant(), viewer: context.principal, id: id)
-        guard let stored, let document = try? APIDocument.parse(Array(stored.content.utf8)) else { throw AppError.notFound("OpenAPI document") }
-        var values = APIReference.values(document.root)
+        let tenant = try context.requireTenant()
+        let (api, stored) = try await services.catalog.document(tenant: tenant, viewer: context.principal, id: id)
+        let descriptor = api.isGRPC ? try await services.catalog.descriptorSet(tenant: tenant, viewer: context.principal, id: id).1 : nil
+        let document = stored.flatMap { try? APIDocument.parse(Array($0.content.utf8)) }
+        let schema = descriptor?.schema
+        guard document != nil || schema != nil else { throw AppError.notFound("OpenAPI document") }
+        var values = document.map { APIReference.values($0.root) } ?? ["title": api.name]
         values["api"] = ["id": api.id.uuidString, "name": api.name, "version": api.version]
-        values["uploaded"] = DisplayDate.format(stored.uploadedAt)
+        if let stored, document != nil {
+            values["has_document"] = true
+            values["uploaded"] = DisplayDate.format(stored.uploadedAt)
+        }
+        if let descriptor, let schema {
+            let gateway = "http://\(services.config.gatewayHost):\(services.config.gatewayPort)/t/\(tenant.slug)"
+            values["translated"] = TranslatedOperation.list(schema, basePath: api.basePath).map { operation -> [String: Any] in
+                [
+                    "grpc_path": operation.grpcPath, "kind": operation.kind, "input": operation.inputType, "output": operation.outputType,
+                    "routes": operation.routes.map { ["method": $0.method, "path": $0.path, "gateway": gateway] },
+                ]
+            }
+            values["translated_uploaded"] = DisplayDate.format(descriptor.uploadedAt)
+            values["translated_sha256"] = String(descriptor.sha256.prefix(12))
+        }
         return services.views.render("api_reference", values, page: services.chrome("\(api.name) reference", context: context))
     }
 
@@ -375,6 +395,31 @@ struct CatalogPages: Sendable {
         } catch let error as AppError where error.status == .unprocessableContent {
             return try await detailPage(context, error: "The document was not saved. " + error.detail, status: error.status)
         }
+    }
+
+    /// Upload of a descriptor set from the file input (`descriptor_set`, binary).
+    @Sendable func uploadDescriptorSet(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        guard let bytes = context.form.files["descriptor_set"], !bytes.isEmpty else {
+            return try await detailPage(
+                context, error: "The descriptor set was not saved.", descriptorError: "Choose the descriptor set file to upload.", status: .unprocessableContent)
+        }
+        do {
+            let (_, stored) = try await services.catalog.uploadDescriptorSet(
+                tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, bytes: bytes, clientIP: context.clientIP)
+            return try await saved(
+                "Descriptor set saved: \(stored.services.joined(separator: ", ")), \(stored.methodCount) methods.", id: id, context)
+        } catch let error as AppError where error.status == .unprocessableContent || error.status == .contentTooLarge {
+            return try await detailPage(
+                context, error: "The descriptor set was not saved.", descriptorError: error.fieldErrors["descriptor_set"] ?? error.detail, status: error.status)
+        }
+    }
+
+    @Sendable func removeDescriptorSet(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
+        try await services.catalog.deleteDescriptorSet(
+            tenant: try context.requireTenant(), actor: try context.requirePrincipal(), id: id, clientIP: context.clientIP)
+        return try await saved("Descriptor set removed: HTTP/JSON calls to this API are no longer translated.", id: id, context)
     }
 
     /// post/redirect/get after a successful save: the notice waits in the session for the page.
@@ -410,7 +455,7 @@ struct CatalogPages: Sendable {
     private func detailPage(
         _ context: AppRequestContext, notice: String? = nil, error: String? = nil, typedSettings: [String: Any] = [:], typedName: String? = nil,
         settingsErrors: [String: String] = [:], policyErrors: [String: String] = [:], typedPolicy: (index: Int?, values: [String: Any])? = nil,
-        status: HTTPResponse.Status = .ok
+        descriptorError: String? = nil, status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let tenant = try context.requireTenant()
         guard let id = context.parameters.get("api").flatMap(UUID.init(uuidString:)) else { throw AppError.notFound("API") }
@@ -419,6 +464,7 @@ struct CatalogPages: Sendable {
         let plans = try await services.planService.list(tenant: tenant, viewer: context.principal, apiID: api.id)
         let versions = try await services.catalog.list(tenant: tenant, viewer: context.principal, after: nil, limit: 500)
             .filter { $0.slug == api.slug && $0.id != api.id }
+        let descriptor = api.isGRPC ? try await descriptorSummary(api, tenant: tenant, viewer: context.principal) : nil
         var values: [String: Any] = [
             "api": [
                 "id": api.id.uuidString, "name": api.name, "slug": api.slug, "version": api.version, "state": api.state.rawValue,
@@ -427,7 +473,7 @@ struct CatalogPages: Sendable {
             ],
             "gateway_url": "http://\(services.config.gatewayHost):\(services.config.gatewayPort)/t/\(tenant.slug)\(api.basePath)",
             // a gRPC API is called over HTTP/2 at the base path followed by the method's path
-            "grpc": !api.targets.isEmpty && api.targets.allSatisfy { $0.url.lowercased().hasPrefix("grpc") },
+            "grpc": api.isGRPC,
             "versions": versions.map { ["id": $0.id.uuidString, "version": $0.version, "state": $0.state.rawValue] },
             "has_versions": !versions.isEmpty,
             "plans": plans.map { plan -> [String: Any] in
@@ -443,11 +489,14 @@ struct CatalogPages: Sendable {
                     "quota": terms.monthlyQuota.map { "\($0) requests/month" } ?? "unlimited",
                     "fee": Money.format(minor: terms.monthlyFeeMinor, currency: tenant.currency) + "/month",
                     "included": terms.includedRequests > 0 ? "\(terms.includedRequests) requests included" : "", "approval": terms.approval == .manual ? "needs approval" : "instant",
+                    "cache_hits_free": !terms.billsCacheHits,
                 ]
             },
             "can_manage": canManage,
             "targets": canManage ? api.targets.map { ["url": $0.url, "weight": $0.weight] } : [],
             "document": try await documentSummary(api, tenant: tenant, viewer: context.principal),
+            "descriptor_set": descriptor as Any,
+            "descriptor_error": descriptorError as Any,
             "settings": canManage ? try await settingsValues(api, tenant: tenant, principal: context.principal) : [:],
             "transitions": canManage ? APILifecycle.allowed(from: api.state).map { ["name": $0.rawValue, "label": $0.rawValue.capitalized] } : [],
         ]
@@ -545,6 +594,14 @@ struct CatalogPages: Sendable {
             "add_response_cache": addCache, "has_cache": policies.contains { $0.kind == .responseCache },
             "add_request_validation": addValidation, "has_validation": policies.contains { $0.kind == .requestValidation },
             "full": policies.count >= APIPolicyChain.maximumPolicies, "max": APIPolicyChain.maximumPolicies,
+        ]
+    }
+
+    private func descriptorSummary(_ api: APIProduct, tenant: Tenant, viewer: Principal?) async throws -> [String: Any]? {
+        guard let stored = try await services.catalog.descriptorSet(tenant: tenant, viewer: viewer, id: api.id).1 else { return nil }
+        return [
+            "services": stored.services.joined(separator: ", "), "method_count": stored.methodCount, "sha256_short": String(stored.sha256.prefix(12)),
+            "uploaded": DisplayDate.format(stored.uploadedAt),
         ]
     }
 

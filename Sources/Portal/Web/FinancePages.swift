@@ -295,6 +295,8 @@ struct FinancePages: Sendable {
         return [
             "chart": chart(report, title: report.scope.bucketSeconds == 3600 ? "Calls per hour (errors in red)" : "Calls per day (errors in red)"),
             "calls": report.calls, "billable": report.billable, "errors": report.errors, "error_rate": String(format: "%.2f %%", report.errorRate * 100),
+            // shown only where the cache answered something: most APIs have no cache
+            "has_cache_hits": report.cacheHits > 0, "cache_hits": report.cacheHits, "cache_hit_ratio": String(format: "%.1f %%", report.cacheHitRatio * 100),
             "p50": ms(report.latencyPercentile(0.5)), "p95": ms(report.latencyPercentile(0.95)), "p99": ms(report.latencyPercentile(0.99)),
             "statuses": zip(["2xx", "3xx", "4xx", "5xx"], report.statusClasses).map { ["class": $0.0, "count": $0.1] },
             "rejections": report.rejections.sorted { $0.key < $1.key }.map { ["reason": $0.key, "count": $0.value] },

@@ -1,8 +1,16 @@
 import Foundation
 
 /// A `multipart/form-data` body (RFC 7578) as name → value pairs; file parts contribute their
-/// content as text (the portal only accepts text uploads, e.g. OpenAPI documents). Pure.
+/// content as text when it is UTF-8 (OpenAPI documents) and as bytes in any case (protobuf
+/// descriptor sets are binary). Pure.
 enum MultipartForm {
+    /// One part: its name, its raw content, and whether it came from a file input (`filename=`).
+    struct Part: Sendable {
+        var name: String
+        var bytes: [UInt8]
+        var isFile: Bool
+    }
+
     /// The boundary parameter of a `multipart/form-data` content type.
     static func boundary(contentType: String) -> String? {
         guard contentType.lowercased().hasPrefix("multipart/form-data") else { return nil }
@@ -16,8 +24,28 @@ enum MultipartForm {
         return nil
     }
 
-    /// Parses the parts; nil when the body is not well-formed multipart.
+    /// Parses the parts as text fields; nil when the body is not well-formed multipart or a
+    /// non-file part is not UTF-8. A binary file part is left out here (see `parts`).
     static func parse(_ body: [UInt8], boundary: String) -> [(String, String)]? {
+        guard let parts = parts(body, boundary: boundary) else { return nil }
+        return textFields(parts)
+    }
+
+    /// The parts as text fields; nil when a non-file part is not UTF-8.
+    static func textFields(_ parts: [Part]) -> [(String, String)]? {
+        var pairs: [(String, String)] = []
+        for part in parts {
+            if let text = String(validating: part.bytes, as: UTF8.self) {
+                pairs.append((part.name, text))
+            } else if !part.isFile {
+                return nil
+            }
+        }
+        return pairs
+    }
+
+    /// Parses the parts with their raw bytes; nil when the body is not well-formed multipart.
+    static func parts(_ body: [UInt8], boundary: String) -> [Part]? {
         let delimiter = Array("--\(boundary)".utf8)
         var positions: [Int] = []
         var index = 0
@@ -26,7 +54,7 @@ enum MultipartForm {
             index = found + delimiter.count
         }
         guard positions.count >= 2 else { return nil }
-        var pairs: [(String, String)] = []
+        var parts: [Part] = []
         for (start, end) in zip(positions, positions.dropFirst()) {
             var partStart = start + delimiter.count
             // each part starts with CRLF after the delimiter; the part ends with CRLF before the next one
@@ -36,11 +64,10 @@ enum MultipartForm {
             guard let headerEnd = find(Array("\r\n\r\n".utf8), in: body, from: partStart), headerEnd <= partEnd else { return nil }
             let headers = String(decoding: body[partStart..<headerEnd], as: UTF8.self)
             guard let name = dispositionName(headers) else { return nil }
-            let content = Array(body[(headerEnd + 4)..<partEnd])
-            guard let text = String(validating: content, as: UTF8.self) else { return nil }
-            pairs.append((name, text))
+            let isFile = headers.lowercased().components(separatedBy: "\r\n").contains { $0.hasPrefix("content-disposition:") && $0.contains("filename=") }
+            parts.append(Part(name: name, bytes: Array(body[(headerEnd + 4)..<partEnd]), isFile: isFile))
         }
-        return pairs
+        return parts
     }
 
     private static func dispositionName(_ headers: String) -> String? {

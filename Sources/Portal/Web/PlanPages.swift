@@ -142,12 +142,16 @@ enum PlanForm {
         if mode == nil { errors["tier_mode"] = "Choose flat, graduated or volume." }
         if approval == nil { errors["approval"] = "Choose automatic or manual approval." }
         if visibility == nil { errors["visibility"] = "Choose public or hidden." }
+        // a form from before the field existed bills hits, as the plan did then
+        let cacheHits = form["cache_hits"] ?? "billed"
+        if cacheHits != "billed" && cacheHits != "free" { errors["cache_hits"] = "Choose whether cache hits are billed." }
         guard errors.isEmpty, let rate, let burst, let fee, let included, let mode, let approval, let visibility,
             let rateInt = Int(exactly: rate), let burstInt = Int(exactly: burst)
         else { throw AppError.validation(errors) }
         return PlanTerms(
             name: form["name"] ?? "", ratePerSecond: rateInt, burst: burstInt, monthlyQuota: quota, monthlyFeeMinor: fee, includedRequests: included,
-            tierMode: mode, tiers: tiers, approval: approval, visibility: visibility, perMinute: perMinute, perHour: perHour, perDay: perDay)
+            tierMode: mode, tiers: tiers, approval: approval, visibility: visibility, perMinute: perMinute, perHour: perHour, perDay: perDay,
+            cacheHitsBillable: cacheHits == "billed")
     }
 
     /// Form values showing `terms`.
@@ -166,7 +170,7 @@ enum PlanForm {
             "name": terms.name, "rate_per_second": "\(terms.ratePerSecond)", "burst": "\(terms.burst)",
             "monthly_quota": terms.monthlyQuota.map(String.init) ?? "", "monthly_fee": fee, "included_requests": "\(terms.includedRequests)",
             "tiers": tiers.joined(separator: "\n"), "modes": modes(selected: terms.tierMode.rawValue),
-            "manual": terms.approval == .manual, "hidden": terms.visibility == .hidden,
+            "manual": terms.approval == .manual, "hidden": terms.visibility == .hidden, "cache_hits_free": !terms.billsCacheHits,
             "per_minute": terms.perMinute.map(String.init) ?? "", "per_hour": terms.perHour.map(String.init) ?? "",
             "per_day": terms.perDay.map(String.init) ?? "",
         ]
@@ -181,6 +185,7 @@ enum PlanForm {
         values["modes"] = modes(selected: form["tier_mode"] ?? "flat")
         values["manual"] = form["approval"] == "manual"
         values["hidden"] = form["visibility"] == "hidden"
+        values["cache_hits_free"] = form["cache_hits"] == "free"
         return values
     }
 

@@ -16,6 +16,8 @@ struct PlatformPages: Sendable {
         group.get("/tenants/:slug", use: tenantPage)
         group.post("/tenants/:slug", use: updateTenant)
         group.form("/tenants/:slug/admin-invitations", page: "/platform/tenants/:slug", use: inviteAdmin)
+        group.form("/tenants/:slug/certificate", page: "/platform/tenants/:slug", use: storeCertificate)
+        group.form("/tenants/:slug/certificate/remove", page: "/platform/tenants/:slug", use: removeCertificate)
         group.form("/tokens", page: "/platform/", use: createToken)
     }
 
@@ -23,7 +25,13 @@ struct PlatformPages: Sendable {
     /// first administrator's invitation.
     @Sendable func tenantPage(_ request: Request, context: AppRequestContext) async throws -> Response {
         guard context.platformAdminID != nil else { return .redirect(to: "/platform/login") }
-        let notice = request.uri.queryParameters["done"] == "saved" ? "Saved." : nil
+        let notice: String? =
+            switch request.uri.queryParameters["done"] {
+            case "saved": "Saved."
+            case "certificate": "Certificate stored: TLS listeners serve it within seconds."
+            case "certificate-removed": "Certificate removed."
+            default: nil
+            }
         var extra: [String: Any] = [:]
         if let flash = try await services.flashes.take(for: context), let link = flash.secret {
             extra["new_invitation"] = ["email": flash.secretLabel ?? "", "link": link]
@@ -66,6 +74,29 @@ struct PlatformPages: Sendable {
         }
     }
 
+    /// The custom host's certificate: the chain and key are checked, the key sealed; neither text
+    /// is shown back on an error (the key must not travel again, and the form is re-pasted).
+    @Sendable func storeCertificate(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let adminID = context.platformAdminID else { return .redirect(to: "/platform/login") }
+        let tenant = try await tenant(context)
+        do {
+            _ = try await services.tenantCertificates.store(
+                tenant, chainPEM: context.form["certificate_pem"] ?? "", keyPEM: context.form["private_key_pem"] ?? "", operatorName: "platform:\(adminID)")
+            return .redirect(to: "/platform/tenants/\(tenant.slug)?done=certificate#certificate")
+        } catch let error as AppError where error.status == .unprocessableContent {
+            var errors: [String: String] = [:]
+            for (field, message) in error.fieldErrors { errors[field == "custom_host" ? "certificate_pem" : field + "_pem"] = message }
+            return try await tenantDetail(context, tenant: tenant, errors: errors, status: error.status)
+        }
+    }
+
+    @Sendable func removeCertificate(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard let adminID = context.platformAdminID else { return .redirect(to: "/platform/login") }
+        let tenant = try await tenant(context)
+        _ = try await services.tenantCertificates.remove(tenant, operatorName: "platform:\(adminID)")
+        return .redirect(to: "/platform/tenants/\(tenant.slug)?done=certificate-removed#certificate")
+    }
+
     private func tenant(_ context: AppRequestContext) async throws -> Tenant {
         try await services.tenantAdministration.find(slug: context.parameters.get("slug") ?? "")
     }
@@ -75,7 +106,9 @@ struct PlatformPages: Sendable {
         notice: String? = nil, status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let admins = try await services.tenantAdministration.adminEmails(tenant)
+        let certificate = try await services.tenantCertificates.info(tenant)
         var values: [String: Any] = [
+            "custom_host": tenant.customHost ?? "",
             "tenant": [
                 "slug": tenant.slug, "name": tenant.name, "currency": tenant.currency, "created": DisplayDate.format(tenant.createdAt),
                 "portal_url": services.publicBase(tenant) + "/",
@@ -84,6 +117,12 @@ struct PlatformPages: Sendable {
             "errors": errors,
             "admins": admins.map { ["email": $0] },
         ]
+        if let certificate {
+            values["certificate"] = [
+                "names": certificate.names.joined(separator: ", "), "not_after": DisplayDate.format(certificate.notAfter),
+                "updated": DisplayDate.format(certificate.updatedAt), "stale": !certificate.servesCurrentHost,
+            ]
+        }
         for (key, value) in extra { values[key] = value }
         var page = chrome(tenant.name, context)
         page.notice = notice
