@@ -1,7 +1,7 @@
 import Foundation
 
 /// One path of the document (`/items/{id}`) as segments, with its operations by method.
-struct PathTemplate: Sendable {
+struct DocumentPath: Sendable {
     enum Segment: Sendable, Equatable {
         case literal(String)
         case parameter(String)
@@ -83,7 +83,7 @@ struct BodySpec: Sendable {
     }
 }
 
-/// Reads an OpenAPI document's `paths` into `PathTemplate`s and compiles every schema they use.
+/// Reads an OpenAPI document's `paths` into `DocumentPath`s and compiles every schema they use.
 struct OperationCompiler {
     let document: JSONValue
     private var schemas: SchemaCompiler
@@ -104,7 +104,7 @@ struct OperationCompiler {
         guard case .object(let paths)? = root["paths"], !paths.isEmpty else {
             throw SchemaCompileError("/paths", "The document has no paths to validate requests against.")
         }
-        var templates: [(order: Int, template: PathTemplate)] = []
+        var templates: [(order: Int, template: DocumentPath)] = []
         var operationCount = 0
         for (order, path) in paths.keys.sorted().enumerated() {
             let at = "/paths/" + JSONPointer.escape(path)
@@ -132,7 +132,7 @@ struct OperationCompiler {
             guard !operations.isEmpty else { continue }
             var allow = Self.methods.map { $0.uppercased() }.filter { operations[$0] != nil }
             if operations["GET"] != nil && operations["HEAD"] == nil { allow.insert("HEAD", at: allow.firstIndex(of: "GET")! + 1) }
-            templates.append((order, PathTemplate(text: path, segments: segments, operations: operations, allow: allow.joined(separator: ", "))))
+            templates.append((order, DocumentPath(text: path, segments: segments, operations: operations, allow: allow.joined(separator: ", "))))
         }
         // concrete paths match before templated ones (`/items/mine` before `/items/{id}`)
         let ordered = templates.sorted {
@@ -141,8 +141,8 @@ struct OperationCompiler {
         return RequestValidator(config: config, schemas: schemas.output, paths: ordered)
     }
 
-    static func segments(_ path: String, at pointer: String) -> [PathTemplate.Segment] {
-        PathTemplate.segments(of: Substring(path)).map { segment in
+    static func segments(_ path: String, at pointer: String) -> [DocumentPath.Segment] {
+        DocumentPath.segments(of: Substring(path)).map { segment in
             if segment.hasPrefix("{"), segment.hasSuffix("}"), segment.count > 2 {
                 return .parameter(String(segment.dropFirst().dropLast()))
             }

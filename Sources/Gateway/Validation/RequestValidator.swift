@@ -11,7 +11,7 @@ public final class RequestValidator: Sendable {
     public let config: RequestValidationConfig
     let schemas: CompiledSchemas
     /// Concrete paths before templated ones (OpenAPI's matching rule), then by path text.
-    let paths: [PathTemplate]
+    let paths: [DocumentPath]
 
     /// Violations named in one answer.
     public static let maximumViolations = 10
@@ -21,7 +21,7 @@ public final class RequestValidator: Sendable {
 
     public var nodeCount: Int { schemas.nodeCount }
 
-    init(config: RequestValidationConfig, schemas: CompiledSchemas, paths: [PathTemplate]) {
+    init(config: RequestValidationConfig, schemas: CompiledSchemas, paths: [DocumentPath]) {
         self.config = config
         self.schemas = schemas
         self.paths = paths
@@ -54,7 +54,7 @@ public final class RequestValidator: Sendable {
     func checkHead(method: HTTPMethod, uri: String, headers: HTTPHeaders, hasBody: Bool) -> HeadOutcome {
         let queryStart = uri.utf8.firstIndex(of: UInt8(ascii: "?"))
         let path = queryStart.map { uri[..<$0] } ?? Substring(uri)
-        let segments = PathTemplate.segments(of: path)
+        let segments = DocumentPath.segments(of: path)
         guard let (template, pathValues) = match(segments) else {
             return .refuse(ValidationRefusal(status: .notFound, title: "Not found", violations: [Violation("/path", "The API's document has no path \(String(path.prefix(200))).")]))
         }
@@ -110,7 +110,7 @@ public final class RequestValidator: Sendable {
         return validator.violations
     }
 
-    private func match(_ segments: [Substring]) -> (PathTemplate, [String: String])? {
+    private func match(_ segments: [Substring]) -> (DocumentPath, [String: String])? {
         for template in paths {
             if let values = template.match(segments) { return (template, values) }
         }
