@@ -63,6 +63,23 @@ import Testing
         #expect(APIPolicyEdit.add(a).applied(to: Array(repeating: a, count: APIPolicyChain.maximumPolicies)) == nil)
     }
 
+    /// Order only means something within a phase: a move swaps with the nearest policy of the same
+    /// phase, across policies of other phases stored between them (the page showed "saved" and
+    /// nothing moved when a move swapped across phases).
+    @Test func movesStayWithinThePhase() throws {
+        let limit = APIPolicy(config: .clientRateLimit(ClientRateLimitConfig(requests: 1, perSeconds: 1)))
+        let other = APIPolicy(config: .clientRateLimit(ClientRateLimitConfig(requests: 2, perSeconds: 1)))
+        guard case .object(let object)? = JSONValue.parse(#"{"headers": {"set": {"X-A": "1"}}}"#) else { throw CancellationError() }
+        let transform = try APIPolicy.make(kind: .requestTransform, config: object).get()
+        let list = [limit, transform, other]
+        #expect(APIPolicyEdit.moveDown(0).applied(to: list) == [other, transform, limit])
+        #expect(APIPolicyEdit.moveUp(2).applied(to: list) == [other, transform, limit])
+        // alone in its phase: nothing to move past
+        #expect(APIPolicyEdit.moveDown(1).applied(to: list) == list)
+        #expect(APIPolicyEdit.neighbour(of: 1, in: list, step: -1) == nil)
+        #expect(APIPolicyEdit.neighbour(of: 1, in: list, step: 1) == nil)
+    }
+
     // MARK: JSON API
 
     @Test func providersReplaceTheChainAsAWholeAtomicallyAndAudited() async throws {

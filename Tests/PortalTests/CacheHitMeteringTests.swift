@@ -51,7 +51,7 @@ import Testing
                     client, "/t/acme/catalog/apis/\(id)/plans", from: newForm, fields: fields.map { $0.0 == "cache_hits" ? ("cache_hits", "free") : $0 })
                 #expect(created.status == .seeOther)
                 let page = try await provider.get(client, "/t/acme/catalog/apis/\(id)")
-                #expect(page.text.components(separatedBy: "cache hits free").count - 1 == 2)  // Cached and Edge, not Pro
+                #expect(page.text.components(separatedBy: "; cache hits free").count - 1 == 2)  // Cached and Edge, not Pro
             }
         }
     }

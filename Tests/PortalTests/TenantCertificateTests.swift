@@ -117,6 +117,7 @@ import Testing
                     fields: [("certificate_pem", crlf(wrong.certificatePEM)), ("private_key_pem", crlf(wrong.privateKeyPEM))])
                 #expect(refused.status == .unprocessableContent)
                 #expect(refused.text.contains("id=\"certificate_pem-error\""))
+                #expect(refused.text.contains("role=\"alert\">The certificate was not stored: The certificate does not name"))
                 #expect(!refused.text.contains("PRIVATE KEY-----\r\n") && !refused.text.contains(String(wrong.privateKeyPEM.dropFirst(40).prefix(40))))
                 let stored = try await browser.submit(
                     client, "/platform/tenants/shop/certificate", from: "/platform/tenants/shop",
@@ -125,9 +126,20 @@ import Testing
                 let after = try await browser.get(client, "/platform/tenants/shop")
                 #expect(after.text.contains("Served for <strong>\(Self.host)</strong>"))
                 #expect(!after.text.contains(String(pair.privateKeyPEM.dropFirst(40).prefix(40))))
+                // the host is cleared: the stored certificate still shows (not served) with its Remove
+                _ = try await APITests.call(client, .patch, "/api/v1/tenants/shop", token: token, body: #"{"custom_host":null}"#)
+                let hostless = try await browser.get(client, "/platform/tenants/shop")
+                #expect(hostless.text.contains("Not served:"))
+                #expect(hostless.text.contains("/platform/tenants/shop/certificate/remove"))
+                // storing without a host says why at the top of the page
+                let early = try await browser.submit(
+                    client, "/platform/tenants/shop/certificate", from: "/platform/tenants/shop",
+                    fields: [("certificate_pem", pair.certificatePEM), ("private_key_pem", pair.privateKeyPEM)])
+                #expect(early.status == .unprocessableContent)
+                #expect(early.text.contains("The certificate was not stored: Give the marketplace a custom host first"))
                 let removed = try await browser.submit(client, "/platform/tenants/shop/certificate/remove", from: "/platform/tenants/shop", fields: [])
                 #expect(removed.status == .seeOther)
-                #expect(try await browser.get(client, "/platform/tenants/shop").text.contains("None stored"))
+                #expect(!(try await browser.get(client, "/platform/tenants/shop").text.contains("Not served:")))
             }
         }
     }

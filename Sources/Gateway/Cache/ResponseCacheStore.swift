@@ -191,6 +191,14 @@ public final class ResponseCacheStore: Sendable {
         if count > 0 { purges.increment(by: count) }
     }
 
+    /// `retain(current:)` for the APIs in `apis` only (one tenant's part was reloaded): the other
+    /// tenants' entries are not looked at by this load, so they stay.
+    public func retain(current fingerprints: [UUID: Int], among apis: Set<UUID>) {
+        guard !apis.isEmpty else { return }
+        let count = table.withLockedValue { $0.removeAll { apis.contains($0.apiID) && fingerprints[$0.apiID] != $0.fingerprint } }
+        if count > 0 { purges.increment(by: count) }
+    }
+
     public var usage: (entries: Int, bytes: Int) { table.withLockedValue { ($0.count, $0.bytes) } }
 
     /// Records `tollgate_gateway_cache_entries` and `..._bytes`.

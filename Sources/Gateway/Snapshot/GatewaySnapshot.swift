@@ -4,8 +4,12 @@ import NIOSSL
 
 /// Everything the gateway decides with, loaded from Postgres and never mutated: a request reads
 /// one snapshot from start to end; a reload builds a new one and swaps it in.
+///
+/// Each tenant's part is one immutable `TenantConfig`: a reload of one tenant builds that part
+/// alone and swaps it in with `replacingTenant`, and the other parts are shared, not copied.
 public struct GatewaySnapshot: Sendable {
     public var version: Int
+    /// When the last full load read it (a tenant's reload does not change it).
     public var loadedAt: Date
     public var tenantsBySlug: [String: TenantConfig]
     /// Lowercased custom host → tenant slug.
@@ -23,6 +27,39 @@ public struct GatewaySnapshot: Sendable {
             tenants.compactMap { t in
                 t.customHost.flatMap { try? CustomHostRule.check($0, baseDomain: baseDomain).get() }.map { ($0, t.slug) }
             }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// A copy in which tenant `id`'s part is `tenant` (nil: the tenant is gone); every other
+    /// tenant's part is the same object as in `self`. The host index is rebuilt: the tenant's
+    /// custom host or slug may be what changed.
+    public func replacingTenant(_ id: UUID, with tenant: TenantConfig?) -> GatewaySnapshot {
+        // the reloaded part first: if a stale part still holds its slug or host (a slug moved from
+        // one tenant to another, the other's notification not handled yet), the fresh one wins
+        let tenants = (tenant.map { [$0] } ?? []) + tenantsBySlug.values.filter { $0.id != id }
+        return GatewaySnapshot(version: version, loadedAt: loadedAt, tenants: tenants, baseDomain: baseDomain)
+    }
+
+    /// The tenant with this id (notifications name tenants by id); a scan, made off the hot path.
+    public func tenant(id: UUID) -> TenantConfig? { tenantsBySlug.values.first { $0.id == id } }
+
+    /// How much the snapshot holds, for the size gauges.
+    public struct Size: Sendable, Equatable {
+        public var tenants = 0
+        public var apis = 0
+        public var apps = 0
+        public var apiKeys = 0
+        public var subscriptions = 0
+    }
+
+    public var size: Size {
+        var size = Size(tenants: tenantsBySlug.count)
+        for tenant in tenantsBySlug.values {
+            size.apis += tenant.routes.count
+            size.apps += tenant.apps.count
+            size.apiKeys += tenant.appsByKeyHash.count
+            for app in tenant.apps.values { size.subscriptions += app.subscriptions.count }
+        }
+        return size
     }
 
     public static let empty = GatewaySnapshot(version: 0, loadedAt: .distantPast, tenants: [], baseDomain: "localhost")

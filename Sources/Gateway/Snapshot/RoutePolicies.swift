@@ -42,12 +42,18 @@ public final class ClientRateLimit: Sendable {
 
 /// A stored policy row, as the loader reads it.
 public struct StoredPolicy: Sendable {
+    /// The API's tenant: a tenant's reload recompiles (and keeps the limiters of) its rows only.
+    public var tenantID: UUID
     public var apiID: UUID
     public var position: Int
     public var kind: String
     public var config: String
 
-    public init(apiID: UUID, position: Int, kind: String, config: String) {
+    /// The tenant of rows made without one (unit tests).
+    public static let noTenant = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+
+    public init(tenantID: UUID = StoredPolicy.noTenant, apiID: UUID, position: Int, kind: String, config: String) {
+        self.tenantID = tenantID
         self.apiID = apiID
         self.position = position
         self.kind = kind
@@ -66,7 +72,8 @@ public final class ClientLimiterRegistry: Sendable {
         var config: ClientRateLimitConfig
     }
 
-    private let limiters = NIOLockedValueBox<[Key: ClientRateLimiter]>([:])
+    /// By tenant, so that one tenant's reload replaces its own limiters and leaves the others'.
+    private let limiters = NIOLockedValueBox<[UUID: [Key: ClientRateLimiter]]>([:])
     private let evictions: Counter
     /// The process's response cache, which every loaded snapshot's cached routes share.
     public let responseCache: ResponseCacheStore
@@ -96,8 +103,10 @@ public final class ClientLimiterRegistry: Sendable {
     }
 
     /// Compiles every API's chain. Rows of unknown kinds or with a configuration the parser
-    /// refuses are skipped and reported in `skipped`.
-    public func compile(_ rows: [StoredPolicy]) -> Compiled {
+    /// refuses are skipped and reported in `skipped`. `rows` are every tenant's (`onlyTenant`
+    /// nil: limiters of policies not among them are dropped) or that one tenant's (only its
+    /// limiters are replaced).
+    public func compile(_ rows: [StoredPolicy], onlyTenant: UUID? = nil) -> Compiled {
         var byAPI: [UUID: [PreAuthPolicy]] = [:]
         var skipped: [StoredPolicy] = []
         var requestSteps: [UUID: [TransformConfig]] = [:]
@@ -105,8 +114,8 @@ public final class ClientLimiterRegistry: Sendable {
         var caches: [UUID: ResponseCacheConfig] = [:]
         var validations: [UUID: RequestValidationConfig] = [:]
         var unreadableValidations: Set<UUID> = []
-        limiters.withLockedValue { table in
-            var next: [Key: ClientRateLimiter] = [:]
+        limiters.withLockedValue { tables in
+            var next: [UUID: [Key: ClientRateLimiter]] = [:]
             for row in rows.sorted(by: { ($0.apiID.uuidString, $0.position) < ($1.apiID.uuidString, $1.position) }) {
                 guard let kind = APIPolicyKind(rawValue: row.kind), case .object(let object)? = JSONValue.parse(row.config) else {
                     skipped.append(row)
@@ -119,8 +128,8 @@ public final class ClientLimiterRegistry: Sendable {
                         continue
                     }
                     let key = Key(apiID: row.apiID, position: row.position, config: config)
-                    let limiter = table[key] ?? ClientRateLimiter(config: config, evictions: evictions)
-                    next[key] = limiter
+                    let limiter = tables[row.tenantID]?[key] ?? ClientRateLimiter(config: config, evictions: evictions)
+                    next[row.tenantID, default: [:]][key] = limiter
                     byAPI[row.apiID, default: []].append(.clientRateLimit(ClientRateLimit(limiter: limiter)))
                 case .responseCache:
                     guard case .success(let config) = ResponseCacheConfig.parse(object), caches[row.apiID] == nil else {
@@ -154,7 +163,11 @@ public final class ClientLimiterRegistry: Sendable {
                     }
                 }
             }
-            table = next
+            if let onlyTenant {
+                tables[onlyTenant] = next[onlyTenant]
+            } else {
+                tables = next
+            }
         }
         var compiled = Compiled(byAPI: byAPI, skipped: skipped)
         compiled.caches = caches
@@ -211,7 +224,7 @@ public final class ClientLimiterRegistry: Sendable {
 
     /// Clients remembered and the most that may be, over every API (for the gauges).
     public var usage: (clients: Int, capacity: Int) {
-        let all = limiters.withLockedValue { Array($0.values) }
+        let all = limiters.withLockedValue { $0.values.flatMap(\.values) }
         return all.reduce((0, 0)) { ($0.0 + $1.count, $0.1 + $1.capacity) }
     }
 

@@ -4,10 +4,13 @@ import Logging
 import NIOSSL
 import PostgresNIO
 
-/// Reads the gateway's configuration for every tenant in one read-only transaction.
+/// Reads the gateway's configuration in one read-only transaction: every tenant's (a full load),
+/// or one tenant's part (after a notification named it, see `ConfigChange`).
 ///
 /// The gateway serves all tenants, so it reads across them on purpose: the transaction sets the
-/// `system` scope that the row-level-security policies admit (see docs/ARCHITECTURE.md).
+/// `system` scope that the row-level-security policies admit (see docs/ARCHITECTURE.md). A tenant's
+/// load runs the same queries restricted to `tenant_id`, which every table it reads carries and
+/// indexes first, so its cost follows the tenant's size, not the installation's.
 public struct SnapshotLoader: Sendable {
     let client: PostgresClient
     let baseDomain: String
@@ -33,29 +36,60 @@ public struct SnapshotLoader: Sendable {
         self.logger = logger
     }
 
+    /// Every tenant's configuration.
     public func load(version: Int) async throws -> GatewaySnapshot {
+        let tenants = try await inTransaction { try await read($0, tenant: nil) }
+        // an API whose configuration changed (or that lost its cache) keeps no entries
+        clientLimiters.responseCache.retain(current: Self.cacheFingerprints(tenants))
+        return GatewaySnapshot(version: version, loadedAt: Date(), tenants: tenants, baseDomain: baseDomain)
+    }
+
+    /// One tenant's configuration; nil when the tenant no longer exists. `previous` is the part
+    /// it replaces: the response cache entries of its APIs whose configuration changed (or that
+    /// are gone) are dropped, and nobody else's.
+    public func loadTenant(_ id: UUID, previous: TenantConfig?) async throws -> TenantConfig? {
+        let tenant = try await inTransaction { try await read($0, tenant: id) }.first
+        let fingerprints = tenant.map { Self.cacheFingerprints([$0]) } ?? [:]
+        let apis = Set((previous?.routes ?? []).map(\.apiID) + (tenant?.routes ?? []).map(\.apiID))
+        clientLimiters.responseCache.retain(current: fingerprints, among: apis)
+        return tenant
+    }
+
+    private func inTransaction(_ body: @Sendable (PostgresConnection) async throws -> [TenantConfig]) async throws -> [TenantConfig] {
         try await client.withTransaction(logger: logger) { connection in
             try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
             try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
-            return try await read(connection, version: version)
+            return try await body(connection)
         }
     }
 
-    private func read(_ connection: PostgresConnection, version: Int) async throws -> GatewaySnapshot {
+    /// The cache fingerprint of every API with a response cache.
+    static func cacheFingerprints(_ tenants: [TenantConfig]) -> [UUID: Int] {
+        var fingerprints: [UUID: Int] = [:]
+        for tenant in tenants {
+            for route in tenant.routes { if let cache = route.responseCache { fingerprints[route.apiID] = cache.fingerprint } }
+        }
+        return fingerprints
+    }
+
+    /// Reads every tenant (`tenant` nil) or one. The filter is a bound parameter that Postgres
+    /// folds away when it plans the statement (an unnamed statement is planned with its values).
+    private func read(_ connection: PostgresConnection, tenant only: UUID?) async throws -> [TenantConfig] {
         var targets: [UUID: [UpstreamTargetConfig]] = [:]
         for try await (apiID, url, weight) in try await connection.query(
-            "SELECT api_id, url, weight FROM api_upstream_targets ORDER BY api_id, position", logger: logger
+            "SELECT api_id, url, weight FROM api_upstream_targets WHERE (\(only)::uuid IS NULL OR tenant_id = \(only)) ORDER BY api_id, position", logger: logger
         ).decode((UUID, String, Int).self) {
             if let target = UpstreamTargetConfig(url: url, weight: weight) { targets[apiID, default: []].append(target) }
         }
 
         var storedPolicies: [StoredPolicy] = []
-        for try await (apiID, position, kind, config) in try await connection.query(
-            "SELECT api_id, position, kind, config::text FROM api_policies ORDER BY api_id, position", logger: logger
-        ).decode((UUID, Int, String, String).self) {
-            storedPolicies.append(StoredPolicy(apiID: apiID, position: position, kind: kind, config: config))
+        for try await (tenantID, apiID, position, kind, config) in try await connection.query(
+            "SELECT tenant_id, api_id, position, kind, config::text FROM api_policies WHERE (\(only)::uuid IS NULL OR tenant_id = \(only)) ORDER BY api_id, position",
+            logger: logger
+        ).decode((UUID, UUID, Int, String, String).self) {
+            storedPolicies.append(StoredPolicy(tenantID: tenantID, apiID: apiID, position: position, kind: kind, config: config))
         }
-        let chains = clientLimiters.compile(storedPolicies)
+        let chains = clientLimiters.compile(storedPolicies, onlyTenant: only)
         for row in chains.skipped {
             // the portal refuses such rows; one stored before a rule changed is left out, not half-applied
             logger.error("an API policy is unusable and was left out", metadata: ["api": "\(row.apiID)", "kind": "\(row.kind)", "position": "\(row.position)"])
@@ -64,7 +98,7 @@ public struct SnapshotLoader: Sendable {
         // descriptor sets of gRPC APIs, compiled once per content (kept across loads by their digest)
         var transcodings: [UUID: GRPCTranscoding] = [:]
         for try await (apiID, sha256, content) in try await connection.query(
-            "SELECT api_id, sha256, content FROM api_descriptor_sets", logger: logger
+            "SELECT api_id, sha256, content FROM api_descriptor_sets WHERE (\(only)::uuid IS NULL OR tenant_id = \(only))", logger: logger
         ).decode((UUID, String, ByteBuffer).self) {
             guard targets[apiID]?.allSatisfy(\.http2) == true else { continue }
             if let compiled = clientLimiters.transcodings.compiled(sha256: sha256, content: Array(content.readableBytesView)) {
@@ -74,7 +108,8 @@ public struct SnapshotLoader: Sendable {
                 logger.error("an API's descriptor set no longer compiles and is not translated", metadata: ["api": "\(apiID)"])
             }
         }
-        clientLimiters.transcodings.retain(Set(transcodings.values.map(\.sha256)))
+        // only a full load sees every set in use; a tenant's load leaves the other tenants' alone
+        if only == nil { clientLimiters.transcodings.retain(Set(transcodings.values.map(\.sha256))) }
 
         // documents are read only for APIs with a validation policy, and compiled only when they
         // or the policy changed (see `ClientLimiterRegistry.validation`)
@@ -97,16 +132,16 @@ public struct SnapshotLoader: Sendable {
             }
         }
         for apiID in chains.unreadableValidations { validations[apiID] = .unusable("the policy's stored configuration is unreadable") }
-        clientLimiters.retainValidations(Set(chains.validations.keys))
+        // only a full load sees every API's policy; a tenant's load leaves the other tenants' alone
+        if only == nil { clientLimiters.retainValidations(Set(chains.validations.keys)) }
 
         var routes: [UUID: [Route]] = [:]
-        var cacheFingerprints: [UUID: Int] = [:]
         let apiRows = try await connection.query(
             """
             SELECT a.id, a.tenant_id, a.slug, a.version, a.base_path, a.state, a.cors::text, a.ip_allow, a.ip_deny, a.methods, a.max_request_bytes,
                 a.sunset_at, (SELECT max(c.at) FROM api_state_changes c WHERE c.api_id = a.id AND c.to_state = 'deprecated'), a.upstream_ca_pem,
                 a.upstream_client_cert_pem, a.upstream_client_key_sealed
-            FROM apis a WHERE a.state IN ('published', 'deprecated', 'retired')
+            FROM apis a WHERE a.state IN ('published', 'deprecated', 'retired') AND (\(only)::uuid IS NULL OR a.tenant_id = \(only))
             """, logger: logger)
         for try await (id, tenant, slug, apiVersion, basePath, state, cors, allow, deny, methods, maxBytes, sunset, deprecatedAt, caBundle, clientCertificate, sealedKey)
             in apiRows.decode((UUID, UUID, String, String, String, String, String?, [String], [String], [String], Int?, Date?, Date?, String?, String?, Data?).self)
@@ -142,7 +177,6 @@ public struct SnapshotLoader: Sendable {
                     hasher.combine(row.config)
                 }
                 let fingerprint = hasher.finalize()
-                cacheFingerprints[id] = fingerprint
                 cache = ResponseCachePolicy(config: config, store: clientLimiters.responseCache, fingerprint: fingerprint)
             }
             routes[tenant, default: []].append(
@@ -155,15 +189,12 @@ public struct SnapshotLoader: Sendable {
                     transcoding: transcodings[id], requestValidation: validations[id]))
         }
 
-        // an API whose configuration changed (or that lost its cache) keeps no entries
-        clientLimiters.responseCache.retain(current: cacheFingerprints)
-
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]
         let subscriptionRows = try await connection.query(
             """
             SELECT s.app_id, s.api_id, s.id, p.id, p.rate_per_second, p.burst, p.monthly_quota, p.per_minute, p.per_hour, p.per_day, p.cache_hits_billable
             FROM subscriptions s JOIN plans p ON p.id = s.plan_id JOIN apps a ON a.id = s.app_id
-            WHERE s.state = 'active' AND tollgate_api_open_to_team(s.api_id, a.team_id)
+            WHERE s.state = 'active' AND (\(only)::uuid IS NULL OR s.tenant_id = \(only)) AND tollgate_api_open_to_team(s.api_id, a.team_id)
             """, logger: logger)
         for try await (app, api, id, plan, rate, burst, quota, perMinute, perHour, perDay, cacheHitsBillable) in subscriptionRows.decode(
             (UUID, UUID, UUID, UUID, Int, Int, Int64?, Int64?, Int64?, Int64?, Bool).self)
@@ -175,7 +206,7 @@ public struct SnapshotLoader: Sendable {
 
         var apps: [UUID: [UUID: AppGrant]] = [:]
         for try await (id, tenant, team, clientID) in try await connection.query(
-            "SELECT id, tenant_id, team_id, client_id FROM apps", logger: logger
+            "SELECT id, tenant_id, team_id, client_id FROM apps WHERE (\(only)::uuid IS NULL OR tenant_id = \(only))", logger: logger
         ).decode((UUID, UUID, UUID, String).self) {
             apps[tenant, default: [:]][id] = AppGrant(id: id, teamID: team, clientID: clientID, subscriptions: subscriptions[id] ?? [:])
         }
@@ -184,7 +215,7 @@ public struct SnapshotLoader: Sendable {
         for try await (tenant, app, hash, expires) in try await connection.query(
             """
             SELECT tenant_id, app_id, secret_hash, expires_at FROM app_credentials
-            WHERE kind = 'api_key' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+            WHERE kind = 'api_key' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AND (\(only)::uuid IS NULL OR tenant_id = \(only))
             """, logger: logger
         ).decode((UUID, UUID, Data, Date?).self) {
             keys[tenant, default: [:]][hash] = APIKeyGrant(appID: app, expiresAt: expires)
@@ -192,20 +223,20 @@ public struct SnapshotLoader: Sendable {
 
         var signingKeys: [UUID: [String: P256.Signing.PublicKey]] = [:]
         for try await (tenant, kid, point) in try await connection.query(
-            "SELECT tenant_id, kid, public_key FROM signing_keys WHERE retired_at IS NULL OR published_until > now()", logger: logger
+            "SELECT tenant_id, kid, public_key FROM signing_keys WHERE (retired_at IS NULL OR published_until > now()) AND (\(only)::uuid IS NULL OR tenant_id = \(only))", logger: logger
         ).decode((UUID, String, Data).self) {
             if let key = try? P256.Signing.PublicKey(x963Representation: point) { signingKeys[tenant, default: [:]][kid] = key }
         }
 
         var revoked: [UUID: Set<String>] = [:]
         for try await (tenant, jti) in try await connection.query(
-            "SELECT tenant_id, jti FROM revoked_tokens WHERE expires_at > now()", logger: logger
+            "SELECT tenant_id, jti FROM revoked_tokens WHERE expires_at > now() AND (\(only)::uuid IS NULL OR tenant_id = \(only))", logger: logger
         ).decode((UUID, String).self) {
             revoked[tenant, default: []].insert(jti)
         }
 
         var tenants: [TenantConfig] = []
-        for try await (id, slug, host) in try await connection.query("SELECT id, slug, custom_host FROM tenants", logger: logger).decode(
+        for try await (id, slug, host) in try await connection.query("SELECT id, slug, custom_host FROM tenants WHERE (\(only)::uuid IS NULL OR id = \(only))", logger: logger).decode(
             (UUID, String, String?).self)
         {
             tenants.append(
@@ -213,6 +244,6 @@ public struct SnapshotLoader: Sendable {
                     id: id, slug: slug, customHost: host, issuer: publicURL.tenantBase(slug: slug, customHost: host), routes: routes[id] ?? [], appsByKeyHash: keys[id] ?? [:], apps: apps[id] ?? [:],
                     signingKeys: signingKeys[id] ?? [:], revokedTokenIDs: revoked[id] ?? []))
         }
-        return GatewaySnapshot(version: version, loadedAt: Date(), tenants: tenants, baseDomain: baseDomain)
+        return tenants
     }
 }

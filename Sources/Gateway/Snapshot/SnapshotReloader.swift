@@ -1,13 +1,18 @@
 import Billing
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import PostgresNIO
 import ServiceLifecycle
 
-/// Keeps the snapshot current: a full load at start (retried until it succeeds), then a reload
-/// shortly after every `NOTIFY tollgate_config` and a periodic full load that catches anything a
-/// lost notification missed. Revocations apply incrementally from the notification itself.
-/// If Postgres is unreachable the last snapshot stays in service and the status says so.
+/// Keeps the snapshot current: a full load at start (retried until it succeeds), then, shortly
+/// after each `NOTIFY tollgate_config`, a reload of the part the notification names (see
+/// `ConfigChange`: one tenant's part, rebuilt and swapped in alone), and a periodic full load that
+/// catches anything a lost notification missed. A burst of notifications is coalesced: each tenant
+/// named is read once (`PendingReloads`). Full loads run beside tenant loads, not before them
+/// (`ReloadLedger` keeps the newer parts when a full load ends). Revocations apply in place from the
+/// notification itself. If Postgres is unreachable the last snapshot stays in service and the
+/// status says so.
 public struct SnapshotReloader: Service {
     let client: PostgresClient
     let loader: SnapshotLoader
@@ -16,12 +21,29 @@ public struct SnapshotReloader: Service {
     let debounce: Duration
     let fullReloadInterval: Duration
     let retryInterval: Duration
+    let metrics: SnapshotMetrics
+    let onReload: (@Sendable (Reload) -> Void)?
+    let ledger = NIOLockedValueBox(ReloadLedger())
+
+    /// One reload done (or failed), for observers such as tests.
+    public struct Reload: Sendable, Equatable {
+        public var kind: SnapshotMetrics.Kind
+        /// The tenant reloaded (`.tenant` and `.revocation`).
+        public var tenant: UUID?
+        public var succeeded: Bool
+
+        public init(kind: SnapshotMetrics.Kind, tenant: UUID?, succeeded: Bool) {
+            self.kind = kind
+            self.tenant = tenant
+            self.succeeded = succeeded
+        }
+    }
 
     public init(
         client: PostgresClient, store: SnapshotStore, baseDomain: String, publicURL: PublicBaseURL, logger: Logger,
         debounce: Duration = .milliseconds(100),
         fullReloadInterval: Duration = .seconds(30), retryInterval: Duration = .seconds(1), responseCache: ResponseCacheStore? = nil,
-        clientKeyOpener: SnapshotLoader.ClientKeyOpener? = nil
+        clientKeyOpener: SnapshotLoader.ClientKeyOpener? = nil, metrics: SnapshotMetrics = SnapshotMetrics(), onReload: (@Sendable (Reload) -> Void)? = nil
     ) {
         self.client = client
         self.loader = SnapshotLoader(
@@ -32,6 +54,8 @@ public struct SnapshotReloader: Service {
         self.debounce = debounce
         self.fullReloadInterval = fullReloadInterval
         self.retryInterval = retryInterval
+        self.metrics = metrics
+        self.onReload = onReload
     }
 
     public func run() async throws {
@@ -41,7 +65,8 @@ public struct SnapshotReloader: Service {
                 group.addTask { await self.listen(signal) }
                 group.addTask { await self.tick(signal) }
                 group.addTask { await self.pollKeyRefreshes(signal) }
-                group.addTask { await self.reloadLoop(signal) }
+                group.addTask { await self.fullLoop(signal) }
+                group.addTask { await self.tenantLoop(signal) }
                 await group.waitForAll()
             }
         }
@@ -50,30 +75,86 @@ public struct SnapshotReloader: Service {
     /// One full load; returns whether it succeeded.
     @discardableResult
     public func reloadNow() async -> Bool {
+        let start = ledger.withLockedValue { $0.begin() }
+        defer { ledger.withLockedValue { $0.end(start) } }
+        return await timed(.full, tenant: nil) {
+            let read = try await loader.load(version: store.version + 1)
+            store.install { current in
+                ledger.withLockedValue { ledger in
+                    read.merging(current: current, keep: ledger.tenantsLoaded(after: start), revocations: ledger.revocations(since: start))
+                }
+            }
+        }
+    }
+
+    /// Reloads one tenant's part; returns whether it succeeded.
+    @discardableResult
+    func reloadTenant(_ id: UUID) async -> Bool {
+        let start = ledger.withLockedValue { $0.begin() }
+        defer { ledger.withLockedValue { $0.end(start) } }
+        return await timed(.tenant, tenant: id) {
+            let tenant = try await loader.loadTenant(id, previous: store.snapshot.tenant(id: id))
+            store.update { snapshot in
+                ledger.withLockedValue { ledger in
+                    let revoked = ledger.revocations(since: start)[id] ?? []
+                    snapshot = snapshot.replacingTenant(id, with: revoked.isEmpty ? tenant : tenant?.revoking(Array(revoked)))
+                    // in the same critical section: a full load ending now must see that this part is newer
+                    ledger.tenantInstalled(id, start: start)
+                }
+            }
+        }
+    }
+
+    /// Runs a load (which installs what it read), then records its duration and the gauges.
+    private func timed(_ kind: SnapshotMetrics.Kind, tenant: UUID?, _ load: () async throws -> Void) async -> Bool {
+        let started = DispatchTime.now().uptimeNanoseconds
         do {
-            let snapshot = try await loader.load(version: store.version + 1)
-            store.install(snapshot)
-            GatewayGauges.snapshot(version: snapshot.version, ageSeconds: 0, databaseReachable: true)
+            try await load()
+            let snapshot = store.snapshot
+            metrics.reloaded(kind, nanoseconds: DispatchTime.now().uptimeNanoseconds &- started, succeeded: true)
+            metrics.size(snapshot.size)
+            GatewayGauges.snapshot(version: snapshot.version, ageSeconds: Date().timeIntervalSince(snapshot.loadedAt), databaseReachable: true)
             loader.clientLimiters.recordGauges()
             loader.clientLimiters.responseCache.recordGauges()
+            onReload?(Reload(kind: kind, tenant: tenant, succeeded: true))
             return true
         } catch {
+            metrics.reloaded(kind, nanoseconds: DispatchTime.now().uptimeNanoseconds &- started, succeeded: false)
             store.markUnreachable(DatabaseErrorText.describe(error).prefix(300).description)
             let snapshot = store.snapshot
             GatewayGauges.snapshot(version: snapshot.version, ageSeconds: Date().timeIntervalSince(snapshot.loadedAt), databaseReachable: false)
-            logger.warning("gateway snapshot reload failed; serving the last one", metadata: ["error": "\(DatabaseErrorText.describe(error))"])
+            logger.warning(
+                "gateway snapshot reload failed; serving the last one", metadata: ["kind": "\(kind.rawValue)", "error": "\(DatabaseErrorText.describe(error))"])
+            onReload?(Reload(kind: kind, tenant: tenant, succeeded: false))
             return false
         }
     }
 
-    private func reloadLoop(_ signal: ReloadSignal) async {
+    /// Full loads: at start (retried until one succeeds), then whenever one is asked for.
+    private func fullLoop(_ signal: ReloadSignal) async {
         while !Task.isCancelled {
             if !(await reloadNow()) {
                 try? await Task.sleep(for: retryInterval)
                 continue
             }
-            guard await signal.wait() else { return }
-            try? await Task.sleep(for: debounce)  // coalesce a burst of changes into one load
+            guard await signal.waitForFull() else { return }
+            try? await Task.sleep(for: debounce)
+            _ = await signal.takeFull()
+        }
+    }
+
+    /// Tenant loads, each tenant of a burst once; a failed one asks for a full load (which the
+    /// full loop retries until the database answers) instead of being tracked.
+    private func tenantLoop(_ signal: ReloadSignal) async {
+        while !Task.isCancelled {
+            guard await signal.waitForTenants() else { return }
+            try? await Task.sleep(for: debounce)  // let a burst of changes gather
+            for id in await signal.takeTenants().sorted(by: { $0.uuidString < $1.uuidString }) {
+                guard await reloadTenant(id) else {
+                    await signal.add(.everything)
+                    break
+                }
+            }
         }
     }
 
@@ -82,14 +163,14 @@ public struct SnapshotReloader: Service {
     private func pollKeyRefreshes(_ signal: ReloadSignal) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(50))
-            if store.takeKeyRefreshRequest() { await signal.fire() }
+            if store.takeKeyRefreshRequest() { await signal.add(.everything) }
         }
     }
 
     private func tick(_ signal: ReloadSignal) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: fullReloadInterval)
-            await signal.fire()
+            await signal.add(.everything)
         }
         await signal.finish()
     }
@@ -99,20 +180,9 @@ public struct SnapshotReloader: Service {
             do {
                 try await client.withConnection { connection in
                     try await connection.listen(on: "tollgate_config") { notifications in
-                        await signal.fire()  // we may have missed changes while not listening
+                        await signal.add(.everything)  // we may have missed changes while not listening
                         for try await notification in notifications {
-                            if let api = Self.cachePurge(notification.payload) {
-                                // a provider emptied the API's cache: nothing else changed
-                                loader.clientLimiters.responseCache.purge(api: api)
-                            } else if let revoked = Self.revocation(notification.payload) {
-                                store.update { snapshot in
-                                    if let tenant = snapshot.tenantsBySlug.values.first(where: { $0.id == revoked.tenant }) {
-                                        snapshot.tenantsBySlug[tenant.slug] = tenant.revoking([revoked.jti])
-                                    }
-                                }
-                            } else {
-                                await signal.fire()
-                            }
+                            await apply(ConfigChange(payload: notification.payload), signal)
                         }
                     }
                 }
@@ -124,49 +194,79 @@ public struct SnapshotReloader: Service {
         }
     }
 
+    private func apply(_ change: ConfigChange, _ signal: ReloadSignal) async {
+        switch change {
+        case .cachePurge(let api):
+            // a provider emptied the API's cache: nothing else changed
+            loader.clientLimiters.responseCache.purge(api: api)
+        case .revocation(let tenant, let jti):
+            store.update { snapshot in
+                // recorded with the update: a load that ends later re-applies it (see `ReloadLedger`)
+                ledger.withLockedValue { $0.heard(tenant: tenant, jti: jti) }
+                if let config = snapshot.tenant(id: tenant) { snapshot.tenantsBySlug[config.slug] = config.revoking([jti]) }
+            }
+            metrics.reloaded(.revocation, nanoseconds: nil, succeeded: true)
+            onReload?(Reload(kind: .revocation, tenant: tenant, succeeded: true))
+        case .tenant, .everything:
+            await signal.add(change)
+        }
+    }
+
     /// `{"table": "cache_purge", "api_id": ...}`, sent by `DELETE /apis/{id}/cache`.
     static func cachePurge(_ payload: String) -> UUID? {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any], object["table"] as? String == "cache_purge"
-        else { return nil }
-        return (object["api_id"] as? String).flatMap(UUID.init(uuidString:))
+        if case .cachePurge(let api) = ConfigChange(payload: payload) { return api }
+        return nil
     }
 
     static func revocation(_ payload: String) -> (tenant: UUID, jti: String)? {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any], object["table"] as? String == "revoked_tokens",
-            let tenant = (object["tenant_id"] as? String).flatMap(UUID.init(uuidString:)), let jti = object["jti"] as? String
-        else { return nil }
-        return (tenant, jti)
+        if case .revocation(let tenant, let jti) = ConfigChange(payload: payload) { return (tenant, jti) }
+        return nil
     }
 }
 
-/// "Something changed": fired by notifications and the periodic tick, awaited by the reload loop.
+/// The reloads asked for and not yet done: filled by notifications and the periodic tick, emptied
+/// by the full loop and the tenant loop, each waiting for its own kind.
 actor ReloadSignal {
-    private var pending = false
+    private var pending = PendingReloads()
     private var finished = false
-    private var waiter: CheckedContinuation<Bool, Never>?
+    private var fullWaiter: CheckedContinuation<Bool, Never>?
+    private var tenantsWaiter: CheckedContinuation<Bool, Never>?
 
-    func fire() {
-        if let waiter {
-            self.waiter = nil
+    func add(_ change: ConfigChange) {
+        pending.add(change)
+        if pending.full, let waiter = fullWaiter {
+            fullWaiter = nil
             waiter.resume(returning: true)
-        } else {
-            pending = true
+        }
+        if !pending.tenants.isEmpty, let waiter = tenantsWaiter {
+            tenantsWaiter = nil
+            waiter.resume(returning: true)
         }
     }
 
     func finish() {
         finished = true
-        waiter?.resume(returning: false)
-        waiter = nil
+        fullWaiter?.resume(returning: false)
+        tenantsWaiter?.resume(returning: false)
+        fullWaiter = nil
+        tenantsWaiter = nil
     }
 
-    /// True when a change is pending; false once finished.
-    func wait() async -> Bool {
-        if pending {
-            pending = false
-            return true
-        }
+    /// True once a full load is pending; false once finished.
+    func waitForFull() async -> Bool {
+        if pending.full { return true }
         if finished { return false }
-        return await withCheckedContinuation { waiter = $0 }
+        return await withCheckedContinuation { fullWaiter = $0 }
     }
+
+    /// True once a tenant is pending; false once finished.
+    func waitForTenants() async -> Bool {
+        if !pending.tenants.isEmpty { return true }
+        if finished { return false }
+        return await withCheckedContinuation { tenantsWaiter = $0 }
+    }
+
+    func takeFull() -> Bool { pending.takeFull() }
+
+    func takeTenants() -> Set<UUID> { pending.takeTenants() }
 }

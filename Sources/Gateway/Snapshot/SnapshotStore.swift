@@ -48,10 +48,21 @@ public final class SnapshotStore: Sendable {
 
     public var currentStatus: Status { status.withLockedValue { $0 } }
 
-    /// Installs a freshly loaded snapshot.
-    public func install(_ snapshot: GatewaySnapshot) {
-        current.withLockedValue { $0 = snapshot }
-        versionCounter.store(snapshot.version, ordering: .releasing)
+    /// Installs a freshly loaded snapshot. Its version is raised above the current one if need
+    /// be: an in-place update (a revocation) may have taken the number the load was given, and
+    /// event loops only pick up a snapshot whose version differs from the one they hold.
+    public func install(_ snapshot: GatewaySnapshot) { install { _ in snapshot } }
+
+    /// Installs what `make` builds from the current snapshot, under the lock (a full load merged
+    /// with the parts reloaded while it ran); versioned and marked fresh like `install(_:)`.
+    public func install(_ make: (_ current: GatewaySnapshot) -> GatewaySnapshot) {
+        let version = current.withLockedValue { installed -> Int in
+            var next = make(installed)
+            next.version = max(next.version, installed.version + 1)
+            installed = next
+            return next.version
+        }
+        versionCounter.store(version, ordering: .releasing)
         status.withLockedValue {
             $0.loaded = true
             $0.databaseReachable = true

@@ -250,11 +250,23 @@ enum APIPolicyEdit: Sendable, Equatable {
             list.remove(at: index)
         case .moveUp(let index):
             guard list.indices.contains(index) else { return nil }
-            if index > 0 { list.swapAt(index, index - 1) }
+            if let other = Self.neighbour(of: index, in: list, step: -1) { list.swapAt(index, other) }
         case .moveDown(let index):
             guard list.indices.contains(index) else { return nil }
-            if index < list.count - 1 { list.swapAt(index, index + 1) }
+            if let other = Self.neighbour(of: index, in: list, step: 1) { list.swapAt(index, other) }
         }
         return list
+    }
+
+    /// The nearest policy of the same phase before (`step` -1) or after (+1) `index`: order only
+    /// means something within a phase, so a move swaps with that one, not with whatever is next
+    /// in the stored list.
+    static func neighbour(of index: Int, in list: [APIPolicy], step: Int) -> Int? {
+        var other = index + step
+        while list.indices.contains(other) {
+            if list[other].phase == list[index].phase { return other }
+            other += step
+        }
+        return nil
     }
 }

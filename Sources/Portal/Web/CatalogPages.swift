@@ -549,8 +549,9 @@ struct CatalogPages: Sendable {
                         form["index"] = index
                         form["prefix"] = "p\(index)"
                         form["kind"] = policies[index].kind.rawValue
-                        form["first"] = index == 0
-                        form["last"] = index == policies.count - 1
+                        // moves stay within the phase (see APIPolicyEdit.neighbour)
+                        form["first"] = APIPolicyEdit.neighbour(of: index, in: policies, step: -1) == nil
+                        form["last"] = APIPolicyEdit.neighbour(of: index, in: policies, step: 1) == nil
                         form["open"] = typed?.index == index
                         row["added"] = form
                     }

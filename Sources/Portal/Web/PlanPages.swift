@@ -40,9 +40,7 @@ struct PlanPages: Sendable {
         let api = try await services.catalog.show(tenant: tenant, viewer: context.principal, id: plan.apiID)
         try Policy.authorize(try context.requirePrincipal(), .manageAPIs(team: api.teamID))
         var values = PlanForm.values(for: plan.terms, currency: tenant.currency)
-        values["versions"] = versions.map {
-            ["version": $0.version, "created": DisplayDate.format($0.createdAt), "current": $0.isCurrent] as [String: Any]
-        }
+        values["versions"] = Self.versionLines(versions)
         values["revising"] = true
         return render(context, api: api, values: values, action: "/catalog/plans/\(plan.id)/versions")
     }
@@ -50,7 +48,7 @@ struct PlanPages: Sendable {
     @Sendable func revise(_ request: Request, context: AppRequestContext) async throws -> Response {
         let tenant = try context.requireTenant()
         let id = try planID(context)
-        let (plan, _) = try await services.planService.show(tenant: tenant, viewer: try context.requirePrincipal(), planID: id)
+        let (plan, versions) = try await services.planService.show(tenant: tenant, viewer: try context.requirePrincipal(), planID: id)
         let api = try await services.catalog.show(tenant: tenant, viewer: context.principal, id: plan.apiID)
         do {
             let terms = try PlanForm.terms(from: context.form, currency: tenant.currency)
@@ -61,8 +59,13 @@ struct PlanPages: Sendable {
             values["errors"] = error.fieldErrors
             values["error"] = error.detail
             values["revising"] = true
+            values["versions"] = Self.versionLines(versions)  // the page keeps its history on an error
             return render(context, api: api, values: values, action: "/catalog/plans/\(id)/versions", status: error.status)
         }
+    }
+
+    static func versionLines(_ versions: [Plan]) -> [[String: Any]] {
+        versions.map { ["version": $0.version, "created": DisplayDate.format($0.createdAt), "current": $0.isCurrent] as [String: Any] }
     }
 
     private func render(

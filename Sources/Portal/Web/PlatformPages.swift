@@ -84,9 +84,12 @@ struct PlatformPages: Sendable {
                 tenant, chainPEM: context.form["certificate_pem"] ?? "", keyPEM: context.form["private_key_pem"] ?? "", operatorName: "platform:\(adminID)")
             return .redirect(to: "/platform/tenants/\(tenant.slug)?done=certificate#certificate")
         } catch let error as AppError where error.status == .unprocessableContent {
+            // the field is marked where the card is, far down the page: the alert at the top says it too
             var errors: [String: String] = [:]
-            for (field, message) in error.fieldErrors { errors[field == "custom_host" ? "certificate_pem" : field + "_pem"] = message }
-            return try await tenantDetail(context, tenant: tenant, errors: errors, status: error.status)
+            for (field, message) in error.fieldErrors where field != "custom_host" { errors[field + "_pem"] = message }
+            let message = error.fieldErrors.values.sorted().first ?? error.detail
+            return try await tenantDetail(
+                context, tenant: tenant, errors: errors, extra: ["error": "The certificate was not stored: " + message], status: error.status)
         }
     }
 
