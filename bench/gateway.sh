@@ -11,8 +11,8 @@
 # With POLICIES=1, rows for Echo with one policy chain each, run right after the plain gateway row
 # of the same round: "cache-hit" (a shared response cache: every call after the first is a hit),
 # "transform" (a request transformation setting two headers from the call's context and a response
-# transformation setting one) and, when the gateway has it, "validate" (request validation of a
-# small JSON body against an OpenAPI document, POSTed). The table's last column then reads as the
+# transformation setting one) and "validate" (request validation of a
+# small JSON body against Echo's OpenAPI document, uploaded for it, POSTed). The table's last column then reads as the
 # policy's cost: CPU per call above the plain row's.
 #
 #   bench/gateway.sh [rounds=3] [seconds=10] [connections=32]
@@ -120,6 +120,29 @@ check="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN
 [ "$check" = 200 ] || { echo "gateway answered $check, not 200" >&2; exit 1; }
 CACHE_POLICY='[{"kind":"response_cache","config":{"ttl_seconds":3600,"shared":true}}]'
 TRANSFORM_POLICY='[{"kind":"request_transform","config":{"headers":{"set":{"X-Caller":"$app_id","X-Plan":"$plan"}}}},{"kind":"response_transform","config":{"headers":{"set":{"X-Served-By":"tollgate"}}}}]'
+VALIDATE_POLICY='[{"kind":"request_validation","config":{"validate":"both"}}]'
+if [ "${POLICIES:-}" = 1 ]; then
+  # Echo's document for the validate row: POST / takes a small JSON object (GET / stays valid for the other rows)
+  curl -sf -X PUT -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' --data-binary @- "$api/apis/$echo_id/openapi" >/dev/null <<'DOC'
+{"openapi":"3.1.0","info":{"title":"Echo","version":"1"},"paths":{"/":{"get":{"responses":{"200":{"description":"ok"}}},
+ "post":{"requestBody":{"required":true,"content":{"application/json":{"schema":{"type":"object","required":["sku","quantity"],"additionalProperties":false,
+  "properties":{"sku":{"type":"string","pattern":"^[A-Z]{3}-[0-9]{1,6}$"},"quantity":{"type":"integer","minimum":1,"maximum":1000},"note":{"type":"string","maxLength":200}}}}}},
+  "responses":{"200":{"description":"ok"}}}}}}
+DOC
+  cat >"$WORK/validate.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"sku":"ABC-123","quantity":2,"note":"bench"}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+fi
+set_validation() {  # on: wait until a path the document lacks is refused (404) by the gateway
+  curl -sf -X PUT -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' -d "{\"policies\":$VALIDATE_POLICY}" "$api/apis/$echo_id/policies" >/dev/null
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/not-in-the-document")" = 404 ] && return 0
+    sleep 0.1
+  done
+  echo "the gateway did not take the validation policy" >&2; exit 1
+}
 
 cpu_ticks() {  # user and system clock ticks a process has used (fields 14 and 15 of /proc/PID/stat)
   [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || { echo "0 0"; return; }
@@ -182,6 +205,8 @@ for round in $(seq "$ROUNDS"); do
     run cache-hit "$round" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"
     set_policies "$TRANSFORM_POLICY" "x-served-by: tollgate"
     run transform "$round" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN"
+    set_validation
+    run validate "$round" "http://$GATEWAY_ADDRESS/t/demo/echo/v1/" "Authorization: Bearer $TOKEN" "$WORK/validate.lua"
     set_policies '[]' ''
   fi
 done

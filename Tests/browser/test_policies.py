@@ -52,12 +52,51 @@ class Policies(BrowserTest):
         card.screenshot(os.path.join(ARTIFACTS, "phone-policies-error-card.png"))
         # move the second up, then remove both
         self.open(api)
-        ups = [b for b in self.driver.find_elements(By.CSS_SELECTOR, "#policies ~ .card button") if b.text == "Move up" and b.is_enabled()]
-        self.submit(ups[0])
+        # (by the entry's text: the demo's Echo has policies of its own)
+        self.submit(self.driver.find_element(By.XPATH, "//li[contains(., '5 requests per 1 s')]//button[text()='Move up']"))
         text = self.page_text()
         self.assertLess(text.index("5 requests per 1 s"), text.index("120 requests per 60 s"))
         for _ in range(2):
-            remove = [b for b in self.driver.find_elements(By.CSS_SELECTOR, "#policies ~ .card button") if b.text == "Remove"][0]
-            self.submit(remove)
+            self.submit(self.driver.find_element(By.XPATH, "//li[contains(., 'requests per') and contains(., 'Rate limit per client')]//button[text()='Remove']"))
         self.assertNotIn("requests per 1 s", self.page_text())
         self.assertNotIn("requests per 60 s", self.page_text())
+
+    def test_request_validation_marked_without_a_document_then_added_at_390px(self):
+        api = self.open_echo_as_provider()
+        self.set_phone(True)
+        self.open(api)
+
+        def add_validation(scope_label, refuse_unknown):
+            summary = self.find("#add-request-validation > summary")
+            if not summary.find_element(By.XPATH, "..").get_attribute("open"):
+                summary.click()
+            self.select_option("#newvalidation-validate", scope_label)
+            box = self.form_with("#newvalidation-validate").find_element(By.NAME, "refuse_unknown_query")
+            if box.is_selected() != refuse_unknown:
+                box.click()
+            self.submit(self.form_with("#newvalidation-validate"))
+
+        # act: no document yet — the choice is marked with why, what was chosen kept
+        add_validation("Parameters only", True)
+        self.assertTrue(self.find("#newvalidation-validate-error").text.startswith("Upload the API"))
+        self.assertEqual(self.find("#newvalidation-validate").get_attribute("aria-invalid"), "true")
+        self.assertEqual(self.find("#newvalidation-validate").get_attribute("value"), "parameters")
+        self.assertEqual(self.sideways_overflow(), 0, "the validation form scrolls sideways at 390 px")
+        self.screenshot("phone-validation-error")
+        # a document pasted as a browser sends it (CRLF line ends), then the policy is saved
+        self.open(api)
+        paste = self.find("#document_text")
+        for line in ["openapi: 3.1.0", "info: {title: Echo, version: '1'}", "paths:", "  /hello:", "    get:",
+                     "      parameters: [{name: n, in: query, schema: {type: integer}}]", "      responses: {'200': {description: ok}}"]:
+            paste.send_keys(line + "\n")
+        self.submit(self.form_with("#document_text"))
+        self.open(api)
+        add_validation("Parameters only", True)
+        text = self.page_text()
+        self.assertIn("Policies saved.", text)
+        self.assertIn("checks path, method and parameters against the API's OpenAPI document; unknown query parameters refused", text)
+        self.assertEqual(self.sideways_overflow(), 0)
+        self.screenshot("phone-validation-added")
+        # removed again (the demo's Echo keeps its calls unchecked for the other tests)
+        self.submit(self.driver.find_element(By.XPATH, "//li[contains(., 'Request validation:')]//button[text()='Remove']"))
+        self.assertNotIn("unknown query parameters refused", self.page_text())

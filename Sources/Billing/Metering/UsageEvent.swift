@@ -10,6 +10,10 @@ public struct UsageEvent: Sendable, Equatable {
         /// Refused by a provider's limit per client before authentication (no app known yet). Last in
         /// the list: the spool stores a reason by its position.
         case clientRateLimited = "client_rate_limited"
+        /// Refused by the API's `request_validation` policy: the call does not match the API's
+        /// OpenAPI document (404, 405, 415 or 400 before the upstream saw anything). After
+        /// `clientRateLimited`: positions are stored.
+        case invalidRequest = "invalid_request"
     }
 
     public var id: UUID

@@ -182,6 +182,17 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             return answer(response, context: context)
         }
         if target.http2 {
+            // a gRPC API cannot be validated against an OpenAPI document (the portal refuses the
+            // policy for one); should its targets have become gRPC since, its calls fail closed
+            if plan.route.requestValidation != nil {
+                var response = RequestValidationPolicy.unavailable
+                if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
+                response.tenant = plan.tenant
+                response.route = plan.route
+                response.app = plan.app
+                response.grant = plan.grant
+                return answer(response, context: context)
+            }
             // a JSON request to an API with a descriptor set is translated; gRPC requests pass through
             if !grpc, let transcoding = plan.route.transcoding {
                 guard let resolved = transcoding.resolve(httpMethod: head.method.rawValue, uri: plan.upstreamURI) else {

@@ -35,6 +35,8 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
     case responseCache = "response_cache"
     /// Access-log records of the API's calls, POSTed in batches to a collector.
     case httpLog = "http_log"
+    /// Calls checked against the API's uploaded OpenAPI document before the upstream sees them.
+    case requestValidation = "request_validation"
 
     public var phase: APIPolicyPhase {
         switch self {
@@ -43,6 +45,7 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
         case .responseTransform: .response
         case .responseCache: .preForward
         case .httpLog: .afterCall
+        case .requestValidation: .preForward
         }
     }
 
@@ -53,6 +56,7 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
         case .responseTransform: "Response transformation"
         case .responseCache: "Response cache"
         case .httpLog: "HTTP log sink"
+        case .requestValidation: "Request validation"
         }
     }
 }

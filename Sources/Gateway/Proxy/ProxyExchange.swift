@@ -72,6 +72,9 @@ final class ProxyExchange {
     private var retried = false
     /// The response cache's part in this call; nil for APIs without a `response_cache` policy.
     private var cache: CacheCall?
+    /// Set while the body is buffered for `request_validation` (the operation has a JSON body
+    /// schema): nothing goes upstream until the whole body is read and matches. Nil otherwise.
+    private var bodyCheck: BodyCheck?
     /// Identifies the exchange to the loop's response deadlines; 0 until its deadline is armed.
     private(set) var serial: UInt64 = 0
     /// Whether reading from the client (or the upstream) was paused for back-pressure.
@@ -111,8 +114,50 @@ final class ProxyExchange {
 
     // MARK: Request
 
-    /// Connects (or takes an idle pooled connection) and sends what the client sent so far.
+    /// Runs the phase before forwarding (validation, then the cache), then connects (or takes an
+    /// idle pooled connection) and sends what the client sent so far.
     func start() {
+        if let validation = plan.route.requestValidation, !admit(validation) { return }
+        startForwarding()
+    }
+
+    /// The `request_validation` policy's check of the head: true to go on; false when the call
+    /// was refused, or when its body is buffered first (forwarding then starts when it ended).
+    private func admit(_ policy: RequestValidationPolicy) -> Bool {
+        guard case .ready(let validator) = policy else {
+            refuse(RequestValidationPolicy.unavailable)
+            return false
+        }
+        let chunked = chunksRequestBody || (head.version.major == 1 && head.headers.contains(name: "transfer-encoding"))
+        let declared = head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
+        switch validator.checkHead(method: head.method, uri: plan.upstreamURI, headers: head.headers, hasBody: chunked || declared > 0) {
+        case .pass:
+            return true
+        case .refuse(let refusal):
+            refuse(refusal.response)
+            return false
+        case .checkBody(let schema, let required):
+            bodyCheck = BodyCheck(validator: validator, schema: schema, required: required, chunked: chunked)
+            // the upstream will not ask for the body before it has it all: the gateway does
+            if head.version.major == 1, head.headers.first(name: "expect")?.lowercased() == "100-continue" {
+                client.exchange(self, receivedInterim: ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n"))
+                client.exchangeFlush(self)
+            }
+            return false
+        }
+    }
+
+    /// A refusal by a policy before anything went upstream: metered as not forwarded (not billable).
+    private func refuse(_ answer: LocalResponse) {
+        pending = []
+        pendingBytes = 0
+        finish(status: answer.status.code, forwarded: false, rejection: answer.rejection)
+        var response = answer
+        response.headers += plan.responseHeaders
+        client.exchange(self, failedWith: response)
+    }
+
+    private func startForwarding() {
         // a WebSocket handshake is never answered from the cache (nor stored: a 101 is not kept)
         if cache == nil, upgrade == nil, let policy = plan.route.responseCache {
             // after the gate admitted the call (auth, subscription, limits), before any upstream
@@ -131,6 +176,10 @@ final class ProxyExchange {
             }
             cache = call
         }
+        connect()
+    }
+
+    private func connect() {
         if let idle = loop.pool.takeIdle(target) { return attach(idle) }
         let target = self.target
         loop.pool.connect(target, tls: plan.route.upstreamTLS).assumeIsolatedUnsafeUnchecked().whenComplete { result in
@@ -153,7 +202,7 @@ final class ProxyExchange {
                 {
                     self.retried = true
                     self.target = next
-                    return self.start()
+                    return self.connect()
                 }
                 let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
                 self.failBeforeResponse(
@@ -202,7 +251,8 @@ final class ProxyExchange {
         } else {
             pending.append(framed)
             pendingBytes += framed.readableBytes
-            if pendingBytes > 256 * 1024 && !pausedClient { setClientReading(false) }
+            // a body being validated is read whole (the API's body limit bounds it)
+            if pendingBytes > 256 * 1024 && !pausedClient && bodyCheck == nil { setClientReading(false) }
         }
     }
 
@@ -211,6 +261,16 @@ final class ProxyExchange {
     /// The client's request is complete: the response deadline starts once it is all sent.
     func requestBodyEnded() {
         requestEnded = true
+        if let check = bodyCheck {
+            bodyCheck = nil
+            guard !finished else { return }
+            let violations = check.violations(in: pending)
+            if !violations.isEmpty { return refuse(ValidationRefusal(violations: violations).response) }
+            // the buffered body goes upstream as it came (the same framing, the same bytes)
+            startForwarding()
+            if cache?.hit != nil { serveFromCache() }
+            return
+        }
         if cache?.hit != nil { return serveFromCache() }
         if let upstream, chunksRequestBody { upstream.channel.write(Self.lastChunk, promise: nil) }
         if upstream != nil { armTimeout() }

@@ -450,6 +450,17 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
             return answer(response, head: head, started: started, requestID: requestID, context: context)
         }
         if target.http2 {
+            // a gRPC API cannot be validated against an OpenAPI document (the portal refuses the
+            // policy for one); should its targets have become gRPC since, its calls fail closed
+            if plan.route.requestValidation != nil {
+                var response = RequestValidationPolicy.unavailable
+                if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
+                response.tenant = plan.tenant
+                response.route = plan.route
+                response.app = plan.app
+                response.grant = plan.grant
+                return answer(response, head: head, started: started, requestID: requestID, context: context)
+            }
             // an API with a descriptor set is called with JSON too: the call is translated to gRPC
             if let transcoding = plan.route.transcoding {
                 guard let call = transcoding.resolve(httpMethod: head.method.rawValue, uri: plan.upstreamURI) else {

@@ -179,6 +179,9 @@ public final class Route: Sendable {
     public let responseTransform: ResponseTransform?
     /// The API's response cache; nil (one check per call) for APIs without.
     public let responseCache: ResponseCachePolicy?
+    /// The API's request validation, compiled from its document; nil (one check per call) for
+    /// APIs without.
+    public let requestValidation: RequestValidationPolicy?
     /// HTTP/JSON → gRPC translation, from the descriptor set of a gRPC API; nil for every other
     /// API (checked only where a gRPC target was picked, never on the HTTP/1.1 proxy path).
     public let transcoding: GRPCTranscoding?
@@ -190,11 +193,13 @@ public final class Route: Sendable {
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
         ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
         preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil,
-        responseCache: ResponseCachePolicy? = nil, transcoding: GRPCTranscoding? = nil, httpLog: HTTPLogSink? = nil
+        responseCache: ResponseCachePolicy? = nil, transcoding: GRPCTranscoding? = nil, httpLog: HTTPLogSink? = nil,
+        requestValidation: RequestValidationPolicy? = nil
     ) {
         self.transcoding = transcoding
         self.responseCache = responseCache
         self.httpLog = httpLog
+        self.requestValidation = requestValidation
         self.preAuth = preAuth
         self.requestTransform = requestTransform
         self.responseTransform = responseTransform

@@ -101,6 +101,11 @@ public final class ClientLimiterRegistry: Sendable {
         public var httpLogs: [UUID: HTTPLogConfig] = [:]
         /// The tenant of each API in `httpLogs` (a tenant's reload replaces only its sinks).
         public var httpLogTenants: [UUID: UUID] = [:]
+        /// An API's request validation (the first such policy; the portal allows one), compiled
+        /// with the API's document by `validation(api:config:document:)`.
+        public var validations: [UUID: RequestValidationConfig] = [:]
+        /// APIs whose validation policy's stored configuration the parser refuses (fail closed).
+        public var unreadableValidations: Set<UUID> = []
         /// Rows of unknown kinds or with a configuration the parser refuses (left out).
         public var skipped: [StoredPolicy] = []
     }
@@ -117,6 +122,8 @@ public final class ClientLimiterRegistry: Sendable {
         var caches: [UUID: ResponseCacheConfig] = [:]
         var httpLogs: [UUID: HTTPLogConfig] = [:]
         var httpLogTenants: [UUID: UUID] = [:]
+        var validations: [UUID: RequestValidationConfig] = [:]
+        var unreadableValidations: Set<UUID> = []
         limiters.withLockedValue { tables in
             var next: [UUID: [Key: ClientRateLimiter]] = [:]
             for row in rows.sorted(by: { ($0.apiID.uuidString, $0.position) < ($1.apiID.uuidString, $1.position) }) {
@@ -147,6 +154,19 @@ public final class ClientLimiterRegistry: Sendable {
                     }
                     httpLogs[row.apiID] = config
                     httpLogTenants[row.apiID] = row.tenantID
+                case .requestValidation:
+                    guard validations[row.apiID] == nil else {
+                        skipped.append(row)
+                        continue
+                    }
+                    guard case .success(let config) = RequestValidationConfig.parse(object) else {
+                        // unlike other kinds, not left out: an API that asked for checks is not
+                        // forwarded unchecked (its calls answer 503 until the policy is fixed)
+                        skipped.append(row)
+                        unreadableValidations.insert(row.apiID)
+                        continue
+                    }
+                    validations[row.apiID] = config
                 case .requestTransform, .responseTransform:
                     let side: TransformConfig.Side = kind == .requestTransform ? .request : .response
                     guard case .success(let config) = TransformConfig.parse(object, side: side) else {
@@ -170,9 +190,55 @@ public final class ClientLimiterRegistry: Sendable {
         compiled.caches = caches
         compiled.httpLogs = httpLogs
         compiled.httpLogTenants = httpLogTenants
+        compiled.validations = validations
+        compiled.unreadableValidations = unreadableValidations.subtracting(validations.keys)
         for (api, steps) in requestSteps { compiled.requestTransforms[api] = RequestTransform(steps) }
         for (api, steps) in responseSteps { compiled.responseTransforms[api] = ResponseTransform(steps) }
         return compiled
+    }
+
+    private struct CompiledValidation {
+        var fingerprint: Int
+        var policy: RequestValidationPolicy
+    }
+
+    private let validators = NIOLockedValueBox<[UUID: CompiledValidation]>([:])
+
+    /// An API's validation policy compiled from its document (the JSON text the portal stored with
+    /// it; nil: none). Compiled once per change: a reload with the same document and configuration
+    /// reuses the compiled value. A document that cannot be compiled gives a policy that refuses
+    /// every call with 503 (fail closed, see docs/ARCHITECTURE.md).
+    public func validation(api: UUID, config: RequestValidationConfig, document: String?) -> RequestValidationPolicy {
+        var hasher = Hasher()
+        hasher.combine(config)
+        hasher.combine(document)
+        let fingerprint = hasher.finalize()
+        if let known = validators.withLockedValue({ $0[api] }), known.fingerprint == fingerprint { return known.policy }
+        let policy: RequestValidationPolicy
+        if let document, document.utf8.count <= RequestValidationPolicy.maximumDocumentBytes, let root = JSONValue.parse(document) {
+            switch RequestValidator.compile(document: root, config: config) {
+            case .success(let validator): policy = .ready(validator)
+            case .failure(let error): policy = .unusable("\(error.pointer.isEmpty ? "the document" : error.pointer): \(error.message)")
+            }
+        } else {
+            policy = .unusable(document == nil ? "the API has no OpenAPI document" : "the document is not JSON the gateway can read")
+        }
+        validators.withLockedValue { $0[api] = CompiledValidation(fingerprint: fingerprint, policy: policy) }
+        return policy
+    }
+
+    /// Forgets compiled validations of APIs that no longer have the policy.
+    public func retainValidations(_ apis: Set<UUID>) {
+        validators.withLockedValue { table in table = table.filter { apis.contains($0.key) } }
+    }
+
+    /// APIs with a compiled validation and their schema nodes in all (for the gauges).
+    public var validationUsage: (schemas: Int, nodes: Int) {
+        validators.withLockedValue { table in
+            table.values.reduce((0, 0)) { sum, entry in
+                if case .ready(let validator) = entry.policy { (sum.0 + 1, sum.1 + validator.nodeCount) } else { sum }
+            }
+        }
     }
 
     /// Clients remembered and the most that may be, over every API (for the gauges).
@@ -186,5 +252,8 @@ public final class ClientLimiterRegistry: Sendable {
         let (clients, capacity) = usage
         Gauge(label: "tollgate_gateway_client_limit_clients", factory: factory ?? MetricsSystem.factory).record(clients)
         Gauge(label: "tollgate_gateway_client_limit_capacity", factory: factory ?? MetricsSystem.factory).record(capacity)
+        let (schemas, nodes) = validationUsage
+        Gauge(label: "tollgate_gateway_validation_schemas", factory: factory ?? MetricsSystem.factory).record(schemas)
+        Gauge(label: "tollgate_gateway_validation_schema_nodes", factory: factory ?? MetricsSystem.factory).record(nodes)
     }
 }

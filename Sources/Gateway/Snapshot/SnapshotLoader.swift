@@ -113,6 +113,30 @@ public struct SnapshotLoader: Sendable {
 
         // sinks of unchanged policies are the ones already shipping: a reload loses no record
         let httpLogs = clientLimiters.accessLogs?.apiSinks(for: chains.httpLogs, tenants: chains.httpLogTenants, onlyTenant: only) ?? [:]
+        // documents are read only for APIs with a validation policy, and compiled only when they
+        // or the policy changed (see `ClientLimiterRegistry.validation`)
+        var validations: [UUID: RequestValidationPolicy] = [:]
+        if !chains.validations.isEmpty {
+            var documents: [UUID: String] = [:]
+            for try await (apiID, document) in try await connection.query(
+                "SELECT api_id, document_json::text FROM api_documents WHERE api_id = ANY(\(Array(chains.validations.keys))) AND document_json IS NOT NULL",
+                logger: logger
+            ).decode((UUID, String).self) {
+                documents[apiID] = document
+            }
+            for (apiID, config) in chains.validations {
+                let policy = clientLimiters.validation(api: apiID, config: config, document: documents[apiID])
+                if case .unusable(let reason) = policy {
+                    // fail closed: the API's calls are refused with 503 until the document or the policy is fixed
+                    logger.error("an API's request validation cannot be compiled; its calls are refused", metadata: ["api": "\(apiID)", "reason": "\(reason)"])
+                }
+                validations[apiID] = policy
+            }
+        }
+        for apiID in chains.unreadableValidations { validations[apiID] = .unusable("the policy's stored configuration is unreadable") }
+        // only a full load sees every API's policy; a tenant's load leaves the other tenants' alone
+        if only == nil { clientLimiters.retainValidations(Set(chains.validations.keys)) }
+
         var routes: [UUID: [Route]] = [:]
         let apiRows = try await connection.query(
             """
@@ -164,7 +188,7 @@ public struct SnapshotLoader: Sendable {
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
                     maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
                     preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache,
-                    transcoding: transcodings[id], httpLog: httpLogs[id]))
+                    transcoding: transcodings[id], httpLog: httpLogs[id], requestValidation: validations[id]))
         }
 
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]

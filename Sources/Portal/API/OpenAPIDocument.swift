@@ -618,16 +618,27 @@ enum OpenAPIDocument {
                     ],
                 ],
             ],
+            "RequestValidationConfig": [
+                "type": "object", "additionalProperties": false,
+                "description": "request_validation: calls are checked against the API's uploaded OpenAPI document (3.0 or 3.1) before the upstream sees them. A path the document lacks is 404, a method 405 (with Allow), an undeclared content type 415, missing or wrong parameters and a JSON body (application/json, +json) that does not match its schema 400 — problem+json whose errors list the first \(RequestValidator.maximumViolations) violations, each with a pointer into the request (/body/items/0/price, /query/limit, /header/X-Trace, /path/id) and a detail. Refusals are metered as invalid_request, not billable. Saving it compiles the document: 422 when the API has none, is a gRPC API, or its document cannot be compiled. One per API",
+                "properties": [
+                    "validate": [
+                        "type": "string", "enum": RequestValidationConfig.Scope.allCases.map(\.rawValue),
+                        "description": "What is checked besides path and method; default both",
+                    ],
+                    "refuse_unknown_query": ["type": "boolean", "description": "Refuse query parameters the operation does not declare; default false"],
+                ],
+            ],
             "Policy": [
                 "type": "object", "additionalProperties": false, "required": ["kind", "config"],
                 "properties": [
                     "kind": ["type": "string", "enum": APIPolicyKind.allCases.map(\.rawValue)],
                     "phase": ["type": "string", "enum": APIPolicyPhase.allCases.map(\.rawValue), "description": "The kind's phase; optional on input"],
                     "config": [
-                        "description": "The kind's configuration: client_rate_limit ClientRateLimitConfig, request_transform RequestTransformConfig, response_transform ResponseTransformConfig, response_cache ResponseCacheConfig, http_log HTTPLogConfig",
+                        "description": "The kind's configuration: client_rate_limit ClientRateLimitConfig, request_transform RequestTransformConfig, response_transform ResponseTransformConfig, response_cache ResponseCacheConfig, http_log HTTPLogConfig, request_validation RequestValidationConfig",
                         "oneOf": [
                             ref("ClientRateLimitConfig"), ref("RequestTransformConfig"), ref("ResponseTransformConfig"), ref("ResponseCacheConfig"),
-                            ref("HTTPLogConfig"),
+                            ref("HTTPLogConfig"), ref("RequestValidationConfig"),
                         ],
                     ],
                 ],

@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import HTTPTypes
 import Yams
 
@@ -46,6 +47,18 @@ indirect enum DocumentValue: Sendable, Equatable {
             }
         }
         return current
+    }
+
+    /// The value as the gateway reads documents (`JSONValue`; whole numbers become integers).
+    var jsonValue: JSONValue {
+        switch self {
+        case .null: .null
+        case .bool(let flag): .bool(flag)
+        case .number(let number): number.rounded() == number && abs(number) < 9e15 ? .integer(Int64(number)) : .number(number)
+        case .string(let text): .string(text)
+        case .array(let items): .array(items.map(\.jsonValue))
+        case .object(let pairs): .object(Dictionary(pairs.map { ($0.0, $0.1.jsonValue) }, uniquingKeysWith: { first, _ in first }))
+        }
     }
 
     /// Compact, pretty JSON for examples.

@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import Logging
 import PostgresNIO
 
@@ -19,12 +20,12 @@ struct APIDocumentRepository: Sendable {
     func save(tenantID: UUID, apiID: UUID, _ document: APIDocument, uploadedBy: UUID, on connection: PostgresConnection) async throws {
         try await connection.query(
             """
-            INSERT INTO api_documents (tenant_id, api_id, format, content, title, document_version, openapi_version, uploaded_by)
+            INSERT INTO api_documents (tenant_id, api_id, format, content, title, document_version, openapi_version, uploaded_by, document_json)
             VALUES (\(tenantID), \(apiID), \(document.format.rawValue), \(document.content), \(document.title), \(document.version),
-                    \(document.openAPIVersion), \(uploadedBy))
+                    \(document.openAPIVersion), \(uploadedBy), \(document.root.jsonValue.text)::jsonb)
             ON CONFLICT (tenant_id, api_id) DO UPDATE SET format = EXCLUDED.format, content = EXCLUDED.content, title = EXCLUDED.title,
                 document_version = EXCLUDED.document_version, openapi_version = EXCLUDED.openapi_version, uploaded_by = EXCLUDED.uploaded_by,
-                uploaded_at = now()
+                uploaded_at = now(), document_json = EXCLUDED.document_json
             """, logger: logger)
     }
 
@@ -37,6 +38,14 @@ struct APIDocumentRepository: Sendable {
                 uploadedAt: at)
         }
         return nil
+    }
+
+    /// Stores the document's JSON form, which gateways compile request validation from (documents
+    /// uploaded before migration 0030 get it when a validation policy is first saved).
+    func setJSON(apiID: UUID, _ json: JSONValue, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            "UPDATE api_documents SET document_json = \(json.text)::jsonb WHERE api_id = \(apiID) AND document_json IS DISTINCT FROM \(json.text)::jsonb",
+            logger: logger)
     }
 
     func delete(apiID: UUID, on connection: PostgresConnection) async throws -> Bool {

@@ -10,6 +10,7 @@ struct APIPolicy: Sendable, Equatable {
         case responseTransform(TransformConfig)
         case responseCache(ResponseCacheConfig)
         case httpLog(HTTPLogConfig)
+        case requestValidation(RequestValidationConfig)
     }
 
     var config: Config
@@ -21,6 +22,7 @@ struct APIPolicy: Sendable, Equatable {
         case .responseTransform: .responseTransform
         case .responseCache: .responseCache
         case .httpLog: .httpLog
+        case .requestValidation: .requestValidation
         }
     }
 
@@ -33,6 +35,7 @@ struct APIPolicy: Sendable, Equatable {
         case .requestTransform(let transform), .responseTransform(let transform): transform.json
         case .responseCache(let cache): cache.json
         case .httpLog(let sink): sink.json
+        case .requestValidation(let validation): validation.json
         }
     }
 
@@ -42,6 +45,7 @@ struct APIPolicy: Sendable, Equatable {
         case .requestTransform(let transform), .responseTransform(let transform): transform.summary
         case .responseCache(let cache): cache.summary
         case .httpLog(let sink): sink.summary
+        case .requestValidation(let validation): validation.summary
         }
     }
 
@@ -53,17 +57,22 @@ struct APIPolicy: Sendable, Equatable {
         case .responseTransform: TransformConfig.parse(config, side: .response).map { APIPolicy(config: .responseTransform($0)) }
         case .responseCache: ResponseCacheConfig.parse(config).map { APIPolicy(config: .responseCache($0)) }
         case .httpLog: HTTPLogConfig.parse(config).map { APIPolicy(config: .httpLog($0)) }
+        case .requestValidation: RequestValidationConfig.parse(config).map { APIPolicy(config: .requestValidation($0)) }
         }
     }
 
     /// Kinds an API holds at most once (one cache; one log collector, whose records already
     /// hold every call).
-    static let singleKinds: Set<APIPolicyKind> = [.responseCache, .httpLog]
+    static let singleKinds: Set<APIPolicyKind> = [.responseCache, .httpLog, .requestValidation]
 
     /// Why `kind` cannot join `policies`, or nil.
     static func duplicateProblem(_ kind: APIPolicyKind, in policies: [APIPolicy]) -> String? {
         guard singleKinds.contains(kind), policies.contains(where: { $0.kind == kind }) else { return nil }
-        return kind == .responseCache ? "An API has one response cache." : "An API has one HTTP log sink."
+        switch kind {
+        case .responseCache: return "An API has one response cache."
+        case .requestValidation: return "An API has one request validation."
+        default: return "An API has one HTTP log sink."
+        }
     }
 }
 
@@ -156,6 +165,35 @@ enum APIPolicyChain {
         var fields: [String: String] = [:]
         for problem in problems where fields[problem.pointer] == nil { fields[problem.pointer] = problem.message }
         return AppError(status: .unprocessableContent, title: "Invalid policy chain", detail: "The chain was not saved: " + first, fieldErrors: fields)
+    }
+
+    /// Checks a chain's `request_validation` against the API it is for: not a gRPC API, and the
+    /// API's document compiles (pointers name the policy: `/policies/2/kind`, `/policies/2/config`).
+    /// Returns the document's JSON form for the gateways, or the problems.
+    static func validationProblems(
+        _ policies: [APIPolicy], api: APIProduct, document: StoredAPIDocument?
+    ) -> Result<JSONValue?, PolicyConfigProblems> {
+        guard let index = policies.firstIndex(where: { $0.kind == .requestValidation }), case .requestValidation(let config) = policies[index].config else {
+            return .success(nil)
+        }
+        let at = "/policies/\(index)"
+        if api.targets.contains(where: { $0.url.lowercased().hasPrefix("grpc://") || $0.url.lowercased().hasPrefix("grpcs://") }) {
+            return .failure(PolicyConfigProblems([PolicyConfigProblem(at + "/kind", "A gRPC API cannot take request_validation: its calls are protobuf messages, not described by an OpenAPI document.")]))
+        }
+        guard let document else {
+            return .failure(PolicyConfigProblems([PolicyConfigProblem(at + "/kind", "Upload the API's OpenAPI document first: request_validation checks calls against it.")]))
+        }
+        let parsed: APIDocument
+        do { parsed = try APIDocument.parse(Array(document.content.utf8)) } catch {
+            return .failure(PolicyConfigProblems([PolicyConfigProblem(at + "/kind", "The API's OpenAPI document can no longer be read; upload it again.")]))
+        }
+        let json = parsed.root.jsonValue
+        switch RequestValidator.compile(document: json, config: config) {
+        case .success: return .success(json)
+        case .failure(let error):
+            let place = error.pointer.isEmpty ? "the document" : "#" + error.pointer
+            return .failure(PolicyConfigProblems([PolicyConfigProblem(at + "/config", "The API's OpenAPI document cannot be used for validation (\(place)): \(error.message)")]))
+        }
     }
 
     /// The whole chain in call order: per phase, the built-in steps first (they keep today's order

@@ -159,6 +159,14 @@ struct CatalogService: Sendable {
         return try await database.withTenant(tenant.id) { connection in
             let api = try await managed(id, actor: actor, on: connection)
             try await apis.lock(id: api.id, on: connection)
+            if policies.contains(where: { $0.kind == .requestValidation }) {
+                // the document must compile now; the gateways then read its JSON form
+                switch APIPolicyChain.validationProblems(policies, api: api, document: try await documents.find(apiID: api.id, on: connection)) {
+                case .success(let json?): try await documents.setJSON(apiID: api.id, json, on: connection)
+                case .success(nil): break
+                case .failure(let problems): throw APIPolicyChain.invalid(problems.list)
+                }
+            }
             try await apis.setPolicies(tenantID: tenant.id, apiID: api.id, policies, on: connection)
             try await connection.query("UPDATE apis SET updated_at = now() WHERE id = \(api.id)", logger: apis.logger)
             try await audit.record(

@@ -234,7 +234,19 @@ struct CatalogPages: Sendable {
                 : "The policy list changed meanwhile; nothing was saved. Check it and try again."
             return try await detailPage(context, error: message, status: .conflict)
         }
-        _ = try await services.catalog.setPolicies(tenant: tenant, actor: principal, id: id, next, clientIP: context.clientIP)
+        do {
+            _ = try await services.catalog.setPolicies(tenant: tenant, actor: principal, id: id, next, clientIP: context.clientIP)
+        } catch let refused as AppError where refused.status == .unprocessableContent && (op == "add" || op == "save") && form["kind"] == APIPolicyKind.requestValidation.rawValue {
+            // checked against the API (its document, gRPC): the form comes back marked
+            var typed: [String: Any] = ["errors": ["validate": refused.fieldErrors.values.first ?? refused.detail]]
+            for field in Self.formFields(.requestValidation) { typed[field] = form[field] ?? "" }
+            typed["refuse_unknown_query"] = form["refuse_unknown_query"] == "on"
+            typed.merge(Self.validationChoices(form["validate"])) { $1 }
+            typed.merge(Self.kindFlags(.requestValidation)) { $1 }
+            return try await detailPage(
+                context, error: "The policy was not saved: correct the fields marked below.", typedPolicy: (op == "add" ? nil : index, typed),
+                status: .unprocessableContent)
+        }
         return try await saved("Policies saved.", id: id, context)
     }
 
@@ -248,6 +260,7 @@ struct CatalogPages: Sendable {
     static let clientLimitFields = ["requests", "per_seconds", "burst", "key_header", "max_clients"]
     static let cacheFields = ["ttl_seconds", "vary", "shared", "max_body_bytes"]
     static let httpLogFields = ["url", "batch_size", "flush_seconds"]
+    static let validationFields = ["validate", "refuse_unknown_query"]
 
     static func formFields(_ kind: APIPolicyKind) -> [String] {
         switch kind {
@@ -256,6 +269,7 @@ struct CatalogPages: Sendable {
         case .responseTransform: TransformForm.responseFields
         case .responseCache: cacheFields
         case .httpLog: httpLogFields
+        case .requestValidation: validationFields
         }
     }
 
@@ -264,6 +278,24 @@ struct CatalogPages: Sendable {
         [
             "url": config?.url ?? "", "batch_size": String(config?.batchSize ?? HTTPLogConfig.defaultBatchSize),
             "flush_seconds": String(config?.flushSeconds ?? HTTPLogConfig.defaultFlushSeconds), "errors": [String: String](),
+        ]
+    }
+
+    /// The request validation form's values (nil: a new one's defaults).
+    static func validationValues(_ config: RequestValidationConfig?) -> [String: Any] {
+        var values: [String: Any] = ["refuse_unknown_query": config?.refuseUnknownQuery ?? false, "errors": [String: String]()]
+        values.merge(validationChoices(config?.scope.rawValue)) { $1 }
+        return values
+    }
+
+    /// The scope select's options, the given one selected (unknown: both).
+    static func validationChoices(_ selected: String?) -> [String: Any] {
+        let chosen = RequestValidationConfig.Scope(rawValue: selected ?? "") ?? .both
+        let labels: [RequestValidationConfig.Scope: String] = [
+            .both: "Parameters and JSON body", .parameters: "Parameters only (path, query, headers)", .body: "JSON body only",
+        ]
+        return [
+            "scopes": [RequestValidationConfig.Scope.both, .parameters, .body].map { ["value": $0.rawValue, "label": labels[$0]!, "selected": $0 == chosen] }
         ]
     }
 
@@ -281,7 +313,7 @@ struct CatalogPages: Sendable {
     static func kindFlags(_ kind: APIPolicyKind) -> [String: Any] {
         [
             "is_client_rate_limit": kind == .clientRateLimit, "is_transform": kind == .requestTransform || kind == .responseTransform,
-            "is_response_cache": kind == .responseCache, "is_http_log": kind == .httpLog,
+            "is_response_cache": kind == .responseCache, "is_http_log": kind == .httpLog, "is_request_validation": kind == .requestValidation,
             "is_request_transform": kind == .requestTransform, "kind": kind.rawValue,
         ]
     }
@@ -309,6 +341,11 @@ struct CatalogPages: Sendable {
                 let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
                 if !text.isEmpty { config[field] = Int64(text).map(JSONValue.integer) ?? .string(text) }
             }
+        case .requestValidation:
+            let scope = (form["validate"] ?? "").trimmingCharacters(in: .whitespaces)
+            if !scope.isEmpty { config["validate"] = .string(scope) }
+            // a checkbox: present means refused
+            config["refuse_unknown_query"] = .bool(form["refuse_unknown_query"] == "on")
         case .clientRateLimit:
             for field in clientLimitFields {
                 let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
@@ -524,6 +561,7 @@ struct CatalogPages: Sendable {
                         case .responseTransform(let config): form = TransformForm.values(config, side: .response)
                         case .responseCache(let config): form = Self.cacheValues(config)
                         case .httpLog(let config): form = Self.httpLogValues(config)
+                        case .requestValidation(let config): form = Self.validationValues(config)
                         }
                         form.merge(Self.kindFlags(policies[index].kind)) { $1 }
                         if let typed, typed.index == index { form = typed.values }
@@ -546,6 +584,7 @@ struct CatalogPages: Sendable {
         var addResponse = TransformForm.values(nil, side: .response)
         var addCache = Self.cacheValues(nil)
         var addHTTPLog = Self.httpLogValues(nil)
+        var addValidation = Self.validationValues(nil)
         // the form that was sent comes back with what was typed, open, its fields marked
         if let typed, typed.index == nil {
             switch typed.values["kind"] as? String {
@@ -553,6 +592,7 @@ struct CatalogPages: Sendable {
             case APIPolicyKind.responseTransform.rawValue?: addResponse = typed.values
             case APIPolicyKind.responseCache.rawValue?: addCache = typed.values
             case APIPolicyKind.httpLog.rawValue?: addHTTPLog = typed.values
+            case APIPolicyKind.requestValidation.rawValue?: addValidation = typed.values
             default: add = typed.values
             }
         }
@@ -564,6 +604,9 @@ struct CatalogPages: Sendable {
         addHTTPLog.merge(Self.kindFlags(.httpLog)) { $1 }
         addHTTPLog["prefix"] = "newlog"
         addHTTPLog["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.httpLog.rawValue } ?? false
+        addValidation.merge(Self.kindFlags(.requestValidation)) { $1 }
+        addValidation["prefix"] = "newvalidation"
+        addValidation["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.requestValidation.rawValue } ?? false
         addCache["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.responseCache.rawValue } ?? false
         add["prefix"] = "new"
         addRequest["prefix"] = "newreq"
@@ -575,6 +618,7 @@ struct CatalogPages: Sendable {
             "phases": phases, "add": add, "add_request_transform": addRequest, "add_response_transform": addResponse,
             "add_response_cache": addCache, "has_cache": policies.contains { $0.kind == .responseCache },
             "add_http_log": addHTTPLog, "has_http_log": policies.contains { $0.kind == .httpLog },
+            "add_request_validation": addValidation, "has_validation": policies.contains { $0.kind == .requestValidation },
             "full": policies.count >= APIPolicyChain.maximumPolicies, "max": APIPolicyChain.maximumPolicies,
         ]
     }

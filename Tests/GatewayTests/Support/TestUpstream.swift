@@ -16,6 +16,8 @@ final class TestUpstream: Sendable {
         let uri: String
         let headers: [(String, String)]
         let bodyBytes: Int
+        /// The body as received (its first 64 KiB).
+        var body: String = ""
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
     }
 
@@ -54,6 +56,7 @@ final class TestUpstream: Sendable {
         let record: @Sendable (Seen) -> Void
         var head: HTTPRequestHead?
         var bytes = 0
+        var received = ByteBuffer()
 
         init(record: @escaping @Sendable (Seen) -> Void) { self.record = record }
 
@@ -62,14 +65,17 @@ final class TestUpstream: Sendable {
             case .head(let head):
                 self.head = head
                 bytes = 0
+                received.clear()
                 if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
                     context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
                 }
-            case .body(let buffer):
+            case .body(var buffer):
                 bytes += buffer.readableBytes
+                if received.readableBytes < 64 * 1024 { received.writeBuffer(&buffer) }
             case .end:
                 guard let head else { return }
-                record(Seen(method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) }, bodyBytes: bytes))
+                record(Seen(method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) }, bodyBytes: bytes,
+                        body: String(buffer: received)))
                 respond(head, context: context)
             }
         }
