@@ -213,10 +213,14 @@ import Testing
         Issue.record("the condition did not hold within \(seconds) s")
     }
 
-    static func logs(_ metrics: TestMetrics, http: URL? = nil, file: String? = nil, attempts: Int = 5) -> AccessLogs {
+    /// `flushNanoseconds`: how long a lone record waits for its batch; tests that count batches make
+    /// it long, so that a batch forms by size alone however slowly the calls come under load.
+    static func logs(
+        _ metrics: TestMetrics, http: URL? = nil, file: String? = nil, attempts: Int = 5, flushNanoseconds: UInt64 = 200_000_000
+    ) -> AccessLogs {
         var configuration = AccessLogs.Configuration(filePath: file, httpURL: http, httpAuthorization: "Bearer installation-collector-secret")
         configuration.httpLimits = LogBatcher.Limits(
-            capacity: 100, batchSize: 2, flushNanoseconds: 200_000_000, maxAttempts: attempts, baseBackoffNanoseconds: 20_000_000,
+            capacity: 100, batchSize: 2, flushNanoseconds: flushNanoseconds, maxAttempts: attempts, baseBackoffNanoseconds: 20_000_000,
             maxBackoffNanoseconds: 100_000_000)
         configuration.tick = .milliseconds(50)
         configuration.metricsFactory = metrics
@@ -300,7 +304,7 @@ import Testing
         collector.answer(503)
         let world = TestWorld()
         let metrics = TestMetrics()
-        let logs = Self.logs(metrics, http: collector.url, attempts: 3)
+        let logs = Self.logs(metrics, http: collector.url, attempts: 3, flushNanoseconds: 60_000_000_000)
         try await GatewayHarness.run(snapshot: world.snapshot(targets: [.loopback(upstream.port)]), accessLogs: logs) { gateway in
             // act: one batch of two
             for _ in 0..<2 { #expect(try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)]).status == 200) }
@@ -341,7 +345,7 @@ import Testing
         collector.answer(400)
         let world = TestWorld()
         let metrics = TestMetrics()
-        let logs = Self.logs(metrics, http: collector.url, attempts: 5)
+        let logs = Self.logs(metrics, http: collector.url, attempts: 5, flushNanoseconds: 60_000_000_000)
         try await GatewayHarness.run(snapshot: world.snapshot(targets: [.loopback(upstream.port)]), accessLogs: logs) { gateway in
             for _ in 0..<2 { _ = try await gateway.request("GET", "/t/demo/echo/v1/x", headers: [("X-API-Key", TestWorld.apiKey)]) }
             let dropped: @Sendable () -> Int64 = { metrics.counters(label: "tollgate_gateway_log_records_dropped_total", dimensions: [("sink", "http"), ("reason", "rejected")]).map(\.totalValue).reduce(0, +) }

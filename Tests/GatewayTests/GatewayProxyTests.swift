@@ -413,7 +413,7 @@ import Testing
 /// Polls a condition for up to 5 s (a correctness bound for asynchronous effects, not a speed test).
 enum GatewayIntegrationWait {
     static func until(_ condition: @Sendable () -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(5)
+        let deadline = Date().addingTimeInterval(20)
         while Date() < deadline && !condition() { try await Task.sleep(for: .milliseconds(20)) }
     }
 }
