@@ -521,6 +521,12 @@ class GRPCServer:
             "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
             "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         }
+        if garbage:  # no serializers: the handler's bytes go out as they are
+            handlers["Get"] = grpc.unary_unary_rpc_method_handler(lambda request, context: b"\x08\xff\xff")
+            stranger = self.Everything()
+            stranger.item.type_url = "type.googleapis.com/nope.Missing"
+            stranger.item.value = b"\x08\x01"
+            handlers["Echo"] = grpc.unary_unary_rpc_method_handler(lambda request, context: stranger.SerializeToString())
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("peers.Echo", handlers),))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
@@ -624,9 +630,10 @@ def grpc_demo_greeter(install):
 class KitchenServer:
     """A grpcio server of tollgate.test.Kitchen (scripts/proto/tollgate/test/kitchen.proto) whose
     message classes come from the committed descriptor set by python protobuf (no generated code):
-    Echo answers its request, Get looks an Inner up (id 404: NOT_FOUND), Count streams `id` Inners."""
+    Echo answers its request, Get looks an Inner up (id 404: NOT_FOUND), Count streams `id` Inners.
+    `garbage`: Get answers bytes that are no Inner (a truncated varint), as a broken server would."""
 
-    def __init__(self):
+    def __init__(self, garbage=False):
         import grpc
         from concurrent import futures
         from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -637,10 +644,19 @@ class KitchenServer:
         pool = descriptor_pool.DescriptorPool()
         for fd in fds.file:
             pool.Add(fd)
+        self.pool = pool
         self.Everything = message_factory.GetMessageClass(pool.FindMessageTypeByName("tollgate.test.Everything"))
         Inner = self.Inner = message_factory.GetMessageClass(pool.FindMessageTypeByName("tollgate.test.Inner"))
 
+        self.seen = {}
+
         def get(request, context):
+            # what the call carried, for the metadata and deadline case to look at
+            self.seen = {"metadata": dict(context.invocation_metadata()), "remaining": context.time_remaining()}
+            context.send_initial_metadata((("x-kitchen", "hot"),))
+            context.set_trailing_metadata((("trace-bin", b"\x00\x01"),))
+            if request.label == "slow":
+                time.sleep(2)
             if request.id == 404:
                 context.abort(grpc.StatusCode.NOT_FOUND, "no such inner: 404")
             return Inner(id=request.id, label=request.label or f"inner {request.id}")
@@ -680,6 +696,128 @@ def json_call(install, method, path, body=None, http2=False, headers=()):
     status, _, content_type = tail.partition(" ")
     expect(status.isdigit(), f"curl answered: {out!r} {err}")
     return int(status), content_type, text
+
+
+def install_kitchen(install, upstream):
+    """The Echo API becomes the Kitchen service's, with its descriptor set, at `upstream`."""
+    install.sql("UPDATE plans SET rate_per_second = 1000, burst = 1000")
+    install.sql(
+        "INSERT INTO api_descriptor_sets (tenant_id, api_id, content, sha256, services, method_count) "
+        f"SELECT tenant_id, id, decode('{upstream.descriptor_set.hex()}', 'hex'), '{'0' * 64}', ARRAY['tollgate.test.Kitchen'], 4 "
+        "FROM apis WHERE slug = 'echo' ON CONFLICT (tenant_id, api_id) DO UPDATE SET content = EXCLUDED.content")
+    install.route_echo_to(f"grpc://127.0.0.1:{upstream.port}")
+
+
+def uninstall_kitchen(install, upstream):
+    install.sql("DELETE FROM api_descriptor_sets WHERE api_id IN (SELECT id FROM apis WHERE slug = 'echo')")
+    install.sql("UPDATE plans SET rate_per_second = 5, burst = 5 WHERE name = 'Free'")
+    upstream.close()
+
+
+def http_call(install, method, path, body=None, headers=None):
+    """python http.client as a plain JSON client: (status, headers by lowercase name, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", install.port, timeout=15)
+    sent = {"X-API-Key": install.api_key, "Content-Type": "application/json"}
+    sent.update(headers or {})
+    deadline = time.time() + 5
+    while True:  # the subscription's first call may wait for this gateway's quota lease
+        connection.request(method, path, body=body, headers=sent)
+        response = connection.getresponse()
+        answer = response.read().decode()
+        if response.status != 429 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    connection.close()
+    return response.status, {name.lower(): value for name, value in response.getheaders()}, answer
+
+
+def json_to_grpc_metadata_and_deadline(install):
+    """A JSON client's headers reach a grpcio upstream as metadata by grpc-gateway's rule (never its
+    credentials), the upstream's metadata come back as Grpc-Metadata-* headers, and Grpc-Timeout is
+    the call's deadline: sent upstream (bounded by the gateway's response timeout), a 504 problem
+    when it passes, metered as DEADLINE_EXCEEDED's 504."""
+    import base64
+    upstream = KitchenServer()
+    try:
+        install_kitchen(install, upstream)
+        base = "/t/demo/echo/v1"
+        status, headers, body = http_call(install, "GET", f"{base}/v1/inners/7", headers={
+            "Grpc-Metadata-Tenant-Region": "eu", "Grpc-Metadata-Trace-Bin": "AAEC/w==", "Accept-Language": "fr", "X-Custom": "not metadata",
+            "Grpc-Timeout": "5S", "Cookie": "session=secret"})
+        expect(status == 200 and json.loads(body) == {"id": 7, "label": "inner 7"}, f"the call: {status} {body}")
+        seen = upstream.seen["metadata"]
+        expect(seen.get("tenant-region") == "eu" and seen.get("trace-bin") == b"\x00\x01\x02\xff" and seen.get("grpcgateway-accept-language") == "fr",
+               f"Grpc-Metadata-* and permanent headers are metadata: {seen}")
+        expect(not any(key in seen for key in ("x-custom", "x-api-key", "authorization", "cookie", "grpcgateway-cookie")),
+               f"other headers and credentials are not: {seen}")
+        expect(0 < upstream.seen["remaining"] <= 5, f"Grpc-Timeout reaches the upstream: {upstream.seen['remaining']}")
+        trace = headers.get("grpc-metadata-trace-bin", "")
+        expect(headers.get("grpc-metadata-x-kitchen") == "hot" and base64.b64decode(trace + "=" * (-len(trace) % 4)) == b"\x00\x01",
+               f"the upstream's header and trailer metadata come back: {headers}")
+        # the gateway's own bound: a longer client deadline is cut to the response timeout (30 s)
+        http_call(install, "GET", f"{base}/v1/inners/8", headers={"Grpc-Timeout": "1H"})
+        expect(0 < upstream.seen["remaining"] <= 30, f"bounded by the response timeout: {upstream.seen['remaining']}")
+        # what cannot be metadata, and a malformed deadline, are the client's errors
+        status, headers, body = http_call(install, "GET", f"{base}/v1/inners/9", headers={"Grpc-Metadata-Authorization": "Bearer x"})
+        expect(status == 400 and headers.get("content-type", "").startswith("application/problem+json") and "Grpc-Metadata-Authorization" in body,
+               f"a credential as metadata: {status} {body}")
+        status, _, body = http_call(install, "GET", f"{base}/v1/inners/9", headers={"Grpc-Timeout": "soon"})
+        expect(status == 400 and "Grpc-Timeout" in json.loads(body).get("title", ""), f"a malformed deadline: {status} {body}")
+        # a deadline that passes: 504 problem+json, metered as DEADLINE_EXCEEDED is
+        status, headers, body = http_call(install, "GET", f"{base}/v1/inners/10?label=slow", headers={"Grpc-Timeout": "300m"})
+        expect(status == 504 and headers.get("content-type", "").startswith("application/problem+json"), f"deadline passed: {status} {headers} {body}")
+        install.wait_written()
+        metered, _, _, _ = last_event(install)
+        expect(metered == 504, f"metered as DEADLINE_EXCEEDED: {metered}")
+    finally:
+        uninstall_kitchen(install, upstream)
+
+
+def json_to_grpc_undecodable_reply(install):
+    """A grpcio upstream that answers OK with bytes that are not the method's output type: the JSON
+    client gets a 502 problem, and the call is metered as that 502 (forwarded, not billable), not
+    as the upstream's OK."""
+    upstream = KitchenServer(garbage=True)
+    try:
+        install_kitchen(install, upstream)
+        status, headers, body = http_call(install, "POST", "/t/demo/echo/v1/tollgate.test.Kitchen/Get", body='{"id": 1}')
+        expect(status == 502 and headers.get("content-type", "").startswith("application/problem+json") and "tollgate.test.Inner" in body,
+               f"an undecodable reply: {status} {headers} {body}")
+        install.wait_written()
+        row = install.sql("SELECT status, forwarded, billable FROM usage_events ORDER BY at DESC, id DESC LIMIT 1")
+        expect(row == "502|t|f", f"metered as what the client got: {row}")
+        # an Any whose type the API's descriptor set lacks cannot be written as JSON: the same 502
+        status, headers, body = http_call(install, "POST", "/t/demo/echo/v1/tollgate.test.Kitchen/Echo", body="{}")
+        expect(status == 502 and "nope.Missing" in json.loads(body).get("detail", ""), f"an Any of an unknown type in the reply: {status} {body}")
+        install.wait_written()
+        row = install.sql("SELECT status, forwarded, billable FROM usage_events ORDER BY at DESC, id DESC LIMIT 1")
+        expect(row == "502|t|f", f"metered as the 502 it was: {row}")
+    finally:
+        uninstall_kitchen(install, upstream)
+
+
+def json_to_grpc_any(install):
+    """google.protobuf.Any in the JSON mapping, resolved against the API's descriptor set: a message
+    and a well-known type packed by a JSON client reach a grpcio upstream and come back as python
+    protobuf writes them; a type URL the set does not declare is the client's 400 with its pointer."""
+    from google.protobuf import json_format
+    upstream = KitchenServer()
+    try:
+        install_kitchen(install, upstream)
+        path = "/t/demo/echo/v1/tollgate.test.Kitchen/Echo"
+        message = {"item": {"@type": "type.googleapis.com/tollgate.test.Inner", "id": 5, "label": "five"},
+                   "items": [{"@type": "type.googleapis.com/google.protobuf.Duration", "value": "1.5s"},
+                             {"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"k": [True]}}, {}]}
+        status, _, body = http_call(install, "POST", path, body=json.dumps(message))
+        stock = json.loads(json_format.MessageToJson(json_format.Parse(json.dumps(message), upstream.Everything(), descriptor_pool=upstream.pool),
+                                                     indent=None, descriptor_pool=upstream.pool))
+        expect(status == 200 and json.loads(body) == stock, f"Any both ways, as python protobuf: {status} {body} != {stock}")
+        status, headers, body = http_call(install, "POST", path, body='{"items": [{}, {"@type": "type.googleapis.com/nope.Missing"}]}')
+        problem = json.loads(body)
+        expect(status == 400 and headers.get("content-type", "").startswith("application/problem+json")
+               and problem.get("errors", [{}])[0].get("pointer") == "/items/1/@type", f"an unknown type URL: {status} {body}")
+    finally:
+        uninstall_kitchen(install, upstream)
 
 
 def json_to_grpc_translation(install):
@@ -809,7 +947,8 @@ def json_to_grpc_demo_greeter(install):
 
 
 CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl,
-         http2_abuse_is_bounded, grpc_pass_through, grpc_demo_greeter, json_to_grpc_translation, json_to_grpc_demo_greeter]
+         http2_abuse_is_bounded, grpc_pass_through, grpc_demo_greeter, json_to_grpc_translation, json_to_grpc_metadata_and_deadline,
+         json_to_grpc_undecodable_reply, json_to_grpc_any, json_to_grpc_demo_greeter]
 
 
 def main():

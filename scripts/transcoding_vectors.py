@@ -55,6 +55,18 @@ CASES = [
     ("field mask", "tollgate.test.Everything", {"mask": "fInt32,inner.label,byId"}, True),
     ("recursion", "tollgate.test.Everything", {"child": {"child": {"child": {"fInt32": 3}}, "names": ["deep"]}}, True),
     ("inner", "tollgate.test.Inner", {"id": 42, "label": "forty-two"}, True),
+    ("any of a message", "tollgate.test.Everything",
+     {"item": {"@type": "type.googleapis.com/tollgate.test.Inner", "id": 5, "label": "five"}}, True),
+    ("any of a well-known type", "tollgate.test.Everything",
+     {"item": {"@type": "type.googleapis.com/google.protobuf.Timestamp", "value": "2024-01-01T00:00:00.5Z"}}, True),
+    ("empty any", "tollgate.test.Everything", {"item": {}}, True),
+    ("anys nested and of every form", "tollgate.test.Everything",
+     {"items": [{"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"a": [1, "b"]}},
+                {"@type": "type.googleapis.com/tollgate.test.Everything", "fInt32": 3, "color": "RED",
+                 "item": {"@type": "type.googleapis.com/google.protobuf.Int64Value", "value": "7"}},
+                {"@type": "type.googleapis.com/google.protobuf.Empty"},
+                {"@type": "type.googleapis.com/google.protobuf.Any", "value": {"@type": "type.googleapis.com/tollgate.test.Inner", "id": 1}},
+                {"@type": "example.com/any/prefix/tollgate.test.Inner"}]}, True),
 ]
 
 
@@ -68,9 +80,9 @@ def main(path):
     out = []
     for name, type_name, data, exact in CASES:
         cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(type_name))
-        msg = json_format.Parse(json.dumps(data), cls())
+        msg = json_format.Parse(json.dumps(data), cls(), descriptor_pool=pool)
         wire = msg.SerializeToString(deterministic=True)
-        canonical = json.loads(json_format.MessageToJson(msg, indent=None))
+        canonical = json.loads(json_format.MessageToJson(msg, indent=None, descriptor_pool=pool))
         out.append({"name": name, "message": type_name, "json": json.dumps(data), "wire": base64.b64encode(wire).decode(),
                     "canonical": json.dumps(canonical), "exact": exact})
     json.dump(out, sys.stdout, indent=1, ensure_ascii=False)

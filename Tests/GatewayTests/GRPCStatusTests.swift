@@ -28,6 +28,20 @@ import Testing
         for bad in ["", "5", "S", "5s", "-5S", "123456789S", "1.5S"] { #expect(GRPCStatus.timeout(bad) == nil, "\(bad) is malformed") }
     }
 
+    @Test func deadlinesAreWrittenInTheFinestUnitThatFitsAndNeverShortened() {
+        #expect(GRPCStatus.timeoutValue(nanoseconds: 7) == "7n")
+        #expect(GRPCStatus.timeoutValue(nanoseconds: 99_999_999) == "99999999n")
+        #expect(GRPCStatus.timeoutValue(nanoseconds: 100_000_000) == "100000u")
+        #expect(GRPCStatus.timeoutValue(nanoseconds: 100_000_001) == "100001u")  // rounded up, not down
+        #expect(GRPCStatus.timeoutValue(nanoseconds: 30_000_000_000) == "30000000u")
+        #expect(GRPCStatus.timeoutValue(nanoseconds: 86_400_000_000_000) == "86400000m")
+        #expect(GRPCStatus.timeoutValue(nanoseconds: UInt64.max) == "5124096H")
+        for value: UInt64 in [1, 999, 1_000_001, 5_000_000_000, 86_400_000_000_000, UInt64.max] {
+            let written = GRPCStatus.timeoutValue(nanoseconds: value)
+            #expect(GRPCStatus.timeout(written).map { $0 >= value } == true, "\(written) reads back as at least \(value)")
+        }
+    }
+
     @Test func gRPCContentTypesAreRecognised() {
         for yes in ["application/grpc", "application/grpc+proto", "Application/GRPC;charset=utf-8"] { #expect(GRPCStatus.isGRPC(yes)) }
         for no in [nil, "application/json", "application/grpc-web", "application/grpcx"] { #expect(!GRPCStatus.isGRPC(no)) }

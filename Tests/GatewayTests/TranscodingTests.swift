@@ -222,10 +222,48 @@ enum TranscodingFixtures {
         }
     }
 
-    @Test func anyIsRefusedRatherThanGuessed() throws {
-        // google.protobuf.Any needs the type registry of the upload; the mapping is not attempted
-        let any = ProtoJSONTranscoder(schema: try ProtoSchemaTests.schema(fieldType: ".google.protobuf.Any", withAny: true))
-        #expect(throws: ProtoJSONTranscoder.Failure.self) { try any.wire(json: Array(#"{"payload":{"@type":"x"}}"#.utf8), message: "t.Req") }
+    @Test(arguments: [
+        (#"{"item":{"@type":"type.googleapis.com/nope.Missing","id":1}}"#, "/item/@type"),
+        (#"{"item":{"@type":"tollgate.test.Inner"}}"#, "/item/@type"),  // no URL prefix
+        (#"{"item":{"@type":"type.googleapis.com/"}}"#, "/item/@type"),
+        (#"{"item":{"@type":7}}"#, "/item/@type"),
+        (#"{"item":{"id":1}}"#, "/item"),
+        (#"{"item":[]}"#, "/item"),
+        (#"{"items":[{},{"@type":"type.googleapis.com/tollgate.test.Inner","nope":1}]}"#, "/items/1/nope"),
+        (#"{"item":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1s","extra":1}}"#, "/item/extra"),
+        (#"{"item":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"soon"}}"#, "/item/value"),
+    ])
+    func anyResolvesItsTypeAgainstTheDescriptorSet(json: String, pointer: String) {
+        #expect(failure(json)?.pointer == pointer, "\(json)")
+    }
+
+    @Test func anyOfATypeTheSetLacksIsRefusedOnOutputToo() throws {
+        // setup: an Everything whose item names a type the set does not declare
+        var any = ProtoWire.Writer()
+        any.lengthDelimited(1, Array("type.googleapis.com/nope.Missing".utf8))
+        any.lengthDelimited(2, [0x08, 0x01])
+        var outer = ProtoWire.Writer()
+        outer.lengthDelimited(56, any.bytes)
+        // act
+        let refused = #expect(throws: ProtoJSONTranscoder.Failure.self) { try transcoder.json(wire: outer.bytes, message: "tollgate.test.Everything") }
+        // assert
+        #expect(refused?.reason.contains("nope.Missing") == true)
+    }
+
+    @Test func anysNestedInAnysAreBoundedBothWays() throws {
+        // setup: 200 Anys, each the value of the next — deeper than the 64 levels translated
+        var wire: [UInt8] = []
+        for _ in 0..<200 {
+            var any = ProtoWire.Writer()
+            any.lengthDelimited(1, Array("type.googleapis.com/google.protobuf.Any".utf8))
+            if !wire.isEmpty { any.lengthDelimited(2, wire) }
+            wire = any.bytes
+        }
+        var json = #"{"@type":"type.googleapis.com/tollgate.test.Inner"}"#
+        for _ in 0..<200 { json = #"{"@type":"type.googleapis.com/google.protobuf.Any","value":"# + json + "}" }
+        // act / assert: refused, not a crash
+        #expect(throws: ProtoJSONTranscoder.Failure.self) { try transcoder.json(wire: wire, message: "google.protobuf.Any") }
+        #expect(throws: ProtoJSONTranscoder.Failure.self) { try encode(json, "google.protobuf.Any") }
     }
 }
 

@@ -93,6 +93,17 @@ enum GRPCStatus {
         return overflow ? UInt64.max : result
     }
 
+    /// A deadline as a `grpc-timeout` value: the finest unit whose amount fits in 8 digits,
+    /// rounded up so the upstream's deadline never ends before the gateway's.
+    static func timeoutValue(nanoseconds: UInt64) -> String {
+        let units: [(UInt64, String)] = [(1, "n"), (1_000, "u"), (1_000_000, "m"), (1_000_000_000, "S"), (60_000_000_000, "M"), (3_600_000_000_000, "H")]
+        for (scale, unit) in units {
+            let amount = nanoseconds / scale + (nanoseconds % scale == 0 ? 0 : 1)
+            if amount <= 99_999_999 { return "\(amount)\(unit)" }
+        }
+        return "99999999H"
+    }
+
     /// `grpc-message`: percent-encoded UTF-8 (bytes outside printable ASCII and `%` itself).
     static func encodeMessage(_ message: String) -> String {
         var out = ""

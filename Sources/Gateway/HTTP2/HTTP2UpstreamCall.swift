@@ -17,6 +17,16 @@ protocol GRPCRelayClient: AnyObject {
     func relayEnded(_ call: HTTP2UpstreamCall)
     /// The call's caller as the access log names it (read only when the call is logged).
     var logCaller: CallMeter.Caller { get }
+    /// The HTTP status a call that reached its end is metered as: by default its `grpc-status`'s
+    /// equivalent (the upstream's HTTP status without one). A translated call says 502 when the
+    /// reply it must turn into JSON is broken, since that is what its client gets.
+    func relayMeteredStatus(grpcStatus: Int?, httpStatus: UInt) -> UInt
+}
+
+extension GRPCRelayClient {
+    func relayMeteredStatus(grpcStatus: Int?, httpStatus: UInt) -> UInt {
+        grpcStatus.map(GRPCStatus.meteredHTTPStatus) ?? httpStatus
+    }
 }
 
 /// A client stream relayed to a stream of an HTTP/2 upstream (`grpc://`, `grpcs://` targets):
@@ -100,10 +110,12 @@ final class HTTP2UpstreamCall {
 
     func flush() { upstream?.flush() }
 
-    /// The client went away (or reset its stream): the upstream stream is reset too.
-    func cancel() {
+    /// The client went away (or reset its stream): the upstream stream is reset too. `status`:
+    /// what the call is metered as when the client side ends it for a reason of its own (a
+    /// translated call's undecodable reply: 502); else the upstream's answer so far, or 499.
+    func cancel(meteredAs status: UInt? = nil) {
         guard !finished else { return }
-        finish(status: responseStarted ? httpStatus : 499)
+        finish(status: status ?? (responseStarted ? httpStatus : 499))
         upstream?.close(promise: nil)
     }
 
@@ -175,8 +187,7 @@ final class HTTP2UpstreamCall {
 
     private func complete() {
         loop.pool.recordSuccess(target.key)
-        let status = grpcStatus.map(GRPCStatus.meteredHTTPStatus) ?? httpStatus
-        finish(status: status)
+        finish(status: client.relayMeteredStatus(grpcStatus: grpcStatus, httpStatus: httpStatus))
         upstream = nil
     }
 

@@ -52,6 +52,8 @@ final class GRPCTranscodedCall {
     private var pendingResponse: [UInt8] = []
     private var unaryReply: [UInt8]?
     private var headWritten = false
+    /// The upstream's metadata (response headers, then trailers) as `Grpc-Metadata-*` headers.
+    private var responseMetadata: [(String, String)] = []
     private var done = false
 
     init(
@@ -93,6 +95,18 @@ final class GRPCTranscodedCall {
         guard !requestEnded else { return }
         requestEnded = true
         guard !done else { return }
+        let metadata: [(String, String)]
+        do { metadata = try TranscodedMetadata.request(head.headers) } catch {
+            return refuse(.problem(.badRequest, "Invalid metadata header", "\(error.header): \(error.reason).", rejection: nil))
+        }
+        var clientDeadline: UInt64?
+        if let value = head.headers.first(name: "grpc-timeout") {
+            guard let parsed = GRPCStatus.timeout(value) else {
+                return refuse(.problem(
+                    .badRequest, "Invalid Grpc-Timeout", "Grpc-Timeout is 1 to 8 digits and a unit (H, M, S, m, u or n), as gRPC writes it.", rejection: nil))
+            }
+            clientDeadline = parsed
+        }
         let message: [UInt8]
         do { message = try transcoding.requestMessage(call, body: body) } catch {
             let status: HTTPResponseStatus = error.isTooLarge ? .payloadTooLarge : .badRequest
@@ -110,18 +124,36 @@ final class GRPCTranscodedCall {
         if let forwarded = head.headers.first(name: "x-forwarded-for") { block.add(name: "x-forwarded-for", value: forwarded) }
         block.add(name: "content-type", value: "application/grpc")
         block.add(name: "te", value: "trailers")
+        let deadline = Self.callDeadline(
+            client: clientDeadline, elapsed: DispatchTime.now().uptimeNanoseconds.subtractingReportingOverflow(started).partialValue,
+            streaming: isStreaming, responseTimeout: responseTimeout)
+        if clientDeadline != nil, let deadline { block.add(name: "grpc-timeout", value: GRPCStatus.timeoutValue(nanoseconds: deadline)) }
+        for (key, value) in metadata { block.add(name: key, value: value) }
         let headers = HTTP2Messages.upstreamRequestHeaders(
             block, method: "POST", target: target, path: call.method.grpcPath, requestID: requestID, clientIP: connection.clientIP,
             secure: connection.secure, identityLines: [plan.tenant.identityHeaderLine, plan.app.identityHeaderLines, plan.grant.identityHeaderLines])
         let upstream = HTTP2UpstreamCall(
             plan: plan, method: head.method, requestID: requestID, started: started, target: target, client: self, loop: loop, meter: meter)
         self.upstream = upstream
-        // a unary answer is bounded as a whole by the response timeout (a relayed stream only until
-        // its headers): its JSON cannot be written before the trailers, so a stalled one would hang
-        let wholeCall = isStreaming ? nil : UInt64(max(1, responseTimeout.nanoseconds))
-        upstream.start(headers: headers, endStream: false, grpcTimeout: wholeCall, responseTimeout: responseTimeout)
+        upstream.start(headers: headers, endStream: false, grpcTimeout: deadline, responseTimeout: responseTimeout)
         upstream.send(frame, endStream: true)
         upstream.flush()
+    }
+
+    /// A server stream's deadline is kept up to a day, as a relayed call's `grpc-timeout` is.
+    static let longestStreamDeadline: UInt64 = 86_400_000_000_000
+
+    /// How long the gateway gives the upstream call, in nanoseconds from its start; nil: no deadline
+    /// of its own (a server stream without a client deadline, bounded by the response timeout until
+    /// its headers like a relayed one). A unary answer is bounded as a whole by the response timeout
+    /// — its JSON cannot be written before the trailers, so a stalled one would hang — and by the
+    /// client's deadline (`Grpc-Timeout`) when that is sooner. A client deadline counts from the
+    /// request's arrival, so reading the body used some of it up; one already spent is 1 ns.
+    static func callDeadline(client: UInt64?, elapsed: UInt64, streaming: Bool, responseTimeout: TimeAmount) -> UInt64? {
+        let remaining = client.map { $0 > elapsed ? $0 - elapsed : 1 }
+        if streaming { return remaining.map { min($0, longestStreamDeadline) } }
+        let bound = UInt64(max(1, responseTimeout.nanoseconds))
+        return min(remaining ?? bound, bound)
     }
 
     /// The client went away (or timed out): the upstream stream is reset, the call metered as it
@@ -166,7 +198,13 @@ final class GRPCTranscodedCall {
 
     // MARK: Answer
 
-    private var answerHeaders: [(String, String)] { plan.responseHeaders + [("Cache-Control", "no-store")] }
+    private var answerHeaders: [(String, String)] { plan.responseHeaders + [("Cache-Control", "no-store")] + responseMetadata }
+
+    /// The upstream's response metadata as client headers (`TranscodedMetadata.response`).
+    private func collectMetadata(_ block: HPACKHeaders) {
+        let gatewayHeaders = Set(plan.responseHeaders.map { $0.0.lowercased() })
+        responseMetadata += TranscodedMetadata.response(block, gatewayHeaders: gatewayHeaders)
+    }
 
     private func writeStreamHead() {
         guard !headWritten else { return }
@@ -187,15 +225,12 @@ final class GRPCTranscodedCall {
         return out
     }
 
-    private func decoded(_ message: [UInt8]) -> [UInt8]? {
-        try? transcoding.responseJSON(call, wire: message)
-    }
-
-    /// The upstream answered something the gateway cannot turn into JSON.
+    /// The upstream answered something the gateway cannot turn into JSON: the client gets a 502,
+    /// and the call is metered as that (forwarded, not billable), not as the upstream's status.
     private func badReply(_ detail: String) {
         let upstream = self.upstream
         self.upstream = nil
-        upstream?.cancel()
+        upstream?.cancel(meteredAs: HTTPResponseStatus.badGateway.code)
         finishAnswer(.problem(.badGateway, "Bad gateway", detail, rejection: nil), broken: headWritten)
     }
 
@@ -214,7 +249,11 @@ final class GRPCTranscodedCall {
     /// The call's end: its status from trailers (or a trailers-only answer).
     private func ended(_ trailers: HPACKHeaders) {
         guard !done else { return }
-        let code = trailers.first(name: "grpc-status").flatMap { Int($0) } ?? GRPCStatus.unknown
+        guard let code = trailers.first(name: "grpc-status").flatMap({ Int($0) }) else {
+            // metered 502 already (`relayMeteredStatus`)
+            if headWritten { return badReply("The upstream ended the call without its gRPC status.") }
+            return finishAnswer(.problem(.badGateway, "Bad gateway", "The upstream ended the call without its gRPC status.", rejection: nil), broken: false)
+        }
         let message = trailers.first(name: "grpc-message").map { $0.removingPercentEncoding ?? $0 } ?? ""
         if code == GRPCStatus.ok {
             if isStreaming {
@@ -244,6 +283,7 @@ final class GRPCTranscodedCall {
         }
         var problem = LocalResponse.problem(status, GRPCStatus.name(code), detail, rejection: nil)
         problem.body = String(problem.body.dropLast()) + ",\"grpc_status\":\(code)}"
+        problem.headers += responseMetadata
         finishAnswer(problem, broken: false)
     }
 }
@@ -260,7 +300,11 @@ extension GRPCTranscodedCall: GRPCRelayClient {
             guard status == "200", GRPCStatus.isGRPC(headers.first(name: "content-type")) else {
                 return badReply("The upstream answered HTTP \(status) instead of a gRPC response.")
             }
+            collectMetadata(headers)
             if isStreaming && !endStream { writeStreamHead() }
+        } else if !headWritten {
+            // trailers: their metadata reach a client whose head is still to be written
+            collectMetadata(headers)
         }
         if endStream { ended(headers) }
     }
@@ -270,7 +314,11 @@ extension GRPCTranscodedCall: GRPCRelayClient {
         pendingResponse.append(contentsOf: data.readableBytesView)
         guard let complete = messages() else { return badReply("The upstream's response is not a gRPC message the gateway can read (compressed or too large).") }
         for message in complete {
-            guard let json = decoded(message) else { return badReply("The upstream's response message does not match \(call.method.outputType).") }
+            let json: [UInt8]
+            do { json = try transcoding.responseJSON(call, wire: message) } catch {
+                // not the method's output type, or an Any of a type the descriptor set lacks
+                return badReply("The upstream's response message is not a \(call.method.outputType) the gateway can translate: \(error.reason)")
+            }
             if isStreaming {
                 writeStreamHead()
                 var line = writer.allocator.buffer(capacity: json.count + 1)
@@ -283,15 +331,27 @@ extension GRPCTranscodedCall: GRPCRelayClient {
             }
         }
         if endStream {
-            // DATA that ends the stream without trailers: a broken gRPC answer
-            var trailers = HPACKHeaders()
-            trailers.add(name: "grpc-status", value: String(GRPCStatus.internalError))
-            trailers.add(name: "grpc-message", value: "the upstream ended the stream without trailers")
-            ended(trailers)
+            // DATA that ends the stream without trailers: a broken gRPC answer (metered 502 already)
+            if headWritten {
+                var trailers = HPACKHeaders()
+                trailers.add(name: "grpc-status", value: String(GRPCStatus.internalError))
+                trailers.add(name: "grpc-message", value: "the upstream ended the stream without trailers")
+                return ended(trailers)
+            }
+            finishAnswer(.problem(.badGateway, "Bad gateway", "The upstream ended the call without its gRPC status.", rejection: nil), broken: false)
         }
     }
 
     func relayFlush() { writer.transcodedFlush() }
+
+    /// Asked as the upstream's call ends, before its last frame is relayed here: an OK unary call
+    /// without its message, or an end without a `grpc-status`, is answered 502 (`ended`), so it is
+    /// metered so. (A message that does not decode ends the call earlier, through `badReply`.)
+    func relayMeteredStatus(grpcStatus: Int?, httpStatus: UInt) -> UInt {
+        guard let grpcStatus else { return HTTPResponseStatus.badGateway.code }
+        if grpcStatus == GRPCStatus.ok && !isStreaming && unaryReply == nil { return HTTPResponseStatus.badGateway.code }
+        return GRPCStatus.meteredHTTPStatus(grpcStatus)
+    }
 
     func relayClientReading(_ on: Bool) {
         // the request body was read whole before the call started: nothing to pause

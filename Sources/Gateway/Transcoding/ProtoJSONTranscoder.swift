@@ -54,7 +54,7 @@ public struct ProtoJSONTranscoder: Sendable {
         return writer.bytes
     }
 
-    private func encodeMessage(_ tree: JSONTree, type name: String, pointer: String, depth: Int, into writer: inout ProtoWire.Writer) throws(Failure) {
+    func encodeMessage(_ tree: JSONTree, type name: String, pointer: String, depth: Int, into writer: inout ProtoWire.Writer) throws(Failure) {
         guard depth < maximumDepth else { throw Failure(pointer, "Messages are nested deeper than \(maximumDepth) levels.") }
         if let known = WellKnownType(rawValue: name) {
             try encodeWellKnown(known, tree, pointer: pointer, depth: depth, into: &writer)
@@ -310,7 +310,7 @@ public struct ProtoJSONTranscoder: Sendable {
         return found
     }
 
-    private func decodeMessage(_ bytes: [UInt8], _ range: Range<Int>, type name: String, path: String, depth: Int, into json: inout JSONWriter) throws(Failure) {
+    func decodeMessage(_ bytes: [UInt8], _ range: Range<Int>, type name: String, path: String, depth: Int, into json: inout JSONWriter) throws(Failure) {
         guard depth < maximumDepth else { throw Failure("", "Messages are nested deeper than \(maximumDepth) levels.") }
         if let known = WellKnownType(rawValue: name) {
             try decodeWellKnown(known, bytes, range, path: path, depth: depth, into: &json)

@@ -233,10 +233,99 @@ extension ProtoJSONTranscoder {
                 writer.lengthDelimited(1, Array(snake.utf8))
             }
         case .any:
-            throw Failure(pointer, "google.protobuf.Any is not translated by this gateway.")
+            try encodeAny(tree, pointer: pointer, depth: depth, into: &writer)
         default:
             break
         }
+    }
+
+    // MARK: Any
+
+    /// The message type an `Any`'s type URL names (the part after its last `/`), when the API's
+    /// descriptor set declares it or it is a well-known type; nil otherwise. The URL's host is not
+    /// looked up: like stock runtimes, the gateway resolves types from what it was given.
+    func anyType(_ url: String) -> String? {
+        guard let slash = url.lastIndex(of: "/") else { return nil }
+        let name = String(url[url.index(after: slash)...])
+        guard !name.isEmpty else { return nil }
+        return schema.messages[name] != nil || WellKnownType(rawValue: name) != nil ? name : nil
+    }
+
+    /// A well-known type whose JSON is not an object of its fields sits in an `Any` as `"value"`.
+    private static func anyHoldsValue(_ name: String) -> WellKnownType? {
+        guard let known = WellKnownType(rawValue: name), known != .empty else { return nil }
+        return known
+    }
+
+    /// `{"@type": "type.googleapis.com/pkg.Msg", ...fields}`, or `{"@type": …, "value": …}` for a
+    /// well-known type; `{}` is the empty `Any`.
+    private func encodeAny(_ tree: JSONTree, pointer: String, depth: Int, into writer: inout ProtoWire.Writer) throws(Failure) {
+        guard depth < maximumDepth else { throw Failure(pointer, "Messages are nested deeper than \(maximumDepth) levels.") }
+        guard case .object(let members) = tree else {
+            throw Failure(pointer, "Expected an object with \"@type\" (google.protobuf.Any), found \(tree.typeName).")
+        }
+        guard !members.isEmpty else { return }
+        guard let typeMember = members.first(where: { $0.key == "@type" }) else {
+            throw Failure(pointer, "A google.protobuf.Any needs \"@type\": the URL of the message it holds (\"type.googleapis.com/package.Message\").")
+        }
+        guard case .string(let url) = typeMember.value else { throw Failure(pointer + "/@type", "\"@type\" is a string, found \(typeMember.value.typeName).") }
+        guard let name = anyType(url) else {
+            throw Failure(pointer + "/@type", "\(url) names no message type of this API's descriptor set.")
+        }
+        let rest = members.filter { $0.key != "@type" }
+        var body = ProtoWire.Writer()
+        if let known = Self.anyHoldsValue(name) {
+            if let extra = rest.first(where: { $0.key != "value" }) {
+                throw Failure(pointer + "/" + Self.escape(extra.key), "A google.protobuf.Any holding \(name) has only \"@type\" and \"value\".")
+            }
+            if let value = rest.first {
+                try encodeWellKnown(known, value.value, pointer: pointer + "/value", depth: depth + 1, into: &body)
+            }
+        } else {
+            try encodeMessage(.object(rest), type: name, pointer: pointer, depth: depth + 1, into: &body)
+        }
+        writer.lengthDelimited(1, Array(url.utf8))
+        if !body.bytes.isEmpty { writer.lengthDelimited(2, body.bytes) }
+        guard writer.bytes.count <= maximumOutputBytes else { throw Failure(pointer, "The message is too large.", isTooLarge: true) }
+    }
+
+    private func decodeAny(_ bytes: [UInt8], _ found: [Int32: [ProtoWire.RawField]], path: String, depth: Int, into json: inout JSONWriter) throws(Failure) {
+        // an Any in an Any's value recurses here without passing decodeMessage's guard
+        guard depth < maximumDepth else { throw Failure("", "Messages are nested deeper than \(maximumDepth) levels.") }
+        let urlRaw = found[1]?.last
+        let valueRaw = found[2]?.last
+        guard urlRaw != nil || valueRaw != nil else {
+            json.raw("{}")
+            return
+        }
+        let at = path.isEmpty ? "the top" : path
+        guard let urlRaw, urlRaw.wireType == .lengthDelimited, let url = String(validating: bytes[urlRaw.payload], as: UTF8.self), !url.isEmpty else {
+            throw Failure("", "The google.protobuf.Any at \(at) has no type URL.")
+        }
+        guard let name = anyType(url) else {
+            throw Failure("", "The google.protobuf.Any at \(at) holds \(url), which names no message type of this API's descriptor set.")
+        }
+        if let valueRaw, valueRaw.wireType != .lengthDelimited {
+            throw Failure("", "The message is not valid protobuf at \(path): an Any's value is not length-delimited.")
+        }
+        let range = valueRaw?.payload ?? 0..<0
+        json.byte(UInt8(ascii: "{"))
+        json.string("@type")
+        json.byte(UInt8(ascii: ":"))
+        json.string(url)
+        if let known = Self.anyHoldsValue(name) {
+            json.raw(",\"value\":")
+            try decodeWellKnown(known, bytes, range, path: path, depth: depth + 1, into: &json)
+        } else {
+            var inner = JSONWriter()
+            try decodeMessage(bytes, range, type: name, path: path, depth: depth + 1, into: &inner)
+            // the held message's members follow "@type" in the same object
+            if inner.bytes.count > 2 {
+                json.byte(UInt8(ascii: ","))
+                json.bytes.append(contentsOf: inner.bytes[1..<(inner.bytes.count - 1)])
+            }
+        }
+        json.byte(UInt8(ascii: "}"))
     }
 
     private static func describe(_ tree: JSONTree) -> String {
@@ -345,7 +434,7 @@ extension ProtoJSONTranscoder {
             }
             json.string(paths.joined(separator: ","))
         case .any:
-            throw Failure("", "google.protobuf.Any (at \(path.isEmpty ? "the top" : path)) is not translated by this gateway.")
+            try decodeAny(bytes, found, path: path, depth: depth, into: &json)
         default:
             break
         }
