@@ -124,9 +124,9 @@ final class GRPCTranscodedCall {
         if let forwarded = head.headers.first(name: "x-forwarded-for") { block.add(name: "x-forwarded-for", value: forwarded) }
         block.add(name: "content-type", value: "application/grpc")
         block.add(name: "te", value: "trailers")
+        let now = DispatchTime.now().uptimeNanoseconds
         let deadline = Self.callDeadline(
-            client: clientDeadline, elapsed: DispatchTime.now().uptimeNanoseconds.subtractingReportingOverflow(started).partialValue,
-            streaming: isStreaming, responseTimeout: responseTimeout)
+            client: clientDeadline, elapsed: now > started ? now - started : 0, streaming: isStreaming, responseTimeout: responseTimeout)
         if clientDeadline != nil, let deadline { block.add(name: "grpc-timeout", value: GRPCStatus.timeoutValue(nanoseconds: deadline)) }
         for (key, value) in metadata { block.add(name: key, value: value) }
         let headers = HTTP2Messages.upstreamRequestHeaders(
