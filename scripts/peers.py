@@ -521,12 +521,6 @@ class GRPCServer:
             "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
             "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         }
-        if garbage:  # no serializers: the handler's bytes go out as they are
-            handlers["Get"] = grpc.unary_unary_rpc_method_handler(lambda request, context: b"\x08\xff\xff")
-            stranger = self.Everything()
-            stranger.item.type_url = "type.googleapis.com/nope.Missing"
-            stranger.item.value = b"\x08\x01"
-            handlers["Echo"] = grpc.unary_unary_rpc_method_handler(lambda request, context: stranger.SerializeToString())
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("peers.Echo", handlers),))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
@@ -673,6 +667,12 @@ class KitchenServer:
             "Count": grpc.unary_stream_rpc_method_handler(count, Inner.FromString, Inner.SerializeToString),
             "Upload": grpc.stream_unary_rpc_method_handler(lambda requests, context: Inner(id=sum(1 for _ in requests)), Inner.FromString, Inner.SerializeToString),
         }
+        if garbage:  # no serializers: the handler's bytes go out as they are
+            handlers["Get"] = grpc.unary_unary_rpc_method_handler(lambda request, context: b"\x08\xff\xff")
+            stranger = self.Everything()
+            stranger.item.type_url = "type.googleapis.com/nope.Missing"
+            stranger.item.value = b"\x08\x01"
+            handlers["Echo"] = grpc.unary_unary_rpc_method_handler(lambda request, context: stranger.SerializeToString())
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tollgate.test.Kitchen", handlers),))
         self.port = self.server.add_insecure_port("127.0.0.1:0")

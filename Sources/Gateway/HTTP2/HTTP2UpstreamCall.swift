@@ -201,6 +201,9 @@ final class HTTP2UpstreamCall {
     /// Ends the call from the gateway's side with a gRPC status: as trailers when the response has
     /// started, as a trailers-only answer otherwise.
     private func end(grpcStatus code: Int, message: String, httpStatus: HTTPResponseStatus) {
+        // held strongly to the end: relaying the trailers can end a translated call's answer, and
+        // with it the last other reference to the client, before the flush below
+        let client = self.client
         let started = responseStarted
         finish(status: httpStatus.code, forwarded: started, rejection: started ? nil : .upstreamUnavailable)
         upstream?.close(promise: nil)
