@@ -624,7 +624,8 @@ def grpc_demo_greeter(install):
 class KitchenServer:
     """A grpcio server of tollgate.test.Kitchen (scripts/proto/tollgate/test/kitchen.proto) whose
     message classes come from the committed descriptor set by python protobuf (no generated code):
-    Echo answers its request, Get looks an Inner up (id 404: NOT_FOUND), Count streams `id` Inners.
+    Echo answers its request, Get looks an Inner up (id 404: NOT_FOUND), Count streams `id` Inners,
+    Upload counts a client stream and joins its labels, Chat answers each message with its label upper-cased.
     `garbage`: Get answers bytes that are no Inner (a truncated varint), as a broken server would."""
 
     def __init__(self, garbage=False):
@@ -655,6 +656,10 @@ class KitchenServer:
                 context.abort(grpc.StatusCode.NOT_FOUND, "no such inner: 404")
             return Inner(id=request.id, label=request.label or f"inner {request.id}")
 
+        def upload(requests, context):
+            labels = [r.label for r in requests]
+            return Inner(id=len(labels), label=",".join(labels))
+
         def count(request, context):
             for i in range(request.id):
                 yield Inner(id=i, label=request.label)
@@ -665,7 +670,9 @@ class KitchenServer:
             "Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request, self.Everything.FromString, self.Everything.SerializeToString),
             "Get": grpc.unary_unary_rpc_method_handler(get, Inner.FromString, Inner.SerializeToString),
             "Count": grpc.unary_stream_rpc_method_handler(count, Inner.FromString, Inner.SerializeToString),
-            "Upload": grpc.stream_unary_rpc_method_handler(lambda requests, context: Inner(id=sum(1 for _ in requests)), Inner.FromString, Inner.SerializeToString),
+            "Upload": grpc.stream_unary_rpc_method_handler(upload, Inner.FromString, Inner.SerializeToString),
+            "Chat": grpc.stream_stream_rpc_method_handler(
+                lambda requests, context: (Inner(id=r.id, label=r.label.upper()) for r in requests), Inner.FromString, Inner.SerializeToString),
         }
         if garbage:  # no serializers: the handler's bytes go out as they are
             handlers["Get"] = grpc.unary_unary_rpc_method_handler(lambda request, context: b"\x08\xff\xff")
@@ -820,6 +827,62 @@ def json_to_grpc_any(install):
         uninstall_kitchen(install, upstream)
 
 
+def json_to_grpc_client_streams(install):
+    """Client- and bidirectional-streaming methods over NDJSON (Content-Type: application/x-ndjson):
+    each line one message of the client stream (CRLF and blank lines tolerated, an empty body an
+    empty stream), sent upstream as it arrives — a bidirectional call's first answer line comes
+    back before the client sends its second line —, bad lines and too many messages refused."""
+    import socket
+    upstream = KitchenServer()
+    try:
+        install_kitchen(install, upstream)
+        base = "/t/demo/echo/v1/tollgate.test.Kitchen"
+        ndjson = {"Content-Type": "application/x-ndjson"}
+        status, _, body = http_call(install, "POST", f"{base}/Upload", body='{"label": "a"}\r\n\n{"id": 9, "label": "b"}\n{"label":"c"}', headers=ndjson)
+        expect(status == 200 and json.loads(body) == {"id": 3, "label": "a,b,c"}, f"a client stream of three lines: {status} {body}")
+        status, _, body = http_call(install, "POST", f"{base}/Upload", body="", headers=ndjson)
+        expect(status == 200 and json.loads(body) == {}, f"an empty body is an empty stream: {status} {body}")
+        status, _, body = json_call(install, "POST", f"{base}/Upload", '{"label": "a"}\n{"label": "b"}\n', http2=True, headers=("Content-Type: application/x-ndjson",))
+        expect(status == 200 and json.loads(body) == {"id": 2, "label": "a,b"}, f"a client stream over h2c: {status} {body}")
+        status, headers, body = http_call(install, "POST", f"{base}/Upload", body='{"label": "a"}\n{"nope": 1}\n{"label": "c"}\n', headers=ndjson)
+        error = json.loads(body).get("errors", [{}])[0]
+        expect(status == 400 and error.get("pointer") == "/nope" and error.get("line") == 2, f"a bad line is located: {status} {body}")
+        status, _, body = http_call(install, "POST", f"{base}/Upload", body="{}\n" * 10_001, headers=ndjson)
+        expect(status == 413, f"at most 10,000 messages: {status} {body}")
+        # bidirectional, over one raw HTTP/1.1 connection with a chunked body: the answer to the
+        # first line is read before the second line is sent (a gateway that waited for the whole
+        # body would never answer, and the read would time out)
+        connection = socket.create_connection(("127.0.0.1", install.port), timeout=10)
+        connection.sendall((f"POST {base}/Chat HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {install.api_key}\r\n"
+                            "Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+
+        def chunk(text):
+            connection.sendall(b"%x\r\n%s\r\n" % (len(text), text.encode()))
+
+        received = b""
+
+        def read_until(marker):
+            nonlocal received
+            while marker not in received:
+                data = connection.recv(65536)
+                expect(data, f"the connection closed early: {received!r}")
+                received += data
+
+        chunk('{"id": 1, "label": "first"}\n')
+        read_until(b"FIRST")
+        chunk('{"id": 2, "label": "second"}\n')
+        read_until(b"SECOND")
+        connection.sendall(b"0\r\n\r\n")
+        read_until(b"\r\n0\r\n\r\n")
+        connection.close()
+        head, _, rest = received.partition(b"\r\n\r\n")
+        expect(head.startswith(b"HTTP/1.1 200") and b"application/x-ndjson" in head.lower(), f"bidirectional head: {head!r}")
+        lines = [json.loads(line) for line in rest.split(b"\r\n") if line.startswith(b"{")]
+        expect(lines == [{"id": 1, "label": "FIRST"}, {"id": 2, "label": "SECOND"}], f"bidirectional lines: {rest!r}")
+    finally:
+        uninstall_kitchen(install, upstream)
+
+
 def json_to_grpc_translation(install):
     """Plain HTTP/JSON clients (curl, HTTP/1.1 and h2c) call a stock gRPC server (grpcio) through an
     API with an uploaded descriptor set: the proto3 JSON mapping both ways (checked against python
@@ -901,7 +964,7 @@ def json_to_grpc_translation(install):
         status, _, _ = json_call(install, "POST", f"{base}/tollgate.test.Kitchen/Echo", "{not json")
         expect(status == 400, f"malformed JSON: {status}")
         status, _, _ = json_call(install, "POST", f"{base}/tollgate.test.Kitchen/Upload", "{}")
-        expect(status == 404, f"a client-streaming method is not translated: {status}")
+        expect(status == 415, f"a client-streaming method takes NDJSON, not one JSON body: {status}")
         status, _, _ = json_call(install, "POST", f"{base}/tollgate.test.Kitchen/Missing", "{}")
         expect(status == 404, f"an unknown method: {status}")
         # no credential: the same gate as every call
@@ -948,7 +1011,8 @@ def json_to_grpc_demo_greeter(install):
 
 CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl,
          http2_abuse_is_bounded, grpc_pass_through, grpc_demo_greeter, json_to_grpc_translation, json_to_grpc_metadata_and_deadline,
-         json_to_grpc_undecodable_reply, json_to_grpc_any, json_to_grpc_demo_greeter]
+         json_to_grpc_undecodable_reply, json_to_grpc_any, json_to_grpc_client_streams,
+         json_to_grpc_demo_greeter]
 
 
 def main():

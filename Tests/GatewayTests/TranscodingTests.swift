@@ -327,12 +327,14 @@ enum TranscodingFixtures {
         let schema = try TranscodingFixtures.kitchen()
         // assert
         #expect(schema.services.map(\.name) == ["tollgate.test.Kitchen"])
-        #expect(schema.methods.map(\.grpcPath) == ["/tollgate.test.Kitchen/Echo", "/tollgate.test.Kitchen/Get", "/tollgate.test.Kitchen/Count", "/tollgate.test.Kitchen/Upload"])
+        #expect(schema.methods.map(\.grpcPath) == ["/tollgate.test.Kitchen/Echo", "/tollgate.test.Kitchen/Get", "/tollgate.test.Kitchen/Count", "/tollgate.test.Kitchen/Upload",
+            "/tollgate.test.Kitchen/Chat",
+        ])
         let get = try #require(schema.method(grpcPath: "/tollgate.test.Kitchen/Get"))
         #expect(get.httpBindings == [HTTPBinding(method: "GET", pathTemplate: "/v1/inners/{id}"), HTTPBinding(method: "GET", pathTemplate: "/v1/labels/{label}")])
         #expect(schema.method(grpcPath: "/tollgate.test.Kitchen/Echo")?.httpBindings == [HTTPBinding(method: "POST", pathTemplate: "/v1/echo", body: "*")])
         #expect(schema.method(grpcPath: "/tollgate.test.Kitchen/Count")?.serverStreaming == true)
-        #expect(schema.method(grpcPath: "/tollgate.test.Kitchen/Upload")?.isTranslated == false)
+        #expect(schema.method(grpcPath: "/tollgate.test.Kitchen/Upload")?.clientStreaming == true)
         let everything = try #require(schema.messages["tollgate.test.Everything"])
         #expect(everything.fields.first { $0.name == "json_named" }?.jsonName == "customName")
         #expect(everything.fields.first { $0.name == "counts" }?.isMap == true)
@@ -455,8 +457,8 @@ enum TranscodingFixtures {
         #expect(call.method.name == "Echo")
         #expect(call.body == "*")
         #expect(transcoding.resolve(httpMethod: "GET", uri: "/tollgate.test.Kitchen/Echo") == nil)
-        // client streaming has no JSON form; unknown methods resolve to nothing
-        #expect(transcoding.resolve(httpMethod: "POST", uri: "/tollgate.test.Kitchen/Upload") == nil)
+        // a client stream is called at its gRPC path (with NDJSON); unknown methods resolve to nothing
+        #expect(transcoding.resolve(httpMethod: "POST", uri: "/tollgate.test.Kitchen/Upload")?.method.clientStreaming == true)
         #expect(transcoding.resolve(httpMethod: "POST", uri: "/tollgate.test.Kitchen/Missing") == nil)
         #expect(TranscodingFixtures.sameJSON(Array(try message("POST", "/tollgate.test.Kitchen/Echo", body: #"{"fInt32": 3}"#).utf8), #"{"fInt32":3}"#))
         // an empty body is the empty message

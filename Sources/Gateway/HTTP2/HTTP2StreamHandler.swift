@@ -212,6 +212,7 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
                     meter: meter, quotas: shared.quotas, bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes,
                     responseTimeout: shared.settings.responseTimeout, clientIP: client.clientIP, secure: client.secure, writer: self)
                 self.translated = translated
+                translated.begin()
                 if requestEnded { translated.endRequest() }
                 return
             }
@@ -503,4 +504,8 @@ extension HTTP2StreamHandler: TranscodedResponseWriter {
     }
 
     func transcodedFlush() { context?.flush() }
+
+    func transcodedClientReading(_ on: Bool) {
+        context?.channel.setOption(.autoRead, value: on).whenComplete { _ in }
+    }
 }

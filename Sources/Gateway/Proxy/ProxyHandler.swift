@@ -485,6 +485,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
                 if requestBody != nil, head.version.minor >= 1, head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
                     context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
                 }
+                translated?.begin()
                 return
             }
             // gRPC needs HTTP/2 end to end; the call is refused, its quota unit given back
@@ -729,10 +730,11 @@ extension ProxyHandler: TranscodedResponseWriter {
     }
 
     func transcodedEnd() {
-        guard let context, translated != nil else { return }
-        translated = nil
+        guard let context, let translated else { return }
+        self.translated = nil
         if translatedChunked { context.write(wrapOutboundOut(context.channel.allocator.buffer(staticString: "0\r\n\r\n")), promise: nil) }
-        if translatedClose || draining { return closeAfterWrites(context: context) }
+        // a client stream answered before its body ended: the rest of it cannot be told from a next request
+        if translatedClose || draining || !translated.requestEnded { return closeAfterWrites(context: context) }
         context.flush()
         responseCompleted(context: context)
     }
@@ -751,4 +753,8 @@ extension ProxyHandler: TranscodedResponseWriter {
     }
 
     func transcodedFlush() { context?.flush() }
+
+    func transcodedClientReading(_ on: Bool) {
+        context?.channel.setOption(.autoRead, value: on).whenComplete { _ in }
+    }
 }

@@ -17,6 +17,9 @@ protocol TranscodedResponseWriter: AnyObject {
     /// The response broke after its head: the connection (or stream) can only be cut.
     func transcodedBroken()
     func transcodedFlush()
+    /// Pauses (false) or resumes reading the client's body: a client stream's upstream is not
+    /// taking its messages as fast as they come.
+    func transcodedClientReading(_ on: Bool)
     var allocator: ByteBufferAllocator { get }
 }
 
@@ -78,47 +81,94 @@ final class GRPCTranscodedCall {
     }
 
     var isStreaming: Bool { call.method.serverStreaming }
+    /// A client- or bidirectional-streaming method: its body is newline-delimited JSON, one message
+    /// a line, each sent upstream as it arrives.
+    var streamsRequest: Bool { call.method.clientStreaming }
+    /// The most messages one client stream carries (more: 413).
+    static let maximumStreamMessages = 10_000
+    private var receivedBytes = 0
+    private var lines = 0
+    private var streamedMessages = 0
+    private var clientPaused = false
+    private var began = false
 
     /// Request body bytes (payload only); false once the body outgrew the limit (answered 413).
     func receive(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard !done else { return true }
-        guard body.count + bytes.count <= bodyLimit else {
-            refuse(.problem(.payloadTooLarge, "Request too large", "The body is larger than \(bodyLimit) bytes.", rejection: .tooLarge))
+        guard receivedBytes + bytes.count <= bodyLimit else {
+            failRequest(.problem(.payloadTooLarge, "Request too large", "The body is larger than \(bodyLimit) bytes.", rejection: .tooLarge))
             return false
         }
+        receivedBytes += bytes.count
         body.append(contentsOf: bytes)
+        if streamsRequest {
+            sendCompleteLines()
+            upstream?.flush()
+        }
         return true
     }
 
-    /// The request body ended: the message is made and the gRPC call starts.
+    /// The call has its head: a client stream's upstream call starts now, before its body, so that
+    /// each line reaches the upstream as it arrives (a unary request waits for its whole body).
+    func begin() {
+        guard streamsRequest, !done, !began else { return }
+        began = true
+        let contentType = head.headers.first(name: "content-type")?.lowercased() ?? ""
+        guard contentType.hasPrefix("application/x-ndjson") else {
+            return refuse(.problem(
+                .unsupportedMediaType, "NDJSON required",
+                "\(call.method.grpcPath) takes a stream of messages: send them as newline-delimited JSON, one per line, with Content-Type: application/x-ndjson.",
+                rejection: nil))
+        }
+        startUpstream()
+    }
+
+    /// The request body ended: a unary request's message is made and the gRPC call starts; a client
+    /// stream's last line is sent and the stream closed.
     func endRequest() {
         guard !requestEnded else { return }
         requestEnded = true
         guard !done else { return }
+        if streamsRequest {
+            if !began { begin() }
+            guard !done, let upstream else { return }
+            if !body.isEmpty {
+                let last = body
+                body = []
+                guard sendLine(last[...]) else { return }
+            }
+            upstream.send(writer.allocator.buffer(capacity: 0), endStream: true)
+            upstream.flush()
+            return
+        }
+        let message: [UInt8]
+        do { message = try transcoding.requestMessage(call, body: body) } catch {
+            return refuse(Self.invalidMessage(error, line: nil))
+        }
+        body = []
+        guard startUpstream(), let upstream else { return }
+        upstream.send(frame(message), endStream: true)
+        upstream.flush()
+    }
+
+    /// Opens the upstream call with the request's metadata and deadline; false when they are not
+    /// valid (answered 400).
+    @discardableResult
+    private func startUpstream() -> Bool {
         let metadata: [(String, String)]
         do { metadata = try TranscodedMetadata.request(head.headers) } catch {
-            return refuse(.problem(.badRequest, "Invalid metadata header", "\(error.header): \(error.reason).", rejection: nil))
+            refuse(.problem(.badRequest, "Invalid metadata header", "\(error.header): \(error.reason).", rejection: nil))
+            return false
         }
         var clientDeadline: UInt64?
         if let value = head.headers.first(name: "grpc-timeout") {
             guard let parsed = GRPCStatus.timeout(value) else {
-                return refuse(.problem(
+                refuse(.problem(
                     .badRequest, "Invalid Grpc-Timeout", "Grpc-Timeout is 1 to 8 digits and a unit (H, M, S, m, u or n), as gRPC writes it.", rejection: nil))
+                return false
             }
             clientDeadline = parsed
         }
-        let message: [UInt8]
-        do { message = try transcoding.requestMessage(call, body: body) } catch {
-            let status: HTTPResponseStatus = error.isTooLarge ? .payloadTooLarge : .badRequest
-            var response = LocalResponse.problem(status, "Invalid request message", error.reason, rejection: error.isTooLarge ? .tooLarge : nil)
-            if !error.pointer.isEmpty { response = Self.withPointer(response, error.pointer, error.reason) }
-            return refuse(response)
-        }
-        body = []
-        var frame = writer.allocator.buffer(capacity: message.count + 5)
-        frame.writeInteger(UInt8(0))
-        frame.writeInteger(UInt32(message.count))
-        frame.writeBytes(message)
         var block = HPACKHeaders()
         block.add(name: ":authority", value: head.headers.first(name: "host") ?? target.hostHeader)
         if let forwarded = head.headers.first(name: "x-forwarded-for") { block.add(name: "x-forwarded-for", value: forwarded) }
@@ -136,8 +186,80 @@ final class GRPCTranscodedCall {
             plan: plan, method: head.method, requestID: requestID, started: started, target: target, client: self, loop: loop, meter: meter)
         self.upstream = upstream
         upstream.start(headers: headers, endStream: false, grpcTimeout: deadline, responseTimeout: responseTimeout)
-        upstream.send(frame, endStream: true)
-        upstream.flush()
+        return true
+    }
+
+    /// A message as one length-prefixed gRPC frame (uncompressed).
+    private func frame(_ message: [UInt8]) -> ByteBuffer {
+        var frame = writer.allocator.buffer(capacity: message.count + 5)
+        frame.writeInteger(UInt8(0))
+        frame.writeInteger(UInt32(message.count))
+        frame.writeBytes(message)
+        return frame
+    }
+
+    /// The problem for a request message that cannot be made (`line`: its line in a client stream).
+    private static func invalidMessage(_ error: GRPCTranscoding.Failure, line: Int?) -> LocalResponse {
+        let status: HTTPResponseStatus = error.isTooLarge ? .payloadTooLarge : .badRequest
+        let reason = line.map { "Line \($0): \(error.reason)" } ?? error.reason
+        var response = LocalResponse.problem(status, "Invalid request message", reason, rejection: error.isTooLarge ? .tooLarge : nil)
+        if !error.pointer.isEmpty || line != nil { response = withPointer(response, error.pointer, reason, line: line) }
+        return response
+    }
+
+    // MARK: Client streams
+
+    /// Sends each complete line of the body as a message, keeping a partial last line.
+    private func sendCompleteLines() {
+        var start = 0
+        while !done, let newline = body[start...].firstIndex(of: UInt8(ascii: "\n")) {
+            let line = body[start..<newline]
+            start = newline + 1
+            guard sendLine(line) else { return }
+        }
+        if start > 0 { body.removeFirst(start) }
+    }
+
+    /// One NDJSON line as one message of the client stream; blank lines (a CRLF's CR included) carry
+    /// none. False when the call failed on it.
+    private func sendLine(_ line: ArraySlice<UInt8>) -> Bool {
+        lines += 1
+        guard !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) else { return true }
+        guard streamedMessages < Self.maximumStreamMessages else {
+            failRequest(.problem(
+                .payloadTooLarge, "Too many messages", "A client stream carries at most \(Self.maximumStreamMessages) messages.", rejection: .tooLarge))
+            return false
+        }
+        let message: [UInt8]
+        do { message = try transcoding.requestMessage(call, body: Array(line)) } catch {
+            failRequest(Self.invalidMessage(error, line: lines))
+            return false
+        }
+        streamedMessages += 1
+        upstream?.send(frame(message), endStream: false)
+        return true
+    }
+
+    /// The request failed after its upstream call started: the call is cut and metered as the
+    /// client's answer; a response already under way (bidirectional) ends with an error line.
+    private func failRequest(_ response: LocalResponse) {
+        guard let upstream else { return refuse(response) }
+        self.upstream = nil
+        upstream.cancel(meteredAs: response.status.code)
+        guard headWritten else { return finishAnswer(response, broken: false) }
+        done = true
+        let code = response.status == .badRequest ? GRPCStatus.invalidArgument : GRPCStatus.resourceExhausted
+        let detail = Self.problemDetail(response)
+        let line = "{\"error\":{\"code\":\(code),\"status\":\(JSONText.quote(GRPCStatus.name(code))),\"message\":\(JSONText.quote(detail))}}\n"
+        writer.transcodedBody(writer.allocator.buffer(string: line))
+        writer.transcodedEnd()
+    }
+
+    private static func problemDetail(_ response: LocalResponse) -> String {
+        guard case .object(let members)? = try? JSONTree.parse(Array(response.body.utf8)),
+            case .string(let detail)? = members.first(where: { $0.key == "detail" })?.value
+        else { return response.status.reasonPhrase }
+        return detail
     }
 
     /// A server stream's deadline is kept up to a day, as a relayed call's `grpc-timeout` is.
@@ -187,11 +309,14 @@ final class GRPCTranscodedCall {
         writer.transcodedFailed(response)
     }
 
-    /// A problem whose `errors` name the JSON pointer of the value at fault.
-    static func withPointer(_ response: LocalResponse, _ pointer: String, _ reason: String) -> LocalResponse {
+    /// A problem whose `errors` name the JSON pointer of the value at fault (and, in a client
+    /// stream, the line it is on, counted from 1).
+    static func withPointer(_ response: LocalResponse, _ pointer: String, _ reason: String, line: Int? = nil) -> LocalResponse {
         var response = response
         if response.body.hasSuffix("}") {
-            response.body = String(response.body.dropLast()) + ",\"errors\":[{\"pointer\":\(JSONText.quote(pointer)),\"detail\":\(JSONText.quote(reason))}]}"
+            let lineMember = line.map { ",\"line\":\($0)" } ?? ""
+            response.body = String(response.body.dropLast())
+                + ",\"errors\":[{\"pointer\":\(JSONText.quote(pointer)),\"detail\":\(JSONText.quote(reason))\(lineMember)}]}"
         }
         return response
     }
@@ -354,7 +479,10 @@ extension GRPCTranscodedCall: GRPCRelayClient {
     }
 
     func relayClientReading(_ on: Bool) {
-        // the request body was read whole before the call started: nothing to pause
+        // only a client stream writes while the client's body is still coming
+        guard streamsRequest, !requestEnded, clientPaused == on else { return }
+        clientPaused = !on
+        writer.transcodedClientReading(on)
     }
 
     func relayFailed(grpcStatus: Int, message: String, httpStatus: HTTPResponseStatus, headers: [(String, String)]) {
@@ -367,5 +495,9 @@ extension GRPCTranscodedCall: GRPCRelayClient {
 
     func relayEnded(_ call: HTTP2UpstreamCall) {
         if upstream === call { upstream = nil }
+        if clientPaused {
+            clientPaused = false
+            writer.transcodedClientReading(true)
+        }
     }
 }

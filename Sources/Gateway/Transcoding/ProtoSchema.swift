@@ -348,6 +348,7 @@ public struct ProtoMethod: Sendable {
     /// The gRPC path, `/{package}.{Service}/{Method}`.
     public var grpcPath: String { "/\(service)/\(name)" }
 
-    /// JSON clients can call unary and server-streaming methods; a client stream has no JSON form here.
-    public var isTranslated: Bool { !clientStreaming }
+    /// JSON clients can call every method: a client (or bidirectional) stream as newline-delimited
+    /// JSON at its gRPC path, the others at their gRPC path and `google.api.http` routes.
+    public var isTranslated: Bool { true }
 }

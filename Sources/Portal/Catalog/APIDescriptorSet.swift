@@ -64,7 +64,7 @@ struct TranslatedOperation: Sendable, Equatable {
             var routes: [Route] = []
             if method.isTranslated {
                 routes.append(Route(method: "POST", path: basePath + method.grpcPath))
-                routes += method.httpBindings.map { Route(method: $0.method, path: basePath + $0.pathTemplate) }
+                if !method.clientStreaming { routes += method.httpBindings.map { Route(method: $0.method, path: basePath + $0.pathTemplate) } }
             }
             return TranslatedOperation(
                 grpcPath: method.grpcPath, kind: kind, inputType: method.inputType, outputType: method.outputType, translated: method.isTranslated,
