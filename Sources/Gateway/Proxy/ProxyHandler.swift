@@ -322,7 +322,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         let head = request.head
         let started = DispatchTime.now().uptimeNanoseconds
         let requestID = head.headers.first(name: "x-request-id").flatMap { $0.utf8.count <= 200 ? $0 : nil } ?? loop.newID().lowercasedText
-        requestBody = request.framing == .none ? nil : BodyFramer(request.framing)
+        // `Content-Length: 0` is no body: no bytes will come to end it (a translated client stream
+        // waited for its end until the body timeout)
+        requestBody = request.framing == .none || request.framing == .length(0) ? nil : BodyFramer(request.framing)
         bodyStartedAt = requestBody == nil ? 0 : started
         let uri = head.uri
         let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { uri[..<$0] } ?? Substring(uri)
