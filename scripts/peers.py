@@ -879,6 +879,21 @@ def json_to_grpc_client_streams(install):
         expect(head.startswith(b"HTTP/1.1 200") and b"application/x-ndjson" in head.lower(), f"bidirectional head: {head!r}")
         lines = [json.loads(line) for line in rest.split(b"\r\n") if line.startswith(b"{")]
         expect(lines == [{"id": 1, "label": "FIRST"}, {"id": 2, "label": "SECOND"}], f"bidirectional lines: {rest!r}")
+        # a bidirectional call whose body stops coming is cut at the body timeout (3 s here): the
+        # connection closes mid-answer — no 408 head written into it — and the call is metered 408
+        connection = socket.create_connection(("127.0.0.1", install.port), timeout=20)
+        connection.sendall((f"POST {base}/Chat HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {install.api_key}\r\n"
+                            "Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+        received = b""
+        chunk('{"label": "only"}\n')
+        read_until(b"ONLY")
+        while data := connection.recv(65536):
+            received += data
+        connection.close()
+        expect(received.count(b"HTTP/1.1 ") == 1 and b"Request timeout" not in received, f"cut, not answered twice: {received!r}")
+        install.wait_written()
+        metered, _, _, _ = last_event(install)
+        expect(metered == 408, f"metered as the timeout it was: {metered}")
     finally:
         uninstall_kitchen(install, upstream)
 

@@ -303,6 +303,12 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
         if let translated {
             self.translated = nil
             translated.cancel(status: HTTPResponseStatus.requestTimeout.code)
+            if translated.answerStarted {
+                // a bidirectional call's answer is under way: the stream can only be reset
+                answered = true
+                context.writeAndFlush(wrapOutboundOut(.rstStream(.cancel)), promise: nil)
+                return
+            }
         }
         writeLocal(.problem(.requestTimeout, "Request timeout", "The request body was not completed in time.", rejection: nil), context: context)
     }

@@ -190,6 +190,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         }
         if headLate || bodyLate {
             abortExchange(status: .requestTimeout, rejection: nil)
+            if let translated, translated.answerStarted {
+                // a bidirectional call answers while it reads: its answer is under way, so it is cut
+                abortTranslated(status: .requestTimeout)
+                closing = true
+                context.close(promise: nil)
+                return true
+            }
             abortTranslated(status: .requestTimeout)
             writeLocal(
                 .problem(.requestTimeout, "Request timeout", headLate ? "The request head was not completed in time." : "The request body was not completed in time.",

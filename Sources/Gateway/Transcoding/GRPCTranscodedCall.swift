@@ -278,14 +278,17 @@ final class GRPCTranscodedCall {
         return min(remaining ?? bound, bound)
     }
 
+    /// The answer's head is written (a stream under way): it can no longer become a problem.
+    var answerStarted: Bool { headWritten }
+
     /// The client went away (or timed out): the upstream stream is reset, the call metered as it
-    /// stands (`status` when it never reached the upstream).
+    /// stands (`status` when it never reached the upstream, or when the gateway timed the client out).
     func cancel(status: UInt = 499) {
         guard !done else { return }
         done = true
         if let upstream {
             self.upstream = nil
-            upstream.cancel()
+            upstream.cancel(meteredAs: status == 499 ? nil : status)
         } else {
             // settles the quota unit too (not billable: never forwarded)
             meter.recordCall(
