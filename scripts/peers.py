@@ -780,6 +780,29 @@ def json_to_grpc_metadata_and_deadline(install):
         uninstall_kitchen(install, upstream)
 
 
+def json_to_grpc_transformations(install):
+    """The provider's request_transform and response_transform act on a translated call's headers:
+    a header the request transformation sets reaches the grpcio upstream as metadata, and the
+    response transformation edits the Grpc-Metadata-* headers the JSON client gets."""
+    upstream = KitchenServer()
+    # positions after the demo's own policies (the seed gives the Echo API some)
+    policies = [(90, "request_transform", "pre_forward", '{"headers": {"set": {"X-Env": "prod"}}}'),
+                (91, "response_transform", "response", '{"headers": {"remove": ["Grpc-Metadata-X-Kitchen"], "set": {"X-Served": "tollgate"}}}')]
+    try:
+        for position, kind, phase, config in policies:
+            install.sql("INSERT INTO api_policies (tenant_id, api_id, position, kind, phase, config) "
+                        f"SELECT tenant_id, id, {position}, '{kind}', '{phase}', '{config}'::jsonb FROM apis WHERE slug = 'echo'")
+        install_kitchen(install, upstream)
+        status, headers, body = http_call(install, "GET", "/t/demo/echo/v1/v1/inners/7")
+        expect(status == 200 and json.loads(body) == {"id": 7, "label": "inner 7"}, f"the call: {status} {body}")
+        expect(upstream.seen["metadata"].get("x-env") == "prod", f"a header the request transformation sets is metadata: {upstream.seen}")
+        expect("grpc-metadata-x-kitchen" not in headers and headers.get("x-served") == "tollgate" and "grpc-metadata-trace-bin" in headers,
+               f"the response transformation edits the answer's headers: {headers}")
+    finally:
+        install.sql("DELETE FROM api_policies WHERE position IN (90, 91) AND api_id IN (SELECT id FROM apis WHERE slug = 'echo')")
+        uninstall_kitchen(install, upstream)
+
+
 def json_to_grpc_undecodable_reply(install):
     """A grpcio upstream that answers OK with bytes that are not the method's output type: the JSON
     client gets a 502 problem, and the call is metered as that 502 (forwarded, not billable), not
@@ -1026,7 +1049,7 @@ def json_to_grpc_demo_greeter(install):
 
 CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl,
          http2_abuse_is_bounded, grpc_pass_through, grpc_demo_greeter, json_to_grpc_translation, json_to_grpc_metadata_and_deadline,
-         json_to_grpc_undecodable_reply, json_to_grpc_any, json_to_grpc_client_streams,
+         json_to_grpc_undecodable_reply, json_to_grpc_any, json_to_grpc_client_streams, json_to_grpc_transformations,
          json_to_grpc_demo_greeter]
 
 

@@ -58,6 +58,17 @@ import Testing
         #expect(headers.map { "\($0.0)=\($0.1)" } == ["Grpc-Metadata-x-kitchen=hot", "Grpc-Metadata-trace-bin=AAE"])
     }
 
+    @Test func requestTransformationsActOnTheMetadataAndKeepItCarriable() throws {
+        // setup
+        let transform = RequestTransform([
+            try TransformTests.config(#"{"headers": {"set": {"X-Env": "prod", "X-Caller": "$app_id", "X-Bad": "a\tb"}, "remove": ["Tenant-Region"]}}"#)
+        ])
+        // act
+        let made = TranscodedMetadata.transformed([("tenant-region", "eu"), ("grpcgateway-accept", "*/*")], by: transform, context: TransformTests.context)
+        // assert: set names become keys (lowercased), removals match keys, a value gRPC cannot carry is dropped
+        #expect(Set(made.map { "\($0.0)=\($0.1)" }) == ["grpcgateway-accept=*/*", "x-env=prod", "x-caller=00000000-0000-0000-0000-0000000000a1"])
+    }
+
     @Test func aUnaryCallIsBoundedByTheResponseTimeoutAndTheClientsDeadline() {
         let thirty = TimeAmount.seconds(30)
         #expect(GRPCTranscodedCall.callDeadline(client: nil, elapsed: 0, streaming: false, responseTimeout: thirty) == 30_000_000_000)

@@ -155,10 +155,13 @@ final class GRPCTranscodedCall {
     /// valid (answered 400).
     @discardableResult
     private func startUpstream() -> Bool {
-        let metadata: [(String, String)]
+        var metadata: [(String, String)]
         do { metadata = try TranscodedMetadata.request(head.headers) } catch {
             refuse(.problem(.badRequest, "Invalid metadata header", "\(error.header): \(error.reason).", rejection: nil))
             return false
+        }
+        if let transform = plan.route.requestTransform {
+            metadata = TranscodedMetadata.transformed(metadata, by: transform, context: transformContext)
         }
         var clientDeadline: UInt64?
         if let value = head.headers.first(name: "grpc-timeout") {
@@ -326,7 +329,19 @@ final class GRPCTranscodedCall {
 
     // MARK: Answer
 
-    private var answerHeaders: [(String, String)] { plan.responseHeaders + [("Cache-Control", "no-store")] + responseMetadata }
+    private var answerHeaders: [(String, String)] { plan.responseHeaders + [("Cache-Control", "no-store")] + transformedResponseMetadata }
+
+    private var transformContext: TransformContext { TransformContext(plan: plan, requestID: requestID, clientIP: connection.clientIP) }
+
+    /// The upstream's metadata as headers, after the route's response transformations (their header
+    /// operations act on these headers, as on an HTTP upstream's).
+    private var transformedResponseMetadata: [(String, String)] {
+        guard let transform = plan.route.responseTransform else { return responseMetadata }
+        var fields = responseMetadata.map { (name: $0.0, value: $0.1) }
+        let context = transformContext
+        for step in transform.steps { FieldOperations.apply(step, to: &fields, render: context.render, same: FieldOperations.sameHeader) }
+        return fields.map { ($0.name, $0.value) }
+    }
 
     /// The upstream's response metadata as client headers (`TranscodedMetadata.response`).
     private func collectMetadata(_ block: HPACKHeaders) {
@@ -411,7 +426,7 @@ final class GRPCTranscodedCall {
         }
         var problem = LocalResponse.problem(status, GRPCStatus.name(code), detail, rejection: nil)
         problem.body = String(problem.body.dropLast()) + ",\"grpc_status\":\(code)}"
-        problem.headers += responseMetadata
+        problem.headers += transformedResponseMetadata
         finishAnswer(problem, broken: false)
     }
 }

@@ -73,6 +73,23 @@ enum TranscodedMetadata {
         return out
     }
 
+    /// The metadata after a route's request transformations: their header operations act on the
+    /// metadata keys (a header name set or added becomes a key, lowercased). What they make must
+    /// still be metadata a gRPC upstream can take: keys and values it cannot carry are dropped
+    /// (the provider's configuration, not the client, is at fault), and so are credentials and the
+    /// gateway's own names, as they are for a relayed call. Path and query operations do not apply
+    /// to a gRPC method's path.
+    static func transformed(_ metadata: [(String, String)], by transform: RequestTransform, context: TransformContext) -> [(String, String)] {
+        var fields = metadata.map { (name: $0.0, value: $0.1) }
+        transform.headers(&fields, context: context)
+        return fields.compactMap { field in
+            let key = field.name.lowercased()
+            guard !key.isEmpty, key.utf8.allSatisfy(isKeyByte), !isRefused(key) else { return nil }
+            let fits = key.hasSuffix("-bin") ? field.value.utf8.allSatisfy(isBase64Byte) : isASCIIValue(field.value)
+            return fits ? (key, field.value) : nil
+        }
+    }
+
     static func isRefused(_ key: String) -> Bool {
         refusedKeys.contains(key) || key.hasPrefix("grpc-") || key.hasPrefix("x-forwarded-") || key.hasPrefix("x-tollgate-")
             || key.hasPrefix("proxy-")
