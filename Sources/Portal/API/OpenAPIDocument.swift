@@ -500,7 +500,7 @@ enum OpenAPIDocument {
                         "grpc_path": string,
                         "kind": ["type": "string", "enum": ["unary", "server streaming", "client streaming", "bidirectional streaming"]],
                         "input_type": string, "output_type": string,
-                        "translated": ["type": "boolean", "description": "Whether HTTP/JSON clients can call it (unary and server streaming)"],
+                        "translated": ["type": "boolean", "description": "Whether HTTP/JSON clients can call it (every kind: client and bidirectional streams as newline-delimited JSON)"],
                         "routes": [
                             "type": "array", "description": "POST {base path}/{package.Service}/{Method}, then the method's google.api.http routes",
                             "items": object(["method": string, "path": string]),
