@@ -24,7 +24,8 @@ protocol TranscodedResponseWriter: AnyObject {
 }
 
 /// One HTTP/JSON call translated to a gRPC call: the JSON body is read whole (within the API's body
-/// limit), made into the method's request message (`GRPCTranscoding`), sent through the same
+/// limit) — a client stream's NDJSON line by line instead —, made into the method's request
+/// message(s) (`GRPCTranscoding`) with the client's metadata and deadline (`TranscodedMetadata`), sent through the same
 /// `HTTP2UpstreamCall` as a relayed gRPC stream — same target choice, circuit breaker, deadline and
 /// metering (the call's `grpc-status`, mapped like relayed calls) — and each response message is
 /// decoded back to JSON: a unary answer as one JSON body, a server stream as newline-delimited
