@@ -11,7 +11,7 @@ struct CatalogService: Sendable {
     let audit: AuditLog
     let documents: APIDocumentRepository
     let descriptorSets: APIDescriptorSetRepository
-    let keySeal: UpstreamClientKeySeal
+    let keySeal: BoundKeySeal
 
     /// The catalog as this principal (or an anonymous visitor) may see it.
     func list(tenant: Tenant, viewer: Principal?, after cursor: String?, limit: Int) async throws -> [APIProduct] {
@@ -117,7 +117,7 @@ struct CatalogService: Sendable {
     private func changeClientIdentity(tenant: Tenant, actor: Principal, id: UUID, certificate: String?, key: String?, clientIP: String?) async throws -> APIProduct {
         try await database.withTenant(tenant.id) { connection in
             let api = try await managed(id, actor: actor, on: connection)
-            let sealed = try key.map { try keySeal.seal($0, apiID: api.id) }
+            let sealed = try key.map { try keySeal.seal($0, owner: api.id) }
             try await apis.setClientIdentity(id: api.id, certificatePEM: certificate, sealedKey: sealed, on: connection)
             try await audit.record(
                 tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiUpdated, target: "\(api.slug)/\(api.version)",
