@@ -1,3 +1,4 @@
+import Billing
 import Crypto
 import Foundation
 import Logging
@@ -57,8 +58,7 @@ public struct SnapshotLoader: Sendable {
 
     private func inTransaction(_ body: @Sendable (PostgresConnection) async throws -> [TenantConfig]) async throws -> [TenantConfig] {
         try await client.withTransaction(logger: logger) { connection in
-            try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
-            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await connection.enterSystemScope(readOnly: true, logger: logger)
             return try await body(connection)
         }
     }
