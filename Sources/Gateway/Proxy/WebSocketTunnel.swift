@@ -61,6 +61,19 @@ public struct TunnelLimits: Equatable, Sendable {
         case tooLong
     }
 
+    /// How long from `now` until a limit could first be reached (at least 1 ns): when a tunnel
+    /// with its own timer (an HTTP/2 stream) looks again. Never traps, whatever the clock values.
+    func untilNextCheck(now: UInt64, opened: UInt64, lastActivity: UInt64) -> UInt64 {
+        func until(_ start: UInt64, _ span: UInt64) -> UInt64 {
+            let (deadline, overflow) = start.addingReportingOverflow(span)
+            if overflow { return .max }
+            return deadline > now ? deadline - now : 0
+        }
+        var wait = until(lastActivity, idle)
+        if let maxDuration { wait = min(wait, until(opened, maxDuration)) }
+        return max(1, wait)
+    }
+
     func verdict(now: UInt64, opened: UInt64, lastActivity: UInt64) -> Verdict {
         if let maxDuration, now &- opened >= maxDuration { return .tooLong }
         if now &- lastActivity >= idle { return .idle }
