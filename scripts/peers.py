@@ -548,6 +548,35 @@ def websocket_over_http2_closed_when_idle(install):
             client.close()
         upstream.close()
 
+def websocket_over_http2_keeps_the_apis_own_idle_limit(install):
+    """The API's `websocket` policy (stored as the portal stores it) replaces the installation's
+    idle timeout (2 s here) for its tunnels: a quiet HTTP/2 WebSocket stays open past it."""
+    import wsproto.events
+    upstream = EchoServer()
+    client = None
+    policy = ("INSERT INTO api_policies (tenant_id, api_id, position, kind, phase, config) "
+              "SELECT tenant_id, id, COALESCE((SELECT max(position) + 1 FROM api_policies p WHERE p.api_id = apis.id), 0), 'websocket', "
+              "'response', '{\"idle_seconds\": 60}' FROM apis WHERE slug = 'echo'")
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{upstream.port}")
+        before = (install.readyz() or {}).get("snapshot_version")
+        install.sql(policy)
+        deadline = time.time() + 10
+        while (install.readyz() or {}).get("snapshot_version") == before and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        client = WebSocketOverH2(install, [("x-api-key", install.api_key)])
+        expect((client.response() or {}).get(":status") == "200", f"accepted: {client.response()}")
+        client.pump_until(client.ended, seconds=4)  # twice the installation's idle timeout, quiet
+        expect(not client.ended(), "the API's 60 s idle limit kept the quiet tunnel open")
+        client.send(wsproto.events.TextMessage(data="still here"))
+        expect(client.receive() == ["still here"], "and it still carries messages")
+    finally:
+        install.sql("DELETE FROM api_policies WHERE kind = 'websocket'")
+        if client:
+            client.close()
+        upstream.close()
+
 def websocket_over_http2_refused_without_credential(install):
     """An extended CONNECT without a credential is answered 401 on its stream, like any call; the
     upstream never hears of it and the connection stays usable."""
@@ -984,6 +1013,7 @@ def json_to_grpc_demo_greeter(install):
 
 CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl,
          http2_abuse_is_bounded, websocket_over_http2, websocket_over_http2_closed_when_idle,
+         websocket_over_http2_keeps_the_apis_own_idle_limit,
          websocket_over_http2_refused_without_credential, grpc_pass_through, grpc_demo_greeter, json_to_grpc_translation, json_to_grpc_demo_greeter]
 
 
