@@ -577,6 +577,72 @@ def websocket_over_http2_keeps_the_apis_own_idle_limit(install):
             client.close()
         upstream.close()
 
+class CannedUpstream:
+    """Answers every connection's request head with `reply` (bytes) and keeps what it heard."""
+
+    def __init__(self, reply):
+        import socket
+        self.reply = reply
+        self.heads = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                connection = self.listener.accept()[0]
+            except OSError:
+                return
+            data = b""
+            connection.settimeout(5)
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.heads.append(data.decode("latin-1"))
+                connection.sendall(self.reply)
+                time.sleep(0.5)
+            except OSError:
+                pass
+            connection.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def websocket_over_http2_upstream_answers_as_it_answered(install):
+    """Over HTTP/2, an upstream that refuses the upgrade is relayed as it answered (its status and
+    body on the stream), and one whose Sec-WebSocket-Accept does not answer the gateway's key is a
+    502 — the client never gets a tunnel the gateway could not verify."""
+    refusing = CannedUpstream(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nnot today")
+    forging = CannedUpstream(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+    clients = []
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{refusing.port}")
+        client = WebSocketOverH2(install, [("x-api-key", install.api_key)])
+        clients.append(client)
+        client.pump_until(client.ended)
+        expect((client.response() or {}).get(":status") == "403", f"the upstream's refusal: {client.response()}")
+        expect(client.body() == b"not today", f"with its body: {client.body()!r}")
+        expect(refusing.heads and "sec-websocket-key:" in refusing.heads[0].lower(), f"the upstream heard a handshake: {refusing.heads}")
+        install.route_echo_to(f"http://127.0.0.1:{forging.port}")
+        client = WebSocketOverH2(install, [("x-api-key", install.api_key)])
+        clients.append(client)
+        client.pump_until(client.ended)
+        expect((client.response() or {}).get(":status") == "502", f"a wrong accept is a 502: {client.response()} {client.body()[:200]!r}")
+        expect(b"Sec-WebSocket-Accept" in client.body(), f"saying why: {client.body()[:200]!r}")
+    finally:
+        for client in clients:
+            client.close()
+        refusing.close()
+        forging.close()
+
 def websocket_over_http2_refused_without_credential(install):
     """An extended CONNECT without a credential is answered 401 on its stream, like any call; the
     upstream never hears of it and the connection stays usable."""
@@ -1013,7 +1079,7 @@ def json_to_grpc_demo_greeter(install):
 
 CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl,
          http2_abuse_is_bounded, websocket_over_http2, websocket_over_http2_closed_when_idle,
-         websocket_over_http2_keeps_the_apis_own_idle_limit,
+         websocket_over_http2_keeps_the_apis_own_idle_limit, websocket_over_http2_upstream_answers_as_it_answered,
          websocket_over_http2_refused_without_credential, grpc_pass_through, grpc_demo_greeter, json_to_grpc_translation, json_to_grpc_demo_greeter]
 
 
