@@ -54,6 +54,12 @@ import Testing
         #expect(uncapped.applying(WebSocketConfig(idleSeconds: 10)).maxDuration == nil)
     }
 
+    @Test func webSocketsOverHTTP2AreOnUnlessTheEnvironmentSaysFalse() throws {
+        #expect(try AppConfig.fromEnvironment([:]).gatewayWebSocketOverHTTP2)
+        #expect(try !AppConfig.fromEnvironment(["TOLLGATE_HTTP2_WEBSOCKET": "false"]).gatewayWebSocketOverHTTP2)
+        #expect(throws: (any Error).self) { try AppConfig.fromEnvironment(["TOLLGATE_HTTP2_WEBSOCKET": "maybe"]) }
+    }
+
     @Test func theJSONAPITakesOneSetOfLimitsAndTheLoaderGivesThemToTheRoute() async throws {
         try await TestPortal.with { portal in
             try await portal.application().test(.router) { client in
