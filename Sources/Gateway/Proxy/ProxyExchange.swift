@@ -45,6 +45,9 @@ final class ProxyExchange {
     var upstream: UpstreamConnection?
     /// The protocol a WebSocket handshake asks to switch to (`websocket`); nil for plain requests.
     var upgrade: String?
+    /// The `Sec-WebSocket-Accept` the upstream must answer, when the gateway made the handshake's
+    /// key (a WebSocket over HTTP/2); nil when the client made it and checks the answer itself.
+    var expectedWebSocketAccept: String?
     /// The gateway frames the request body as chunked for the upstream (an HTTP/2 body of unknown
     /// length); HTTP/1 bodies go with the client's own framing.
     var chunksRequestBody = false
@@ -589,6 +592,16 @@ final class ProxyExchange {
         }
         guard upgrade != nil, WebSocketHandshake.upstreamSwitched(upgradeValues: upgrades) else {
             return upstreamBroke(detail: "The upstream switched protocols without being asked to open a WebSocket.")
+        }
+        if let expected = expectedWebSocketAccept {
+            let accepts = input.withUnsafeReadableBytes { bytes in
+                response.fields.filter { HTTPHeadParser.equals(bytes, $0.name, "sec-websocket-accept") }.map {
+                    Substring(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0.value]), as: UTF8.self)
+                }
+            }
+            guard WebSocketOverHTTP2.acceptMatches(accepts, expected: expected) else {
+                return upstreamBroke(detail: "The upstream's Sec-WebSocket-Accept does not answer the gateway's handshake key.")
+            }
         }
         let now = DispatchTime.now().uptimeNanoseconds
         responseStarted = true

@@ -69,12 +69,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
     /// The connection came in on the TLS listener: upstreams hear `X-Forwarded-Proto: https`,
     /// clients get `Strict-Transport-Security` when it is configured.
     private let secure: Bool
+    /// The open tunnel's limits: the installation's, or its API's `websocket` policy's (set when
+    /// the upstream switches protocols).
+    private var tunnelLimits: TunnelLimits
 
     init(shared: GatewayContext, loop: LoopState, secure: Bool = false) {
         self.shared = shared
         self.loop = loop
         self.secure = secure
         self.meter = CallMeter(shared: shared, loop: loop)
+        self.tunnelLimits = shared.tunnelLimits
         self.snapshot = shared.store.snapshot
         self.gate = RequestGate(
             rateLimiter: shared.rateLimiter, quotas: shared.quotas, tokenCache: loop.tokenCache,
@@ -579,11 +583,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
 
     // MARK: WebSocket tunnel
 
-    private var tunnelLimits: TunnelLimits {
-        TunnelLimits(
-            idle: UInt64(max(1, shared.settings.webSocketIdleTimeout.nanoseconds)),
-            maxDuration: shared.settings.webSocketMaxDuration.map { UInt64(max(1, $0.nanoseconds)) })
-    }
 
     /// A tunnel limit was reached or the gateway shuts down: both sides close, the call is metered once.
     private func closeTunnel(_ exchange: ProxyExchange, reason: String, context: ChannelHandlerContext) {
@@ -630,6 +629,7 @@ extension ProxyHandler: ExchangeClient {
     /// headers), and from here on bytes cross unparsed both ways until either side closes.
     func exchange(_ exchange: ProxyExchange, switchedProtocols response: ParsedResponse, bytes: UnsafeRawBufferPointer, rest: ByteBuffer) {
         guard let context else { return }
+        tunnelLimits = shared.tunnelLimits.applying(exchange.plan.route.webSocket)
         let shape = ClientResponseHead.Shape(
             http10: false, dechunk: false, close: false, switching: true, strictTransportSecurityLine: secure ? shared.strictTransportSecurityLine : nil)
         let head = ClientResponseHead.write(

@@ -188,14 +188,18 @@ public final class Route: Sendable {
     /// The API's own access-log collector (`http_log`); nil (one check per call, and no record
     /// built) for APIs without.
     public let httpLog: HTTPLogSink?
+    /// The API's own WebSocket tunnel limits (`websocket`); nil for APIs without, whose tunnels
+    /// keep the installation's. Read only when a tunnel opens.
+    public let webSocket: WebSocketConfig?
 
     public init(
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
         ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
         preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil,
         responseCache: ResponseCachePolicy? = nil, transcoding: GRPCTranscoding? = nil, httpLog: HTTPLogSink? = nil,
-        requestValidation: RequestValidationPolicy? = nil
+        requestValidation: RequestValidationPolicy? = nil, webSocket: WebSocketConfig? = nil
     ) {
+        self.webSocket = webSocket
         self.transcoding = transcoding
         self.responseCache = responseCache
         self.httpLog = httpLog

@@ -188,7 +188,8 @@ public struct SnapshotLoader: Sendable {
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
                     maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
                     preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache,
-                    transcoding: transcodings[id], httpLog: httpLogs[id], requestValidation: validations[id]))
+                    transcoding: transcodings[id], httpLog: httpLogs[id], requestValidation: validations[id],
+                    webSocket: chains.webSockets[id]))
         }
 
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]

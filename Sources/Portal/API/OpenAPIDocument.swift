@@ -629,16 +629,30 @@ enum OpenAPIDocument {
                     "refuse_unknown_query": ["type": "boolean", "description": "Refuse query parameters the operation does not declare; default false"],
                 ],
             ],
+            "WebSocketConfig": [
+                "type": "object", "additionalProperties": false, "required": ["idle_seconds"],
+                "description": "websocket: limits of the API's WebSocket tunnels (HTTP/1.1 Upgrade and RFC 8441 extended CONNECT over HTTP/2), in place of the installation's TOLLGATE_WEBSOCKET_IDLE_SECONDS / TOLLGATE_WEBSOCKET_MAX_SECONDS. A tunnel closed by a limit is metered once, like any tunnel, with its bytes in/out and duration. One per API",
+                "properties": [
+                    "idle_seconds": [
+                        "type": "integer", "minimum": WebSocketConfig.idleSecondsRange.lowerBound, "maximum": WebSocketConfig.idleSecondsRange.upperBound,
+                        "description": "A tunnel with no byte either way for this long is closed",
+                    ],
+                    "max_seconds": [
+                        "type": "integer", "minimum": WebSocketConfig.maxSecondsRange.lowerBound, "maximum": WebSocketConfig.maxSecondsRange.upperBound,
+                        "description": "A tunnel open this long is closed even while busy; left out: the installation's maximum (if any) holds",
+                    ],
+                ],
+            ],
             "Policy": [
                 "type": "object", "additionalProperties": false, "required": ["kind", "config"],
                 "properties": [
                     "kind": ["type": "string", "enum": APIPolicyKind.allCases.map(\.rawValue)],
                     "phase": ["type": "string", "enum": APIPolicyPhase.allCases.map(\.rawValue), "description": "The kind's phase; optional on input"],
                     "config": [
-                        "description": "The kind's configuration: client_rate_limit ClientRateLimitConfig, request_transform RequestTransformConfig, response_transform ResponseTransformConfig, response_cache ResponseCacheConfig, http_log HTTPLogConfig, request_validation RequestValidationConfig",
+                        "description": "The kind's configuration: client_rate_limit ClientRateLimitConfig, request_transform RequestTransformConfig, response_transform ResponseTransformConfig, response_cache ResponseCacheConfig, http_log HTTPLogConfig, request_validation RequestValidationConfig, websocket WebSocketConfig",
                         "oneOf": [
                             ref("ClientRateLimitConfig"), ref("RequestTransformConfig"), ref("ResponseTransformConfig"), ref("ResponseCacheConfig"),
-                            ref("HTTPLogConfig"), ref("RequestValidationConfig"),
+                            ref("HTTPLogConfig"), ref("RequestValidationConfig"), ref("WebSocketConfig"),
                         ],
                     ],
                 ],

@@ -128,6 +128,7 @@ enum Launcher {
             gatewayConfiguration.drainTimeout = config.drainTimeout
             gatewayConfiguration.proxyProtocol = config.gatewayProxyProtocol
             gatewayConfiguration.http2 = config.gatewayHTTP2
+            gatewayConfiguration.webSocketOverHTTP2 = config.gatewayWebSocketOverHTTP2
             gatewayConfiguration.requestBodyTimeout = config.requestBodyTimeout
             gatewayConfiguration.webSocketIdleTimeout = config.webSocketIdleTimeout
             gatewayConfiguration.webSocketMaxDuration = config.webSocketMaxDuration
