@@ -436,6 +436,15 @@ extension HTTP2StreamHandler: ExchangeClient {
         guard let context, self.exchange === exchange else { return }
         self.exchange = nil
         answered = true
+        if !exchange.trailers.isEmpty {
+            // an HTTP/2 upstream's trailers end the stream, after the body
+            if let held = heldBody { context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(held)))), promise: nil) }
+            heldBody = nil
+            var block = HPACKHeaders()
+            for (name, value) in exchange.trailers { block.add(name: name, value: value) }
+            context.write(wrapOutboundOut(.headers(.init(headers: block, endStream: true))), promise: nil)
+            return finishStream(context: context)
+        }
         let last = heldBody ?? context.channel.allocator.buffer(capacity: 0)
         heldBody = nil
         context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(last), endStream: true))), promise: nil)

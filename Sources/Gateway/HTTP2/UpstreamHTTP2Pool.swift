@@ -3,9 +3,10 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
-/// The event loop's HTTP/2 connections to `grpc://` and `grpcs://` targets: one per target,
-/// multiplexing every call to it as a stream (prior knowledge on cleartext, ALPN `h2` over TLS),
-/// opened on first use and forgotten when it closes or is refused.
+/// The event loop's HTTP/2 connections to `grpc://` and `grpcs://` targets and to the targets of
+/// APIs whose upstream protocol is `h2`: one per target, multiplexing every call to it as a stream
+/// (prior knowledge on cleartext, ALPN `h2` over TLS — a TLS upstream that does not choose `h2` is
+/// a failed connection), opened on first use and forgotten when it closes or is refused.
 final class UpstreamHTTP2Pool {
     let eventLoop: any EventLoop
     private let connectTimeout: TimeAmount
@@ -25,6 +26,24 @@ final class UpstreamHTTP2Pool {
             }
         }.flatMapThrowing { stream in
             (stream, try stream.pipeline.syncOperations.handler(type: UpstreamStreamHandler.self))
+        }
+    }
+
+    /// A new stream to an `h2` target for the exchange core: the stream speaks the HTTP/1.1 bytes
+    /// the exchange writes and reads (`UpstreamStreamCodec`), so an exchange drives it as it drives
+    /// a pooled HTTP/1.1 connection — except that a stream is never reused.
+    func openExchangeStream(to target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<UpstreamConnection> {
+        multiplexer(for: target, tls: tls).flatMap { multiplexer in
+            multiplexer.createStreamChannel { stream in
+                stream.eventLoop.makeCompletedFuture {
+                    let pipeline = stream.pipeline.syncOperations
+                    try pipeline.addHandler(UpstreamStreamCodec(tls: target.tls))
+                    try pipeline.addHandler(UpstreamResponseHandler())
+                }
+            }
+        }.flatMapThrowing { stream in
+            UpstreamConnection(
+                channel: stream, key: target.key, handler: try stream.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self), isStream: true)
         }
     }
 
@@ -57,7 +76,11 @@ final class UpstreamHTTP2Pool {
                     waiter.finish(.failure(ChannelError.connectTimeout(timeout)))
                     channel.close(promise: nil)
                 }
-                return waiter.promise.futureResult.map { channel }.flatMapErrorThrowing { error in
+                return waiter.promise.futureResult.flatMapThrowing {
+                    // an upstream that ignores ALPN would be spoken HTTP/2 while it expects HTTP/1.1
+                    guard waiter.negotiatedProtocol == "h2" else { throw UpstreamTLS.Failure.noHTTP2(negotiated: waiter.negotiatedProtocol) }
+                    return channel
+                }.flatMapErrorThrowing { error in
                     channel.close(promise: nil)
                     throw error
                 }.always { _ in timer.cancel() }

@@ -83,6 +83,9 @@ final class ProxyExchange {
     private var finished = false
     /// The answer came from the response cache (metered as a hit).
     private var answeredFromCache = false
+    /// An HTTP/2 upstream's trailers (name, value), relayed to clients that can take them as fields
+    /// (HTTP/2); HTTP/1.1 clients get them inside the chunked body the exchange relays.
+    private(set) var trailers: [(String, String)] = []
     /// For the access log, set only when the call is logged: when the request head went to the
     /// upstream (uptime nanoseconds, 0: not logged or not sent) and the wait for its response head.
     private var upstreamSentAt: UInt64 = 0
@@ -180,9 +183,16 @@ final class ProxyExchange {
     }
 
     private func connect() {
-        if let idle = loop.pool.takeIdle(target) { return attach(idle) }
         let target = self.target
-        loop.pool.connect(target, tls: plan.route.upstreamTLS).assumeIsolatedUnsafeUnchecked().whenComplete { result in
+        let connecting: EventLoopFuture<UpstreamConnection>
+        if target.h2 {
+            // the API's upstream speaks HTTP/2: a new stream of the target's multiplexed connection
+            connecting = loop.http2Upstreams.openExchangeStream(to: target, tls: plan.route.upstreamTLS)
+        } else {
+            if let idle = loop.pool.takeIdle(target) { return attach(idle) }
+            connecting = loop.pool.connect(target, tls: plan.route.upstreamTLS)
+        }
+        connecting.assumeIsolatedUnsafeUnchecked().whenComplete { result in
             guard !self.finished else {
                 // The client left meanwhile.
                 if case .success(let connection) = result { connection.channel.close(promise: nil) }
@@ -606,6 +616,12 @@ final class ProxyExchange {
         bytesIn += Int64(bytes.readableBytes)
         tunnelActivity = now
         upstream?.channel.write(bytes, promise: nil)
+    }
+
+    /// An HTTP/2 upstream's trailers: kept for the client until the response completes.
+    func upstreamTrailers(_ fields: [(String, String)]) {
+        guard !finished else { return }
+        trailers = fields
     }
 
     func upstreamReadComplete() {
