@@ -218,7 +218,7 @@ import Testing
 
     @Test(arguments: [
         ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world", "hello world"),
-        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n", "hello world"),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n", "hello world"),
     ])
     func requestBodiesBecomeDataFramesWithoutTheirFraming(request: String, body: String) throws {
         let frames = try Self.frames(request)
@@ -226,6 +226,15 @@ import Testing
         #expect(headers["transfer-encoding"].isEmpty)
         let (payload, ended) = Self.payload(Array(frames.dropFirst()))
         #expect(payload == body && ended)
+    }
+
+    @Test func aChunkedRequestsTrailersEndTheStreamAsHeadersLessThoseThatMayNotPass() throws {
+        let frames = try Self.frames(
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-Checksum: abc\r\nContent-Length: 5\r\nAuthorization: x\r\n\r\n")
+        let (payload, dataEnded) = Self.payload(Array(frames.dropFirst()))
+        #expect(payload == "hi" && !dataEnded)
+        guard case .headers(let trailers) = frames.last else { return Issue.record("no trailers: \(frames)") }
+        #expect(trailers.endStream && trailers.headers["x-checksum"] == ["abc"] && trailers.headers.count == 1)
     }
 
     @Test func aBrokenRequestIsRefused() {
@@ -292,4 +301,87 @@ import Testing
 enum HTTP2UpstreamTestsFrames {
     static func status(_ code: String) -> HTTP2Frame.FramePayload { UpstreamStreamTranslatorTests.headersFrame([(":status", code)]) }
     static let data = UpstreamStreamTranslatorTests.dataFrame("x")
+}
+
+/// Request trailers on their way to an upstream: which fields pass, and where a chunked body's
+/// trailer section starts however the bytes are split.
+@Suite struct RequestTrailerTests {
+    @Test(arguments: [
+        ("x-checksum", true), ("Grpc-Status", true), ("Content-Length", false), ("transfer-encoding", false), ("Host", false),
+        ("authorization", false), ("X-API-Key", false), ("x-tollgate-app-id", false), ("X-Forwarded-For", false), ("connection", false),
+        ("te", false), ("trailer", false), ("bad name", false), ("", false), ("x-request-id", false),
+    ])
+    func onlyFieldsThatMayPassAreForwarded(name: String, forwarded: Bool) {
+        #expect(TrailerSection.forwards(name) == forwarded)
+    }
+
+    @Test func aSectionIsReadAndWrittenBackFiltered() {
+        let fields = TrailerSection.fields(in: ByteBuffer(string: "X-Checksum:  abc \r\nContent-Length: 3\r\nnocolon\r\n\r\n"))
+        #expect(fields.map(\.name) == ["X-Checksum", "Content-Length"] && fields.first?.value == "abc")
+        let section = TrailerSection.section(fields + [("x-bad", "a\r\nb")], allocator: ByteBufferAllocator())
+        #expect(String(buffer: section) == "X-Checksum: abc\r\n\r\n")
+    }
+
+    @Test func theFramerSaysWhereTheTrailerSectionStartsAcrossSplits() throws {
+        let body = Array("3\r\nabc\r\n0\r\nX-A: 1\r\n\r\n".utf8)
+        let sectionStart = body.count - "X-A: 1\r\n\r\n".utf8.count
+        for split in 0...body.count {
+            var framer = BodyFramer(.chunked)
+            var starts: [Int] = []
+            var offset = 0
+            for part in [Array(body[..<split]), Array(body[split...])] where !part.isEmpty {
+                let step = try part.withUnsafeBytes { try framer.consume($0) { _ in } }
+                if let from = step.trailersFrom { starts.append(offset + from) }
+                offset += step.consumed
+            }
+            #expect(starts.first == sectionStart, "split at \(split)")
+            #expect(framer.isDone)
+        }
+        // a body without trailers reports where its (empty) section starts too: just the final line
+        var plain = BodyFramer(.chunked)
+        let step = try Array("0\r\n\r\n".utf8).withUnsafeBytes { try plain.consume($0) { _ in } }
+        #expect(step.trailersFrom == 3 && step.ended)
+        var sized = BodyFramer(.length(3))
+        #expect(try Array("abc".utf8).withUnsafeBytes { try sized.consume($0) { _ in } }.trailersFrom == nil)
+    }
+
+    @Test func trailersOfHTTP1AndHTTP2ClientsReachAnHTTP1UpstreamFiltered() async throws {
+        // setup
+        let upstream = try await TestUpstream.start()
+        defer { Task { await upstream.stop() } }
+        let world = TestWorld()
+        try await GatewayHarness.run(snapshot: world.snapshot(targets: [.loopback(upstream.port)])) { gateway in
+            // act
+            let fromHTTP1 = try await gateway.send(
+                "POST /t/demo/echo/v1/h1 HTTP/1.1\r\nHost: gateway.test\r\nX-API-Key: \(TestWorld.apiKey)\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                    + "5\r\nhello\r\n0\r\nX-Checksum: h1sum\r\nContent-Length: 99\r\nX-Tollgate-App-Id: forged\r\n\r\n")
+            let fromHTTP2 = try await HTTP2TestClient.request(
+                port: gateway.port, method: .POST, path: "/t/demo/echo/v1/h2", headers: [("x-api-key", TestWorld.apiKey)], body: ["abc", "def"],
+                trailers: [("x-checksum", "h2sum"), ("x-api-key", "leak")])
+            // assert
+            #expect(fromHTTP1.first?.status == 200, "\(fromHTTP1)")
+            #expect(fromHTTP2.status == 200, "\(fromHTTP2)")
+            let h1 = try #require(upstream.seen.first { $0.uri == "/h1" })
+            #expect(h1.body == "hello" && h1.trailers.count == 1 && h1.trailers.first?.1 == "h1sum", "\(h1.trailers)")
+            let h2 = try #require(upstream.seen.first { $0.uri == "/h2" })
+            #expect(h2.body == "abcdef" && h2.trailers.count == 1 && h2.trailers.first?.1 == "h2sum", "\(h2.trailers)")
+        }
+    }
+
+    @Test func trailersReachAnH2UpstreamAsTrailingHeaders() async throws {
+        let upstream = try await TestUpstream.start(http2: true)
+        defer { Task { await upstream.stop() } }
+        let world = TestWorld()
+        try await GatewayHarness.run(snapshot: world.snapshot(targets: [HTTP2UpstreamTests.h2Target(upstream.port)])) { gateway in
+            let fromHTTP1 = try await gateway.send(
+                "POST /t/demo/echo/v1/h1 HTTP/1.1\r\nHost: gateway.test\r\nX-API-Key: \(TestWorld.apiKey)\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                    + "5\r\nhello\r\n0\r\nX-Checksum: h1sum\r\n\r\n")
+            let fromHTTP2 = try await HTTP2TestClient.request(
+                port: gateway.port, method: .POST, path: "/t/demo/echo/v1/h2", headers: [("x-api-key", TestWorld.apiKey)], body: ["abc"],
+                trailers: [("x-checksum", "h2sum")])
+            #expect(fromHTTP1.first?.status == 200 && fromHTTP2.status == 200)
+            #expect(upstream.seen.first { $0.uri == "/base/h1" }?.trailers.first?.1 == "h1sum")
+            #expect(upstream.seen.first { $0.uri == "/base/h2" }?.trailers.first?.1 == "h2sum")
+        }
+    }
 }

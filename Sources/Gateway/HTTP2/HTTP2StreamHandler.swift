@@ -64,8 +64,13 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             if head == nil {
                 received(headers.headers, endStream: headers.endStream, context: context)
             } else if headers.endStream {
-                // trailers: the body ends (their fields are not forwarded)
+                // trailers: the body ends; an upstream of a body the gateway chunks gets the fields
+                // that may pass in its last chunk (a body sent with its content-length has no place for them)
                 if let call { call.send(context.channel.allocator.buffer(capacity: 0), endStream: true) }
+                if let exchange, exchange.chunksRequestBody {
+                    let fields = headers.headers.map { (name: $0.name, value: $0.value) }
+                    exchange.requestTrailers = TrailerSection.section(fields, allocator: context.channel.allocator)
+                }
                 bodyEnded()
             }
         case .data(let data):

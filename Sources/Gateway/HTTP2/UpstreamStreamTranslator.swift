@@ -37,6 +37,8 @@ struct UpstreamStreamTranslator {
     private var requestBody: BodyFramer?
     private var requestEnded = false
     private var requestMethod: HTTPMethod = .GET
+    /// A chunked request's trailer section so far (sent as trailing HEADERS once it ended).
+    private var requestTrailers: ByteBuffer?
 
     private enum ResponseState: Equatable {
         case head
@@ -94,12 +96,27 @@ struct UpstreamStreamTranslator {
         }
         requestBody = framer
         requestEnded = step.ended
+        if let from = step.trailersFrom {
+            var section = input.getSlice(at: input.readerIndex + from, length: step.consumed - from)!
+            if requestTrailers == nil { requestTrailers = section } else { requestTrailers!.writeBuffer(&section) }
+        }
+        var trailers = HPACKHeaders()
+        if step.ended, let section = requestTrailers {
+            requestTrailers = nil
+            for (name, value) in TrailerSection.fields(in: section) where TrailerSection.forwards(name) && TrailerSection.isValue(value) {
+                trailers.add(name: name.lowercased(), value: value)
+            }
+        }
+        // the stream ends with the last DATA frame, or with the trailers when there are any
+        let dataEnds = step.ended && trailers.isEmpty
         for (index, range) in payload.enumerated() where !range.isEmpty {
-            let last = step.ended && index == payload.count - 1
+            let last = dataEnds && index == payload.count - 1
             let data = input.getSlice(at: input.readerIndex + range.lowerBound, length: range.count)!
             emit(.data(.init(data: .byteBuffer(data), endStream: last)))
         }
-        if step.ended && (payload.last?.isEmpty ?? true) {
+        if !trailers.isEmpty {
+            emit(.headers(.init(headers: trailers, endStream: true)))
+        } else if dataEnds && (payload.last?.isEmpty ?? true) {
             emit(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)))
         }
     }

@@ -236,12 +236,24 @@ final class ProxyExchange {
         for part in pending { connection.channel.write(part, promise: nil) }
         pending = []
         pendingBytes = 0
-        if requestEnded && chunksRequestBody { connection.channel.write(Self.lastChunk, promise: nil) }
+        if requestEnded && chunksRequestBody { connection.channel.write(lastChunk(), promise: nil) }
         if !connection.channel.isWritable || pausedClient { setClientReading(connection.channel.isWritable) }
         if requestEnded { armTimeout() }
     }
 
     private static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
+
+    /// An HTTP/2 client's request trailers (fields that may pass, as a trailer section), carried by
+    /// the last chunk of a body the gateway chunks; nil for most calls.
+    var requestTrailers: ByteBuffer?
+
+    private func lastChunk() -> ByteBuffer {
+        guard var trailers = requestTrailers else { return Self.lastChunk }
+        var out = client.allocator.buffer(capacity: trailers.readableBytes + 3)
+        out.writeStaticString("0\r\n")
+        out.writeBuffer(&trailers)
+        return out
+    }
 
     /// Request body bytes, framed as the upstream will read them (the client's framing, or
     /// chunks the gateway makes); written once connected, buffered (then paused) before.
@@ -282,7 +294,7 @@ final class ProxyExchange {
             return
         }
         if cache?.hit != nil { return serveFromCache() }
-        if let upstream, chunksRequestBody { upstream.channel.write(Self.lastChunk, promise: nil) }
+        if let upstream, chunksRequestBody { upstream.channel.write(lastChunk(), promise: nil) }
         if upstream != nil { armTimeout() }
     }
 
