@@ -25,7 +25,7 @@ enum TrailerSection {
     /// Lines without a colon are skipped.
     static func fields(in section: ByteBuffer) -> [(name: String, value: String)] {
         let text = String(buffer: section)
-        var fields: [(String, String)] = []
+        var fields: [(name: String, value: String)] = []
         for line in text.utf8.split(separator: UInt8(ascii: "\n")) {
             let bytes = line.last == UInt8(ascii: "\r") ? line.dropLast() : line[...]
             guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { continue }

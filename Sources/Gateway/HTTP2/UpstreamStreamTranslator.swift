@@ -206,7 +206,8 @@ struct UpstreamStreamTranslator {
         out.writeString(text)
         out.writeStaticString(" ")
         let phrase = HTTPResponseStatus(statusCode: status).reasonPhrase
-        out.writeString(phrase.isEmpty ? "Status" : phrase)
+        // HTTP/2 has no reason phrases: NIO's, or one for the codes it lacks (clients ignore it)
+        out.writeString(phrase.isEmpty ? (status == 103 ? "Early Hints" : "Status") : phrase)
         out.writeStaticString("\r\n")
         for (name, value, _) in block {
             if name.utf8.first == UInt8(ascii: ":") {

@@ -236,7 +236,7 @@ final class ProxyExchange {
         for part in pending { connection.channel.write(part, promise: nil) }
         pending = []
         pendingBytes = 0
-        if requestEnded && chunksRequestBody { connection.channel.write(lastChunk(), promise: nil) }
+        if requestEnded && chunksRequestBody { connection.channel.write(finalChunk(), promise: nil) }
         if !connection.channel.isWritable || pausedClient { setClientReading(connection.channel.isWritable) }
         if requestEnded { armTimeout() }
     }
@@ -247,7 +247,7 @@ final class ProxyExchange {
     /// the last chunk of a body the gateway chunks; nil for most calls.
     var requestTrailers: ByteBuffer?
 
-    private func lastChunk() -> ByteBuffer {
+    private func finalChunk() -> ByteBuffer {
         guard var trailers = requestTrailers else { return Self.lastChunk }
         var out = client.allocator.buffer(capacity: trailers.readableBytes + 3)
         out.writeStaticString("0\r\n")
@@ -294,7 +294,7 @@ final class ProxyExchange {
             return
         }
         if cache?.hit != nil { return serveFromCache() }
-        if let upstream, chunksRequestBody { upstream.channel.write(lastChunk(), promise: nil) }
+        if let upstream, chunksRequestBody { upstream.channel.write(finalChunk(), promise: nil) }
         if upstream != nil { armTimeout() }
     }
 
