@@ -385,3 +385,34 @@ enum HTTP2UpstreamTestsFrames {
         }
     }
 }
+
+/// Interim answers on HTTP/2: an upstream's `103 Early Hints` reaches an HTTP/2 client as an
+/// informational HEADERS frame before the final response, from HTTP/1.1 and HTTP/2 upstreams.
+@Suite struct InterimResponseTests {
+    @Test func anInterimHeadBecomesAnInformationalHeaderBlock() {
+        let block = HTTP2Messages.interimHeaders(ByteBuffer(string: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n"))
+        #expect(block?[":status"] == ["103"] && block?["link"] == ["</a.css>; rel=preload"])
+        #expect(block?["connection"].isEmpty == true && block?["x-hop"].isEmpty == true)
+        #expect(HTTP2Messages.interimHeaders(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n"))?[":status"] == ["100"])
+        #expect(HTTP2Messages.interimHeaders(ByteBuffer(string: "HTTP/1.1 200 OK\r\n\r\n")) == nil)
+        #expect(HTTP2Messages.interimHeaders(ByteBuffer(string: "HTTP/1.1 101 Switching Protocols\r\n\r\n")) == nil)
+    }
+
+    @Test(arguments: [false, true])
+    func earlyHintsReachHTTP2Clients(upstreamSpeaksH2: Bool) async throws {
+        let upstream = try await TestUpstream.start(http2: upstreamSpeaksH2)
+        defer { Task { await upstream.stop() } }
+        let world = TestWorld()
+        let target = upstreamSpeaksH2 ? HTTP2UpstreamTests.h2Target(upstream.port) : UpstreamTargetConfig.loopback(upstream.port)
+        try await GatewayHarness.run(snapshot: world.snapshot(targets: [target])) { gateway in
+            let response = try await HTTP2TestClient.request(port: gateway.port, path: "/t/demo/echo/v1/early-hints", headers: [("x-api-key", TestWorld.apiKey)])
+            #expect(response.interim == [103], "\(response)")
+            #expect(response.status == 200 && response.body.contains("early-hints"))
+            // an HTTP/1.1 client gets it as an interim head
+            let raw = try await GatewayListenerTests.exchange(
+                port: gateway.port, "GET /t/demo/echo/v1/early-hints HTTP/1.1\r\nHost: gateway.test\r\nX-API-Key: \(TestWorld.apiKey)\r\nConnection: close\r\n\r\n")
+            #expect(raw.hasPrefix("HTTP/1.1 103 Early Hints\r\n") && raw.contains("</style.css>; rel=preload"), "\(raw)")
+            #expect(raw.contains("HTTP/1.1 200 OK"))
+        }
+    }
+}

@@ -411,7 +411,9 @@ extension HTTP2StreamHandler: ExchangeClient {
     var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
 
     func exchange(_ exchange: ProxyExchange, receivedInterim head: ByteBuffer) {
-        // 1xx answers are not relayed over HTTP/2 (the final response follows)
+        // an interim answer (103 Early Hints, 100 Continue) is a HEADERS frame before the final one
+        guard let context, !answered, let block = HTTP2Messages.interimHeaders(head) else { return }
+        context.write(wrapOutboundOut(.headers(.init(headers: block))), promise: nil)
     }
 
     func exchangeWantsPayloadOnly(_ exchange: ProxyExchange, response: ParsedResponse) -> Bool { true }

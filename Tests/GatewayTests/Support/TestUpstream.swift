@@ -113,6 +113,13 @@ final class TestUpstream: Sendable {
             }
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: "application/json")
+            if head.uri.hasPrefix("/early-hints") {
+                // an interim 103 first, then the usual answer
+                var hints = HTTPHeaders()
+                hints.add(name: "Link", value: "</style.css>; rel=preload; as=style")
+                let early = HTTPResponseHead(version: .http1_1, status: .custom(code: 103, reasonPhrase: "Early Hints"), headers: hints)
+                context.writeAndFlush(wrapOutboundOut(.head(early)), promise: nil)
+            }
             if head.uri.hasPrefix("/trailers") {
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
                 for part in ["first,", "second"] { context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: part)))), promise: nil) }
