@@ -36,7 +36,8 @@ import Testing
         let upstream = try await TestUpstream.start(http2: true)
         defer { Task { await upstream.stop() } }
         let world = TestWorld()
-        try await GatewayHarness.run(snapshot: world.snapshot(targets: [Self.h2Target(upstream.port)])) { gateway in
+        // one event loop: its pool holds one connection per target
+        try await GatewayHarness.run(snapshot: world.snapshot(targets: [Self.h2Target(upstream.port)]), configure: { $0.eventLoopThreads = 1 }) { gateway in
             // act
             let get = try await gateway.request("GET", "/t/demo/echo/v1/hello?x=1", headers: [Self.key, ("Connection", "keep-alive, x-drop"), ("X-Drop", "1")])
             let post = try await gateway.request("POST", "/t/demo/echo/v1/items", headers: [Self.key, ("Content-Type", "application/json")], body: #"{"a":1}"#)
@@ -115,7 +116,7 @@ import Testing
         let world = TestWorld()
         let snapshot = world.snapshot(
             targets: [Self.h2Target(upstream.port, tls: true)], upstreamTLS: try UpstreamTLS.context(caBundlePEM: ca.certificatePEM, http2: true))
-        try await GatewayHarness.run(snapshot: snapshot) { gateway in
+        try await GatewayHarness.run(snapshot: snapshot, configure: { $0.eventLoopThreads = 1 }) { gateway in
             // act
             let fromHTTP1 = try await gateway.request("GET", "/t/demo/echo/v1/secure", headers: [Self.key])
             let fromHTTP2 = try await HTTP2TestClient.request(port: gateway.port, path: "/t/demo/echo/v1/trailers", headers: [("x-api-key", TestWorld.apiKey)])
