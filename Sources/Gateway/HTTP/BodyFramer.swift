@@ -62,6 +62,8 @@ struct BodyFramer: Equatable {
     }
 
     var isDone: Bool { state == .done }
+    /// A chunked body's trailer section has held a field line so far.
+    var hasTrailerFields: Bool { trailerBytes > 0 }
     /// The body runs until the connection closes.
     var endsAtClose: Bool { state == .untilClose }
 

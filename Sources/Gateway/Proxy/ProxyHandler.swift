@@ -313,7 +313,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         if step.ended { bodyStartedAt = 0 }
         var bodyBytes = input.readSlice(length: step.consumed)!
         inbound = input
-        if let from = step.trailersFrom, exchange != nil {
+        // a body whose trailer section ends here without fields (the common "0\r\n\r\n") passes as it is
+        if let from = step.trailersFrom, exchange != nil, trailerSection != nil || !step.ended || framer.hasTrailerFields {
             // the trailer section is forwarded filtered, as a whole, once it ended
             var section = bodyBytes.getSlice(at: bodyBytes.readerIndex + from, length: bodyBytes.readableBytes - from)!
             bodyBytes = bodyBytes.getSlice(at: bodyBytes.readerIndex, length: from)!
