@@ -42,8 +42,8 @@ final class UpstreamHTTP2Pool {
                 }
             }
         }.flatMapThrowing { stream in
-            UpstreamConnection(
-                channel: stream, key: target.key, handler: try stream.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self), isStream: true)
+            let handler = try stream.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self)
+            return UpstreamConnection(channel: stream, key: target.key, handler: handler, isStream: true)
         }
     }
 
