@@ -209,7 +209,7 @@ import Testing
         let frames = try Self.frames(
             "GET /p?q=1 HTTP/1.1\r\nHost: up.example:8443\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nAccept: */*\r\n\r\n", tls: true)
         #expect(frames.count == 1)
-        guard case .headers(let headers) = frames.first else { return Issue.record("no headers") }
+        guard case .headers(let headers) = frames.first else { Issue.record("no headers"); return }
         #expect(headers.endStream)
         let block = headers.headers
         #expect(block[":method"] == ["GET"] && block[":scheme"] == ["https"] && block[":authority"] == ["up.example:8443"] && block[":path"] == ["/p?q=1"])
@@ -234,7 +234,7 @@ import Testing
             "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-Checksum: abc\r\nContent-Length: 5\r\nAuthorization: x\r\n\r\n")
         let (payload, dataEnded) = Self.payload(Array(frames.dropFirst()))
         #expect(payload == "hi" && !dataEnded)
-        guard case .headers(let trailers) = frames.last else { return Issue.record("no trailers: \(frames)") }
+        guard case .headers(let trailers) = frames.last else { Issue.record("no trailers: \(frames)"); return }
         #expect(trailers.endStream && trailers.headers["x-checksum"] == ["abc"] && trailers.headers.count == 1)
     }
 
