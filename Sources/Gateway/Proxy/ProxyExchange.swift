@@ -219,7 +219,11 @@ final class ProxyExchange {
                     status: timedOut ? .gatewayTimeout : .badGateway,
                     detail: timedOut
                         ? "The upstream did not accept the connection in time."
-                        : (UpstreamTLS.isTLSFailure(error) ? UpstreamTLS.describe(error) : "The upstream could not be reached."))
+                        : (UpstreamTLS.isTLSFailure(error)
+                            ? UpstreamTLS.describe(error)
+                            : error is HTTP2PrefaceWaiter.NoPreface
+                                ? "The upstream did not answer HTTP/2 (h2c, prior knowledge): set the API's upstream protocol to http1, or enable HTTP/2 on the upstream."
+                                : "The upstream could not be reached."))
             }
         }
     }
