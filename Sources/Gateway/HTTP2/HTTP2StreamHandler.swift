@@ -392,6 +392,7 @@ extension HTTP2StreamHandler: GRPCRelayClient {
 
     func relayClientReading(_ on: Bool) {
         context?.channel.setOption(.autoRead, value: on).whenComplete { _ in }
+        if on { context?.read() }
     }
 
     /// The relayed call failed before its response: a gRPC status (or, for a non-gRPC request, a problem).
@@ -477,6 +478,8 @@ extension HTTP2StreamHandler: ExchangeClient {
 
     func exchange(_ exchange: ProxyExchange, clientReading: Bool) {
         context?.channel.setOption(.autoRead, value: clientReading).whenComplete { _ in }
+        // a stream channel does not read again by itself when autoRead comes back on
+        if clientReading { context?.read() }
     }
 }
 

@@ -678,6 +678,8 @@ final class ProxyExchange {
         guard let upstream else { return }
         pausedUpstream = !writable
         upstream.channel.setOption(.autoRead, value: writable).whenComplete { _ in }
+        // an HTTP/2 stream does not read again by itself when autoRead comes back on (a socket does)
+        if writable && upstream.isStream { upstream.channel.read() }
     }
 }
 
