@@ -163,6 +163,27 @@ import Testing
         }
     }
 
+    @Test func theResponseTransformationAndTheCacheApplyToAnH2Upstream() async throws {
+        // setup
+        let upstream = try await TestUpstream.start(http2: true)
+        defer { Task { await upstream.stop() } }
+        let world = TestWorld()
+        let cache = try ResponseCacheTests.policy(#"{"ttl_seconds": 60, "shared": true}"#, store: ResponseCacheStore())
+        let snapshot = world.snapshot(targets: [Self.h2Target(upstream.port)], responseTransform: TransformTests.responseTransform, responseCache: cache)
+        try await GatewayHarness.run(snapshot: snapshot) { gateway in
+            // act: kept from the h2 upstream over HTTP/1.1, then a hit over HTTP/2
+            let first = try await gateway.request("GET", "/t/demo/echo/v1/doc", headers: [Self.key, ("X-Respond-With", "X-Internal=secret")])
+            let second = try await HTTP2TestClient.request(
+                port: gateway.port, path: "/t/demo/echo/v1/doc", headers: [("x-api-key", TestWorld.apiKey), ("x-respond-with", "X-Internal=secret")])
+            // assert
+            #expect(first.status == 200 && first.headers["x-public"] == "secret" && first.headers["x-internal"] == nil, "\(first.headers)")
+            #expect(first.headers["x-served-for"] == "tgc_demo" && first.headers["cache-status"]?.contains("stored") == true)
+            #expect(second.status == 200 && second.header("cache-status")?.contains("hit") == true, "\(second.headers)")
+            #expect(second.header("x-public") == "secret" && second.body.contains(#""uri":"/doc""#))
+            #expect(upstream.seen.count == 1)
+        }
+    }
+
     // MARK: Support
 
     static func serverContext(_ ca: DevelopmentCA, alpn: [String]) throws -> NIOSSLContext {
