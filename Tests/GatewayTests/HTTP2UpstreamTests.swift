@@ -184,6 +184,21 @@ import Testing
         }
     }
 
+    @Test func theResponseTimeoutResetsTheStreamAndAnswers504() async throws {
+        let upstream = try await TestUpstream.start(http2: true)
+        defer { Task { await upstream.stop() } }
+        let world = TestWorld()
+        try await GatewayHarness.run(snapshot: world.snapshot(targets: [Self.h2Target(upstream.port)]), configure: { $0.responseTimeout = .seconds(1) }) { gateway in
+            // /slow answers after 3 s
+            let slow = try await gateway.request("GET", "/t/demo/echo/v1/slow", headers: [Self.key])
+            #expect(slow.status == 504, "\(slow.body)")
+            // the connection stays usable for the next call
+            #expect(try await gateway.request("GET", "/t/demo/echo/v1/fast", headers: [Self.key]).status == 200)
+            try await Self.waitForUsage(gateway, count: 2)
+            #expect(gateway.usage.recent.contains { $0.status == 504 && !$0.isBillable })
+        }
+    }
+
     // MARK: Support
 
     static func serverContext(_ ca: DevelopmentCA, alpn: [String]) throws -> NIOSSLContext {
