@@ -183,15 +183,16 @@ final class ProxyExchange {
     }
 
     private func connect() {
-        let target = self.target
         let connecting: EventLoopFuture<UpstreamConnection>
-        if target.h2 {
+        if self.target.h2 {
             // the API's upstream speaks HTTP/2: a new stream of the target's multiplexed connection
-            connecting = loop.http2Upstreams.openExchangeStream(to: target, tls: plan.route.upstreamTLS)
+            connecting = loop.http2Upstreams.openExchangeStream(to: self.target, tls: plan.route.upstreamTLS)
         } else {
-            if let idle = loop.pool.takeIdle(target) { return attach(idle) }
-            connecting = loop.pool.connect(target, tls: plan.route.upstreamTLS)
+            // (the pooled case first, before the target is copied: it is the hot path)
+            if let idle = loop.pool.takeIdle(self.target) { return attach(idle) }
+            connecting = loop.pool.connect(self.target, tls: plan.route.upstreamTLS)
         }
+        let target = self.target
         connecting.assumeIsolatedUnsafeUnchecked().whenComplete { result in
             guard !self.finished else {
                 // The client left meanwhile.
