@@ -317,6 +317,109 @@ def http2_with_curl(install):
         demo.close()
 
 
+class HypercornUpstream:
+    """Hypercorn (an ASGI server on the `h2` library) on its own thread: HTTP/2 with prior knowledge
+    on cleartext, or TLS with the ALPN protocols given. Answers with what it received as JSON,
+    including the HTTP version it was spoken to with."""
+
+    def __init__(self, certfile=None, keyfile=None, alpn=("h2", "http/1.1")):
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+        self.port = free_port()
+        config = Config()
+        config.bind = [f"127.0.0.1:{self.port}"]
+        config.accesslog = None
+        config.errorlog = None
+        if certfile:
+            config.certfile, config.keyfile = certfile, keyfile
+            config.alpn_protocols = list(alpn)
+        self.loop = asyncio.new_event_loop()
+        self.stopped = None
+
+        async def app(scope, receive, send):
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            answer = json.dumps({"http_version": scope["http_version"], "method": scope["method"], "path": scope["path"],
+                                 "body_bytes": len(body), "headers": {k.decode(): v.decode() for k, v in scope["headers"]}}).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": answer})
+
+        async def run():
+            self.stopped = asyncio.Event()
+            await serve(app, config, shutdown_trigger=self.stopped.wait)
+
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(run()), daemon=True)
+        self.thread.start()
+        import socket
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.05)
+
+    def close(self):
+        if self.stopped is not None:
+            self.loop.call_soon_threadsafe(self.stopped.set)
+        self.thread.join(timeout=10)
+
+
+def h2_upstream_with_curl(install):
+    """An API whose upstream protocol is h2 reaches Hypercorn over HTTP/2 — h2c prior knowledge, and
+    ALPN h2 over TLS — from curl speaking HTTP/1.1 and HTTP/2; a TLS upstream that only offers
+    http/1.1 is a 502 that says so and is not billable."""
+    tls_dir = os.path.join(install.dir, "tls")
+    with open(install.ca) as ca_file:
+        ca_pem = ca_file.read().replace("'", "")
+    plain = HypercornUpstream()
+    secure = HypercornUpstream(os.path.join(tls_dir, "default.pem"), os.path.join(tls_dir, "default.key"), alpn=("h2",))
+    http1_only = HypercornUpstream(os.path.join(tls_dir, "default.pem"), os.path.join(tls_dir, "default.key"), alpn=("http/1.1",))
+    try:
+        install.sql(f"UPDATE apis SET upstream_protocol = 'h2', upstream_ca_pem = '{ca_pem}' WHERE slug = 'echo'")
+        install.route_echo_to(f"http://127.0.0.1:{plain.port}/up")
+        before = int(install.sql("SELECT count(*) FROM usage_events"))
+        for flag in ("--http1.1", "--http2-prior-knowledge"):
+            out, err = curl(flag, "-H", f"X-API-Key: {install.api_key}", "-w", "\n%{http_code}", f"http://127.0.0.1:{install.port}/t/demo/echo/v1/hello?x=1")
+            body, _, code = out.rpartition("\n")
+            expect(code == "200", f"{flag} to an h2c upstream: {out!r} {err}")
+            echoed = json.loads(body)
+            expect(echoed["http_version"] == "2" and echoed["path"] == "/up/hello", f"the upstream heard HTTP/2: {echoed}")
+            expect("x-api-key" not in echoed["headers"] and echoed["headers"].get("x-request-id"), f"the gateway's headers: {echoed['headers']}")
+        sent = "x" * 100000
+        out, err = curl("--http2-prior-knowledge", "-H", f"X-API-Key: {install.api_key}", "-X", "POST", "-T", "-",
+                        f"http://127.0.0.1:{install.port}/t/demo/echo/v1/upload", data=sent)
+        expect(json.loads(out).get("body_bytes") == len(sent), f"a streamed body arrived whole: {out[:200]} {err}")
+        install.route_echo_to(f"https://localhost:{secure.port}")
+        for flag in ("--http1.1", "--http2"):
+            out, err = curl(flag, "--cacert", install.ca, "-H", f"X-API-Key: {install.api_key}", "-w", "\n%{http_code}",
+                            f"https://localhost:{install.tls_port}/t/demo/echo/v1/secure")
+            body, _, code = out.rpartition("\n")
+            expect(code == "200" and json.loads(body)["http_version"] == "2", f"{flag} to a TLS h2 upstream: {out!r} {err}")
+        install.route_echo_to(f"https://localhost:{http1_only.port}")
+        out, err = curl("--http2-prior-knowledge", "-H", f"X-API-Key: {install.api_key}", "-w", "\n%{http_code}",
+                        f"http://127.0.0.1:{install.port}/t/demo/echo/v1/hello")
+        body, _, code = out.rpartition("\n")
+        expect(code == "502" and "HTTP/2" in body, f"no ALPN h2 is a 502 saying so: {out!r}")
+        install.wait_written()
+        rows = install.sql(f"SELECT status, billable FROM usage_events ORDER BY at DESC, id DESC LIMIT 6").splitlines()
+        expect(int(install.sql("SELECT count(*) FROM usage_events")) == before + 6, "each call metered once")
+        expect(rows[0] == "502|f" and all(row == "200|t" for row in rows[1:]), f"metered: {rows}")
+    finally:
+        install.sql("UPDATE apis SET upstream_protocol = 'http1', upstream_ca_pem = NULL WHERE slug = 'echo'")
+        for upstream in (plain, secure, http1_only):
+            upstream.close()
+
+
 class RawH2:
     """An HTTP/2 client connection driven frame by frame with the `h2` library, for the abuse cases
     a well-behaved client never produces."""
@@ -1077,7 +1180,7 @@ def json_to_grpc_demo_greeter(install):
         demo.close()
 
 
-CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl,
+CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl, h2_upstream_with_curl,
          http2_abuse_is_bounded, websocket_over_http2, websocket_over_http2_closed_when_idle,
          websocket_over_http2_keeps_the_apis_own_idle_limit, websocket_over_http2_upstream_answers_as_it_answered,
          websocket_over_http2_refused_without_credential, grpc_pass_through, grpc_demo_greeter, json_to_grpc_translation, json_to_grpc_demo_greeter]

@@ -101,6 +101,31 @@ enum HTTP2Messages {
         return block
     }
 
+    /// The header block of an interim (1xx) answer the upstream sent as an HTTP/1.1 head (`103 Early
+    /// Hints`, `100 Continue`): its status and fields less connection-specific ones; nil for a head
+    /// that is not interim or not readable (`101` never reaches here: the exchange refuses it).
+    static func interimHeaders(_ head: ByteBuffer) -> HPACKHeaders? {
+        head.withUnsafeReadableBytes { bytes -> HPACKHeaders? in
+            guard case .complete(let response, _) = HTTPHeadParser.parseResponse(bytes, maxBytes: bytes.count, requestMethod: .GET),
+                (100..<200).contains(response.status), response.status != 101
+            else { return nil }
+            var block = HPACKHeaders()
+            block.add(name: ":status", value: String(response.status))
+            for field in response.fields {
+                let name = field.name
+                if HopByHop.isStandard(bytes, name) || HTTPHeadParser.equals(bytes, name, "transfer-encoding")
+                    || HTTPHeadParser.equals(bytes, name, "content-length") || HTTPHeadParser.equals(bytes, name, "proxy-connection")
+                {
+                    continue
+                }
+                if !response.connectionListed.isEmpty && response.connectionListed.contains(where: { HTTPHeadParser.equals(bytes, name, $0) }) { continue }
+                let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[name]), as: UTF8.self).lowercased()
+                block.add(name: text, value: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.value]), as: UTF8.self))
+            }
+            return block
+        }
+    }
+
     /// The header block of an answer the gateway makes itself.
     static func localHeaders(_ response: LocalResponse, requestID: String?, strictTransportSecurity: String?) -> HPACKHeaders {
         var block = HPACKHeaders()

@@ -69,8 +69,13 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             } else if let webSocket {
                 if headers.endStream { webSocket.clientData(context.channel.allocator.buffer(capacity: 0), endStream: true) }
             } else if headers.endStream {
-                // trailers: the body ends (their fields are not forwarded)
+                // trailers: the body ends; an upstream of a body the gateway chunks gets the fields
+                // that may pass in its last chunk (a body sent with its content-length has no place for them)
                 if let call { call.send(context.channel.allocator.buffer(capacity: 0), endStream: true) }
+                if let exchange, exchange.chunksRequestBody {
+                    let fields = headers.headers.map { (name: $0.name, value: $0.value) }
+                    exchange.requestTrailers = TrailerSection.section(fields, allocator: context.channel.allocator)
+                }
                 bodyEnded()
             }
         case .data(let data):
@@ -423,6 +428,7 @@ extension HTTP2StreamHandler: GRPCRelayClient {
 
     func relayClientReading(_ on: Bool) {
         context?.channel.setOption(.autoRead, value: on).whenComplete { _ in }
+        if on { context?.read() }
     }
 
     /// The relayed call failed before its response: a gRPC status (or, for a non-gRPC request, a problem).
@@ -442,7 +448,9 @@ extension HTTP2StreamHandler: ExchangeClient {
     var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
 
     func exchange(_ exchange: ProxyExchange, receivedInterim head: ByteBuffer) {
-        // 1xx answers are not relayed over HTTP/2 (the final response follows)
+        // an interim answer (103 Early Hints, 100 Continue) is a HEADERS frame before the final one
+        guard let context, !answered, let block = HTTP2Messages.interimHeaders(head) else { return }
+        context.write(wrapOutboundOut(.headers(.init(headers: block))), promise: nil)
     }
 
     func exchangeWantsPayloadOnly(_ exchange: ProxyExchange, response: ParsedResponse) -> Bool { true }
@@ -472,6 +480,15 @@ extension HTTP2StreamHandler: ExchangeClient {
         guard let context, self.exchange === exchange else { return }
         self.exchange = nil
         answered = true
+        if !exchange.trailers.isEmpty {
+            // an HTTP/2 upstream's trailers end the stream, after the body
+            if let held = heldBody { context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(held)))), promise: nil) }
+            heldBody = nil
+            var block = HPACKHeaders()
+            for (name, value) in exchange.trailers { block.add(name: name, value: value) }
+            context.write(wrapOutboundOut(.headers(.init(headers: block, endStream: true))), promise: nil)
+            return finishStream(context: context)
+        }
         let last = heldBody ?? context.channel.allocator.buffer(capacity: 0)
         heldBody = nil
         context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(last), endStream: true))), promise: nil)
@@ -497,6 +514,8 @@ extension HTTP2StreamHandler: ExchangeClient {
 
     func exchange(_ exchange: ProxyExchange, clientReading: Bool) {
         context?.channel.setOption(.autoRead, value: clientReading).whenComplete { _ in }
+        // a stream channel does not read again by itself when autoRead comes back on
+        if clientReading { context?.read() }
     }
 }
 

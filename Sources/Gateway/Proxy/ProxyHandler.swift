@@ -47,6 +47,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
     /// The current request's body framing while its bytes are still arriving; with no exchange
     /// (answered locally or already answered) they are read and dropped.
     private var requestBody: BodyFramer?
+    /// A chunked request's trailer section so far: held back until it ends, then forwarded with
+    /// only the fields that may pass (`TrailerSection`). Nil for bodies without trailers.
+    private var trailerSection: ByteBuffer?
     private var processingInput = false
     /// When the client last sent something or got a complete response (uptime nanoseconds).
     private var lastActivity: UInt64 = 0
@@ -312,8 +315,20 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         }
         requestBody = step.ended ? nil : framer
         if step.ended { bodyStartedAt = 0 }
-        let bodyBytes = input.readSlice(length: step.consumed)!
+        var bodyBytes = input.readSlice(length: step.consumed)!
         inbound = input
+        // a body whose trailer section ends here without fields (the common "0\r\n\r\n") passes as it is
+        if let from = step.trailersFrom, exchange != nil, trailerSection != nil || !step.ended || framer.hasTrailerFields {
+            // the trailer section is forwarded filtered, as a whole, once it ended
+            var section = bodyBytes.getSlice(at: bodyBytes.readerIndex + from, length: bodyBytes.readableBytes - from)!
+            bodyBytes = bodyBytes.getSlice(at: bodyBytes.readerIndex, length: from)!
+            if trailerSection == nil { trailerSection = section } else { trailerSection!.writeBuffer(&section) }
+            if step.ended, let held = trailerSection {
+                trailerSection = nil
+                var filtered = TrailerSection.section(TrailerSection.fields(in: held), allocator: context.channel.allocator)
+                bodyBytes.writeBuffer(&filtered)
+            }
+        }
         if let exchange { forwardBody(bodyBytes, payload: payload, exchange, context: context) }
         if let translated, !translatedPayload.isEmpty {
             // over the body limit the call answers 413 itself (and the connection closes)
@@ -327,6 +342,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         let started = DispatchTime.now().uptimeNanoseconds
         let requestID = head.headers.first(name: "x-request-id").flatMap { $0.utf8.count <= 200 ? $0 : nil } ?? loop.newID().lowercasedText
         requestBody = request.framing == .none ? nil : BodyFramer(request.framing)
+        trailerSection = nil
         bodyStartedAt = requestBody == nil ? 0 : started
         let uri = head.uri
         let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { uri[..<$0] } ?? Substring(uri)

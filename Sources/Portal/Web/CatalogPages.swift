@@ -110,7 +110,7 @@ struct CatalogPages: Sendable {
                 APIChanges(
                     name: form["name"], description: form["description"], visibility: visibility,
                     allowedTeamIDs: form.values("allowed_team_ids").compactMap(UUID.init(uuidString:)), targets: targets,
-                    upstreamCABundle: form["upstream_ca_pem"]),
+                    upstreamCABundle: form["upstream_ca_pem"], upstreamProtocol: form["upstream_protocol"]),
                 clientIP: context.clientIP)
             return try await saved("Settings saved.", id: id, context)
         } catch let error as AppError where error.status == .unprocessableContent {
@@ -118,6 +118,7 @@ struct CatalogPages: Sendable {
                 "description": form["description"] ?? "", "targets_text": form["targets"] ?? "", "upstream_ca_pem": form["upstream_ca_pem"] ?? "",
             ]
             typed["restricted"] = form["visibility"] == "restricted"
+            typed["upstream_h2"] = form["upstream_protocol"] == "h2"
             return try await detailPage(
                 context, error: "The settings were not saved: correct the fields marked below.", typedSettings: typed, typedName: form["name"],
                 settingsErrors: error.fieldErrors, status: error.status)
@@ -672,6 +673,7 @@ struct CatalogPages: Sendable {
             "teams": teams.items.map { ["id": $0.id.uuidString, "name": $0.name, "allowed": api.allowedTeamIDs.contains($0.id)] as [String: Any] },
             "targets_text": api.targets.map { "\($0.url) \($0.weight)" }.joined(separator: "\n"),
             "upstream_ca_pem": api.upstreamCABundle ?? "",
+            "upstream_h2": api.upstreamProtocol == .h2,
             // what is saved, not what was typed (an error page shows the typed text in the field)
             "has_ca_bundle": api.upstreamCABundle != nil,
             "has_client_certificate": clientCertificate != nil,
