@@ -317,6 +317,109 @@ def http2_with_curl(install):
         demo.close()
 
 
+class HypercornUpstream:
+    """Hypercorn (an ASGI server on the `h2` library) on its own thread: HTTP/2 with prior knowledge
+    on cleartext, or TLS with the ALPN protocols given. Answers with what it received as JSON,
+    including the HTTP version it was spoken to with."""
+
+    def __init__(self, certfile=None, keyfile=None, alpn=("h2", "http/1.1")):
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+        self.port = free_port()
+        config = Config()
+        config.bind = [f"127.0.0.1:{self.port}"]
+        config.accesslog = None
+        config.errorlog = None
+        if certfile:
+            config.certfile, config.keyfile = certfile, keyfile
+            config.alpn_protocols = list(alpn)
+        self.loop = asyncio.new_event_loop()
+        self.stopped = None
+
+        async def app(scope, receive, send):
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            answer = json.dumps({"http_version": scope["http_version"], "method": scope["method"], "path": scope["path"],
+                                 "body_bytes": len(body), "headers": {k.decode(): v.decode() for k, v in scope["headers"]}}).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": answer})
+
+        async def run():
+            self.stopped = asyncio.Event()
+            await serve(app, config, shutdown_trigger=self.stopped.wait)
+
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(run()), daemon=True)
+        self.thread.start()
+        import socket
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.05)
+
+    def close(self):
+        if self.stopped is not None:
+            self.loop.call_soon_threadsafe(self.stopped.set)
+        self.thread.join(timeout=10)
+
+
+def h2_upstream_with_curl(install):
+    """An API whose upstream protocol is h2 reaches Hypercorn over HTTP/2 — h2c prior knowledge, and
+    ALPN h2 over TLS — from curl speaking HTTP/1.1 and HTTP/2; a TLS upstream that only offers
+    http/1.1 is a 502 that says so and is not billable."""
+    tls_dir = os.path.join(install.dir, "tls")
+    with open(install.ca) as ca_file:
+        ca_pem = ca_file.read().replace("'", "")
+    plain = HypercornUpstream()
+    secure = HypercornUpstream(os.path.join(tls_dir, "default.pem"), os.path.join(tls_dir, "default.key"), alpn=("h2",))
+    http1_only = HypercornUpstream(os.path.join(tls_dir, "default.pem"), os.path.join(tls_dir, "default.key"), alpn=("http/1.1",))
+    try:
+        install.sql(f"UPDATE apis SET upstream_protocol = 'h2', upstream_ca_pem = '{ca_pem}' WHERE slug = 'echo'")
+        install.route_echo_to(f"http://127.0.0.1:{plain.port}/up")
+        before = int(install.sql("SELECT count(*) FROM usage_events"))
+        for flag in ("--http1.1", "--http2-prior-knowledge"):
+            out, err = curl(flag, "-H", f"X-API-Key: {install.api_key}", "-w", "\n%{http_code}", f"http://127.0.0.1:{install.port}/t/demo/echo/v1/hello?x=1")
+            body, _, code = out.rpartition("\n")
+            expect(code == "200", f"{flag} to an h2c upstream: {out!r} {err}")
+            echoed = json.loads(body)
+            expect(echoed["http_version"] == "2" and echoed["path"] == "/up/hello", f"the upstream heard HTTP/2: {echoed}")
+            expect("x-api-key" not in echoed["headers"] and echoed["headers"].get("x-request-id"), f"the gateway's headers: {echoed['headers']}")
+        sent = "x" * 100000
+        out, err = curl("--http2-prior-knowledge", "-H", f"X-API-Key: {install.api_key}", "-X", "POST", "-T", "-",
+                        f"http://127.0.0.1:{install.port}/t/demo/echo/v1/upload", data=sent)
+        expect(json.loads(out).get("body_bytes") == len(sent), f"a streamed body arrived whole: {out[:200]} {err}")
+        install.route_echo_to(f"https://localhost:{secure.port}")
+        for flag in ("--http1.1", "--http2"):
+            out, err = curl(flag, "--cacert", install.ca, "-H", f"X-API-Key: {install.api_key}", "-w", "\n%{http_code}",
+                            f"https://localhost:{install.tls_port}/t/demo/echo/v1/secure")
+            body, _, code = out.rpartition("\n")
+            expect(code == "200" and json.loads(body)["http_version"] == "2", f"{flag} to a TLS h2 upstream: {out!r} {err}")
+        install.route_echo_to(f"https://localhost:{http1_only.port}")
+        out, err = curl("--http2-prior-knowledge", "-H", f"X-API-Key: {install.api_key}", "-w", "\n%{http_code}",
+                        f"http://127.0.0.1:{install.port}/t/demo/echo/v1/hello")
+        body, _, code = out.rpartition("\n")
+        expect(code == "502" and "HTTP/2" in body, f"no ALPN h2 is a 502 saying so: {out!r}")
+        install.wait_written()
+        rows = install.sql(f"SELECT status, billable FROM usage_events ORDER BY at DESC, id DESC LIMIT 6").splitlines()
+        expect(int(install.sql("SELECT count(*) FROM usage_events")) == before + 6, "each call metered once")
+        expect(rows[0] == "502|f" and all(row == "200|t" for row in rows[1:]), f"metered: {rows}")
+    finally:
+        install.sql("UPDATE apis SET upstream_protocol = 'http1', upstream_ca_pem = NULL WHERE slug = 'echo'")
+        for upstream in (plain, secure, http1_only):
+            upstream.close()
+
+
 class RawH2:
     """An HTTP/2 client connection driven frame by frame with the `h2` library, for the abuse cases
     a well-behaved client never produces."""
@@ -393,6 +496,275 @@ class SilentUpstream:
 def request_headers(install, path="/t/demo/echo/v1/hello", extra=()):
     return [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", f"127.0.0.1:{install.port}"),
             ("x-api-key", install.api_key), *extra]
+
+
+class WebSocketOverH2:
+    """A WebSocket on one HTTP/2 stream (RFC 8441), from stock parts: `h2` speaks HTTP/2 (prior
+    knowledge, h2c) and opens the stream with extended CONNECT, `wsproto` frames the WebSocket
+    messages (its `Connection` has no handshake of its own: the CONNECT is the handshake). Flow
+    control is honoured both ways: DATA is sent within the windows and acknowledged when read."""
+
+    def __init__(self, install, headers):
+        import h2.events
+        import h2.settings
+        import wsproto.connection
+        self.h2 = RawH2(install.port)
+        self.seen = 0
+        self.pump_until(lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in self.h2.events))
+        self.advertised = self.h2.conn.remote_settings.get(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL) == 1
+        self.stream = self.h2.conn.get_next_available_stream_id()
+        self.h2.conn.send_headers(self.stream, [
+            (":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"), (":path", "/t/demo/echo/v1/chat"),
+            (":authority", f"127.0.0.1:{install.port}"), ("sec-websocket-version", "13"), *headers])
+        self.h2.flush()
+        self.pump_until(lambda: self.response() is not None or self.ended())
+        self.ws = wsproto.connection.Connection(wsproto.connection.ConnectionType.CLIENT)
+        self.fed = len(self.h2.events)  # events up to the 200 are not WebSocket bytes
+
+    def pump_until(self, done, seconds=10):
+        import h2.events
+        deadline = time.time() + seconds
+        while not done() and time.time() < deadline and not self.h2.closed:
+            self.h2.pump(0.1)
+            for event in self.h2.events[self.seen:]:
+                if isinstance(event, h2.events.DataReceived):
+                    self.h2.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            self.seen = len(self.h2.events)
+            self.h2.flush()
+        return done()
+
+    def response(self):
+        import h2.events
+        answered = [e for e in self.h2.events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == self.stream]
+        return dict(answered[0].headers) if answered else None
+
+    def ended(self):
+        import h2.events
+        return any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == self.stream for e in self.h2.events)
+
+    def body(self):
+        import h2.events
+        return b"".join(e.data for e in self.h2.events if isinstance(e, h2.events.DataReceived) and e.stream_id == self.stream)
+
+    def send(self, event):
+        data = self.ws.send(event)
+        while data:
+            window = min(self.h2.conn.local_flow_control_window(self.stream), self.h2.conn.max_outbound_frame_size)
+            if window <= 0:
+                self.pump_until(lambda: self.h2.conn.local_flow_control_window(self.stream) > 0, seconds=5)
+                continue
+            self.h2.conn.send_data(self.stream, data[:window])
+            data = data[window:]
+            self.h2.flush()
+
+    def receive(self, count=1, seconds=10):
+        """The next `count` whole messages (text or bytes) from the tunnel."""
+        import h2.events
+        import wsproto.events
+        messages, parts = [], []
+
+        def arrived():
+            for event in self.h2.events[self.fed:]:
+                if isinstance(event, h2.events.DataReceived) and event.stream_id == self.stream:
+                    self.ws.receive_data(event.data)
+            self.fed = len(self.h2.events)
+            for event in self.ws.events():
+                if isinstance(event, wsproto.events.Message):
+                    parts.append(event.data)
+                    if event.message_finished:
+                        messages.append("".join(parts) if isinstance(event.data, str) else b"".join(parts))
+                        parts.clear()
+            return len(messages) >= count
+
+        self.pump_until(arrived, seconds)
+        return messages
+
+    def close(self):
+        self.h2.close()
+
+
+def websocket_over_http2(install):
+    """RFC 8441: an `h2` + `wsproto` client opens a WebSocket on an HTTP/2 stream through the
+    gateway to a stock `websockets` server; text and a binary message larger than every
+    flow-control window cross both ways; the call is metered once, when it closes, with its bytes."""
+    import wsproto.events
+    upstream = EchoServer()
+    client = None
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{upstream.port}")
+        before = int(install.sql("SELECT count(*) FROM usage_events"))
+        client = WebSocketOverH2(install, [("x-api-key", install.api_key), ("sec-websocket-protocol", "chat, superchat")])
+        expect(client.advertised, "the gateway advertises SETTINGS_ENABLE_CONNECT_PROTOCOL")
+        answer = client.response() or {}
+        expect(answer.get(":status") == "200", f"the stream is accepted with 200: {answer} {client.body()[:200]!r}")
+        expect(answer.get("x-request-id") and answer.get("ratelimit-policy"), f"the gateway's headers on the 200: {answer}")
+        expect("sec-websocket-accept" not in answer, "no accept over HTTP/2 (RFC 8441 §5)")
+        client.send(wsproto.events.TextMessage(data="hello over h2"))
+        expect(client.receive() == ["hello over h2"], "text message echoed")
+        payload = os.urandom(200 * 1024)  # beyond the 64 KiB windows: both directions must wait for WINDOW_UPDATE
+        client.send(wsproto.events.BytesMessage(data=payload))
+        expect(client.receive(seconds=20) == [payload], "a 200 KiB binary message echoed whole")
+        expect(len(upstream.request_headers) == 1, "the upstream saw one handshake")
+        seen = upstream.request_headers[0]
+        expect(seen.get("upgrade", "").lower() == "websocket" and seen.get("sec-websocket-version") == "13", f"an HTTP/1.1 upgrade upstream: {seen}")
+        expect(seen.get("sec-websocket-key"), "the gateway made the handshake key")
+        expect(seen.get("sec-websocket-protocol") == "chat, superchat", f"the client's subprotocols were forwarded: {seen}")
+        expect("x-api-key" not in seen and seen.get("x-tollgate-app-id"), "the credential stays at the gateway; the app is named")
+        client.send(wsproto.events.CloseConnection(code=1000))
+        client.pump_until(client.ended)
+        expect(client.ended(), "the stream ends after the close handshake")
+        install.wait_written()
+        expect(int(install.sql("SELECT count(*) FROM usage_events")) == before + 1, "one call metered for the whole conversation")
+        status, bytes_in, bytes_out, forwarded = last_event(install)
+        expect(status == 101 and forwarded, f"metered as a forwarded tunnel (101), got {status} {forwarded}")
+        expect(bytes_in > len(payload) and bytes_out > len(payload), f"frame bytes counted both ways ({bytes_in} in, {bytes_out} out)")
+    finally:
+        if client:
+            client.close()
+        upstream.close()
+
+
+def websocket_over_http2_closed_when_idle(install):
+    """The gateway ends an idle WebSocket stream (TOLLGATE_WEBSOCKET_IDLE_SECONDS=2 here) and
+    meters it once; the connection itself stays usable."""
+    import wsproto.events
+    upstream = EchoServer()
+    client = None
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{upstream.port}")
+        before = int(install.sql("SELECT count(*) FROM usage_events"))
+        client = WebSocketOverH2(install, [("x-api-key", install.api_key)])
+        expect((client.response() or {}).get(":status") == "200", f"accepted: {client.response()}")
+        client.send(wsproto.events.TextMessage(data="then silence"))
+        expect(client.receive() == ["then silence"], "echoed")
+        started = time.time()
+        expect(client.pump_until(client.ended, seconds=15), "the gateway ends the idle stream")
+        idle_for = time.time() - started
+        expect(1.5 <= idle_for <= 12, f"ended after ~2 s idle, got {idle_for:.1f} s")
+        expect(not client.h2.closed, "only the stream ended, not the connection")
+        install.wait_written()
+        expect(int(install.sql("SELECT count(*) FROM usage_events")) == before + 1, "metered once")
+        status, bytes_in, bytes_out, forwarded = last_event(install)
+        expect(status == 101 and forwarded and bytes_in > 0 and bytes_out > 0, f"metered as a tunnel: {status} {bytes_in} {bytes_out}")
+    finally:
+        if client:
+            client.close()
+        upstream.close()
+
+def websocket_over_http2_keeps_the_apis_own_idle_limit(install):
+    """The API's `websocket` policy (stored as the portal stores it) replaces the installation's
+    idle timeout (2 s here) for its tunnels: a quiet HTTP/2 WebSocket stays open past it."""
+    import wsproto.events
+    upstream = EchoServer()
+    client = None
+    policy = ("INSERT INTO api_policies (tenant_id, api_id, position, kind, phase, config) "
+              "SELECT tenant_id, id, COALESCE((SELECT max(position) + 1 FROM api_policies p WHERE p.api_id = apis.id), 0), 'websocket', "
+              "'response', '{\"idle_seconds\": 60}' FROM apis WHERE slug = 'echo'")
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{upstream.port}")
+        before = (install.readyz() or {}).get("snapshot_version")
+        install.sql(policy)
+        deadline = time.time() + 10
+        while (install.readyz() or {}).get("snapshot_version") == before and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        client = WebSocketOverH2(install, [("x-api-key", install.api_key)])
+        expect((client.response() or {}).get(":status") == "200", f"accepted: {client.response()}")
+        client.pump_until(client.ended, seconds=4)  # twice the installation's idle timeout, quiet
+        expect(not client.ended(), "the API's 60 s idle limit kept the quiet tunnel open")
+        client.send(wsproto.events.TextMessage(data="still here"))
+        expect(client.receive() == ["still here"], "and it still carries messages")
+    finally:
+        install.sql("DELETE FROM api_policies WHERE kind = 'websocket'")
+        if client:
+            client.close()
+        upstream.close()
+
+class CannedUpstream:
+    """Answers every connection's request head with `reply` (bytes) and keeps what it heard."""
+
+    def __init__(self, reply):
+        import socket
+        self.reply = reply
+        self.heads = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                connection = self.listener.accept()[0]
+            except OSError:
+                return
+            data = b""
+            connection.settimeout(5)
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.heads.append(data.decode("latin-1"))
+                connection.sendall(self.reply)
+                time.sleep(0.5)
+            except OSError:
+                pass
+            connection.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def websocket_over_http2_upstream_answers_as_it_answered(install):
+    """Over HTTP/2, an upstream that refuses the upgrade is relayed as it answered (its status and
+    body on the stream), and one whose Sec-WebSocket-Accept does not answer the gateway's key is a
+    502 — the client never gets a tunnel the gateway could not verify."""
+    refusing = CannedUpstream(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nnot today")
+    forging = CannedUpstream(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+    clients = []
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{refusing.port}")
+        client = WebSocketOverH2(install, [("x-api-key", install.api_key)])
+        clients.append(client)
+        client.pump_until(client.ended)
+        expect((client.response() or {}).get(":status") == "403", f"the upstream's refusal: {client.response()}")
+        expect(client.body() == b"not today", f"with its body: {client.body()!r}")
+        expect(refusing.heads and "sec-websocket-key:" in refusing.heads[0].lower(), f"the upstream heard a handshake: {refusing.heads}")
+        install.route_echo_to(f"http://127.0.0.1:{forging.port}")
+        client = WebSocketOverH2(install, [("x-api-key", install.api_key)])
+        clients.append(client)
+        client.pump_until(client.ended)
+        expect((client.response() or {}).get(":status") == "502", f"a wrong accept is a 502: {client.response()} {client.body()[:200]!r}")
+        expect(b"Sec-WebSocket-Accept" in client.body(), f"saying why: {client.body()[:200]!r}")
+    finally:
+        for client in clients:
+            client.close()
+        refusing.close()
+        forging.close()
+
+def websocket_over_http2_refused_without_credential(install):
+    """An extended CONNECT without a credential is answered 401 on its stream, like any call; the
+    upstream never hears of it and the connection stays usable."""
+    upstream = EchoServer()
+    client = None
+    try:
+        install.route_echo_to(f"http://127.0.0.1:{upstream.port}")
+        client = WebSocketOverH2(install, [])
+        answer = client.response() or {}
+        expect(answer.get(":status") == "401", f"refused with 401 on the stream: {answer}")
+        client.pump_until(client.ended)
+        problem = json.loads(client.body() or b"{}")
+        expect(problem.get("status") == 401, f"with a problem body: {client.body()[:200]!r}")
+        expect(not client.h2.closed, "the connection is still open")
+        expect(upstream.request_headers == [], "the upstream never heard of it")
+    finally:
+        if client:
+            client.close()
+        upstream.close()
 
 
 def http2_abuse_is_bounded(install):
@@ -1047,10 +1419,12 @@ def json_to_grpc_demo_greeter(install):
         demo.close()
 
 
-CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl,
-         http2_abuse_is_bounded, grpc_pass_through, grpc_demo_greeter, json_to_grpc_translation, json_to_grpc_metadata_and_deadline,
-         json_to_grpc_undecodable_reply, json_to_grpc_any, json_to_grpc_client_streams, json_to_grpc_transformations,
-         json_to_grpc_demo_greeter]
+CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl, h2_upstream_with_curl,
+         http2_abuse_is_bounded, websocket_over_http2, websocket_over_http2_closed_when_idle,
+         websocket_over_http2_keeps_the_apis_own_idle_limit, websocket_over_http2_upstream_answers_as_it_answered,
+         websocket_over_http2_refused_without_credential, grpc_pass_through, grpc_demo_greeter, json_to_grpc_translation,
+         json_to_grpc_metadata_and_deadline, json_to_grpc_undecodable_reply, json_to_grpc_any, json_to_grpc_client_streams,
+         json_to_grpc_transformations, json_to_grpc_demo_greeter]
 
 
 def main():

@@ -229,6 +229,87 @@ private final class SteppedClient: Sendable {
         await raw.stop()
     }
 
+    // MARK: An API's own limits (`websocket` policy)
+
+    @Test func anAPIsOwnIdleLimitClosesItsTunnelWhereTheInstallationsWouldNot() async throws {
+        let raw = try await RawUpstream.start(answer: Self.switching, closeAfter: false, echoAfterAnswer: true)
+        try await GatewayProxyTests.withWorld(
+            { world, _ in world.snapshot(targets: [.loopback(raw.port)], webSocket: WebSocketConfig(idleSeconds: 1)) },
+            configure: {
+                $0.webSocketIdleTimeout = .seconds(3600)  // the installation's: far beyond the test
+                $0.idleTimeout = .seconds(2)
+            }
+        ) { _, _, gateway in
+            let client = try await SteppedClient.connect(port: gateway.port)
+            try await client.write(Self.handshake + "X-API-Key: \(TestWorld.apiKey)\r\n\r\n")
+            #expect(try await client.read(until: "\r\n\r\n"))
+            try await client.write("ping")
+            #expect(try await client.read(until: "ping"))
+            #expect(try await client.waitForClose(seconds: 20))  // a correctness bound, not a speed one
+            try await GatewayIntegrationWait.until { gateway.usage.count == 1 }
+            #expect(gateway.usage.recent.last?.status == 101)
+            #expect(gateway.usage.recent.last?.bytesIn == 4)
+            let idle = gateway.metrics.counters(label: "tollgate_gateway_websocket_tunnels_closed_total", dimensions: [("reason", "idle")])
+            #expect(idle.map(\.totalValue).reduce(0, +) == 1)
+        }
+        await raw.stop()
+    }
+
+    @Test func anAPIsLongerIdleLimitKeepsAQuietTunnelOpenPastTheInstallations() async throws {
+        let raw = try await RawUpstream.start(answer: Self.switching, closeAfter: false, echoAfterAnswer: true)
+        try await GatewayProxyTests.withWorld(
+            { world, _ in world.snapshot(targets: [.loopback(raw.port)], webSocket: WebSocketConfig(idleSeconds: 3600)) },
+            configure: {
+                $0.webSocketIdleTimeout = .seconds(1)
+                $0.idleTimeout = .seconds(2)
+            }
+        ) { _, _, gateway in
+            let client = try await SteppedClient.connect(port: gateway.port)
+            try await client.write(Self.handshake + "X-API-Key: \(TestWorld.apiKey)\r\n\r\n")
+            #expect(try await client.read(until: "\r\n\r\n"))
+            // quiet for three installation idle timeouts (and more than one sweep): still open, still echoing
+            try await Task.sleep(for: .seconds(3))
+            #expect(!client.closedByPeer)
+            try await client.write("still-here")
+            #expect(try await client.read(until: "still-here"))
+            await client.close()
+            try await GatewayIntegrationWait.until { gateway.usage.count == 1 }
+            let idle = gateway.metrics.counters(label: "tollgate_gateway_websocket_tunnels_closed_total", dimensions: [("reason", "idle")])
+            #expect(idle.map(\.totalValue).reduce(0, +) == 0)
+        }
+        await raw.stop()
+    }
+
+    @Test func anAPIsOwnMaximumDurationClosesABusyTunnel() async throws {
+        let raw = try await RawUpstream.start(answer: Self.switching, closeAfter: false, echoAfterAnswer: true)
+        try await GatewayProxyTests.withWorld(
+            { world, _ in world.snapshot(targets: [.loopback(raw.port)], webSocket: WebSocketConfig(idleSeconds: 60, maxSeconds: 1)) },
+            configure: {
+                $0.webSocketMaxDuration = nil  // the installation has no maximum
+                $0.idleTimeout = .seconds(2)
+            }
+        ) { _, _, gateway in
+            let client = try await SteppedClient.connect(port: gateway.port)
+            let started = ContinuousClock.now
+            try await client.write(Self.handshake + "X-API-Key: \(TestWorld.apiKey)\r\n\r\n")
+            #expect(try await client.read(until: "\r\n\r\n"))
+            var sent = 0
+            while ContinuousClock.now - started < .seconds(20) {
+                try? await client.write("x")
+                sent += 1
+                if !(try await client.read(until: String(repeating: "x", count: sent))), client.closedByPeer { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(client.closedByPeer)
+            #expect(ContinuousClock.now - started >= .milliseconds(900))
+            try await GatewayIntegrationWait.until { gateway.usage.count == 1 }
+            #expect(gateway.usage.recent.last?.status == 101)
+            let closed = gateway.metrics.counters(label: "tollgate_gateway_websocket_tunnels_closed_total", dimensions: [("reason", "max_duration")])
+            #expect(closed.map(\.totalValue).reduce(0, +) == 1)
+        }
+        await raw.stop()
+    }
+
     @Test func theUpstreamClosingTheTunnelClosesTheClient() async throws {
         let raw = try await RawUpstream.start(answer: Self.switching, closeAfter: true)
         try await GatewayProxyTests.withWorld({ world, _ in world.snapshot(targets: [.loopback(raw.port)]) }) { _, _, gateway in

@@ -184,8 +184,8 @@ import Testing
                 let sealedBytes = Array(try #require(sealed))
                 #expect(!String(decoding: sealedBytes, as: UTF8.self).contains("PRIVATE KEY"))
                 let apiID = try #require(UUID(uuidString: id))
-                #expect(UpstreamClientKeySeal(secret: portal.services.secret).open(sealedBytes, apiID: apiID) == Array(identity.privateKeyPEM.utf8) + (identity.privateKeyPEM.hasSuffix("\n") ? [] : [10]))
-                #expect(UpstreamClientKeySeal(secret: portal.services.secret).open(sealedBytes, apiID: UUID()) == nil)  // bound to its API
+                #expect(BoundKeySeal(secret: portal.services.secret, purpose: .upstreamClientKey).open(sealedBytes, owner: apiID) == Array(identity.privateKeyPEM.utf8) + (identity.privateKeyPEM.hasSuffix("\n") ? [] : [10]))
+                #expect(BoundKeySeal(secret: portal.services.secret, purpose: .upstreamClientKey).open(sealedBytes, owner: UUID()) == nil)  // bound to its API
                 // the form: a mistake is marked and the key is not put back into the page
                 var provider = Browser()
                 _ = try await provider.signIn(client, tenant: "acme", email: "pat@example.com")

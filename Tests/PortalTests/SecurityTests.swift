@@ -56,6 +56,19 @@ import Testing
         #expect(!otherKey.isValid(token, binding: "session-a"))
     }
 
+    @Test func sealedKeysOpenOnlyForTheirOwnerPurposeAndServerKey() throws {
+        let secret = SecretKey(bytes: Array(repeating: 3, count: 32))
+        let owner = UUID()
+        let apiKeys = BoundKeySeal(secret: secret, purpose: .upstreamClientKey)
+        let sealed = try apiKeys.seal("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", owner: owner)
+        #expect(!sealed.isEmpty && !String(decoding: sealed, as: UTF8.self).contains("PRIVATE KEY"))
+        #expect(apiKeys.open(sealed, owner: owner).map { String(decoding: $0, as: UTF8.self) }?.hasPrefix("-----BEGIN PRIVATE KEY-----") == true)
+        #expect(apiKeys.open(sealed, owner: UUID()) == nil)
+        #expect(BoundKeySeal(secret: secret, purpose: .hostCertificateKey).open(sealed, owner: owner) == nil)
+        #expect(BoundKeySeal(secret: SecretKey(bytes: Array(repeating: 4, count: 32)), purpose: .upstreamClientKey).open(sealed, owner: owner) == nil)
+        #expect(apiKeys.open(Array(sealed.dropLast()), owner: owner) == nil)
+    }
+
     @Test func secretKeyIsGeneratedOnceAndReused() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(UUID().uuidString).path
         defer { try? FileManager.default.removeItem(atPath: directory) }

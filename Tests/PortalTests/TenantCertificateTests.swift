@@ -72,9 +72,9 @@ import Testing
                 try fallback.certificatePEM.write(toFile: directory + "/default.pem", atomically: true, encoding: .utf8)
                 try fallback.privateKeyPEM.write(toFile: directory + "/default.key", atomically: true, encoding: .utf8)
                 let store = try CertificateStore(directory: directory, logger: Logger(label: "test"))
-                let seal = HostCertificateKeySeal(secret: portal.services.secret)
+                let seal = BoundKeySeal(secret: portal.services.secret, purpose: .hostCertificateKey)
                 let loader = ManagedCertificateLoader(
-                    client: portal.database.client, store: store, openKey: { seal.open($0, tenantID: $1) }, logger: Logger(label: "test"))
+                    client: portal.database.client, store: store, openKey: { seal.open($0, owner: $1) }, logger: Logger(label: "test"))
                 let first = try await loader.load()
                 #expect(store.entries.contains { $0.names == [Self.host] })
                 #expect(try await loader.load(unless: first) == first)  // nothing changed: not read again

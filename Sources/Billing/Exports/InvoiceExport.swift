@@ -24,8 +24,7 @@ public struct InvoiceExport: Sendable {
     public func run(tenant: String, from: Date, to: Date, includeDrafts: Bool = false, write: (String) async throws -> Void) async throws -> Int {
         try await write(CSV.line(Self.header))
         return try await client.withTransaction(logger: logger) { connection in
-            try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
-            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await connection.enterSystemScope(readOnly: true, logger: logger)
             try await InvoiceBook.planForBulkReads(on: connection, logger: logger)
             let rows = try await connection.query(
                 """

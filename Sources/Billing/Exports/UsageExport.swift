@@ -25,8 +25,7 @@ public struct UsageExport: Sendable {
         // one row per key: what the meters appended since their last fold is folded first
         try await UsageStore(logger: logger).fold(client: client)
         return try await client.withTransaction(logger: logger) { connection in
-            try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
-            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await connection.enterSystemScope(readOnly: true, logger: logger)
             var buffer = ByteBuffer()
             buffer.reserveCapacity(80 * 1024)
             var count = 0

@@ -39,7 +39,7 @@ public struct UsageStore: Sendable {
 
     private func write(_ batch: UsageBatch, skippingStored: Bool, on connection: PostgresConnection) async throws -> Int {
         try await connection.withTransaction(logger: logger) { connection in
-            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await connection.enterSystemScope(logger: logger)
             try await write(batch.answered, on: connection)
             do {
                 return try await write(batch.events, gateway: batch.meterID, skippingStored: skippingStored, on: connection)
@@ -53,7 +53,7 @@ public struct UsageStore: Sendable {
     /// clean end), and how earlier runs found in its spool directory ended. One transaction.
     public func report(_ progress: UsageMeter.Progress, on connection: PostgresConnection) async throws {
         try await connection.withTransaction(logger: logger) { connection in
-            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await connection.enterSystemScope(logger: logger)
             try await write(progress.answered, on: connection)
             let state = progress.ended ? "clean" : "running"
             try await connection.query(

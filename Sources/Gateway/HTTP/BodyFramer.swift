@@ -25,6 +25,9 @@ struct BodyFramer: Equatable {
         var consumed: Int
         /// Whether the body ended within them.
         var ended: Bool
+        /// Where a chunked body's trailer section (after the last chunk's size line) starts in
+        /// these bytes — 0 when it began in earlier ones; nil when none of them belong to it.
+        var trailersFrom: Int? = nil
     }
 
     private enum State: Equatable {
@@ -59,17 +62,28 @@ struct BodyFramer: Equatable {
     }
 
     var isDone: Bool { state == .done }
+    /// A chunked body's trailer section has held a field line so far.
+    var hasTrailerFields: Bool { trailerBytes > 0 }
     /// The body runs until the connection closes.
     var endsAtClose: Bool { state == .untilClose }
+
+    /// Whether the framer is inside a chunked body's trailer section.
+    private var inTrailers: Bool {
+        switch state {
+        case .trailerLineStart, .trailerLine, .trailerLineLF, .finalLF: true
+        default: false
+        }
+    }
 
     /// Consumes the start of `bytes`, reporting each run of payload (ranges into `bytes`).
     mutating func consume(_ bytes: UnsafeRawBufferPointer, payload: (Range<Int>) -> Void) throws(Failure) -> Step {
         var index = 0
         let count = bytes.count
+        var trailersFrom: Int? = inTrailers ? 0 : nil
         while index < count {
             switch state {
             case .done:
-                return Step(consumed: index, ended: true)
+                return Step(consumed: index, ended: true, trailersFrom: trailersFrom)
             case .untilClose:
                 payload(index..<count)
                 return Step(consumed: count, ended: false)
@@ -113,6 +127,7 @@ struct BodyFramer: Equatable {
                 guard bytes[index] == UInt8(ascii: "\n") else { throw .invalidChunkFraming }
                 state = size == 0 ? .trailerLineStart : .chunkData(remaining: size)
                 index += 1
+                if size == 0 { trailersFrom = index }
             case .chunkDataCR:
                 guard bytes[index] == UInt8(ascii: "\r") else { throw .invalidChunkFraming }
                 state = .chunkDataLF
@@ -145,7 +160,7 @@ struct BodyFramer: Equatable {
                 index += 1
             }
         }
-        return Step(consumed: index, ended: state == .done)
+        return Step(consumed: index, ended: state == .done, trailersFrom: trailersFrom)
     }
 
     private mutating func countTrailerByte() throws(Failure) {

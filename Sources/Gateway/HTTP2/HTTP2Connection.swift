@@ -26,7 +26,7 @@ enum HTTP2Server {
         return count == preface.count ? .yes : .undecided
     }
 
-    static func connectionConfiguration(maxHeaderBytes: Int) -> NIOHTTP2Handler.ConnectionConfiguration {
+    static func connectionConfiguration(maxHeaderBytes: Int, extendedConnect: Bool = false) -> NIOHTTP2Handler.ConnectionConfiguration {
         var configuration = NIOHTTP2Handler.ConnectionConfiguration()
         configuration.initialSettings = [
             // streams one client may have open at once; more are refused with RST_STREAM
@@ -36,6 +36,8 @@ enum HTTP2Server {
             HTTP2Setting(parameter: .initialWindowSize, value: 65_535),
             HTTP2Setting(parameter: .maxFrameSize, value: 16_384),
         ]
+        // RFC 8441: WebSockets over HTTP/2 streams (NIOHTTP2 then accepts `:protocol`)
+        if extendedConnect { configuration.initialSettings.append(HTTP2Setting(parameter: .enableConnectProtocol, value: 1)) }
         // CONTINUATION floods and other protocol abuse close the connection
         configuration.maximumSequentialContinuationFrames = 5
         configuration.maximumConnectionGlitches = 200
@@ -61,7 +63,8 @@ enum HTTP2Server {
         // streams are child channels on the connection's own event loop
         let boundLoop = NIOLoopBound(loop, eventLoop: pipeline.eventLoop)
         _ = try pipeline.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connectionConfiguration(maxHeaderBytes: shared.settings.maxHeaderBytes),
+            mode: .server, connectionConfiguration: connectionConfiguration(
+                maxHeaderBytes: shared.settings.maxHeaderBytes, extendedConnect: shared.settings.webSocketOverHTTP2),
             streamConfiguration: streamConfiguration(), position: .last
         ) { stream in
             stream.eventLoop.makeCompletedFuture {

@@ -12,16 +12,29 @@ enum HTTP2Messages {
     enum RequestProblem: Error, Equatable {
         /// 400: the header block does not describe a request the gateway can forward.
         case malformed(String)
-        /// 405: CONNECT (and extended CONNECT) is not relayed.
+        /// 405: CONNECT, and extended CONNECT for anything but `websocket`, is not relayed.
         case connectNotSupported
+    }
+
+    /// A stream's request: the head the gate decides, and whether the stream opens a WebSocket
+    /// (RFC 8441: `:method CONNECT` with `:protocol websocket`), whose head is then the `GET` an
+    /// HTTP/1.1 handshake would be, so that every rule (methods, validation, limits) sees the same.
+    struct Request {
+        var head: HTTPRequestHead
+        var webSocket: Bool
+    }
+
+    static func requestHead(_ block: HPACKHeaders) -> Result<HTTPRequestHead, RequestProblem> {
+        request(block).map(\.head)
     }
 
     /// The request head from a stream's HEADERS: `:method` and `:path` become the request line,
     /// `:authority` the `Host` (a `host` field beside it is dropped), cookie crumbs are joined
     /// (RFC 9113 §8.2.3). NIOHTTP2 has already checked the block's form (pseudo-headers first and
     /// once, lowercase names, no connection-specific fields).
-    static func requestHead(_ block: HPACKHeaders) -> Result<HTTPRequestHead, RequestProblem> {
+    static func request(_ block: HPACKHeaders) -> Result<Request, RequestProblem> {
         var method: String?
+        var extendedProtocol: String?
         var path: String?
         var authority: String?
         var headers = HTTPHeaders()
@@ -31,7 +44,8 @@ enum HTTP2Messages {
             case ":method": method = value
             case ":path": path = value
             case ":authority": authority = value
-            case ":scheme", ":protocol": continue
+            case ":scheme": continue
+            case ":protocol": extendedProtocol = value
             case "host": if authority == nil { authority = value }
             case "cookie": cookies.append(value)
             default:
@@ -40,7 +54,12 @@ enum HTTP2Messages {
             }
         }
         guard let method, !method.isEmpty else { return .failure(.malformed("The request has no :method.")) }
-        if method == "CONNECT" { return .failure(.connectNotSupported) }
+        var webSocket = false
+        if method == "CONNECT" {
+            // NIOHTTP2 lets `:protocol` through only when the gateway advertised extended CONNECT
+            guard let extendedProtocol, extendedProtocol.lowercased() == "websocket" else { return .failure(.connectNotSupported) }
+            webSocket = true
+        }
         guard let path, path.utf8.first == UInt8(ascii: "/") || (path == "*" && method == "OPTIONS") else {
             return .failure(.malformed("The request's :path must start with /."))
         }
@@ -51,7 +70,8 @@ enum HTTP2Messages {
             headers.replaceOrAdd(name: "host", value: authority)
         }
         if !cookies.isEmpty { headers.add(name: "cookie", value: cookies.joined(separator: "; ")) }
-        return .success(HTTPRequestHead(version: version, method: HTTPMethod(rawValue: method), uri: path, headers: headers))
+        let head = HTTPRequestHead(version: version, method: webSocket ? .GET : HTTPMethod(rawValue: method), uri: path, headers: headers)
+        return .success(Request(head: head, webSocket: webSocket))
     }
 
     /// The response header block for the upstream's HTTP/1.1 head: its fields less connection-
@@ -79,6 +99,31 @@ enum HTTP2Messages {
         block.add(name: "x-request-id", value: requestID)
         if let strictTransportSecurity { block.add(name: "strict-transport-security", value: strictTransportSecurity) }
         return block
+    }
+
+    /// The header block of an interim (1xx) answer the upstream sent as an HTTP/1.1 head (`103 Early
+    /// Hints`, `100 Continue`): its status and fields less connection-specific ones; nil for a head
+    /// that is not interim or not readable (`101` never reaches here: the exchange refuses it).
+    static func interimHeaders(_ head: ByteBuffer) -> HPACKHeaders? {
+        head.withUnsafeReadableBytes { bytes -> HPACKHeaders? in
+            guard case .complete(let response, _) = HTTPHeadParser.parseResponse(bytes, maxBytes: bytes.count, requestMethod: .GET),
+                (100..<200).contains(response.status), response.status != 101
+            else { return nil }
+            var block = HPACKHeaders()
+            block.add(name: ":status", value: String(response.status))
+            for field in response.fields {
+                let name = field.name
+                if HopByHop.isStandard(bytes, name) || HTTPHeadParser.equals(bytes, name, "transfer-encoding")
+                    || HTTPHeadParser.equals(bytes, name, "content-length") || HTTPHeadParser.equals(bytes, name, "proxy-connection")
+                {
+                    continue
+                }
+                if !response.connectionListed.isEmpty && response.connectionListed.contains(where: { HTTPHeadParser.equals(bytes, name, $0) }) { continue }
+                let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[name]), as: UTF8.self).lowercased()
+                block.add(name: text, value: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.value]), as: UTF8.self))
+            }
+            return block
+        }
     }
 
     /// The header block of an answer the gateway makes itself.

@@ -30,6 +30,9 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     private var call: HTTP2UpstreamCall?
     /// A JSON request to a gRPC API with a descriptor set, translated (instead of relayed).
     private var translated: GRPCTranscodedCall?
+    /// The stream is an RFC 8441 WebSocket (extended CONNECT), and once admitted, its tunnel.
+    private var opensWebSocket = false
+    private var webSocket: HTTP2WebSocketStream?
     private var head: HTTPRequestHead?
     /// The request's header block as it came (relayed calls forward its fields).
     private var block = HPACKHeaders()
@@ -63,13 +66,21 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
         case .headers(let headers):
             if head == nil {
                 received(headers.headers, endStream: headers.endStream, context: context)
+            } else if let webSocket {
+                if headers.endStream { webSocket.clientData(context.channel.allocator.buffer(capacity: 0), endStream: true) }
             } else if headers.endStream {
-                // trailers: the body ends (their fields are not forwarded)
+                // trailers: the body ends; an upstream of a body the gateway chunks gets the fields
+                // that may pass in its last chunk (a body sent with its content-length has no place for them)
                 if let call { call.send(context.channel.allocator.buffer(capacity: 0), endStream: true) }
+                if let exchange, exchange.chunksRequestBody {
+                    let fields = headers.headers.map { (name: $0.name, value: $0.value) }
+                    exchange.requestTrailers = TrailerSection.section(fields, allocator: context.channel.allocator)
+                }
                 bodyEnded()
             }
         case .data(let data):
             guard case .byteBuffer(let buffer) = data.data else { return }
+            if let webSocket { return webSocket.clientData(buffer, endStream: data.endStream) }
             readBody(buffer, endStream: data.endStream, context: context)
             if data.endStream { bodyEnded() }
         default:
@@ -79,6 +90,7 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         exchange?.flushUpstream()
+        webSocket?.flushUpstream()
         call?.flush()
         context.fireChannelReadComplete()
     }
@@ -91,6 +103,8 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             exchange.abort(status: exchange.responseStarted ? exchange.status : 499, forwarded: exchange.upstream != nil, rejection: nil)
         }
         call?.cancel()
+        webSocket?.clientGone()
+        webSocket = nil
         if let translated {
             self.translated = nil
             translated.cancel()
@@ -100,6 +114,7 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         exchange?.clientWritabilityChanged(context.channel.isWritable)
+        webSocket?.clientWritabilityChanged(context.channel.isWritable)
         call?.clientWritabilityChanged(context.channel.isWritable)
         context.fireChannelWritabilityChanged()
     }
@@ -114,16 +129,19 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
         started = DispatchTime.now().uptimeNanoseconds
         requestEnded = endStream
         self.block = block
-        if !endStream {
+        let parsed = HTTP2Messages.request(block)
+        if case .success(let request) = parsed { opensWebSocket = request.webSocket }
+        // a WebSocket stream has no body to end: its DATA frames are the tunnel's
+        if !endStream && !opensWebSocket {
             bodyDeadline = context.eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: shared.settings.requestBodyTimeout) { [self] in
                 bodyTimedOut()
             }
         }
         grpc = GRPCStatus.isGRPC(block.first(name: "content-type"))
         let head: HTTPRequestHead
-        switch HTTP2Messages.requestHead(block) {
-        case .success(let parsed):
-            head = parsed
+        switch parsed {
+        case .success(let request):
+            head = request.head
         case .failure(.connectNotSupported):
             self.head = HTTPRequestHead(version: HTTP2Messages.version, method: .CONNECT, uri: "/")
             requestID = loop.newID().lowercasedText
@@ -180,6 +198,23 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             response.app = plan.app
             response.grant = plan.grant
             return answer(response, context: context)
+        }
+        if opensWebSocket {
+            guard !target.http2 else {
+                var response = LocalResponse.problem(
+                    .notImplemented, "Not a WebSocket API", "\(plan.route.slug) is a gRPC API: it takes no WebSockets.", rejection: nil)
+                if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
+                response.tenant = plan.tenant
+                response.route = plan.route
+                response.app = plan.app
+                response.grant = plan.grant
+                return answer(response, context: context)
+            }
+            // the stream's answer and its DATA frames are the tunnel's from here
+            answered = true
+            let webSocket = HTTP2WebSocketStream(context: context, shared: shared, loop: loop, strictTransportSecurity: strictTransportSecurity)
+            self.webSocket = webSocket
+            return webSocket.start(plan: plan, head: head, requestID: requestID, started: started, target: target, meter: meter, client: client)
         }
         if target.http2 {
             // a gRPC API cannot be validated against an OpenAPI document (the portal refuses the
@@ -344,17 +379,23 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
         } else {
             context.write(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
             let data = context.channel.allocator.buffer(string: body)
-            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(data), endStream: true))), promise: nil)
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(data), endStream: true))), promise: written)
+            return finishStream(context: context, after: written.futureResult)
         }
         finishStream(context: context)
     }
 
     /// The answer is written: flushed, and a stream whose request is still arriving is reset
     /// (RFC 9113 §8.1 allows a complete response before the request's end).
-    private func finishStream(context: ChannelHandlerContext) {
-        if requestEnded {
-            context.flush()
-        } else {
+    /// `lastData`: the answer's last DATA frame being written. NIOHTTP2 holds a stream's DATA
+    /// while the connection's read is under way (an answer given from `channelRead`), but a reset
+    /// goes out at once and drops them, so the reset waits until that frame is out.
+    private func finishStream(context: ChannelHandlerContext, after lastData: EventLoopFuture<Void>? = nil) {
+        context.flush()
+        guard !requestEnded else { return }
+        guard let lastData else { return context.writeAndFlush(wrapOutboundOut(.rstStream(.noError)), promise: nil) }
+        lastData.assumeIsolatedUnsafeUnchecked().whenComplete { [self] _ in
             context.writeAndFlush(wrapOutboundOut(.rstStream(.noError)), promise: nil)
         }
     }
@@ -394,6 +435,7 @@ extension HTTP2StreamHandler: GRPCRelayClient {
 
     func relayClientReading(_ on: Bool) {
         context?.channel.setOption(.autoRead, value: on).whenComplete { _ in }
+        if on { context?.read() }
     }
 
     /// The relayed call failed before its response: a gRPC status (or, for a non-gRPC request, a problem).
@@ -413,7 +455,9 @@ extension HTTP2StreamHandler: ExchangeClient {
     var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
 
     func exchange(_ exchange: ProxyExchange, receivedInterim head: ByteBuffer) {
-        // 1xx answers are not relayed over HTTP/2 (the final response follows)
+        // an interim answer (103 Early Hints, 100 Continue) is a HEADERS frame before the final one
+        guard let context, !answered, let block = HTTP2Messages.interimHeaders(head) else { return }
+        context.write(wrapOutboundOut(.headers(.init(headers: block))), promise: nil)
     }
 
     func exchangeWantsPayloadOnly(_ exchange: ProxyExchange, response: ParsedResponse) -> Bool { true }
@@ -443,6 +487,15 @@ extension HTTP2StreamHandler: ExchangeClient {
         guard let context, self.exchange === exchange else { return }
         self.exchange = nil
         answered = true
+        if !exchange.trailers.isEmpty {
+            // an HTTP/2 upstream's trailers end the stream, after the body
+            if let held = heldBody { context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(held)))), promise: nil) }
+            heldBody = nil
+            var block = HPACKHeaders()
+            for (name, value) in exchange.trailers { block.add(name: name, value: value) }
+            context.write(wrapOutboundOut(.headers(.init(headers: block, endStream: true))), promise: nil)
+            return finishStream(context: context)
+        }
         let last = heldBody ?? context.channel.allocator.buffer(capacity: 0)
         heldBody = nil
         context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(last), endStream: true))), promise: nil)
@@ -468,6 +521,8 @@ extension HTTP2StreamHandler: ExchangeClient {
 
     func exchange(_ exchange: ProxyExchange, clientReading: Bool) {
         context?.channel.setOption(.autoRead, value: clientReading).whenComplete { _ in }
+        // a stream channel does not read again by itself when autoRead comes back on
+        if clientReading { context?.read() }
     }
 }
 
@@ -513,5 +568,7 @@ extension HTTP2StreamHandler: TranscodedResponseWriter {
 
     func transcodedClientReading(_ on: Bool) {
         context?.channel.setOption(.autoRead, value: on).whenComplete { _ in }
+        // a stream channel does not read again by itself when autoRead comes back on
+        if on { context?.read() }
     }
 }

@@ -121,6 +121,8 @@ final class HTTP2UpstreamCall {
 
     func clientWritabilityChanged(_ writable: Bool) {
         upstream?.setOption(.autoRead, value: writable).whenComplete { _ in }
+        // a stream channel does not read again by itself when autoRead comes back on
+        if writable { upstream?.read() }
     }
 
     // MARK: Upstream side

@@ -3,9 +3,10 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
-/// The event loop's HTTP/2 connections to `grpc://` and `grpcs://` targets: one per target,
-/// multiplexing every call to it as a stream (prior knowledge on cleartext, ALPN `h2` over TLS),
-/// opened on first use and forgotten when it closes or is refused.
+/// The event loop's HTTP/2 connections to `grpc://` and `grpcs://` targets and to the targets of
+/// APIs whose upstream protocol is `h2`: one per target, multiplexing every call to it as a stream
+/// (prior knowledge on cleartext, ALPN `h2` over TLS — a TLS upstream that does not choose `h2` is
+/// a failed connection), opened on first use and forgotten when it closes or is refused.
 final class UpstreamHTTP2Pool {
     let eventLoop: any EventLoop
     private let connectTimeout: TimeAmount
@@ -25,6 +26,24 @@ final class UpstreamHTTP2Pool {
             }
         }.flatMapThrowing { stream in
             (stream, try stream.pipeline.syncOperations.handler(type: UpstreamStreamHandler.self))
+        }
+    }
+
+    /// A new stream to an `h2` target for the exchange core: the stream speaks the HTTP/1.1 bytes
+    /// the exchange writes and reads (`UpstreamStreamCodec`), so an exchange drives it as it drives
+    /// a pooled HTTP/1.1 connection — except that a stream is never reused.
+    func openExchangeStream(to target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<UpstreamConnection> {
+        multiplexer(for: target, tls: tls).flatMap { multiplexer in
+            multiplexer.createStreamChannel { stream in
+                stream.eventLoop.makeCompletedFuture {
+                    let pipeline = stream.pipeline.syncOperations
+                    try pipeline.addHandler(UpstreamStreamCodec(tls: target.tls))
+                    try pipeline.addHandler(UpstreamResponseHandler())
+                }
+            }
+        }.flatMapThrowing { stream in
+            let handler = try stream.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self)
+            return UpstreamConnection(channel: stream, key: target.key, handler: handler, isStream: true)
         }
     }
 
@@ -57,7 +76,11 @@ final class UpstreamHTTP2Pool {
                     waiter.finish(.failure(ChannelError.connectTimeout(timeout)))
                     channel.close(promise: nil)
                 }
-                return waiter.promise.futureResult.map { channel }.flatMapErrorThrowing { error in
+                return waiter.promise.futureResult.flatMapThrowing {
+                    // an upstream that ignores ALPN would be spoken HTTP/2 while it expects HTTP/1.1
+                    guard waiter.negotiatedProtocol == "h2" else { throw UpstreamTLS.Failure.noHTTP2(negotiated: waiter.negotiatedProtocol) }
+                    return channel
+                }.flatMapErrorThrowing { error in
                     channel.close(promise: nil)
                     throw error
                 }.always { _ in timer.cancel() }
@@ -72,9 +95,21 @@ final class UpstreamHTTP2Pool {
                 // servers may not push to the gateway: such a stream is closed at once
                 pushed.close()
             }
+            // the connection is handed out once the upstream's own preface (SETTINGS) arrived, within
+            // the connect timeout: a server that does not speak HTTP/2 is a failed connection, not
+            // streams that wait for their response deadline
+            let preface = HTTP2PrefaceWaiter(eventLoop: channel.eventLoop)
+            try channel.pipeline.syncOperations.addHandler(preface)
+            let timer = channel.eventLoop.scheduleTask(in: timeout) {
+                preface.finish(.failure(HTTP2PrefaceWaiter.NoPreface()))
+                channel.close(promise: nil)
+            }
+            preface.promise.futureResult.whenComplete { _ in timer.cancel() }
             // a GOAWAY-ed or broken connection is forgotten; the next call opens a new one
             channel.closeFuture.assumeIsolatedUnsafeUnchecked().whenComplete { [self] _ in connections[key] = nil }
-            return multiplexer
+            return (multiplexer, preface)
+        }.flatMap { connected in
+            connected.1.promise.futureResult.map { connected.0 }
         }
         connecting[key] = made
         made.assumeIsolatedUnsafeUnchecked().whenComplete { [self] result in
@@ -82,6 +117,48 @@ final class UpstreamHTTP2Pool {
             if case .success(let multiplexer) = result { connections[key] = multiplexer }
         }
         return made
+    }
+}
+
+/// Completes its promise when the upstream's connection preface (its first SETTINGS frame) has
+/// arrived — proof that it speaks HTTP/2 — or fails it when the connection ends or errs first.
+/// Stays in the pipeline afterwards, passing everything on.
+final class HTTP2PrefaceWaiter: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTP2Frame
+
+    /// The upstream did not answer as an HTTP/2 server.
+    struct NoPreface: Error, CustomStringConvertible {
+        var description: String { "the upstream did not answer HTTP/2 (no SETTINGS frame)" }
+    }
+
+    let promise: EventLoopPromise<Void>
+    private var done = false
+
+    init(eventLoop: any EventLoop) { promise = eventLoop.makePromise() }
+
+    func finish(_ result: Result<Void, any Error>) {
+        guard !done else { return }
+        done = true
+        promise.completeWith(result)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if !done, case .settings(.settings) = unwrapInboundIn(data).payload { finish(.success(())) }
+        context.fireChannelRead(data)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(.failure(NoPreface()))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // before the preface, any error means the upstream is not an HTTP/2 server
+        if !done {
+            finish(.failure(NoPreface()))
+            context.close(promise: nil)
+        }
+        context.fireErrorCaught(error)
     }
 }
 

@@ -1,3 +1,4 @@
+import Billing
 import Foundation
 import Logging
 import PostgresNIO
@@ -14,7 +15,7 @@ struct QuotaLeaseStore: Sendable {
 
     func exchange(_ request: LeaseRequest) async throws -> LeaseAnswer {
         try await client.withTransaction(logger: logger) { connection -> LeaseAnswer in
-            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await connection.enterSystemScope(logger: logger)
             if request.period.utf8.count > 7 {
                 // A plan window leaves a row per window that had calls (1,440 a day for a minute
                 // window); rows of windows over two days old hold history nobody reads. Rows another

@@ -49,6 +49,10 @@ public struct GatewayServer: Service {
         public var webSocketIdleTimeout: TimeAmount = .seconds(300)
         /// A WebSocket tunnel is closed once open this long; nil: no limit.
         public var webSocketMaxDuration: TimeAmount?
+        /// HTTP/2 clients may open WebSockets (RFC 8441): `SETTINGS_ENABLE_CONNECT_PROTOCOL=1` is
+        /// advertised and extended CONNECT with `:protocol websocket` is tunnelled. Off: such a
+        /// stream is refused by NIOHTTP2 (PROTOCOL_ERROR), as before.
+        public var webSocketOverHTTP2 = true
 
         /// Where the TLS listener binds and the certificates it serves (chosen by SNI).
         public struct TLSListener: Sendable {

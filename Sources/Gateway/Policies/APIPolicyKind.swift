@@ -37,6 +37,8 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
     case httpLog = "http_log"
     /// Calls checked against the API's uploaded OpenAPI document before the upstream sees them.
     case requestValidation = "request_validation"
+    /// Idle timeout and maximum duration of the API's WebSocket tunnels.
+    case webSocket = "websocket"
 
     public var phase: APIPolicyPhase {
         switch self {
@@ -46,6 +48,7 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
         case .responseCache: .preForward
         case .httpLog: .afterCall
         case .requestValidation: .preForward
+        case .webSocket: .response
         }
     }
 
@@ -57,6 +60,7 @@ public enum APIPolicyKind: String, Sendable, CaseIterable, Codable {
         case .responseCache: "Response cache"
         case .httpLog: "HTTP log sink"
         case .requestValidation: "Request validation"
+        case .webSocket: "WebSocket limits"
         }
     }
 }

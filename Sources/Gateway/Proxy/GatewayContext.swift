@@ -15,6 +15,8 @@ final class GatewayContext: Sendable {
     let accessLog: AccessLogs?
     /// The `Strict-Transport-Security` header line for responses on the TLS listener, made once.
     let strictTransportSecurityLine: String?
+    /// The installation's WebSocket tunnel limits (an API's `websocket` policy replaces them).
+    let tunnelLimits: TunnelLimits
     /// Client connections open now (counted at set-up and tear-down, not per request): the drain
     /// at shutdown waits for it to reach zero.
     let openConnections = NIOLockedValueBox(0)
@@ -34,6 +36,7 @@ final class GatewayContext: Sendable {
         self.loops = loops
         self.settings = settings
         self.metricsText = metricsText
+        self.tunnelLimits = TunnelLimits(idleTimeout: settings.webSocketIdleTimeout, maxDuration: settings.webSocketMaxDuration)
         self.strictTransportSecurityLine = settings.tls?.strictTransportSecurity.map { "Strict-Transport-Security: \($0)\r\n" }
     }
 }

@@ -45,6 +45,9 @@ final class ProxyExchange {
     var upstream: UpstreamConnection?
     /// The protocol a WebSocket handshake asks to switch to (`websocket`); nil for plain requests.
     var upgrade: String?
+    /// The `Sec-WebSocket-Accept` the upstream must answer, when the gateway made the handshake's
+    /// key (a WebSocket over HTTP/2); nil when the client made it and checks the answer itself.
+    var expectedWebSocketAccept: String?
     /// The gateway frames the request body as chunked for the upstream (an HTTP/2 body of unknown
     /// length); HTTP/1 bodies go with the client's own framing.
     var chunksRequestBody = false
@@ -83,6 +86,9 @@ final class ProxyExchange {
     private var finished = false
     /// The answer came from the response cache (metered as a hit).
     private var answeredFromCache = false
+    /// An HTTP/2 upstream's trailers (name, value), relayed to clients that can take them as fields
+    /// (HTTP/2); HTTP/1.1 clients get them inside the chunked body the exchange relays.
+    private(set) var trailers: [(String, String)] = []
     /// For the access log, set only when the call is logged: when the request head went to the
     /// upstream (uptime nanoseconds, 0: not logged or not sent) and the wait for its response head.
     private var upstreamSentAt: UInt64 = 0
@@ -180,9 +186,17 @@ final class ProxyExchange {
     }
 
     private func connect() {
-        if let idle = loop.pool.takeIdle(target) { return attach(idle) }
+        let connecting: EventLoopFuture<UpstreamConnection>
+        if self.target.h2 {
+            // the API's upstream speaks HTTP/2: a new stream of the target's multiplexed connection
+            connecting = loop.http2Upstreams.openExchangeStream(to: self.target, tls: plan.route.upstreamTLS)
+        } else {
+            // (the pooled case first, before the target is copied: it is the hot path)
+            if let idle = loop.pool.takeIdle(self.target) { return attach(idle) }
+            connecting = loop.pool.connect(self.target, tls: plan.route.upstreamTLS)
+        }
         let target = self.target
-        loop.pool.connect(target, tls: plan.route.upstreamTLS).assumeIsolatedUnsafeUnchecked().whenComplete { result in
+        connecting.assumeIsolatedUnsafeUnchecked().whenComplete { result in
             guard !self.finished else {
                 // The client left meanwhile.
                 if case .success(let connection) = result { connection.channel.close(promise: nil) }
@@ -209,7 +223,11 @@ final class ProxyExchange {
                     status: timedOut ? .gatewayTimeout : .badGateway,
                     detail: timedOut
                         ? "The upstream did not accept the connection in time."
-                        : (UpstreamTLS.isTLSFailure(error) ? UpstreamTLS.describe(error) : "The upstream could not be reached."))
+                        : (UpstreamTLS.isTLSFailure(error)
+                            ? UpstreamTLS.describe(error)
+                            : error is HTTP2PrefaceWaiter.NoPreface
+                                ? "The upstream did not answer HTTP/2 (h2c, prior knowledge): set the API's upstream protocol to http1, or enable HTTP/2 on the upstream."
+                                : "The upstream could not be reached."))
             }
         }
     }
@@ -226,12 +244,24 @@ final class ProxyExchange {
         for part in pending { connection.channel.write(part, promise: nil) }
         pending = []
         pendingBytes = 0
-        if requestEnded && chunksRequestBody { connection.channel.write(Self.lastChunk, promise: nil) }
+        if requestEnded && chunksRequestBody { connection.channel.write(finalChunk(), promise: nil) }
         if !connection.channel.isWritable || pausedClient { setClientReading(connection.channel.isWritable) }
         if requestEnded { armTimeout() }
     }
 
     private static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
+
+    /// An HTTP/2 client's request trailers (fields that may pass, as a trailer section), carried by
+    /// the last chunk of a body the gateway chunks; nil for most calls.
+    var requestTrailers: ByteBuffer?
+
+    private func finalChunk() -> ByteBuffer {
+        guard var trailers = requestTrailers else { return Self.lastChunk }
+        var out = client.allocator.buffer(capacity: trailers.readableBytes + 3)
+        out.writeStaticString("0\r\n")
+        out.writeBuffer(&trailers)
+        return out
+    }
 
     /// Request body bytes, framed as the upstream will read them (the client's framing, or
     /// chunks the gateway makes); written once connected, buffered (then paused) before.
@@ -272,7 +302,7 @@ final class ProxyExchange {
             return
         }
         if cache?.hit != nil { return serveFromCache() }
-        if let upstream, chunksRequestBody { upstream.channel.write(Self.lastChunk, promise: nil) }
+        if let upstream, chunksRequestBody { upstream.channel.write(finalChunk(), promise: nil) }
         if upstream != nil { armTimeout() }
     }
 
@@ -590,6 +620,16 @@ final class ProxyExchange {
         guard upgrade != nil, WebSocketHandshake.upstreamSwitched(upgradeValues: upgrades) else {
             return upstreamBroke(detail: "The upstream switched protocols without being asked to open a WebSocket.")
         }
+        if let expected = expectedWebSocketAccept {
+            let accepts = input.withUnsafeReadableBytes { bytes in
+                response.fields.filter { HTTPHeadParser.equals(bytes, $0.name, "sec-websocket-accept") }.map {
+                    Substring(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0.value]), as: UTF8.self)
+                }
+            }
+            guard WebSocketOverHTTP2.acceptMatches(accepts, expected: expected) else {
+                return upstreamBroke(detail: "The upstream's Sec-WebSocket-Accept does not answer the gateway's handshake key.")
+            }
+        }
         let now = DispatchTime.now().uptimeNanoseconds
         responseStarted = true
         status = 101
@@ -606,6 +646,12 @@ final class ProxyExchange {
         bytesIn += Int64(bytes.readableBytes)
         tunnelActivity = now
         upstream?.channel.write(bytes, promise: nil)
+    }
+
+    /// An HTTP/2 upstream's trailers: kept for the client until the response completes.
+    func upstreamTrailers(_ fields: [(String, String)]) {
+        guard !finished else { return }
+        trailers = fields
     }
 
     func upstreamReadComplete() {
@@ -646,6 +692,8 @@ final class ProxyExchange {
         guard let upstream else { return }
         pausedUpstream = !writable
         upstream.channel.setOption(.autoRead, value: writable).whenComplete { _ in }
+        // an HTTP/2 stream does not read again by itself when autoRead comes back on (a socket does)
+        if writable && upstream.isStream { upstream.channel.read() }
     }
 }
 

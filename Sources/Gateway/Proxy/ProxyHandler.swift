@@ -47,6 +47,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
     /// The current request's body framing while its bytes are still arriving; with no exchange
     /// (answered locally or already answered) they are read and dropped.
     private var requestBody: BodyFramer?
+    /// A chunked request's trailer section so far: held back until it ends, then forwarded with
+    /// only the fields that may pass (`TrailerSection`). Nil for bodies without trailers.
+    private var trailerSection: ByteBuffer?
     private var processingInput = false
     /// When the client last sent something or got a complete response (uptime nanoseconds).
     private var lastActivity: UInt64 = 0
@@ -69,12 +72,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
     /// The connection came in on the TLS listener: upstreams hear `X-Forwarded-Proto: https`,
     /// clients get `Strict-Transport-Security` when it is configured.
     private let secure: Bool
+    /// The open tunnel's limits: the installation's, or its API's `websocket` policy's (set when
+    /// the upstream switches protocols).
+    private var tunnelLimits: TunnelLimits
 
     init(shared: GatewayContext, loop: LoopState, secure: Bool = false) {
         self.shared = shared
         self.loop = loop
         self.secure = secure
         self.meter = CallMeter(shared: shared, loop: loop)
+        self.tunnelLimits = shared.tunnelLimits
         self.snapshot = shared.store.snapshot
         self.gate = RequestGate(
             rateLimiter: shared.rateLimiter, quotas: shared.quotas, tokenCache: loop.tokenCache,
@@ -315,8 +322,20 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         }
         requestBody = step.ended ? nil : framer
         if step.ended { bodyStartedAt = 0 }
-        let bodyBytes = input.readSlice(length: step.consumed)!
+        var bodyBytes = input.readSlice(length: step.consumed)!
         inbound = input
+        // a body whose trailer section ends here without fields (the common "0\r\n\r\n") passes as it is
+        if let from = step.trailersFrom, exchange != nil, trailerSection != nil || !step.ended || framer.hasTrailerFields {
+            // the trailer section is forwarded filtered, as a whole, once it ended
+            var section = bodyBytes.getSlice(at: bodyBytes.readerIndex + from, length: bodyBytes.readableBytes - from)!
+            bodyBytes = bodyBytes.getSlice(at: bodyBytes.readerIndex, length: from)!
+            if trailerSection == nil { trailerSection = section } else { trailerSection!.writeBuffer(&section) }
+            if step.ended, let held = trailerSection {
+                trailerSection = nil
+                var filtered = TrailerSection.section(TrailerSection.fields(in: held), allocator: context.channel.allocator)
+                bodyBytes.writeBuffer(&filtered)
+            }
+        }
         if let exchange { forwardBody(bodyBytes, payload: payload, exchange, context: context) }
         if let translated, !translatedPayload.isEmpty {
             // over the body limit the call answers 413 itself (and the connection closes)
@@ -332,6 +351,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         // `Content-Length: 0` is no body: no bytes will come to end it (a translated client stream
         // waited for its end until the body timeout)
         requestBody = request.framing == .none || request.framing == .length(0) ? nil : BodyFramer(request.framing)
+        trailerSection = nil
         bodyStartedAt = requestBody == nil ? 0 : started
         let uri = head.uri
         let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { uri[..<$0] } ?? Substring(uri)
@@ -589,11 +609,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
 
     // MARK: WebSocket tunnel
 
-    private var tunnelLimits: TunnelLimits {
-        TunnelLimits(
-            idle: UInt64(max(1, shared.settings.webSocketIdleTimeout.nanoseconds)),
-            maxDuration: shared.settings.webSocketMaxDuration.map { UInt64(max(1, $0.nanoseconds)) })
-    }
 
     /// A tunnel limit was reached or the gateway shuts down: both sides close, the call is metered once.
     private func closeTunnel(_ exchange: ProxyExchange, reason: String, context: ChannelHandlerContext) {
@@ -640,6 +655,7 @@ extension ProxyHandler: ExchangeClient {
     /// headers), and from here on bytes cross unparsed both ways until either side closes.
     func exchange(_ exchange: ProxyExchange, switchedProtocols response: ParsedResponse, bytes: UnsafeRawBufferPointer, rest: ByteBuffer) {
         guard let context else { return }
+        tunnelLimits = shared.tunnelLimits.applying(exchange.plan.route.webSocket)
         let shape = ClientResponseHead.Shape(
             http10: false, dechunk: false, close: false, switching: true, strictTransportSecurityLine: secure ? shared.strictTransportSecurityLine : nil)
         let head = ClientResponseHead.write(

@@ -6,16 +6,19 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 
-/// One keep-alive connection to an upstream target.
+/// One keep-alive connection to an upstream target, or one stream of a multiplexed HTTP/2
+/// connection to an `h2` target (which carries one exchange and is never reused).
 final class UpstreamConnection {
     let channel: any Channel
     let key: String
     let handler: UpstreamResponseHandler
+    let isStream: Bool
 
-    init(channel: any Channel, key: String, handler: UpstreamResponseHandler) {
+    init(channel: any Channel, key: String, handler: UpstreamResponseHandler, isStream: Bool = false) {
         self.channel = channel
         self.key = key
         self.handler = handler
+        self.isStream = isStream
     }
 }
 
@@ -132,7 +135,8 @@ final class UpstreamPool {
     /// Returns a connection for reuse after a complete exchange.
     func release(_ connection: UpstreamConnection) {
         connection.handler.delegate = nil
-        guard connection.channel.isActive, idle[connection.key, default: []].count < maxIdlePerTarget else {
+        // a finished HTTP/2 stream is closed (a no-op once both sides ended it), never kept
+        guard !connection.isStream, connection.channel.isActive, idle[connection.key, default: []].count < maxIdlePerTarget else {
             connection.channel.close(promise: nil)
             return
         }
@@ -234,6 +238,15 @@ final class UpstreamResponseHandler: ChannelInboundHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         delegate?.upstreamWritabilityChanged(context.channel.isWritable)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // an HTTP/2 upstream's trailers, announced just before the bytes that end the body
+        if let trailers = event as? UpstreamTrailers {
+            delegate?.upstreamTrailers(trailers.fields)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

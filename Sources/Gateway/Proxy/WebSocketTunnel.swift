@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP1
 
 /// The gateway's part in a WebSocket handshake (RFC 6455 §4): it decides the handshake request
@@ -32,15 +33,45 @@ enum WebSocketHandshake {
 }
 
 /// When an open tunnel is closed by the gateway: after `idle` with no byte either way, or once it
-/// has been open for `maxDuration` (when set). Durations in nanoseconds of the uptime clock.
-struct TunnelLimits: Equatable, Sendable {
-    var idle: UInt64
-    var maxDuration: UInt64?
+/// has been open for `maxDuration` (when set). Durations in nanoseconds of the uptime clock. The
+/// installation's limits come from the gateway's settings; an API's `websocket` policy replaces
+/// them for its tunnels (`WebSocketConfig.limits(over:)`), resolved once when a tunnel opens.
+public struct TunnelLimits: Equatable, Sendable {
+    public var idle: UInt64
+    public var maxDuration: UInt64?
+
+    public init(idle: UInt64, maxDuration: UInt64?) {
+        self.idle = idle
+        self.maxDuration = maxDuration
+    }
+
+    /// The installation's limits from its settings (at least a nanosecond each).
+    init(idleTimeout: TimeAmount, maxDuration: TimeAmount?) {
+        self.init(idle: UInt64(max(1, idleTimeout.nanoseconds)), maxDuration: maxDuration.map { UInt64(max(1, $0.nanoseconds)) })
+    }
+
+    /// The limits of `route`'s tunnels: its `websocket` policy over these.
+    func applying(_ policy: WebSocketConfig?) -> TunnelLimits {
+        policy?.limits(over: self) ?? self
+    }
 
     enum Verdict: Equatable {
         case open
         case idle
         case tooLong
+    }
+
+    /// How long from `now` until a limit could first be reached (at least 1 ns): when a tunnel
+    /// with its own timer (an HTTP/2 stream) looks again. Never traps, whatever the clock values.
+    func untilNextCheck(now: UInt64, opened: UInt64, lastActivity: UInt64) -> UInt64 {
+        func until(_ start: UInt64, _ span: UInt64) -> UInt64 {
+            let (deadline, overflow) = start.addingReportingOverflow(span)
+            if overflow { return .max }
+            return deadline > now ? deadline - now : 0
+        }
+        var wait = until(lastActivity, idle)
+        if let maxDuration { wait = min(wait, until(opened, maxDuration)) }
+        return max(1, wait)
     }
 
     func verdict(now: UInt64, opened: UInt64, lastActivity: UInt64) -> Verdict {

@@ -188,14 +188,18 @@ public final class Route: Sendable {
     /// The API's own access-log collector (`http_log`); nil (one check per call, and no record
     /// built) for APIs without.
     public let httpLog: HTTPLogSink?
+    /// The API's own WebSocket tunnel limits (`websocket`); nil for APIs without, whose tunnels
+    /// keep the installation's. Read only when a tunnel opens.
+    public let webSocket: WebSocketConfig?
 
     public init(
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
         ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
         preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil,
         responseCache: ResponseCachePolicy? = nil, transcoding: GRPCTranscoding? = nil, httpLog: HTTPLogSink? = nil,
-        requestValidation: RequestValidationPolicy? = nil
+        requestValidation: RequestValidationPolicy? = nil, webSocket: WebSocketConfig? = nil
     ) {
+        self.webSocket = webSocket
         self.transcoding = transcoding
         self.responseCache = responseCache
         self.httpLog = httpLog
@@ -231,20 +235,25 @@ public struct UpstreamTargetConfig: Sendable, Hashable {
     /// `grpc://` and `grpcs://` targets: calls are relayed as HTTP/2 streams (prior knowledge on
     /// cleartext, ALPN `h2` over TLS), so gRPC's framing and trailers pass.
     public let http2: Bool
+    /// An `http://` or `https://` target of an API whose upstream protocol is `h2`: its calls go
+    /// through the exchange core like HTTP/1.1 ones, each as a stream of one multiplexed HTTP/2
+    /// connection (prior knowledge on cleartext, ALPN `h2` over TLS). Decided per snapshot.
+    public let h2: Bool
     /// `host:port` (`https://host:port` for TLS): names the target's pool, circuit breaker and
     /// metrics. Stored, not computed: the proxy uses it several times per call.
     public let key: String
     /// The `Host` header the upstream gets: the host, with the port unless it is the scheme's default.
     public let hostHeader: String
 
-    public init(host: String, port: Int, pathPrefix: String, weight: Int, tls: Bool = false, http2: Bool = false) {
+    public init(host: String, port: Int, pathPrefix: String, weight: Int, tls: Bool = false, http2: Bool = false, h2: Bool = false) {
         self.host = host
         self.port = port
         self.pathPrefix = pathPrefix
         self.weight = weight
         self.tls = tls
         self.http2 = http2
-        let scheme = http2 ? (tls ? "grpcs://" : "grpc://") : (tls ? "https://" : "")
+        self.h2 = h2 && !http2
+        let scheme = http2 ? (tls ? "grpcs://" : "grpc://") : (self.h2 ? (tls ? "h2+https://" : "h2c://") : (tls ? "https://" : ""))
         self.key = "\(scheme)\(host):\(port)"
         self.hostHeader = port == (tls ? 443 : 80) ? host : "\(host):\(port)"
     }
@@ -260,6 +269,23 @@ public struct UpstreamTargetConfig: Sendable, Hashable {
             host: host, port: components.port ?? (tls ? 443 : 80), pathPrefix: path.hasSuffix("/") ? String(path.dropLast()) : path,
             weight: max(1, weight), tls: tls, http2: scheme.hasPrefix("grpc"))
     }
+
+    /// The same target reached with `upstreamProtocol` (gRPC targets are HTTP/2 whatever it says).
+    public func speaking(_ upstreamProtocol: UpstreamProtocol) -> UpstreamTargetConfig {
+        guard !http2, h2 != (upstreamProtocol == .h2) else { return self }
+        return UpstreamTargetConfig(host: host, port: port, pathPrefix: pathPrefix, weight: weight, tls: tls, h2: upstreamProtocol == .h2)
+    }
+
+    /// Whether the connection speaks HTTP/2 (its TLS offers ALPN `h2`).
+    public var speaksHTTP2: Bool { http2 || h2 }
+}
+
+/// How an API's `http://`/`https://` targets are called (`apis.upstream_protocol`): HTTP/1.1, or
+/// HTTP/2 (`h2`: prior knowledge — h2c — for `http://`, ALPN `h2` for `https://`). gRPC targets are
+/// HTTP/2 regardless.
+public enum UpstreamProtocol: String, Sendable, CaseIterable, Codable {
+    case http1
+    case h2
 }
 
 /// An active API key.

@@ -106,6 +106,8 @@ public final class ClientLimiterRegistry: Sendable {
         public var validations: [UUID: RequestValidationConfig] = [:]
         /// APIs whose validation policy's stored configuration the parser refuses (fail closed).
         public var unreadableValidations: Set<UUID> = []
+        /// An API's WebSocket tunnel limits (the first such policy; the portal allows one).
+        public var webSockets: [UUID: WebSocketConfig] = [:]
         /// Rows of unknown kinds or with a configuration the parser refuses (left out).
         public var skipped: [StoredPolicy] = []
     }
@@ -124,6 +126,7 @@ public final class ClientLimiterRegistry: Sendable {
         var httpLogTenants: [UUID: UUID] = [:]
         var validations: [UUID: RequestValidationConfig] = [:]
         var unreadableValidations: Set<UUID> = []
+        var webSockets: [UUID: WebSocketConfig] = [:]
         limiters.withLockedValue { tables in
             var next: [UUID: [Key: ClientRateLimiter]] = [:]
             for row in rows.sorted(by: { ($0.apiID.uuidString, $0.position) < ($1.apiID.uuidString, $1.position) }) {
@@ -167,6 +170,12 @@ public final class ClientLimiterRegistry: Sendable {
                         continue
                     }
                     validations[row.apiID] = config
+                case .webSocket:
+                    guard case .success(let config) = WebSocketConfig.parse(object), webSockets[row.apiID] == nil else {
+                        skipped.append(row)
+                        continue
+                    }
+                    webSockets[row.apiID] = config
                 case .requestTransform, .responseTransform:
                     let side: TransformConfig.Side = kind == .requestTransform ? .request : .response
                     guard case .success(let config) = TransformConfig.parse(object, side: side) else {
@@ -191,6 +200,7 @@ public final class ClientLimiterRegistry: Sendable {
         compiled.httpLogs = httpLogs
         compiled.httpLogTenants = httpLogTenants
         compiled.validations = validations
+        compiled.webSockets = webSockets
         compiled.unreadableValidations = unreadableValidations.subtracting(validations.keys)
         for (api, steps) in requestSteps { compiled.requestTransforms[api] = RequestTransform(steps) }
         for (api, steps) in responseSteps { compiled.responseTransforms[api] = ResponseTransform(steps) }

@@ -1,3 +1,4 @@
+import Billing
 import Crypto
 import Foundation
 import Logging
@@ -57,8 +58,7 @@ public struct SnapshotLoader: Sendable {
 
     private func inTransaction(_ body: @Sendable (PostgresConnection) async throws -> [TenantConfig]) async throws -> [TenantConfig] {
         try await client.withTransaction(logger: logger) { connection in
-            try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
-            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await connection.enterSystemScope(readOnly: true, logger: logger)
             return try await body(connection)
         }
     }
@@ -142,24 +142,26 @@ public struct SnapshotLoader: Sendable {
             """
             SELECT a.id, a.tenant_id, a.slug, a.version, a.base_path, a.state, a.cors::text, a.ip_allow, a.ip_deny, a.methods, a.max_request_bytes,
                 a.sunset_at, (SELECT max(c.at) FROM api_state_changes c WHERE c.api_id = a.id AND c.to_state = 'deprecated'), a.upstream_ca_pem,
-                a.upstream_client_cert_pem, a.upstream_client_key_sealed
+                a.upstream_client_cert_pem, a.upstream_client_key_sealed, a.upstream_protocol
             FROM apis a WHERE a.state IN ('published', 'deprecated', 'retired') AND (\(only)::uuid IS NULL OR a.tenant_id = \(only))
             """, logger: logger)
-        for try await (id, tenant, slug, apiVersion, basePath, state, cors, allow, deny, methods, maxBytes, sunset, deprecatedAt, caBundle, clientCertificate, sealedKey)
-            in apiRows.decode((UUID, UUID, String, String, String, String, String?, [String], [String], [String], Int?, Date?, Date?, String?, String?, Data?).self)
+        for try await (id, tenant, slug, apiVersion, basePath, state, cors, allow, deny, methods, maxBytes, sunset, deprecatedAt, caBundle, clientCertificate, sealedKey, protocolName)
+            in apiRows.decode((UUID, UUID, String, String, String, String, String?, [String], [String], [String], Int?, Date?, Date?, String?, String?, Data?, String).self)
         {
             let policy = cors.flatMap(CORSPolicy.init(storedJSON:))
-            let apiTargets = targets[id] ?? []
+            // the protocol is decided here, once per snapshot: a call only reads its target's flag
+            let upstreamProtocol = UpstreamProtocol(rawValue: protocolName) ?? .http1
+            let apiTargets = (targets[id] ?? []).map { $0.speaking(upstreamProtocol) }
             var upstreamTLS: NIOSSLContext?
             if apiTargets.contains(where: \.tls) {
                 do {
-                    // gRPC targets negotiate h2 by ALPN (an API's targets are all gRPC or none)
+                    // gRPC and h2 targets negotiate h2 by ALPN (an API's targets are all gRPC or none, one protocol)
                     var identity: UpstreamTLS.ClientIdentity?
                     if let clientCertificate, let sealedKey {
                         guard let key = clientKeyOpener?(Array(sealedKey), id) else { throw UpstreamTLS.Failure.invalidBundle("its client key cannot be unsealed here") }
                         identity = UpstreamTLS.ClientIdentity(certificatePEM: clientCertificate, privateKeyPEM: key)
                     }
-                    upstreamTLS = try UpstreamTLS.context(caBundlePEM: caBundle, http2: apiTargets.contains(where: \.http2), client: identity)
+                    upstreamTLS = try UpstreamTLS.context(caBundlePEM: caBundle, http2: apiTargets.contains(where: \.speaksHTTP2), client: identity)
                 } catch {
                     // its https targets answer 502 saying so; the portal refuses such bundles, so
                     // this is a bundle stored before that check or a broken trust store
@@ -188,7 +190,8 @@ public struct SnapshotLoader: Sendable {
                     ipRules: IPAccessRules(allow: allow.compactMap(IPRange.init), deny: deny.compactMap(IPRange.init)), methods: Set(methods),
                     maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
                     preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache,
-                    transcoding: transcodings[id], httpLog: httpLogs[id], requestValidation: validations[id]))
+                    transcoding: transcodings[id], httpLog: httpLogs[id], requestValidation: validations[id],
+                    webSocket: chains.webSockets[id]))
         }
 
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]

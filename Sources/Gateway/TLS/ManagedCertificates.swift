@@ -1,3 +1,4 @@
+import Billing
 import Foundation
 import Logging
 import NIOSSL
@@ -127,8 +128,7 @@ public struct ManagedCertificateLoader: Service {
     @discardableResult
     public func load(unless served: String? = nil, now: Date = Date()) async throws -> String {
         let rows = try await client.withTransaction(logger: logger) { connection -> [Row] in
-            try await connection.query("SET TRANSACTION READ ONLY", logger: logger)
-            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await connection.enterSystemScope(readOnly: true, logger: logger)
             var rows: [Row] = []
             for try await (tenant, host, chain, sealed, version) in try await connection.query(
                 """

@@ -16,9 +16,13 @@ import X509
 public enum UpstreamTLS {
     public enum Failure: Error, CustomStringConvertible {
         case invalidBundle(String)
+        /// The handshake succeeded but the upstream did not choose `h2` by ALPN (the API says h2).
+        case noHTTP2(negotiated: String?)
         public var description: String {
             switch self {
             case .invalidBundle(let reason): "the API's CA bundle is not usable: \(reason)"
+            case .noHTTP2(let negotiated):
+                "its TLS did not negotiate HTTP/2 (ALPN h2; it chose \(negotiated.map { "'\($0)'" } ?? "no protocol")) — set the API's upstream protocol to http1 or enable h2 upstream"
             }
         }
     }
@@ -137,6 +141,9 @@ public enum UpstreamTLS {
             if text.contains("certificate_verify_failed") || text.contains("certificate verify failed") {
                 return "The upstream's TLS certificate could not be verified (untrusted issuer, expired, or not for this host)."
             }
+            if text.contains("no_application_protocol") || text.contains("no application protocol") {
+                return "The upstream's TLS refused HTTP/2 (no ALPN h2): set the API's upstream protocol to http1 or enable h2 upstream."
+            }
             if text.contains("wrong_version_number") || text.contains("wrong version number") {
                 return "The upstream did not answer TLS (is the target http:// rather than https://?)."
             }
@@ -183,6 +190,8 @@ final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler, 
 
     let promise: EventLoopPromise<Void>
     private var done = false
+    /// The protocol the handshake agreed by ALPN (`h2`, `http/1.1`), nil when none was.
+    private(set) var negotiatedProtocol: String?
 
     init(eventLoop: any EventLoop) { promise = eventLoop.makePromise() }
 
@@ -194,7 +203,8 @@ final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler, 
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls {
+        if let tls = event as? TLSUserEvent, case .handshakeCompleted(let negotiated) = tls {
+            negotiatedProtocol = negotiated
             finish(.success(()))
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }

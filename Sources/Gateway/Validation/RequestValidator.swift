@@ -98,12 +98,9 @@ public final class RequestValidator: Sendable {
     func checkBody(_ payload: ByteBuffer, schema: Int, required: Bool) -> [Violation] {
         if payload.readableBytes == 0 { return required ? [Violation("/body", "A request body is required.")] : [] }
         let value: JSONValue
-        do {
-            value = try payload.withUnsafeReadableBytes { bytes in
-                try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-            }
-        } catch {
-            return [Violation("/body", "The body is not valid JSON.")]
+        switch JSONValue.parseBody(Array(payload.readableBytesView)) {
+        case .success(let parsed): value = parsed
+        case .failure(let problem): return [Violation("/body", problem.message)]
         }
         var validator = SchemaValidator(schemas: schemas, limit: Self.maximumViolations)
         validator.validate(value, node: schema, pointer: "/body")

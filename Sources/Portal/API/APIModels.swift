@@ -167,6 +167,8 @@ enum APIModel {
         let upstreamCaPem: String?
         /// The client certificate shown to TLS targets (mutual TLS); its key is never returned.
         let upstreamClientCertificate: ClientCertificateSummary?
+        /// `http1` or `h2` (how http:// and https:// targets are called).
+        let upstreamProtocol: String
         let createdAt: Date
         init(_ api: APIProduct) {
             id = api.id
@@ -182,6 +184,7 @@ enum APIModel {
             targets = api.targets
             upstreamCaPem = api.upstreamCABundle
             upstreamClientCertificate = api.upstreamClientCertificatePEM.flatMap(ClientCertificateSummary.init(pem:))
+            upstreamProtocol = api.upstreamProtocol.rawValue
             createdAt = api.createdAt
         }
     }
@@ -228,6 +231,7 @@ enum APIModel {
         let visibility: String?
         let allowedTeamIds: [UUID]?
         let targets: [UpstreamTarget]
+        let upstreamProtocol: String?
     }
 
     struct UpdateAPI: Decodable, Sendable {
@@ -238,6 +242,7 @@ enum APIModel {
         let targets: [UpstreamTarget]?
         /// "" removes the bundle.
         let upstreamCaPem: String?
+        let upstreamProtocol: String?
     }
 
     /// An API's gateway policy, read and replaced as a whole.

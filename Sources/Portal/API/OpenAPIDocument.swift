@@ -189,7 +189,7 @@ enum OpenAPIDocument {
                 "get": operation(
                     "getAPI", "One API version", tag: "Catalog", parameters: [apiParameter], ok: ("200", ref("API")), errors: ["401", "403", "404"]),
                 "patch": operation(
-                    "updateAPI", "Change name, description, visibility, allowed teams, upstream targets or their CA bundle (absent fields stay)", tag: "Catalog",
+                    "updateAPI", "Change name, description, visibility, allowed teams, upstream targets, their CA bundle or upstream protocol (absent fields stay)", tag: "Catalog",
                     parameters: [apiParameter], body: ref("UpdateAPI"), ok: ("200", ref("API")), errors: ["400", "401", "403", "404", "415", "422"]),
             ],
             "/apis/{api}/openapi": [
@@ -475,6 +475,7 @@ enum OpenAPIDocument {
                     "type": "string", "description": "PEM certificates the gateway verifies the https:// targets against; absent: the system trust store",
                 ],
                 "upstream_client_certificate": object(["subject": string, "not_after": dateTime]),
+                "upstream_protocol": ["type": "string", "enum": UpstreamProtocol.allCases.map(\.rawValue)],
             ], optional: ["upstream_ca_pem", "upstream_client_certificate"]),
             "ClientCertificate": input(
                 [
@@ -518,6 +519,10 @@ enum OpenAPIDocument {
                     "upstream_ca_pem": [
                         "type": "string", "maxLength": UpstreamCABundle.maximumCharacters,
                         "description": "PEM certificates (-----BEGIN CERTIFICATE-----) to verify https:// targets against instead of the system trust store; an empty string removes them",
+                    ],
+                    "upstream_protocol": [
+                        "type": "string", "enum": UpstreamProtocol.allCases.map(\.rawValue), "default": "http1",
+                        "description": "How http:// and https:// targets are called: http1 (HTTP/1.1) or h2 (HTTP/2: h2c prior knowledge for http://, ALPN h2 for https://, a 502 when the upstream's TLS does not choose h2). Refused for gRPC targets, which are HTTP/2 anyway",
                     ],
                 ], required: []),
             "CORSPolicy": input(
@@ -629,16 +634,30 @@ enum OpenAPIDocument {
                     "refuse_unknown_query": ["type": "boolean", "description": "Refuse query parameters the operation does not declare; default false"],
                 ],
             ],
+            "WebSocketConfig": [
+                "type": "object", "additionalProperties": false, "required": ["idle_seconds"],
+                "description": "websocket: limits of the API's WebSocket tunnels (HTTP/1.1 Upgrade and RFC 8441 extended CONNECT over HTTP/2), in place of the installation's TOLLGATE_WEBSOCKET_IDLE_SECONDS / TOLLGATE_WEBSOCKET_MAX_SECONDS. A tunnel closed by a limit is metered once, like any tunnel, with its bytes in/out and duration. One per API",
+                "properties": [
+                    "idle_seconds": [
+                        "type": "integer", "minimum": WebSocketConfig.idleSecondsRange.lowerBound, "maximum": WebSocketConfig.idleSecondsRange.upperBound,
+                        "description": "A tunnel with no byte either way for this long is closed",
+                    ],
+                    "max_seconds": [
+                        "type": "integer", "minimum": WebSocketConfig.maxSecondsRange.lowerBound, "maximum": WebSocketConfig.maxSecondsRange.upperBound,
+                        "description": "A tunnel open this long is closed even while busy; left out: the installation's maximum (if any) holds",
+                    ],
+                ],
+            ],
             "Policy": [
                 "type": "object", "additionalProperties": false, "required": ["kind", "config"],
                 "properties": [
                     "kind": ["type": "string", "enum": APIPolicyKind.allCases.map(\.rawValue)],
                     "phase": ["type": "string", "enum": APIPolicyPhase.allCases.map(\.rawValue), "description": "The kind's phase; optional on input"],
                     "config": [
-                        "description": "The kind's configuration: client_rate_limit ClientRateLimitConfig, request_transform RequestTransformConfig, response_transform ResponseTransformConfig, response_cache ResponseCacheConfig, http_log HTTPLogConfig, request_validation RequestValidationConfig",
+                        "description": "The kind's configuration: client_rate_limit ClientRateLimitConfig, request_transform RequestTransformConfig, response_transform ResponseTransformConfig, response_cache ResponseCacheConfig, http_log HTTPLogConfig, request_validation RequestValidationConfig, websocket WebSocketConfig",
                         "oneOf": [
                             ref("ClientRateLimitConfig"), ref("RequestTransformConfig"), ref("ResponseTransformConfig"), ref("ResponseCacheConfig"),
-                            ref("HTTPLogConfig"), ref("RequestValidationConfig"),
+                            ref("HTTPLogConfig"), ref("RequestValidationConfig"), ref("WebSocketConfig"),
                         ],
                     ],
                 ],
@@ -838,6 +857,10 @@ enum OpenAPIDocument {
                     "visibility": ["type": "string", "enum": APIProduct.Visibility.allCases.map(\.rawValue)],
                     "allowed_team_ids": ["type": "array", "items": uuid],
                     "targets": ["type": "array", "minItems": 1, "maxItems": NewAPI.maximumTargets, "items": ref("Target")],
+                    "upstream_protocol": [
+                        "type": "string", "enum": UpstreamProtocol.allCases.map(\.rawValue), "default": "http1",
+                        "description": "How http:// and https:// targets are called: http1 (HTTP/1.1) or h2 (HTTP/2: h2c prior knowledge for http://, ALPN h2 for https://, a 502 when the upstream's TLS does not choose h2). Refused for gRPC targets, which are HTTP/2 anyway",
+                    ],
                 ], required: ["team_id", "name", "version", "base_path", "targets"]),
             "APITransition": input(
                 ["transition": ["type": "string", "enum": APILifecycle.Transition.allCases.map(\.rawValue)]], required: ["transition"]),

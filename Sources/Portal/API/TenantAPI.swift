@@ -126,7 +126,7 @@ struct TenantAPI: Sendable {
             tenant: try context.requireTenant(), actor: principal, id: id,
             APIChanges(
                 name: body.name, description: body.description, visibility: visibility, allowedTeamIDs: body.allowedTeamIds, targets: body.targets,
-                upstreamCABundle: body.upstreamCaPem),
+                upstreamCABundle: body.upstreamCaPem, upstreamProtocol: body.upstreamProtocol),
             clientIP: context.clientIP)
         return try .json(APIModel.APIBody(api))
     }
@@ -467,7 +467,7 @@ struct TenantAPI: Sendable {
         let body = try await request.decodeJSON(APIModel.CreateAPI.self, context: context)
         let new = try NewAPI.validated(
             teamID: body.teamId, name: body.name, slug: body.slug, version: body.version, description: body.description, basePath: body.basePath,
-            visibility: body.visibility, allowedTeamIDs: body.allowedTeamIds ?? [], targets: body.targets)
+            visibility: body.visibility, allowedTeamIDs: body.allowedTeamIds ?? [], targets: body.targets, upstreamProtocol: body.upstreamProtocol)
         let api = try await services.catalog.create(tenant: try context.requireTenant(), actor: principal, new, clientIP: context.clientIP)
         return try .json(APIModel.APIBody(api), status: .created)
     }

@@ -60,6 +60,8 @@ struct AppConfig: Sendable {
     var gatewayProxyProtocol = false
     /// The gateway speaks HTTP/2 to clients that ask: prior knowledge on plaintext, ALPN `h2` on TLS (TOLLGATE_HTTP2, default true).
     var gatewayHTTP2 = true
+    /// HTTP/2 clients may open WebSockets by extended CONNECT, RFC 8441 (TOLLGATE_HTTP2_WEBSOCKET, default true).
+    var gatewayWebSocketOverHTTP2 = true
     /// The gateway's response cache holds at most this many bytes (TOLLGATE_CACHE_MAX_MB, 1 to 4096, default 64).
     var gatewayCacheMaxBytes = ResponseCacheStore.defaultMaxBytes
     /// An open WebSocket tunnel with no traffic for this long is closed (TOLLGATE_WEBSOCKET_IDLE_SECONDS, default 300).
@@ -172,6 +174,10 @@ struct AppConfig: Sendable {
         if let text = env["TOLLGATE_HTTP2"] {
             guard text == "true" || text == "false" else { throw ConfigError.invalid("TOLLGATE_HTTP2", text, "true or false") }
             config.gatewayHTTP2 = text == "true"
+        }
+        if let text = env["TOLLGATE_HTTP2_WEBSOCKET"] {
+            guard text == "true" || text == "false" else { throw ConfigError.invalid("TOLLGATE_HTTP2_WEBSOCKET", text, "true or false") }
+            config.gatewayWebSocketOverHTTP2 = text == "true"
         }
         if let text = env["TOLLGATE_CACHE_MAX_MB"] {
             guard let megabytes = Int(text), (1...4096).contains(megabytes) else { throw ConfigError.invalid("TOLLGATE_CACHE_MAX_MB", text, "1 to 4096") }

@@ -40,7 +40,7 @@ struct PortalServices: Sendable {
         self.teamService = TeamService(database: database, teams: TeamRepository(logger: logger), users: UserRepository(logger: logger), audit: audit)
         self.tokenService = TokenService(database: database, tokens: PersonalAccessTokenRepository(logger: logger), audit: audit)
         self.catalog = CatalogService(database: database, apis: APIRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit,
-            documents: APIDocumentRepository(logger: logger), descriptorSets: APIDescriptorSetRepository(logger: logger), keySeal: UpstreamClientKeySeal(secret: secret))
+            documents: APIDocumentRepository(logger: logger), descriptorSets: APIDescriptorSetRepository(logger: logger), keySeal: BoundKeySeal(secret: secret, purpose: .upstreamClientKey))
         let outbox = WebhookOutbox(logger: logger)
         self.appService = AppService(
             database: database, apps: AppRepository(logger: logger), teams: TeamRepository(logger: logger), audit: audit, outbox: outbox)
@@ -56,7 +56,7 @@ struct PortalServices: Sendable {
         self.platformAdmins = PlatformAdminRepository(logger: logger)
         self.tenantAdministration = TenantAdministration(
             database: database, tenants: tenants, identity: identity, audit: audit, keys: SigningKeyStore(secret: secret, logger: logger))
-        self.tenantCertificates = TenantCertificates(database: database, audit: audit, seal: HostCertificateKeySeal(secret: secret))
+        self.tenantCertificates = TenantCertificates(database: database, audit: audit, seal: BoundKeySeal(secret: secret, purpose: .hostCertificateKey))
         self.readiness = readiness
         self.logger = logger
     }

@@ -70,11 +70,11 @@ enum Launcher {
             ? CertificateStore(directory: config.certificateDirectory, logger: runtime.logger) : nil
         if let certificates {
             // tenants' custom-host certificates stored by the operator, next to the directory's
-            let hostKeys = HostCertificateKeySeal(secret: try SecretKey.load(environmentValue: config.secretKeyValue, dataDirectory: config.dataDirectory))
+            let hostKeys = BoundKeySeal(secret: try SecretKey.load(environmentValue: config.secretKeyValue, dataDirectory: config.dataDirectory), purpose: .hostCertificateKey)
             services.append(
                 .init(
                     service: ManagedCertificateLoader(
-                        client: client, store: certificates, openKey: { sealed, tenant in hostKeys.open(sealed, tenantID: tenant) }, logger: runtime.logger)))
+                        client: client, store: certificates, openKey: { sealed, tenant in hostKeys.open(sealed, owner: tenant) }, logger: runtime.logger)))
         }
         if portal {
             let migrator = try runtime.migrator()
@@ -110,11 +110,11 @@ enum Launcher {
             // write and send the last records after the gateway drained
             let accessLogs = AccessLogs(configuration: config.accessLog, logger: runtime.logger)
             services.append(.init(service: accessLogs))
-            let seal = UpstreamClientKeySeal(secret: try SecretKey.load(environmentValue: config.secretKeyValue, dataDirectory: config.dataDirectory))
+            let seal = BoundKeySeal(secret: try SecretKey.load(environmentValue: config.secretKeyValue, dataDirectory: config.dataDirectory), purpose: .upstreamClientKey)
             services.append(.init(service: SnapshotReloader(
                 client: client, store: store, baseDomain: config.baseDomain, publicURL: config.publicURL, logger: runtime.logger,
                 responseCache: ResponseCacheStore(maxBytes: config.gatewayCacheMaxBytes),
-                clientKeyOpener: { sealed, apiID in seal.open(sealed, apiID: apiID) }, accessLogs: accessLogs)))
+                clientKeyOpener: { sealed, apiID in seal.open(sealed, owner: apiID) }, accessLogs: accessLogs)))
             services.append(.init(service: QuotaSyncService(tracker: quotas, client: client, logger: runtime.logger)))
             // the plans' minute, hour and day windows lease across gateways like the monthly quota
             var windowTrackers: [PlanWindow.Span: QuotaTracker] = [:]
@@ -128,6 +128,7 @@ enum Launcher {
             gatewayConfiguration.drainTimeout = config.drainTimeout
             gatewayConfiguration.proxyProtocol = config.gatewayProxyProtocol
             gatewayConfiguration.http2 = config.gatewayHTTP2
+            gatewayConfiguration.webSocketOverHTTP2 = config.gatewayWebSocketOverHTTP2
             gatewayConfiguration.requestBodyTimeout = config.requestBodyTimeout
             gatewayConfiguration.webSocketIdleTimeout = config.webSocketIdleTimeout
             gatewayConfiguration.webSocketMaxDuration = config.webSocketMaxDuration

@@ -60,6 +60,11 @@ struct APIChanges: Sendable {
     var targets: [UpstreamTarget]?
     /// PEM certificates for the `https://` targets; "" removes the bundle (the system trust store then).
     var upstreamCABundle: String?
+    /// `http1` or `h2`; nil: unchanged.
+    var upstreamProtocol: String?
+
+    /// The protocol to store, once validated (nil: unchanged).
+    var parsedUpstreamProtocol: UpstreamProtocol? { upstreamProtocol.flatMap { UpstreamProtocol(rawValue: $0.trimmingCharacters(in: .whitespaces).lowercased()) } }
 
     func validate() throws {
         var errors: [String: String] = [:]
@@ -76,6 +81,9 @@ struct APIChanges: Sendable {
             } else if let problem = UpstreamURL.problem(targets: targets) {
                 errors["targets"] = problem
             }
+        }
+        if case .failure(let problem) = UpstreamProtocolChoice.parse(upstreamProtocol, targets: targets) {
+            errors["upstream_protocol"] = problem.message
         }
         if let upstreamCABundle, case .failure(let problem) = UpstreamCABundle.normalized(upstreamCABundle) {
             errors["upstream_ca_pem"] = problem.message

@@ -11,6 +11,7 @@ struct APIPolicy: Sendable, Equatable {
         case responseCache(ResponseCacheConfig)
         case httpLog(HTTPLogConfig)
         case requestValidation(RequestValidationConfig)
+        case webSocket(WebSocketConfig)
     }
 
     var config: Config
@@ -23,6 +24,7 @@ struct APIPolicy: Sendable, Equatable {
         case .responseCache: .responseCache
         case .httpLog: .httpLog
         case .requestValidation: .requestValidation
+        case .webSocket: .webSocket
         }
     }
 
@@ -36,6 +38,7 @@ struct APIPolicy: Sendable, Equatable {
         case .responseCache(let cache): cache.json
         case .httpLog(let sink): sink.json
         case .requestValidation(let validation): validation.json
+        case .webSocket(let limits): limits.json
         }
     }
 
@@ -46,6 +49,7 @@ struct APIPolicy: Sendable, Equatable {
         case .responseCache(let cache): cache.summary
         case .httpLog(let sink): sink.summary
         case .requestValidation(let validation): validation.summary
+        case .webSocket(let limits): limits.summary
         }
     }
 
@@ -58,12 +62,13 @@ struct APIPolicy: Sendable, Equatable {
         case .responseCache: ResponseCacheConfig.parse(config).map { APIPolicy(config: .responseCache($0)) }
         case .httpLog: HTTPLogConfig.parse(config).map { APIPolicy(config: .httpLog($0)) }
         case .requestValidation: RequestValidationConfig.parse(config).map { APIPolicy(config: .requestValidation($0)) }
+        case .webSocket: WebSocketConfig.parse(config).map { APIPolicy(config: .webSocket($0)) }
         }
     }
 
     /// Kinds an API holds at most once (one cache; one log collector, whose records already
-    /// hold every call).
-    static let singleKinds: Set<APIPolicyKind> = [.responseCache, .httpLog, .requestValidation]
+    /// hold every call; one set of tunnel limits).
+    static let singleKinds: Set<APIPolicyKind> = [.responseCache, .httpLog, .requestValidation, .webSocket]
 
     /// Why `kind` cannot join `policies`, or nil.
     static func duplicateProblem(_ kind: APIPolicyKind, in policies: [APIPolicy]) -> String? {
@@ -71,6 +76,7 @@ struct APIPolicy: Sendable, Equatable {
         switch kind {
         case .responseCache: return "An API has one response cache."
         case .requestValidation: return "An API has one request validation."
+        case .webSocket: return "An API has one set of WebSocket limits."
         default: return "An API has one HTTP log sink."
         }
     }

@@ -29,6 +29,8 @@ struct APIProduct: Sendable, Equatable {
     /// The certificate chain shown to TLS targets that ask for a client certificate (its key is
     /// stored sealed and never read back); nil: none.
     var upstreamClientCertificatePEM: String?
+    /// How the gateway calls the `http://`/`https://` targets: HTTP/1.1, or HTTP/2 (`h2`).
+    var upstreamProtocol = UpstreamProtocol.http1
 
     /// A gRPC API: its targets are all `grpc://`/`grpcs://` (mixed target lists are refused).
     var isGRPC: Bool { !targets.isEmpty && targets.allSatisfy { $0.url.lowercased().hasPrefix("grpc") } }
@@ -111,12 +113,13 @@ struct NewAPI: Sendable {
     var visibility: APIProduct.Visibility
     var allowedTeamIDs: [UUID]
     var targets: [UpstreamTarget]
+    var upstreamProtocol = UpstreamProtocol.http1
 
     static let maximumTargets = 16
 
     static func validated(
         teamID: UUID?, name: String?, slug: String?, version: String?, description: String?, basePath: String?, visibility: String?,
-        allowedTeamIDs: [UUID], targets: [UpstreamTarget]
+        allowedTeamIDs: [UUID], targets: [UpstreamTarget], upstreamProtocol: String? = nil
     ) throws -> NewAPI {
         var errors: [String: String] = [:]
         let name = (name ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
@@ -140,10 +143,38 @@ struct NewAPI: Sendable {
             errors["targets"] = problem
         }
         if teamID == nil { errors["team_id"] = "Choose the provider team that owns this API." }
+        var upstream = UpstreamProtocol.http1
+        switch UpstreamProtocolChoice.parse(upstreamProtocol, targets: targets) {
+        case .success(let chosen): upstream = chosen ?? .http1
+        case .failure(let problem): errors["upstream_protocol"] = problem.message
+        }
         guard errors.isEmpty, let visibility, let teamID else { throw AppError.validation(errors) }
         return NewAPI(
             teamID: teamID, slug: slug, version: version, name: name, description: description, basePath: basePath, visibility: visibility,
-            allowedTeamIDs: visibility == .restricted ? Array(Set(allowedTeamIDs)) : [], targets: targets)
+            allowedTeamIDs: visibility == .restricted ? Array(Set(allowedTeamIDs)) : [], targets: targets, upstreamProtocol: upstream)
+    }
+}
+
+/// An API's upstream protocol as providers give it (`http1` or `h2`), checked against its targets:
+/// gRPC targets are HTTP/2 already, so `h2` is refused for them rather than stored and ignored.
+enum UpstreamProtocolChoice {
+    struct Problem: Error {
+        let message: String
+    }
+
+    static let rule = "Choose http1 (HTTP/1.1) or h2 (HTTP/2: h2c prior knowledge for http:// targets, ALPN h2 for https://)."
+
+    /// nil for an absent (or empty) value: the caller keeps what it has.
+    static func parse(_ text: String?, targets: [UpstreamTarget]?) -> Result<UpstreamProtocol?, Problem> {
+        guard let text = text?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return .success(nil) }
+        guard let chosen = UpstreamProtocol(rawValue: text.lowercased()) else { return .failure(Problem(message: rule)) }
+        if let problem = problem(chosen, targets: targets ?? []) { return .failure(problem) }
+        return .success(chosen)
+    }
+
+    static func problem(_ chosen: UpstreamProtocol, targets: [UpstreamTarget]) -> Problem? {
+        guard chosen == .h2, targets.contains(where: { $0.url.lowercased().hasPrefix("grpc") }) else { return nil }
+        return Problem(message: "gRPC targets (grpc://, grpcs://) are always called over HTTP/2: keep http1 here; h2 is for http:// and https:// targets.")
     }
 }
 

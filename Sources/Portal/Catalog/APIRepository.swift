@@ -12,8 +12,9 @@ struct APIRepository: Sendable {
         do {
             let rows = try await connection.query(
                 """
-                INSERT INTO apis (tenant_id, team_id, slug, version, name, description, base_path, visibility)
-                VALUES (\(tenantID), \(new.teamID), \(new.slug), \(new.version), \(new.name), \(new.description), \(new.basePath), \(new.visibility.rawValue))
+                INSERT INTO apis (tenant_id, team_id, slug, version, name, description, base_path, visibility, upstream_protocol)
+                VALUES (\(tenantID), \(new.teamID), \(new.slug), \(new.version), \(new.name), \(new.description), \(new.basePath), \(new.visibility.rawValue),
+                    \(new.upstreamProtocol.rawValue))
                 RETURNING id
                 """, logger: logger)
             guard let created = try await rows.decode(UUID.self).first(where: { _ in true }) else { throw AppError.conflict("API was not created.") }
@@ -105,16 +106,18 @@ struct APIRepository: Sendable {
         }
         let policyRows = try await connection.query(
             """
-            SELECT id, cors::text, ip_allow, ip_deny, methods, max_request_bytes, sunset_at, upstream_ca_pem, upstream_client_cert_pem
+            SELECT id, cors::text, ip_allow, ip_deny, methods, max_request_bytes, sunset_at, upstream_ca_pem, upstream_client_cert_pem, upstream_protocol
             FROM apis WHERE id = ANY(\(apis.map(\.id)))
             """, logger: logger)
         var policies: [UUID: APIGatewayPolicy] = [:]
         var bundles: [UUID: String] = [:]
         var clientCertificates: [UUID: String] = [:]
-        for try await (apiID, cors, allow, deny, methods, maxBytes, sunset, bundle, clientCertificate) in policyRows.decode(
-            (UUID, String?, [String], [String], [String], Int?, Date?, String?, String?).self)
+        var protocols: [UUID: UpstreamProtocol] = [:]
+        for try await (apiID, cors, allow, deny, methods, maxBytes, sunset, bundle, clientCertificate, upstreamProtocol) in policyRows.decode(
+            (UUID, String?, [String], [String], [String], Int?, Date?, String?, String?, String).self)
         {
             clientCertificates[apiID] = clientCertificate
+            protocols[apiID] = UpstreamProtocol(rawValue: upstreamProtocol)
             policies[apiID] = APIGatewayPolicy(
                 cors: cors.flatMap(CORSPolicy.init(storedJSON:)), ipAllow: allow, ipDeny: deny,
                 methods: methods, maxRequestBytes: maxBytes, sunsetAt: sunset)
@@ -126,6 +129,7 @@ struct APIRepository: Sendable {
             api.policy = policies[api.id] ?? APIGatewayPolicy()
             api.upstreamCABundle = bundles[api.id]
             api.upstreamClientCertificatePEM = clientCertificates[api.id]
+            api.upstreamProtocol = protocols[api.id] ?? .http1
             return api
         }
     }
@@ -146,6 +150,9 @@ struct APIRepository: Sendable {
                 updated_at = now()
             WHERE id = \(id)
             """, logger: logger)
+        if let chosen = changes.parsedUpstreamProtocol {
+            try await connection.query("UPDATE apis SET upstream_protocol = \(chosen.rawValue), updated_at = now() WHERE id = \(id)", logger: logger)
+        }
         if let text = changes.upstreamCABundle, case .success(let bundle) = UpstreamCABundle.normalized(text) {
             try await connection.query("UPDATE apis SET upstream_ca_pem = \(bundle), updated_at = now() WHERE id = \(id)", logger: logger)
         }

@@ -11,7 +11,7 @@ struct CatalogService: Sendable {
     let audit: AuditLog
     let documents: APIDocumentRepository
     let descriptorSets: APIDescriptorSetRepository
-    let keySeal: UpstreamClientKeySeal
+    let keySeal: BoundKeySeal
 
     /// The catalog as this principal (or an anonymous visitor) may see it.
     func list(tenant: Tenant, viewer: Principal?, after cursor: String?, limit: Int) async throws -> [APIProduct] {
@@ -75,6 +75,10 @@ struct CatalogService: Sendable {
         try changes.validate()
         return try await database.withTenant(tenant.id) { connection in
             let api = try await managed(id, actor: actor, on: connection)
+            // the protocol and the targets are checked together, whichever of them changes
+            if let problem = UpstreamProtocolChoice.problem(changes.parsedUpstreamProtocol ?? api.upstreamProtocol, targets: changes.targets ?? api.targets) {
+                throw AppError.validation([changes.upstreamProtocol != nil ? "upstream_protocol" : "targets": problem.message])
+            }
             for team in changes.allowedTeamIDs ?? [] where try await teams.find(id: team, on: connection) == nil {
                 throw AppError.validation(["allowed_team_ids": "No team with id \(team)."])
             }
@@ -86,6 +90,7 @@ struct CatalogService: Sendable {
             if changes.allowedTeamIDs != nil { fields.append("allowed_teams") }
             if changes.targets != nil { fields.append("targets") }
             if changes.upstreamCABundle != nil { fields.append("upstream_ca_pem") }
+            if changes.upstreamProtocol != nil { fields.append("upstream_protocol") }
             try await audit.record(
                 tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiUpdated, target: "\(api.slug)/\(api.version)",
                 clientIP: clientIP, details: ["fields": fields.joined(separator: " ")], on: connection)
@@ -117,7 +122,7 @@ struct CatalogService: Sendable {
     private func changeClientIdentity(tenant: Tenant, actor: Principal, id: UUID, certificate: String?, key: String?, clientIP: String?) async throws -> APIProduct {
         try await database.withTenant(tenant.id) { connection in
             let api = try await managed(id, actor: actor, on: connection)
-            let sealed = try key.map { try keySeal.seal($0, apiID: api.id) }
+            let sealed = try key.map { try keySeal.seal($0, owner: api.id) }
             try await apis.setClientIdentity(id: api.id, certificatePEM: certificate, sealedKey: sealed, on: connection)
             try await audit.record(
                 tenantID: tenant.id, actorUserID: actor.user.id, actor: actor.user.email, .apiUpdated, target: "\(api.slug)/\(api.version)",

@@ -1,3 +1,4 @@
+import Billing
 import Foundation
 import Logging
 import PostgresNIO
@@ -34,7 +35,7 @@ struct Database: Sendable {
     /// cross-tenant by design (tenant administration, snapshot loading, billing).
     func withSystemScope<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
         try await transaction { connection in
-            try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+            try await connection.enterSystemScope(logger: logger)
             return try await body(connection)
         }
     }

@@ -1,3 +1,4 @@
+import Billing
 import Crypto
 import Foundation
 import Logging
@@ -122,7 +123,7 @@ struct Migrator: Sendable {
             do {
                 // Data changes in migrations span tenants: they run in system scope, which row-level
                 // security would otherwise reduce to no rows at all.
-                try await connection.query("SELECT set_config('tollgate.scope', 'system', true)", logger: logger)
+                try await connection.enterSystemScope(logger: logger)
                 for statement in SQLScript(migration.sql).statements {
                     do {
                         try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)

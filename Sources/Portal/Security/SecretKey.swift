@@ -43,39 +43,31 @@ struct CSRFProtection: Sendable {
     }
 }
 
-/// Upstream client keys at rest: AES-GCM under the server key with the API's id as associated
-/// data, so a sealed key copied onto another API's row does not open. Gateways open them with the
-/// same server key (`TOLLGATE_SECRET_KEY` on every process of an installation).
-struct UpstreamClientKeySeal: Sendable {
-    let secret: SecretKey
-
-    func seal(_ privateKeyPEM: String, apiID: UUID) throws -> [UInt8] {
-        Array(try AES.GCM.seal(Data(privateKeyPEM.utf8), using: secret.key, authenticating: Self.binding(apiID)).combined ?? Data())
+/// Private keys at rest that gateways must recover (upstream client keys, custom hosts'
+/// certificate keys): AES-GCM under the server key with the purpose and the owner's id as
+/// associated data, so a sealed key copied onto another API's or tenant's row — or into the other
+/// column — does not open. Gateways open them with the same server key (`TOLLGATE_SECRET_KEY` on
+/// every process of an installation).
+struct BoundKeySeal: Sendable {
+    enum Purpose: String, Sendable {
+        /// A client certificate's key for upstream mutual TLS, bound to its API.
+        case upstreamClientKey = "upstream-client-key"
+        /// A tenant's custom-host certificate key, bound to the tenant.
+        case hostCertificateKey = "host-certificate-key"
     }
 
-    func open(_ sealed: [UInt8], apiID: UUID) -> [UInt8]? {
-        guard let box = try? AES.GCM.SealedBox(combined: sealed), let plain = try? AES.GCM.open(box, using: secret.key, authenticating: Self.binding(apiID))
+    let secret: SecretKey
+    let purpose: Purpose
+
+    func seal(_ privateKeyPEM: String, owner: UUID) throws -> [UInt8] {
+        Array(try AES.GCM.seal(Data(privateKeyPEM.utf8), using: secret.key, authenticating: binding(owner)).combined ?? Data())
+    }
+
+    func open(_ sealed: [UInt8], owner: UUID) -> [UInt8]? {
+        guard let box = try? AES.GCM.SealedBox(combined: sealed), let plain = try? AES.GCM.open(box, using: secret.key, authenticating: binding(owner))
         else { return nil }
         return Array(plain)
     }
 
-    private static func binding(_ apiID: UUID) -> Data { Data("upstream-client-key|\(apiID.uuidString.lowercased())".utf8) }
-}
-
-/// Seals the private key of a tenant's custom-host certificate, bound to the tenant: a sealed key
-/// copied to another tenant's row does not open.
-struct HostCertificateKeySeal: Sendable {
-    let secret: SecretKey
-
-    func seal(_ privateKeyPEM: String, tenantID: UUID) throws -> [UInt8] {
-        Array(try AES.GCM.seal(Data(privateKeyPEM.utf8), using: secret.key, authenticating: Self.binding(tenantID)).combined ?? Data())
-    }
-
-    func open(_ sealed: [UInt8], tenantID: UUID) -> [UInt8]? {
-        guard let box = try? AES.GCM.SealedBox(combined: sealed), let plain = try? AES.GCM.open(box, using: secret.key, authenticating: Self.binding(tenantID))
-        else { return nil }
-        return Array(plain)
-    }
-
-    private static func binding(_ tenantID: UUID) -> Data { Data("host-certificate-key|\(tenantID.uuidString.lowercased())".utf8) }
+    private func binding(_ owner: UUID) -> Data { Data("\(purpose.rawValue)|\(owner.uuidString.lowercased())".utf8) }
 }

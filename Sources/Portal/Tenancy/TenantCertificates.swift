@@ -19,7 +19,7 @@ struct TenantCertificateInfo: Sendable, Equatable {
 struct TenantCertificates: Sendable {
     let database: Database
     let audit: AuditLog
-    let seal: HostCertificateKeySeal
+    let seal: BoundKeySeal
 
     func info(_ tenant: Tenant) async throws -> TenantCertificateInfo? {
         try await database.withTenant(tenant.id) { connection in
@@ -48,7 +48,7 @@ struct TenantCertificates: Sendable {
         case .success(let checked): entry = checked
         case .failure(let problem): throw AppError.validation([problem.field.rawValue: problem.message])
         }
-        let sealed = try seal.seal(key, tenantID: tenant.id)
+        let sealed = try seal.seal(key, owner: tenant.id)
         return try await database.withTenant(tenant.id) { connection in
             try await connection.query(
                 """

@@ -110,7 +110,7 @@ struct CatalogPages: Sendable {
                 APIChanges(
                     name: form["name"], description: form["description"], visibility: visibility,
                     allowedTeamIDs: form.values("allowed_team_ids").compactMap(UUID.init(uuidString:)), targets: targets,
-                    upstreamCABundle: form["upstream_ca_pem"]),
+                    upstreamCABundle: form["upstream_ca_pem"], upstreamProtocol: form["upstream_protocol"]),
                 clientIP: context.clientIP)
             return try await saved("Settings saved.", id: id, context)
         } catch let error as AppError where error.status == .unprocessableContent {
@@ -118,6 +118,7 @@ struct CatalogPages: Sendable {
                 "description": form["description"] ?? "", "targets_text": form["targets"] ?? "", "upstream_ca_pem": form["upstream_ca_pem"] ?? "",
             ]
             typed["restricted"] = form["visibility"] == "restricted"
+            typed["upstream_h2"] = form["upstream_protocol"] == "h2"
             return try await detailPage(
                 context, error: "The settings were not saved: correct the fields marked below.", typedSettings: typed, typedName: form["name"],
                 settingsErrors: error.fieldErrors, status: error.status)
@@ -261,6 +262,7 @@ struct CatalogPages: Sendable {
     static let cacheFields = ["ttl_seconds", "vary", "shared", "max_body_bytes"]
     static let httpLogFields = ["url", "batch_size", "flush_seconds"]
     static let validationFields = ["validate", "refuse_unknown_query"]
+    static let webSocketFields = ["idle_seconds", "max_seconds"]
 
     static func formFields(_ kind: APIPolicyKind) -> [String] {
         switch kind {
@@ -270,6 +272,7 @@ struct CatalogPages: Sendable {
         case .responseCache: cacheFields
         case .httpLog: httpLogFields
         case .requestValidation: validationFields
+        case .webSocket: webSocketFields
         }
     }
 
@@ -279,6 +282,12 @@ struct CatalogPages: Sendable {
             "url": config?.url ?? "", "batch_size": String(config?.batchSize ?? HTTPLogConfig.defaultBatchSize),
             "flush_seconds": String(config?.flushSeconds ?? HTTPLogConfig.defaultFlushSeconds), "errors": [String: String](),
         ]
+    }
+
+    /// The WebSocket limits form's values (nil: a new one's: the installation's default idle
+    /// timeout, no maximum of its own).
+    static func webSocketValues(_ config: WebSocketConfig?) -> [String: Any] {
+        ["idle_seconds": String(config?.idleSeconds ?? 300), "max_seconds": config?.maxSeconds.map(String.init) ?? "", "errors": [String: String]()]
     }
 
     /// The request validation form's values (nil: a new one's defaults).
@@ -314,7 +323,7 @@ struct CatalogPages: Sendable {
         [
             "is_client_rate_limit": kind == .clientRateLimit, "is_transform": kind == .requestTransform || kind == .responseTransform,
             "is_response_cache": kind == .responseCache, "is_http_log": kind == .httpLog, "is_request_validation": kind == .requestValidation,
-            "is_request_transform": kind == .requestTransform, "kind": kind.rawValue,
+            "is_websocket": kind == .webSocket, "is_request_transform": kind == .requestTransform, "kind": kind.rawValue,
         ]
     }
 
@@ -339,6 +348,12 @@ struct CatalogPages: Sendable {
             config["url"] = .string(form["url"] ?? "")
             for field in ["batch_size", "flush_seconds"] {
                 let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
+                if !text.isEmpty { config[field] = Int64(text).map(JSONValue.integer) ?? .string(text) }
+            }
+        case .webSocket:
+            for field in webSocketFields {
+                let text = (form[field] ?? "").trimmingCharacters(in: .whitespaces)
+                // empty: left out (max_seconds: the installation's maximum; idle_seconds: required)
                 if !text.isEmpty { config[field] = Int64(text).map(JSONValue.integer) ?? .string(text) }
             }
         case .requestValidation:
@@ -562,6 +577,7 @@ struct CatalogPages: Sendable {
                         case .responseCache(let config): form = Self.cacheValues(config)
                         case .httpLog(let config): form = Self.httpLogValues(config)
                         case .requestValidation(let config): form = Self.validationValues(config)
+                        case .webSocket(let config): form = Self.webSocketValues(config)
                         }
                         form.merge(Self.kindFlags(policies[index].kind)) { $1 }
                         if let typed, typed.index == index { form = typed.values }
@@ -585,6 +601,7 @@ struct CatalogPages: Sendable {
         var addCache = Self.cacheValues(nil)
         var addHTTPLog = Self.httpLogValues(nil)
         var addValidation = Self.validationValues(nil)
+        var addWebSocket = Self.webSocketValues(nil)
         // the form that was sent comes back with what was typed, open, its fields marked
         if let typed, typed.index == nil {
             switch typed.values["kind"] as? String {
@@ -593,6 +610,7 @@ struct CatalogPages: Sendable {
             case APIPolicyKind.responseCache.rawValue?: addCache = typed.values
             case APIPolicyKind.httpLog.rawValue?: addHTTPLog = typed.values
             case APIPolicyKind.requestValidation.rawValue?: addValidation = typed.values
+            case APIPolicyKind.webSocket.rawValue?: addWebSocket = typed.values
             default: add = typed.values
             }
         }
@@ -607,6 +625,9 @@ struct CatalogPages: Sendable {
         addValidation.merge(Self.kindFlags(.requestValidation)) { $1 }
         addValidation["prefix"] = "newvalidation"
         addValidation["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.requestValidation.rawValue } ?? false
+        addWebSocket.merge(Self.kindFlags(.webSocket)) { $1 }
+        addWebSocket["prefix"] = "newws"
+        addWebSocket["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.webSocket.rawValue } ?? false
         addCache["open"] = typed.map { $0.index == nil && ($0.values["kind"] as? String) == APIPolicyKind.responseCache.rawValue } ?? false
         add["prefix"] = "new"
         addRequest["prefix"] = "newreq"
@@ -619,6 +640,7 @@ struct CatalogPages: Sendable {
             "add_response_cache": addCache, "has_cache": policies.contains { $0.kind == .responseCache },
             "add_http_log": addHTTPLog, "has_http_log": policies.contains { $0.kind == .httpLog },
             "add_request_validation": addValidation, "has_validation": policies.contains { $0.kind == .requestValidation },
+            "add_websocket": addWebSocket, "has_websocket": policies.contains { $0.kind == .webSocket },
             "full": policies.count >= APIPolicyChain.maximumPolicies, "max": APIPolicyChain.maximumPolicies,
         ]
     }
@@ -651,6 +673,7 @@ struct CatalogPages: Sendable {
             "teams": teams.items.map { ["id": $0.id.uuidString, "name": $0.name, "allowed": api.allowedTeamIDs.contains($0.id)] as [String: Any] },
             "targets_text": api.targets.map { "\($0.url) \($0.weight)" }.joined(separator: "\n"),
             "upstream_ca_pem": api.upstreamCABundle ?? "",
+            "upstream_h2": api.upstreamProtocol == .h2,
             // what is saved, not what was typed (an error page shows the typed text in the field)
             "has_ca_bundle": api.upstreamCABundle != nil,
             "has_client_certificate": clientCertificate != nil,

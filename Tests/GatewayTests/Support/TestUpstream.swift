@@ -2,14 +2,17 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
 /// A real HTTP upstream on 127.0.0.1 for gateway tests. It answers with a JSON echo of what it
 /// received; a few paths misbehave on purpose: `/slow` answers after 3 s, `/close` drops the
 /// connection without answering, `/status/NNN` answers with that status, `/big` sends 1 MiB,
-/// `/chunked` sends its body in chunks. `Expect: 100-continue` gets an interim 100 first; HEAD
-/// requests and 204/304 answers carry no body.
+/// `/chunked` sends its body in chunks, `/trailers` in chunks followed by trailers (`x-checksum`,
+/// `x-note`). `Expect: 100-continue` gets an interim 100 first; HEAD requests and 204/304 answers
+/// carry no body. With `http2`, it speaks HTTP/2 (prior knowledge, or ALPN `h2` over TLS) through
+/// NIO's HTTP/2 stack, each stream converted to the same HTTP/1-style parts.
 final class TestUpstream: Sendable {
     struct Seen: Sendable {
         let method: String
@@ -18,6 +21,8 @@ final class TestUpstream: Sendable {
         let bodyBytes: Int
         /// The body as received (its first 64 KiB).
         var body: String = ""
+        /// The request's trailers (chunked trailer section, or HTTP/2 trailing HEADERS).
+        var trailers: [(String, String)] = []
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
     }
 
@@ -30,7 +35,7 @@ final class TestUpstream: Sendable {
     private init(channel: any Channel) { self.channel = channel }
 
     /// With `tls`, the upstream speaks HTTPS (that server context's certificate).
-    static func start(tls: NIOSSLContext? = nil) async throws -> TestUpstream {
+    static func start(tls: NIOSSLContext? = nil, http2: Bool = false) async throws -> TestUpstream {
         let box = NIOLockedValueBox<TestUpstream?>(nil)
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -38,8 +43,20 @@ final class TestUpstream: Sendable {
                 box.withLockedValue { $0 }?.state.withLockedValue { $0.connections += 1 }
                 return channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    let record: @Sendable (Seen) -> Void = { seen in box.withLockedValue { $0 }?.state.withLockedValue { $0.seen.append(seen) } }
+                    if http2 {
+                        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                            mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
+                        ) { stream in
+                            stream.eventLoop.makeCompletedFuture {
+                                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                                try stream.pipeline.syncOperations.addHandler(Handler(record: record))
+                            }
+                        }
+                        return
+                    }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Handler(record: { seen in box.withLockedValue { $0 }?.state.withLockedValue { $0.seen.append(seen) } }))
+                    try channel.pipeline.syncOperations.addHandler(Handler(record: record))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -72,10 +89,10 @@ final class TestUpstream: Sendable {
             case .body(var buffer):
                 bytes += buffer.readableBytes
                 if received.readableBytes < 64 * 1024 { received.writeBuffer(&buffer) }
-            case .end:
+            case .end(let trailers):
                 guard let head else { return }
                 record(Seen(method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) }, bodyBytes: bytes,
-                        body: String(buffer: received)))
+                        body: String(buffer: received), trailers: trailers.map { $0.map { ($0.name, $0.value) } } ?? []))
                 respond(head, context: context)
             }
         }
@@ -96,6 +113,19 @@ final class TestUpstream: Sendable {
             }
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: "application/json")
+            if head.uri.hasPrefix("/early-hints") {
+                // an interim 103 first, then the usual answer
+                var hints = HTTPHeaders()
+                hints.add(name: "Link", value: "</style.css>; rel=preload; as=style")
+                let early = HTTPResponseHead(version: .http1_1, status: .custom(code: 103, reasonPhrase: "Early Hints"), headers: hints)
+                context.writeAndFlush(wrapOutboundOut(.head(early)), promise: nil)
+            }
+            if head.uri.hasPrefix("/trailers") {
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+                for part in ["first,", "second"] { context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: part)))), promise: nil) }
+                context.writeAndFlush(wrapOutboundOut(.end(["x-checksum": "abc123", "x-note": "done"])), promise: nil)
+                return
+            }
             if head.uri.hasPrefix("/chunked") {
                 // no length: NIO's encoder frames the body in chunks, one per write
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)

@@ -1,0 +1,80 @@
+import Foundation
+import Gateway
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import Portal
+
+/// An API's upstream protocol (`http1` | `h2`): set at creation or by PATCH and on the API page,
+/// validated against the targets, carried into the gateway's snapshot.
+@Suite struct UpstreamProtocolTests {
+    @Test(arguments: [("h2", UpstreamProtocol?.some(.h2)), ("HTTP1", .some(.http1)), ("", nil), ("h3", nil), ("http/2", nil)])
+    func theChoiceIsParsedOrExplained(text: String, parsed: UpstreamProtocol?) {
+        let result = UpstreamProtocolChoice.parse(text, targets: [UpstreamTarget(url: "https://api.example.com", weight: 1)])
+        switch result {
+        case .success(let chosen): #expect(chosen == parsed && (parsed != nil || text.isEmpty))
+        case .failure(let problem): #expect(parsed == nil && problem.message.contains("http1"))
+        }
+        #expect(UpstreamProtocolChoice.problem(.h2, targets: [UpstreamTarget(url: "grpc://10.0.0.5:50051", weight: 1)]) != nil)
+        #expect(UpstreamProtocolChoice.problem(.http1, targets: [UpstreamTarget(url: "grpc://10.0.0.5:50051", weight: 1)]) == nil)
+    }
+
+    @Test func theJSONAPISetsItChecksItAndTheSnapshotCarriesIt() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                // setup
+                let world = try await CatalogAPITests.world(portal)
+                let id = try await PlanAPITests.publishedAPI(client, world)
+                let path = "/t/acme/api/v1/apis/\(id)"
+                #expect(try APITests.json(try await APITests.call(client, .get, path, token: world.provider))["upstream_protocol"] as? String == "http1")
+                // act
+                let set = try await APITests.call(
+                    client, .patch, path, token: world.provider,
+                    body: #"{"upstream_protocol":"h2","targets":[{"url":"http://127.0.0.1:9301","weight":1},{"url":"https://api.example.com/v2","weight":1}]}"#)
+                let unknown = try await APITests.call(client, .patch, path, token: world.provider, body: #"{"upstream_protocol":"h3"}"#)
+                let grpcTargets = try await APITests.call(
+                    client, .patch, path, token: world.provider, body: #"{"targets":[{"url":"grpc://10.0.0.5:50051","weight":1}]}"#)
+                // assert
+                #expect(set.status == .ok)
+                #expect(try APITests.json(set)["upstream_protocol"] as? String == "h2")
+                #expect(unknown.status == .unprocessableContent)
+                #expect((try APITests.json(unknown)["errors"] as? [String: String])?["upstream_protocol"]?.contains("http1") == true)
+                // gRPC targets are HTTP/2 anyway: h2 stays refused for them, whichever field changes
+                #expect(grpcTargets.status == .unprocessableContent)
+                #expect((try APITests.json(grpcTargets)["errors"] as? [String: String])?["targets"]?.contains("gRPC") == true)
+                let snapshot = try await portal.snapshot()
+                let route = try #require(snapshot.tenantsBySlug["acme"]?.routes.first { $0.apiID.uuidString == id.uppercased() })
+                #expect(route.targets.map(\.h2) == [true, true] && route.targets.map(\.http2) == [false, false])
+                #expect(route.targets.map(\.key) == ["h2c://127.0.0.1:9301", "h2+https://api.example.com:443"])
+                #expect(route.upstreamTLS != nil)
+                // documented
+                let document = String(buffer: try await APITests.call(client, .get, "/t/acme/api/v1/openapi.json", token: nil).body)
+                #expect(document.contains("\"upstream_protocol\""))
+            }
+        }
+    }
+
+    @Test func theAPIPageFormSetsItAndMarksTheFieldOnError() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                let world = try await CatalogAPITests.world(portal)
+                let id = try await PlanAPITests.publishedAPI(client, world)
+                var provider = Browser()
+                _ = try await provider.signIn(client, tenant: "acme", email: "pat@example.com")
+                let page = "/t/acme/catalog/apis/\(id)"
+                let saved = try await provider.submit(
+                    client, page + "/settings", from: page, fields: [("targets", "http://127.0.0.1:9300 1\r\n"), ("upstream_protocol", "h2")])
+                #expect(saved.status == .seeOther)  // post/redirect/get
+                let shown = try await provider.get(client, page)
+                #expect(shown.text.contains("Settings saved."))
+                #expect(shown.text.contains(#"<option value="h2" selected>"#))
+                let wrong = try await provider.submit(
+                    client, page + "/settings", from: page, fields: [("targets", "grpc://10.0.0.5:50051 1"), ("upstream_protocol", "h2")])
+                #expect(wrong.status == .unprocessableContent)
+                #expect(wrong.text.contains(#"id="upstream_protocol-error""#))
+                #expect(wrong.text.contains(#"<option value="h2" selected>"#))  // what was chosen stays chosen
+            }
+        }
+    }
+}
