@@ -26,7 +26,7 @@
 #
 #   bench/gateway.sh [rounds=3] [seconds=10] [connections=32]
 #
-# Uses a release build, a private PostgreSQL database `tollgate_bench` and the reference nginx
+# Uses a release build (TOLLGATE_BIN=path picks another binary), a private PostgreSQL database `tollgate_bench` and the reference nginx
 # configs in ../shared/bench (copied next to this script if that folder is absent).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -41,8 +41,10 @@ if ! need nginx || ! need wrk; then
 fi
 
 cd "$ROOT"
-swift build -c release --product tollgate >&2
-BIN="$(swift build -c release --show-bin-path)/tollgate"
+if [ -n "${TOLLGATE_BIN:-}" ]; then BIN="$TOLLGATE_BIN"; else  # another binary (a debug one's figures are not the record)
+  swift build -c release --product tollgate >&2
+  BIN="$(swift build -c release --show-bin-path)/tollgate"
+fi
 scripts/pg.sh start tollgate_bench >&2
 export DATABASE_URL="$(scripts/pg.sh url tollgate_bench)" TOLLGATE_DATA_DIR="$WORK" LOG_LEVEL=warning
 export PORTAL_ADDRESS=127.0.0.1:18081 GATEWAY_ADDRESS=127.0.0.1:9003
