@@ -136,7 +136,7 @@ import Testing
                 #expect(saved.status == .seeOther)  // post/redirect/get
                 let shown = try await provider.get(client, "/t/acme/catalog/apis/\(id)")
                 #expect(shown.text.contains("Descriptor set saved: demo.Greeter, 1 methods."))
-                #expect(shown.text.contains("1 translated operations"))
+                #expect(shown.text.contains("1 translated operation</a>"))
                 #expect(shown.text.contains("Remove the descriptor set"))
                 // removal from the page: post/redirect/get, and the API is gRPC-only again
                 let removed = try await provider.post(

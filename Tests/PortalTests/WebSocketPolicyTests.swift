@@ -91,6 +91,13 @@ import Testing
                 #expect(try await APITests.call(client, .put, path, token: world.provider, body: #"{"policies":[]}"#).status == .ok)
                 let after = try await portal.snapshot()
                 #expect(after.tenantsBySlug["acme"]?.routes.first { $0.apiID.uuidString == id.uppercased() }?.webSocket == nil)
+                // a gRPC API takes no WebSockets: refused rather than stored and ignored
+                let grpc = try await APITests.call(
+                    client, .patch, "/t/acme/api/v1/apis/\(id)", token: world.provider, body: #"{"targets":[{"url":"grpc://127.0.0.1:9","weight":1}]}"#)
+                #expect(grpc.status == .ok)
+                let onGRPC = try await APITests.call(client, .put, path, token: world.provider, body: "{\"policies\":[\(limits)]}")
+                #expect(onGRPC.status == .unprocessableContent)
+                #expect((try APITests.json(onGRPC)["errors"] as? [String: String])?["/policies/0/kind"]?.contains("gRPC") == true)
             }
         }
     }
@@ -121,6 +128,11 @@ import Testing
                     || shown.text.contains("closed after 90 s without traffic, or at the installation's maximum duration"))
                 #expect(shown.text.contains("On the response"))
                 #expect(!shown.text.contains("Add WebSocket limits"))  // one per API
+                // a second add from a stale tab says why it is refused
+                let second = try await provider.submit(
+                    client, page + "/policies", from: page, fields: [("op", "add"), ("kind", "websocket"), ("idle_seconds", "30"), ("max_seconds", "")])
+                #expect(second.status == .conflict)
+                #expect(second.text.contains("An API has one set of WebSocket limits."))
                 // the saved policy's own form edits it in place
                 let edited = try await provider.submit(
                     client, page + "/policies", from: page, fields: [("op", "save"), ("index", "0"), ("kind", "websocket"), ("idle_seconds", "20"), ("max_seconds", "120")])

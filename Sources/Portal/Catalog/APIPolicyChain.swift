@@ -173,6 +173,15 @@ enum APIPolicyChain {
         return AppError(status: .unprocessableContent, title: "Invalid policy chain", detail: "The chain was not saved: " + first, fieldErrors: fields)
     }
 
+    /// Policies that would never act on a gRPC API's calls, refused rather than stored and ignored:
+    /// its calls are relayed as HTTP/2 streams and never upgraded, so `websocket` limits cannot apply.
+    static func grpcProblems(_ policies: [APIPolicy], api: APIProduct) -> [PolicyConfigProblem] {
+        guard api.isGRPC else { return [] }
+        return policies.indices.filter { policies[$0].kind == .webSocket }.map {
+            PolicyConfigProblem("/policies/\($0)/kind", "A gRPC API takes no WebSockets, so WebSocket limits would never apply to it.")
+        }
+    }
+
     /// Checks a chain's `request_validation` against the API it is for: not a gRPC API, and the
     /// API's document compiles (pointers name the policy: `/policies/2/kind`, `/policies/2/config`).
     /// Returns the document's JSON form for the gateways, or the problems.

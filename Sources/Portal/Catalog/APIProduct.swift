@@ -162,7 +162,7 @@ enum UpstreamProtocolChoice {
         let message: String
     }
 
-    static let rule = "Choose http1 (HTTP/1.1) or h2 (HTTP/2: h2c prior knowledge for http:// targets, ALPN h2 for https://)."
+    static let rule = "Choose HTTP/1.1 (http1) or HTTP/2 (h2: h2c prior knowledge for http:// targets, ALPN h2 for https://)."
 
     /// nil for an absent (or empty) value: the caller keeps what it has.
     static func parse(_ text: String?, targets: [UpstreamTarget]?) -> Result<UpstreamProtocol?, Problem> {
@@ -174,7 +174,7 @@ enum UpstreamProtocolChoice {
 
     static func problem(_ chosen: UpstreamProtocol, targets: [UpstreamTarget]) -> Problem? {
         guard chosen == .h2, targets.contains(where: { $0.url.lowercased().hasPrefix("grpc") }) else { return nil }
-        return Problem(message: "gRPC targets (grpc://, grpcs://) are always called over HTTP/2: keep http1 here; h2 is for http:// and https:// targets.")
+        return Problem(message: "gRPC targets (grpc://, grpcs://) are always called over HTTP/2: keep HTTP/1.1 (http1) here; HTTP/2 (h2) is for http:// and https:// targets.")
     }
 }
 

@@ -164,6 +164,8 @@ struct CatalogService: Sendable {
         return try await database.withTenant(tenant.id) { connection in
             let api = try await managed(id, actor: actor, on: connection)
             try await apis.lock(id: api.id, on: connection)
+            let unfit = APIPolicyChain.grpcProblems(policies, api: api)
+            if !unfit.isEmpty { throw APIPolicyChain.invalid(unfit) }
             if policies.contains(where: { $0.kind == .requestValidation }) {
                 // the document must compile now; the gateways then read its JSON form
                 switch APIPolicyChain.validationProblems(policies, api: api, document: try await documents.find(apiID: api.id, on: connection)) {

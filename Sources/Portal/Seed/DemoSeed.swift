@@ -141,7 +141,7 @@ struct DemoSeed {
             basePath: "/echo/v1", upstream: Self.echoUpstream, policies: Self.echoPolicies)
         try await seedAPI(
             tenant: tenant, slug: "greeter", name: "Greeter (gRPC)",
-            description: "A gRPC service: `demo.Greeter/SayHello` takes a `HelloRequest { string name = 1; }` and answers a `HelloReply { string message = 1; }`. Call it with any gRPC client over HTTP/2 at the gateway address below followed by `/demo.Greeter/SayHello` — or with JSON over HTTP/1.1 or HTTP/2: `POST …/demo.Greeter/SayHello` with `{\"name\": \"Ada\"}`, or `GET …/v1/hello/Ada` (its descriptor set is uploaded).",
+            description: "A gRPC service: `demo.Greeter/SayHello` takes a `HelloRequest { string name = 1; }` and answers a `HelloReply { string message = 1; }`. Call it with any gRPC client over HTTP/2 at the gateway address shown on this page followed by `/demo.Greeter/SayHello` — or with JSON over HTTP/1.1 or HTTP/2: `POST …/demo.Greeter/SayHello` with `{\"name\": \"Ada\"}`, or `GET …/v1/hello/Ada` (its descriptor set is uploaded).",
             basePath: "/greeter/v1", upstream: Self.greeterUpstream)
         try await seedGreeterDescriptorSet(tenant: tenant)
     }

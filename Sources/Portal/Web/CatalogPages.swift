@@ -229,10 +229,12 @@ struct CatalogPages: Sendable {
         default: throw AppError.badRequest("Unknown change to the policy chain.")
         }
         guard let next = edit.applied(to: current) else {
-            let message =
-                op == "add" && current.count >= APIPolicyChain.maximumPolicies
-                ? "An API takes at most \(APIPolicyChain.maximumPolicies) added policies; remove one first."
-                : "The policy list changed meanwhile; nothing was saved. Check it and try again."
+            var message = "The policy list changed meanwhile; nothing was saved. Check it and try again."
+            if op == "add" && current.count >= APIPolicyChain.maximumPolicies {
+                message = "An API takes at most \(APIPolicyChain.maximumPolicies) added policies; remove one first."
+            } else if case .add(let policy) = edit, let duplicate = APIPolicy.duplicateProblem(policy.kind, in: current) {
+                message = duplicate + " Nothing was saved."
+            }
             return try await detailPage(context, error: message, status: .conflict)
         }
         do {
@@ -247,6 +249,9 @@ struct CatalogPages: Sendable {
             return try await detailPage(
                 context, error: "The policy was not saved: correct the fields marked below.", typedPolicy: (op == "add" ? nil : index, typed),
                 status: .unprocessableContent)
+        } catch let refused as AppError where refused.status == .unprocessableContent {
+            // refused for the API as a whole (a WebSocket limit on a gRPC API): said on the page
+            return try await detailPage(context, error: refused.detail, status: .unprocessableContent)
         }
         return try await saved("Policies saved.", id: id, context)
     }
@@ -648,7 +653,7 @@ struct CatalogPages: Sendable {
     private func descriptorSummary(_ api: APIProduct, tenant: Tenant, viewer: Principal?) async throws -> [String: Any]? {
         guard let stored = try await services.catalog.descriptorSet(tenant: tenant, viewer: viewer, id: api.id).1 else { return nil }
         return [
-            "services": stored.services.joined(separator: ", "), "method_count": stored.methodCount, "sha256_short": String(stored.sha256.prefix(12)),
+            "services": stored.services.joined(separator: ", "), "method_count": stored.methodCount, "method_count_text": stored.methodCount == 1 ? "1 translated operation" : "\(stored.methodCount) translated operations", "sha256_short": String(stored.sha256.prefix(12)),
             "uploaded": DisplayDate.format(stored.uploadedAt),
         ]
     }
