@@ -142,19 +142,14 @@ CONF
 fi
 
 # the demo marketplace, with Echo routed to the nginx upstream and a plan whose limits exceed the load
+# a fresh bench database every run: the demo's secrets exist in clear only in the credentials file
+# under $WORK, and the cluster (with this database) may be shared by several checkouts
+psql "$DATABASE_URL" -qAt -c "DROP SCHEMA public CASCADE" -c "CREATE SCHEMA public" >/dev/null
+rm -f "$WORK/demo-credentials.txt"
 "$BIN" migrate >/dev/null
 "$BIN" seed-demo >/dev/null
 creds="$("$BIN" seed-demo --json)"
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$creds" "$1"; }
-if [ -z "$(field client_secret)" ]; then
-  # the demo's secrets exist in clear only in the credentials file under $WORK: a database seeded
-  # from another checkout (the cluster is shared) starts afresh
-  psql "$DATABASE_URL" -qAt -c "DROP SCHEMA public CASCADE" -c "CREATE SCHEMA public" >/dev/null
-  rm -f "$WORK/demo-credentials.txt"
-  "$BIN" migrate >/dev/null
-  "$BIN" seed-demo >/dev/null
-  creds="$("$BIN" seed-demo --json)"
-fi
 "$BIN" portal & pids+=($!)
 for _ in $(seq 50); do curl -sf "http://$PORTAL_ADDRESS/readyz" >/dev/null && break; sleep 0.2; done
 PAT="$("$BIN" token create --tenant demo --email provider@demo.test --scope read --scope write | tail -1)"
