@@ -6,11 +6,13 @@ import NIOSSL
 /// The event loop's HTTP/2 connections to `grpc://` and `grpcs://` targets and to the targets of
 /// APIs whose upstream protocol is `h2`: one per target, multiplexing every call to it as a stream
 /// (prior knowledge on cleartext, ALPN `h2` over TLS — a TLS upstream that does not choose `h2` is
-/// a failed connection), opened on first use and forgotten when it closes or is refused.
+/// a failed connection), opened on first use and forgotten when it closes, is refused, or the
+/// upstream says GOAWAY; closed when it breaks (a connection error: NIOHTTP2 sent GOAWAY but leaves
+/// the closing to its user — left open, every later stream on it hung).
 final class UpstreamHTTP2Pool {
     let eventLoop: any EventLoop
     private let connectTimeout: TimeAmount
-    private var connections: [String: NIOHTTP2Handler.StreamMultiplexer] = [:]
+    private var connections: [String: (multiplexer: NIOHTTP2Handler.StreamMultiplexer, channel: ObjectIdentifier)] = [:]
     private var connecting: [String: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
 
     init(eventLoop: any EventLoop, connectTimeout: TimeAmount) {
@@ -49,7 +51,7 @@ final class UpstreamHTTP2Pool {
 
     private func multiplexer(for target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
         let key = target.key
-        if let known = connections[key] { return eventLoop.makeSucceededFuture(known) }
+        if let known = connections[key] { return eventLoop.makeSucceededFuture(known.multiplexer) }
         if let pending = connecting[key] { return pending }
         if target.tls && tls == nil {
             return eventLoop.makeFailedFuture(UpstreamTLS.Failure.invalidBundle("no TLS settings could be made for this API"))
@@ -89,8 +91,14 @@ final class UpstreamHTTP2Pool {
             ready = connected
         }
         let made = ready.flatMapThrowing { channel in
+            var configuration = NIOHTTP2Handler.ConnectionConfiguration()
+            // Frames of a stream the gateway reset (its client went away) still arrive for a while;
+            // NIOHTTP2 ignores them only for the last N reset streams (32 by default), else it ends
+            // the whole connection. A client that drops a connection with a hundred calls in flight
+            // resets a hundred streams at once, so remember as many as an upstream lets run at once.
+            configuration.maximumRecentlyResetStreams = Self.recentlyResetStreams
             let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
+                mode: .client, connectionConfiguration: configuration, streamConfiguration: .init()
             ) { pushed in
                 // servers may not push to the gateway: such a stream is closed at once
                 pushed.close()
@@ -98,7 +106,11 @@ final class UpstreamHTTP2Pool {
             // the connection is handed out once the upstream's own preface (SETTINGS) arrived, within
             // the connect timeout: a server that does not speak HTTP/2 is a failed connection, not
             // streams that wait for their response deadline
-            let preface = HTTP2PrefaceWaiter(eventLoop: channel.eventLoop)
+            let id = ObjectIdentifier(channel)
+            let preface = HTTP2PrefaceWaiter(eventLoop: channel.eventLoop) { [self] in
+                // the upstream said GOAWAY: calls in flight may finish, new ones get a new connection
+                if connections[key]?.channel == id { connections[key] = nil }
+            }
             try channel.pipeline.syncOperations.addHandler(preface)
             let timer = channel.eventLoop.scheduleTask(in: timeout) {
                 preface.finish(.failure(HTTP2PrefaceWaiter.NoPreface()))
@@ -106,23 +118,31 @@ final class UpstreamHTTP2Pool {
             }
             preface.promise.futureResult.whenComplete { _ in timer.cancel() }
             // a GOAWAY-ed or broken connection is forgotten; the next call opens a new one
-            channel.closeFuture.assumeIsolatedUnsafeUnchecked().whenComplete { [self] _ in connections[key] = nil }
-            return (multiplexer, preface)
+            channel.closeFuture.assumeIsolatedUnsafeUnchecked().whenComplete { [self] _ in
+                if connections[key]?.channel == id { connections[key] = nil }
+            }
+            return (multiplexer, preface, id)
         }.flatMap { connected in
-            connected.1.promise.futureResult.map { connected.0 }
+            connected.1.promise.futureResult.map { (connected.0, connected.2) }
         }
-        connecting[key] = made
+        let multiplexer = made.map(\.0)
+        connecting[key] = multiplexer
         made.assumeIsolatedUnsafeUnchecked().whenComplete { [self] result in
             connecting[key] = nil
-            if case .success(let multiplexer) = result { connections[key] = multiplexer }
+            if case .success(let (multiplexer, id)) = result { connections[key] = (multiplexer, id) }
         }
-        return made
+        return multiplexer
     }
+
+    /// Reset streams whose late frames are ignored on a connection: at least the concurrent streams
+    /// upstreams commonly allow (100 to 1,000).
+    static let recentlyResetStreams = 2_048
 }
 
 /// Completes its promise when the upstream's connection preface (its first SETTINGS frame) has
 /// arrived — proof that it speaks HTTP/2 — or fails it when the connection ends or errs first.
-/// Stays in the pipeline afterwards, passing everything on.
+/// Stays in the pipeline afterwards, watching the connection's life: a GOAWAY from the upstream
+/// retires it (`retire`), and a connection error closes it.
 final class HTTP2PrefaceWaiter: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTP2Frame
 
@@ -133,8 +153,12 @@ final class HTTP2PrefaceWaiter: ChannelInboundHandler, @unchecked Sendable {
 
     let promise: EventLoopPromise<Void>
     private var done = false
+    private let retire: () -> Void
 
-    init(eventLoop: any EventLoop) { promise = eventLoop.makePromise() }
+    init(eventLoop: any EventLoop, retire: @escaping () -> Void = {}) {
+        promise = eventLoop.makePromise()
+        self.retire = retire
+    }
 
     func finish(_ result: Result<Void, any Error>) {
         guard !done else { return }
@@ -143,7 +167,11 @@ final class HTTP2PrefaceWaiter: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if !done, case .settings(.settings) = unwrapInboundIn(data).payload { finish(.success(())) }
+        switch unwrapInboundIn(data).payload {
+        case .settings(.settings) where !done: finish(.success(()))
+        case .goAway: retire()
+        default: break
+        }
         context.fireChannelRead(data)
     }
 
@@ -156,6 +184,11 @@ final class HTTP2PrefaceWaiter: ChannelInboundHandler, @unchecked Sendable {
         // before the preface, any error means the upstream is not an HTTP/2 server
         if !done {
             finish(.failure(NoPreface()))
+            context.close(promise: nil)
+        } else if !(error is NIOHTTP2Errors.StreamError) {
+            // a connection error (NIOHTTP2 has sent GOAWAY) or a broken transport: the streams on
+            // it end (their calls answer 502) and the next call opens a new connection
+            retire()
             context.close(promise: nil)
         }
         context.fireErrorCaught(error)
