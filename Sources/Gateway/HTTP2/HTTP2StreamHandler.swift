@@ -189,26 +189,14 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
 
     private func forward(_ plan: ForwardPlan, head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard let target = loop.pool.pick(plan.route, now: started) else {
-            var response = LocalResponse.problem(
-                .serviceUnavailable, "Upstream unavailable", "No healthy upstream target for \(plan.route.slug) right now.", rejection: .upstreamUnavailable)
-            if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
             loop.metrics.upstreamError("circuit_open")
-            response.tenant = plan.tenant
-            response.route = plan.route
-            response.app = plan.app
-            response.grant = plan.grant
-            return answer(response, context: context)
+            return answer(plan.refusal(LocalResponse.problem(
+                .serviceUnavailable, "Upstream unavailable", "No healthy upstream target for \(plan.route.slug) right now.", rejection: .upstreamUnavailable), quotas: shared.quotas), context: context)
         }
         if opensWebSocket {
             guard !target.http2 else {
-                var response = LocalResponse.problem(
-                    .notImplemented, "Not a WebSocket API", "\(plan.route.slug) is a gRPC API: it takes no WebSockets.", rejection: nil)
-                if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
-                response.tenant = plan.tenant
-                response.route = plan.route
-                response.app = plan.app
-                response.grant = plan.grant
-                return answer(response, context: context)
+                return answer(plan.refusal(LocalResponse.problem(
+                    .notImplemented, "Not a WebSocket API", "\(plan.route.slug) is a gRPC API: it takes no WebSockets.", rejection: nil), quotas: shared.quotas), context: context)
             }
             // the stream's answer and its DATA frames are the tunnel's from here
             answered = true
@@ -220,27 +208,15 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             // a gRPC API cannot be validated against an OpenAPI document (the portal refuses the
             // policy for one); should its targets have become gRPC since, its calls fail closed
             if plan.route.requestValidation != nil {
-                var response = RequestValidationPolicy.unavailable
-                if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
-                response.tenant = plan.tenant
-                response.route = plan.route
-                response.app = plan.app
-                response.grant = plan.grant
-                return answer(response, context: context)
+                return answer(plan.refusal(RequestValidationPolicy.unavailable, quotas: shared.quotas), context: context)
             }
             // a JSON request to an API with a descriptor set is translated; gRPC requests pass through
             if !grpc, let transcoding = plan.route.transcoding {
                 guard let resolved = transcoding.resolve(httpMethod: head.method.rawValue, uri: plan.upstreamURI) else {
-                    var response = LocalResponse.problem(
+                    return answer(plan.refusal(LocalResponse.problem(
                         .notFound, "No such method",
                         "\(plan.route.slug) translates POST {base path}/{package.Service}/{Method} with a JSON body, and the routes of its methods' google.api.http options.",
-                        rejection: nil)
-                    if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
-                    response.tenant = plan.tenant
-                    response.route = plan.route
-                    response.app = plan.app
-                    response.grant = plan.grant
-                    return answer(response, context: context)
+                        rejection: nil), quotas: shared.quotas), context: context)
                 }
                 let translated = GRPCTranscodedCall(
                     plan: plan, call: resolved, transcoding: transcoding, head: head, requestID: requestID, started: started, target: target, loop: loop,

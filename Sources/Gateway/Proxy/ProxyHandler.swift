@@ -468,41 +468,23 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
 
     private func forward(_ plan: ForwardPlan, head: HTTPRequestHead, started: UInt64, requestID: String, context: ChannelHandlerContext) {
         guard let target = loop.pool.pick(plan.route, now: started) else {
-            var response = LocalResponse.problem(
-                .serviceUnavailable, "Upstream unavailable", "No healthy upstream target for \(plan.route.slug) right now.", rejection: .upstreamUnavailable)
-            if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
             loop.metrics.upstreamError("circuit_open")
-            response.tenant = plan.tenant
-            response.route = plan.route
-            response.app = plan.app
-            response.grant = plan.grant
-            return answer(response, head: head, started: started, requestID: requestID, context: context)
+            return answer(plan.refusal(LocalResponse.problem(
+                .serviceUnavailable, "Upstream unavailable", "No healthy upstream target for \(plan.route.slug) right now.", rejection: .upstreamUnavailable), quotas: shared.quotas), head: head, started: started, requestID: requestID, context: context)
         }
         if target.http2 {
             // a gRPC API cannot be validated against an OpenAPI document (the portal refuses the
             // policy for one); should its targets have become gRPC since, its calls fail closed
             if plan.route.requestValidation != nil {
-                var response = RequestValidationPolicy.unavailable
-                if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
-                response.tenant = plan.tenant
-                response.route = plan.route
-                response.app = plan.app
-                response.grant = plan.grant
-                return answer(response, head: head, started: started, requestID: requestID, context: context)
+                return answer(plan.refusal(RequestValidationPolicy.unavailable, quotas: shared.quotas), head: head, started: started, requestID: requestID, context: context)
             }
             // an API with a descriptor set is called with JSON too: the call is translated to gRPC
             if let transcoding = plan.route.transcoding {
                 guard let call = transcoding.resolve(httpMethod: head.method.rawValue, uri: plan.upstreamURI) else {
-                    var response = LocalResponse.problem(
+                    return answer(plan.refusal(LocalResponse.problem(
                         .notFound, "No such method",
                         "\(plan.route.slug) translates POST {base path}/{package.Service}/{Method} with a JSON body, and the routes of its methods' google.api.http options.",
-                        rejection: nil)
-                    if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
-                    response.tenant = plan.tenant
-                    response.route = plan.route
-                    response.app = plan.app
-                    response.grant = plan.grant
-                    return answer(response, head: head, started: started, requestID: requestID, context: context)
+                        rejection: nil), quotas: shared.quotas), head: head, started: started, requestID: requestID, context: context)
                 }
                 translatedChunked = call.method.serverStreaming && head.version.minor >= 1
                 translatedClose = !head.isKeepAlive || (call.method.serverStreaming && head.version.minor == 0)
@@ -518,14 +500,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
                 return
             }
             // gRPC needs HTTP/2 end to end; the call is refused, its quota unit given back
-            var response = LocalResponse.problem(
-                .httpVersionNotSupported, "HTTP/2 required", "\(plan.route.slug) is a gRPC API: call it over HTTP/2.", rejection: nil)
-            if plan.quotaReserved { shared.quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
-            response.tenant = plan.tenant
-            response.route = plan.route
-            response.app = plan.app
-            response.grant = plan.grant
-            return answer(response, head: head, started: started, requestID: requestID, context: context)
+            return answer(plan.refusal(LocalResponse.problem(
+                .httpVersionNotSupported, "HTTP/2 required", "\(plan.route.slug) is a gRPC API: call it over HTTP/2.", rejection: nil), quotas: shared.quotas), head: head, started: started, requestID: requestID, context: context)
         }
         let exchange = ProxyExchange(
             plan: plan, head: head, requestID: requestID, started: started, target: target,

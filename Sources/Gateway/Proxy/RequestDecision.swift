@@ -350,3 +350,19 @@ enum HTTPDate {
         return formatter.string(from: date)
     }
 }
+
+extension ForwardPlan {
+    /// `response` as the answer to this admitted call when the gateway answers it itself (no
+    /// healthy target, a gRPC API called wrongly, a method it does not translate): the quota unit
+    /// taken for the call is given back, and the answer carries the call's tenant, route, app and
+    /// subscription, for its rate-limit headers and its metering.
+    func refusal(_ response: LocalResponse, quotas: QuotaTracker) -> LocalResponse {
+        if quotaReserved { quotas.settle(subscription: grant.subscriptionID, billable: false) }
+        var response = response
+        response.tenant = tenant
+        response.route = route
+        response.app = app
+        response.grant = grant
+        return response
+    }
+}

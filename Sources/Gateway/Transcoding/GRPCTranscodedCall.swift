@@ -305,13 +305,8 @@ final class GRPCTranscodedCall {
     private func refuse(_ response: LocalResponse) {
         guard !done else { return }
         done = true
-        var response = response
-        response.tenant = plan.tenant
-        response.route = plan.route
-        response.app = plan.app
-        response.grant = plan.grant
+        var response = plan.refusal(response, quotas: quotas)
         response.headers += plan.responseHeaders
-        if plan.quotaReserved { quotas.settle(subscription: plan.grant.subscriptionID, billable: false) }
         meter.recordLocal(response, method: head.method, started: started, caller: logCaller)
         writer.transcodedFailed(response)
     }
