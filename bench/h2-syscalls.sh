@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# System calls and CPU per call of the gateway process, for HTTP/2 clients (h2load, 4 connections
+# x 32 concurrent streams, prior-knowledge h2c) and, for comparison, HTTP/1.1 clients (h2load --h1,
+# 32 connections), through the JWT path to an nginx upstream answering a small JSON body. Counted
+# with `perf stat` over the run only, all threads of the gateway process: the raw_syscalls:sys_enter
+# tracepoint (which does not slow the process as strace does) and task-clock (this machine's VMs
+# have no hardware counters, so no instruction counts: `perf stat -e instructions` is "not
+# supported"); then one strace -c run of the h2 row for which calls they are. Debug binaries are
+# fine for comparing two builds (their CPU figures are not a release build's).
+#
+#   bench/h2-syscalls.sh [calls=20000]
+#
+# TOLLGATE_BIN picks the binary (default: this checkout's debug build); PGPORT the private cluster's
+# port (scripts/pg.sh). Ports 9201 (upstream), 9203 (gateway), 18281 (portal): apart from gateway.sh's.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+CALLS="${1:-20000}"
+BIN="${TOLLGATE_BIN:-$ROOT/.build/debug/tollgate}"
+WORK="$ROOT/.data/h2-syscalls"; mkdir -p "$WORK"
+cd "$ROOT"
+for tool in h2load perf nginx strace; do command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }; done
+
+scripts/pg.sh start tollgate_h2bench >&2
+export DATABASE_URL="$(scripts/pg.sh url tollgate_h2bench)" TOLLGATE_DATA_DIR="$WORK" LOG_LEVEL=warning
+export PORTAL_ADDRESS=127.0.0.1:18281 GATEWAY_ADDRESS=127.0.0.1:9203
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+cat >"$WORK/upstream.conf" <<'CONF'
+worker_processes 1;
+pid upstream.pid;
+error_log upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  client_body_temp_path ub; proxy_temp_path up; fastcgi_temp_path uf; uwsgi_temp_path uu; scgi_temp_path us;
+  server {
+    listen 127.0.0.1:9201;
+    location / { default_type application/json; return 200 '{"status":"ok","service":"echo","version":1}'; }
+  }
+}
+CONF
+taskset -c 0 nginx -c "$WORK/upstream.conf" -p "$WORK" -e "$WORK/upstream.err"
+
+# the demo marketplace in a fresh schema; Echo routed to the upstream above, on a plan whose
+# limits exceed the load (as bench/gateway.sh does)
+psql "$DATABASE_URL" -qAt -c "DROP SCHEMA public CASCADE" -c "CREATE SCHEMA public" >/dev/null
+rm -f "$WORK/demo-credentials.txt"
+"$BIN" migrate >/dev/null
+"$BIN" seed-demo >/dev/null
+creds="$("$BIN" seed-demo --json)"
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$creds" "$1"; }
+"$BIN" portal & pids+=($!)
+for _ in $(seq 100); do curl -sf "http://$PORTAL_ADDRESS/readyz" >/dev/null && break; sleep 0.2; done
+PAT="$("$BIN" token create --tenant demo --email provider@demo.test --scope read --scope write | tail -1)"
+DEV="$("$BIN" token create --tenant demo --email developer@demo.test --scope read --scope write | tail -1)"
+api="http://$PORTAL_ADDRESS/t/demo/api/v1"
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+echo_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis" | json "[a['id'] for a in d['items'] if a['slug']=='echo'][0]")"
+curl -sf -X PATCH -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
+  -d '{"targets":[{"url":"http://127.0.0.1:9201","weight":1}]}' "$api/apis/$echo_id" >/dev/null
+curl -sf -X PUT -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' -d '{"policies":[]}' "$api/apis/$echo_id/policies" >/dev/null
+plan_id="$(curl -sf -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
+  -d '{"name":"Bench","rate_per_second":1000000,"burst":10000000,"monthly_fee_minor":0,"included_requests":0,"tier_mode":"flat","tiers":[{"unit_price_micros":0}],"approval":"automatic","visibility":"hidden"}' \
+  "$api/apis/$echo_id/plans" | json "d['id']")"
+sub_id="$(curl -sf -H "Authorization: Bearer $DEV" "$api/subscriptions" | json "[s['id'] for s in d['items'] if s['api_id']=='$echo_id' and s['state']=='active'][0]")"
+curl -s -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
+  -d "{\"action\":\"change_plan\",\"plan_id\":\"$plan_id\"}" "$api/subscriptions/$sub_id/actions" >/dev/null
+TOKEN="$(curl -sf -u "$(field client_id):$(field client_secret)" -d grant_type=client_credentials "http://$PORTAL_ADDRESS/t/demo/oauth2/token" | json "d['access_token']")"
+
+# the gateway alone, one event loop, on core 1
+TOLLGATE_GATEWAY_THREADS=1 taskset -c 1 "$BIN" gateway & gateway_pid=$!; pids+=($gateway_pid)
+url="http://$GATEWAY_ADDRESS/t/demo/echo/v1/"
+for _ in $(seq 100); do curl -sf "http://$GATEWAY_ADDRESS/readyz" >/dev/null && break; sleep 0.2; done
+for _ in $(seq 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$url")" = 200 ] && break; sleep 0.1
+done
+check="$(curl -s --http2-prior-knowledge -o /dev/null -w '%{http_code} %{http_version}' -H "Authorization: Bearer $TOKEN" "$url")"
+[ "$check" = "200 2" ] || { echo "the gateway answered $check over h2c, not 200" >&2; exit 1; }
+
+client() {  # h2|h1 calls
+  if [ "$1" = h2 ]; then taskset -c 0 h2load -t1 -n "$2" -c 4 -m 32 -H "authorization: Bearer $TOKEN" "$url"
+  else taskset -c 0 h2load --h1 -t1 -n "$2" -c 32 -m 1 -H "authorization: Bearer $TOKEN" "$url"; fi
+}
+succeeded() { grep -o '[0-9]* succeeded' "$1" | cut -d' ' -f1; }
+measure() {  # h2|h1: perf stat over one run of $CALLS calls, after a warm-up
+  client "$1" 2000 >/dev/null
+  perf stat -x, -e task-clock,raw_syscalls:sys_enter -p "$gateway_pid" -o "$WORK/perf-$1.txt" & local perf_pid=$!
+  sleep 0.5
+  client "$1" "$CALLS" >"$WORK/h2load-$1.txt"
+  kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+  local ok; ok="$(succeeded "$WORK/h2load-$1.txt")"
+  [ "${ok:-0}" -gt 0 ] || { echo "no call succeeded: $(tail -5 "$WORK/h2load-$1.txt")" >&2; exit 1; }
+  local cpu syscalls
+  cpu="$(awk -F, '$3 ~ /^task-clock/ {print $1}' "$WORK/perf-$1.txt")"
+  syscalls="$(awk -F, '$3 ~ /sys_enter/ {print $1}' "$WORK/perf-$1.txt")"
+  printf '%-6s %8d %8s %12.1f %14.2f\n' "$1" "$ok" "$(grep -o '[0-9]* 2xx' "$WORK/h2load-$1.txt" | cut -d' ' -f1)" \
+    "$(echo "$cpu * 1000 / $ok" | bc -l)" "$(echo "$syscalls / $ok" | bc -l)"
+}
+echo "binary: $BIN"
+printf '%-6s %8s %8s %12s %14s\n' client calls 2xx "CPU us/call" "syscalls/call"
+measure h2
+measure h1
+
+# which system calls, for the h2 row (strace -c slows the gateway: its counts, not its times, matter)
+strace -c -f -p "$gateway_pid" -o "$WORK/strace-h2.txt" & strace_pid=$!; sleep 1
+client h2 "$CALLS" >"$WORK/h2load-h2-strace.txt"
+kill -INT "$strace_pid"; wait "$strace_pid" 2>/dev/null || true
+ok="$(succeeded "$WORK/h2load-h2-strace.txt")"
+echo "h2 under strace, $ok calls; system calls per call:"
+awk -v n="$ok" 'NR > 2 && $4 ~ /^[0-9]+$/ {printf "  %-16s %8.3f\n", $NF, $4 / n}' "$WORK/strace-h2.txt" | sort -k2 -rn | head -10
