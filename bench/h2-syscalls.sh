@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System calls and CPU per call of the gateway process, for HTTP/2 clients (h2load, 4 connections
 # x 32 concurrent streams, prior-knowledge h2c) and, for comparison, HTTP/1.1 clients (h2load --h1,
-# 32 connections), through the JWT path to an nginx upstream answering a small JSON body. Counted
+# 32 connections), through the JWT path to an nginx upstream answering a small JSON body; and unary
+# gRPC calls (the same streams) relayed to the demo Greeter (`tollgate demo-upstream`, h2c). Counted
 # with `perf stat` over the run only, all threads of the gateway process: the raw_syscalls:sys_enter
 # tracepoint (which does not slow the process as strace does) and task-clock (this machine's VMs
 # have no hardware counters, so no instruction counts: `perf stat -e instructions` is "not
@@ -11,7 +12,8 @@
 #   bench/h2-syscalls.sh [calls=20000]
 #
 # TOLLGATE_BIN picks the binary (default: this checkout's debug build); PGPORT the private cluster's
-# port (scripts/pg.sh). Ports 9201 (upstream), 9203 (gateway), 18281 (portal): apart from gateway.sh's.
+# port (scripts/pg.sh). Ports 9201 (upstream), 9203 (gateway), 9209/9210 (demo upstreams), 18281
+# (portal): apart from gateway.sh's.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CALLS="${1:-20000}"
@@ -47,6 +49,9 @@ http {
 }
 CONF
 taskset -c 0 nginx -c "$WORK/upstream.conf" -p "$WORK" -e "$WORK/upstream.err"
+# the demo Greeter (gRPC, h2c) for the grpc row: the relay's upstream connection is HTTP/2 too
+taskset -c 0 "$BIN" demo-upstream --port 9209 --grpc-port 9210 >"$WORK/demo-upstream.log" 2>&1 & pids+=($!)
+printf '\x00\x00\x00\x00\x05\x0a\x03Ada' >"$WORK/sayhello.bin"
 
 # the demo marketplace in a fresh schema; Echo routed to the upstream above, on a plan whose
 # limits exceed the load (as bench/gateway.sh does)
@@ -72,6 +77,15 @@ plan_id="$(curl -sf -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: ap
 sub_id="$(curl -sf -H "Authorization: Bearer $DEV" "$api/subscriptions" | json "[s['id'] for s in d['items'] if s['api_id']=='$echo_id' and s['state']=='active'][0]")"
 curl -s -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
   -d "{\"action\":\"change_plan\",\"plan_id\":\"$plan_id\"}" "$api/subscriptions/$sub_id/actions" >/dev/null
+greeter_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis" | json "[a['id'] for a in d['items'] if a['slug']=='greeter'][0]")"
+curl -sf -X PATCH -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
+  -d '{"targets":[{"url":"grpc://127.0.0.1:9210","weight":1}]}' "$api/apis/$greeter_id" >/dev/null
+gplan_id="$(curl -sf -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
+  -d '{"name":"Bench","rate_per_second":1000000,"burst":10000000,"monthly_fee_minor":0,"included_requests":0,"tier_mode":"flat","tiers":[{"unit_price_micros":0}],"approval":"automatic","visibility":"hidden"}' \
+  "$api/apis/$greeter_id/plans" | json "d['id']")"
+gsub_id="$(curl -sf -H "Authorization: Bearer $DEV" "$api/subscriptions" | json "[s['id'] for s in d['items'] if s['api_id']=='$greeter_id' and s['state']=='active'][0]")"
+curl -s -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
+  -d "{\"action\":\"change_plan\",\"plan_id\":\"$gplan_id\"}" "$api/subscriptions/$gsub_id/actions" >/dev/null
 TOKEN="$(curl -sf -u "$(field client_id):$(field client_secret)" -d grant_type=client_credentials "http://$PORTAL_ADDRESS/t/demo/oauth2/token" | json "d['access_token']")"
 
 # the gateway alone, one event loop, on core 1
@@ -84,8 +98,10 @@ done
 check="$(curl -s --http2-prior-knowledge -o /dev/null -w '%{http_code} %{http_version}' -H "Authorization: Bearer $TOKEN" "$url")"
 [ "$check" = "200 2" ] || { echo "the gateway answered $check over h2c, not 200" >&2; exit 1; }
 
-client() {  # h2|h1 calls
+client() {  # h2|grpc|h1 calls
   if [ "$1" = h2 ]; then taskset -c 0 h2load -t1 -n "$2" -c 4 -m 32 -H "authorization: Bearer $TOKEN" "$url"
+  elif [ "$1" = grpc ]; then taskset -c 0 h2load -t1 -n "$2" -c 4 -m 32 -d "$WORK/sayhello.bin" -H 'content-type: application/grpc' -H 'te: trailers' \
+    -H "authorization: Bearer $TOKEN" "http://$GATEWAY_ADDRESS/t/demo/greeter/v1/demo.Greeter/SayHello"
   else taskset -c 0 h2load --h1 -t1 -n "$2" -c 32 -m 1 -H "authorization: Bearer $TOKEN" "$url"; fi
 }
 succeeded() { grep -o '[0-9]* succeeded' "$1" | cut -d' ' -f1; }
@@ -106,6 +122,7 @@ measure() {  # h2|h1: perf stat over one run of $CALLS calls, after a warm-up
 echo "binary: $BIN"
 printf '%-6s %8s %8s %12s %14s\n' client calls 2xx "CPU us/call" "syscalls/call"
 measure h2
+measure grpc
 measure h1
 
 # which system calls, for the h2 row (strace -c slows the gateway: its counts, not its times, matter)

@@ -37,6 +37,18 @@ import Testing
         #expect(request.framing == framing)
     }
 
+    @Test func aResponseThatCannotBecomeAStatusLineIsRefusedBeforeItEnds() {
+        // an h2c server's SETTINGS frame where an HTTP/1.1 head was expected: no CRLF will ever come
+        let settings = "\u{0}\u{0}\u{6}\u{4}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{3}\u{0}\u{0}\u{0}d"
+        guard case .invalid(let status, _) = Self.response(settings) else { Issue.record("not refused"); return }
+        #expect(status == .badGateway)
+        // the start of a real head still waits for the rest
+        for partial in ["H", "HTTP/", "HTTP/1.1 200", "HTTP/1.1 200 OK\r\nContent-Le"] {
+            guard case .incomplete = Self.response(partial) else { Issue.record("refused too early: \(partial)"); continue }
+        }
+        guard case .invalid = Self.response("HTTX/1.1 200") else { Issue.record("a wrong protocol name waits"); return }
+    }
+
     @Test func anUnfinishedHeadAsksForMoreUntilItIsTooLarge() {
         guard case .incomplete = Self.request("GET / HTTP/1.1\r\nHost: x\r\n") else { Issue.record("expected incomplete"); return }
         guard case .tooLarge = Self.request("GET / HTTP/1.1\r\nX: \(String(repeating: "a", count: 2000))", maxBytes: 1024) else {

@@ -149,6 +149,49 @@ private final class SteppedClient: Sendable {
         await raw.stop()
     }
 
+    @Test func aHandshakeToAnH2APIGoesToItsTargetOverHTTP1AndBecomesATunnel() async throws {
+        // setup: an API whose upstream protocol is h2 (its calls are streams of an h2c connection)
+        let raw = try await RawUpstream.start(answer: Self.switching, closeAfter: false, echoAfterAnswer: true)
+        let h2 = UpstreamTargetConfig(host: "127.0.0.1", port: raw.port, pathPrefix: "", weight: 1, tls: false, h2: true)
+        try await GatewayProxyTests.withWorld({ world, _ in world.snapshot(targets: [h2]) }) { _, _, gateway in
+            // act
+            let client = try await SteppedClient.connect(port: gateway.port)
+            try await client.write(Self.handshake + "X-API-Key: \(TestWorld.apiKey)\r\n\r\n")
+            // assert
+            #expect(try await client.read(until: "\r\n\r\n"))
+            #expect(client.received.lowercased().hasPrefix("http/1.1 101"), "\(client.received)")
+            // the upstream heard an HTTP/1.1 handshake on a connection of its own, not the HTTP/2 preface
+            let upstreamHead = try #require(raw.receivedHeads.first).lowercased()
+            #expect(upstreamHead.hasPrefix("get /chat http/1.1\r\n"), "\(upstreamHead)")
+            #expect(upstreamHead.contains("upgrade: websocket\r\n") && upstreamHead.contains("sec-websocket-key: "))
+            try await client.write("over-http1")
+            #expect(try await client.read(until: "over-http1"))
+            await client.close()
+            try await GatewayIntegrationWait.until { gateway.usage.count == 1 }
+            #expect(gateway.usage.recent.last?.status == 101)
+        }
+        await raw.stop()
+    }
+
+    @Test func aHandshakeToAnH2APIWhoseUpstreamSpeaksOnlyH2cIsA502SayingWhy() async throws {
+        // setup: NIO's HTTP/2 server, prior knowledge only
+        let upstream = try await TestUpstream.start(http2: true)
+        let h2 = UpstreamTargetConfig(host: "127.0.0.1", port: upstream.port, pathPrefix: "", weight: 1, tls: false, h2: true)
+        try await GatewayProxyTests.withWorld({ world, _ in world.snapshot(targets: [h2]) }) { _, _, gateway in
+            // act
+            let response = try #require(try await gateway.send(Self.handshake + "X-API-Key: \(TestWorld.apiKey)\r\nConnection: close\r\n\r\n").first)
+            let plain = try await gateway.request("GET", "/t/demo/echo/v1/hello", headers: [("X-API-Key", TestWorld.apiKey)])
+            // assert
+            #expect(response.status == 502)
+            #expect(response.body.contains("reach its target over HTTP/1.1"), "\(response.body)")
+            // the API's other calls still go over h2
+            #expect(plain.status == 200 && plain.body.contains(#""uri":"/hello""#), "\(plain.body)")
+            try await GatewayIntegrationWait.until { gateway.usage.count == 2 }
+            #expect(gateway.usage.recent.first?.status == 502 && gateway.usage.recent.first?.isBillable == false)
+        }
+        await upstream.stop()
+    }
+
     @Test func aHandshakeWithoutACredentialIsRefusedBeforeTheUpstreamHearsOfIt() async throws {
         let raw = try await RawUpstream.start(answer: Self.switching, closeAfter: false, echoAfterAnswer: true)
         try await GatewayProxyTests.withWorld({ world, _ in world.snapshot(targets: [.loopback(raw.port)]) }) { _, _, gateway in

@@ -127,10 +127,20 @@ enum HTTPHeadParser {
     // MARK: Responses
 
     /// `requestMethod` decides whether a body follows (none after HEAD).
+    /// Whether the response's first bytes are (the start of) `HTTP/`.
+    static func couldStartStatusLine(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let prefix: StaticString = "HTTP/"
+        for index in 0..<min(bytes.count, prefix.utf8CodeUnitCount) where bytes[index] != prefix.utf8Start[index] { return false }
+        return true
+    }
+
     static func parseResponse(_ bytes: UnsafeRawBufferPointer, maxBytes: Int, requestMethod: HTTPMethod) -> HeadParse<ParsedResponse> {
         let lines: Lines
         switch scan(bytes, from: 0, maxBytes: maxBytes) {
-        case .incomplete: return .incomplete
+        case .incomplete:
+            // bytes that cannot become a status line (an HTTP/2 server's SETTINGS, say) are refused
+            // now rather than awaited until the response deadline
+            return couldStartStatusLine(bytes) ? .incomplete : .invalid(.badGateway, "The status line does not start with HTTP/1.x.")
         case .tooLarge: return .tooLarge
         case .invalid(let status, let reason): return .invalid(status, reason)
         case .complete(let scanned, _): lines = scanned

@@ -62,22 +62,48 @@ enum HTTP2Server {
     static func install(on pipeline: ChannelPipeline.SynchronousOperations, shared: GatewayContext, loop: LoopState, client: HTTP2ClientInfo) throws {
         // streams are child channels on the connection's own event loop
         let boundLoop = NIOLoopBound(loop, eventLoop: pipeline.eventLoop)
+        // one gate for the connection's streams (its closure was an allocation per stream)
+        let boundGate = NIOLoopBound(
+            RequestGate(
+                rateLimiter: shared.rateLimiter, quotas: shared.quotas, tokenCache: loop.tokenCache, defaultMaxRequestBytes: shared.settings.maxRequestBytes,
+                onUnknownKey: { [store = shared.store] in store.requestKeyRefresh() }), eventLoop: pipeline.eventLoop)
+        // the answers its streams get in one round of the loop leave in one write (see LoopFlushBatch)
+        try pipeline.addHandler(BatchedFlushHandler(batch: loop.flushBatch), position: .last)
+        let connectionGuard = HTTP2ConnectionGuard(shared: shared, loop: loop)
         _ = try pipeline.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connectionConfiguration(
                 maxHeaderBytes: shared.settings.maxHeaderBytes, extendedConnect: shared.settings.webSocketOverHTTP2),
-            streamConfiguration: streamConfiguration(), position: .last
+            streamConfiguration: streamConfiguration(),
+            streamDelegate: HTTP2StreamEvents(connectionGuard: NIOLoopBound(connectionGuard, eventLoop: pipeline.eventLoop)), position: .last
         ) { stream in
-            stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandler(HTTP2StreamHandler(shared: shared, loop: boundLoop.value, client: client))
+            // on the loop, the stream's handler is added at once; the loop's cached succeeded future
+            // answers (`makeCompletedFuture` made a future per stream)
+            do {
+                try stream.pipeline.syncOperations.addHandler(HTTP2StreamHandler(shared: shared, loop: boundLoop.value, client: client, gate: boundGate.value))
+                return stream.eventLoop.makeSucceededVoidFuture()
+            } catch {
+                return stream.eventLoop.makeFailedFuture(error)
             }
         }
-        try pipeline.addHandler(HTTP2ConnectionGuard(shared: shared, loop: loop), position: .last)
+        try pipeline.addHandler(connectionGuard, position: .last)
     }
 }
 
-/// Sits behind NIOHTTP2's handler on an HTTP/2 connection: counts its open streams (from the
-/// handler's stream events) so the idle sweep closes a connection without streams after the idle
-/// timeout, and drains it at shutdown with a GOAWAY naming the last stream it will answer.
+/// NIOHTTP2's inline stream multiplexer tells a stream's opening and closing to a delegate, not as
+/// events down the connection's pipeline (where `NIOHTTP2StreamCreatedEvent` never arrives): this
+/// one hands them to the connection's guard. Called on the connection's loop.
+struct HTTP2StreamEvents: NIOHTTP2StreamDelegate {
+    let connectionGuard: NIOLoopBound<HTTP2ConnectionGuard>
+
+    func streamCreated(_ id: HTTP2StreamID, channel: any Channel) { connectionGuard.value.streamOpened(id) }
+
+    func streamClosed(_ id: HTTP2StreamID, channel: any Channel) { connectionGuard.value.streamClosed() }
+}
+
+/// Sits behind NIOHTTP2's handler on an HTTP/2 connection: counts its open streams (told by
+/// `HTTP2StreamEvents`) so the idle sweep closes a connection without streams after the idle
+/// timeout — never one with streams under way — and drains it at shutdown with a GOAWAY naming the
+/// last stream it will answer, closing it once those are answered.
 final class HTTP2ConnectionGuard: ChannelInboundHandler, ClientConnection {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -109,17 +135,30 @@ final class HTTP2ConnectionGuard: ChannelInboundHandler, ClientConnection {
         shared.openConnections.withLockedValue { $0 -= 1 }
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let created = event as? NIOHTTP2StreamCreatedEvent {
-            openStreams += 1
-            if created.streamID > lastStream { lastStream = created.streamID }
-            lastActivity = DispatchTime.now().uptimeNanoseconds
-        } else if event is StreamClosedEvent {
-            openStreams = max(0, openStreams - 1)
-            lastActivity = DispatchTime.now().uptimeNanoseconds
-            if draining && openStreams == 0 { close() }
+    func streamOpened(_ id: HTTP2StreamID) {
+        openStreams += 1
+        if id > lastStream { lastStream = id }
+        lastActivity = DispatchTime.now().uptimeNanoseconds
+    }
+
+    func streamClosed() {
+        openStreams = max(0, openStreams - 1)
+        lastActivity = DispatchTime.now().uptimeNanoseconds
+        if draining && openStreams == 0 { closeOnceWritten() }
+    }
+
+    /// The drain's last stream closed. NIOHTTP2 reports the close while it is still writing the
+    /// stream's last frame, so the connection closes once that is out: on the next task, a PING
+    /// is queued behind it, and its write completing means every byte before it left (a client
+    /// that stops reading is closed by the drain's timeout, `forceClose`).
+    private func closeOnceWritten() {
+        guard let context else { return }
+        context.eventLoop.assumeIsolatedUnsafeUnchecked().execute { [self] in
+            guard !closing, let context = self.context else { return }
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2PingData(), ack: false))), promise: written)
+            written.futureResult.assumeIsolatedUnsafeUnchecked().whenComplete { [self] _ in close() }
         }
-        context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -24,6 +24,8 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     private let loop: LoopState
     private let meter: CallMeter
     private let client: HTTP2ClientInfo
+    /// The connection's gate, made once for all its streams (as an HTTP/1 connection's is).
+    private let gate: RequestGate
     private var context: ChannelHandlerContext?
     private var exchange: ProxyExchange?
     /// The stream relayed to an HTTP/2 (gRPC) upstream, instead of an exchange.
@@ -50,10 +52,11 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     /// that never ends its body would otherwise hold its exchange (and a stream slot) for good.
     private var bodyDeadline: Scheduled<Void>?
 
-    init(shared: GatewayContext, loop: LoopState, client: HTTP2ClientInfo) {
+    init(shared: GatewayContext, loop: LoopState, client: HTTP2ClientInfo, gate: RequestGate) {
         self.shared = shared
         self.loop = loop
         self.client = client
+        self.gate = gate
         self.meter = CallMeter(shared: shared, loop: loop)
     }
 
@@ -164,9 +167,6 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     /// key the snapshot lacks) waits for the reload, within the store's refresh window, once.
     private func decide(_ head: HTTPRequestHead, mayWait: Bool, context: ChannelHandlerContext) {
         let snapshot = shared.store.snapshot
-        let gate = RequestGate(
-            rateLimiter: shared.rateLimiter, quotas: shared.quotas, tokenCache: loop.tokenCache, defaultMaxRequestBytes: shared.settings.maxRequestBytes,
-            onUnknownKey: { [store = shared.store] in store.requestKeyRefresh() })
         switch gate.decide(head: head, clientAddress: client.clientAddress, snapshot: snapshot, now: Date(), monotonicNanos: started) {
         case .respond(let response):
             if mayWait && response.decideAgainAfterReload {

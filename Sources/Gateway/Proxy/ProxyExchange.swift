@@ -188,8 +188,13 @@ final class ProxyExchange {
     private func connect() {
         let connecting: EventLoopFuture<UpstreamConnection>
         if self.target.h2 {
-            // the API's upstream speaks HTTP/2: a new stream of the target's multiplexed connection
-            connecting = loop.http2Upstreams.openExchangeStream(to: self.target, tls: plan.route.upstreamTLS)
+            // the API's upstream speaks HTTP/2: a new stream of the target's multiplexed connection —
+            // but a WebSocket handshake gets an HTTP/1.1 connection of its own to the same target, as
+            // nginx does (an HTTP/2 stream cannot switch protocols); it is never pooled
+            connecting =
+                upgrade == nil
+                ? loop.http2Upstreams.openExchangeStream(to: self.target, tls: plan.route.upstreamTLS)
+                : loop.pool.connect(self.target, tls: plan.route.upgradeTLS)
         } else {
             // (the pooled case first, before the target is copied: it is the hot path)
             if let idle = loop.pool.takeIdle(self.target) { return attach(idle) }
@@ -365,6 +370,13 @@ final class ProxyExchange {
         client.exchange(self, failedWith: response)
     }
 
+    /// Said in a 502 when a WebSocket handshake to an h2 API failed: it went over HTTP/1.1, which
+    /// an upstream that speaks only h2c does not answer.
+    private var webSocketToH2Note: String {
+        upgrade != nil && target.h2
+            ? " WebSocket handshakes to an API whose upstream protocol is h2 reach its target over HTTP/1.1, which it must speak too." : ""
+    }
+
     /// The upstream broke the exchange: 502 before the response started, a broken stream after.
     private func upstreamBroke(detail: String) {
         dropUpstream()
@@ -388,7 +400,8 @@ final class ProxyExchange {
         }
         if let upstream {
             if pausedUpstream { upstream.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
-            if upstreamKeepAlive && upstreamInStep && requestEnded {
+            // (an h2 target's connections — its streams, a refused WebSocket handshake's own — are not kept)
+            if upstreamKeepAlive && upstreamInStep && requestEnded && !target.h2 {
                 loop.pool.release(upstream)
             } else {
                 upstream.handler.delegate = nil
@@ -538,7 +551,7 @@ final class ProxyExchange {
                 responseInbound = input
                 return
             case .tooLarge, .invalid:
-                return upstreamBroke(detail: "The upstream sent a response that is not valid HTTP/1.1.")
+                return upstreamBroke(detail: "The upstream sent a response that is not valid HTTP/1.1." + webSocketToH2Note)
             case .complete(let response, let length):
                 if upstreamSentAt != 0 && upstreamMicroseconds == nil {
                     upstreamMicroseconds = Int64((DispatchTime.now().uptimeNanoseconds &- upstreamSentAt) / 1000)
@@ -678,7 +691,7 @@ final class ProxyExchange {
             finish(status: 502, forwarded: true, rejection: nil)
             client.exchangeBroken(self)
         } else {
-            failBeforeResponse(status: .badGateway, detail: "The upstream closed the connection without answering.")
+            failBeforeResponse(status: .badGateway, detail: "The upstream closed the connection without answering." + webSocketToH2Note)
         }
     }
 

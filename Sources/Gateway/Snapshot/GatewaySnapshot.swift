@@ -169,6 +169,10 @@ public final class Route: Sendable {
     /// How its `https://` targets are reached (made once per trust configuration, see `UpstreamTLS`);
     /// nil when it has none, or when the API's CA bundle is unusable (its https targets then answer 502).
     public let upstreamTLS: NIOSSLContext?
+    /// For an API whose upstream protocol is `h2` with `https://` targets: the same trust and client
+    /// identity without ALPN `h2`, for the HTTP/1.1 connection a WebSocket handshake gets to its
+    /// target (an HTTP/2 stream cannot switch protocols). Nil for every other API.
+    public let upgradeTLS: NIOSSLContext?
     /// The provider's pre-authentication policies in chain order, run after the built-in ones
     /// (address rules, CORS preflight, methods, body size) and before any credential check.
     /// Empty for most APIs: the gate then pays one `isEmpty` check.
@@ -197,9 +201,10 @@ public final class Route: Sendable {
         ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
         preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil,
         responseCache: ResponseCachePolicy? = nil, transcoding: GRPCTranscoding? = nil, httpLog: HTTPLogSink? = nil,
-        requestValidation: RequestValidationPolicy? = nil, webSocket: WebSocketConfig? = nil
+        requestValidation: RequestValidationPolicy? = nil, webSocket: WebSocketConfig? = nil, upgradeTLS: NIOSSLContext? = nil
     ) {
         self.webSocket = webSocket
+        self.upgradeTLS = upgradeTLS
         self.transcoding = transcoding
         self.responseCache = responseCache
         self.httpLog = httpLog

@@ -153,6 +153,7 @@ public struct SnapshotLoader: Sendable {
             let upstreamProtocol = UpstreamProtocol(rawValue: protocolName) ?? .http1
             let apiTargets = (targets[id] ?? []).map { $0.speaking(upstreamProtocol) }
             var upstreamTLS: NIOSSLContext?
+            var upgradeTLS: NIOSSLContext?
             if apiTargets.contains(where: \.tls) {
                 do {
                     // gRPC and h2 targets negotiate h2 by ALPN (an API's targets are all gRPC or none, one protocol)
@@ -162,6 +163,8 @@ public struct SnapshotLoader: Sendable {
                         identity = UpstreamTLS.ClientIdentity(certificatePEM: clientCertificate, privateKeyPEM: key)
                     }
                     upstreamTLS = try UpstreamTLS.context(caBundlePEM: caBundle, http2: apiTargets.contains(where: \.speaksHTTP2), client: identity)
+                    // an h2 API's WebSocket handshakes go to its target over HTTP/1.1 (see ProxyExchange.connect)
+                    if apiTargets.contains(where: \.h2) { upgradeTLS = try UpstreamTLS.context(caBundlePEM: caBundle, http2: false, client: identity) }
                 } catch {
                     // its https targets answer 502 saying so; the portal refuses such bundles, so
                     // this is a bundle stored before that check or a broken trust store
@@ -191,7 +194,7 @@ public struct SnapshotLoader: Sendable {
                     maxRequestBytes: maxBytes, sunset: sunset, deprecatedAt: deprecatedAt, upstreamTLS: upstreamTLS,
                     preAuth: chains.byAPI[id] ?? [], requestTransform: chains.requestTransforms[id], responseTransform: chains.responseTransforms[id], responseCache: cache,
                     transcoding: transcodings[id], httpLog: httpLogs[id], requestValidation: validations[id],
-                    webSocket: chains.webSockets[id]))
+                    webSocket: chains.webSockets[id], upgradeTLS: upgradeTLS))
         }
 
         var subscriptions: [UUID: [UUID: SubscriptionGrant]] = [:]

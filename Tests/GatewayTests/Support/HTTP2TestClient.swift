@@ -53,6 +53,43 @@ enum HTTP2TestClient {
         return try await promise.futureResult.get()
     }
 
+    /// GET requests on one connection, all streams open at once; the responses in the order of `paths`.
+    static func concurrentRequests(port: Int, paths: [String], headers: [(String, String)] = []) async throws -> [Response] {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
+        defer { channel.close(promise: nil) }
+        let promises = paths.map { _ in channel.eventLoop.makePromise(of: Response.self) }
+        let multiplexer = try await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.configureHTTP2Pipeline(mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()) {
+                $0.eventLoop.makeSucceededVoidFuture()
+            }
+        }.get()
+        var streams: [any Channel] = []
+        for promise in promises {
+            streams.append(
+                try await multiplexer.createStreamChannel { stream in
+                    stream.eventLoop.makeCompletedFuture {
+                        try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http))
+                        try stream.pipeline.syncOperations.addHandler(Collector(promise: promise))
+                    }
+                }.get())
+        }
+        for (stream, path) in zip(streams, paths) {
+            var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
+            head.headers.add(name: "host", value: "127.0.0.1:\(port)")
+            for (name, value) in headers { head.headers.add(name: name, value: value) }
+            stream.write(HTTPClientRequestPart.head(head), promise: nil)
+            stream.write(HTTPClientRequestPart.end(nil), promise: nil)
+        }
+        // every stream's request is sent from one task of the connection's loop
+        let opened = streams
+        try await channel.eventLoop.submit { for stream in opened { stream.flush() } }.get()
+        let timeout = channel.eventLoop.scheduleTask(in: .seconds(20)) { for promise in promises { promise.fail(ChannelError.ioOnClosedChannel) } }
+        defer { timeout.cancel() }
+        var responses: [Response] = []
+        for promise in promises { responses.append(try await promise.futureResult.get()) }
+        return responses
+    }
+
     private final class Collector: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = HTTPClientResponsePart
         let promise: EventLoopPromise<Response>
