@@ -9,7 +9,7 @@
 # supported"); then one strace -c run of the h2 row for which calls they are. Debug binaries are
 # fine for comparing two builds (their CPU figures are not a release build's).
 #
-#   bench/h2-syscalls.sh [calls=20000]
+#   bench/h2-syscalls.sh [calls=20000]      STRACE_ROWS="h2 grpc": the rows strace -c breaks down (default h2)
 #
 # TOLLGATE_BIN picks the binary (default: this checkout's debug build); PGPORT the private cluster's
 # port (scripts/pg.sh). Ports 9201 (upstream), 9203 (gateway), 9209/9210 (demo upstreams), 18281
@@ -125,10 +125,13 @@ measure h2
 measure grpc
 measure h1
 
-# which system calls, for the h2 row (strace -c slows the gateway: its counts, not its times, matter)
-strace -c -f -p "$gateway_pid" -o "$WORK/strace-h2.txt" & strace_pid=$!; sleep 1
-client h2 "$CALLS" >"$WORK/h2load-h2-strace.txt"
-kill -INT "$strace_pid"; wait "$strace_pid" 2>/dev/null || true
-ok="$(succeeded "$WORK/h2load-h2-strace.txt")"
-echo "h2 under strace, $ok calls; system calls per call:"
-awk -v n="$ok" 'NR > 2 && $4 ~ /^[0-9]+$/ {printf "  %-16s %8.3f\n", $NF, $4 / n}' "$WORK/strace-h2.txt" | sort -k2 -rn | head -10
+# which system calls, for the rows in STRACE_ROWS (default h2; strace -c slows the gateway: its
+# counts, not its times, matter)
+for row in ${STRACE_ROWS:-h2}; do
+  strace -c -f -p "$gateway_pid" -o "$WORK/strace-$row.txt" & strace_pid=$!; sleep 1
+  client "$row" "$CALLS" >"$WORK/h2load-$row-strace.txt"
+  kill -INT "$strace_pid"; wait "$strace_pid" 2>/dev/null || true
+  ok="$(succeeded "$WORK/h2load-$row-strace.txt")"
+  echo "$row under strace, $ok calls; system calls per call:"
+  awk -v n="$ok" 'NR > 2 && $4 ~ /^[0-9]+$/ {printf "  %-16s %8.3f\n", $NF, $4 / n}' "$WORK/strace-$row.txt" | sort -k2 -rn | head -10
+done
