@@ -624,6 +624,46 @@ def websocket_over_http2(install):
         upstream.close()
 
 
+def websocket_to_an_h2_api(install):
+    """An API whose upstream protocol is h2 still takes WebSockets: a stock `websockets` client
+    (HTTP/1.1 Upgrade) and an `h2` + `wsproto` client (RFC 8441) both reach a stock `websockets`
+    server (HTTP/1.1 only), which the gateway calls over an HTTP/1.1 connection of the handshake's
+    own, as nginx does (an HTTP/2 stream cannot switch protocols); each conversation is metered once."""
+    import wsproto.events
+    upstream = EchoServer()
+    client = None
+    try:
+        install.sql("UPDATE apis SET upstream_protocol = 'h2' WHERE slug = 'echo'")
+        install.route_echo_to(f"http://127.0.0.1:{upstream.port}")
+        before = int(install.sql("SELECT count(*) FROM usage_events"))
+
+        async def talk():
+            uri = f"ws://127.0.0.1:{install.port}/t/demo/echo/v1/chat"
+            async with connect(uri, additional_headers={"X-API-Key": install.api_key}) as ws:
+                await ws.send("hello, h2 API")
+                expect(await ws.recv() == "hello, h2 API", "HTTP/1.1 client: text frame echoed")
+
+        asyncio.run(talk())
+        client = WebSocketOverH2(install, [("x-api-key", install.api_key)])
+        answer = client.response() or {}
+        expect(answer.get(":status") == "200", f"the RFC 8441 stream is accepted with 200: {answer} {client.body()[:200]!r}")
+        client.send(wsproto.events.TextMessage(data="hello over h2"))
+        expect(client.receive() == ["hello over h2"], "HTTP/2 client: text message echoed")
+        client.send(wsproto.events.CloseConnection(code=1000))
+        client.pump_until(client.ended)
+        expect(len(upstream.request_headers) == 2, f"the upstream saw two handshakes: {upstream.request_headers}")
+        expect(all(seen.get("upgrade", "").lower() == "websocket" for seen in upstream.request_headers), "both as HTTP/1.1 upgrades")
+        install.wait_written()
+        rows = install.sql("SELECT status, forwarded FROM usage_events ORDER BY at DESC, id DESC LIMIT 2").splitlines()
+        expect(int(install.sql("SELECT count(*) FROM usage_events")) == before + 2, "each conversation metered once")
+        expect(rows == ["101|t", "101|t"], f"metered as forwarded tunnels: {rows}")
+    finally:
+        install.sql("UPDATE apis SET upstream_protocol = 'http1' WHERE slug = 'echo'")
+        if client:
+            client.close()
+        upstream.close()
+
+
 def websocket_over_http2_closed_when_idle(install):
     """The gateway ends an idle WebSocket stream (TOLLGATE_WEBSOCKET_IDLE_SECONDS=2 here) and
     meters it once; the connection itself stays usable."""
@@ -1468,7 +1508,7 @@ def json_to_grpc_demo_greeter(install):
 CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tls_closed_when_idle, curl_over_tls, http2_with_curl, h2_upstream_with_curl,
          http2_abuse_is_bounded, websocket_over_http2, websocket_over_http2_closed_when_idle,
          websocket_over_http2_keeps_the_apis_own_idle_limit, websocket_over_http2_upstream_answers_as_it_answered,
-         websocket_over_http2_refused_without_credential, grpc_pass_through, grpc_relay_survives_clients_dropping_calls, grpc_demo_greeter, json_to_grpc_translation,
+         websocket_over_http2_refused_without_credential, websocket_to_an_h2_api, grpc_pass_through, grpc_relay_survives_clients_dropping_calls, grpc_demo_greeter, json_to_grpc_translation,
          json_to_grpc_metadata_and_deadline, json_to_grpc_undecodable_reply, json_to_grpc_any, json_to_grpc_client_streams,
          json_to_grpc_transformations, json_to_grpc_demo_greeter]
 
