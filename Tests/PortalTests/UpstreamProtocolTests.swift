@@ -48,6 +48,9 @@ import Testing
                 #expect(route.targets.map(\.h2) == [true, true] && route.targets.map(\.http2) == [false, false])
                 #expect(route.targets.map(\.key) == ["h2c://127.0.0.1:9301", "h2+https://api.example.com:443"])
                 #expect(route.upstreamTLS != nil)
+                // WebSocket handshakes reach its https targets over HTTP/1.1: a context without ALPN h2
+                let upgradeTLS = try #require(route.upgradeTLS)
+                #expect(upgradeTLS !== route.upstreamTLS)
                 // documented
                 let document = String(buffer: try await APITests.call(client, .get, "/t/acme/api/v1/openapi.json", token: nil).body)
                 #expect(document.contains("\"upstream_protocol\""))
