@@ -9,7 +9,8 @@
 # supported"); then one strace -c run of the h2 row for which calls they are. Debug binaries are
 # fine for comparing two builds (their CPU figures are not a release build's).
 #
-#   bench/h2-syscalls.sh [calls=20000]      STRACE_ROWS="h2 grpc": the rows strace -c breaks down (default h2)
+#   bench/h2-syscalls.sh [calls=20000]      ROWS="h2 grpc h1": the rows measured (default all three);
+#                                          STRACE_ROWS="h2 grpc": the rows strace -c breaks down (default h2)
 #
 # TOLLGATE_BIN picks the binary (default: this checkout's debug build); PGPORT the private cluster's
 # port (scripts/pg.sh). Ports 9201 (upstream), 9203 (gateway), 9209/9210 (demo upstreams), 18281
@@ -105,25 +106,31 @@ client() {  # h2|grpc|h1 calls
   else taskset -c 0 h2load --h1 -t1 -n "$2" -c 32 -m 1 -H "authorization: Bearer $TOKEN" "$url"; fi
 }
 succeeded() { grep -o '[0-9]* succeeded' "$1" | cut -d' ' -f1; }
-measure() {  # h2|h1: perf stat over one run of $CALLS calls, after a warm-up
+# the gateway's event loop threads (NIO-ELT-*; the singleton loops and the Swift concurrency
+# threads run PostgresNIO and the meter, whose timed flushes dominate at a debug build's call rate)
+loop_tids="$(grep -l '^NIO-ELT' /proc/"$gateway_pid"/task/*/comm | cut -d/ -f5 | paste -sd,)"
+measure() {  # h2|grpc|h1: perf stat over one run of $CALLS calls, after a warm-up
   client "$1" 2000 >/dev/null
   perf stat -x, -e task-clock,raw_syscalls:sys_enter -p "$gateway_pid" -o "$WORK/perf-$1.txt" & local perf_pid=$!
+  perf stat -x, -e task-clock,raw_syscalls:sys_enter -t "$loop_tids" -o "$WORK/perf-$1-loop.txt" & local loop_perf_pid=$!
   sleep 0.5
   client "$1" "$CALLS" >"$WORK/h2load-$1.txt"
-  kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+  kill -INT "$perf_pid" "$loop_perf_pid"; wait "$perf_pid" "$loop_perf_pid" 2>/dev/null || true
   local ok; ok="$(succeeded "$WORK/h2load-$1.txt")"
   [ "${ok:-0}" -gt 0 ] || { echo "no call succeeded: $(tail -5 "$WORK/h2load-$1.txt")" >&2; exit 1; }
-  local cpu syscalls
+  local cpu syscalls loop_cpu loop_syscalls
   cpu="$(awk -F, '$3 ~ /^task-clock/ {print $1}' "$WORK/perf-$1.txt")"
   syscalls="$(awk -F, '$3 ~ /sys_enter/ {print $1}' "$WORK/perf-$1.txt")"
-  printf '%-6s %8d %8s %12.1f %14.2f\n' "$1" "$ok" "$(grep -o '[0-9]* 2xx' "$WORK/h2load-$1.txt" | cut -d' ' -f1)" \
-    "$(echo "$cpu * 1000 / $ok" | bc -l)" "$(echo "$syscalls / $ok" | bc -l)"
+  loop_cpu="$(awk -F, '$3 ~ /^task-clock/ {print $1}' "$WORK/perf-$1-loop.txt")"
+  loop_syscalls="$(awk -F, '$3 ~ /sys_enter/ {print $1}' "$WORK/perf-$1-loop.txt")"
+  printf '%-6s %8d %8s %12.1f %14.2f %12.1f %14.2f\n' "$1" "$ok" "$(grep -o '[0-9]* 2xx' "$WORK/h2load-$1.txt" | cut -d' ' -f1)" \
+    "$(echo "$cpu * 1000 / $ok" | bc -l)" "$(echo "$syscalls / $ok" | bc -l)" \
+    "$(echo "$loop_cpu * 1000 / $ok" | bc -l)" "$(echo "$loop_syscalls / $ok" | bc -l)"
 }
 echo "binary: $BIN"
-printf '%-6s %8s %8s %12s %14s\n' client calls 2xx "CPU us/call" "syscalls/call"
-measure h2
-measure grpc
-measure h1
+echo "(process: all its threads; loop: the gateway's event loop thread alone)"
+printf '%-6s %8s %8s %12s %14s %12s %14s\n' client calls 2xx "CPU us/call" "syscalls/call" "loop CPU us" "loop syscalls"
+for row in ${ROWS:-h2 grpc h1}; do measure "$row"; done
 
 # which system calls, for the rows in STRACE_ROWS (default h2; strace -c slows the gateway: its
 # counts, not its times, matter)

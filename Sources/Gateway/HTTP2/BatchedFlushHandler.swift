@@ -1,6 +1,6 @@
 import NIOCore
 
-/// The HTTP/2 connections of one event loop whose socket flush waits for the end of the loop's
+/// The HTTP/2 client connections of one event loop whose socket flush waits for the end of the loop's
 /// current round. Answers to a connection's streams are mostly made while the loop handles the
 /// readiness of many upstream sockets one after the other (not during the client connection's own
 /// read, where NIOHTTP2 already makes one flush of its streams' flushes): flushed at once, each

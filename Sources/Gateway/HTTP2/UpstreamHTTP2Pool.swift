@@ -12,14 +12,12 @@ import NIOSSL
 final class UpstreamHTTP2Pool {
     let eventLoop: any EventLoop
     private let connectTimeout: TimeAmount
-    private let flushBatch: LoopFlushBatch
     private var connections: [String: (multiplexer: NIOHTTP2Handler.StreamMultiplexer, channel: ObjectIdentifier)] = [:]
     private var connecting: [String: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
 
-    init(eventLoop: any EventLoop, connectTimeout: TimeAmount, flushBatch: LoopFlushBatch) {
+    init(eventLoop: any EventLoop, connectTimeout: TimeAmount) {
         self.eventLoop = eventLoop
         self.connectTimeout = connectTimeout
-        self.flushBatch = flushBatch
     }
 
     /// A new stream to `target` with an `UpstreamStreamHandler` in its pipeline.
@@ -92,7 +90,6 @@ final class UpstreamHTTP2Pool {
         } else {
             ready = connected
         }
-        let flushBatch = NIOLoopBound(self.flushBatch, eventLoop: eventLoop)
         let made = ready.flatMapThrowing { channel in
             var configuration = NIOHTTP2Handler.ConnectionConfiguration()
             // Frames of a stream the gateway reset (its client went away) still arrive for a while;
@@ -100,8 +97,6 @@ final class UpstreamHTTP2Pool {
             // the whole connection. A client that drops a connection with a hundred calls in flight
             // resets a hundred streams at once, so remember as many as an upstream lets run at once.
             configuration.maximumRecentlyResetStreams = Self.recentlyResetStreams
-            // the calls' streams sent in one round of the loop (a client's burst of requests) leave in one write
-            try channel.pipeline.syncOperations.addHandler(BatchedFlushHandler(batch: flushBatch.value))
             let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                 mode: .client, connectionConfiguration: configuration, streamConfiguration: .init()
             ) { pushed in

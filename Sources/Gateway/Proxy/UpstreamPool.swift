@@ -155,7 +155,7 @@ final class LoopState {
     let http2Idle: LoopSweep<HTTP2ConnectionGuard, Void>
     /// HTTP/2 connections to `grpc://` and `grpcs://` targets.
     let http2Upstreams: UpstreamHTTP2Pool
-    /// HTTP/2 connections (client and upstream) whose socket flush waits for the end of this round.
+    /// HTTP/2 client connections whose socket flush waits for the end of this round.
     let flushBatch: LoopFlushBatch
     /// Requests waiting for a reload before they are decided again (an unknown signing key).
     let waitingDecisions: LoopSweep<ProxyHandler, Void>
@@ -178,9 +178,8 @@ final class LoopState {
         self.deadlines = .responseDeadlines(eventLoop: pool.eventLoop)
         self.idle = .idleConnections(eventLoop: pool.eventLoop, timeout: idleTimeout)
         self.http2Idle = .idleConnections(eventLoop: pool.eventLoop, timeout: idleTimeout)
-        let flushBatch = LoopFlushBatch(eventLoop: pool.eventLoop)
-        self.flushBatch = flushBatch
-        self.http2Upstreams = UpstreamHTTP2Pool(eventLoop: pool.eventLoop, connectTimeout: pool.connectTimeout, flushBatch: flushBatch)
+        self.flushBatch = LoopFlushBatch(eventLoop: pool.eventLoop)
+        self.http2Upstreams = UpstreamHTTP2Pool(eventLoop: pool.eventLoop, connectTimeout: pool.connectTimeout)
         self.waitingDecisions = LoopSweep(eventLoop: pool.eventLoop, interval: .milliseconds(20)) { handler, _, now in handler.decideIfReloaded(now: now) }
     }
 }
