@@ -100,15 +100,15 @@ public struct UsageStore: Sendable {
                                       rejection, forwarded, billable, gateway, seq, cache)
             SELECT id, at, tenant, nullif(api, \(Self.none)), nullif(app, \(Self.none)), nullif(sub, \(Self.none)), nullif(plan, \(Self.none)), method, status,
                    latency, bytes_in, bytes_out, nullif(rejection, ''), forwarded, billable, \(gateway), seq, nullif(cache, '')
-            FROM unnest(\(PostgresColumn.uuid(events.map(\.id))), \(PostgresColumn.timestamptz(events.map(\.at))),
-                        \(PostgresColumn.uuid(events.map(\.tenantID))), \(PostgresColumn.uuid(events.map { $0.apiID ?? Self.none })),
-                        \(PostgresColumn.uuid(events.map { $0.appID ?? Self.none })), \(PostgresColumn.uuid(events.map { $0.subscriptionID ?? Self.none })),
-                        \(PostgresColumn.uuid(events.map { $0.planID ?? Self.none })), \(PostgresColumn.text(events.map(\.method))),
-                        \(PostgresColumn.int16(events.map { Int16(clamping: $0.status) })),
-                        \(PostgresColumn.int32(events.map { Int32(clamping: $0.latencyMicroseconds) })), \(PostgresColumn.int64(events.map(\.bytesIn))),
-                        \(PostgresColumn.int64(events.map(\.bytesOut))), \(PostgresColumn.text(events.map { $0.rejection?.rawValue ?? "" })),
-                        \(PostgresColumn.bool(events.map(\.forwarded))), \(PostgresColumn.bool(events.map(\.isBillable))),
-                        \(PostgresColumn.int64(events.map(\.sequence))), \(PostgresColumn.text(events.map { $0.cache?.rawValue ?? "" })))
+            FROM unnest(\(BinaryArrayColumn.uuid(events.map(\.id))), \(BinaryArrayColumn.timestamptz(events.map(\.at))),
+                        \(BinaryArrayColumn.uuid(events.map(\.tenantID))), \(BinaryArrayColumn.uuid(events.map { $0.apiID ?? Self.none })),
+                        \(BinaryArrayColumn.uuid(events.map { $0.appID ?? Self.none })), \(BinaryArrayColumn.uuid(events.map { $0.subscriptionID ?? Self.none })),
+                        \(BinaryArrayColumn.uuid(events.map { $0.planID ?? Self.none })), \(BinaryArrayColumn.text(events.map(\.method))),
+                        \(BinaryArrayColumn.int16(events.map { Int16(clamping: $0.status) })),
+                        \(BinaryArrayColumn.int32(events.map { Int32(clamping: $0.latencyMicroseconds) })), \(BinaryArrayColumn.int64(events.map(\.bytesIn))),
+                        \(BinaryArrayColumn.int64(events.map(\.bytesOut))), \(BinaryArrayColumn.text(events.map { $0.rejection?.rawValue ?? "" })),
+                        \(BinaryArrayColumn.bool(events.map(\.forwarded))), \(BinaryArrayColumn.bool(events.map(\.isBillable))),
+                        \(BinaryArrayColumn.int64(events.map(\.sequence))), \(BinaryArrayColumn.text(events.map { $0.cache?.rawValue ?? "" })))
                  AS e(id, at, tenant, api, app, sub, plan, method, status, latency, bytes_in, bytes_out, rejection, forwarded, billable, seq, cache)
             \(unescaped: skippingStored ? "ON CONFLICT DO NOTHING RETURNING id" : "")
             """, logger: logger)

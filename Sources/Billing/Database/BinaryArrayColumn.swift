@@ -9,7 +9,7 @@ import PostgresNIO
 /// and back-filling each element's length; for the meter's batches (17 columns × thousands of
 /// events, every call the gateway answers) that was a quarter of the meter's CPU under load. The
 /// bytes are the same: a one-dimensional array without nulls, lower bound 1.
-enum PostgresColumn: PostgresDynamicTypeEncodable {
+enum BinaryArrayColumn: PostgresDynamicTypeEncodable {
     case uuid([UUID])
     case timestamptz([Date])
     case int64([Int64])
