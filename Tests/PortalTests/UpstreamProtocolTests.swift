@@ -46,7 +46,9 @@ import Testing
                 let snapshot = try await portal.snapshot()
                 let route = try #require(snapshot.tenantsBySlug["acme"]?.routes.first { $0.apiID.uuidString == id.uppercased() })
                 #expect(route.targets.map(\.h2) == [true, true] && route.targets.map(\.http2) == [false, false])
-                #expect(route.targets.map(\.key) == ["h2c://127.0.0.1:9301", "h2+https://api.example.com:443"])
+                #expect(route.targets.map(\.address) == ["h2c://127.0.0.1:9301", "h2+https://api.example.com:443"])
+                // the TLS target's pool key names its TLS settings too; the plaintext one is its address
+                #expect(route.targets[0].key == "h2c://127.0.0.1:9301" && route.targets[1].key == "h2+https://api.example.com:443#\(route.upstreamTLS?.identity ?? "")")
                 #expect(route.upstreamTLS != nil)
                 // documented
                 let document = String(buffer: try await APITests.call(client, .get, "/t/acme/api/v1/openapi.json", token: nil).body)

@@ -276,7 +276,7 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
         exchange.bytesIn = bodyBytes
         if bodyBytes > Int64(exchange.bodyLimit) {
             self.exchange = nil
-            loop.pool.recordSuccess(exchange.target.key)
+            loop.pool.recordSuccess(exchange.target)
             exchange.abort(status: HTTPResponseStatus.payloadTooLarge.code, forwarded: false, rejection: .tooLarge)
             return writeLocal(
                 .problem(.payloadTooLarge, "Request too large", "The body is larger than \(exchange.bodyLimit) bytes.", rejection: .tooLarge), context: context)

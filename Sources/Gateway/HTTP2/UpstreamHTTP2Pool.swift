@@ -21,7 +21,7 @@ final class UpstreamHTTP2Pool {
     }
 
     /// A new stream to `target` with an `UpstreamStreamHandler` in its pipeline.
-    func openStream(to target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<(any Channel, UpstreamStreamHandler)> {
+    func openStream(to target: UpstreamTargetConfig, tls: UpstreamTLS.Context?) -> EventLoopFuture<(any Channel, UpstreamStreamHandler)> {
         multiplexer(for: target, tls: tls).flatMap { multiplexer in
             multiplexer.createStreamChannel { stream in
                 stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(UpstreamStreamHandler()) }
@@ -34,7 +34,7 @@ final class UpstreamHTTP2Pool {
     /// A new stream to an `h2` target for the exchange core: the stream speaks the HTTP/1.1 bytes
     /// the exchange writes and reads (`UpstreamStreamCodec`), so an exchange drives it as it drives
     /// a pooled HTTP/1.1 connection — except that a stream is never reused.
-    func openExchangeStream(to target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<UpstreamConnection> {
+    func openExchangeStream(to target: UpstreamTargetConfig, tls: UpstreamTLS.Context?) -> EventLoopFuture<UpstreamConnection> {
         multiplexer(for: target, tls: tls).flatMap { multiplexer in
             multiplexer.createStreamChannel { stream in
                 stream.eventLoop.makeCompletedFuture {
@@ -49,7 +49,7 @@ final class UpstreamHTTP2Pool {
         }
     }
 
-    private func multiplexer(for target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
+    private func multiplexer(for target: UpstreamTargetConfig, tls: UpstreamTLS.Context?) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
         let key = target.key
         if let known = connections[key] { return eventLoop.makeSucceededFuture(known.multiplexer) }
         if let pending = connecting[key] { return pending }
@@ -64,7 +64,7 @@ final class UpstreamHTTP2Pool {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let waiter, let tls {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: UpstreamTLS.serverName(target.host)))
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls.ssl, serverHostname: UpstreamTLS.serverName(target.host)))
                         try channel.pipeline.syncOperations.addHandler(waiter)
                     }
                 }

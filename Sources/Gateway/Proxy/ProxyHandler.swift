@@ -423,7 +423,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         exchange.bytesIn += Int64(payload)
         if exchange.bytesIn > Int64(exchange.bodyLimit) {
             // The body outgrew the limit while streaming: stop here.
-            loop.pool.recordSuccess(exchange.target.key)
+            loop.pool.recordSuccess(exchange.target)
             abortExchange(status: .payloadTooLarge, rejection: .tooLarge)
             writeLocal(
                 .problem(.payloadTooLarge, "Request too large", "The body is larger than \(exchange.bodyLimit) bytes.", rejection: .tooLarge),

@@ -60,23 +60,25 @@ final class UpstreamPool {
         return target
     }
 
-    func recordSuccess(_ key: String) {
-        var breaker = breakers[key] ?? CircuitBreaker()
+    /// Breakers are the target's connections' (keyed like them, TLS identity included): one API's
+    /// failed handshakes (its CA bundle does not verify the upstream, its client certificate is
+    /// refused) open the circuit for that API's settings only, not for every API on the host.
+    /// The gauge is labelled with the network address, never the identity (a digest of secrets).
+    func recordSuccess(_ target: UpstreamTargetConfig) {
+        var breaker = breakers[target.key] ?? CircuitBreaker()
         let before = breaker.gaugeValue
         breaker.recordSuccess()
-        breakers[key] = breaker
-        if before != 0 { GatewayGauges.circuit(target: key, state: 0) }
+        breakers[target.key] = breaker
+        if before != 0 { GatewayGauges.circuit(target: target.address, state: 0) }
     }
 
-    func recordFailure(_ key: String, now: UInt64) {
-        var breaker = breakers[key] ?? CircuitBreaker()
+    func recordFailure(_ target: UpstreamTargetConfig, now: UInt64) {
+        var breaker = breakers[target.key] ?? CircuitBreaker()
         let before = breaker.gaugeValue
         breaker.recordFailure(now: now)
-        breakers[key] = breaker
-        if before != breaker.gaugeValue { GatewayGauges.circuit(target: key, state: breaker.gaugeValue) }
+        breakers[target.key] = breaker
+        if before != breaker.gaugeValue { GatewayGauges.circuit(target: target.address, state: breaker.gaugeValue) }
     }
-
-    func circuitStates() -> [(String, Int)] { breakers.map { ($0.key, $0.value.gaugeValue) } }
 
     /// An idle, open connection to the target, if there is one: the common case, with no future
     /// allocated. (Popped in place: copying the list out of the dictionary and back copied it.)
@@ -88,8 +90,9 @@ final class UpstreamPool {
     }
 
     /// A new connection to the target; for an `https://` target, handed out once its TLS
-    /// handshake is done (`tls`: the route's context; without one the connection fails).
-    func connect(_ target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<UpstreamConnection> {
+    /// handshake is done (`tls`: the route's context; without one the connection fails). It is
+    /// pooled under `target.key`, which names the route's TLS identity too.
+    func connect(_ target: UpstreamTargetConfig, tls: UpstreamTLS.Context?) -> EventLoopFuture<UpstreamConnection> {
         let key = target.key
         let timeout = connectTimeout
         if target.tls && tls == nil {
@@ -103,7 +106,7 @@ final class UpstreamPool {
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     if let waiter, let tls {
-                        try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: UpstreamTLS.serverName(target.host)))
+                        try pipeline.addHandler(NIOSSLClientHandler(context: tls.ssl, serverHostname: UpstreamTLS.serverName(target.host)))
                         try pipeline.addHandler(waiter)
                     }
                     // raw bytes both ways: the proxy writes request heads itself and parses responses

@@ -151,7 +151,7 @@ struct TestWorld: Sendable {
         targets: [UpstreamTargetConfig], state: Route.State = .published, rate: Int = 1000, burst: Int = 1000, quota: Int64? = nil,
         cors: CORSPolicy? = nil, ipRules: IPAccessRules = IPAccessRules(), methods: Set<String> = [], maxRequestBytes: Int? = nil,
         sunset: Date? = nil, revoked: Set<String> = [], subscribed: Bool = true, version: Int = 1, keyIDs: [String] = ["k1"],
-        upstreamTLS: NIOSSLContext? = nil, preAuth: [PreAuthPolicy] = [], windows: [PlanWindow] = [],
+        upstreamTLS: UpstreamTLS.Context? = nil, preAuth: [PreAuthPolicy] = [], windows: [PlanWindow] = [],
         requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil, responseCache: ResponseCachePolicy? = nil,
         cacheHitsBillable: Bool = true, httpLog: HTTPLogSink? = nil, requestValidation: RequestValidationPolicy? = nil,
         webSocket: WebSocketConfig? = nil
