@@ -29,6 +29,7 @@ final class UpstreamPool {
     let eventLoop: any EventLoop
     let connectTimeout: TimeAmount
     let maxIdlePerTarget: Int
+    private let connector: UpstreamConnector
     private var idle: [String: [UpstreamConnection]] = [:]
     private var breakers: [String: CircuitBreaker] = [:]
     private var balancers: [UUID: ([UpstreamTargetConfig], WeightedRoundRobin)] = [:]
@@ -37,6 +38,7 @@ final class UpstreamPool {
         self.eventLoop = eventLoop
         self.connectTimeout = connectTimeout
         self.maxIdlePerTarget = maxIdlePerTarget
+        self.connector = UpstreamConnector(eventLoop: eventLoop, timeout: connectTimeout)
     }
 
     /// The next target for the route by weighted round-robin over targets whose circuit admits a
@@ -94,42 +96,8 @@ final class UpstreamPool {
     /// pooled under `target.key`, which names the route's TLS identity too.
     func connect(_ target: UpstreamTargetConfig, tls: UpstreamTLS.Context?) -> EventLoopFuture<UpstreamConnection> {
         let key = target.key
-        let timeout = connectTimeout
-        if target.tls && tls == nil {
-            return eventLoop.makeFailedFuture(UpstreamTLS.Failure.invalidBundle("no TLS settings could be made for this API"))
-        }
-        let waiter = target.tls ? TLSHandshakeWaiter(eventLoop: eventLoop) : nil
-        let connected = ClientBootstrap(group: eventLoop)
-            .connectTimeout(timeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let pipeline = channel.pipeline.syncOperations
-                    if let waiter, let tls {
-                        try pipeline.addHandler(NIOSSLClientHandler(context: tls.ssl, serverHostname: UpstreamTLS.serverName(target.host)))
-                        try pipeline.addHandler(waiter)
-                    }
-                    // raw bytes both ways: the proxy writes request heads itself and parses responses
-                    try pipeline.addHandler(UpstreamResponseHandler())
-                }
-            }
-            .connect(host: target.host, port: target.port)
-        var ready = connected
-        if let waiter {
-            connected.whenFailure { waiter.finish(.failure($0)) }
-            ready = connected.flatMap { channel in
-                // the handshake has the connect timeout too
-                let timer = channel.eventLoop.scheduleTask(in: timeout) {
-                    waiter.finish(.failure(ChannelError.connectTimeout(timeout)))
-                    channel.close(promise: nil)
-                }
-                return waiter.promise.futureResult.map { channel }.flatMapErrorThrowing { error in
-                    channel.close(promise: nil)
-                    throw error
-                }.always { _ in timer.cancel() }
-            }
-        }
-        return ready.flatMapThrowing { channel in
+        // raw bytes both ways: the proxy writes request heads itself and parses responses
+        return connector.connect(target, tls: tls) { try $0.addHandler(UpstreamResponseHandler()) }.flatMapThrowing { channel in
             let handler = try channel.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self)
             return UpstreamConnection(channel: channel, key: key, handler: handler)
         }
