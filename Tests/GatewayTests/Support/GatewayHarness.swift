@@ -154,13 +154,13 @@ struct TestWorld: Sendable {
         upstreamTLS: UpstreamTLS.Context? = nil, preAuth: [PreAuthPolicy] = [], windows: [PlanWindow] = [],
         requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil, responseCache: ResponseCachePolicy? = nil,
         cacheHitsBillable: Bool = true, httpLog: HTTPLogSink? = nil, requestValidation: RequestValidationPolicy? = nil,
-        webSocket: WebSocketConfig? = nil
+        webSocket: WebSocketConfig? = nil, transcoding: GRPCTranscoding? = nil
     ) -> GatewaySnapshot {
         let route = Route(
             apiID: apiID, slug: "echo", version: "v1", basePath: "/echo/v1", state: state, targets: targets, cors: cors, ipRules: ipRules,
             methods: methods, maxRequestBytes: maxRequestBytes, sunset: sunset, deprecatedAt: state == .deprecated ? Date(timeIntervalSince1970: 1_700_000_000) : nil,
             upstreamTLS: upstreamTLS, preAuth: preAuth, requestTransform: requestTransform, responseTransform: responseTransform,
-            responseCache: responseCache, httpLog: httpLog, requestValidation: requestValidation, webSocket: webSocket)
+            responseCache: responseCache, transcoding: transcoding, httpLog: httpLog, requestValidation: requestValidation, webSocket: webSocket)
         let grant = SubscriptionGrant(subscriptionID: subscriptionID, planID: planID, ratePerSecond: rate, burst: burst, monthlyQuota: quota, windows: windows,
             cacheHitsBillable: cacheHitsBillable)
         let app = AppGrant(id: appID, teamID: teamID, clientID: "tgc_demo", subscriptions: subscribed ? [apiID: grant] : [:])
