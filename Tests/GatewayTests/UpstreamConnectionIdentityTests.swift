@@ -30,9 +30,9 @@ import Testing
         return try NIOSSLContext(configuration: server)
     }
 
-    /// One tenant, one app subscribed to API A (`/a/v1`, with `identity`) and API B (`/b/v1`,
-    /// the same CA bundle and no client certificate), both routed to `target`.
-    static func snapshot(_ world: TestWorld, target: UpstreamTargetConfig, ca: DevelopmentCA, identity: UpstreamTLS.ClientIdentity) throws
+    /// One tenant, one app subscribed to API A (`/a/v1`, with client certificate `identity`) and
+    /// API B (`/b/v1`, the same CA bundle and no client certificate), both routed to `target`.
+    static func snapshot(_ world: TestWorld, target: UpstreamTargetConfig, ca: DevelopmentCA, identity: UpstreamTLS.ClientIdentity?) throws
         -> GatewaySnapshot
     {
         let http2 = target.speaksHTTP2
@@ -116,6 +116,39 @@ import Testing
             target: { UpstreamTargetConfig(host: "localhost", port: $0, pathPrefix: "", weight: 1, tls: true, http2: true) }, alpn: ["h2"], http2Upstream: true
         ) { gateway, path in
             try await HTTP2TestClient.request(port: gateway.port, method: .POST, path: path, headers: [("x-api-key", TestWorld.apiKey)], body: ["x"]).status
+        }
+    }
+
+    @Test func oneAPIsFailedHandshakesOpenItsOwnCircuitNotTheOtherAPIsOnTheSameHost() async throws {
+        // setup: A trusts another CA (every handshake fails), B the upstream's; one loop, one pool
+        let ca = try DevelopmentCA.create(commonName: "breaker CA")
+        let stranger = try DevelopmentCA.create(commonName: "not the upstream's CA")
+        let upstream = try await TestUpstream.start(tls: try Self.serverContext(ca, alpn: ["http/1.1"]))
+        defer { Task { await upstream.stop() } }
+        let world = TestWorld()
+        let target = UpstreamTargetConfig(host: "localhost", port: upstream.port, pathPrefix: "", weight: 1, tls: true)
+        var snapshot = try Self.snapshot(world, target: target, ca: ca, identity: nil)
+        let tenant = try #require(snapshot.tenantsBySlug["demo"])
+        let routes = tenant.routes.map { route in
+            route.slug != "a" ? route : Route(
+                apiID: route.apiID, slug: "a", version: "v1", basePath: "/a/v1", state: .published, targets: [target], cors: nil, ipRules: IPAccessRules(),
+                methods: [], maxRequestBytes: nil, sunset: nil, upstreamTLS: try? UpstreamTLS.context(caBundlePEM: stranger.certificatePEM))
+        }
+        snapshot = GatewaySnapshot(
+            version: 1, loadedAt: Date(), tenants: [TenantConfig(
+                id: tenant.id, slug: tenant.slug, customHost: nil, issuer: tenant.issuer, routes: routes, appsByKeyHash: tenant.appsByKeyHash,
+                apps: tenant.apps, signingKeys: [:], revokedTokenIDs: [])], baseDomain: "localhost")
+        try await GatewayHarness.run(snapshot: snapshot, configure: { $0.eventLoopThreads = 1 }) { gateway in
+            // act: A fails until its circuit opens; then B calls the same host
+            var statusesOfA: [Int] = []
+            for _ in 0..<7 { statusesOfA.append(try await gateway.request("GET", "/t/demo/a/v1/x", headers: [Self.key]).status) }
+            let b = try await gateway.request("GET", "/t/demo/b/v1/y", headers: [Self.key])
+            // assert: five failed handshakes (502) open A's circuit (503; on a machine so starved
+            // that its 10 s passed, the half-open trial fails and opens it again), and B is not
+            // refused for A's failures
+            #expect(statusesOfA.prefix(5).allSatisfy { $0 == 502 } && statusesOfA.suffix(2).contains(503), "\(statusesOfA)")
+            #expect(b.status == 200, "\(b.body)")
+            #expect(upstream.seen.map(\.uri) == ["/y"])
         }
     }
 
