@@ -2,6 +2,7 @@ import Billing
 import Crypto
 import Foundation
 import NIOCore
+import NIOEmbedded
 import NIOHTTP1
 import NIOSSL
 import Testing
@@ -175,5 +176,34 @@ import Testing
             apiID: UUID(), slug: "r", version: "v1", basePath: "/r", state: .published, targets: [secure], cors: nil, ipRules: IPAccessRules(), methods: [],
             maxRequestBytes: nil, sunset: nil, upstreamTLS: nil)
         #expect(unusable.targets[0].key == "https://api.example.com:443#unusable")
+    }
+}
+
+/// Idle lists of keys no route names any more (a target dropped, TLS settings changed) do not
+/// pile up: past the bound, a new key prunes closed connections and empty lists.
+@Suite struct UpstreamPoolIdleBoundTests {
+    @Test func aNewKeyPastTheBoundPrunesListsWhoseConnectionsClosed() throws {
+        // setup: a pool of at most two keys; key 1's connection has since been closed by its upstream
+        let loop = EmbeddedEventLoop()
+        let pool = UpstreamPool(eventLoop: loop, connectTimeout: .seconds(1), maxIdleTargets: 2)
+        func connection(_ port: Int) throws -> (UpstreamConnection, EmbeddedChannel) {
+            let channel = EmbeddedChannel(loop: loop)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: port)).wait()
+            return (UpstreamConnection(channel: channel, key: UpstreamTargetConfig.loopback(port).key, handler: UpstreamResponseHandler()), channel)
+        }
+        let (first, firstChannel) = try connection(1)
+        let (second, _) = try connection(2)
+        pool.release(first)
+        pool.release(second)
+        try firstChannel.close().wait()
+        #expect(pool.idleTargetCount == 2)
+        // act: a third key arrives
+        let (third, _) = try connection(3)
+        pool.release(third)
+        // assert: the closed one's list is gone, the open ones are kept and handed out
+        #expect(pool.idleTargetCount == 2)
+        #expect(pool.takeIdle(.loopback(2)) === second)
+        #expect(pool.takeIdle(.loopback(3)) === third)
+        #expect(pool.takeIdle(.loopback(1)) == nil)
     }
 }

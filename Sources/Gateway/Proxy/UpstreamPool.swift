@@ -29,15 +29,20 @@ final class UpstreamPool {
     let eventLoop: any EventLoop
     let connectTimeout: TimeAmount
     let maxIdlePerTarget: Int
+    /// Bound on the pool keys with an idle list. A list outlives its key when a snapshot drops the
+    /// target or changes the TLS settings it is reached with (a new key): nobody takes from it
+    /// again, so past the bound such lists are pruned (see `release`).
+    let maxIdleTargets: Int
     private let connector: UpstreamConnector
     private var idle: [String: [UpstreamConnection]] = [:]
     private var breakers: [String: CircuitBreaker] = [:]
     private var balancers: [UUID: ([UpstreamTargetConfig], WeightedRoundRobin)] = [:]
 
-    init(eventLoop: any EventLoop, connectTimeout: TimeAmount, maxIdlePerTarget: Int = 128) {
+    init(eventLoop: any EventLoop, connectTimeout: TimeAmount, maxIdlePerTarget: Int = 128, maxIdleTargets: Int = 1_024) {
         self.eventLoop = eventLoop
         self.connectTimeout = connectTimeout
         self.maxIdlePerTarget = maxIdlePerTarget
+        self.maxIdleTargets = max(1, maxIdleTargets)
         self.connector = UpstreamConnector(eventLoop: eventLoop, timeout: connectTimeout)
     }
 
@@ -107,12 +112,27 @@ final class UpstreamPool {
     func release(_ connection: UpstreamConnection) {
         connection.handler.delegate = nil
         // a finished HTTP/2 stream is closed (a no-op once both sides ended it), never kept
-        guard !connection.isStream, connection.channel.isActive, idle[connection.key, default: []].count < maxIdlePerTarget else {
+        let kept = idle[connection.key]?.count
+        guard !connection.isStream, connection.channel.isActive, (kept ?? 0) < maxIdlePerTarget else {
             connection.channel.close(promise: nil)
             return
         }
+        // a key new to the pool while it is at its bound (rare: a new target or TLS identity)
+        if kept == nil, idle.count >= maxIdleTargets { pruneIdle() }
         idle[connection.key, default: []].append(connection)
     }
+
+    /// Drops closed connections and the lists left empty — those of keys no route names any more
+    /// among them, once their upstream has closed what they held.
+    private func pruneIdle() {
+        for key in Array(idle.keys) {
+            let open = idle[key]?.filter { $0.channel.isActive } ?? []
+            idle[key] = open.isEmpty ? nil : open
+        }
+    }
+
+    /// How many pool keys have an idle list (for tests).
+    var idleTargetCount: Int { idle.count }
 }
 
 /// The per-loop state of the data plane (pool, token cache), created once per event loop.
