@@ -23,6 +23,11 @@ final class TestUpstream: Sendable {
         var body: String = ""
         /// The request's trailers (chunked trailer section, or HTTP/2 trailing HEADERS).
         var trailers: [(String, String)] = []
+        /// Which of the upstream's connections carried it (1 for the first accepted).
+        var connection = 0
+        /// The certificate (DER) the gateway presented on that connection's TLS handshake; nil
+        /// when it presented none (or over plaintext).
+        var clientCertificate: [UInt8]? = nil
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
     }
 
@@ -40,10 +45,21 @@ final class TestUpstream: Sendable {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                box.withLockedValue { $0 }?.state.withLockedValue { $0.connections += 1 }
+                let number = box.withLockedValue { $0 }?.state.withLockedValue { state in
+                    state.connections += 1
+                    return state.connections
+                } ?? 0
                 return channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                    let record: @Sendable (Seen) -> Void = { seen in box.withLockedValue { $0 }?.state.withLockedValue { $0.seen.append(seen) } }
+                    // each request is recorded with its connection and the client certificate that
+                    // connection's handshake presented (read on the connection's loop, where its
+                    // requests and streams run)
+                    let record: @Sendable (Seen) -> Void = { seen in
+                        var seen = seen
+                        seen.connection = number
+                        seen.clientCertificate = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate?.toDERBytes()
+                        box.withLockedValue { $0 }?.state.withLockedValue { $0.seen.append(seen) }
+                    }
                     if http2 {
                         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                             mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
