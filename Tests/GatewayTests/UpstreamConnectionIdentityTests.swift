@@ -17,18 +17,9 @@ import Testing
 @Suite struct UpstreamConnectionIdentityTests {
     static let key = ("X-API-Key", TestWorld.apiKey)
 
-    /// The upstream's context: a certificate for localhost/127.0.0.1 from `ca`, client certificates
-    /// from `ca` accepted but optional.
+    /// The upstream's context: client certificates from `ca` accepted but optional.
     static func serverContext(_ ca: DevelopmentCA, alpn: [String]) throws -> NIOSSLContext {
-        let leaf = try ca.issue(dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
-        var server = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(leaf.certificatePEM.utf8)).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(leaf.privateKeyPEM.utf8), format: .pem)))
-        server.minimumTLSVersion = .tlsv12
-        server.applicationProtocols = alpn
-        server.certificateVerification = .optionalVerification
-        server.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.certificatePEM.utf8)))
-        return try NIOSSLContext(configuration: server)
+        try TestUpstream.serverContext(ca, alpn: alpn, optionalClientCertificates: true)
     }
 
     /// One tenant, one app subscribed to API A (`/a/v1`, with client certificate `identity`) and

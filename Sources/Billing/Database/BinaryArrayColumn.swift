@@ -46,24 +46,9 @@ enum BinaryArrayColumn: PostgresDynamicTypeEncodable {
                 buffer.writeInteger(Int32(8))
                 buffer.writeInteger(Self.microsecondsSince2000(value))
             }
-        case .int64(let values):
-            header(count: values.count, element: .int8, elementBytes: 8, into: &buffer)
-            for value in values {
-                buffer.writeInteger(Int32(8))
-                buffer.writeInteger(value)
-            }
-        case .int32(let values):
-            header(count: values.count, element: .int4, elementBytes: 4, into: &buffer)
-            for value in values {
-                buffer.writeInteger(Int32(4))
-                buffer.writeInteger(value)
-            }
-        case .int16(let values):
-            header(count: values.count, element: .int2, elementBytes: 2, into: &buffer)
-            for value in values {
-                buffer.writeInteger(Int32(2))
-                buffer.writeInteger(value)
-            }
+        case .int64(let values): integers(values, element: .int8, into: &buffer)
+        case .int32(let values): integers(values, element: .int4, into: &buffer)
+        case .int16(let values): integers(values, element: .int2, into: &buffer)
         case .bool(let values):
             header(count: values.count, element: .bool, elementBytes: 1, into: &buffer)
             for value in values {
@@ -78,6 +63,15 @@ enum BinaryArrayColumn: PostgresDynamicTypeEncodable {
                 buffer.writeString(value)
                 buffer.setInteger(Int32(truncatingIfNeeded: buffer.writerIndex - start), at: start - length)
             }
+        }
+    }
+
+    /// Big-endian integers of `T`'s width, each with its length.
+    private func integers<T: FixedWidthInteger>(_ values: [T], element: PostgresDataType, into buffer: inout ByteBuffer) {
+        header(count: values.count, element: element, elementBytes: MemoryLayout<T>.size, into: &buffer)
+        for value in values {
+            buffer.writeInteger(Int32(MemoryLayout<T>.size))
+            buffer.writeInteger(value)
         }
     }
 

@@ -6,6 +6,8 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
+import struct Gateway.DevelopmentCA
+
 /// A real HTTP upstream on 127.0.0.1 for gateway tests. It answers with a JSON echo of what it
 /// received; a few paths misbehave on purpose: `/slow` answers after 3 s, `/close` drops the
 /// connection without answering, `/status/NNN` answers with that status, `/big` sends 1 MiB,
@@ -176,5 +178,23 @@ final class TestUpstream: Sendable {
                 write()
             }
         }
+    }
+}
+
+extension TestUpstream {
+    /// A TLS upstream's context: a certificate for localhost/127.0.0.1 from `ca`, offering `alpn`;
+    /// with `optionalClientCertificates`, client certificates from `ca` are asked for but not required.
+    static func serverContext(_ ca: DevelopmentCA, alpn: [String], optionalClientCertificates: Bool = false) throws -> NIOSSLContext {
+        let leaf = try ca.issue(dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
+        var server = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(leaf.certificatePEM.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(leaf.privateKeyPEM.utf8), format: .pem)))
+        server.minimumTLSVersion = .tlsv12
+        server.applicationProtocols = alpn
+        if optionalClientCertificates {
+            server.certificateVerification = .optionalVerification
+            server.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.certificatePEM.utf8)))
+        }
+        return try NIOSSLContext(configuration: server)
     }
 }
