@@ -9,8 +9,12 @@ import Testing
 /// An API's upstream protocol (`http1` | `h2`): set at creation or by PATCH and on the API page,
 /// validated against the targets, carried into the gateway's snapshot.
 @Suite struct UpstreamProtocolTests {
-    // an empty value is refused like an unknown one; only an absent one keeps what is stored
-    @Test(arguments: [("h2", UpstreamProtocol?.some(.h2)), ("HTTP1", .some(.http1)), ("", nil), (" ", nil), ("h3", nil), ("http/2", nil)])
+    // an empty value is refused like an unknown one; only an absent one keeps what is stored;
+    // spelled exactly as the API document's enum (no case folding, no trimming)
+    @Test(arguments: [
+        ("h2", UpstreamProtocol?.some(.h2)), ("http1", .some(.http1)), ("HTTP1", nil), ("H2", nil), (" h2", nil), ("", nil), (" ", nil), ("h3", nil),
+        ("http/2", nil),
+    ])
     func theChoiceIsParsedOrExplained(text: String, parsed: UpstreamProtocol?) {
         let result = UpstreamProtocolChoice.parse(text, targets: [UpstreamTarget(url: "https://api.example.com", weight: 1)])
         switch result {
@@ -20,6 +24,29 @@ import Testing
         if case .success(let absent) = UpstreamProtocolChoice.parse(nil, targets: nil) { #expect(absent == nil) } else { Issue.record("absent must mean unchanged") }
         #expect(UpstreamProtocolChoice.problem(.h2, targets: [UpstreamTarget(url: "grpc://10.0.0.5:50051", weight: 1)]) != nil)
         #expect(UpstreamProtocolChoice.problem(.http1, targets: [UpstreamTarget(url: "grpc://10.0.0.5:50051", weight: 1)]) == nil)
+    }
+
+    /// A body decoded with `convertFromSnakeCase` names the member as the client spelled it.
+    @Test(arguments: [
+        (#"{"upstream_protocol": 2}"#, "wrong type at upstream_protocol"), (#"{"upstream_ca_pem": []}"#, "wrong type at upstream_ca_pem"),
+        (#"{"allowed_team_ids": ["x", 3]}"#, "wrong type at allowed_team_ids.1"),
+    ])
+    func decodingErrorsNameTheWireMember(body: String, expected: String) {
+        struct Body: Decodable {
+            var upstreamProtocol: String?
+            var upstreamCaPem: String?
+            var allowedTeamIds: [String]?
+        }
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        do {
+            _ = try decoder.decode(Body.self, from: Data(body.utf8))
+            Issue.record("decoded \(body)")
+        } catch let error as DecodingError {
+            #expect(APIDecoding.describe(error) == expected)
+        } catch {
+            Issue.record("\(error)")
+        }
     }
 
     @Test func theJSONAPISetsItChecksItAndTheSnapshotCarriesIt() async throws {

@@ -169,8 +169,9 @@ enum UpstreamProtocolChoice {
     /// is refused (the page's select always sends an option, so "" is a tampered or broken form,
     /// and keeping the saved protocol while saying "saved" would hide that).
     static func parse(_ text: String?, targets: [UpstreamTarget]?) -> Result<UpstreamProtocol?, Problem> {
-        guard let text = text?.trimmingCharacters(in: .whitespaces) else { return .success(nil) }
-        guard let chosen = UpstreamProtocol(rawValue: text.lowercased()) else { return .failure(Problem(message: rule)) }
+        guard let text else { return .success(nil) }
+        // exactly as the API document's enum and the page's options spell them
+        guard let chosen = UpstreamProtocol(rawValue: text) else { return .failure(Problem(message: rule)) }
         if let problem = problem(chosen, targets: targets ?? []) { return .failure(problem) }
         return .success(chosen)
     }
