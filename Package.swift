@@ -129,6 +129,7 @@ let package = Package(
             dependencies: [
                 "Gateway",
                 "Billing",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),

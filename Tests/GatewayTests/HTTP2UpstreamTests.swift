@@ -202,13 +202,7 @@ import Testing
     // MARK: Support
 
     static func serverContext(_ ca: DevelopmentCA, alpn: [String]) throws -> NIOSSLContext {
-        let leaf = try ca.issue(dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
-        var server = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(leaf.certificatePEM.utf8)).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(leaf.privateKeyPEM.utf8), format: .pem)))
-        server.minimumTLSVersion = .tlsv12
-        server.applicationProtocols = alpn
-        return try NIOSSLContext(configuration: server)
+        try TestUpstream.serverContext(ca, alpn: alpn)
     }
 
     static func waitForUsage(_ gateway: GatewayHarness, count: Int) async throws {

@@ -195,3 +195,31 @@ import Testing
         #expect(throws: failure) { _ = try Self.run(.chunked, text, step: 1000) }
     }
 }
+
+/// Heads written into one reservation: the bytes are those written, whether the first reservation
+/// held them or the head had to be written again into a larger one.
+@Suite struct HeadBytesTests {
+    static func written(estimate: Int, prefix: String = "") -> (ByteBuffer, runs: Int) {
+        var buffer = ByteBufferAllocator().buffer(string: prefix)
+        var runs = 0
+        HeadBytes.write(into: &buffer, estimate: estimate) { out in
+            runs += 1
+            out.put("GET / HTTP/1.1\r\n")
+            out.header("Host", "example.test")
+            out.header("X-Long", String(repeating: "v", count: 700))
+            out.put(UnsafeRawBufferPointer(start: nil, count: 0))
+            out.put("\r\n")
+        }
+        return (buffer, runs)
+    }
+
+    @Test func aHeadLargerThanItsEstimateIsWrittenWholeIntoALargerReservation() {
+        let expected = "GET / HTTP/1.1\r\nHost: example.test\r\nX-Long: " + String(repeating: "v", count: 700) + "\r\n\r\n"
+        let (roomy, roomyRuns) = Self.written(estimate: 4096)
+        let (tight, tightRuns) = Self.written(estimate: 10, prefix: "kept|")
+        #expect(String(buffer: roomy) == expected)
+        #expect(roomyRuns == 1)
+        #expect(String(buffer: tight) == "kept|" + expected)  // what the buffer held stays, nothing of the failed runs
+        #expect(tightRuns > 1)  // the first reservation (at least 64 bytes, as the allocator rounds it) was too small for 739
+    }
+}

@@ -24,7 +24,7 @@ struct BillingCLITests {
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await admin.run() }
             defer { group.cancelAll() }
-            try await admin.query("CREATE DATABASE \(unescaped: String(name))", logger: TestDatabase.logger)
+            try await TestDatabase.createDatabase(String(name), using: admin)
             let result: Result<T, any Error>
             do {
                 result = .success(

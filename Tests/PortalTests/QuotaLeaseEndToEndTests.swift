@@ -61,7 +61,7 @@ struct QuotaLeaseEndToEndTests {
             group.addTask { await admin.run() }
             group.addTask { await client.run() }
             defer { group.cancelAll() }
-            try await admin.query("CREATE DATABASE \(unescaped: name)", logger: TestDatabase.logger)
+            try await TestDatabase.createDatabase(name, using: admin)
             let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("quota-seed-\(UUID().uuidString.prefix(8))").path
             var environment = ProcessInfo.processInfo.environment
             var url = URLComponents(string: TestDatabase.url)!

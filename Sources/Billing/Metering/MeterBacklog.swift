@@ -132,10 +132,13 @@ struct EventSequences {
             if seconds >= month.end { month = bounds }
             start = bounds.0
         }
-        let key = Key(tenant: tenant, month: start)
-        let number = (next[key] ?? 0) + 1
-        next[key] = number
-        return number
+        // one hash lookup: this runs for every call, on the event loop, under the meter's lock
+        return Self.increment(&next[Key(tenant: tenant, month: start), default: 0])
+    }
+
+    private static func increment(_ value: inout Int64) -> Int64 {
+        value += 1
+        return value
     }
 
     /// Forgets months that ended before `date` (no calls for them arrive any more).

@@ -37,7 +37,10 @@ enum SpoolFormat {
         append(event.id, to: &bytes)
         append(event.at.timeIntervalSinceReferenceDate.bitPattern, to: &bytes)
         append(event.tenantID, to: &bytes)
-        for id in [event.apiID, event.appID, event.subscriptionID, event.planID] { append(id ?? nilUUID, to: &bytes) }
+        append(event.apiID ?? nilUUID, to: &bytes)
+        append(event.appID ?? nilUUID, to: &bytes)
+        append(event.subscriptionID ?? nilUUID, to: &bytes)
+        append(event.planID ?? nilUUID, to: &bytes)
         append(UInt64(bitPattern: event.sequence), to: &bytes)
         append(UInt16(clamping: max(0, event.status)), to: &bytes)
         append(UInt64(bitPattern: event.latencyMicroseconds), to: &bytes)
@@ -46,9 +49,9 @@ enum SpoolFormat {
         let rejection = event.rejection.flatMap { UsageEvent.Rejection.allCases.firstIndex(of: $0) }.map { UInt8($0 + 1) } ?? 0
         bytes.append(rejection)
         bytes.append(event.forwarded ? 1 : 0)
-        let method = Array(event.method.utf8.prefix(255))
+        let method = event.method.utf8.prefix(255)
         bytes.append(UInt8(method.count))
-        bytes += method
+        bytes.append(contentsOf: method)
         bytes.append(cacheCode(event.cache))
         let length = UInt32(bytes.count - start)
         withUnsafeBytes(of: length.littleEndian) { raw in

@@ -100,14 +100,15 @@ public struct UsageStore: Sendable {
                                       rejection, forwarded, billable, gateway, seq, cache)
             SELECT id, at, tenant, nullif(api, \(Self.none)), nullif(app, \(Self.none)), nullif(sub, \(Self.none)), nullif(plan, \(Self.none)), method, status,
                    latency, bytes_in, bytes_out, nullif(rejection, ''), forwarded, billable, \(gateway), seq, nullif(cache, '')
-            FROM unnest(\(events.map(\.id))::uuid[], \(events.map(\.at))::timestamptz[], \(events.map(\.tenantID))::uuid[],
-                        \(events.map { $0.apiID ?? Self.none })::uuid[], \(events.map { $0.appID ?? Self.none })::uuid[],
-                        \(events.map { $0.subscriptionID ?? Self.none })::uuid[], \(events.map { $0.planID ?? Self.none })::uuid[],
-                        \(events.map(\.method))::text[], \(events.map { Int16(clamping: $0.status) })::smallint[],
-                        \(events.map { Int32(clamping: $0.latencyMicroseconds) })::integer[], \(events.map(\.bytesIn))::bigint[],
-                        \(events.map(\.bytesOut))::bigint[], \(events.map { $0.rejection?.rawValue ?? "" })::text[],
-                        \(events.map(\.forwarded))::boolean[], \(events.map(\.isBillable))::boolean[], \(events.map(\.sequence))::bigint[],
-                        \(events.map { $0.cache?.rawValue ?? "" })::text[])
+            FROM unnest(\(BinaryArrayColumn.uuid(events.map(\.id))), \(BinaryArrayColumn.timestamptz(events.map(\.at))),
+                        \(BinaryArrayColumn.uuid(events.map(\.tenantID))), \(BinaryArrayColumn.uuid(events.map { $0.apiID ?? Self.none })),
+                        \(BinaryArrayColumn.uuid(events.map { $0.appID ?? Self.none })), \(BinaryArrayColumn.uuid(events.map { $0.subscriptionID ?? Self.none })),
+                        \(BinaryArrayColumn.uuid(events.map { $0.planID ?? Self.none })), \(BinaryArrayColumn.text(events.map(\.method))),
+                        \(BinaryArrayColumn.int16(events.map { Int16(clamping: $0.status) })),
+                        \(BinaryArrayColumn.int32(events.map { Int32(clamping: $0.latencyMicroseconds) })), \(BinaryArrayColumn.int64(events.map(\.bytesIn))),
+                        \(BinaryArrayColumn.int64(events.map(\.bytesOut))), \(BinaryArrayColumn.text(events.map { $0.rejection?.rawValue ?? "" })),
+                        \(BinaryArrayColumn.bool(events.map(\.forwarded))), \(BinaryArrayColumn.bool(events.map(\.isBillable))),
+                        \(BinaryArrayColumn.int64(events.map(\.sequence))), \(BinaryArrayColumn.text(events.map { $0.cache?.rawValue ?? "" })))
                  AS e(id, at, tenant, api, app, sub, plan, method, status, latency, bytes_in, bytes_out, rejection, forwarded, billable, seq, cache)
             \(unescaped: skippingStored ? "ON CONFLICT DO NOTHING RETURNING id" : "")
             """, logger: logger)
@@ -198,6 +199,18 @@ struct HourlyRollup: Equatable {
         "{" + rejected.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
     }
 
+    private mutating func count(_ event: UsageEvent) {
+        calls += 1
+        if event.isBillable { billable += 1 }
+        if event.cache != nil { cacheHits += 1 }
+        if event.status >= 500 { errors += 1 }
+        if let reason = event.rejection { rejected[reason.rawValue, default: 0] += 1 }
+        statusClasses[min(max(event.status / 100 - 2, 0), 3)] += 1
+        bytesIn += event.bytesIn
+        bytesOut += event.bytesOut
+        latency[LatencyHistogram.bucket(event.latencyMicroseconds)] += 1
+    }
+
     static func aggregate(_ events: [UsageEvent]) -> [HourlyRollup] {
         struct Key: Hashable {
             let tenant: UUID
@@ -209,20 +222,10 @@ struct HourlyRollup: Equatable {
         for event in events {
             let hour = Int64(event.at.timeIntervalSince1970.rounded(.down)) / 3600 * 3600
             let key = Key(tenant: event.tenantID, subscription: event.subscriptionID, plan: event.planID, hour: hour)
-            var rollup = rollups[key] ?? HourlyRollup(
+            // in place: a copy taken out and stored back would copy its two arrays for every event
+            rollups[key, default: HourlyRollup(
                 tenantID: event.tenantID, subscriptionID: event.subscriptionID, hour: Date(timeIntervalSince1970: Double(hour)), apiID: event.apiID,
-                appID: event.appID, planID: event.planID)
-            rollup.calls += 1
-            if event.isBillable { rollup.billable += 1 }
-            if event.cache != nil { rollup.cacheHits += 1 }
-            if event.status >= 500 { rollup.errors += 1 }
-            if let reason = event.rejection { rollup.rejected[reason.rawValue, default: 0] += 1 }
-            let statusClass = min(max(event.status / 100 - 2, 0), 3)
-            rollup.statusClasses[statusClass] += 1
-            rollup.bytesIn += event.bytesIn
-            rollup.bytesOut += event.bytesOut
-            rollup.latency[LatencyHistogram.bucket(event.latencyMicroseconds)] += 1
-            rollups[key] = rollup
+                appID: event.appID, planID: event.planID)].count(event)
         }
         // Any order: deltas are appended, and only the fold (one at a time) locks rollup rows.
         return Array(rollups.values)

@@ -190,8 +190,7 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
     private func forward(_ plan: ForwardPlan, head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard let target = loop.pool.pick(plan.route, now: started) else {
             loop.metrics.upstreamError("circuit_open")
-            return answer(plan.refusal(LocalResponse.problem(
-                .serviceUnavailable, "Upstream unavailable", "No healthy upstream target for \(plan.route.slug) right now.", rejection: .upstreamUnavailable), quotas: shared.quotas), context: context)
+            return answer(plan.noHealthyTarget(quotas: shared.quotas), context: context)
         }
         if opensWebSocket {
             guard !target.http2 else {
@@ -205,19 +204,13 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
             return webSocket.start(plan: plan, head: head, requestID: requestID, started: started, target: target, meter: meter, client: client)
         }
         if target.http2 {
-            // a gRPC API cannot be validated against an OpenAPI document (the portal refuses the
-            // policy for one); should its targets have become gRPC since, its calls fail closed
-            if plan.route.requestValidation != nil {
-                return answer(plan.refusal(RequestValidationPolicy.unavailable, quotas: shared.quotas), context: context)
-            }
             // a JSON request to an API with a descriptor set is translated; gRPC requests pass through
-            if !grpc, let transcoding = plan.route.transcoding {
-                guard let resolved = transcoding.resolve(httpMethod: head.method.rawValue, uri: plan.upstreamURI) else {
-                    return answer(plan.refusal(LocalResponse.problem(
-                        .notFound, "No such method",
-                        "\(plan.route.slug) translates POST {base path}/{package.Service}/{Method} with a JSON body, and the routes of its methods' google.api.http options.",
-                        rejection: nil), quotas: shared.quotas), context: context)
-                }
+            switch plan.gRPCForwarding(httpMethod: head.method.rawValue, clientSpeaksGRPC: grpc, quotas: shared.quotas) {
+            case .answer(let response):
+                return answer(response, context: context)
+            case .relay:
+                return relay(plan, head: head, target: target)
+            case .translate(let resolved, let transcoding):
                 let translated = GRPCTranscodedCall(
                     plan: plan, call: resolved, transcoding: transcoding, head: head, requestID: requestID, started: started, target: target, loop: loop,
                     meter: meter, quotas: shared.quotas, bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes,
@@ -227,7 +220,6 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
                 if requestEnded { translated.endRequest() }
                 return
             }
-            return relay(plan, head: head, target: target)
         }
         let exchange = ProxyExchange(
             plan: plan, head: head, requestID: requestID, started: started, target: target,
@@ -276,7 +268,7 @@ final class HTTP2StreamHandler: ChannelInboundHandler {
         exchange.bytesIn = bodyBytes
         if bodyBytes > Int64(exchange.bodyLimit) {
             self.exchange = nil
-            loop.pool.recordSuccess(exchange.target.key)
+            loop.pool.recordSuccess(exchange.target)
             exchange.abort(status: HTTPResponseStatus.payloadTooLarge.code, forwarded: false, rejection: .tooLarge)
             return writeLocal(
                 .problem(.payloadTooLarge, "Request too large", "The body is larger than \(exchange.bodyLimit) bytes.", rejection: .tooLarge), context: context)

@@ -75,7 +75,7 @@ final class HTTP2UpstreamCall {
             // a gRPC deadline bounds the whole call; the gateway's own timeout only its first answer
             guard !finished, grpcTimeout != nil || !responseStarted else { return }
             loop.metrics.upstreamError("timeout")
-            if grpcTimeout == nil { loop.pool.recordFailure(target.key, now: DispatchTime.now().uptimeNanoseconds) }
+            if grpcTimeout == nil { loop.pool.recordFailure(target, now: DispatchTime.now().uptimeNanoseconds) }
             end(grpcStatus: GRPCStatus.deadlineExceeded, message: "The call did not complete within its deadline.", httpStatus: .gatewayTimeout)
         }
         loop.http2Upstreams.openStream(to: target, tls: plan.route.upstreamTLS).assumeIsolatedUnsafeUnchecked().whenComplete { [self] result in
@@ -92,7 +92,7 @@ final class HTTP2UpstreamCall {
                 stream.flush()
             case .failure(let error):
                 guard !finished else { return }
-                loop.pool.recordFailure(target.key, now: DispatchTime.now().uptimeNanoseconds)
+                loop.pool.recordFailure(target, now: DispatchTime.now().uptimeNanoseconds)
                 loop.metrics.upstreamError(UpstreamTLS.isTLSFailure(error) ? "tls" : "connect")
                 let detail = UpstreamTLS.isTLSFailure(error) ? UpstreamTLS.describe(error) : "The upstream could not be reached."
                 end(grpcStatus: GRPCStatus.unavailable, message: detail, httpStatus: .badGateway)
@@ -188,14 +188,14 @@ final class HTTP2UpstreamCall {
     }
 
     private func complete() {
-        loop.pool.recordSuccess(target.key)
+        loop.pool.recordSuccess(target)
         finish(status: client.relayMeteredStatus(grpcStatus: grpcStatus, httpStatus: httpStatus))
         upstream = nil
     }
 
     /// The upstream reset or closed the stream before its end.
     private func upstreamBroke() {
-        loop.pool.recordFailure(target.key, now: DispatchTime.now().uptimeNanoseconds)
+        loop.pool.recordFailure(target, now: DispatchTime.now().uptimeNanoseconds)
         loop.metrics.upstreamError("closed")
         end(grpcStatus: GRPCStatus.unavailable, message: "The upstream ended the call without completing it.", httpStatus: .badGateway)
     }

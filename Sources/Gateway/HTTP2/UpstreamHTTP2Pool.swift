@@ -12,16 +12,18 @@ import NIOSSL
 final class UpstreamHTTP2Pool {
     let eventLoop: any EventLoop
     private let connectTimeout: TimeAmount
+    private let connector: UpstreamConnector
     private var connections: [String: (multiplexer: NIOHTTP2Handler.StreamMultiplexer, channel: ObjectIdentifier)] = [:]
     private var connecting: [String: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
 
     init(eventLoop: any EventLoop, connectTimeout: TimeAmount) {
         self.eventLoop = eventLoop
         self.connectTimeout = connectTimeout
+        self.connector = UpstreamConnector(eventLoop: eventLoop, timeout: connectTimeout)
     }
 
     /// A new stream to `target` with an `UpstreamStreamHandler` in its pipeline.
-    func openStream(to target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<(any Channel, UpstreamStreamHandler)> {
+    func openStream(to target: UpstreamTargetConfig, tls: UpstreamTLS.Context?) -> EventLoopFuture<(any Channel, UpstreamStreamHandler)> {
         multiplexer(for: target, tls: tls).flatMap { multiplexer in
             multiplexer.createStreamChannel { stream in
                 stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(UpstreamStreamHandler()) }
@@ -34,7 +36,7 @@ final class UpstreamHTTP2Pool {
     /// A new stream to an `h2` target for the exchange core: the stream speaks the HTTP/1.1 bytes
     /// the exchange writes and reads (`UpstreamStreamCodec`), so an exchange drives it as it drives
     /// a pooled HTTP/1.1 connection — except that a stream is never reused.
-    func openExchangeStream(to target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<UpstreamConnection> {
+    func openExchangeStream(to target: UpstreamTargetConfig, tls: UpstreamTLS.Context?) -> EventLoopFuture<UpstreamConnection> {
         multiplexer(for: target, tls: tls).flatMap { multiplexer in
             multiplexer.createStreamChannel { stream in
                 stream.eventLoop.makeCompletedFuture {
@@ -49,47 +51,13 @@ final class UpstreamHTTP2Pool {
         }
     }
 
-    private func multiplexer(for target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
+    private func multiplexer(for target: UpstreamTargetConfig, tls: UpstreamTLS.Context?) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
         let key = target.key
         if let known = connections[key] { return eventLoop.makeSucceededFuture(known.multiplexer) }
         if let pending = connecting[key] { return pending }
-        if target.tls && tls == nil {
-            return eventLoop.makeFailedFuture(UpstreamTLS.Failure.invalidBundle("no TLS settings could be made for this API"))
-        }
         let timeout = connectTimeout
-        let waiter = target.tls ? TLSHandshakeWaiter(eventLoop: eventLoop) : nil
-        let connected = ClientBootstrap(group: eventLoop)
-            .connectTimeout(timeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let waiter, let tls {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: UpstreamTLS.serverName(target.host)))
-                        try channel.pipeline.syncOperations.addHandler(waiter)
-                    }
-                }
-            }
-            .connect(host: target.host, port: target.port)
-        let ready: EventLoopFuture<any Channel>
-        if let waiter {
-            connected.whenFailure { waiter.finish(.failure($0)) }
-            ready = connected.flatMap { channel in
-                let timer = channel.eventLoop.scheduleTask(in: timeout) {
-                    waiter.finish(.failure(ChannelError.connectTimeout(timeout)))
-                    channel.close(promise: nil)
-                }
-                return waiter.promise.futureResult.flatMapThrowing {
-                    // an upstream that ignores ALPN would be spoken HTTP/2 while it expects HTTP/1.1
-                    guard waiter.negotiatedProtocol == "h2" else { throw UpstreamTLS.Failure.noHTTP2(negotiated: waiter.negotiatedProtocol) }
-                    return channel
-                }.flatMapErrorThrowing { error in
-                    channel.close(promise: nil)
-                    throw error
-                }.always { _ in timer.cancel() }
-            }
-        } else {
-            ready = connected
-        }
+        // TLS must agree h2 by ALPN: an upstream that ignores it would be spoken HTTP/2 while it expects HTTP/1.1
+        let ready = connector.connect(target, tls: tls, requireHTTP2: true)
         let made = ready.flatMapThrowing { channel in
             var configuration = NIOHTTP2Handler.ConnectionConfiguration()
             // Frames of a stream the gateway reset (its client went away) still arrive for a while;

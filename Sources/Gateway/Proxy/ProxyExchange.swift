@@ -213,7 +213,7 @@ final class ProxyExchange {
                 connection.channel.flush()
             case .failure(let error):
                 let now = DispatchTime.now().uptimeNanoseconds
-                self.loop.pool.recordFailure(target.key, now: now)
+                self.loop.pool.recordFailure(target, now: now)
                 self.loop.metrics.upstreamError(UpstreamTLS.isTLSFailure(error) ? "tls" : "connect")
                 // One retry, elsewhere, for idempotent requests whose body was not streamed yet.
                 if !self.retried, self.head.method.isIdempotent, self.bytesIn == 0,
@@ -329,7 +329,7 @@ final class ProxyExchange {
 
     func responseDeadlinePassed() {
         guard !finished, !responseStarted else { return }
-        loop.pool.recordFailure(target.key, now: DispatchTime.now().uptimeNanoseconds)
+        loop.pool.recordFailure(target, now: DispatchTime.now().uptimeNanoseconds)
         loop.metrics.upstreamError("timeout")
         dropUpstream()
         failBeforeResponse(status: .gatewayTimeout, detail: "The upstream did not answer in time.")
@@ -380,7 +380,7 @@ final class ProxyExchange {
     /// The upstream broke the exchange: 502 before the response started, a broken stream after.
     private func upstreamBroke(detail: String) {
         dropUpstream()
-        loop.pool.recordFailure(target.key, now: DispatchTime.now().uptimeNanoseconds)
+        loop.pool.recordFailure(target, now: DispatchTime.now().uptimeNanoseconds)
         loop.metrics.upstreamError("invalid_response")
         if responseStarted {
             finish(status: 502, forwarded: true, rejection: nil)
@@ -394,9 +394,9 @@ final class ProxyExchange {
     /// (whole request sent, nothing read beyond the response).
     private func complete(upstreamInStep: Bool) {
         if status >= 502 && status <= 504 {
-            loop.pool.recordFailure(target.key, now: DispatchTime.now().uptimeNanoseconds)
+            loop.pool.recordFailure(target, now: DispatchTime.now().uptimeNanoseconds)
         } else {
-            loop.pool.recordSuccess(target.key)
+            loop.pool.recordSuccess(target)
         }
         if let upstream {
             if pausedUpstream { upstream.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
@@ -684,7 +684,7 @@ final class ProxyExchange {
             // A body delimited by the connection's end: this is how it ends.
             return complete(upstreamInStep: false)
         }
-        loop.pool.recordFailure(target.key, now: DispatchTime.now().uptimeNanoseconds)
+        loop.pool.recordFailure(target, now: DispatchTime.now().uptimeNanoseconds)
         loop.metrics.upstreamError("closed")
         if responseStarted {
             // Half a response was sent: the client cannot be told otherwise than by closing.

@@ -423,7 +423,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
         exchange.bytesIn += Int64(payload)
         if exchange.bytesIn > Int64(exchange.bodyLimit) {
             // The body outgrew the limit while streaming: stop here.
-            loop.pool.recordSuccess(exchange.target.key)
+            loop.pool.recordSuccess(exchange.target)
             abortExchange(status: .payloadTooLarge, rejection: .tooLarge)
             writeLocal(
                 .problem(.payloadTooLarge, "Request too large", "The body is larger than \(exchange.bodyLimit) bytes.", rejection: .tooLarge),
@@ -469,23 +469,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
     private func forward(_ plan: ForwardPlan, head: HTTPRequestHead, started: UInt64, requestID: String, context: ChannelHandlerContext) {
         guard let target = loop.pool.pick(plan.route, now: started) else {
             loop.metrics.upstreamError("circuit_open")
-            return answer(plan.refusal(LocalResponse.problem(
-                .serviceUnavailable, "Upstream unavailable", "No healthy upstream target for \(plan.route.slug) right now.", rejection: .upstreamUnavailable), quotas: shared.quotas), head: head, started: started, requestID: requestID, context: context)
+            return answer(plan.noHealthyTarget(quotas: shared.quotas), head: head, started: started, requestID: requestID, context: context)
         }
         if target.http2 {
-            // a gRPC API cannot be validated against an OpenAPI document (the portal refuses the
-            // policy for one); should its targets have become gRPC since, its calls fail closed
-            if plan.route.requestValidation != nil {
-                return answer(plan.refusal(RequestValidationPolicy.unavailable, quotas: shared.quotas), head: head, started: started, requestID: requestID, context: context)
-            }
             // an API with a descriptor set is called with JSON too: the call is translated to gRPC
-            if let transcoding = plan.route.transcoding {
-                guard let call = transcoding.resolve(httpMethod: head.method.rawValue, uri: plan.upstreamURI) else {
-                    return answer(plan.refusal(LocalResponse.problem(
-                        .notFound, "No such method",
-                        "\(plan.route.slug) translates POST {base path}/{package.Service}/{Method} with a JSON body, and the routes of its methods' google.api.http options.",
-                        rejection: nil), quotas: shared.quotas), head: head, started: started, requestID: requestID, context: context)
-                }
+            switch plan.gRPCForwarding(httpMethod: head.method.rawValue, clientSpeaksGRPC: false, quotas: shared.quotas) {
+            case .answer(let response):
+                return answer(response, head: head, started: started, requestID: requestID, context: context)
+            case .relay:
+                return answer(plan.http2Required(quotas: shared.quotas), head: head, started: started, requestID: requestID, context: context)
+            case .translate(let call, let transcoding):
                 translatedChunked = call.method.serverStreaming && head.version.minor >= 1
                 translatedClose = !head.isKeepAlive || (call.method.serverStreaming && head.version.minor == 0)
                 translated = GRPCTranscodedCall(
@@ -499,9 +492,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
                 translated?.begin()
                 return
             }
-            // gRPC needs HTTP/2 end to end; the call is refused, its quota unit given back
-            return answer(plan.refusal(LocalResponse.problem(
-                .httpVersionNotSupported, "HTTP/2 required", "\(plan.route.slug) is a gRPC API: call it over HTTP/2.", rejection: nil), quotas: shared.quotas), head: head, started: started, requestID: requestID, context: context)
         }
         let exchange = ProxyExchange(
             plan: plan, head: head, requestID: requestID, started: started, target: target,

@@ -365,4 +365,52 @@ extension ForwardPlan {
         response.grant = grant
         return response
     }
+
+    /// The answer when no target's circuit admits the call (503, counted as `upstream_unavailable`).
+    func noHealthyTarget(quotas: QuotaTracker) -> LocalResponse {
+        refusal(
+            LocalResponse.problem(
+                .serviceUnavailable, "Upstream unavailable", "No healthy upstream target for \(route.slug) right now.", rejection: .upstreamUnavailable),
+            quotas: quotas)
+    }
+
+    /// How an admitted call to a gRPC target goes on, decided here for the HTTP/1 and the HTTP/2
+    /// client alike, so neither can answer differently: refused (validation fails closed; a JSON
+    /// call to a method the API does not translate), translated (JSON to an API with a descriptor
+    /// set), or relayed as it is (`clientSpeaksGRPC`: an HTTP/2 `application/grpc` call; or any
+    /// call to an API without a descriptor set — which an HTTP/1.1 client cannot make, see
+    /// `http2Required`).
+    func gRPCForwarding(httpMethod: String, clientSpeaksGRPC: Bool, quotas: QuotaTracker) -> GRPCForwarding {
+        // a gRPC API cannot be validated against an OpenAPI document (the portal refuses the
+        // policy for one); should its targets have become gRPC since, its calls fail closed
+        if route.requestValidation != nil { return .answer(refusal(RequestValidationPolicy.unavailable, quotas: quotas)) }
+        guard !clientSpeaksGRPC, let transcoding = route.transcoding else { return .relay }
+        guard let call = transcoding.resolve(httpMethod: httpMethod, uri: upstreamURI) else {
+            return .answer(
+                refusal(
+                    LocalResponse.problem(
+                        .notFound, "No such method",
+                        "\(route.slug) translates POST {base path}/{package.Service}/{Method} with a JSON body, and the routes of its methods' google.api.http options.",
+                        rejection: nil), quotas: quotas))
+        }
+        return .translate(call, transcoding)
+    }
+
+    /// The answer to an HTTP/1.1 client whose call would have to be relayed to a gRPC upstream:
+    /// gRPC needs HTTP/2 end to end (the quota unit is given back).
+    func http2Required(quotas: QuotaTracker) -> LocalResponse {
+        refusal(
+            LocalResponse.problem(.httpVersionNotSupported, "HTTP/2 required", "\(route.slug) is a gRPC API: call it over HTTP/2.", rejection: nil),
+            quotas: quotas)
+    }
+}
+
+/// What becomes of an admitted call to a gRPC target (see `ForwardPlan.gRPCForwarding`).
+enum GRPCForwarding {
+    /// The gateway answers it itself; the quota unit is already given back.
+    case answer(LocalResponse)
+    /// A JSON call, translated to this method of the API's descriptor set.
+    case translate(GRPCTranscoding.Call, GRPCTranscoding)
+    /// Passed to the upstream as an HTTP/2 stream.
+    case relay
 }

@@ -29,14 +29,21 @@ final class UpstreamPool {
     let eventLoop: any EventLoop
     let connectTimeout: TimeAmount
     let maxIdlePerTarget: Int
+    /// Bound on the pool keys with an idle list. A list outlives its key when a snapshot drops the
+    /// target or changes the TLS settings it is reached with (a new key): nobody takes from it
+    /// again, so past the bound such lists are pruned (see `release`).
+    let maxIdleTargets: Int
+    private let connector: UpstreamConnector
     private var idle: [String: [UpstreamConnection]] = [:]
     private var breakers: [String: CircuitBreaker] = [:]
     private var balancers: [UUID: ([UpstreamTargetConfig], WeightedRoundRobin)] = [:]
 
-    init(eventLoop: any EventLoop, connectTimeout: TimeAmount, maxIdlePerTarget: Int = 128) {
+    init(eventLoop: any EventLoop, connectTimeout: TimeAmount, maxIdlePerTarget: Int = 128, maxIdleTargets: Int = 1_024) {
         self.eventLoop = eventLoop
         self.connectTimeout = connectTimeout
         self.maxIdlePerTarget = maxIdlePerTarget
+        self.maxIdleTargets = max(1, maxIdleTargets)
+        self.connector = UpstreamConnector(eventLoop: eventLoop, timeout: connectTimeout)
     }
 
     /// The next target for the route by weighted round-robin over targets whose circuit admits a
@@ -60,23 +67,25 @@ final class UpstreamPool {
         return target
     }
 
-    func recordSuccess(_ key: String) {
-        var breaker = breakers[key] ?? CircuitBreaker()
+    /// Breakers are the target's connections' (keyed like them, TLS identity included): one API's
+    /// failed handshakes (its CA bundle does not verify the upstream, its client certificate is
+    /// refused) open the circuit for that API's settings only, not for every API on the host.
+    /// The gauge is labelled with the network address, never the identity (a digest of secrets).
+    func recordSuccess(_ target: UpstreamTargetConfig) {
+        var breaker = breakers[target.key] ?? CircuitBreaker()
         let before = breaker.gaugeValue
         breaker.recordSuccess()
-        breakers[key] = breaker
-        if before != 0 { GatewayGauges.circuit(target: key, state: 0) }
+        breakers[target.key] = breaker
+        if before != 0 { GatewayGauges.circuit(target: target.address, state: 0) }
     }
 
-    func recordFailure(_ key: String, now: UInt64) {
-        var breaker = breakers[key] ?? CircuitBreaker()
+    func recordFailure(_ target: UpstreamTargetConfig, now: UInt64) {
+        var breaker = breakers[target.key] ?? CircuitBreaker()
         let before = breaker.gaugeValue
         breaker.recordFailure(now: now)
-        breakers[key] = breaker
-        if before != breaker.gaugeValue { GatewayGauges.circuit(target: key, state: breaker.gaugeValue) }
+        breakers[target.key] = breaker
+        if before != breaker.gaugeValue { GatewayGauges.circuit(target: target.address, state: breaker.gaugeValue) }
     }
-
-    func circuitStates() -> [(String, Int)] { breakers.map { ($0.key, $0.value.gaugeValue) } }
 
     /// An idle, open connection to the target, if there is one: the common case, with no future
     /// allocated. (Popped in place: copying the list out of the dictionary and back copied it.)
@@ -88,45 +97,12 @@ final class UpstreamPool {
     }
 
     /// A new connection to the target; for an `https://` target, handed out once its TLS
-    /// handshake is done (`tls`: the route's context; without one the connection fails).
-    func connect(_ target: UpstreamTargetConfig, tls: NIOSSLContext?) -> EventLoopFuture<UpstreamConnection> {
+    /// handshake is done (`tls`: the route's context; without one the connection fails). It is
+    /// pooled under `target.key`, which names the route's TLS identity too.
+    func connect(_ target: UpstreamTargetConfig, tls: UpstreamTLS.Context?) -> EventLoopFuture<UpstreamConnection> {
         let key = target.key
-        let timeout = connectTimeout
-        if target.tls && tls == nil {
-            return eventLoop.makeFailedFuture(UpstreamTLS.Failure.invalidBundle("no TLS settings could be made for this API"))
-        }
-        let waiter = target.tls ? TLSHandshakeWaiter(eventLoop: eventLoop) : nil
-        let connected = ClientBootstrap(group: eventLoop)
-            .connectTimeout(timeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let pipeline = channel.pipeline.syncOperations
-                    if let waiter, let tls {
-                        try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: UpstreamTLS.serverName(target.host)))
-                        try pipeline.addHandler(waiter)
-                    }
-                    // raw bytes both ways: the proxy writes request heads itself and parses responses
-                    try pipeline.addHandler(UpstreamResponseHandler())
-                }
-            }
-            .connect(host: target.host, port: target.port)
-        var ready = connected
-        if let waiter {
-            connected.whenFailure { waiter.finish(.failure($0)) }
-            ready = connected.flatMap { channel in
-                // the handshake has the connect timeout too
-                let timer = channel.eventLoop.scheduleTask(in: timeout) {
-                    waiter.finish(.failure(ChannelError.connectTimeout(timeout)))
-                    channel.close(promise: nil)
-                }
-                return waiter.promise.futureResult.map { channel }.flatMapErrorThrowing { error in
-                    channel.close(promise: nil)
-                    throw error
-                }.always { _ in timer.cancel() }
-            }
-        }
-        return ready.flatMapThrowing { channel in
+        // raw bytes both ways: the proxy writes request heads itself and parses responses
+        return connector.connect(target, tls: tls) { try $0.addHandler(UpstreamResponseHandler()) }.flatMapThrowing { channel in
             let handler = try channel.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self)
             return UpstreamConnection(channel: channel, key: key, handler: handler)
         }
@@ -136,12 +112,27 @@ final class UpstreamPool {
     func release(_ connection: UpstreamConnection) {
         connection.handler.delegate = nil
         // a finished HTTP/2 stream is closed (a no-op once both sides ended it), never kept
-        guard !connection.isStream, connection.channel.isActive, idle[connection.key, default: []].count < maxIdlePerTarget else {
+        let kept = idle[connection.key]?.count
+        guard !connection.isStream, connection.channel.isActive, (kept ?? 0) < maxIdlePerTarget else {
             connection.channel.close(promise: nil)
             return
         }
+        // a key new to the pool while it is at its bound (rare: a new target or TLS identity)
+        if kept == nil, idle.count >= maxIdleTargets { pruneIdle() }
         idle[connection.key, default: []].append(connection)
     }
+
+    /// Drops closed connections and the lists left empty — those of keys no route names any more
+    /// among them, once their upstream has closed what they held.
+    private func pruneIdle() {
+        for key in Array(idle.keys) {
+            let open = idle[key]?.filter { $0.channel.isActive } ?? []
+            idle[key] = open.isEmpty ? nil : open
+        }
+    }
+
+    /// How many pool keys have an idle list (for tests).
+    var idleTargetCount: Int { idle.count }
 }
 
 /// The per-loop state of the data plane (pool, token cache), created once per event loop.

@@ -168,11 +168,11 @@ public final class Route: Sendable {
     public let deprecatedAt: Date?
     /// How its `https://` targets are reached (made once per trust configuration, see `UpstreamTLS`);
     /// nil when it has none, or when the API's CA bundle is unusable (its https targets then answer 502).
-    public let upstreamTLS: NIOSSLContext?
+    public let upstreamTLS: UpstreamTLS.Context?
     /// For an API whose upstream protocol is `h2` with `https://` targets: the same trust and client
     /// identity without ALPN `h2`, for the HTTP/1.1 connection a WebSocket handshake gets to its
     /// target (an HTTP/2 stream cannot switch protocols). Nil for every other API.
-    public let upgradeTLS: NIOSSLContext?
+    public let upgradeTLS: UpstreamTLS.Context?
     /// The provider's pre-authentication policies in chain order, run after the built-in ones
     /// (address rules, CORS preflight, methods, body size) and before any credential check.
     /// Empty for most APIs: the gate then pays one `isEmpty` check.
@@ -198,10 +198,10 @@ public final class Route: Sendable {
 
     public init(
         apiID: UUID, slug: String, version: String, basePath: String, state: State, targets: [UpstreamTargetConfig], cors: CORSPolicy?,
-        ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: NIOSSLContext? = nil,
+        ipRules: IPAccessRules, methods: Set<String>, maxRequestBytes: Int?, sunset: Date?, deprecatedAt: Date? = nil, upstreamTLS: UpstreamTLS.Context? = nil,
         preAuth: [PreAuthPolicy] = [], requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil,
         responseCache: ResponseCachePolicy? = nil, transcoding: GRPCTranscoding? = nil, httpLog: HTTPLogSink? = nil,
-        requestValidation: RequestValidationPolicy? = nil, webSocket: WebSocketConfig? = nil, upgradeTLS: NIOSSLContext? = nil
+        requestValidation: RequestValidationPolicy? = nil, webSocket: WebSocketConfig? = nil, upgradeTLS: UpstreamTLS.Context? = nil
     ) {
         self.webSocket = webSocket
         self.upgradeTLS = upgradeTLS
@@ -219,7 +219,10 @@ public final class Route: Sendable {
         self.version = version
         self.basePath = basePath
         self.state = state
-        self.targets = targets
+        // TLS targets carry the identity of the settings they are reached with (the pool and breaker
+        // key), here where route and settings meet, so no way of building a route can forget it;
+        // without usable settings they get one no connection is ever opened under
+        self.targets = targets.map { $0.trusting(upstreamTLS?.identity ?? "unusable") }
         self.cors = cors
         self.ipRules = ipRules
         self.methods = methods
@@ -244,13 +247,22 @@ public struct UpstreamTargetConfig: Sendable, Hashable {
     /// through the exchange core like HTTP/1.1 ones, each as a stream of one multiplexed HTTP/2
     /// connection (prior knowledge on cleartext, ALPN `h2` over TLS). Decided per snapshot.
     public let h2: Bool
-    /// `host:port` (`https://host:port` for TLS): names the target's pool, circuit breaker and
-    /// metrics. Stored, not computed: the proxy uses it several times per call.
+    /// Names the target's connections and circuit breaker: the `address`, plus for a TLS target
+    /// `#` and the identity of the route's TLS settings (`UpstreamTLS.Context.identity`), so two
+    /// APIs with the same `https://host:port` but different CA bundles or client certificates never
+    /// share a connection (nor a breaker that one API's failed handshakes opened for the other).
+    /// Stored, not computed: the proxy uses it several times per call; a plaintext target's key is
+    /// its address, as before.
     public let key: String
+    /// The identity of the TLS settings the target is reached with (nil for plaintext targets and
+    /// for a target not yet given to a `Route`, which sets it).
+    public let tlsIdentity: String?
     /// The `Host` header the upstream gets: the host, with the port unless it is the scheme's default.
     public let hostHeader: String
 
-    public init(host: String, port: Int, pathPrefix: String, weight: Int, tls: Bool = false, http2: Bool = false, h2: Bool = false) {
+    public init(
+        host: String, port: Int, pathPrefix: String, weight: Int, tls: Bool = false, http2: Bool = false, h2: Bool = false, tlsIdentity: String? = nil
+    ) {
         self.host = host
         self.port = port
         self.pathPrefix = pathPrefix
@@ -258,9 +270,25 @@ public struct UpstreamTargetConfig: Sendable, Hashable {
         self.tls = tls
         self.http2 = http2
         self.h2 = h2 && !http2
-        let scheme = http2 ? (tls ? "grpcs://" : "grpc://") : (self.h2 ? (tls ? "h2+https://" : "h2c://") : (tls ? "https://" : ""))
-        self.key = "\(scheme)\(host):\(port)"
+        self.tlsIdentity = tls ? tlsIdentity : nil
+        let address = Self.address(host: host, port: port, tls: tls, http2: http2, h2: self.h2)
+        self.key = self.tlsIdentity.map { "\(address)#\($0)" } ?? address
         self.hostHeader = port == (tls ? 443 : 80) ? host : "\(host):\(port)"
+    }
+
+    /// The network target, `host:port` (`https://host:port` for TLS, `grpc://`, `grpcs://`, `h2c://`,
+    /// `h2+https://`): what metrics name. Made on demand (a circuit's state change), never per call.
+    public var address: String { Self.address(host: host, port: port, tls: tls, http2: http2, h2: h2) }
+
+    private static func address(host: String, port: Int, tls: Bool, http2: Bool, h2: Bool) -> String {
+        let scheme = http2 ? (tls ? "grpcs://" : "grpc://") : (h2 ? (tls ? "h2+https://" : "h2c://") : (tls ? "https://" : ""))
+        return "\(scheme)\(host):\(port)"
+    }
+
+    /// The same target reached with TLS settings of that identity (a plaintext target is unchanged).
+    public func trusting(_ identity: String) -> UpstreamTargetConfig {
+        guard tls, tlsIdentity != identity else { return self }
+        return UpstreamTargetConfig(host: host, port: port, pathPrefix: pathPrefix, weight: weight, tls: tls, http2: http2, h2: h2, tlsIdentity: identity)
     }
 
     /// Parses `http://`, `https://`, `grpc://` or `grpcs://` `host[:port]/prefix`.
@@ -278,7 +306,7 @@ public struct UpstreamTargetConfig: Sendable, Hashable {
     /// The same target reached with `upstreamProtocol` (gRPC targets are HTTP/2 whatever it says).
     public func speaking(_ upstreamProtocol: UpstreamProtocol) -> UpstreamTargetConfig {
         guard !http2, h2 != (upstreamProtocol == .h2) else { return self }
-        return UpstreamTargetConfig(host: host, port: port, pathPrefix: pathPrefix, weight: weight, tls: tls, h2: upstreamProtocol == .h2)
+        return UpstreamTargetConfig(host: host, port: port, pathPrefix: pathPrefix, weight: weight, tls: tls, h2: upstreamProtocol == .h2, tlsIdentity: tlsIdentity)
     }
 
     /// Whether the connection speaks HTTP/2 (its TLS offers ALPN `h2`).

@@ -152,8 +152,8 @@ public struct SnapshotLoader: Sendable {
             // the protocol is decided here, once per snapshot: a call only reads its target's flag
             let upstreamProtocol = UpstreamProtocol(rawValue: protocolName) ?? .http1
             let apiTargets = (targets[id] ?? []).map { $0.speaking(upstreamProtocol) }
-            var upstreamTLS: NIOSSLContext?
-            var upgradeTLS: NIOSSLContext?
+            var upstreamTLS: UpstreamTLS.Context?
+            var upgradeTLS: UpstreamTLS.Context?
             if apiTargets.contains(where: \.tls) {
                 do {
                     // gRPC and h2 targets negotiate h2 by ALPN (an API's targets are all gRPC or none, one protocol)

@@ -27,9 +27,20 @@ public enum UpstreamTLS {
         }
     }
 
-    private static let contexts = NIOLockedValueBox<[String: NIOSSLContext]>([:])
+    /// An API's client TLS context with its identity: a digest of everything that decides what a
+    /// connection made with it proves and trusts — the CA bundle (or the system trust store), the
+    /// ALPN offer and the client certificate and key. Connections are pooled under their target's
+    /// key *and* this identity (`UpstreamTargetConfig.key`), so a call never rides a connection
+    /// that another API's settings opened: one that presented a client certificate the caller's
+    /// API does not hold, or whose server was verified against another CA bundle.
+    public struct Context: Sendable {
+        public let ssl: NIOSSLContext
+        /// 32 hex digits (128 bits of SHA-256); made from secrets too, so never logged or exported.
+        public let identity: String
+    }
 
-    /// The context for a CA bundle (PEM, one or more certificates), or the system trust store when nil.
+    private static let contexts = NIOLockedValueBox<[String: Context]>([:])
+
     /// The certificate chain and private key an API's targets are shown for mutual TLS.
     public struct ClientIdentity: Sendable {
         public let certificatePEM: String
@@ -41,12 +52,26 @@ public enum UpstreamTLS {
         }
     }
 
-    /// With `http2`, the context offers ALPN `h2` only (for `grpcs://` targets); with `client`, it
-    /// presents that certificate when the upstream asks for one.
-    public static func context(caBundlePEM: String?, http2: Bool = false, client: ClientIdentity? = nil) throws -> NIOSSLContext {
-        func digest(_ bytes: [UInt8]) -> String { SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined() }
-        let key = (caBundlePEM.map { "sha256:" + digest(Array($0.utf8)) } ?? "system") + (http2 ? "+h2" : "")
-            + (client.map { "+client:" + digest(Array($0.certificatePEM.utf8) + $0.privateKeyPEM) } ?? "")
+    /// The identity of a trust configuration (see `Context.identity`); equal settings, equal identity.
+    static func identity(caBundlePEM: String?, http2: Bool, client: ClientIdentity?) -> String {
+        var hash = SHA256()
+        // each part length-prefixed, so no two different settings concatenate to the same bytes
+        func part(_ bytes: [UInt8]) {
+            withUnsafeBytes(of: UInt64(bytes.count).littleEndian) { hash.update(bufferPointer: $0) }
+            hash.update(data: bytes)
+        }
+        part(caBundlePEM.map { Array("bundle:\($0)".utf8) } ?? Array("system".utf8))
+        part(http2 ? [1] : [0])
+        part(client.map { Array($0.certificatePEM.utf8) } ?? [])
+        part(client?.privateKeyPEM ?? [])
+        return hash.finalize().prefix(16).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The context for a CA bundle (PEM, one or more certificates), or the system trust store when
+    /// nil. With `http2`, the context offers ALPN `h2` only (for `grpcs://` targets); with
+    /// `client`, it presents that certificate when the upstream asks for one.
+    public static func context(caBundlePEM: String?, http2: Bool = false, client: ClientIdentity? = nil) throws -> Context {
+        let key = identity(caBundlePEM: caBundlePEM, http2: http2, client: client)
         if let known = contexts.withLockedValue({ $0[key] }) { return known }
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
@@ -70,7 +95,7 @@ public enum UpstreamTLS {
             guard !certificates.isEmpty else { throw Failure.invalidBundle("it holds no certificate") }
             configuration.trustRoots = .certificates(certificates)
         }
-        let context = try NIOSSLContext(configuration: configuration)
+        let context = Context(ssl: try NIOSSLContext(configuration: configuration), identity: key)
         contexts.withLockedValue { known in
             // bounded: trust configurations come from providers; a flood of distinct bundles only
             // costs contexts made again

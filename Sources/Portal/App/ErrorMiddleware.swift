@@ -91,9 +91,24 @@ struct ErrorMiddleware: RouterMiddleware {
 }
 
 enum APIDecoding {
+    /// The member as the client spelled it: request bodies are decoded with
+    /// `convertFromSnakeCase`, so a coding path names `upstreamCaPem` for `upstream_ca_pem`.
+    static func snakeCase(_ key: String) -> String {
+        var out = ""
+        for character in key {
+            if character.isASCII && character.isUppercase {
+                out.append("_")
+                out.append(contentsOf: character.lowercased())
+            } else {
+                out.append(character)
+            }
+        }
+        return out
+    }
+
     static func describe(_ error: DecodingError) -> String {
         func path(_ context: DecodingError.Context) -> String {
-            let keys = context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }
+            let keys = context.codingPath.map { $0.intValue.map(String.init) ?? snakeCase($0.stringValue) }
             return keys.isEmpty ? "body" : keys.joined(separator: ".")
         }
         switch error {

@@ -64,7 +64,7 @@ struct APIChanges: Sendable {
     var upstreamProtocol: String?
 
     /// The protocol to store, once validated (nil: unchanged).
-    var parsedUpstreamProtocol: UpstreamProtocol? { upstreamProtocol.flatMap { UpstreamProtocol(rawValue: $0.trimmingCharacters(in: .whitespaces).lowercased()) } }
+    var parsedUpstreamProtocol: UpstreamProtocol? { upstreamProtocol.flatMap { UpstreamProtocol(rawValue: $0) } }
 
     func validate() throws {
         var errors: [String: String] = [:]

@@ -164,10 +164,14 @@ enum UpstreamProtocolChoice {
 
     static let rule = "Choose HTTP/1.1 (http1) or HTTP/2 (h2: h2c prior knowledge for http:// targets, ALPN h2 for https://)."
 
-    /// nil for an absent (or empty) value: the caller keeps what it has.
+    /// nil for an absent value (a JSON body without the member, a form without the field): the
+    /// caller keeps what it has. A value that is there must be one of the two — an empty one too
+    /// is refused (the page's select always sends an option, so "" is a tampered or broken form,
+    /// and keeping the saved protocol while saying "saved" would hide that).
     static func parse(_ text: String?, targets: [UpstreamTarget]?) -> Result<UpstreamProtocol?, Problem> {
-        guard let text = text?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return .success(nil) }
-        guard let chosen = UpstreamProtocol(rawValue: text.lowercased()) else { return .failure(Problem(message: rule)) }
+        guard let text else { return .success(nil) }
+        // exactly as the API document's enum and the page's options spell them
+        guard let chosen = UpstreamProtocol(rawValue: text) else { return .failure(Problem(message: rule)) }
         if let problem = problem(chosen, targets: targets ?? []) { return .failure(problem) }
         return .success(chosen)
     }

@@ -151,16 +151,16 @@ struct TestWorld: Sendable {
         targets: [UpstreamTargetConfig], state: Route.State = .published, rate: Int = 1000, burst: Int = 1000, quota: Int64? = nil,
         cors: CORSPolicy? = nil, ipRules: IPAccessRules = IPAccessRules(), methods: Set<String> = [], maxRequestBytes: Int? = nil,
         sunset: Date? = nil, revoked: Set<String> = [], subscribed: Bool = true, version: Int = 1, keyIDs: [String] = ["k1"],
-        upstreamTLS: NIOSSLContext? = nil, preAuth: [PreAuthPolicy] = [], windows: [PlanWindow] = [],
+        upstreamTLS: UpstreamTLS.Context? = nil, preAuth: [PreAuthPolicy] = [], windows: [PlanWindow] = [],
         requestTransform: RequestTransform? = nil, responseTransform: ResponseTransform? = nil, responseCache: ResponseCachePolicy? = nil,
         cacheHitsBillable: Bool = true, httpLog: HTTPLogSink? = nil, requestValidation: RequestValidationPolicy? = nil,
-        webSocket: WebSocketConfig? = nil
+        webSocket: WebSocketConfig? = nil, transcoding: GRPCTranscoding? = nil
     ) -> GatewaySnapshot {
         let route = Route(
             apiID: apiID, slug: "echo", version: "v1", basePath: "/echo/v1", state: state, targets: targets, cors: cors, ipRules: ipRules,
             methods: methods, maxRequestBytes: maxRequestBytes, sunset: sunset, deprecatedAt: state == .deprecated ? Date(timeIntervalSince1970: 1_700_000_000) : nil,
             upstreamTLS: upstreamTLS, preAuth: preAuth, requestTransform: requestTransform, responseTransform: responseTransform,
-            responseCache: responseCache, httpLog: httpLog, requestValidation: requestValidation, webSocket: webSocket)
+            responseCache: responseCache, transcoding: transcoding, httpLog: httpLog, requestValidation: requestValidation, webSocket: webSocket)
         let grant = SubscriptionGrant(subscriptionID: subscriptionID, planID: planID, ratePerSecond: rate, burst: burst, monthlyQuota: quota, windows: windows,
             cacheHitsBillable: cacheHitsBillable)
         let app = AppGrant(id: appID, teamID: teamID, clientID: "tgc_demo", subscriptions: subscribed ? [apiID: grant] : [:])

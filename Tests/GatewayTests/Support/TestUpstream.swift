@@ -6,6 +6,8 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
+import struct Gateway.DevelopmentCA
+
 /// A real HTTP upstream on 127.0.0.1 for gateway tests. It answers with a JSON echo of what it
 /// received; a few paths misbehave on purpose: `/slow` answers after 3 s, `/close` drops the
 /// connection without answering, `/status/NNN` answers with that status, `/big` sends 1 MiB,
@@ -23,6 +25,11 @@ final class TestUpstream: Sendable {
         var body: String = ""
         /// The request's trailers (chunked trailer section, or HTTP/2 trailing HEADERS).
         var trailers: [(String, String)] = []
+        /// Which of the upstream's connections carried it (1 for the first accepted).
+        var connection = 0
+        /// The certificate (DER) the gateway presented on that connection's TLS handshake; nil
+        /// when it presented none (or over plaintext).
+        var clientCertificate: [UInt8]? = nil
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
     }
 
@@ -40,10 +47,21 @@ final class TestUpstream: Sendable {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                box.withLockedValue { $0 }?.state.withLockedValue { $0.connections += 1 }
+                let number = box.withLockedValue { $0 }?.state.withLockedValue { state in
+                    state.connections += 1
+                    return state.connections
+                } ?? 0
                 return channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                    let record: @Sendable (Seen) -> Void = { seen in box.withLockedValue { $0 }?.state.withLockedValue { $0.seen.append(seen) } }
+                    // each request is recorded with its connection and the client certificate that
+                    // connection's handshake presented (read on the connection's loop, where its
+                    // requests and streams run)
+                    let record: @Sendable (Seen) -> Void = { seen in
+                        var seen = seen
+                        seen.connection = number
+                        seen.clientCertificate = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate?.toDERBytes()
+                        box.withLockedValue { $0 }?.state.withLockedValue { $0.seen.append(seen) }
+                    }
                     if http2 {
                         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                             mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
@@ -160,5 +178,23 @@ final class TestUpstream: Sendable {
                 write()
             }
         }
+    }
+}
+
+extension TestUpstream {
+    /// A TLS upstream's context: a certificate for localhost/127.0.0.1 from `ca`, offering `alpn`;
+    /// with `optionalClientCertificates`, client certificates from `ca` are asked for but not required.
+    static func serverContext(_ ca: DevelopmentCA, alpn: [String], optionalClientCertificates: Bool = false) throws -> NIOSSLContext {
+        let leaf = try ca.issue(dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
+        var server = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(leaf.certificatePEM.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(leaf.privateKeyPEM.utf8), format: .pem)))
+        server.minimumTLSVersion = .tlsv12
+        server.applicationProtocols = alpn
+        if optionalClientCertificates {
+            server.certificateVerification = .optionalVerification
+            server.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(ca.certificatePEM.utf8)))
+        }
+        return try NIOSSLContext(configuration: server)
     }
 }

@@ -26,6 +26,18 @@ enum TestDatabase {
     static var migrationsDirectory: String { repositoryRoot + "/migrations" }
     static var templatesDirectory: String { repositoryRoot + "/templates" }
 
+    /// Creates database `name` (a name the caller made unique) for a test whose processes need a
+    /// database of their own. From `template0`, not the default `template1`: CREATE DATABASE
+    /// copies its template and refuses — "source database is being accessed by other users"
+    /// (55006), after waiting 5 s — while any other session is connected to it. Nothing of ours
+    /// connects to template1, but the cluster does: on the freshly made cluster of a clean-clone
+    /// run, autovacuum workers vacuum and analyze template1's catalogs in the first minutes,
+    /// exactly while the suite creates its databases. template0 accepts no connections, and the
+    /// migrations need nothing that template1 adds.
+    static func createDatabase(_ name: String, using admin: PostgresClient) async throws {
+        try await admin.query("CREATE DATABASE \(unescaped: name) TEMPLATE template0", logger: logger)
+    }
+
     /// Runs `body` with a migrated, empty schema of its own; drops the schema afterwards.
     static func withDatabase<T: Sendable>(migrate: Bool = true, _ body: @Sendable (Database) async throws -> T) async throws -> T {
         let schema = "test_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
