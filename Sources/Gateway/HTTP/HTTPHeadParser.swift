@@ -289,18 +289,35 @@ enum HTTPHeadParser {
     }
 
     /// The comma-separated items of a field value, without surrounding whitespace or empty items.
-    static func listItems(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>) -> [Range<Int>] {
-        var items: [Range<Int>] = []
-        var itemStart = value.lowerBound
-        for index in value.lowerBound...value.upperBound where index == value.upperBound || bytes[index] == UInt8(ascii: ",") {
-            var lower = itemStart
-            var upper = index
-            while lower < upper && isWhitespace(bytes[lower]) { lower += 1 }
-            while upper > lower && isWhitespace(bytes[upper - 1]) { upper -= 1 }
-            if lower < upper { items.append(lower..<upper) }
-            itemStart = index + 1
+    static func listItems(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>) -> ListItems { ListItems(bytes: bytes, value: value) }
+
+    /// Yields a list field's items one by one: read for every upstream response's `Connection`,
+    /// where an array of them was an allocation per call.
+    struct ListItems: Sequence, IteratorProtocol {
+        let bytes: UnsafeRawBufferPointer
+        let end: Int
+        var position: Int
+        var finished = false
+
+        init(bytes: UnsafeRawBufferPointer, value: Range<Int>) {
+            self.bytes = bytes
+            self.end = value.upperBound
+            self.position = value.lowerBound
         }
-        return items
+
+        mutating func next() -> Range<Int>? {
+            while !finished {
+                var comma = position
+                while comma < end && bytes[comma] != UInt8(ascii: ",") { comma += 1 }
+                var lower = position
+                var upper = comma
+                while lower < upper && HTTPHeadParser.isWhitespace(bytes[lower]) { lower += 1 }
+                while upper > lower && HTTPHeadParser.isWhitespace(bytes[upper - 1]) { upper -= 1 }
+                if comma >= end { finished = true } else { position = comma + 1 }
+                if lower < upper { return lower..<upper }
+            }
+            return nil
+        }
     }
 
     private static func httpVersion(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> HTTPVersion? {

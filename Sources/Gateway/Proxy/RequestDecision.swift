@@ -205,10 +205,16 @@ public struct RequestGate {
         headers.reserveCapacity(2)
         var policy = grant.ratePolicy
         let (rate, reset) = rateLimiter.take(subscription: grant.subscriptionID, ratePerSecond: grant.ratePerSecond, burst: grant.burst, now: monotonicNanos)
-        var limits: String
+        // the RateLimit field, made once with room for the windows' and the quota's items
+        // (interpolated, then appended to, it was two allocations per call)
+        var limits = ""
         switch rate {
         case .allowed(let remaining):
-            limits = "\"rate\";r=\(remaining);t=\(reset)"
+            limits.reserveCapacity(96)
+            limits += "\"rate\";r="
+            limits += String(remaining)
+            limits += ";t="
+            limits += String(reset)
         case .refused(let retry):
             var response = LocalResponse.problem(
                 .tooManyRequests, "Rate limit exceeded", "The plan allows \(grant.ratePerSecond) requests per second (burst \(grant.burst)).",

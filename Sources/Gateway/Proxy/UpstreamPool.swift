@@ -34,9 +34,27 @@ final class UpstreamPool {
     /// again, so past the bound such lists are pruned (see `release`).
     let maxIdleTargets: Int
     private let connector: UpstreamConnector
-    private var idle: [String: [UpstreamConnection]] = [:]
+    /// Lists and balancers are classes held by the dictionaries and changed through a lookup:
+    /// changing a value in place through a dictionary subscript runs an accessor coroutine whose
+    /// frame was a heap allocation (three per call for the idle list, and the balancer's weights
+    /// were copied on every pick).
+    private final class IdleList {
+        var connections: [UpstreamConnection] = []
+    }
+
+    private final class Balancer {
+        let targets: [UpstreamTargetConfig]
+        var roundRobin: WeightedRoundRobin
+
+        init(targets: [UpstreamTargetConfig]) {
+            self.targets = targets
+            self.roundRobin = WeightedRoundRobin(weights: targets.map(\.weight))
+        }
+    }
+
+    private var idle: [String: IdleList] = [:]
     private var breakers: [String: CircuitBreaker] = [:]
-    private var balancers: [UUID: ([UpstreamTargetConfig], WeightedRoundRobin)] = [:]
+    private var balancers: [UUID: Balancer] = [:]
 
     init(eventLoop: any EventLoop, connectTimeout: TimeAmount, maxIdlePerTarget: Int = 128, maxIdleTargets: Int = 1_024) {
         self.eventLoop = eventLoop
@@ -51,14 +69,17 @@ final class UpstreamPool {
     func pick(_ route: Route, now: UInt64, excluding: String? = nil) -> UpstreamTargetConfig? {
         let targets = route.targets
         guard !targets.isEmpty else { return nil }
-        var entry = balancers[route.apiID]
-        if entry == nil || entry!.0 != targets { entry = (targets, WeightedRoundRobin(weights: targets.map(\.weight))) }
-        var balancer = entry!.1
-        let chosen = balancer.next { index in
+        let balancer: Balancer
+        if let known = balancers[route.apiID], known.targets == targets {
+            balancer = known
+        } else {
+            balancer = Balancer(targets: targets)
+            balancers[route.apiID] = balancer
+        }
+        let chosen = balancer.roundRobin.next { index in
             let key = targets[index].key
             return key != excluding && (breakers[key]?.isAvailable(now: now) ?? true)
         }
-        balancers[route.apiID] = (targets, balancer)
         guard let chosen else { return nil }
         let target = targets[chosen]
         var breaker = breakers[target.key] ?? CircuitBreaker()
@@ -88,9 +109,10 @@ final class UpstreamPool {
     }
 
     /// An idle, open connection to the target, if there is one: the common case, with no future
-    /// allocated. (Popped in place: copying the list out of the dictionary and back copied it.)
+    /// allocated.
     func takeIdle(_ target: UpstreamTargetConfig) -> UpstreamConnection? {
-        while let connection = idle[target.key]?.popLast() {
+        guard let list = idle[target.key] else { return nil }
+        while let connection = list.connections.popLast() {
             if connection.channel.isActive { return connection }
         }
         return nil
@@ -112,22 +134,28 @@ final class UpstreamPool {
     func release(_ connection: UpstreamConnection) {
         connection.handler.delegate = nil
         // a finished HTTP/2 stream is closed (a no-op once both sides ended it), never kept
-        let kept = idle[connection.key]?.count
-        guard !connection.isStream, connection.channel.isActive, (kept ?? 0) < maxIdlePerTarget else {
+        let list = idle[connection.key]
+        guard !connection.isStream, connection.channel.isActive, (list?.connections.count ?? 0) < maxIdlePerTarget else {
             connection.channel.close(promise: nil)
             return
         }
+        if let list {
+            list.connections.append(connection)
+            return
+        }
         // a key new to the pool while it is at its bound (rare: a new target or TLS identity)
-        if kept == nil, idle.count >= maxIdleTargets { pruneIdle() }
-        idle[connection.key, default: []].append(connection)
+        if idle.count >= maxIdleTargets { pruneIdle() }
+        let fresh = IdleList()
+        fresh.connections.append(connection)
+        idle[connection.key] = fresh
     }
 
     /// Drops closed connections and the lists left empty — those of keys no route names any more
     /// among them, once their upstream has closed what they held.
     private func pruneIdle() {
-        for key in Array(idle.keys) {
-            let open = idle[key]?.filter { $0.channel.isActive } ?? []
-            idle[key] = open.isEmpty ? nil : open
+        for (key, list) in idle {
+            list.connections.removeAll { !$0.channel.isActive }
+            if list.connections.isEmpty { idle[key] = nil }
         }
     }
 
