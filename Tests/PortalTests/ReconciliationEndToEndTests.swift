@@ -16,7 +16,9 @@ struct ReconciliationEndToEndTests {
 
     struct Cluster {
         let dataDir: String
-        let port = 54338
+        /// A port free a moment ago, not a fixed one: a fixed port inside the ephemeral range can be
+        /// the local port of one of the suite's own client connections when the cluster starts.
+        let port: Int
 
         var environment: [String: String] {
             ProcessInfo.processInfo.environment.merging(["TOLLGATE_DATA_DIR": dataDir, "PGPORT": String(port)]) { $1 }
@@ -108,7 +110,7 @@ struct ReconciliationEndToEndTests {
         // setup: a private cluster, the demo marketplace, an upstream and a gateway process
         let binary = try #require(ProcessInfo.processInfo.environment["TOLLGATE_BIN"])
         let dataDir = Self.root.appendingPathComponent(".data/e2e-\(UUID().uuidString.prefix(8).lowercased())").path
-        let cluster = Cluster(dataDir: dataDir)
+        let cluster = Cluster(dataDir: dataDir, port: try Self.freePort())
         defer {
             _ = try? cluster.pg("stop")
             try? FileManager.default.removeItem(atPath: dataDir)
