@@ -291,7 +291,10 @@ final class ProxyExchange {
         }
     }
 
-    func flushUpstream() { upstream?.channel.flush() }
+    /// At the end of the loop's round (see `LoopFlushBatch`).
+    func flushUpstream() {
+        if let upstream { loop.flushBatch.hold(upstream) }
+    }
 
     /// The client's request is complete: the response deadline starts once it is all sent.
     func requestBodyEnded() {

@@ -648,9 +648,10 @@ extension ProxyHandler: ExchangeClient {
             return
         }
         if exchange.pausedClient { context.channel.setOption(.autoRead, value: true).whenComplete { _ in } }
-        // flushed here: the upstream's read-complete no longer reaches this connection once the
-        // upstream is back in the pool
-        context.flush()
+        // flushed at the end of the loop's round, with the other answers made in it (see
+        // `LoopFlushBatch`): not on the upstream's read-complete, which no longer reaches this
+        // connection once the upstream is back in the pool
+        loop.flushBatch.hold(self)
         responseCompleted(context: context)
     }
 
@@ -748,4 +749,8 @@ extension ProxyHandler: TranscodedResponseWriter {
     func transcodedClientReading(_ on: Bool) {
         context?.channel.setOption(.autoRead, value: on).whenComplete { _ in }
     }
+}
+
+extension ProxyHandler: HeldFlush {
+    func flushHeld() { context?.flush() }
 }

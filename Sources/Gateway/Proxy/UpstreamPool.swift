@@ -174,7 +174,8 @@ final class LoopState {
     let http2Idle: LoopSweep<HTTP2ConnectionGuard, Void>
     /// HTTP/2 connections to `grpc://` and `grpcs://` targets.
     let http2Upstreams: UpstreamHTTP2Pool
-    /// HTTP/2 client connections whose socket flush waits for the end of this round.
+    /// Connections whose socket flush waits for the end of this round (HTTP/1.1 clients and
+    /// upstreams, HTTP/2 clients).
     let flushBatch: LoopFlushBatch
     /// Requests waiting for a reload before they are decided again (an unknown signing key).
     let waitingDecisions: LoopSweep<ProxyHandler, Void>
