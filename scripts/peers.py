@@ -1422,7 +1422,10 @@ def raw_http1(install, method, path, headers=(), body=None):
         args += ["-H", header]
     if body is not None:
         args += ["-H", "Content-Type: application/json", "--data-binary", "@-"]
-    out, err = curl(*args, f"http://127.0.0.1:{install.port}{path}", data=body)
+    # bytes, not text: text mode would turn the CRLFs under test into newlines
+    result = subprocess.run(["curl", "-sS", "--max-time", "10", *args, f"http://127.0.0.1:{install.port}{path}"], capture_output=True,
+                            input=(body or "").encode())
+    out, err = result.stdout.decode(), result.stderr.decode()
     head, _, rest = out.partition("\r\n\r\n")
     lines = head.split("\r\n")
     fields = {}
