@@ -1244,11 +1244,12 @@ def json_to_grpc_metadata_and_deadline(install):
 def json_to_grpc_transformations(install):
     """The provider's request_transform and response_transform act on a translated call's headers:
     a header the request transformation sets reaches the grpcio upstream as metadata, and the
-    response transformation edits the Grpc-Metadata-* headers the JSON client gets."""
+    response transformation edits the Grpc-Metadata-* headers the JSON client gets; of its operations
+    only a removal acts on the trailer section of a client that sends TE: trailers."""
     upstream = KitchenServer()
     # positions after the demo's own policies (the seed gives the Echo API some)
     policies = [(90, "request_transform", "pre_forward", '{"headers": {"set": {"X-Env": "prod"}}}'),
-                (91, "response_transform", "response", '{"headers": {"remove": ["Grpc-Metadata-X-Kitchen"], "set": {"X-Served": "tollgate"}}}')]
+                (91, "response_transform", "response", '{"headers": {"remove": ["Grpc-Metadata-X-Kitchen", "Grpc-Trailer-Trace-Bin"], "set": {"X-Served": "tollgate"}}}')]
     try:
         for position, kind, phase, config in policies:
             install.sql("INSERT INTO api_policies (tenant_id, api_id, position, kind, phase, config) "
@@ -1259,6 +1260,10 @@ def json_to_grpc_transformations(install):
         expect(upstream.seen["metadata"].get("x-env") == "prod", f"a header the request transformation sets is metadata: {upstream.seen}")
         expect("grpc-metadata-x-kitchen" not in headers and headers.get("x-served") == "tollgate" and "grpc-metadata-trace-bin" in headers,
                f"the response transformation edits the answer's headers: {headers}")
+        # the removal of Grpc-Trailer-Trace-Bin leaves the trailer section empty: no Trailer, no chunking
+        status, fields, raw = raw_http1(install, "GET", "/t/demo/echo/v1/v1/inners/7", headers=("TE: trailers",))
+        expect(status == 200 and "trailer" not in fields and "content-length" in fields and "Grpc-Trailer" not in raw
+               and fields.get("x-served") == ["tollgate"], f"a removed trailer: {status} {fields} {raw!r}")
     finally:
         install.sql("DELETE FROM api_policies WHERE position IN (90, 91) AND api_id IN (SELECT id FROM apis WHERE slug = 'echo')")
         uninstall_kitchen(install, upstream)
