@@ -1468,6 +1468,19 @@ def json_to_grpc_trailer_metadata(install):
                and base64.b64decode(trailer_lines[0].split(": ")[1] + "==")[:2] == b"\x00\x01" and section.endswith("\r\n\r\n"),
                f"the trailer section: {raw!r}")
         expect(json.loads(body.split("\r\n", 1)[1]) == {"id": 7, "label": "inner 7"}, f"the chunked JSON body: {raw!r}")
+        # the trailer section ends the answer exactly: a kept-alive connection (python http.client,
+        # which reads and skips trailer sections) goes on with the next answers
+        connection = http.client.HTTPConnection("127.0.0.1", install.port, timeout=10)
+        answers = []
+        for path, sent in [(f"{base}/v1/inners/1", None), (f"{base}/tollgate.test.Kitchen/Count", '{"id": 2}'), (f"{base}/v1/inners/404", None),
+                           (f"{base}/v1/inners/2", None)]:
+            connection.request("GET" if sent is None else "POST", path, body=sent,
+                               headers={"X-API-Key": install.api_key, "Content-Type": "application/json", "TE": "trailers"})
+            response = connection.getresponse()
+            answers.append((response.status, response.getheader("Transfer-Encoding"), response.read().decode()))
+        connection.close()
+        expect([status for status, _, _ in answers] == [200, 200, 404, 200] and all(chunked == "chunked" for _, chunked, _ in answers)
+               and json.loads(answers[3][2]) == {"id": 2, "label": "inner 2"}, f"keep-alive with trailer sections: {answers}")
         # HTTP/1.1 server stream: its lines, then the trailer section (unannounced: the head went first)
         status, fields, raw = raw_http1(install, "POST", f"{base}/tollgate.test.Kitchen/Count", headers=(te,), body='{"id": 2}')
         expect(status == 200 and "trailer" not in fields and raw.count('"id"') == 1 and raw.endswith("\r\n0\r\nGrpc-Trailer-x-count: 2\r\n\r\n"),
