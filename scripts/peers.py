@@ -1082,8 +1082,10 @@ def grpc_demo_greeter(install):
 class KitchenServer:
     """A grpcio server of tollgate.test.Kitchen (scripts/proto/tollgate/test/kitchen.proto) whose
     message classes come from the committed descriptor set by python protobuf (no generated code):
-    Echo answers its request, Get looks an Inner up (id 404: NOT_FOUND), Count streams `id` Inners,
-    Upload counts a client stream and joins its labels, Chat answers each message with its label upper-cased.
+    Echo answers its request, Get looks an Inner up (id 404: NOT_FOUND) with header metadata
+    x-kitchen and trailer metadata trace-bin, Count streams `id` Inners with trailer metadata
+    x-count, Upload counts a client stream and joins its labels, Chat answers each message with its
+    label upper-cased.
     `garbage`: Get answers bytes that are no Inner (a truncated varint), as a broken server would."""
 
     def __init__(self, garbage=False):
@@ -1119,6 +1121,7 @@ class KitchenServer:
             return Inner(id=len(labels), label=",".join(labels))
 
         def count(request, context):
+            context.set_trailing_metadata((("x-count", str(request.id)),))
             for i in range(request.id):
                 yield Inner(id=i, label=request.label)
             if request.label == "fail":
@@ -1241,11 +1244,12 @@ def json_to_grpc_metadata_and_deadline(install):
 def json_to_grpc_transformations(install):
     """The provider's request_transform and response_transform act on a translated call's headers:
     a header the request transformation sets reaches the grpcio upstream as metadata, and the
-    response transformation edits the Grpc-Metadata-* headers the JSON client gets."""
+    response transformation edits the Grpc-Metadata-* headers the JSON client gets; of its operations
+    only a removal acts on the trailer section of a client that sends TE: trailers."""
     upstream = KitchenServer()
     # positions after the demo's own policies (the seed gives the Echo API some)
     policies = [(90, "request_transform", "pre_forward", '{"headers": {"set": {"X-Env": "prod"}}}'),
-                (91, "response_transform", "response", '{"headers": {"remove": ["Grpc-Metadata-X-Kitchen"], "set": {"X-Served": "tollgate"}}}')]
+                (91, "response_transform", "response", '{"headers": {"remove": ["Grpc-Metadata-X-Kitchen", "Grpc-Trailer-Trace-Bin"], "set": {"X-Served": "tollgate"}}}')]
     try:
         for position, kind, phase, config in policies:
             install.sql("INSERT INTO api_policies (tenant_id, api_id, position, kind, phase, config) "
@@ -1256,6 +1260,10 @@ def json_to_grpc_transformations(install):
         expect(upstream.seen["metadata"].get("x-env") == "prod", f"a header the request transformation sets is metadata: {upstream.seen}")
         expect("grpc-metadata-x-kitchen" not in headers and headers.get("x-served") == "tollgate" and "grpc-metadata-trace-bin" in headers,
                f"the response transformation edits the answer's headers: {headers}")
+        # the removal of Grpc-Trailer-Trace-Bin leaves the trailer section empty: no Trailer, no chunking
+        status, fields, raw = raw_http1(install, "GET", "/t/demo/echo/v1/v1/inners/7", headers=("TE: trailers",))
+        expect(status == 200 and "trailer" not in fields and "content-length" in fields and "Grpc-Trailer" not in raw
+               and fields.get("x-served") == ["tollgate"], f"a removed trailer: {status} {fields} {raw!r}")
     finally:
         install.sql("DELETE FROM api_policies WHERE position IN (90, 91) AND api_id IN (SELECT id FROM apis WHERE slug = 'echo')")
         uninstall_kitchen(install, upstream)
@@ -1375,6 +1383,152 @@ def json_to_grpc_client_streams(install):
         install.wait_written()
         metered, _, _, _ = last_event(install)
         expect(metered == 408, f"metered as the timeout it was: {metered}")
+    finally:
+        uninstall_kitchen(install, upstream)
+
+
+def h2_call(install, method, path, headers=(), body=b"", seconds=10):
+    """One request over a fresh h2c connection (the `h2` library, prior knowledge): (response
+    headers, body, trailers) as the client saw them; trailers None when the stream ended without."""
+    import h2.events
+    client = RawH2(install.port)
+    try:
+        stream = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(stream, [(":method", method), (":path", path), (":scheme", "http"), (":authority", "127.0.0.1"),
+                                          ("x-api-key", install.api_key), *headers], end_stream=not body)
+        if body:
+            client.conn.send_data(stream, body, end_stream=True)
+        client.flush()
+        response, data, trailers = None, b"", None
+        deadline = time.time() + seconds
+        while time.time() < deadline and not client.closed:
+            for event in client.pump(0.2):
+                if isinstance(event, h2.events.ResponseReceived):
+                    response = dict(event.headers)
+                elif isinstance(event, h2.events.DataReceived):
+                    data += event.data
+                    client.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    trailers = list(event.headers)
+                elif isinstance(event, h2.events.StreamEnded):
+                    return response, data.decode(), trailers
+            client.events = []
+            client.flush()
+        raise AssertionError(f"the stream did not end: {response} {data!r}")
+    finally:
+        client.close()
+
+
+def raw_http1(install, method, path, headers=(), body=None):
+    """curl --http1.1 --raw -i: the head and the body as they crossed the wire (chunk framing and
+    trailer section included); (head lines by lowercase name, raw body)."""
+    args = ["--http1.1", "--raw", "-i", "-X", method, "-H", f"X-API-Key: {install.api_key}"]
+    for header in headers:
+        args += ["-H", header]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "--data-binary", "@-"]
+    # bytes, not text: text mode would turn the CRLFs under test into newlines
+    result = subprocess.run(["curl", "-sS", "--max-time", "10", *args, f"http://127.0.0.1:{install.port}{path}"], capture_output=True,
+                            input=(body or "").encode())
+    out, err = result.stdout.decode(), result.stderr.decode()
+    head, _, rest = out.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip().lower(), []).append(value.strip())
+    expect(lines[0].startswith("HTTP/1.1 "), f"curl answered: {out!r} {err}")
+    return int(lines[0].split()[1]), fields, rest
+
+
+def json_to_grpc_trailer_metadata(install):
+    """The upstream's trailer metadata (grpcio's set_trailing_metadata) reach a JSON client that
+    says TE: trailers as Grpc-Trailer-* HTTP trailers: the last chunk's trailer section on HTTP/1.1
+    (curl --raw; a unary answer is then chunked and announces them in Trailer), a trailing HEADERS
+    frame on HTTP/2 (h2); for unary answers, server streams (after their last line, an error line
+    included) and problems. Header metadata stay Grpc-Metadata-* headers, and a client without
+    TE: trailers keeps getting a unary call's trailer metadata as headers."""
+    import base64
+    upstream = KitchenServer()
+    te = "TE: trailers"
+    try:
+        install_kitchen(install, upstream)
+        base = "/t/demo/echo/v1"
+        status, headers, _ = http_call(install, "GET", f"{base}/v1/inners/7")  # also waits for the quota lease
+        expect(status == 200 and "grpc-metadata-trace-bin" in headers and "trailer" not in headers and "content-length" in headers,
+               f"no TE: trailers, trailer metadata as headers as before: {status} {headers}")
+        # HTTP/1.1 unary: chunked, announced, the trailer section after the last chunk
+        status, fields, raw = raw_http1(install, "GET", f"{base}/v1/inners/7", headers=(te,))
+        expect(status == 200 and fields.get("transfer-encoding") == ["chunked"] and "content-length" not in fields
+               and fields.get("trailer") == ["Grpc-Trailer-trace-bin"] and fields.get("grpc-metadata-x-kitchen") == ["hot"]
+               and "grpc-metadata-trace-bin" not in fields, f"unary head with TE: trailers: {status} {fields}")
+        body, _, section = raw.rpartition("\r\n0\r\n")
+        trailer_lines = [line for line in section.split("\r\n") if line]
+        expect(len(trailer_lines) == 1 and trailer_lines[0].startswith("Grpc-Trailer-trace-bin: ")
+               and base64.b64decode(trailer_lines[0].split(": ")[1] + "==")[:2] == b"\x00\x01" and section.endswith("\r\n\r\n"),
+               f"the trailer section: {raw!r}")
+        expect(json.loads(body.split("\r\n", 1)[1]) == {"id": 7, "label": "inner 7"}, f"the chunked JSON body: {raw!r}")
+        # the trailer section ends the answer exactly: a kept-alive connection (python http.client,
+        # which reads and skips trailer sections) goes on with the next answers
+        connection = http.client.HTTPConnection("127.0.0.1", install.port, timeout=10)
+        answers = []
+        for path, sent in [(f"{base}/v1/inners/1", None), (f"{base}/tollgate.test.Kitchen/Count", '{"id": 2}'), (f"{base}/v1/inners/404", None),
+                           (f"{base}/v1/inners/2", None)]:
+            connection.request("GET" if sent is None else "POST", path, body=sent,
+                               headers={"X-API-Key": install.api_key, "Content-Type": "application/json", "TE": "trailers"})
+            response = connection.getresponse()
+            answers.append((response.status, response.getheader("Transfer-Encoding"), response.read().decode()))
+        connection.close()
+        expect([status for status, _, _ in answers] == [200, 200, 404, 200] and all(chunked == "chunked" for _, chunked, _ in answers)
+               and json.loads(answers[3][2]) == {"id": 2, "label": "inner 2"}, f"keep-alive with trailer sections: {answers}")
+        # HTTP/1.1 server stream: its lines, then the trailer section (unannounced: the head went first)
+        status, fields, raw = raw_http1(install, "POST", f"{base}/tollgate.test.Kitchen/Count", headers=(te,), body='{"id": 2}')
+        expect(status == 200 and "trailer" not in fields and raw.count('"id"') == 1 and raw.endswith("\r\n0\r\nGrpc-Trailer-x-count: 2\r\n\r\n"),
+               f"a stream's trailers on HTTP/1.1: {status} {fields} {raw!r}")
+        status, fields, raw = raw_http1(install, "POST", f"{base}/tollgate.test.Kitchen/Count", headers=(te,), body='{"id": 1, "label": "fail"}')
+        expect(status == 200 and '"FAILED_PRECONDITION"' in raw and raw.endswith("\r\n0\r\nGrpc-Trailer-x-count: 1\r\n\r\n"),
+               f"a failed stream's error line, then its trailers: {raw!r}")
+        # a problem (NOT_FOUND, a trailers-only answer) carries its trailer metadata the same way
+        status, fields, raw = raw_http1(install, "GET", f"{base}/v1/inners/404", headers=(te,))
+        expect(status == 404 and fields.get("content-type") == ["application/problem+json"] and fields.get("trailer") == ["Grpc-Trailer-trace-bin"]
+               and "\r\n0\r\nGrpc-Trailer-trace-bin: " in raw and '"grpc_status":5' in raw, f"a problem with trailers: {status} {fields} {raw!r}")
+        # HTTP/2: a trailing HEADERS frame
+        response, body, trailers = h2_call(install, "GET", f"{base}/v1/inners/8", headers=(("te", "trailers"),))
+        expect(response.get(":status") == "200" and response.get("grpc-metadata-x-kitchen") == "hot" and response.get("trailer") == "Grpc-Trailer-trace-bin"
+               and json.loads(body) == {"id": 8, "label": "inner 8"}, f"unary over h2: {response} {body}")
+        expect(trailers is not None and [name for name, _ in trailers] == ["grpc-trailer-trace-bin"], f"unary trailers over h2: {trailers}")
+        response, body, trailers = h2_call(install, "POST", f"{base}/tollgate.test.Kitchen/Count", headers=(("te", "trailers"), ("content-type", "application/json")),
+                                           body=b'{"id": 3}')
+        expect(response.get(":status") == "200" and len(body.splitlines()) == 3 and trailers == [("grpc-trailer-x-count", "3")],
+               f"a stream's trailers over h2: {response} {body!r} {trailers}")
+        # without TE: trailers an HTTP/2 client gets no trailer section, and the unary metadata as headers
+        response, body, trailers = h2_call(install, "GET", f"{base}/v1/inners/9")
+        expect(trailers is None and "grpc-metadata-trace-bin" in response, f"h2 without TE: trailers: {response} {trailers}")
+    finally:
+        uninstall_kitchen(install, upstream)
+
+
+def json_to_grpc_client_stream_routes(install):
+    """A client stream at its google.api.http route (post "/v1/uploads", body "*"), as at its gRPC
+    path; a bidirectional method's binding with a path variable is not routed (404), its other
+    binding is."""
+    upstream = KitchenServer()
+    try:
+        install_kitchen(install, upstream)
+        base = "/t/demo/echo/v1"
+        ndjson = {"Content-Type": "application/x-ndjson"}
+        status, _, body = http_call(install, "POST", f"{base}/v1/uploads", body='{"label": "a"}\r\n{"id": 9, "label": "b"}\n', headers=ndjson)
+        expect(status == 200 and json.loads(body) == {"id": 2, "label": "a,b"}, f"a client stream at its route: {status} {body}")
+        status, _, body = json_call(install, "POST", f"{base}/v1/uploads", '{"label": "x"}\n{"label": "y"}\n', http2=True,
+                                    headers=("Content-Type: application/x-ndjson",))
+        expect(status == 200 and json.loads(body) == {"id": 2, "label": "x,y"}, f"the same over h2c: {status} {body}")
+        status, _, _ = http_call(install, "POST", f"{base}/v1/uploads", body='{"label": "a"}')
+        expect(status == 415, f"the route takes NDJSON as the gRPC path does: {status}")
+        status, _, body = http_call(install, "POST", f"{base}/v1/chat", body='{"label": "hi"}\n{"label": "yo"}\n', headers=ndjson)
+        lines = [json.loads(line) for line in body.splitlines() if line]
+        expect(status == 200 and lines == [{"label": "HI"}, {"label": "YO"}], f"a bidirectional stream at its route: {status} {body!r}")
+        status, _, body = http_call(install, "POST", f"{base}/v1/chats/1", body='{"label": "hi"}\n', headers=ndjson)
+        expect(status == 404, f"a stream's binding with a path variable is not routed: {status} {body}")
     finally:
         uninstall_kitchen(install, upstream)
 
@@ -1510,7 +1664,7 @@ CASES = [websocket_echo, websocket_refused_without_credential, websocket_over_tl
          websocket_over_http2_keeps_the_apis_own_idle_limit, websocket_over_http2_upstream_answers_as_it_answered,
          websocket_over_http2_refused_without_credential, websocket_to_an_h2_api, grpc_pass_through, grpc_relay_survives_clients_dropping_calls, grpc_demo_greeter, json_to_grpc_translation,
          json_to_grpc_metadata_and_deadline, json_to_grpc_undecodable_reply, json_to_grpc_any, json_to_grpc_client_streams,
-         json_to_grpc_transformations, json_to_grpc_demo_greeter]
+         json_to_grpc_transformations, json_to_grpc_demo_greeter, json_to_grpc_trailer_metadata, json_to_grpc_client_stream_routes]
 
 
 def main():

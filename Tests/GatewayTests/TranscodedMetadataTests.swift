@@ -58,6 +58,18 @@ import Testing
         #expect(headers.map { "\($0.0)=\($0.1)" } == ["Grpc-Metadata-x-kitchen=hot", "Grpc-Metadata-trace-bin=AAE"])
     }
 
+    @Test func trailerMetadataIsNamedGrpcTrailerWithTheSameFilters() {
+        // setup
+        let trailers = HPACKHeaders([
+            ("grpc-status", "0"), ("grpc-message", ""), ("trace-bin", "AAE"), ("x-done", "yes"), ("ratelimit", "theirs"), ("x-evil", "a\r\nb"),
+            ("content-length", "9"), ("Upper", "not a key"),
+        ])
+        // act
+        let fields = TranscodedMetadata.response(trailers, gatewayHeaders: ["ratelimit"], prefix: TranscodedMetadata.trailerPrefix)
+        // assert
+        #expect(fields.map { "\($0.0)=\($0.1)" } == ["Grpc-Trailer-trace-bin=AAE", "Grpc-Trailer-x-done=yes"])
+    }
+
     @Test func requestTransformationsActOnTheMetadataAndKeepItCarriable() throws {
         // setup
         let transform = RequestTransform([
@@ -83,5 +95,51 @@ import Testing
         #expect(GRPCTranscodedCall.callDeadline(client: nil, elapsed: 0, streaming: true, responseTimeout: thirty) == nil)
         #expect(GRPCTranscodedCall.callDeadline(client: 3_600_000_000_000, elapsed: 0, streaming: true, responseTimeout: thirty) == 3_600_000_000_000)
         #expect(GRPCTranscodedCall.callDeadline(client: UInt64.max, elapsed: 0, streaming: true, responseTimeout: thirty) == 86_400_000_000_000)
+    }
+}
+
+@Suite struct TranscodedTrailersTests {
+    private func head(_ version: HTTPVersion, _ te: [String]) -> HTTPRequestHead {
+        HTTPRequestHead(version: version, method: .GET, uri: "/", headers: HTTPHeaders(te.map { ("TE", $0) }))
+    }
+
+    @Test(arguments: [
+        (HTTPVersion.http1_1, ["trailers"], true), (.http1_1, ["TRAILERS"], true), (.http1_1, ["deflate;q=0.5, trailers"], true),
+        (.http1_1, ["gzip", " trailers "], true), (.http2, ["trailers"], true), (.http1_1, [], false), (.http2, [], false),
+        (.http1_1, ["gzip"], false), (.http1_1, ["trailersx"], false), (.http1_1, ["trailers-only"], false),
+        // HTTP/1.0 has no chunked framing to carry a trailer section
+        (.http1_0, ["trailers"], false),
+    ])
+    func aClientAcceptsTrailersWhenItsTEListsThem(version: HTTPVersion, te: [String], accepted: Bool) {
+        #expect(TranscodedTrailers.accepted(by: head(version, te)) == accepted)
+    }
+
+    @Test func theAnnouncementNamesEachFieldOnce() {
+        #expect(TranscodedTrailers.announcement([]) == nil)
+        #expect(
+            TranscodedTrailers.announcement([("Grpc-Trailer-a", "1"), ("Grpc-Trailer-b", "2"), ("Grpc-Trailer-a", "3")])
+                == "Grpc-Trailer-a, Grpc-Trailer-b")
+    }
+
+    @Test func theLastChunkCarriesTheTrailerSection() {
+        #expect(TranscodedTrailers.lastChunk([]) == "0\r\n\r\n")
+        #expect(
+            TranscodedTrailers.lastChunk([("Grpc-Trailer-a", "1"), ("Grpc-Trailer-a", "2"), ("Grpc-Trailer-trace-bin", "AAE=")])
+                == "0\r\nGrpc-Trailer-a: 1\r\nGrpc-Trailer-a: 2\r\nGrpc-Trailer-trace-bin: AAE=\r\n\r\n")
+    }
+
+    @Test func aResponseTransformationsRemovalsDropTrailerFieldsAndNothingElseActsOnThem() throws {
+        // setup
+        let transform = ResponseTransform([
+            try TransformTests.config(
+                #"{"headers": {"remove": ["grpc-trailer-secret"], "set": {"X-Served": "tollgate"}, "rename": {"Grpc-Trailer-a": "X-A"}}}"#, .response
+            ).headers
+        ])
+        let fields = [("Grpc-Trailer-secret", "s"), ("Grpc-Trailer-a", "1")]
+        // act
+        let kept = TranscodedTrailers.removing(fields, by: transform)
+        // assert
+        #expect(kept.map { "\($0.0)=\($0.1)" } == ["Grpc-Trailer-a=1"])
+        #expect(TranscodedTrailers.removing(fields, by: nil).count == 2)
     }
 }

@@ -465,6 +465,36 @@ enum TranscodingFixtures {
         #expect(try message("POST", "/tollgate.test.Kitchen/Count") == "{}")
     }
 
+    @Test func aClientStreamIsRoutedAtATemplateWithoutVariablesAndABodyOfStar() throws {
+        // Upload: post "/v1/uploads" body "*"; Chat: post "/v1/chats/{id}" (a variable), then "/v1/chat"
+        let upload = try #require(transcoding.resolve(httpMethod: "POST", uri: "/v1/uploads?ignored=1"))
+        #expect(upload.method.name == "Upload" && upload.body == "*" && upload.pathValues.isEmpty)
+        // each NDJSON line is the whole message: the query is not set on top of it
+        #expect(TranscodingFixtures.sameJSON(Array(try message("POST", "/v1/uploads?label=q", body: #"{"id": 1}"#).utf8), #"{"id":1}"#))
+        #expect(transcoding.resolve(httpMethod: "POST", uri: "/v1/chat")?.method.name == "Chat")
+        #expect(transcoding.resolve(httpMethod: "POST", uri: "/v1/chats/7") == nil)
+        #expect(transcoding.resolve(httpMethod: "GET", uri: "/v1/uploads") == nil)
+    }
+
+    @Test(arguments: [
+        // (client streaming, template, body, routed)
+        (false, "/v1/things/{id}", "", true), (false, "/v1/things", "*", true), (true, "/v1/things", "*", true), (true, "/v1/things:batch", "*", true),
+        (true, "/v1/things/*", "*", true), (true, "/v1/things/{id}", "*", false), (true, "/v1/{parent=shelves/*}/books", "*", false),
+        (true, "/v1/things", "", false), (true, "/v1/things", "inner", false), (false, "v1/no-slash", "*", false), (true, "/v1/{unclosed", "*", false),
+    ])
+    func whichBindingsAreRouted(clientStreaming: Bool, template: String, body: String, routed: Bool) {
+        // setup
+        let binding = HTTPBinding(method: "POST", pathTemplate: template, body: body)
+        let method = ProtoMethod(
+            service: "pkg.S", name: "M", inputType: "pkg.In", outputType: "pkg.Out", clientStreaming: clientStreaming, serverStreaming: false,
+            httpBindings: [binding])
+        // act
+        let reason = method.unroutedReason(binding)
+        // assert
+        #expect((reason == nil) == routed, "\(template) body \(body): \(reason ?? "routed")")
+        #expect(method.routedBindings.count == (routed ? 1 : 0))
+    }
+
     @Test func httpRoutesFillFieldsFromThePathAndTheQuery() throws {
         #expect(TranscodingFixtures.sameJSON(Array(try message("GET", "/v1/inners/42?label=a+b%21").utf8), #"{"id":42,"label":"a b!"}"#))
         #expect(TranscodingFixtures.sameJSON(Array(try message("GET", "/v1/labels/x%2Fy").utf8), #"{"label":"x/y"}"#))

@@ -75,6 +75,45 @@ import Testing
         }
     }
 
+    /// The test Kitchen service (scripts/proto/tollgate/test/kitchen.proto): Upload, a client
+    /// stream, is annotated `post: "/v1/uploads"`; Chat, bidirectional, `post: "/v1/chats/{id}"`
+    /// (a variable a stream cannot fill) and `post: "/v1/chat"`.
+    static var kitchen: [UInt8] {
+        get throws {
+            let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("GatewayTests/TranscodingVectors/kitchen.binpb")
+            return Array(try Data(contentsOf: url))
+        }
+    }
+
+    @Test func aStreamsRoutesAreListedAsTheGatewayServesThemAndTheOthersWithTheirReason() async throws {
+        try await TestPortal.with { portal in
+            try await portal.application().test(.router) { client in
+                // setup
+                let world = try await CatalogAPITests.world(portal)
+                let id = try await Self.grpcAPI(client, world)
+                // act
+                let uploaded = try await Self.put(client, "/t/acme/api/v1/apis/\(id)/descriptor-set", token: world.provider, body: try Self.kitchen)
+                // assert
+                #expect(uploaded.status == .ok)
+                let operations = (try APITests.json(uploaded)["operations"] as? [[String: Any]]) ?? []
+                func operation(_ name: String) -> [String: Any] { operations.first { $0["grpc_path"] as? String == "/tollgate.test.Kitchen/\(name)" } ?? [:] }
+                func routes(_ name: String) -> [String] {
+                    (operation(name)["routes"] as? [[String: Any]] ?? []).map { "\($0["method"] ?? "") \($0["path"] ?? "")" }
+                }
+                #expect(routes("Upload") == ["POST /echo/v1/tollgate.test.Kitchen/Upload", "POST /echo/v1/v1/uploads"])
+                #expect(routes("Chat") == ["POST /echo/v1/tollgate.test.Kitchen/Chat", "POST /echo/v1/v1/chat"])
+                let notRouted = operation("Chat")["not_routed"] as? [[String: Any]] ?? []
+                #expect(notRouted.count == 1 && notRouted.first?["path"] as? String == "/echo/v1/v1/chats/{id}")
+                #expect((notRouted.first?["reason"] as? String)?.contains("path variables") == true)
+                #expect((operation("Upload")["not_routed"] as? [Any])?.isEmpty == true)
+                let reference = try await client.execute(uri: "/t/acme/catalog/apis/\(id)/reference", method: .get, headers: [Browser.hostField: "localhost"])
+                #expect(reference.text.contains("/echo/v1/v1/uploads"))
+                #expect(reference.text.contains("<code>POST /echo/v1/v1/chats/{id}</code> not routed: a client or bidirectional stream"))
+            }
+        }
+    }
+
     @Test func badUploadsAreRefusedWithReasonsAndKeepTheStoredSet() async throws {
         try await TestPortal.with { portal in
             try await portal.application().test(.router) { client in

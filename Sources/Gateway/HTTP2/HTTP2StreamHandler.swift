@@ -495,7 +495,7 @@ extension HTTP2StreamHandler: ExchangeClient {
 }
 
 extension HTTP2StreamHandler: TranscodedResponseWriter {
-    func transcodedHead(status: HTTPResponseStatus, headers: [(String, String)], contentLength: Int?) {
+    func transcodedHead(status: HTTPResponseStatus, headers: [(String, String)], contentLength: Int?, endsWithTrailers: Bool) {
         guard let context, let translated else { return }
         var block = HPACKHeaders()
         block.add(name: ":status", value: String(status.code))
@@ -511,11 +511,18 @@ extension HTTP2StreamHandler: TranscodedResponseWriter {
         context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes)))), promise: nil)
     }
 
-    func transcodedEnd() {
+    func transcodedEnd(trailers: [(String, String)]) {
         guard let context, translated != nil else { return }
         translated = nil
         answered = true
-        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(context.channel.allocator.buffer(capacity: 0)), endStream: true))), promise: nil)
+        if trailers.isEmpty {
+            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(context.channel.allocator.buffer(capacity: 0)), endStream: true))), promise: nil)
+        } else {
+            // the trailer section: a HEADERS frame that ends the stream
+            var block = HPACKHeaders()
+            for (name, value) in trailers { block.add(name: name.lowercased(), value: value) }
+            context.write(wrapOutboundOut(.headers(.init(headers: block, endStream: true))), promise: nil)
+        }
         finishStream(context: context)
     }
 

@@ -683,9 +683,11 @@ extension ProxyHandler: ExchangeClient {
 }
 
 extension ProxyHandler: TranscodedResponseWriter {
-    func transcodedHead(status: HTTPResponseStatus, headers: [(String, String)], contentLength: Int?) {
+    func transcodedHead(status: HTTPResponseStatus, headers: [(String, String)], contentLength: Int?, endsWithTrailers: Bool) {
         guard let context, let translated else { return }
         let http10 = translated.head.version.minor == 0
+        // a trailer section needs the chunked framing, whatever the body's length
+        if endsWithTrailers && !http10 { translatedChunked = true }
         var out = context.channel.allocator.buffer(capacity: 256)
         out.writeString(http10 ? "HTTP/1.0 " : "HTTP/1.1 ")
         out.writeString(String(status.code))
@@ -693,10 +695,10 @@ extension ProxyHandler: TranscodedResponseWriter {
         out.writeString(status.reasonPhrase)
         out.writeStaticString("\r\n")
         for (name, value) in headers { out.writeHeader(name, value) }
-        if let contentLength {
-            out.writeHeader("Content-Length", String(contentLength))
-        } else if translatedChunked {
+        if translatedChunked {
             out.writeStaticString("Transfer-Encoding: chunked\r\n")
+        } else if let contentLength {
+            out.writeHeader("Content-Length", String(contentLength))
         }
         out.writeHeader("X-Request-Id", translated.requestID)
         if secure, let line = shared.strictTransportSecurityLine { out.writeString(line) }
@@ -721,10 +723,14 @@ extension ProxyHandler: TranscodedResponseWriter {
         context.write(wrapOutboundOut(out), promise: nil)
     }
 
-    func transcodedEnd() {
+    func transcodedEnd(trailers: [(String, String)]) {
         guard let context, let translated else { return }
         self.translated = nil
-        if translatedChunked { context.write(wrapOutboundOut(context.channel.allocator.buffer(staticString: "0\r\n\r\n")), promise: nil) }
+        if translatedChunked {
+            let end = trailers.isEmpty ? context.channel.allocator.buffer(staticString: "0\r\n\r\n")
+                : context.channel.allocator.buffer(string: TranscodedTrailers.lastChunk(trailers))
+            context.write(wrapOutboundOut(end), promise: nil)
+        }
         // a client stream answered before its body ended: the rest of it cannot be told from a next request
         if translatedClose || draining || !translated.requestEnded { return closeAfterWrites(context: context) }
         context.flush()

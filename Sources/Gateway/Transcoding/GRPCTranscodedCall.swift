@@ -7,11 +7,13 @@ import NIOHTTP1
 /// Where a translated call writes its HTTP answer: the HTTP/1.1 connection or the HTTP/2 stream
 /// the JSON request came on.
 protocol TranscodedResponseWriter: AnyObject {
-    /// The response head; `contentLength` nil: the body streams (chunked on HTTP/1.1).
-    func transcodedHead(status: HTTPResponseStatus, headers: [(String, String)], contentLength: Int?)
+    /// The response head; `contentLength` nil: the body streams (chunked on HTTP/1.1);
+    /// `endsWithTrailers`: the answer will end with a trailer section (chunked on HTTP/1.1 too).
+    func transcodedHead(status: HTTPResponseStatus, headers: [(String, String)], contentLength: Int?, endsWithTrailers: Bool)
     func transcodedBody(_ bytes: ByteBuffer)
-    /// The body is complete.
-    func transcodedEnd()
+    /// The body is complete; `trailers` (only for a client that accepts them, `TranscodedTrailers`)
+    /// make its trailer section.
+    func transcodedEnd(trailers: [(String, String)])
     /// A problem before the head, metered already.
     func transcodedFailed(_ response: LocalResponse)
     /// The response broke after its head: the connection (or stream) can only be cut.
@@ -56,8 +58,13 @@ final class GRPCTranscodedCall {
     private var pendingResponse: [UInt8] = []
     private var unaryReply: [UInt8]?
     private var headWritten = false
-    /// The upstream's metadata (response headers, then trailers) as `Grpc-Metadata-*` headers.
+    /// The upstream's metadata as `Grpc-Metadata-*` headers: its response headers', and its
+    /// trailers' for a client that does not accept trailers (`TranscodedTrailers`).
     private var responseMetadata: [(String, String)] = []
+    /// The client said `TE: trailers`: the upstream's trailer metadata end the answer as
+    /// `Grpc-Trailer-*` fields (`trailerMetadata`).
+    private let sendsTrailers: Bool
+    private var trailerMetadata: [(String, String)] = []
     private var done = false
 
     init(
@@ -79,6 +86,7 @@ final class GRPCTranscodedCall {
         self.responseTimeout = responseTimeout
         self.connection = (clientIP, secure)
         self.writer = writer
+        self.sendsTrailers = TranscodedTrailers.accepted(by: head)
     }
 
     var isStreaming: Bool { call.method.serverStreaming }
@@ -256,7 +264,7 @@ final class GRPCTranscodedCall {
         let detail = Self.problemDetail(response)
         let line = "{\"error\":{\"code\":\(code),\"status\":\(JSONText.quote(GRPCStatus.name(code))),\"message\":\(JSONText.quote(detail))}}\n"
         writer.transcodedBody(writer.allocator.buffer(string: line))
-        writer.transcodedEnd()
+        writer.transcodedEnd(trailers: [])
     }
 
     private static func problemDetail(_ response: LocalResponse) -> String {
@@ -339,16 +347,41 @@ final class GRPCTranscodedCall {
         return fields.map { ($0.name, $0.value) }
     }
 
-    /// The upstream's response metadata as client headers (`TranscodedMetadata.response`).
+    private var gatewayHeaderNames: Set<String> { Set(plan.responseHeaders.map { $0.0.lowercased() }) }
+
+    /// The upstream's response-header metadata as client headers (`TranscodedMetadata.response`).
     private func collectMetadata(_ block: HPACKHeaders) {
-        let gatewayHeaders = Set(plan.responseHeaders.map { $0.0.lowercased() })
-        responseMetadata += TranscodedMetadata.response(block, gatewayHeaders: gatewayHeaders)
+        responseMetadata += TranscodedMetadata.response(block, gatewayHeaders: gatewayHeaderNames)
+    }
+
+    /// The upstream's trailer metadata: trailer fields for a client that accepts them, else headers
+    /// while the head is still to be written (`TranscodedTrailers`).
+    private func collectTrailerMetadata(_ block: HPACKHeaders) {
+        if sendsTrailers {
+            let fields = TranscodedMetadata.response(block, gatewayHeaders: gatewayHeaderNames, prefix: TranscodedMetadata.trailerPrefix)
+            trailerMetadata += TranscodedTrailers.removing(fields, by: plan.route.responseTransform)
+        } else if !headWritten {
+            collectMetadata(block)
+        }
+    }
+
+    /// The answer's headers, with the `Trailer` announcement when trailer fields are known now.
+    private func headers(_ leading: [(String, String)]) -> [(String, String)] {
+        guard let announced = TranscodedTrailers.announcement(trailerMetadata) else { return leading + answerHeaders }
+        return leading + answerHeaders + [("Trailer", announced)]
     }
 
     private func writeStreamHead() {
         guard !headWritten else { return }
         headWritten = true
-        writer.transcodedHead(status: .ok, headers: [("Content-Type", "application/x-ndjson")] + answerHeaders, contentLength: nil)
+        // a stream's head is written before its trailers, unless it ended first
+        writer.transcodedHead(
+            status: .ok, headers: headers([("Content-Type", "application/x-ndjson")]), contentLength: nil, endsWithTrailers: sendsTrailers)
+    }
+
+    /// Ends the answer, with the trailer section for a client that accepts one.
+    private func endAnswer() {
+        writer.transcodedEnd(trailers: sendsTrailers ? trailerMetadata : [])
     }
 
     /// Cuts complete length-prefixed messages out of the response DATA.
@@ -398,16 +431,19 @@ final class GRPCTranscodedCall {
             if isStreaming {
                 writeStreamHead()
                 done = true
-                writer.transcodedEnd()
+                endAnswer()
                 return
             }
             guard let reply = unaryReply else { return badReply("The upstream ended the call without a response message.") }
             done = true
-            writer.transcodedHead(status: .ok, headers: [("Content-Type", "application/json")] + answerHeaders, contentLength: reply.count)
+            headWritten = true
+            writer.transcodedHead(
+                status: .ok, headers: headers([("Content-Type", "application/json")]), contentLength: reply.count,
+                endsWithTrailers: !trailerMetadata.isEmpty)
             var buffer = writer.allocator.buffer(capacity: reply.count)
             buffer.writeBytes(reply)
             writer.transcodedBody(buffer)
-            writer.transcodedEnd()
+            endAnswer()
             return
         }
         let status = HTTPResponseStatus(statusCode: Int(GRPCStatus.meteredHTTPStatus(code)))
@@ -417,13 +453,22 @@ final class GRPCTranscodedCall {
             done = true
             let line = "{\"error\":{\"code\":\(code),\"status\":\(JSONText.quote(GRPCStatus.name(code))),\"message\":\(JSONText.quote(detail))}}\n"
             writer.transcodedBody(writer.allocator.buffer(string: line))
-            writer.transcodedEnd()
+            endAnswer()
             return
         }
         var problem = LocalResponse.problem(status, GRPCStatus.name(code), detail, rejection: nil)
         problem.body = String(problem.body.dropLast()) + ",\"grpc_status\":\(code)}"
-        problem.headers += transformedResponseMetadata
-        finishAnswer(problem, broken: false)
+        guard !trailerMetadata.isEmpty else {
+            problem.headers += transformedResponseMetadata
+            return finishAnswer(problem, broken: false)
+        }
+        // a problem with trailer fields to send is written as an answer that ends with them
+        done = true
+        headWritten = true
+        let body = writer.allocator.buffer(string: problem.body)
+        writer.transcodedHead(status: status, headers: headers(problem.headers), contentLength: body.readableBytes, endsWithTrailers: true)
+        writer.transcodedBody(body)
+        endAnswer()
     }
 }
 
@@ -439,11 +484,11 @@ extension GRPCTranscodedCall: GRPCRelayClient {
             guard status == "200", GRPCStatus.isGRPC(headers.first(name: "content-type")) else {
                 return badReply("The upstream answered HTTP \(status) instead of a gRPC response.")
             }
-            collectMetadata(headers)
+            // a trailers-only answer's one block is its trailers
+            if endStream { collectTrailerMetadata(headers) } else { collectMetadata(headers) }
             if isStreaming && !endStream { writeStreamHead() }
-        } else if !headWritten {
-            // trailers: their metadata reach a client whose head is still to be written
-            collectMetadata(headers)
+        } else {
+            collectTrailerMetadata(headers)
         }
         if endStream { ended(headers) }
     }

@@ -35,8 +35,8 @@ public final class GRPCTranscoding: Sendable {
         var routes: [(String, PathTemplate, HTTPBinding, ProtoMethod)] = []
         for method in schema.methods where method.isTranslated {
             byPath[method.grpcPath] = method
-            // a client stream is NDJSON lines, each a whole message: path variables have nothing to fill
-            for binding in method.httpBindings where !method.clientStreaming {
+            // `ProtoMethod.unroutedReason` says which are left out (a client stream's with variables, ...)
+            for binding in method.routedBindings {
                 guard let template = PathTemplate(binding.pathTemplate) else { continue }
                 routes.append((binding.method, template, binding, method))
             }

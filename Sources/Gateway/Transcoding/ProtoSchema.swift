@@ -348,7 +348,29 @@ public struct ProtoMethod: Sendable {
     /// The gRPC path, `/{package}.{Service}/{Method}`.
     public var grpcPath: String { "/\(service)/\(name)" }
 
-    /// JSON clients can call every method: a client (or bidirectional) stream as newline-delimited
-    /// JSON at its gRPC path, the others at their gRPC path and `google.api.http` routes.
+    /// JSON clients can call every method at its gRPC path (a client or bidirectional stream as
+    /// newline-delimited JSON), and at the `google.api.http` routes `routedBindings` lists.
     public var isTranslated: Bool { true }
+
+    /// The `google.api.http` bindings the gateway serves, in declaration order; the others have
+    /// an `unroutedReason`.
+    public var routedBindings: [HTTPBinding] { httpBindings.filter { unroutedReason($0) == nil } }
+
+    /// Why the gateway does not serve one of the method's bindings; nil when it does. A client or
+    /// bidirectional stream's body is NDJSON, each line a whole message, so its route can fill
+    /// nothing else: no path variables (a value for the whole stream would have to be copied into
+    /// every message, which the HttpRule does not define) and `body: "*"`.
+    public func unroutedReason(_ binding: HTTPBinding) -> String? {
+        guard let template = PathTemplate(binding.pathTemplate) else {
+            return "its path template is not one the gateway can read (literals, *, **, {field=pattern}, :verb, starting with /)"
+        }
+        guard clientStreaming else { return nil }
+        if !template.variables.isEmpty {
+            return "a client or bidirectional stream's messages are whole NDJSON lines, so path variables would have nothing to fill"
+        }
+        if binding.body != "*" {
+            return "a client or bidirectional stream's messages are whole NDJSON lines, so its rule needs body: \"*\""
+        }
+        return nil
+    }
 }

@@ -14,13 +14,16 @@ import NIOHTTP1
 /// surprise the client that sent it. The same goes for a key or value gRPC cannot carry. A `-bin`
 /// key's value is base64, passed on as it is.
 ///
-/// Response: each metadata entry in the upstream's response headers and trailers becomes a
-/// `Grpc-Metadata-{key}` header. A `-bin` entry stays base64 as it came. gRPC's own fields and the
-/// gateway's headers are left out.
+/// Response: each metadata entry in the upstream's response headers becomes a
+/// `Grpc-Metadata-{key}` header; its trailer metadata become `Grpc-Trailer-{key}` trailer fields
+/// for a client that accepts trailers, `Grpc-Metadata-{key}` headers otherwise (`TranscodedTrailers`
+/// decides which). A `-bin` entry stays base64 as it came. gRPC's own fields and the gateway's
+/// headers are left out.
 enum TranscodedMetadata {
     static let requestPrefix = "grpc-metadata-"
     static let permanentPrefix = "grpcgateway-"
     static let responsePrefix = "Grpc-Metadata-"
+    static let trailerPrefix = "Grpc-Trailer-"
 
     /// grpc-gateway's permanent HTTP headers, less `Authorization` and `Cookie` (credentials),
     /// `Host` (the upstream hears it as `x-forwarded-host`) and `Expect` (the gateway answers it).
@@ -95,9 +98,10 @@ enum TranscodedMetadata {
             || key.hasPrefix("proxy-")
     }
 
-    /// The client headers made of the metadata in an upstream's response header block or trailers,
-    /// less gRPC's own fields and the headers the gateway sets (`gatewayHeaders`, lowercase).
-    static func response(_ block: HPACKHeaders, gatewayHeaders: Set<String>) -> [(String, String)] {
+    /// The client fields made of the metadata in an upstream's response header block or trailers,
+    /// less gRPC's own fields and the headers the gateway sets (`gatewayHeaders`, lowercase), each
+    /// named `prefix` + key (`responsePrefix` for headers, `trailerPrefix` for trailer fields).
+    static func response(_ block: HPACKHeaders, gatewayHeaders: Set<String>, prefix: String = responsePrefix) -> [(String, String)] {
         var out: [(String, String)] = []
         for (name, value, _) in block {
             guard !name.hasPrefix(":"), !name.hasPrefix("grpc-"), name.utf8.allSatisfy(isKeyByte), !gatewayHeaders.contains(name) else { continue }
@@ -108,7 +112,7 @@ enum TranscodedMetadata {
             default:
                 // an HTTP/1.1 head cannot carry control characters; HPACK values can
                 guard value.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else { continue }
-                out.append((responsePrefix + name, value))
+                out.append((prefix + name, value))
             }
         }
         return out

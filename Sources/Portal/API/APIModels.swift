@@ -310,6 +310,14 @@ enum APIModel {
             let outputType: String
             let translated: Bool
             let routes: [Route]
+            /// google.api.http bindings the gateway does not serve, with the reason.
+            let notRouted: [NotRouted]
+        }
+
+        struct NotRouted: Codable, Sendable {
+            let method: String
+            let path: String
+            let reason: String
         }
 
         struct Route: Codable, Sendable {
@@ -330,7 +338,8 @@ enum APIModel {
             operations = (stored.schema.map { TranslatedOperation.list($0, basePath: basePath) } ?? []).map { operation in
                 Operation(
                     grpcPath: operation.grpcPath, kind: operation.kind, inputType: operation.inputType, outputType: operation.outputType,
-                    translated: operation.translated, routes: operation.routes.map { Route(method: $0.method, path: $0.path) })
+                    translated: operation.translated, routes: operation.routes.map { Route(method: $0.method, path: $0.path) },
+                    notRouted: operation.unrouted.map { NotRouted(method: $0.method, path: $0.path, reason: $0.reason) })
             }
             uploadedAt = stored.uploadedAt
         }

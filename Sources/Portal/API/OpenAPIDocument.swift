@@ -503,8 +503,13 @@ enum OpenAPIDocument {
                         "input_type": string, "output_type": string,
                         "translated": ["type": "boolean", "description": "Whether HTTP/JSON clients can call it (every kind: client and bidirectional streams as newline-delimited JSON)"],
                         "routes": [
-                            "type": "array", "description": "POST {base path}/{package.Service}/{Method}, then the method's google.api.http routes",
+                            "type": "array",
+                            "description": "POST {base path}/{package.Service}/{Method}, then the method's google.api.http routes the gateway serves (a client or bidirectional stream's only when its path template has no variables and its body is \"*\")",
                             "items": object(["method": string, "path": string]),
+                        ],
+                        "not_routed": [
+                            "type": "array", "description": "The method's google.api.http bindings the gateway does not serve, each with the reason",
+                            "items": object(["method": string, "path": string, "reason": string]),
                         ],
                     ]),
                 ],

@@ -45,12 +45,20 @@ struct TranslatedOperation: Sendable, Equatable {
         var path: String
     }
 
+    /// A `google.api.http` binding the gateway does not serve, and why (`ProtoMethod.unroutedReason`).
+    struct UnroutedRoute: Sendable, Equatable {
+        var method: String
+        var path: String
+        var reason: String
+    }
+
     var grpcPath: String
     var kind: String
     var inputType: String
     var outputType: String
     var translated: Bool
     var routes: [Route]
+    var unrouted: [UnroutedRoute] = []
 
     static func list(_ schema: ProtoSchema, basePath: String) -> [TranslatedOperation] {
         schema.methods.map { method in
@@ -62,13 +70,21 @@ struct TranslatedOperation: Sendable, Equatable {
                 case (true, true): "bidirectional streaming"
                 }
             var routes: [Route] = []
+            var unrouted: [UnroutedRoute] = []
             if method.isTranslated {
                 routes.append(Route(method: "POST", path: basePath + method.grpcPath))
-                if !method.clientStreaming { routes += method.httpBindings.map { Route(method: $0.method, path: basePath + $0.pathTemplate) } }
+                // the gateway's own rule, so the page lists exactly the routes it serves
+                for binding in method.httpBindings {
+                    if let reason = method.unroutedReason(binding) {
+                        unrouted.append(UnroutedRoute(method: binding.method, path: basePath + binding.pathTemplate, reason: reason))
+                    } else {
+                        routes.append(Route(method: binding.method, path: basePath + binding.pathTemplate))
+                    }
+                }
             }
             return TranslatedOperation(
                 grpcPath: method.grpcPath, kind: kind, inputType: method.inputType, outputType: method.outputType, translated: method.isTranslated,
-                routes: routes)
+                routes: routes, unrouted: unrouted)
         }
     }
 }

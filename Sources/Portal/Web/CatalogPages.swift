@@ -406,6 +406,7 @@ struct CatalogPages: Sendable {
                 [
                     "grpc_path": operation.grpcPath, "kind": operation.kind, "input": operation.inputType, "output": operation.outputType,
                     "routes": operation.routes.map { ["method": $0.method, "path": $0.path, "gateway": gateway] },
+                    "unrouted": operation.unrouted.map { ["method": $0.method, "path": $0.path, "reason": $0.reason] },
                 ]
             }
             values["translated_uploaded"] = DisplayDate.format(descriptor.uploadedAt)
