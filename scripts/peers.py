@@ -112,10 +112,15 @@ class Installation:
 
 
 class EchoServer:
-    """A `websockets` echo server on its own thread and loop; keeps the handshake headers it saw."""
+    """A `websockets` echo server on its own thread and loop; keeps the handshake headers it saw.
+    With `certificate` (chain and key files) it speaks TLS."""
 
-    def __init__(self):
+    def __init__(self, certificate=None):
         self.port = free_port()
+        self.tls = None
+        if certificate:
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(*certificate)
         self.request_headers = []
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()
@@ -132,7 +137,7 @@ class EchoServer:
             except websockets.exceptions.ConnectionClosed:
                 pass  # the gateway closing an idle tunnel sends no close frame
 
-        self.server = await serve(echo, "127.0.0.1", self.port)
+        self.server = await serve(echo, "127.0.0.1", self.port, ssl=self.tls)
 
     def close(self):
         async def stop():
@@ -628,20 +633,26 @@ def websocket_to_an_h2_api(install):
     """An API whose upstream protocol is h2 still takes WebSockets: a stock `websockets` client
     (HTTP/1.1 Upgrade) and an `h2` + `wsproto` client (RFC 8441) both reach a stock `websockets`
     server (HTTP/1.1 only), which the gateway calls over an HTTP/1.1 connection of the handshake's
-    own, as nginx does (an HTTP/2 stream cannot switch protocols); each conversation is metered once."""
+    own, as nginx does (an HTTP/2 stream cannot switch protocols); each conversation is metered once.
+    The same over TLS: an https target whose server offers no h2 still takes the handshake (its
+    connection offers ALPN http/1.1 only, verified against the API's CA bundle)."""
     import wsproto.events
     upstream = EchoServer()
+    tls_dir = os.path.join(install.dir, "tls")
+    secure = EchoServer((os.path.join(tls_dir, "default.pem"), os.path.join(tls_dir, "default.key")))
+    with open(install.ca) as ca_file:
+        ca_pem = ca_file.read().replace("'", "")
     client = None
     try:
         install.sql("UPDATE apis SET upstream_protocol = 'h2' WHERE slug = 'echo'")
         install.route_echo_to(f"http://127.0.0.1:{upstream.port}")
         before = int(install.sql("SELECT count(*) FROM usage_events"))
 
-        async def talk():
+        async def talk(text="hello, h2 API"):
             uri = f"ws://127.0.0.1:{install.port}/t/demo/echo/v1/chat"
             async with connect(uri, additional_headers={"X-API-Key": install.api_key}) as ws:
-                await ws.send("hello, h2 API")
-                expect(await ws.recv() == "hello, h2 API", "HTTP/1.1 client: text frame echoed")
+                await ws.send(text)
+                expect(await ws.recv() == text, f"HTTP/1.1 client: text frame echoed ({text})")
 
         asyncio.run(talk())
         client = WebSocketOverH2(install, [("x-api-key", install.api_key)])
@@ -657,11 +668,21 @@ def websocket_to_an_h2_api(install):
         rows = install.sql("SELECT status, forwarded FROM usage_events ORDER BY at DESC, id DESC LIMIT 2").splitlines()
         expect(int(install.sql("SELECT count(*) FROM usage_events")) == before + 2, "each conversation metered once")
         expect(rows == ["101|t", "101|t"], f"metered as forwarded tunnels: {rows}")
+
+        install.sql(f"UPDATE apis SET upstream_ca_pem = '{ca_pem}' WHERE slug = 'echo'")
+        install.route_echo_to(f"https://localhost:{secure.port}")
+        asyncio.run(talk("hello, TLS h2 API"))
+        expect(len(secure.request_headers) == 1 and secure.request_headers[0].get("upgrade", "").lower() == "websocket",
+               f"the TLS upstream saw one HTTP/1.1 upgrade: {secure.request_headers}")
+        install.wait_written()
+        expect(int(install.sql("SELECT count(*) FROM usage_events")) == before + 3, "the TLS conversation metered once")
+        expect(last_event(install)[0] == 101, f"metered as a forwarded tunnel: {last_event(install)}")
     finally:
-        install.sql("UPDATE apis SET upstream_protocol = 'http1' WHERE slug = 'echo'")
+        install.sql("UPDATE apis SET upstream_protocol = 'http1', upstream_ca_pem = NULL WHERE slug = 'echo'")
         if client:
             client.close()
         upstream.close()
+        secure.close()
 
 
 def websocket_over_http2_closed_when_idle(install):
