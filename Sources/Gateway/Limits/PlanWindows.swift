@@ -149,7 +149,8 @@ public final class WindowLimiter: Sendable {
             let refusal: Admission
             switch tracker.admit(subscription: subscription, tenant: tenant, quota: window.limit, period: window.span.period(containing: now)) {
             case .allowed(let remaining):
-                items += ", \"\(window.span.name)\";r=\(max(0, remaining));t=\(untilNext)"
+                // a window's lease that has not heard from the database yet says nothing of it
+                if let remaining { items += ", \"\(window.span.name)\";r=\(max(0, remaining));t=\(untilNext)" }
                 continue
             case .exhausted: refusal = .refused(window: window, retryAfter: max(1, untilNext))
             case .pending(let retry): refusal = .pending(window: window, retryAfter: retry)

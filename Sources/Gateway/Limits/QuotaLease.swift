@@ -226,7 +226,8 @@ public struct QuotaLease: Sendable, Equatable {
     var lowWater: Int64 { max(1, lastBlock / 2) }
 
     public enum Admission: Equatable, Sendable {
-        case allowed(remaining: Int64)
+        /// `remaining`: nil while the month's use is not known (see `remaining`).
+        case allowed(remaining: Int64?)
         /// The lease is used up and the database said nothing is left (`exhausted`) or that the
         /// rest is held by other gateways (`heldElsewhere`), or the advance is used up.
         case refused(QuotaStanding)
@@ -260,8 +261,13 @@ public struct QuotaLease: Sendable, Equatable {
         }
     }
 
-    /// The month's remaining calls as far as this gateway knows (for the `RateLimit` header).
-    var remaining: Int64 { max(0, QuotaMath.subtract(QuotaMath.subtract(quota, usedElsewhere), consumed)) }
+    /// The month's remaining calls as far as this gateway knows (for the `RateLimit` header); nil
+    /// before the database first answered this lease. A lease is new after an idle one was given
+    /// back and knows nothing of the month's use then: it would say the whole quota is left.
+    var remaining: Int64? {
+        guard standing != .unknown else { return nil }
+        return max(0, QuotaMath.subtract(QuotaMath.subtract(quota, usedElsewhere), consumed))
+    }
 
     /// Settles one admitted call; a call that was not billable gives its unit back.
     public mutating func settle(billable: Bool) {

@@ -76,7 +76,9 @@ public final class QuotaTracker: Sendable {
     public static func period(of date: Date) -> String { UTCMonth(containing: date).text }
 
     public enum Decision: Equatable, Sendable {
-        case allowed(remaining: Int64)
+        /// `remaining`: the month's calls left as far as this gateway knows; nil before the
+        /// database first answered its lease (the `RateLimit` header then leaves the quota out).
+        case allowed(remaining: Int64?)
         /// The database said the month's quota is used up.
         case exhausted
         /// This gateway holds no unit right now, but the month is not known to be used up (the

@@ -257,7 +257,8 @@ public struct RequestGate {
             switch quotas.admit(subscription: grant.subscriptionID, tenant: tenant.id, quota: quota, period: month.text) {
             case .allowed(let remaining):
                 reserved = true
-                limits += ", \"quota\";r=\(remaining);t=\(untilNextMonth)"
+                // unknown right after an idle lease was given back: left out rather than guessed
+                if let remaining { limits += ", \"quota\";r=\(remaining);t=\(untilNextMonth)" }
             case .exhausted:
                 if !grant.windows.isEmpty { rateLimiter.windows.release(subscription: grant.subscriptionID, windows: grant.windows, nowSeconds: Self.utcSeconds(now)) }
                 var response = LocalResponse.problem(
