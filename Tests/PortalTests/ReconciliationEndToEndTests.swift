@@ -257,3 +257,20 @@ struct ReconciliationEndToEndTests {
         #expect(reconciled.output.contains("\(answered.values.reduce(0, +)) calls answered"))
     }
 }
+
+/// The port a child process announces once it listens, read from its text log.
+@Suite struct ListeningPortTests {
+    @Test func thePortComesFromTheAnnouncingLineOnly() {
+        let gateway = """
+            2026-12-05T12:00:00+0000 info tollgate : [Portal] migrations applied 127.0.0.1:5432
+            2026-12-05T12:00:01+0000 info tollgate : address=127.0.0.1:41234 [Gateway] gateway listening
+            """
+        #expect(ReconciliationEndToEndTests.listeningPort(in: gateway, announcement: "gateway listening") == 41234)
+        let upstream = "2026-12-05T12:00:00+0000 info demo-upstream : [HummingbirdCore] Server started and listening on 127.0.0.1:38001\n"
+        #expect(ReconciliationEndToEndTests.listeningPort(in: upstream, announcement: "Server started and listening on") == 38001)
+        // not yet announced, or no usable port in the line
+        #expect(ReconciliationEndToEndTests.listeningPort(in: "2026-12-05T12:00:00+0000 info tollgate : starting", announcement: "gateway listening") == nil)
+        #expect(ReconciliationEndToEndTests.listeningPort(in: "address=127.0.0.1:0 gateway listening", announcement: "gateway listening") == nil)
+        #expect(ReconciliationEndToEndTests.listeningPort(in: "address=127.0.0.1:99999 gateway listening", announcement: "gateway listening") == nil)
+    }
+}
