@@ -22,17 +22,22 @@ final class UpstreamHTTP2Pool {
     let eventLoop: any EventLoop
     private let connectTimeout: TimeAmount
     private let idleTimeout: UInt64
-    private let sweepInterval: TimeAmount
     private let connector: UpstreamConnector
     private var connections: [String: Pooled] = [:]
     private var connecting: [String: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
-    private var sweepScheduled = false
+    /// Visits the pool (held weakly) while it holds a connection (`sweeping`).
+    private let sweep: LoopSweep<UpstreamHTTP2Pool, Void>
+    private var sweeping = false
 
     init(eventLoop: any EventLoop, connectTimeout: TimeAmount, idleTimeout: TimeAmount = .seconds(60)) {
         self.eventLoop = eventLoop
         self.connectTimeout = connectTimeout
         self.idleTimeout = UInt64(max(1, idleTimeout.nanoseconds))
-        self.sweepInterval = UpstreamPool.sweepInterval(forIdleTimeout: idleTimeout)
+        self.sweep = LoopSweep(eventLoop: eventLoop, interval: UpstreamPool.sweepInterval(forIdleTimeout: idleTimeout)) { pool, _, now in
+            pool.sweepIdle(now: now)
+            pool.sweeping = !pool.connections.isEmpty
+            return pool.sweeping
+        }
         self.connector = UpstreamConnector(eventLoop: eventLoop, timeout: connectTimeout)
     }
 
@@ -46,17 +51,11 @@ final class UpstreamHTTP2Pool {
         }
     }
 
-    /// Runs `sweepIdle` every `sweepInterval` while the pool holds a connection (armed when one is
-    /// added, never per call; the task holds the pool weakly).
-    private func scheduleSweep() {
-        guard !sweepScheduled else { return }
-        sweepScheduled = true
-        eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: sweepInterval) { [weak self] in
-            guard let self else { return }
-            sweepScheduled = false
-            sweepIdle(now: DispatchTime.now().uptimeNanoseconds)
-            if !connections.isEmpty { scheduleSweep() }
-        }
+    /// When a connection is added, never per call.
+    private func startSweep() {
+        guard !sweeping else { return }
+        sweeping = true
+        sweep.add(self, ())
     }
 
     /// A new stream to `target` with an `UpstreamStreamHandler` in its pipeline.
@@ -144,7 +143,7 @@ final class UpstreamHTTP2Pool {
             // the first caller's stream is about to open
             pooled.streams.handedOut = true
             connections[key] = pooled
-            scheduleSweep()
+            startSweep()
         }
         return multiplexer
     }

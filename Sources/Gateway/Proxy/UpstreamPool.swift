@@ -30,17 +30,14 @@ final class UpstreamConnection {
 /// no hop between loops happens on the hot path.
 ///
 /// Idle connections are closed after `idleTimeout` (nginx's upstream `keepalive_timeout`, Envoy's
-/// `idle_timeout`) by one self-rescheduling sweep per pool (`sweepIdle`), which also forgets the
-/// keys that have nothing left — so nothing is armed or cancelled per call: a release stamps the
-/// time, the sweep compares.
+/// `idle_timeout`) by a `LoopSweep` that visits the pool while it holds anything (`sweepIdle`),
+/// which also forgets the keys that have nothing left — so nothing is armed or cancelled per call:
+/// a release stamps the time, the sweep compares.
 final class UpstreamPool {
     let eventLoop: any EventLoop
     let connectTimeout: TimeAmount
     /// An idle connection is closed once it has waited this long (nanoseconds) for a call.
     let idleTimeout: UInt64
-    /// How often the sweep runs while the pool holds anything: a quarter of the timeout, between
-    /// 10 ms and 5 s, so a connection is closed between 1× the timeout and 5 s after it.
-    let sweepInterval: TimeAmount
     let maxIdlePerTarget: Int
     /// Bound on the pool keys with an idle list. A list outlives its key when a snapshot drops the
     /// target or changes the TLS settings it is reached with (a new key): nobody takes from it
@@ -68,7 +65,10 @@ final class UpstreamPool {
     private var idle: [String: IdleList] = [:]
     private var breakers: [String: CircuitBreaker] = [:]
     private var balancers: [UUID: Balancer] = [:]
-    private var sweepScheduled = false
+    /// Visits the pool (held weakly) while `sweeping`: from the first list or balancer made until a
+    /// visit leaves nothing.
+    private let sweep: LoopSweep<UpstreamPool, Void>
+    private var sweeping = false
 
     init(
         eventLoop: any EventLoop, connectTimeout: TimeAmount, idleTimeout: TimeAmount = .seconds(60), maxIdlePerTarget: Int = 128,
@@ -77,7 +77,11 @@ final class UpstreamPool {
         self.eventLoop = eventLoop
         self.connectTimeout = connectTimeout
         self.idleTimeout = UInt64(max(1, idleTimeout.nanoseconds))
-        self.sweepInterval = Self.sweepInterval(forIdleTimeout: idleTimeout)
+        self.sweep = LoopSweep(eventLoop: eventLoop, interval: Self.sweepInterval(forIdleTimeout: idleTimeout)) { pool, _, now in
+            pool.sweepIdle(now: now)
+            pool.sweeping = !pool.idle.isEmpty || !pool.breakers.isEmpty || !pool.balancers.isEmpty
+            return pool.sweeping
+        }
         self.maxIdlePerTarget = maxIdlePerTarget
         self.maxIdleTargets = max(1, maxIdleTargets)
         self.connector = UpstreamConnector(eventLoop: eventLoop, timeout: connectTimeout)
@@ -94,7 +98,7 @@ final class UpstreamPool {
         } else {
             balancer = Balancer(targets: targets)
             balancers[route.apiID] = balancer
-            scheduleSweep()
+            startSweep()
         }
         let chosen = balancer.roundRobin.next { index in
             let key = targets[index].key
@@ -163,7 +167,7 @@ final class UpstreamPool {
         connection.idleSince = now
         if let list {
             list.connections.append(connection)
-            if !sweepScheduled { scheduleSweep() }
+            if !sweeping { startSweep() }
             return
         }
         // a key new to the pool while it is at its bound (rare: a new target or TLS identity)
@@ -171,7 +175,7 @@ final class UpstreamPool {
         let fresh = IdleList()
         fresh.connections.append(connection)
         idle[connection.key] = fresh
-        scheduleSweep()
+        startSweep()
     }
 
     /// Drops closed connections and the lists left empty — those of keys no route names any more
@@ -209,20 +213,16 @@ final class UpstreamPool {
         }
     }
 
-    /// Runs `sweepIdle` every `sweepInterval` while the pool holds anything. Called where an idle
-    /// list or a balancer is made (and by a release that finds no sweep under way), never armed
-    /// or cancelled per call. The task holds the pool weakly: a stopped gateway's pool goes.
-    private func scheduleSweep() {
-        guard !sweepScheduled else { return }
-        sweepScheduled = true
-        eventLoop.assumeIsolatedUnsafeUnchecked().scheduleTask(in: sweepInterval) { [weak self] in
-            guard let self else { return }
-            sweepScheduled = false
-            sweepIdle(now: DispatchTime.now().uptimeNanoseconds)
-            if !idle.isEmpty || !breakers.isEmpty || !balancers.isEmpty { scheduleSweep() }
-        }
+    /// Where an idle list or a balancer is made (and by a release that finds no sweep under way):
+    /// never armed or cancelled per call.
+    private func startSweep() {
+        guard !sweeping else { return }
+        sweeping = true
+        sweep.add(self, ())
     }
 
+    /// How often a pool's sweep runs: a quarter of the idle timeout, between 10 ms and 5 s, so a
+    /// connection is closed between 1× the timeout and 5 s after it.
     static func sweepInterval(forIdleTimeout timeout: TimeAmount) -> TimeAmount {
         .nanoseconds(min(5_000_000_000, max(10_000_000, timeout.nanoseconds / 4)))
     }
@@ -381,7 +381,8 @@ struct BufferedRandom: RandomNumberGenerator {
 /// `interval` while the list is not empty — how the loop keeps response deadlines and idle
 /// timeouts without a task or a handler per connection (one scheduled and cancelled per request
 /// cost ~3 % of the gateway's CPU; an `IdleStateHandler` in every pipeline ~2 %). Entries hold
-/// their connection weakly; a closed connection drops out at the next visit.
+/// their connection weakly; a closed connection drops out at the next visit. The upstream pools use
+/// one each for their idle connections, with the pool itself as the only member.
 final class LoopSweep<Member: AnyObject, Payload> {
     private struct Entry {
         weak var handler: Member?
