@@ -13,10 +13,11 @@ import NIOSSL
 /// no stream for the idle timeout (a sweep like `UpstreamPool`'s, over the open streams each
 /// connection counts; a connection with a stream under way is never closed by it).
 final class UpstreamHTTP2Pool {
-    private struct Pooled {
+    private struct Pooled: Sendable {
         let multiplexer: NIOHTTP2Handler.StreamMultiplexer
         let channel: any Channel
-        let streams: UpstreamHTTP2Streams
+        /// Made, counted and read on the pool's loop (the connection's).
+        let streams: NIOLoopBound<UpstreamHTTP2Streams>
     }
 
     let eventLoop: any EventLoop
@@ -46,7 +47,7 @@ final class UpstreamHTTP2Pool {
 
     /// Closes the connections without a stream for the idle timeout; the close forgets them.
     func sweepIdle(now: UInt64) {
-        for pooled in connections.values where pooled.streams.isIdle(now: now, timeout: idleTimeout) {
+        for pooled in connections.values where pooled.streams.value.isIdle(now: now, timeout: idleTimeout) {
             pooled.channel.close(promise: nil)
         }
     }
@@ -91,7 +92,7 @@ final class UpstreamHTTP2Pool {
         let key = target.key
         if let known = connections[key] {
             // a stream is about to open: the sweep must not take the connection before it counts
-            known.streams.handedOut = true
+            known.streams.value.handedOut = true
             return eventLoop.makeSucceededFuture(known.multiplexer)
         }
         if let pending = connecting[key] { return pending }
@@ -105,10 +106,10 @@ final class UpstreamHTTP2Pool {
             // the whole connection. A client that drops a connection with a hundred calls in flight
             // resets a hundred streams at once, so remember as many as an upstream lets run at once.
             configuration.maximumRecentlyResetStreams = Self.recentlyResetStreams
-            let streams = UpstreamHTTP2Streams(now: DispatchTime.now().uptimeNanoseconds)
+            let streams = NIOLoopBound(UpstreamHTTP2Streams(now: DispatchTime.now().uptimeNanoseconds), eventLoop: channel.eventLoop)
             let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                 mode: .client, connectionConfiguration: configuration, streamConfiguration: .init(),
-                streamDelegate: UpstreamHTTP2StreamEvents(streams: NIOLoopBound(streams, eventLoop: channel.eventLoop))
+                streamDelegate: UpstreamHTTP2StreamEvents(streams: streams)
             ) { pushed in
                 // servers may not push to the gateway: such a stream is closed at once
                 pushed.close()
@@ -133,7 +134,7 @@ final class UpstreamHTTP2Pool {
             }
             return (Pooled(multiplexer: multiplexer, channel: channel, streams: streams), preface)
         }.flatMap { connected in
-            connected.1.promise.futureResult.map { connected.0 }
+            connected.1.promise.futureResult.map { @Sendable [pooled = connected.0] in pooled }
         }
         let multiplexer = made.map(\.multiplexer)
         connecting[key] = multiplexer
@@ -141,7 +142,7 @@ final class UpstreamHTTP2Pool {
             connecting[key] = nil
             guard case .success(let pooled) = result, pooled.channel.isActive else { return }
             // the first caller's stream is about to open
-            pooled.streams.handedOut = true
+            pooled.streams.value.handedOut = true
             connections[key] = pooled
             startSweep()
         }
