@@ -49,14 +49,10 @@ scripts/pg.sh start tollgate_bench >&2
 export DATABASE_URL="$(scripts/pg.sh url tollgate_bench)" TOLLGATE_DATA_DIR="$WORK" LOG_LEVEL=warning
 export PORTAL_ADDRESS=127.0.0.1:18081 GATEWAY_ADDRESS=127.0.0.1:9003
 
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
-  [ -f "$WORK/proxy.pid" ] && kill "$(cat "$WORK/proxy.pid")" 2>/dev/null || true
-  [ -f "$WORK/tls.pid" ] && kill "$(cat "$WORK/tls.pid")" 2>/dev/null || true
-  for f in uptls proto; do [ -f "$WORK/$f.pid" ] && kill "$(cat "$WORK/$f.pid")" 2>/dev/null || true; done
-}
+# the demo marketplace and the processes around it, set up as bench/h2-syscalls.sh does
+. "$ROOT/bench/demo-marketplace.sh"
+
+cleanup() { stop_all upstream proxy tls uptls proto; }
 trap cleanup EXIT
 
 # upstream (core 0) and nginx proxy (core 1)
@@ -136,55 +132,21 @@ http {
 CONF
   taskset -c 0 nginx -c "$WORK/upstream-tls.conf" -p "$WORK" -e "$WORK/uptls.err"
   taskset -c 1 nginx -c "$WORK/nginx-proto.conf" -p "$WORK" -e "$WORK/proto.err"
-  taskset -c 0 "$BIN" demo-upstream --port 9109 --grpc-port 9101 >"$WORK/demo-upstream.log" 2>&1 & pids+=($!)
-  # a unary SayHello request as gRPC frames it: not compressed, length 5, HelloRequest{name: "Ada"}
-  printf '\x00\x00\x00\x00\x05\x0a\x03Ada' >"$WORK/sayhello.bin"
+  demo_greeter 9109 9101
 fi
 
 # the demo marketplace, with Echo routed to the nginx upstream and a plan whose limits exceed the load
-# a fresh bench database every run: the demo's secrets exist in clear only in the credentials file
-# under $WORK, and the cluster (with this database) may be shared by several checkouts
-psql "$DATABASE_URL" -qAt -c "DROP SCHEMA public CASCADE" -c "CREATE SCHEMA public" >/dev/null
-rm -f "$WORK/demo-credentials.txt"
-"$BIN" migrate >/dev/null
-"$BIN" seed-demo >/dev/null
-creds="$("$BIN" seed-demo --json)"
-field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$creds" "$1"; }
-"$BIN" portal & pids+=($!)
-for _ in $(seq 50); do curl -sf "http://$PORTAL_ADDRESS/readyz" >/dev/null && break; sleep 0.2; done
-PAT="$("$BIN" token create --tenant demo --email provider@demo.test --scope read --scope write | tail -1)"
-DEV="$("$BIN" token create --tenant demo --email developer@demo.test --scope read --scope write | tail -1)"
-api="http://$PORTAL_ADDRESS/t/demo/api/v1"
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
-echo_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis" | json "[a['id'] for a in d['items'] if a['slug']=='echo'][0]")"
-curl -sf -X PATCH -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
-  -d '{"targets":[{"url":"http://127.0.0.1:9001","weight":1}]}' "$api/apis/$echo_id" >/dev/null
-plan_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis/$echo_id/plans" | json "([p['id'] for p in d['items'] if p['terms']['name']=='Bench'] or [''])[0]")"
-if [ -z "$plan_id" ]; then
-  plan_id="$(curl -sf -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
-    -d '{"name":"Bench","rate_per_second":1000000,"burst":10000000,"monthly_fee_minor":0,"included_requests":0,"tier_mode":"flat","tiers":[{"unit_price_micros":0}],"approval":"automatic","visibility":"hidden"}' \
-    "$api/apis/$echo_id/plans" | json "d['id']")"
+demo_marketplace
+echo_id="$(api_id echo)"
+route_api "$echo_id" http://127.0.0.1:9001
+bench_plan "$echo_id"
+if [ "${PROTOCOLS:-}" = 1 ]; then  # the Greeter (seeded on the demo upstream's gRPC port, 9101) on a Bench plan too
+  bench_plan "$(api_id greeter)"
 fi
-sub_id="$(curl -sf -H "Authorization: Bearer $DEV" "$api/subscriptions" | json "[s['id'] for s in d['items'] if s['api_id']=='$echo_id' and s['state']=='active'][0]")"
-curl -s -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
-  -d "{\"action\":\"change_plan\",\"plan_id\":\"$plan_id\"}" "$api/subscriptions/$sub_id/actions" >/dev/null || true
-if [ "${PROTOCOLS:-}" = 1 ]; then  # the Greeter gets a Bench plan too, and demo-app moves to it
-  greeter_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis" | json "[a['id'] for a in d['items'] if a['slug']=='greeter'][0]")"
-  gplan_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis/$greeter_id/plans" | json "([p['id'] for p in d['items'] if p['terms']['name']=='Bench'] or [''])[0]")"
-  if [ -z "$gplan_id" ]; then
-    gplan_id="$(curl -sf -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
-      -d '{"name":"Bench","rate_per_second":1000000,"burst":10000000,"monthly_fee_minor":0,"included_requests":0,"tier_mode":"flat","tiers":[{"unit_price_micros":0}],"approval":"automatic","visibility":"hidden"}' \
-      "$api/apis/$greeter_id/plans" | json "d['id']")"
-  fi
-  gsub_id="$(curl -sf -H "Authorization: Bearer $DEV" "$api/subscriptions" | json "[s['id'] for s in d['items'] if s['api_id']=='$greeter_id' and s['state']=='active'][0]")"
-  curl -s -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
-    -d "{\"action\":\"change_plan\",\"plan_id\":\"$gplan_id\"}" "$api/subscriptions/$gsub_id/actions" >/dev/null || true
-fi
-TOKEN="$(curl -sf -u "$(field client_id):$(field client_secret)" -d grant_type=client_credentials "http://$PORTAL_ADDRESS/t/demo/oauth2/token" | json "d['access_token']")"
+TOKEN="$(client_token)"
 
 # the gateway alone on core 1
-TOLLGATE_GATEWAY_THREADS=1 taskset -c 1 "$BIN" gateway & gateway_pid=$!; pids+=($gateway_pid)
-for _ in $(seq 50); do curl -sf "http://$GATEWAY_ADDRESS/readyz" >/dev/null && break; sleep 0.2; done
+start_gateway
 
 # Echo's policy chain: the plain rows measure none (the demo seed gives Echo two transformations).
 # A change reaches the gateway by NOTIFY; wait until its answers show it.

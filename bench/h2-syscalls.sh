@@ -27,11 +27,10 @@ scripts/pg.sh start tollgate_h2bench >&2
 export DATABASE_URL="$(scripts/pg.sh url tollgate_h2bench)" TOLLGATE_DATA_DIR="$WORK" LOG_LEVEL=warning
 export PORTAL_ADDRESS=127.0.0.1:18281 GATEWAY_ADDRESS=127.0.0.1:9203
 
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
-}
+# the demo marketplace and the processes around it, set up as bench/gateway.sh does
+. "$ROOT/bench/demo-marketplace.sh"
+
+cleanup() { stop_all upstream; }
 trap cleanup EXIT
 
 cat >"$WORK/upstream.conf" <<'CONF'
@@ -51,48 +50,23 @@ http {
 CONF
 taskset -c 0 nginx -c "$WORK/upstream.conf" -p "$WORK" -e "$WORK/upstream.err"
 # the demo Greeter (gRPC, h2c) for the grpc row: the relay's upstream connection is HTTP/2 too
-taskset -c 0 "$BIN" demo-upstream --port 9209 --grpc-port 9210 >"$WORK/demo-upstream.log" 2>&1 & pids+=($!)
-printf '\x00\x00\x00\x00\x05\x0a\x03Ada' >"$WORK/sayhello.bin"
+demo_greeter 9209 9210
 
-# the demo marketplace in a fresh schema; Echo routed to the upstream above, on a plan whose
-# limits exceed the load (as bench/gateway.sh does)
-psql "$DATABASE_URL" -qAt -c "DROP SCHEMA public CASCADE" -c "CREATE SCHEMA public" >/dev/null
-rm -f "$WORK/demo-credentials.txt"
-"$BIN" migrate >/dev/null
-"$BIN" seed-demo >/dev/null
-creds="$("$BIN" seed-demo --json)"
-field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$creds" "$1"; }
-"$BIN" portal & pids+=($!)
-for _ in $(seq 100); do curl -sf "http://$PORTAL_ADDRESS/readyz" >/dev/null && break; sleep 0.2; done
-PAT="$("$BIN" token create --tenant demo --email provider@demo.test --scope read --scope write | tail -1)"
-DEV="$("$BIN" token create --tenant demo --email developer@demo.test --scope read --scope write | tail -1)"
-api="http://$PORTAL_ADDRESS/t/demo/api/v1"
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
-echo_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis" | json "[a['id'] for a in d['items'] if a['slug']=='echo'][0]")"
-curl -sf -X PATCH -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
-  -d '{"targets":[{"url":"http://127.0.0.1:9201","weight":1}]}' "$api/apis/$echo_id" >/dev/null
+# the demo marketplace: Echo routed to the upstream above without policies, the Greeter to the demo
+# Greeter, both on a plan whose limits exceed the load
+demo_marketplace
+echo_id="$(api_id echo)"
+route_api "$echo_id" http://127.0.0.1:9201
 curl -sf -X PUT -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' -d '{"policies":[]}' "$api/apis/$echo_id/policies" >/dev/null
-plan_id="$(curl -sf -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
-  -d '{"name":"Bench","rate_per_second":1000000,"burst":10000000,"monthly_fee_minor":0,"included_requests":0,"tier_mode":"flat","tiers":[{"unit_price_micros":0}],"approval":"automatic","visibility":"hidden"}' \
-  "$api/apis/$echo_id/plans" | json "d['id']")"
-sub_id="$(curl -sf -H "Authorization: Bearer $DEV" "$api/subscriptions" | json "[s['id'] for s in d['items'] if s['api_id']=='$echo_id' and s['state']=='active'][0]")"
-curl -s -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
-  -d "{\"action\":\"change_plan\",\"plan_id\":\"$plan_id\"}" "$api/subscriptions/$sub_id/actions" >/dev/null
-greeter_id="$(curl -sf -H "Authorization: Bearer $PAT" "$api/apis" | json "[a['id'] for a in d['items'] if a['slug']=='greeter'][0]")"
-curl -sf -X PATCH -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
-  -d '{"targets":[{"url":"grpc://127.0.0.1:9210","weight":1}]}' "$api/apis/$greeter_id" >/dev/null
-gplan_id="$(curl -sf -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
-  -d '{"name":"Bench","rate_per_second":1000000,"burst":10000000,"monthly_fee_minor":0,"included_requests":0,"tier_mode":"flat","tiers":[{"unit_price_micros":0}],"approval":"automatic","visibility":"hidden"}' \
-  "$api/apis/$greeter_id/plans" | json "d['id']")"
-gsub_id="$(curl -sf -H "Authorization: Bearer $DEV" "$api/subscriptions" | json "[s['id'] for s in d['items'] if s['api_id']=='$greeter_id' and s['state']=='active'][0]")"
-curl -s -X POST -H "Authorization: Bearer $PAT" -H 'Content-Type: application/json' \
-  -d "{\"action\":\"change_plan\",\"plan_id\":\"$gplan_id\"}" "$api/subscriptions/$gsub_id/actions" >/dev/null
-TOKEN="$(curl -sf -u "$(field client_id):$(field client_secret)" -d grant_type=client_credentials "http://$PORTAL_ADDRESS/t/demo/oauth2/token" | json "d['access_token']")"
+bench_plan "$echo_id"
+greeter_id="$(api_id greeter)"
+route_api "$greeter_id" grpc://127.0.0.1:9210
+bench_plan "$greeter_id"
+TOKEN="$(client_token)"
 
 # the gateway alone, one event loop, on core 1
-TOLLGATE_GATEWAY_THREADS=1 taskset -c 1 "$BIN" gateway & gateway_pid=$!; pids+=($gateway_pid)
+start_gateway
 url="http://$GATEWAY_ADDRESS/t/demo/echo/v1/"
-for _ in $(seq 100); do curl -sf "http://$GATEWAY_ADDRESS/readyz" >/dev/null && break; sleep 0.2; done
 for _ in $(seq 100); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$url")" = 200 ] && break; sleep 0.1
 done

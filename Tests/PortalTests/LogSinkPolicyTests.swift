@@ -136,7 +136,6 @@ import Testing
 /// to a new file at the same path. Counts and contents are asserted, not times.
 @Suite(.enabled(if: ProcessInfo.processInfo.environment["TOLLGATE_BIN"] != nil, "needs TOLLGATE_BIN (make test sets it)"))
 struct AccessLogRotationTests {
-    typealias Child = ReconciliationEndToEndTests.Child
 
     static func lines(_ path: String) -> [String] {
         ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
@@ -149,17 +148,13 @@ struct AccessLogRotationTests {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let path = directory + "/access.jsonl"
-            let port = try ReconciliationEndToEndTests.freePort()
-            var environment = world.environment
-            environment["GATEWAY_ADDRESS"] = "127.0.0.1:\(port)"
-            environment["TOLLGATE_DATA_DIR"] = directory + "/data"
-            environment["TOLLGATE_ACCESS_LOG"] = path
-            let gateway = try Child(world.binary, ["gateway"], environment: environment)
+            // a port the gateway binds itself (one picked beforehand could be taken before it bound)
+            let (gateway, port, dataDir) = try await world.gateway(["TOLLGATE_ACCESS_LOG": path])
             defer {
                 gateway.signal(SIGKILL)
                 _ = gateway.wait()
+                try? FileManager.default.removeItem(atPath: dataDir)
             }
-            try await GatewayIntegrationTests.eventually(seconds: 30) { await ReconciliationEndToEndTests.status(port, "/readyz") == 200 }
             let secretPath = QuotaLeaseEndToEndTests.path + "?api_key=" + world.apiKey
             func call() async throws -> Int {
                 let request = "GET \(secretPath) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-API-Key: \(world.apiKey)\r\n\r\n"

@@ -36,15 +36,13 @@ struct QuotaLeaseEndToEndTests {
             }
         }
 
-        /// Starts a gateway process on a port of its own (its own data dir, so its own spool) and waits until it is ready.
-        func gateway() async throws -> (Child, Int, String) {
-            let port = try ReconciliationEndToEndTests.freePort()
+        /// Starts a gateway process on a port of its own (its own data dir, so its own spool; `extra`
+        /// settings on top of the world's) and waits until it is ready.
+        func gateway(_ extra: [String: String] = [:]) async throws -> (Child, Int, String) {
             let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("quota-gw-\(UUID().uuidString.prefix(8))").path
-            var environment = self.environment
-            environment["GATEWAY_ADDRESS"] = "127.0.0.1:\(port)"
+            var environment = self.environment.merging(extra) { $1 }
             environment["TOLLGATE_DATA_DIR"] = dataDir
-            let child = try Child(binary, ["gateway"], environment: environment)
-            try await GatewayIntegrationTests.eventually(seconds: 30) { await ReconciliationEndToEndTests.status(port, "/readyz") == 200 }
+            let (child, port) = try await ReconciliationEndToEndTests.spawnGateway(binary, environment: environment)
             return (child, port, dataDir)
         }
     }
@@ -77,12 +75,12 @@ struct QuotaLeaseEndToEndTests {
                 let seeded = try ReconciliationEndToEndTests.run(binary, ["seed-demo", "--json"], environment: environment)
                 try #require(seeded.status == 0, "\(seeded.output)")
                 let demo = try #require(try JSONSerialization.jsonObject(with: Data(seeded.output.utf8)) as? [String: String])
-                let upstreamPort = try ReconciliationEndToEndTests.freePort()
+                let (started, upstreamPort) = try await ReconciliationEndToEndTests.spawnDemoUpstream(binary, environment: environment)
+                upstream = started
                 let world = World(binary: binary, environment: environment, apiKey: try #require(demo["api_key"]), upstreamPort: upstreamPort, client: client)
                 _ = try await world.scalar(
                     "UPDATE plans SET rate_per_second = 1000, burst = 1000, monthly_quota = \(Int64(quota)), included_requests = \(Int64(quota)) WHERE name = 'Free' RETURNING 1::bigint")
                 _ = try await world.scalar("UPDATE api_upstream_targets SET url = \("http://127.0.0.1:\(upstreamPort)") RETURNING 1::bigint")
-                upstream = try Child(binary, ["demo-upstream", "--port", String(upstreamPort)], environment: environment)
                 try await GatewayIntegrationTests.eventually(seconds: 10) { await ReconciliationEndToEndTests.status(upstreamPort, "/") == 200 }
                 try await body(world)
             } catch {

@@ -16,8 +16,7 @@ struct ReconciliationEndToEndTests {
 
     struct Cluster {
         let dataDir: String
-        /// A port free a moment ago, not a fixed one: a fixed port inside the ephemeral range can be
-        /// the local port of one of the suite's own client connections when the cluster starts.
+        /// Picked by `startCluster`.
         let port: Int
 
         var environment: [String: String] {
@@ -53,12 +52,12 @@ struct ReconciliationEndToEndTests {
         let pid: pid_t
         private var status: Int32?
 
-        init(_ executable: String, _ arguments: [String], environment: [String: String], output: String = "/dev/null") throws {
+        init(_ executable: String, _ arguments: [String], environment: [String: String], output: String = "/dev/null", errors: String = "/dev/null") throws {
             var actions = posix_spawn_file_actions_t()
             posix_spawn_file_actions_init(&actions)
             defer { posix_spawn_file_actions_destroy(&actions) }
             posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 2, errors, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
             let argv = ([executable] + arguments).map { strdup($0) } + [nil]
             let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
             defer {
@@ -90,7 +89,91 @@ struct ReconciliationEndToEndTests {
         func signal(_ number: Int32) { kill(pid, number) }
     }
 
-    /// A port nothing listens on right now (bound, then released).
+    /// A `tollgate` process serving on a port the kernel chose when it bound (`127.0.0.1:0`), read
+    /// back from the line it logs once listening (`announcement`; `address` names the environment
+    /// variable of its address, nil when `arguments` give the port). A port chosen beforehand —
+    /// bound, released, then handed to the child — was a race: under the full suite's load
+    /// another process, or one of the suite's own client connections as its local port, could take
+    /// it first; the child then failed to bind and exited while the test waited 30 s for it (or
+    /// found someone else's server there). Fails at once, with the child's log, if it exits first.
+    static func spawnListening(
+        _ binary: String, _ arguments: [String], environment: [String: String], address: String?, announcement: String, seconds: Int = 30
+    ) async throws -> (child: Child, port: Int) {
+        var environment = environment
+        if let address { environment[address] = "127.0.0.1:0" }
+        // the announcement is an info line, in the text format
+        environment["LOG_LEVEL"] = "info"
+        environment["LOG_FORMAT"] = "text"
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("listening-\(UUID().uuidString.prefix(8)).log").path
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let child = try Child(binary, arguments, environment: environment, errors: log)
+        let deadline = Date().addingTimeInterval(Double(seconds))
+        while Date() < deadline {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            if let port = listeningPort(in: text, announcement: announcement) { return (child, port) }
+            if let status = child.poll() { throw ChildExited(arguments: arguments, status: status, log: String(text.suffix(2_000))) }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        child.signal(SIGKILL)
+        _ = child.wait()
+        throw ChildExited(arguments: arguments, status: -1, log: "not listening after \(seconds) s")
+    }
+
+    /// The port in the first log line with `announcement`: the digits after `127.0.0.1:`.
+    static func listeningPort(in log: String, announcement: String) -> Int? {
+        guard let line = log.split(separator: "\n").first(where: { $0.contains(announcement) }), let address = line.range(of: "127.0.0.1:") else { return nil }
+        return Int(line[address.upperBound...].prefix { $0.isASCII && $0.isNumber }).flatMap { (1...65535).contains($0) ? $0 : nil }
+    }
+
+    struct ChildExited: Error, CustomStringConvertible {
+        let arguments: [String]
+        let status: Int32
+        let log: String
+        var description: String { "tollgate \(arguments.joined(separator: " ")) did not start listening (status \(status)): \(log)" }
+    }
+
+    /// A gateway process (`tollgate gateway`) on a port of its own, ready (`/readyz` 200).
+    static func spawnGateway(_ binary: String, environment: [String: String]) async throws -> (child: Child, port: Int) {
+        let (child, port) = try await spawnListening(binary, ["gateway"], environment: environment, address: "GATEWAY_ADDRESS", announcement: "gateway listening")
+        do {
+            try await GatewayIntegrationTests.eventually(seconds: 30) { await status(port, "/readyz") == 200 }
+        } catch {
+            child.signal(SIGKILL)
+            _ = child.wait()
+            throw error
+        }
+        return (child, port)
+    }
+
+    /// The demo upstream (`tollgate demo-upstream`, Echo only) on a port of its own.
+    static func spawnDemoUpstream(_ binary: String, environment: [String: String]) async throws -> (child: Child, port: Int) {
+        try await spawnListening(
+            binary, ["demo-upstream", "--port", "0", "--grpc-port", "0"], environment: environment, address: nil, announcement: "Server started and listening on")
+    }
+
+    /// A private cluster (`scripts/pg.sh`) in a data directory under .data/ with `database`. Its port
+    /// is written into the cluster's configuration when it is made, so it is picked beforehand (a
+    /// port free a moment ago — a fixed one inside the ephemeral range can be the local port of one
+    /// of the suite's client connections); when something took it in between, the start fails and
+    /// a new cluster is made on another port.
+    static func startCluster(_ database: String) throws -> Cluster {
+        var attempt = 1
+        while true {
+            let cluster = Cluster(dataDir: root.appendingPathComponent(".data/e2e-\(UUID().uuidString.prefix(8).lowercased())").path, port: try freePort())
+            do {
+                try cluster.pg("start", database)
+                return cluster
+            } catch {
+                _ = try? cluster.pg("stop")
+                try? FileManager.default.removeItem(atPath: cluster.dataDir)
+                guard attempt < 3 else { throw error }
+                attempt += 1
+            }
+        }
+    }
+
+    /// A port nothing listens on right now (bound, then released): only for a server that cannot
+    /// bind port 0 and report it (`startCluster`).
     static func freePort() throws -> Int {
         let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
         let port = channel.localAddress?.port ?? 0
@@ -109,18 +192,15 @@ struct ReconciliationEndToEndTests {
     func reconciliationBalancesAfterAnOutageAndAGracefulStop() async throws {
         // setup: a private cluster, the demo marketplace, an upstream and a gateway process
         let binary = try #require(ProcessInfo.processInfo.environment["TOLLGATE_BIN"])
-        let dataDir = Self.root.appendingPathComponent(".data/e2e-\(UUID().uuidString.prefix(8).lowercased())").path
-        let cluster = Cluster(dataDir: dataDir, port: try Self.freePort())
+        let cluster = try Self.startCluster("tollgate_e2e")
+        let dataDir = cluster.dataDir
         defer {
             _ = try? cluster.pg("stop")
             try? FileManager.default.removeItem(atPath: dataDir)
         }
-        try cluster.pg("start", "tollgate_e2e")
-        let gatewayPort = try Self.freePort(), upstreamPort = try Self.freePort()
         var environment = ProcessInfo.processInfo.environment
         environment["DATABASE_URL"] = try cluster.pg("url", "tollgate_e2e").trimmingCharacters(in: .whitespacesAndNewlines)
         environment["TOLLGATE_DATA_DIR"] = dataDir
-        environment["GATEWAY_ADDRESS"] = "127.0.0.1:\(gatewayPort)"
         environment["TOLLGATE_MIGRATIONS_DIR"] = Self.root.appendingPathComponent("migrations").path
         environment["TOLLGATE_TEMPLATES_DIR"] = Self.root.appendingPathComponent("templates").path
         environment["LOG_LEVEL"] = "error"
@@ -128,21 +208,19 @@ struct ReconciliationEndToEndTests {
         try #require(seeded.status == 0)
         let demo = try #require(try JSONSerialization.jsonObject(with: Data(seeded.output.utf8)) as? [String: String])
         let apiKey = try #require(demo["api_key"])
-        try cluster.pg("psql", "-d", "tollgate_e2e", "-qAt", "-c", "UPDATE api_upstream_targets SET url = 'http://127.0.0.1:\(upstreamPort)'")
-
-        let upstream = try Child(binary, ["demo-upstream", "--port", String(upstreamPort)], environment: environment)
+        let (upstream, upstreamPort) = try await Self.spawnDemoUpstream(binary, environment: environment)
         defer {
             upstream.signal(SIGKILL)
             _ = upstream.wait()
         }
-        let gateway = try Child(binary, ["gateway"], environment: environment)
+        try cluster.pg("psql", "-d", "tollgate_e2e", "-qAt", "-c", "UPDATE api_upstream_targets SET url = 'http://127.0.0.1:\(upstreamPort)'")
+        let (gateway, gatewayPort) = try await Self.spawnGateway(binary, environment: environment)
         defer {
             if gateway.poll() == nil {
                 gateway.signal(SIGKILL)
                 _ = gateway.wait()
             }
         }
-        try await GatewayIntegrationTests.eventually(seconds: 30) { await Self.status(gatewayPort, "/readyz") == 200 }
         try await GatewayIntegrationTests.eventually(seconds: 10) { await Self.status(upstreamPort, "/") == 200 }
 
         // act: calls before, during and after a Postgres outage, then SIGTERM
@@ -177,5 +255,22 @@ struct ReconciliationEndToEndTests {
         #expect(reconciled.status == 0, "\(reconciled.output)")
         #expect(reconciled.output.hasPrefix("balanced"))
         #expect(reconciled.output.contains("\(answered.values.reduce(0, +)) calls answered"))
+    }
+}
+
+/// The port a child process announces once it listens, read from its text log.
+@Suite struct ListeningPortTests {
+    @Test func thePortComesFromTheAnnouncingLineOnly() {
+        let gateway = """
+            2026-12-05T12:00:00+0000 info tollgate : [Portal] migrations applied 127.0.0.1:5432
+            2026-12-05T12:00:01+0000 info tollgate : address=127.0.0.1:41234 [Gateway] gateway listening
+            """
+        #expect(ReconciliationEndToEndTests.listeningPort(in: gateway, announcement: "gateway listening") == 41234)
+        let upstream = "2026-12-05T12:00:00+0000 info demo-upstream : [HummingbirdCore] Server started and listening on 127.0.0.1:38001\n"
+        #expect(ReconciliationEndToEndTests.listeningPort(in: upstream, announcement: "Server started and listening on") == 38001)
+        // not yet announced, or no usable port in the line
+        #expect(ReconciliationEndToEndTests.listeningPort(in: "2026-12-05T12:00:00+0000 info tollgate : starting", announcement: "gateway listening") == nil)
+        #expect(ReconciliationEndToEndTests.listeningPort(in: "address=127.0.0.1:0 gateway listening", announcement: "gateway listening") == nil)
+        #expect(ReconciliationEndToEndTests.listeningPort(in: "address=127.0.0.1:99999 gateway listening", announcement: "gateway listening") == nil)
     }
 }

@@ -85,9 +85,18 @@ import Testing
                 // WebSocket handshakes reach its https targets over HTTP/1.1: a context without ALPN h2
                 let upgradeTLS = try #require(route.upgradeTLS)
                 #expect(upgradeTLS.identity != route.upstreamTLS?.identity)
-                // documented
+                // absent keeps the stored protocol; null puts the default back (JSON merge patch)
+                let renamed = try await APITests.call(client, .patch, path, token: world.provider, body: #"{"name":"Renamed"}"#)
+                #expect(renamed.status == .ok)
+                #expect(try APITests.json(renamed)["upstream_protocol"] as? String == "h2")
+                let reset = try await APITests.call(client, .patch, path, token: world.provider, body: #"{"upstream_protocol":null}"#)
+                #expect(reset.status == .ok)
+                #expect(try APITests.json(reset)["upstream_protocol"] as? String == "http1")
+                #expect(try APITests.json(try await APITests.call(client, .get, path, token: world.provider))["upstream_protocol"] as? String == "http1")
+                // documented, null included
                 let document = String(buffer: try await APITests.call(client, .get, "/t/acme/api/v1/openapi.json", token: nil).body)
                 #expect(document.contains("\"upstream_protocol\""))
+                #expect(document.contains("null sets the default, http1"))
             }
         }
     }
@@ -118,7 +127,15 @@ import Testing
                     #expect(refused.status == .unprocessableContent, "'\(tampered)'")
                     #expect(refused.text.contains(#"id="upstream_protocol-error""#) && refused.text.contains(#"aria-invalid="true""#), "'\(tampered)'")
                     #expect(refused.text.contains("Choose HTTP/1.1 (http1) or HTTP/2"), "'\(tampered)'")
+                    // the select shows what is stored (h2), not the first option
+                    #expect(refused.text.contains(#"<option value="h2" selected>"#), "'\(tampered)'")
                 }
+                // another field's error: the select shows the valid protocol submitted, not the stored one
+                let badTargets = try await provider.submit(
+                    client, page + "/settings", from: page, fields: [("targets", "ftp://127.0.0.1:9300 1"), ("upstream_protocol", "http1")])
+                #expect(badTargets.status == .unprocessableContent)
+                #expect(badTargets.text.contains(#"class="field-error""#) && !badTargets.text.contains(#"id="upstream_protocol-error""#))
+                #expect(!badTargets.text.contains(#"<option value="h2" selected>"#))
                 // a post without the field (only the targets) keeps the stored protocol
                 let partial = try await provider.submit(client, page + "/settings", from: page, fields: [("targets", "http://127.0.0.1:9301 1")])
                 #expect(partial.status == .seeOther)

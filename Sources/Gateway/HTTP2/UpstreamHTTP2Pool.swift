@@ -1,3 +1,4 @@
+import Dispatch
 import NIOCore
 import NIOHTTP2
 import NIOPosix
@@ -8,18 +9,54 @@ import NIOSSL
 /// (prior knowledge on cleartext, ALPN `h2` over TLS — a TLS upstream that does not choose `h2` is
 /// a failed connection), opened on first use and forgotten when it closes, is refused, or the
 /// upstream says GOAWAY; closed when it breaks (a connection error: NIOHTTP2 sent GOAWAY but leaves
-/// the closing to its user — left open, every later stream on it hung).
+/// the closing to its user — left open, every later stream on it hung), and closed once it has had
+/// no stream for the idle timeout (a sweep like `UpstreamPool`'s, over the open streams each
+/// connection counts; a connection with a stream under way is never closed by it).
 final class UpstreamHTTP2Pool {
+    private struct Pooled: Sendable {
+        let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+        let channel: any Channel
+        /// Made, counted and read on the pool's loop (the connection's).
+        let streams: NIOLoopBound<UpstreamHTTP2Streams>
+    }
+
     let eventLoop: any EventLoop
     private let connectTimeout: TimeAmount
+    private let idleTimeout: UInt64
     private let connector: UpstreamConnector
-    private var connections: [String: (multiplexer: NIOHTTP2Handler.StreamMultiplexer, channel: ObjectIdentifier)] = [:]
+    private var connections: [String: Pooled] = [:]
     private var connecting: [String: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
+    /// Visits the pool (held weakly) while it holds a connection (`sweeping`).
+    private let sweep: LoopSweep<UpstreamHTTP2Pool, Void>
+    private var sweeping = false
 
-    init(eventLoop: any EventLoop, connectTimeout: TimeAmount) {
+    init(eventLoop: any EventLoop, connectTimeout: TimeAmount, idleTimeout: TimeAmount = .seconds(60)) {
         self.eventLoop = eventLoop
         self.connectTimeout = connectTimeout
+        self.idleTimeout = UInt64(max(1, idleTimeout.nanoseconds))
+        self.sweep = LoopSweep(eventLoop: eventLoop, interval: UpstreamPool.sweepInterval(forIdleTimeout: idleTimeout)) { pool, _, now in
+            pool.sweepIdle(now: now)
+            pool.sweeping = !pool.connections.isEmpty
+            return pool.sweeping
+        }
         self.connector = UpstreamConnector(eventLoop: eventLoop, timeout: connectTimeout)
+    }
+
+    /// How many connections the pool holds (for tests).
+    var connectionCount: Int { connections.count }
+
+    /// Closes the connections without a stream for the idle timeout; the close forgets them.
+    func sweepIdle(now: UInt64) {
+        for pooled in connections.values where pooled.streams.value.isIdle(now: now, timeout: idleTimeout) {
+            pooled.channel.close(promise: nil)
+        }
+    }
+
+    /// When a connection is added, never per call.
+    private func startSweep() {
+        guard !sweeping else { return }
+        sweeping = true
+        sweep.add(self, ())
     }
 
     /// A new stream to `target` with an `UpstreamStreamHandler` in its pipeline.
@@ -53,7 +90,11 @@ final class UpstreamHTTP2Pool {
 
     private func multiplexer(for target: UpstreamTargetConfig, tls: UpstreamTLS.Context?) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
         let key = target.key
-        if let known = connections[key] { return eventLoop.makeSucceededFuture(known.multiplexer) }
+        if let known = connections[key] {
+            // a stream is about to open: the sweep must not take the connection before it counts
+            known.streams.value.handedOut = true
+            return eventLoop.makeSucceededFuture(known.multiplexer)
+        }
         if let pending = connecting[key] { return pending }
         let timeout = connectTimeout
         // TLS must agree h2 by ALPN: an upstream that ignores it would be spoken HTTP/2 while it expects HTTP/1.1
@@ -65,8 +106,10 @@ final class UpstreamHTTP2Pool {
             // the whole connection. A client that drops a connection with a hundred calls in flight
             // resets a hundred streams at once, so remember as many as an upstream lets run at once.
             configuration.maximumRecentlyResetStreams = Self.recentlyResetStreams
+            let streams = NIOLoopBound(UpstreamHTTP2Streams(now: DispatchTime.now().uptimeNanoseconds), eventLoop: channel.eventLoop)
             let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                mode: .client, connectionConfiguration: configuration, streamConfiguration: .init()
+                mode: .client, connectionConfiguration: configuration, streamConfiguration: .init(),
+                streamDelegate: UpstreamHTTP2StreamEvents(streams: streams)
             ) { pushed in
                 // servers may not push to the gateway: such a stream is closed at once
                 pushed.close()
@@ -77,7 +120,7 @@ final class UpstreamHTTP2Pool {
             let id = ObjectIdentifier(channel)
             let preface = HTTP2PrefaceWaiter(eventLoop: channel.eventLoop) { [self] in
                 // the upstream said GOAWAY: calls in flight may finish, new ones get a new connection
-                if connections[key]?.channel == id { connections[key] = nil }
+                if connections[key].map({ ObjectIdentifier($0.channel) }) == id { connections[key] = nil }
             }
             try channel.pipeline.syncOperations.addHandler(preface)
             let timer = channel.eventLoop.scheduleTask(in: timeout) {
@@ -87,17 +130,21 @@ final class UpstreamHTTP2Pool {
             preface.promise.futureResult.whenComplete { _ in timer.cancel() }
             // a GOAWAY-ed or broken connection is forgotten; the next call opens a new one
             channel.closeFuture.assumeIsolatedUnsafeUnchecked().whenComplete { [self] _ in
-                if connections[key]?.channel == id { connections[key] = nil }
+                if connections[key].map({ ObjectIdentifier($0.channel) }) == id { connections[key] = nil }
             }
-            return (multiplexer, preface, id)
+            return (Pooled(multiplexer: multiplexer, channel: channel, streams: streams), preface)
         }.flatMap { connected in
-            connected.1.promise.futureResult.map { (connected.0, connected.2) }
+            connected.1.promise.futureResult.map { @Sendable [pooled = connected.0] in pooled }
         }
-        let multiplexer = made.map(\.0)
+        let multiplexer = made.map(\.multiplexer)
         connecting[key] = multiplexer
         made.assumeIsolatedUnsafeUnchecked().whenComplete { [self] result in
             connecting[key] = nil
-            if case .success(let (multiplexer, id)) = result { connections[key] = (multiplexer, id) }
+            guard case .success(let pooled) = result, pooled.channel.isActive else { return }
+            // the first caller's stream is about to open
+            pooled.streams.value.handedOut = true
+            connections[key] = pooled
+            startSweep()
         }
         return multiplexer
     }
@@ -105,6 +152,49 @@ final class UpstreamHTTP2Pool {
     /// Reset streams whose late frames are ignored on a connection: at least the concurrent streams
     /// upstreams commonly allow (100 to 1,000).
     static let recentlyResetStreams = 2_048
+}
+
+/// The open streams of one pooled HTTP/2 connection and since when it has had none, told by
+/// NIOHTTP2's stream delegate (`UpstreamHTTP2StreamEvents`); read by the pool's idle sweep. Only
+/// the connection's event loop touches it.
+final class UpstreamHTTP2Streams {
+    private(set) var open = 0
+    /// Uptime nanoseconds since which no stream was open.
+    private(set) var idleSince: UInt64
+    /// Set when the pool hands the connection out for a new stream, cleared by the sweep: the
+    /// stream counts only once its HEADERS are written, and the sweep must not close the
+    /// connection in between.
+    var handedOut = false
+
+    init(now: UInt64) { idleSince = now }
+
+    func opened() { open += 1 }
+
+    func closed(now: @autoclosure () -> UInt64) {
+        open = max(0, open - 1)
+        if open == 0 { idleSince = now() }
+    }
+
+    /// Whether the connection has had no stream for `timeout` (a hand-out restarts the clock).
+    func isIdle(now: UInt64, timeout: UInt64) -> Bool {
+        if handedOut {
+            handedOut = false
+            if open == 0 { idleSince = now }
+            return false
+        }
+        return open == 0 && now >= idleSince && now - idleSince >= timeout
+    }
+}
+
+/// NIOHTTP2's inline multiplexer reports streams opening and closing to a delegate (not down the
+/// pipeline): this one counts them for the connection's `UpstreamHTTP2Streams`. Called on the
+/// connection's loop.
+struct UpstreamHTTP2StreamEvents: NIOHTTP2StreamDelegate {
+    let streams: NIOLoopBound<UpstreamHTTP2Streams>
+
+    func streamCreated(_ id: HTTP2StreamID, channel: any Channel) { streams.value.opened() }
+
+    func streamClosed(_ id: HTTP2StreamID, channel: any Channel) { streams.value.closed(now: DispatchTime.now().uptimeNanoseconds) }
 }
 
 /// Completes its promise when the upstream's connection preface (its first SETTINGS frame) has

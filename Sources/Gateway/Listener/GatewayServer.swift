@@ -24,6 +24,9 @@ public struct GatewayServer: Service {
         public var connectTimeout: TimeAmount = .seconds(5)
         /// A client connection with nothing read for this long is closed (408 mid-request).
         public var idleTimeout: TimeAmount = .seconds(60)
+        /// A pooled upstream connection (HTTP/1.1 keep-alive, or an HTTP/2 one without streams)
+        /// that waited this long for a call is closed (nginx's upstream `keepalive_timeout`).
+        public var upstreamIdleTimeout: TimeAmount = .seconds(60)
         /// A request head must be complete this long after its first byte (408 and close), however
         /// steadily it trickles in: the idle clock restarts on every byte, this one does not.
         public var requestHeadTimeout: TimeAmount = .seconds(10)

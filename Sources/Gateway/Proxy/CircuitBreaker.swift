@@ -56,6 +56,18 @@ public struct CircuitBreaker: Sendable, Equatable {
         }
     }
 
+    /// Whether a pool may drop this breaker (a fresh one takes its place at the next call) without
+    /// a caller noticing: closed without failures, or an ejection over for at least `grace`
+    /// nanoseconds — the target has been open to a trial call that long and none came. A count of
+    /// failures below the threshold or a trial under way is kept.
+    public func isForgettable(now: UInt64, after grace: UInt64) -> Bool {
+        switch state {
+        case .closed(let failures): failures == 0
+        case .open(let until): now >= until && now - until >= grace
+        case .halfOpen: false
+        }
+    }
+
     /// 0 closed, 1 half-open, 2 open (the `tollgate_gateway_circuit_state` gauge).
     public var gaugeValue: Int {
         switch state {

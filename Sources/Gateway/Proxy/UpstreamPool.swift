@@ -13,6 +13,9 @@ final class UpstreamConnection {
     let key: String
     let handler: UpstreamResponseHandler
     let isStream: Bool
+    /// When it last went back to the idle list (uptime nanoseconds): the idle sweep closes it once
+    /// it has waited there for the pool's idle timeout.
+    var idleSince: UInt64 = 0
 
     init(channel: any Channel, key: String, handler: UpstreamResponseHandler, isStream: Bool = false) {
         self.channel = channel
@@ -25,9 +28,16 @@ final class UpstreamConnection {
 /// Upstream connections, load balancing and circuit breakers of one event loop. Only that loop
 /// touches it, so nothing here locks; a request's client and upstream channels share the loop, so
 /// no hop between loops happens on the hot path.
+///
+/// Idle connections are closed after `idleTimeout` (nginx's upstream `keepalive_timeout`, Envoy's
+/// `idle_timeout`) by a `LoopSweep` that visits the pool while it holds anything (`sweepIdle`),
+/// which also forgets the keys that have nothing left — so nothing is armed or cancelled per call:
+/// a release stamps the time, the sweep compares.
 final class UpstreamPool {
     let eventLoop: any EventLoop
     let connectTimeout: TimeAmount
+    /// An idle connection is closed once it has waited this long (nanoseconds) for a call.
+    let idleTimeout: UInt64
     let maxIdlePerTarget: Int
     /// Bound on the pool keys with an idle list. A list outlives its key when a snapshot drops the
     /// target or changes the TLS settings it is reached with (a new key): nobody takes from it
@@ -55,10 +65,23 @@ final class UpstreamPool {
     private var idle: [String: IdleList] = [:]
     private var breakers: [String: CircuitBreaker] = [:]
     private var balancers: [UUID: Balancer] = [:]
+    /// Visits the pool (held weakly) while `sweeping`: from the first list or balancer made until a
+    /// visit leaves nothing.
+    private let sweep: LoopSweep<UpstreamPool, Void>
+    private var sweeping = false
 
-    init(eventLoop: any EventLoop, connectTimeout: TimeAmount, maxIdlePerTarget: Int = 128, maxIdleTargets: Int = 1_024) {
+    init(
+        eventLoop: any EventLoop, connectTimeout: TimeAmount, idleTimeout: TimeAmount = .seconds(60), maxIdlePerTarget: Int = 128,
+        maxIdleTargets: Int = 1_024
+    ) {
         self.eventLoop = eventLoop
         self.connectTimeout = connectTimeout
+        self.idleTimeout = UInt64(max(1, idleTimeout.nanoseconds))
+        self.sweep = LoopSweep(eventLoop: eventLoop, interval: Self.sweepInterval(forIdleTimeout: idleTimeout)) { pool, _, now in
+            pool.sweepIdle(now: now)
+            pool.sweeping = !pool.idle.isEmpty || !pool.breakers.isEmpty || !pool.balancers.isEmpty
+            return pool.sweeping
+        }
         self.maxIdlePerTarget = maxIdlePerTarget
         self.maxIdleTargets = max(1, maxIdleTargets)
         self.connector = UpstreamConnector(eventLoop: eventLoop, timeout: connectTimeout)
@@ -75,6 +98,7 @@ final class UpstreamPool {
         } else {
             balancer = Balancer(targets: targets)
             balancers[route.apiID] = balancer
+            startSweep()
         }
         let chosen = balancer.roundRobin.next { index in
             let key = targets[index].key
@@ -130,8 +154,9 @@ final class UpstreamPool {
         }
     }
 
-    /// Returns a connection for reuse after a complete exchange.
-    func release(_ connection: UpstreamConnection) {
+    /// Returns a connection for reuse after a complete exchange (`now`: uptime nanoseconds, the
+    /// start of its idle time).
+    func release(_ connection: UpstreamConnection, now: UInt64 = DispatchTime.now().uptimeNanoseconds) {
         connection.handler.delegate = nil
         // a finished HTTP/2 stream is closed (a no-op once both sides ended it), never kept
         let list = idle[connection.key]
@@ -139,8 +164,10 @@ final class UpstreamPool {
             connection.channel.close(promise: nil)
             return
         }
+        connection.idleSince = now
         if let list {
             list.connections.append(connection)
+            if !sweeping { startSweep() }
             return
         }
         // a key new to the pool while it is at its bound (rare: a new target or TLS identity)
@@ -148,6 +175,7 @@ final class UpstreamPool {
         let fresh = IdleList()
         fresh.connections.append(connection)
         idle[connection.key] = fresh
+        startSweep()
     }
 
     /// Drops closed connections and the lists left empty — those of keys no route names any more
@@ -159,8 +187,53 @@ final class UpstreamPool {
         }
     }
 
+    /// Closes the connections idle for the timeout and drops the closed ones, then forgets every
+    /// key with nothing left: its idle list once empty, its breaker once it holds nothing a call
+    /// would notice (closed without failures, or an ejection that ended a whole timeout ago — a
+    /// key nobody has called since), and a route's balancer once none of its targets has either.
+    /// That is how the lists, breakers and balancers of keys no snapshot names any more (a target
+    /// or TLS identity changed, an API deleted) go, whether or not the upstream keeps its sockets
+    /// open. A key still in use loses at most an empty list and a balancer's place in the
+    /// rotation, made again by its next call.
+    func sweepIdle(now: UInt64) {
+        for (key, list) in idle {
+            list.connections.removeAll { connection in
+                guard connection.channel.isActive else { return true }
+                guard now >= connection.idleSince, now - connection.idleSince >= idleTimeout else { return false }
+                connection.channel.close(promise: nil)
+                return true
+            }
+            if list.connections.isEmpty { idle[key] = nil }
+        }
+        for (key, breaker) in breakers where idle[key] == nil && breaker.isForgettable(now: now, after: idleTimeout) {
+            breakers[key] = nil
+        }
+        for (apiID, balancer) in balancers where !balancer.targets.contains(where: { idle[$0.key] != nil || breakers[$0.key] != nil }) {
+            balancers[apiID] = nil
+        }
+    }
+
+    /// Where an idle list or a balancer is made (and by a release that finds no sweep under way):
+    /// never armed or cancelled per call.
+    private func startSweep() {
+        guard !sweeping else { return }
+        sweeping = true
+        sweep.add(self, ())
+    }
+
+    /// How often a pool's sweep runs: a quarter of the idle timeout, between 10 ms and 5 s, so a
+    /// connection is closed between 1× the timeout and 5 s after it.
+    static func sweepInterval(forIdleTimeout timeout: TimeAmount) -> TimeAmount {
+        .nanoseconds(min(5_000_000_000, max(10_000_000, timeout.nanoseconds / 4)))
+    }
+
     /// How many pool keys have an idle list (for tests).
     var idleTargetCount: Int { idle.count }
+    /// How many idle connections the pool holds (for tests).
+    var idleConnectionCount: Int { idle.values.reduce(0) { $0 + $1.connections.count } }
+    /// How many breakers and balancers the pool keeps (for tests).
+    var breakerCount: Int { breakers.count }
+    var balancerCount: Int { balancers.count }
 }
 
 /// The per-loop state of the data plane (pool, token cache), created once per event loop.
@@ -199,7 +272,7 @@ final class LoopState {
         self.idle = .idleConnections(eventLoop: pool.eventLoop, timeout: idleTimeout)
         self.http2Idle = .idleConnections(eventLoop: pool.eventLoop, timeout: idleTimeout)
         self.flushBatch = LoopFlushBatch(eventLoop: pool.eventLoop)
-        self.http2Upstreams = UpstreamHTTP2Pool(eventLoop: pool.eventLoop, connectTimeout: pool.connectTimeout)
+        self.http2Upstreams = UpstreamHTTP2Pool(eventLoop: pool.eventLoop, connectTimeout: pool.connectTimeout, idleTimeout: .nanoseconds(Int64(pool.idleTimeout)))
         self.waitingDecisions = LoopSweep(eventLoop: pool.eventLoop, interval: .milliseconds(20)) { handler, _, now in handler.decideIfReloaded(now: now) }
     }
 }
@@ -210,11 +283,13 @@ final class LoopStates: Sendable {
     private let states = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<LoopState>]>([:])
     let connectTimeout: TimeAmount
     let idleTimeout: TimeAmount
+    let upstreamIdleTimeout: TimeAmount
     let metricsFactory: (any MetricsFactory)?
 
     init(_ configuration: GatewayServer.Configuration) {
         self.connectTimeout = configuration.connectTimeout
         self.idleTimeout = configuration.idleTimeout
+        self.upstreamIdleTimeout = configuration.upstreamIdleTimeout
         self.metricsFactory = configuration.metricsFactory
     }
 
@@ -229,7 +304,8 @@ final class LoopStates: Sendable {
     func state(for eventLoop: any EventLoop) -> LoopState {
         let id = ObjectIdentifier(eventLoop)
         if let existing = states.withLockedValue({ $0[id] }) { return existing.value }
-        let state = LoopState(pool: UpstreamPool(eventLoop: eventLoop, connectTimeout: connectTimeout), tokenCache: TokenCache(), idleTimeout: idleTimeout, metricsFactory: metricsFactory)
+        let state = LoopState(
+            pool: UpstreamPool(eventLoop: eventLoop, connectTimeout: connectTimeout, idleTimeout: upstreamIdleTimeout), tokenCache: TokenCache(), idleTimeout: idleTimeout, metricsFactory: metricsFactory)
         states.withLockedValue { $0[id] = NIOLoopBound(state, eventLoop: eventLoop) }
         return state
     }
@@ -306,7 +382,8 @@ struct BufferedRandom: RandomNumberGenerator {
 /// `interval` while the list is not empty — how the loop keeps response deadlines and idle
 /// timeouts without a task or a handler per connection (one scheduled and cancelled per request
 /// cost ~3 % of the gateway's CPU; an `IdleStateHandler` in every pipeline ~2 %). Entries hold
-/// their connection weakly; a closed connection drops out at the next visit.
+/// their connection weakly; a closed connection drops out at the next visit. The upstream pools use
+/// one each for their idle connections, with the pool itself as the only member.
 final class LoopSweep<Member: AnyObject, Payload> {
     private struct Entry {
         weak var handler: Member?

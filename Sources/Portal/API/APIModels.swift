@@ -234,6 +234,7 @@ enum APIModel {
         let upstreamProtocol: String?
     }
 
+    /// PATCH body: absent fields stay as they are.
     struct UpdateAPI: Decodable, Sendable {
         let name: String?
         let description: String?
@@ -242,7 +243,26 @@ enum APIModel {
         let targets: [UpstreamTarget]?
         /// "" removes the bundle.
         let upstreamCaPem: String?
-        let upstreamProtocol: String?
+        /// Absent: the stored protocol stays; `null` puts the default (`http1`) back, as JSON merge
+        /// patch reads null and as `custom_host: null` does on a tenant — rather than reading as
+        /// absent and answering 200 with nothing changed.
+        let upstreamProtocol: String??
+
+        enum CodingKeys: String, CodingKey { case name, description, visibility, allowedTeamIds, targets, upstreamCaPem, upstreamProtocol }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            name = try container.decodeIfPresent(String.self, forKey: .name)
+            description = try container.decodeIfPresent(String.self, forKey: .description)
+            visibility = try container.decodeIfPresent(String.self, forKey: .visibility)
+            allowedTeamIds = try container.decodeIfPresent([UUID].self, forKey: .allowedTeamIds)
+            targets = try container.decodeIfPresent([UpstreamTarget].self, forKey: .targets)
+            upstreamCaPem = try container.decodeIfPresent(String.self, forKey: .upstreamCaPem)
+            upstreamProtocol = container.contains(.upstreamProtocol) ? .some(try container.decodeIfPresent(String.self, forKey: .upstreamProtocol)) : .none
+        }
+
+        /// The protocol to set, as `APIChanges` takes it (nil: unchanged).
+        var upstreamProtocolChange: String? { upstreamProtocol.map { $0 ?? UpstreamProtocol.http1.rawValue } }
     }
 
     /// An API's gateway policy, read and replaced as a whole.

@@ -526,8 +526,8 @@ enum OpenAPIDocument {
                         "description": "PEM certificates (-----BEGIN CERTIFICATE-----) to verify https:// targets against instead of the system trust store; an empty string removes them",
                     ],
                     "upstream_protocol": [
-                        "type": "string", "enum": UpstreamProtocol.allCases.map(\.rawValue),
-                        "description": "How http:// and https:// targets are called: http1 (HTTP/1.1) or h2 (HTTP/2: h2c prior knowledge for http://, ALPN h2 for https://, a 502 when the upstream's TLS does not choose h2). Refused for gRPC targets, which are HTTP/2 anyway. Omit it to keep the stored protocol; an empty or unknown value is refused (422), not ignored",
+                        "type": ["string", "null"], "enum": UpstreamProtocol.allCases.map(\.rawValue) + [NSNull()] as [Any],
+                        "description": "How http:// and https:// targets are called: http1 (HTTP/1.1) or h2 (HTTP/2: h2c prior knowledge for http://, ALPN h2 for https://, a 502 when the upstream's TLS does not choose h2). Refused for gRPC targets, which are HTTP/2 anyway. Omit it to keep the stored protocol; null sets the default, http1 (JSON merge patch); an empty or unknown value is refused (422), not ignored",
                     ],
                 ], required: []),
             "CORSPolicy": input(

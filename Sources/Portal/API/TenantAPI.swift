@@ -126,7 +126,7 @@ struct TenantAPI: Sendable {
             tenant: try context.requireTenant(), actor: principal, id: id,
             APIChanges(
                 name: body.name, description: body.description, visibility: visibility, allowedTeamIDs: body.allowedTeamIds, targets: body.targets,
-                upstreamCABundle: body.upstreamCaPem, upstreamProtocol: body.upstreamProtocol),
+                upstreamCABundle: body.upstreamCaPem, upstreamProtocol: body.upstreamProtocolChange),
             clientIP: context.clientIP)
         return try .json(APIModel.APIBody(api))
     }

@@ -126,6 +126,7 @@ enum Launcher {
             var gatewayConfiguration = GatewayServer.Configuration(host: config.gatewayHost, port: config.gatewayPort)
             gatewayConfiguration.eventLoopThreads = config.gatewayThreads
             gatewayConfiguration.drainTimeout = config.drainTimeout
+            gatewayConfiguration.upstreamIdleTimeout = config.upstreamIdleTimeout
             gatewayConfiguration.proxyProtocol = config.gatewayProxyProtocol
             gatewayConfiguration.http2 = config.gatewayHTTP2
             gatewayConfiguration.webSocketOverHTTP2 = config.gatewayWebSocketOverHTTP2

@@ -118,7 +118,8 @@ struct CatalogPages: Sendable {
                 "description": form["description"] ?? "", "targets_text": form["targets"] ?? "", "upstream_ca_pem": form["upstream_ca_pem"] ?? "",
             ]
             typed["restricted"] = form["visibility"] == "restricted"
-            typed["upstream_h2"] = form["upstream_protocol"] == "h2"
+            // the submitted protocol when it is one; a tampered value shows the stored one (marked)
+            if let chosen = form["upstream_protocol"].flatMap(UpstreamProtocol.init(rawValue:)) { typed["upstream_h2"] = chosen == .h2 }
             return try await detailPage(
                 context, error: "The settings were not saved: correct the fields marked below.", typedSettings: typed, typedName: form["name"],
                 settingsErrors: error.fieldErrors, status: error.status)

@@ -24,6 +24,8 @@ struct GatewayHarness: Sendable {
     let beginShutdown: @Sendable () async -> Void
     /// The TLS listener's port, when one is configured.
     let tlsPort: Int?
+    /// The per-event-loop state (upstream pools among it), for tests that look inside.
+    let loops: LoopStates
 
     static func run(
         snapshot: GatewaySnapshot?, configure: @Sendable (inout GatewayServer.Configuration) -> Void = { _ in }, accessLogs: AccessLogs? = nil,
@@ -57,7 +59,7 @@ struct GatewayHarness: Sendable {
                 try await body(
                     GatewayHarness(
                         port: port, store: store, usage: usage, quotas: quotas, metrics: metrics, beginShutdown: { await group.triggerGracefulShutdown() },
-                        tlsPort: tlsPort.withLockedValue { $0 }))
+                        tlsPort: tlsPort.withLockedValue { $0 }, loops: server.shared.loops))
             } catch {
                 await group.triggerGracefulShutdown()
                 throw error

@@ -34,10 +34,13 @@ final class TestUpstream: Sendable {
     }
 
     private let channel: any Channel
-    private let state = NIOLockedValueBox<(seen: [Seen], connections: Int)>(([], 0))
+    private let state = NIOLockedValueBox<(seen: [Seen], connections: Int, open: Int)>(([], 0, 0))
     var port: Int { channel.localAddress?.port ?? 0 }
     var seen: [Seen] { state.withLockedValue { $0.seen } }
+    /// Connections accepted so far.
     var connections: Int { state.withLockedValue { $0.connections } }
+    /// Connections open now (closed by either side: gone).
+    var openConnections: Int { state.withLockedValue { $0.open } }
 
     private init(channel: any Channel) { self.channel = channel }
 
@@ -49,8 +52,10 @@ final class TestUpstream: Sendable {
             .childChannelInitializer { channel in
                 let number = box.withLockedValue { $0 }?.state.withLockedValue { state in
                     state.connections += 1
+                    state.open += 1
                     return state.connections
                 } ?? 0
+                channel.closeFuture.whenComplete { _ in box.withLockedValue { $0 }?.state.withLockedValue { $0.open -= 1 } }
                 return channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     // each request is recorded with its connection and the client certificate that
