@@ -123,12 +123,19 @@ import Testing
         }
     }
 
-    @Test func interimResponsesReachTheClientBeforeTheFinalOne() async throws {
+    @Test func theGatewayInvitesTheBodyItselfAndTheUpstreamDoesNotHearTheExpectation() async throws {
         try await GatewayProxyTests.withWorld { _, upstream, gateway in
+            // the test upstream answers an expectation with a 100 of its own: one 100 in all means
+            // it never heard one (a server ignoring it stalled curl's upload by a second)
             let responses = try await gateway.send(
                 "PUT /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\n\(Self.key)Expect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
             #expect(responses.map(\.status) == [100, 200])
             #expect(upstream.seen.last?.bodyBytes == 3)
+            #expect(upstream.seen.last?.header("expect") == nil)
+            // a refused call is not invited: its answer is final
+            let refused = try await gateway.send(
+                "PUT /t/demo/echo/v1/x HTTP/1.1\r\nHost: g\r\nX-API-Key: nope\r\nExpect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+            #expect(refused.map(\.status) == [401])
         }
     }
 

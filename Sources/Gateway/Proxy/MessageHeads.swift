@@ -17,9 +17,10 @@ enum UpstreamRequestHead {
     ///   - upgrade: the protocol a WebSocket handshake asks for; `Connection: Upgrade` and this
     ///     `Upgrade` are forwarded (otherwise both are hop-by-hop and dropped).
     ///   - chunked: the gateway frames the body in chunks (an HTTP/2 request body of unknown length).
+    ///   - dropExpect: the gateway answered the client's `Expect: 100-continue` itself.
     static func write(
         _ head: HTTPRequestHead, plan: ForwardPlan, target: UpstreamTargetConfig, requestID: String, connection: Connection, upgrade: String?,
-        chunked: Bool = false, allocator: ByteBufferAllocator
+        chunked: Bool = false, dropExpect: Bool = false, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         // a transformed API collects the passing headers first, so its operations see them all
         let transform = plan.route.requestTransform
@@ -60,6 +61,7 @@ enum UpstreamRequestHead {
                 if hop.contains(name) || name.isASCII(caseInsensitively: "authorization") || name.isASCII(caseInsensitively: "x-api-key")
                     || name.isASCII(caseInsensitively: "x-request-id") || name.hasASCIIPrefix(caseInsensitively: "x-tollgate-")
                     || name.isASCII(caseInsensitively: "x-forwarded-proto") || name.isASCII(caseInsensitively: "x-forwarded-host")
+                    || (dropExpect && name.isASCII(caseInsensitively: "expect"))
                 {
                     continue
                 }

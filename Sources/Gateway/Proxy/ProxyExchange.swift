@@ -51,6 +51,11 @@ final class ProxyExchange {
     /// The gateway frames the request body as chunked for the upstream (an HTTP/2 body of unknown
     /// length); HTTP/1 bodies go with the client's own framing.
     var chunksRequestBody = false
+    /// An HTTP/1.1 client sent `Expect: 100-continue` with a body: the gateway invites the body
+    /// itself once the call is admitted and forwarded (`100 Continue`), and the upstream does not
+    /// hear the expectation — as nginx and Envoy do. Left to the upstream, a server that ignores
+    /// it (many do) held curl's upload for its one-second wait.
+    var answersContinue = false
     /// When the upstream switched protocols and the exchange became a byte tunnel (uptime
     /// nanoseconds; 0: not a tunnel), and when a byte last crossed it either way.
     var tunnelOpenedAt: UInt64 = 0
@@ -124,7 +129,13 @@ final class ProxyExchange {
     /// idle pooled connection) and sends what the client sent so far.
     func start() {
         if let validation = plan.route.requestValidation, !admit(validation) { return }
+        if answersContinue { inviteBody() }
         startForwarding()
+    }
+
+    private func inviteBody() {
+        client.exchange(self, receivedInterim: ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n"))
+        client.exchangeFlush(self)
     }
 
     /// The `request_validation` policy's check of the head: true to go on; false when the call
@@ -144,11 +155,8 @@ final class ProxyExchange {
             return false
         case .checkBody(let schema, let required):
             bodyCheck = BodyCheck(validator: validator, schema: schema, required: required, chunked: chunked)
-            // the upstream will not ask for the body before it has it all: the gateway does
-            if head.version.major == 1, head.headers.first(name: "expect")?.lowercased() == "100-continue" {
-                client.exchange(self, receivedInterim: ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n"))
-                client.exchangeFlush(self)
-            }
+            // the body is checked before anything goes upstream: the gateway asks for it
+            if answersContinue { inviteBody() }
             return false
         }
     }
@@ -243,7 +251,7 @@ final class ProxyExchange {
         connection.handler.delegate = self
         let requestHead = UpstreamRequestHead.write(
             head, plan: plan, target: target, requestID: requestID, connection: self.connection, upgrade: upgrade, chunked: chunksRequestBody,
-            allocator: connection.channel.allocator)
+            dropExpect: answersContinue, allocator: connection.channel.allocator)
         connection.channel.write(requestHead, promise: nil)
         if meter.logs(plan.route) { upstreamSentAt = DispatchTime.now().uptimeNanoseconds }
         for part in pending { connection.channel.write(part, promise: nil) }

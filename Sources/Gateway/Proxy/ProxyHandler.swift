@@ -486,7 +486,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
                     meter: meter, quotas: shared.quotas, bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes,
                     responseTimeout: shared.settings.responseTimeout, clientIP: clientIP, secure: secure, writer: self)
                 // the gateway reads the body itself here (no upstream to say it), so it invites it
-                if requestBody != nil, head.version.minor >= 1, head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                if requestBody != nil, head.version.minor >= 1, Self.expectsContinue(head) {
                     context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
                 }
                 translated?.begin()
@@ -498,6 +498,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Client
             bodyLimit: plan.route.maxRequestBytes ?? shared.settings.maxRequestBytes, client: self, loop: loop, meter: meter,
             responseTimeout: shared.settings.responseTimeout, connection: .init(clientIP: clientIP, secure: secure))
         exchange.upgrade = WebSocketHandshake.requestedUpgrade(head)
+        exchange.answersContinue = requestBody != nil && head.version.minor >= 1 && Self.expectsContinue(head)
         self.exchange = exchange
         exchange.start()
     }
@@ -754,6 +755,13 @@ extension ProxyHandler: TranscodedResponseWriter {
 
     func transcodedClientReading(_ on: Bool) {
         context?.channel.setOption(.autoRead, value: on).whenComplete { _ in }
+    }
+}
+
+extension ProxyHandler {
+    /// The request asks to be invited before it sends its body (RFC 9110 §10.1.1).
+    static func expectsContinue(_ head: HTTPRequestHead) -> Bool {
+        head.headers["expect"].contains { $0.lowercased() == "100-continue" }
     }
 }
 

@@ -117,7 +117,9 @@ final class UpstreamPool {
     /// refused) open the circuit for that API's settings only, not for every API on the host.
     /// The gauge is labelled with the network address, never the identity (a digest of secrets).
     func recordSuccess(_ target: UpstreamTargetConfig) {
-        var breaker = breakers[target.key] ?? CircuitBreaker()
+        // a success on a key without a breaker leaves a fresh one, which is no breaker at all: none
+        // is made (one made after the sweep forgot the key and stopped would stay for good)
+        guard var breaker = breakers[target.key] else { return }
         let before = breaker.gaugeValue
         breaker.recordSuccess()
         breakers[target.key] = breaker
@@ -125,10 +127,13 @@ final class UpstreamPool {
     }
 
     func recordFailure(_ target: UpstreamTargetConfig, now: UInt64) {
-        var breaker = breakers[target.key] ?? CircuitBreaker()
+        let known = breakers[target.key]
+        var breaker = known ?? CircuitBreaker()
         let before = breaker.gaugeValue
         breaker.recordFailure(now: now)
         breakers[target.key] = breaker
+        // the call may have outlived its key in the pool (forgotten by the sweep meanwhile)
+        if known == nil { startSweep() }
         if before != breaker.gaugeValue { GatewayGauges.circuit(target: target.address, state: breaker.gaugeValue) }
     }
 
