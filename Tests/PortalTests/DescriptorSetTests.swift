@@ -109,7 +109,7 @@ import Testing
                 #expect((operation("Upload")["not_routed"] as? [Any])?.isEmpty == true)
                 let reference = try await client.execute(uri: "/t/acme/catalog/apis/\(id)/reference", method: .get, headers: [Browser.hostField: "localhost"])
                 #expect(reference.text.contains("/echo/v1/v1/uploads"))
-                #expect(reference.text.contains("<code>POST /echo/v1/v1/chats/{id}</code> not routed: a client or bidirectional stream"))
+                #expect(reference.text.contains("The binding <code>google.api.http: post &quot;/v1/chats/{id}&quot;</code> is not routed: a client or bidirectional stream"))
             }
         }
     }

@@ -37,9 +37,10 @@ public struct ProtoSchema: Sendable {
             options.messageDepthLimit = 64
             set = try Google_Protobuf_FileDescriptorSet(serializedBytes: bytes, partial: true, options: options)
         } catch {
+            // the decoder's error is a Swift enum case (`malformedProtobuf`): said in words instead
             throw Invalid(problems: [
-                "The file is not a protobuf descriptor set (google.protobuf.FileDescriptorSet): \(error). "
-                    + "Make one with `protoc --include_imports --descriptor_set_out=api.binpb …` or `buf build -o api.binpb`."
+                "The file is not a protobuf descriptor set (google.protobuf.FileDescriptorSet): its bytes do not decode as one. "
+                    + "Make one with \"protoc --include_imports --descriptor_set_out=api.binpb …\" or \"buf build -o api.binpb\"."
             ])
         }
         var compiler = Compiler()

@@ -50,6 +50,9 @@ struct TranslatedOperation: Sendable, Equatable {
         var method: String
         var path: String
         var reason: String
+        /// The binding as the proto declares it (`post "/v1/chats/{id}"`), for the reference page:
+        /// shown beside the gateway's URLs, a path would read as one more to call.
+        var declared: String = ""
     }
 
     var grpcPath: String
@@ -76,7 +79,10 @@ struct TranslatedOperation: Sendable, Equatable {
                 // the gateway's own rule, so the page lists exactly the routes it serves
                 for binding in method.httpBindings {
                     if let reason = method.unroutedReason(binding) {
-                        unrouted.append(UnroutedRoute(method: binding.method, path: basePath + binding.pathTemplate, reason: reason))
+                        unrouted.append(
+                            UnroutedRoute(
+                                method: binding.method, path: basePath + binding.pathTemplate, reason: reason,
+                                declared: "\(binding.method.lowercased()) \"\(binding.pathTemplate)\""))
                     } else {
                         routes.append(Route(method: binding.method, path: basePath + binding.pathTemplate))
                     }

@@ -394,7 +394,9 @@ struct CatalogPages: Sendable {
         let descriptor = api.isGRPC ? try await services.catalog.descriptorSet(tenant: tenant, viewer: context.principal, id: id).1 : nil
         let document = stored.flatMap { try? APIDocument.parse(Array($0.content.utf8)) }
         let schema = descriptor?.schema
-        guard document != nil || schema != nil else { throw AppError.notFound("OpenAPI document") }
+        guard document != nil || schema != nil else {
+            throw AppError.notFound(api.isGRPC ? "A reference (the API has no descriptor set yet)" : "A reference (the API has no OpenAPI document yet)")
+        }
         var values = document.map { APIReference.values($0.root) } ?? ["title": api.name]
         values["api"] = ["id": api.id.uuidString, "name": api.name, "version": api.version]
         if let stored, document != nil {
@@ -407,7 +409,7 @@ struct CatalogPages: Sendable {
                 [
                     "grpc_path": operation.grpcPath, "kind": operation.kind, "input": operation.inputType, "output": operation.outputType,
                     "routes": operation.routes.map { ["method": $0.method, "path": $0.path, "gateway": gateway] },
-                    "unrouted": operation.unrouted.map { ["method": $0.method, "path": $0.path, "reason": $0.reason] },
+                    "unrouted": operation.unrouted.map { ["declared": $0.declared, "reason": $0.reason] },
                 ]
             }
             values["translated_uploaded"] = DisplayDate.format(descriptor.uploadedAt)
@@ -482,11 +484,13 @@ struct CatalogPages: Sendable {
 
     /// `URL weight` per line (weight optional, default 1).
     static func parseTargets(_ text: String) throws -> [UpstreamTarget] {
-        try TextLines.split(text).compactMap { line -> UpstreamTarget? in
+        try TextLines.split(text).enumerated().compactMap { index, line -> UpstreamTarget? in
             let parts = line.split(whereSeparator: \.isWhitespace)
             guard let url = parts.first else { return nil }
             guard parts.count <= 2, let weight = parts.count == 2 ? Int(parts[1]) : 1 else {
-                throw AppError.validation(["targets": "Write one target per line: URL and an optional weight (1 to 100)."])
+                throw AppError.validation([
+                    "targets": "Target \(index + 1) (\(String(line.prefix(80)))) is not a URL and an optional weight: write one target per line, a URL and an optional weight (1 to 100)."
+                ])
             }
             return UpstreamTarget(url: String(url), weight: weight)
         }
@@ -655,7 +659,7 @@ struct CatalogPages: Sendable {
     private func descriptorSummary(_ api: APIProduct, tenant: Tenant, viewer: Principal?) async throws -> [String: Any]? {
         guard let stored = try await services.catalog.descriptorSet(tenant: tenant, viewer: viewer, id: api.id).1 else { return nil }
         return [
-            "services": stored.services.joined(separator: ", "), "method_count": stored.methodCount, "method_count_text": stored.methodCount == 1 ? "1 translated operation" : "\(stored.methodCount) translated operations", "sha256_short": String(stored.sha256.prefix(12)),
+            "services": stored.services.joined(separator: ", "), "method_count": stored.methodCount, "method_count_methods": stored.methodCount == 1 ? "1 method" : "\(stored.methodCount) methods", "method_count_text": stored.methodCount == 1 ? "1 translated operation" : "\(stored.methodCount) translated operations", "sha256_short": String(stored.sha256.prefix(12)),
             "uploaded": DisplayDate.format(stored.uploadedAt),
         ]
     }
