@@ -108,11 +108,11 @@ import Testing
 
     @Test(arguments: ["0", "-1", "3601", "1.5", "", " 60", "60s", "99999999999999999999"])
     func configRejectsAnUpstreamIdleTimeoutOutOfBounds(text: String) {
-        #expect(throws: AppConfig.ConfigError.self) { try AppConfig.fromEnvironment(["TOLLGATE_UPSTREAM_IDLE_TIMEOUT": text]) }
+        #expect(throws: AppConfig.ConfigError.self) { try AppConfig.fromEnvironment(["TOLLGATE_UPSTREAM_IDLE_SECONDS": text]) }
     }
 
     @Test func configTakesAnUpstreamIdleTimeoutInSeconds() throws {
-        #expect(try AppConfig.fromEnvironment(["TOLLGATE_UPSTREAM_IDLE_TIMEOUT": "1"]).upstreamIdleTimeout == .seconds(1))
-        #expect(try AppConfig.fromEnvironment(["TOLLGATE_UPSTREAM_IDLE_TIMEOUT": "3600"]).upstreamIdleTimeout == .seconds(3600))
+        #expect(try AppConfig.fromEnvironment(["TOLLGATE_UPSTREAM_IDLE_SECONDS": "1"]).upstreamIdleTimeout == .seconds(1))
+        #expect(try AppConfig.fromEnvironment(["TOLLGATE_UPSTREAM_IDLE_SECONDS": "3600"]).upstreamIdleTimeout == .seconds(3600))
     }
 }

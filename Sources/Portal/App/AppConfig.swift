@@ -44,7 +44,7 @@ struct AppConfig: Sendable {
     var draftRefreshInterval: Duration = .seconds(300)
     /// At SIGTERM, how long the gateway lets requests under way finish (TOLLGATE_DRAIN_SECONDS, default 10).
     var drainTimeout: TimeAmount = .seconds(10)
-    /// A pooled upstream connection idle this long is closed (TOLLGATE_UPSTREAM_IDLE_TIMEOUT, 1 to 3600 seconds, default 60).
+    /// A pooled upstream connection idle this long is closed (TOLLGATE_UPSTREAM_IDLE_SECONDS, 1 to 3600 seconds, default 60).
     var upstreamIdleTimeout: TimeAmount = .seconds(60)
     /// The most bytes the meter's write-ahead spool holds (TOLLGATE_METER_SPOOL_CAP_BYTES, default 1 GiB).
     var meterSpoolCapBytes: Int64 = 1 << 30
@@ -147,9 +147,9 @@ struct AppConfig: Sendable {
             guard let seconds = Int(text), (1...600).contains(seconds) else { throw ConfigError.invalid("TOLLGATE_DRAIN_SECONDS", text, "1 to 600 seconds") }
             config.drainTimeout = .seconds(Int64(seconds))
         }
-        if let text = env["TOLLGATE_UPSTREAM_IDLE_TIMEOUT"] {
+        if let text = env["TOLLGATE_UPSTREAM_IDLE_SECONDS"] {
             guard let seconds = Int(text), (1...3600).contains(seconds) else {
-                throw ConfigError.invalid("TOLLGATE_UPSTREAM_IDLE_TIMEOUT", text, "1 to 3600 seconds")
+                throw ConfigError.invalid("TOLLGATE_UPSTREAM_IDLE_SECONDS", text, "1 to 3600 seconds")
             }
             config.upstreamIdleTimeout = .seconds(Int64(seconds))
         }
