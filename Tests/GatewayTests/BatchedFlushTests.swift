@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import Testing
 
@@ -57,6 +58,30 @@ import Testing
         // assert
         #expect(writtenDuringTheTask == 0)
         #expect(try await received.get() == "one,two")
+    }
+
+    /// Counts the flushes the batch hands it.
+    final class CountingFlush: HeldFlush {
+        var flushes = 0
+        func flushHeld() { flushes += 1 }
+    }
+
+    @Test func heldConnectionsAreFlushedOnceTheRoundsTaskRuns() throws {
+        // HTTP/1.1 clients and upstream connections join the batch as `HeldFlush`es of their own
+        let loop = EmbeddedEventLoop()
+        let batch = LoopFlushBatch(eventLoop: loop)
+        let client = CountingFlush(), upstream = CountingFlush()
+        batch.hold(upstream)
+        batch.hold(client)
+        batch.hold(upstream)
+        // nothing is flushed while the round's I/O goes on
+        #expect(client.flushes == 0 && upstream.flushes == 0)
+        loop.run()
+        #expect(client.flushes == 1 && upstream.flushes == 2)
+        // a later round schedules its own task
+        batch.hold(client)
+        loop.run()
+        #expect(client.flushes == 2)
     }
 
     @Test func aCloseSendsWhatWasWrittenAndFlushedBeforeIt() async throws {

@@ -187,6 +187,15 @@ import Testing
         #expect(elsewhere.admit(now: 1, advance: 2).admission == .refused(.heldElsewhere))
     }
 
+    @Test func aLeaseSaysNothingOfTheMonthBeforeTheDatabaseAnswered() {
+        // a new lease (first call, or after an idle one was given back) admits on credit but does
+        // not know the month's use: no remaining count rather than the whole quota
+        var fresh = QuotaLease(tenantID: UUID(), subscriptionID: UUID(), period: "2026-12", quota: 300, now: 0)
+        #expect(fresh.admit(now: 1, advance: 2).admission == .allowed(remaining: nil))
+        var answered = Self.lease(granted: 10)
+        #expect(answered.admit(now: 1, advance: 2).admission == .allowed(remaining: 299))
+    }
+
     @Test func aLeasePastItsLocalDeadlineStopsUsingItsUnits() {
         var lease = Self.lease(granted: 50, validUntil: 100)
         #expect(lease.admit(now: 99, advance: 0).admission == .allowed(remaining: 299))

@@ -109,6 +109,18 @@ import Testing
         #expect(pool.breakerCount == 1 && pool.balancerCount == 1)
     }
 
+    @Test func aCallThatOutlivesItsForgottenKeyLeavesNothingBehind() {
+        // setup: a call picks key 1; the sweep forgets the key while the call is under way
+        let pool = UpstreamPool(eventLoop: EmbeddedEventLoop(), connectTimeout: .seconds(1), idleTimeout: .seconds(10))
+        #expect(pool.pick(Self.route([.loopback(1)]), now: 0) != nil)
+        pool.sweepIdle(now: 20 * Self.second)
+        #expect(pool.breakerCount == 0 && pool.balancerCount == 0)
+        // act: the call ends well
+        pool.recordSuccess(.loopback(1))
+        // assert: no breaker is made for it (the sweep has stopped and would never forget it)
+        #expect(pool.breakerCount == 0)
+    }
+
     @Test(arguments: [
         (CircuitBreaker.State.closed(consecutiveFailures: 0), UInt64(0), true),
         (.closed(consecutiveFailures: 1), 1_000, false),
