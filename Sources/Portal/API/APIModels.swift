@@ -258,7 +258,7 @@ enum APIModel {
             allowedTeamIds = try container.decodeIfPresent([UUID].self, forKey: .allowedTeamIds)
             targets = try container.decodeIfPresent([UpstreamTarget].self, forKey: .targets)
             upstreamCaPem = try container.decodeIfPresent(String.self, forKey: .upstreamCaPem)
-            upstreamProtocol = container.contains(.upstreamProtocol) ? .some(try container.decodeIfPresent(String.self, forKey: .upstreamProtocol)) : .none
+            upstreamProtocol = try container.decodePatch(String.self, forKey: .upstreamProtocol)
         }
 
         /// The protocol to set, as `APIChanges` takes it (nil: unchanged).
@@ -680,7 +680,7 @@ enum APIModel {
             let container = try decoder.container(keyedBy: CodingKeys.self)
             name = try container.decodeIfPresent(String.self, forKey: .name)
             signupPolicy = try container.decodeIfPresent(String.self, forKey: .signupPolicy)
-            customHost = container.contains(.customHost) ? .some(try container.decodeIfPresent(String.self, forKey: .customHost)) : .none
+            customHost = try container.decodePatch(String.self, forKey: .customHost)
         }
     }
 
@@ -746,6 +746,13 @@ struct Pagination: Sendable {
             return try await fetch(cursor, limit)
         }
         return APIModel.Page(items: page.items.map(body), nextCursor: page.next)
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// A PATCH member that may be absent (`.none`: leave it), `null` (`.some(nil)`: clear it) or a value.
+    func decodePatch<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T?? {
+        contains(key) ? .some(try decodeIfPresent(type, forKey: key)) : .none
     }
 }
 
